@@ -1,0 +1,147 @@
+//! Job objects of the user API: `/v1/jobs`, `/v1/results/poll`.
+
+use crate::error::ErrorBody;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a job is in its life. `completed`, `failed`, `cancelled` and `expired` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Expired => "expired",
+        }
+    }
+
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobStatus::Queued | JobStatus::Processing)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown status `{s}`; expected one of queued, processing, completed, failed, cancelled, expired"
+                )
+            })
+    }
+}
+
+/// A job as the user API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// Always `chat.completion.job`.
+    pub object: String,
+    pub model: String,
+    pub status: JobStatus,
+    pub priority: u8,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    pub attempts: u32,
+    /// The node working on the job, while it is `processing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The ChatCompletion exactly as the node returned it, once `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why the job did not complete, once `failed`, `cancelled` or `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// `GET /v1/jobs`: newest first, with a cursor for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub object: String,
+    pub data: Vec<Job>,
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+    pub has_more: bool,
+}
+
+/// `POST /v1/results/poll`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollResponse {
+    pub jobs: Vec<PollEntry>,
+}
+
+/// A polled id: the job when the caller may see it, a `not_found` entry otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PollEntry {
+    Found(Box<Job>),
+    NotFound {
+        id: String,
+        status: NotFound,
+        error: ErrorBody,
+    },
+}
+
+/// The status of a poll entry for an id the caller cannot see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotFound {
+    NotFound,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_from_their_own_spelling_only() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
+        }
+        assert!("QUEUED".parse::<JobStatus>().is_err());
+        assert!(JobStatus::Expired.is_final() && !JobStatus::Processing.is_final());
+    }
+}

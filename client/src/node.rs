@@ -1,0 +1,117 @@
+//! The node API: `/internal/queue/fetch`, `/heartbeat` and `/submit`.
+
+use crate::error::ErrorBody;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `POST /internal/queue/fetch`: lease up to `limit` jobs of `models` (`"*"` is any model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    pub node_id: String,
+    pub models: Vec<String>,
+    #[serde(default = "default_limit")]
+    pub limit: u32,
+    /// Seconds to hold the request open while no job matches.
+    #[serde(default)]
+    pub wait: f64,
+}
+
+fn default_limit() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub jobs: Vec<LeasedJob>,
+}
+
+/// A job leased to a node. The lease must be heartbeated before `lease_expires_at`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeasedJob {
+    pub id: String,
+    pub model: String,
+    /// The request body exactly as the user sent it.
+    pub request_payload: Box<RawValue>,
+    pub lease_id: String,
+    /// Unix milliseconds.
+    pub lease_expires_at: i64,
+    /// 1 for the first run of the job.
+    pub attempt: u32,
+    pub request_id: Option<String>,
+}
+
+/// `POST /internal/queue/heartbeat`: extends leases and says the node is alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub node_id: String,
+    #[serde(default)]
+    pub lease_ids: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Leases now extended to `lease_expires_at`.
+    pub extended: Vec<String>,
+    /// Leases whose job was cancelled: abort them.
+    pub cancelled: Vec<String>,
+    /// Leases that expired or were taken over: their results would be discarded.
+    pub lost: Vec<String>,
+    /// Unix milliseconds.
+    pub lease_expires_at: i64,
+}
+
+/// One item of `POST /internal/queue/submit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeResult {
+    pub id: String,
+    pub lease_id: String,
+    pub status: NodeResultStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// The HTTP status the upstream answered with, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum NodeResultStatus {
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub results: Vec<SubmitOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitOutcome {
+    pub id: String,
+    pub outcome: SubmitOutcomeKind,
+}
+
+/// What the gateway did with one submitted result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubmitOutcomeKind {
+    /// Stored; the job moved on.
+    Accepted,
+    /// This lease's result was already stored, so the retry changed nothing.
+    Duplicate,
+    /// The lease expired or was taken over; the result is discarded.
+    Stale,
+    /// The job was cancelled while it ran; the result is discarded.
+    Cancelled,
+}

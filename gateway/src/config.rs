@@ -1,0 +1,275 @@
+//! Gateway configuration: defaults, then `gateway.toml`, then `OBB_*` variables, then flags.
+//!
+//! Unknown keys in the file or in `OBB_*` variables are rejected with their name, so a typo
+//! never silently falls back to a default.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every setting of the gateway. Field names are the TOML keys and, upper-cased after
+/// `OBB_`, the environment variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    /// The SQLite file; `None` means the XDG data dir.
+    pub db: Option<PathBuf>,
+    /// The longest `?wait=` / `Prefer: wait=` honoured; longer asks are capped to it.
+    pub max_wait_seconds: u64,
+    /// The wait applied when a submit asks for none. 0 keeps submits asynchronous.
+    pub default_wait_seconds: u64,
+    /// Bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// How long a node holds a job between heartbeats.
+    pub lease_seconds: u64,
+    /// Runs of a job (first run plus retries) before it fails for good.
+    pub max_attempts: u32,
+    /// How long a job may wait in the queue before it expires.
+    pub job_ttl_seconds: u64,
+    /// The longest per-request TTL a caller may ask for.
+    pub max_job_ttl_seconds: u64,
+    /// How often the reaper looks for expired leases and jobs.
+    pub reaper_interval_ms: u64,
+    /// A node unseen for this long no longer counts for `/v1/models`.
+    pub node_alive_seconds: u64,
+    /// The most ids one `/v1/results/poll` may ask for.
+    pub max_poll_ids: usize,
+    /// On SIGTERM, how long to keep serving before stopping.
+    pub grace_period_seconds: u64,
+    /// After the grace period, how long in-flight requests get to finish.
+    pub shutdown_timeout_seconds: u64,
+    /// Worker threads of the HTTP service.
+    pub threads: usize,
+    /// Most operations one SQLite commit may carry (group commit).
+    pub max_commit_batch: usize,
+    /// The first retry of a retryable failure waits this long; each next one twice as long.
+    pub retry_backoff_base_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".to_owned(),
+            port: 8000,
+            db: None,
+            max_wait_seconds: 300,
+            default_wait_seconds: 0,
+            max_body_bytes: 16 * 1024 * 1024,
+            lease_seconds: 60,
+            max_attempts: 3,
+            job_ttl_seconds: 24 * 3600,
+            max_job_ttl_seconds: 7 * 24 * 3600,
+            reaper_interval_ms: 1000,
+            node_alive_seconds: 60,
+            max_poll_ids: 1000,
+            grace_period_seconds: 5,
+            shutdown_timeout_seconds: 5,
+            threads: 2,
+            max_commit_batch: 512,
+            retry_backoff_base_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config `{origin}`: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("no home directory: set `OBB_DB` or pass `--db`")]
+    NoHome,
+}
+
+impl Config {
+    /// Builds the config from an optional file and the given environment (usually
+    /// `std::env::vars()`), before flags are applied by the caller.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
+                    origin: path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let known = Config::keys();
+        for (name, value) in env {
+            // `OBB_*` is shared with the node (`OBB_NODE_*`) and the client (`OBB_API_KEY`),
+            // so only variables naming a gateway setting are taken.
+            let Some(key) = name.strip_prefix("OBB_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if known.contains(&key) {
+                table.insert(key, env_value(&value));
+            }
+        }
+        let origin = file.map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin,
+                message: e.message().to_owned(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The names of all settings, as TOML keys.
+    pub fn keys() -> Vec<String> {
+        let mut keys: Vec<String> = toml::Table::try_from(Config::default())
+            .map(|table| table.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.push("db".to_owned());
+        keys
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            origin: "settings".to_owned(),
+            message: message.to_owned(),
+        };
+        if self.default_wait_seconds > self.max_wait_seconds {
+            return Err(invalid(
+                "`default_wait_seconds` must not exceed `max_wait_seconds`",
+            ));
+        }
+        if self.lease_seconds == 0 || self.max_attempts == 0 || self.job_ttl_seconds == 0 {
+            return Err(invalid(
+                "`lease_seconds`, `max_attempts` and `job_ttl_seconds` must be positive",
+            ));
+        }
+        if self.threads == 0 || self.max_commit_batch == 0 || self.reaper_interval_ms == 0 {
+            return Err(invalid(
+                "`threads`, `max_commit_batch` and `reaper_interval_ms` must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database path: the configured one, or the XDG data dir.
+    pub fn db_path(&self) -> Result<PathBuf, ConfigError> {
+        match &self.db {
+            Some(path) => Ok(path.clone()),
+            None => default_db_path(
+                std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+                std::env::var_os("HOME").map(PathBuf::from),
+            ),
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds)
+    }
+}
+
+/// `$XDG_DATA_HOME/openbeepboop/queue.db`, or `~/.local/share/openbeepboop/queue.db`.
+pub fn default_db_path(
+    xdg_data_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Result<PathBuf, ConfigError> {
+    let base = match xdg_data_home.filter(|p| p.is_absolute()) {
+        Some(dir) => dir,
+        None => home.ok_or(ConfigError::NoHome)?.join(".local/share"),
+    };
+    Ok(base.join("openbeepboop").join("queue.db"))
+}
+
+/// The config file used when `--config` is absent: the XDG one, if it exists.
+pub fn default_config_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let path = base.join("openbeepboop").join("gateway.toml");
+    path.exists().then_some(path)
+}
+
+/// Environment values are typed the way TOML would read them, so `OBB_PORT=9000` is a number
+/// and `OBB_HOST=::1` stays a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(n) = raw.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "port = 9000\nmax_wait_seconds = 30").unwrap();
+        let config = Config::load(
+            Some(file.path()),
+            env(&[
+                ("OBB_PORT", "9100"),
+                ("PATH", "/bin"),
+                ("OBB_DB", "/x/q.db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.port, 9100);
+        assert_eq!(config.max_wait_seconds, 30);
+        assert_eq!(config.db, Some(PathBuf::from("/x/q.db")));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named_and_foreign_variables_ignored() {
+        let config = Config::load(None, env(&[("OBB_API_KEY", "sk"), ("OBB_NODE_NAME", "n")]));
+        assert_eq!(config.unwrap(), Config::default());
+        let err = Config::load(None, env(&[("OBB_PORT", "many")])).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "max_wiat_seconds = 3").unwrap();
+        let err = Config::load(Some(file.path()), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("max_wiat_seconds"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_settings_are_rejected() {
+        let err = Config::load(None, env(&[("OBB_DEFAULT_WAIT_SECONDS", "999")])).unwrap_err();
+        assert!(err.to_string().contains("default_wait_seconds"), "{err}");
+        assert!(Config::load(None, env(&[("OBB_LEASE_SECONDS", "0")])).is_err());
+        assert!(Config::load(None, env(&[("OBB_THREADS", "0")])).is_err());
+        let missing = Config::load(Some(Path::new("/nonexistent/gateway.toml")), env(&[]));
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn default_db_path_prefers_xdg_then_home() {
+        let xdg = default_db_path(Some("/data".into()), Some("/home/u".into())).unwrap();
+        assert_eq!(xdg, PathBuf::from("/data/openbeepboop/queue.db"));
+        let home = default_db_path(Some("relative".into()), Some("/home/u".into())).unwrap();
+        assert_eq!(
+            home,
+            PathBuf::from("/home/u/.local/share/openbeepboop/queue.db")
+        );
+        assert!(default_db_path(None, None).is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! Key management over HTTP, for admins.
+
+use super::Ctx;
+use super::error::ApiError;
+use super::reply::Reply;
+use super::request::Request;
+use crate::auth::mint_key;
+use openbeepboop::CreateKeyRequest;
+use serde_json::json;
+
+/// `POST /admin/keys`: the only time the key's secret is shown.
+pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
+    let create: CreateKeyRequest = req.json()?;
+    if create.name.trim().is_empty() || create.name.len() > 128 {
+        return Err(ApiError::invalid(
+            "`name` must be 1 to 128 characters",
+            Some("name".to_owned()),
+        ));
+    }
+    let key = tokio::task::spawn_blocking(mint_key)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let created = ctx
+        .state
+        .queue
+        .create_key(key, create.name, create.role)
+        .await?;
+    Ok(Reply::json(201, &created))
+}
+
+/// `GET /admin/keys`.
+pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let keys = ctx.state.queue.keys().await?;
+    Ok(Reply::json(200, &json!({"object": "list", "data": keys})))
+}
+
+/// `DELETE /admin/keys/{id}`: effective at the next request made with the key.
+pub async fn revoke(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    let key = ctx.state.queue.revoke_key(id.to_owned()).await?;
+    Ok(Reply::json(200, &key))
+}

@@ -1,0 +1,417 @@
+//! The HTTP edge: the only module that knows pingora and HTTP. It reads requests, routes
+//! them, authenticates, calls handlers, and writes replies, including SSE streams.
+//! Handlers parse and map errors; the rules live in `queue` and `auth`.
+
+mod admin;
+pub mod error;
+mod node;
+mod reply;
+mod request;
+mod routes;
+mod user;
+
+use crate::auth::{Authenticator, Principal};
+use crate::config::Config;
+use crate::queue::{JobRecord, Queue, Visibility};
+use async_trait::async_trait;
+use bytes::Bytes;
+use error::ApiError;
+use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use reply::{Body, Reply};
+use request::Request;
+use routes::Route;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every request shares.
+pub struct State {
+    pub queue: Arc<Queue>,
+    pub auth: Authenticator,
+    pub config: Config,
+}
+
+/// One request's context: the shared state, the caller, and the shutdown signal.
+pub struct Ctx<'a> {
+    pub state: &'a State,
+    pub config: &'a Config,
+    pub principal: Option<Principal>,
+    pub shutdown: ShutdownWatch,
+}
+
+impl Ctx<'_> {
+    fn principal_key_id(&self) -> &str {
+        self.principal.as_ref().map_or("", |p| p.key_id.as_str())
+    }
+
+    /// Admins see every job; everyone else only their own.
+    fn visibility(&self) -> Visibility {
+        match &self.principal {
+            Some(p) if p.role == openbeepboop::Role::Admin => Visibility::All,
+            Some(p) => Visibility::Owner(p.key_id.clone()),
+            None => Visibility::Owner(String::new()),
+        }
+    }
+
+    /// A job the caller may see; another user's job is as absent as a missing one.
+    async fn job(&self, id: &str) -> Result<JobRecord, ApiError> {
+        self.state
+            .queue
+            .job(id.to_owned(), self.visibility())
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
+    }
+}
+
+/// Holds until the job is final or `wait` runs out, woken by the writer's commits rather
+/// than by polling. On shutdown, answers 503 so that the client retries elsewhere or later.
+async fn wait_for_final(ctx: &Ctx<'_>, id: &str, wait: Duration) -> Result<JobRecord, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut watch = ctx.state.queue.notifier().watch(id);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let record = ctx.job(id).await?;
+        if record.status.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(record);
+        }
+        if *shutdown.borrow() {
+            return Err(shutting_down());
+        }
+        tokio::select! {
+            changed = watch.changed() => {
+                if changed.is_none() {
+                    tokio::time::sleep_until(deadline).await;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => return Err(shutting_down()),
+        }
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::Unavailable {
+        message: "the gateway is restarting; retry the request".to_owned(),
+        retry_after: 2,
+    }
+}
+
+/// The pingora application.
+pub struct App {
+    state: Arc<State>,
+}
+
+impl App {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    async fn handle(
+        &self,
+        req: &Request,
+        shutdown: &ShutdownWatch,
+    ) -> (Route, Result<Reply, ApiError>) {
+        let route = match routes::resolve(&req.method, &req.path) {
+            Ok(route) => route,
+            Err(e) => return (Route::Health, Err(e)),
+        };
+        let result = self.dispatch(&route, req, shutdown).await;
+        (route, result)
+    }
+
+    async fn dispatch(
+        &self,
+        route: &Route,
+        req: &Request,
+        shutdown: &ShutdownWatch,
+    ) -> Result<Reply, ApiError> {
+        let principal = match route.roles() {
+            None => None,
+            Some(roles) => {
+                let principal = self
+                    .state
+                    .auth
+                    .authenticate(&self.state.queue, req.header("authorization"))
+                    .await?;
+                principal.require(roles)?;
+                Some(principal)
+            }
+        };
+        let ctx = Ctx {
+            state: &self.state,
+            config: &self.state.config,
+            principal,
+            shutdown: shutdown.clone(),
+        };
+        match route {
+            Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+            Route::Submit => user::submit(&ctx, req).await,
+            Route::ListJobs => user::list_jobs(&ctx, req).await,
+            Route::GetJob(id) => user::get_job(&ctx, req, id).await,
+            Route::CancelJob(id) => user::cancel(&ctx, id).await,
+            Route::StreamJob(id) => user::stream(&ctx, id).await,
+            Route::Poll => user::poll(&ctx, req).await,
+            Route::Models => user::models(&ctx).await,
+            Route::Fetch => node::fetch(&ctx, req).await,
+            Route::Heartbeat => node::heartbeat(&ctx, req).await,
+            Route::NodeSubmit => node::submit(&ctx, req).await,
+            Route::CreateKey => admin::create(&ctx, req).await,
+            Route::ListKeys => admin::list(&ctx).await,
+            Route::RevokeKey(id) => admin::revoke(&ctx, id).await,
+        }
+    }
+}
+
+/// Reads the whole body, refusing it past `limit` without reading the rest.
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(ApiError::invalid(
+                    format!("cannot read the request body: {e}"),
+                    None,
+                ));
+            }
+        }
+    }
+}
+
+/// The caller's `x-request-id` when it is sane, else a new one.
+fn request_id(session: &ServerSession) -> String {
+    session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || format!("req_{}", uuid::Uuid::new_v4().simple()),
+            str::to_owned,
+        )
+}
+
+fn parse_request(session: &ServerSession, body: Vec<u8>, request_id: String) -> Request {
+    let header = session.req_header();
+    let query = header
+        .uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let headers = header
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_ascii_lowercase(), v.to_owned()))
+        })
+        .collect();
+    Request {
+        method: header.method.as_str().to_owned(),
+        path: header.uri.path().to_owned(),
+        query,
+        headers,
+        body,
+        request_id,
+    }
+}
+
+fn response_header(
+    status: u16,
+    headers: &[(&'static str, String)],
+    request_id: &str,
+) -> Option<Box<ResponseHeader>> {
+    let mut header = ResponseHeader::build(status, Some(headers.len() + 3)).ok()?;
+    header.insert_header("x-request-id", request_id).ok()?;
+    for (name, value) in headers {
+        header.append_header(*name, value.as_str()).ok()?;
+    }
+    Some(Box::new(header))
+}
+
+async fn write_full(
+    session: &mut ServerSession,
+    reply: &Reply,
+    content_type: &str,
+    bytes: Vec<u8>,
+    request_id: &str,
+) -> bool {
+    let Some(mut header) = response_header(reply.status, &reply.headers, request_id) else {
+        return false;
+    };
+    // pingora adds no Content-Length; without it a keep-alive client cannot find the end.
+    if header.insert_header("content-type", content_type).is_err()
+        || header
+            .insert_header("content-length", bytes.len().to_string())
+            .is_err()
+    {
+        return false;
+    }
+    session.write_response_header(header).await.is_ok()
+        && session
+            .write_response_body(Bytes::from(bytes), true)
+            .await
+            .is_ok()
+}
+
+/// Streams a job's status changes as SSE events named after the status, each carrying the
+/// job object, and ends after the final one. Comments keep idle proxies from timing out.
+async fn write_job_events(
+    session: &mut ServerSession,
+    state: &State,
+    reply: &Reply,
+    job_id: &str,
+    who: &Visibility,
+    shutdown: &ShutdownWatch,
+    request_id: &str,
+) -> bool {
+    let Some(mut header) = response_header(reply.status, &reply.headers, request_id) else {
+        return false;
+    };
+    if header
+        .insert_header("content-type", "text/event-stream")
+        .is_err()
+        || header
+            .insert_header("transfer-encoding", "chunked")
+            .is_err()
+        || session.write_response_header(header).await.is_err()
+    {
+        return false;
+    }
+    let mut watch = state.queue.notifier().watch(job_id);
+    let mut shutdown = shutdown.clone();
+    let mut last = None;
+    loop {
+        let record = match state.queue.job(job_id.to_owned(), who.clone()).await {
+            Ok(Some(record)) => record,
+            _ => break,
+        };
+        if last != Some(record.status) {
+            last = Some(record.status);
+            let event = format!(
+                "event: {}\ndata: {}\n\n",
+                record.status,
+                serde_json::to_string(&record.to_wire()).unwrap_or_default()
+            );
+            if session
+                .write_response_body(Bytes::from(event), false)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        if record.status.is_final() || *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = watch.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(15)) => {
+                if session.write_response_body(Bytes::from_static(b": keep-alive\n\n"), false).await.is_err() {
+                    return false;
+                }
+            }
+            _ = shutdown.changed() => {}
+        }
+    }
+    session
+        .write_response_body(Bytes::new(), true)
+        .await
+        .is_ok()
+}
+
+#[async_trait]
+impl HttpServerApp for App {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !matches!(session.read_request().await, Ok(true)) {
+            return None;
+        }
+        let started = Instant::now();
+        let keepalive = !*shutdown.borrow();
+        session.set_keepalive(keepalive.then_some(60));
+        let id = request_id(&session);
+        let limit = self.state.config.max_body_bytes;
+        let (route, result) = match read_body(&mut session, limit).await {
+            Ok(body) => {
+                let req = parse_request(&session, body, id.clone());
+                self.handle(&req, shutdown).await
+            }
+            Err(e) => {
+                // The unread rest of the body makes the connection unusable.
+                session.set_keepalive(None);
+                (Route::Health, Err(e))
+            }
+        };
+        let reply = result.unwrap_or_else(|error| {
+            if error.status() >= 500 {
+                tracing::error!(request_id = %id, error = %error, "request failed");
+            }
+            Reply::error(&error)
+        });
+        let status = reply.status;
+        let written = match &reply.body {
+            Body::Full {
+                content_type,
+                bytes,
+            } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
+            Body::JobEvents { job_id, who } => {
+                write_job_events(
+                    &mut session,
+                    &self.state,
+                    &reply,
+                    job_id,
+                    who,
+                    shutdown,
+                    &id,
+                )
+                .await
+            }
+        };
+        let header = session.req_header();
+        tracing::info!(
+            request_id = %id,
+            method = %header.method,
+            path = header.uri.path(),
+            route = route.name(),
+            status,
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        if !written {
+            return None;
+        }
+        let persistent = pingora::apps::HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! What a handler answers: a status, headers and a body that is either complete or a
+//! live stream of a job's events.
+
+use super::error::ApiError;
+use crate::queue::Visibility;
+use serde::Serialize;
+
+pub enum Body {
+    Full {
+        content_type: &'static str,
+        bytes: Vec<u8>,
+    },
+    /// Server-Sent Events of one job until it ends.
+    JobEvents { job_id: String, who: Visibility },
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Reply {
+    pub fn json<T: Serialize>(status: u16, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => Self::raw(status, "application/json", bytes),
+            Err(e) => Self::error(&ApiError::Internal(format!(
+                "cannot serialise a reply: {e}"
+            ))),
+        }
+    }
+
+    pub fn raw(status: u16, content_type: &'static str, bytes: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Body::Full {
+                content_type,
+                bytes,
+            },
+        }
+    }
+
+    pub fn error(error: &ApiError) -> Self {
+        let mut reply = Self::json(error.status(), &error.envelope());
+        if let Some(seconds) = error.retry_after() {
+            reply = reply.header("retry-after", seconds.to_string());
+        }
+        if let ApiError::MethodNotAllowed { allowed, .. } = error {
+            reply = reply.header("allow", (*allowed).to_owned());
+        }
+        if matches!(error, ApiError::JobFailed { .. }) {
+            // The job ran and failed; the SDK's own retry would only fetch the same answer.
+            reply = reply.header("x-should-retry", "false".to_owned());
+        }
+        reply
+    }
+
+    #[must_use]
+    pub fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}

@@ -1,0 +1,156 @@
+//! The route table: which handler serves which method and path, and who may call it.
+
+use super::error::ApiError;
+use openbeepboop::Role;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Submit,
+    ListJobs,
+    GetJob(String),
+    CancelJob(String),
+    StreamJob(String),
+    Poll,
+    Models,
+    Fetch,
+    Heartbeat,
+    NodeSubmit,
+    CreateKey,
+    ListKeys,
+    RevokeKey(String),
+}
+
+const USERS: &[Role] = &[Role::User, Role::Admin];
+const NODES: &[Role] = &[Role::Node];
+const ADMINS: &[Role] = &[Role::Admin];
+
+impl Route {
+    /// The roles allowed to call the route; `None` for the open ones.
+    pub fn roles(&self) -> Option<&'static [Role]> {
+        match self {
+            Route::Health => None,
+            Route::Submit
+            | Route::ListJobs
+            | Route::GetJob(_)
+            | Route::CancelJob(_)
+            | Route::StreamJob(_)
+            | Route::Poll
+            | Route::Models => Some(USERS),
+            Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
+            Route::CreateKey | Route::ListKeys | Route::RevokeKey(_) => Some(ADMINS),
+        }
+    }
+
+    /// A short, bounded name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Health => "healthz",
+            Route::Submit => "chat_completions",
+            Route::ListJobs => "list_jobs",
+            Route::GetJob(_) => "get_job",
+            Route::CancelJob(_) => "cancel_job",
+            Route::StreamJob(_) => "stream_job",
+            Route::Poll => "poll",
+            Route::Models => "models",
+            Route::Fetch => "node_fetch",
+            Route::Heartbeat => "node_heartbeat",
+            Route::NodeSubmit => "node_submit",
+            Route::CreateKey | Route::ListKeys => "admin_keys",
+            Route::RevokeKey(_) => "admin_key",
+        }
+    }
+}
+
+/// Finds the route of a request: 404 for an unknown path, 405 for a known path with the
+/// wrong method.
+pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (allowed, route): (&'static str, Option<Route>) = match segments.as_slice() {
+        ["healthz"] => ("GET", (method == "GET").then_some(Route::Health)),
+        ["v1", "chat", "completions"] => ("POST", (method == "POST").then_some(Route::Submit)),
+        ["v1", "jobs"] => ("GET", (method == "GET").then_some(Route::ListJobs)),
+        ["v1", "jobs", id] => (
+            "GET",
+            (method == "GET").then(|| Route::GetJob((*id).to_owned())),
+        ),
+        ["v1", "jobs", id, "cancel"] => (
+            "POST",
+            (method == "POST").then(|| Route::CancelJob((*id).to_owned())),
+        ),
+        ["v1", "jobs", id, "stream"] => (
+            "GET",
+            (method == "GET").then(|| Route::StreamJob((*id).to_owned())),
+        ),
+        ["v1", "results", "poll"] => ("POST", (method == "POST").then_some(Route::Poll)),
+        ["v1", "models"] => ("GET", (method == "GET").then_some(Route::Models)),
+        ["internal", "queue", "fetch"] => ("POST", (method == "POST").then_some(Route::Fetch)),
+        ["internal", "queue", "heartbeat"] => {
+            ("POST", (method == "POST").then_some(Route::Heartbeat))
+        }
+        ["internal", "queue", "submit"] => {
+            ("POST", (method == "POST").then_some(Route::NodeSubmit))
+        }
+        ["admin", "keys"] => (
+            "GET, POST",
+            match method {
+                "GET" => Some(Route::ListKeys),
+                "POST" => Some(Route::CreateKey),
+                _ => None,
+            },
+        ),
+        ["admin", "keys", id] => (
+            "DELETE",
+            (method == "DELETE").then(|| Route::RevokeKey((*id).to_owned())),
+        ),
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "no route for `{method} {}`",
+                truncate(path)
+            )));
+        }
+    };
+    route.ok_or_else(|| ApiError::MethodNotAllowed {
+        method: method.to_owned(),
+        path: truncate(path).to_owned(),
+        allowed,
+    })
+}
+
+/// Paths are echoed in errors; a huge one is cut to keep the error small.
+fn truncate(path: &str) -> &str {
+    let mut end = path.len().min(200);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_paths_resolve_and_others_get_404_or_405() {
+        assert_eq!(
+            resolve("GET", "/v1/jobs/job-1/").unwrap(),
+            Route::GetJob("job-1".into())
+        );
+        assert_eq!(
+            resolve("DELETE", "/admin/keys/key_x").unwrap(),
+            Route::RevokeKey("key_x".into())
+        );
+        assert_eq!(resolve("GET", "/v1/jobs/a/b").unwrap_err().status(), 404);
+        let wrong = resolve("PUT", "/admin/keys").unwrap_err();
+        assert_eq!(wrong.status(), 405);
+        assert!(wrong.to_string().contains("GET, POST"));
+        assert!(
+            resolve("GET", &"/x".repeat(500))
+                .unwrap_err()
+                .to_string()
+                .len()
+                < 300
+        );
+        assert_eq!(Route::Health.roles(), None);
+    }
+}

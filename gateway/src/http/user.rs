@@ -1,0 +1,402 @@
+//! The user API: submit, wait, read, list, poll, cancel, stream and models.
+
+use super::error::ApiError;
+use super::reply::{Body, Reply};
+use super::request::{Request, parse_seconds};
+use super::{Ctx, wait_for_final};
+use crate::queue::{JobRecord, NewJob};
+use openbeepboop::{
+    ChatCompletion, ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList,
+    PollEntry, PollRequest, PollResponse,
+};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: usize = 100;
+
+/// `POST /v1/chat/completions`.
+pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
+    let chat: ChatCompletionRequest = req.json()?;
+    validate(&chat)?;
+    let wait = req
+        .wait(Duration::from_secs(ctx.config.max_wait_seconds))?
+        .unwrap_or(Duration::from_secs(ctx.config.default_wait_seconds));
+    let priority = priority(req, chat.metadata.as_ref())?;
+    let ttl = ttl(ctx, req, chat.metadata.as_ref())?;
+    let idempotency_key = match req.header("idempotency-key") {
+        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
+            return Err(ApiError::invalid(
+                format!("`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                Some("Idempotency-Key".to_owned()),
+            ));
+        }
+        other => other.map(str::to_owned),
+    };
+    // The body is stored verbatim; its meaning (keys sorted) decides whether a retried
+    // submit with the same idempotency key is the same request.
+    let canonical = serde_json::to_vec(&canonical(
+        serde_json::from_slice::<Value>(&req.body).unwrap_or_default(),
+    ))
+    .unwrap_or_default();
+    let payload = String::from_utf8(req.body.clone())
+        .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
+    let job = NewJob {
+        owner_key_id: ctx.principal_key_id().to_owned(),
+        model: chat.model.clone(),
+        priority,
+        payload,
+        request_hash: format!("{:x}", Sha256::digest(&canonical)),
+        idempotency_key,
+        request_id: Some(req.request_id.clone()),
+        ttl,
+    };
+    let (record, _created) = ctx.state.queue.enqueue(job).await?;
+    if wait.is_zero() {
+        return Ok(pending(&record));
+    }
+    let record = wait_for_final(ctx, &record.id, wait).await?;
+    let stream = chat.stream.unwrap_or(false);
+    let include_usage = chat
+        .extra
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    finished(&record, stream, include_usage)
+}
+
+/// The value with every object's keys sorted, so key order does not change its digest.
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            let mut sorted: Vec<(String, Value)> = fields.into_iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(sorted.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {
+    if chat.model.trim().is_empty() || chat.model.len() > 256 {
+        return Err(ApiError::invalid(
+            "`model` must be a non-empty name of at most 256 characters",
+            Some("model".to_owned()),
+        ));
+    }
+    if chat.messages.is_empty() {
+        return Err(ApiError::invalid(
+            "`messages` must contain at least one message",
+            Some("messages".to_owned()),
+        ));
+    }
+    for (index, message) in chat.messages.iter().enumerate() {
+        if !ROLES.contains(&message.role.as_str()) {
+            return Err(ApiError::invalid(
+                format!(
+                    "invalid role `{}`; expected one of {}",
+                    message.role,
+                    ROLES.join(", ")
+                ),
+                Some(format!("messages[{index}].role")),
+            ));
+        }
+        if let Some(content) = &message.content
+            && !matches!(content, Value::String(_) | Value::Array(_) | Value::Null)
+        {
+            return Err(ApiError::invalid(
+                "message content must be a string, an array of parts, or null",
+                Some(format!("messages[{index}].content")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `X-OBB-Priority` or `metadata.obb_priority`: 1 (first) to 5, 3 by default.
+fn priority(req: &Request, metadata: Option<&Map<String, Value>>) -> Result<u8, ApiError> {
+    let (raw, param) = match req.header("x-obb-priority") {
+        Some(value) => (Some(value.to_owned()), "X-OBB-Priority"),
+        None => (
+            metadata
+                .and_then(|m| m.get("obb_priority"))
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
+            "metadata.obb_priority",
+        ),
+    };
+    match raw {
+        None => Ok(3),
+        Some(raw) => raw
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=5).contains(p))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("priority must be an integer from 1 (first) to 5, not `{raw}`"),
+                    Some(param.to_owned()),
+                )
+            }),
+    }
+}
+
+/// `X-OBB-TTL` or `metadata.obb_ttl_seconds`: how long the job may wait to run.
+fn ttl(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    metadata: Option<&Map<String, Value>>,
+) -> Result<Duration, ApiError> {
+    let raw = req.header("x-obb-ttl").map(str::to_owned).or_else(|| {
+        metadata
+            .and_then(|m| m.get("obb_ttl_seconds"))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    });
+    let Some(raw) = raw else {
+        return Ok(Duration::from_secs(ctx.config.job_ttl_seconds));
+    };
+    let ttl = parse_seconds(&raw, "ttl")?;
+    let max = Duration::from_secs(ctx.config.max_job_ttl_seconds);
+    if ttl.is_zero() || ttl > max {
+        return Err(ApiError::invalid(
+            format!("`ttl` must be between 1 and {} seconds", max.as_secs()),
+            Some("ttl".to_owned()),
+        ));
+    }
+    Ok(ttl)
+}
+
+/// 202 with the job object: the job is not done (yet).
+fn pending(record: &JobRecord) -> Reply {
+    Reply::json(202, &record.to_wire())
+        .header("location", format!("/v1/jobs/{}", record.id))
+        .header("retry-after", "1".to_owned())
+}
+
+/// The answer to a waited submit: the completion, the job's error, or 202 when not done.
+fn finished(record: &JobRecord, stream: bool, include_usage: bool) -> Result<Reply, ApiError> {
+    let timing = |reply: Reply| {
+        let queue_ms = record.locked_at.map(|at| at - record.created_at);
+        let processing_ms = record
+            .locked_at
+            .zip(record.finished_at)
+            .map(|(start, end)| end - start);
+        let reply = match queue_ms {
+            Some(ms) => reply.header("x-obb-queue-ms", ms.max(0).to_string()),
+            None => reply,
+        };
+        match processing_ms {
+            Some(ms) => reply.header("x-obb-processing-ms", ms.max(0).to_string()),
+            None => reply,
+        }
+    };
+    match (record.status, &record.result_payload) {
+        (JobStatus::Completed, Some(result)) if stream => {
+            Ok(timing(sse_replay(result, include_usage)))
+        }
+        (JobStatus::Completed, Some(result)) => Ok(timing(Reply::raw(
+            200,
+            "application/json",
+            result.clone().into_bytes(),
+        ))),
+        (status, _) if status.is_final() => Err(ApiError::JobFailed {
+            body: record.error.clone().unwrap_or_else(|| {
+                ErrorBody::new(
+                    format!("job `{}` ended as {status}", record.id),
+                    "server_error",
+                )
+            }),
+            status: record.error_status.unwrap_or(502),
+        }),
+        _ => Ok(pending(record)),
+    }
+}
+
+/// A finished completion replayed as the `text/event-stream` a streaming server sends.
+fn sse_replay(result: &str, include_usage: bool) -> Reply {
+    let mut body = String::new();
+    match serde_json::from_str::<ChatCompletion>(result) {
+        Ok(completion) => {
+            for chunk in completion.to_chunks(include_usage) {
+                body.push_str("data: ");
+                body.push_str(&serde_json::to_string(&chunk).unwrap_or_default());
+                body.push_str("\n\n");
+            }
+        }
+        // Not a ChatCompletion the gateway understands: pass it on whole rather than lose it.
+        Err(_) => {
+            body.push_str("data: ");
+            body.push_str(&result.replace('\n', " "));
+            body.push_str("\n\n");
+        }
+    }
+    body.push_str("data: [DONE]\n\n");
+    Reply::raw(200, "text/event-stream", body.into_bytes())
+        .header("cache-control", "no-cache".to_owned())
+}
+
+/// `GET /v1/jobs/{id}`, with an optional `?wait=`.
+pub async fn get_job(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
+    let wait = req.wait(Duration::from_secs(ctx.config.max_wait_seconds))?;
+    let record = match wait {
+        Some(wait) if !wait.is_zero() => wait_for_final(ctx, id, wait).await?,
+        _ => ctx.job(id).await?,
+    };
+    let mut reply = Reply::json(200, &record.to_wire());
+    if !record.status.is_final() {
+        reply = reply.header("retry-after", "1".to_owned());
+    }
+    Ok(reply)
+}
+
+/// `GET /v1/jobs?status=&limit=&after=`.
+pub async fn list_jobs(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
+    let statuses = match req.query_param("status").filter(|s| !s.is_empty()) {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().parse::<JobStatus>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::invalid(e, Some("status".to_owned())))?,
+        None => Vec::new(),
+    };
+    let limit = match req.query_param("limit") {
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("`limit` must be an integer from 1 to {MAX_PAGE}"),
+                    Some("limit".to_owned()),
+                )
+            })?,
+        None => DEFAULT_PAGE,
+    };
+    let after = req.query_param("after").map(str::to_owned);
+    let (page, has_more) = ctx
+        .state
+        .queue
+        .list(ctx.visibility(), statuses, limit, after)
+        .await?;
+    let data: Vec<_> = page.iter().map(JobRecord::to_wire).collect();
+    Ok(Reply::json(
+        200,
+        &JobList {
+            object: "list".to_owned(),
+            first_id: data.first().map(|j| j.id.clone()),
+            last_id: data.last().map(|j| j.id.clone()),
+            has_more,
+            data,
+        },
+    ))
+}
+
+/// `POST /v1/results/poll`.
+pub async fn poll(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
+    let request: PollRequest = if req.body.iter().all(u8::is_ascii_whitespace) {
+        PollRequest::default()
+    } else {
+        req.json()?
+    };
+    let max = ctx.config.max_poll_ids;
+    if request.ids.len() > max {
+        return Err(ApiError::invalid(
+            format!(
+                "`ids` has {} entries; at most {max} are allowed per poll",
+                request.ids.len()
+            ),
+            Some("ids".to_owned()),
+        ));
+    }
+    let jobs = if request.ids.is_empty() {
+        let finished = vec![
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+            JobStatus::Expired,
+        ];
+        let (page, _) = ctx
+            .state
+            .queue
+            .list(ctx.visibility(), finished, MAX_PAGE, None)
+            .await?;
+        page.iter()
+            .map(|r| PollEntry::Found(Box::new(r.to_wire())))
+            .collect()
+    } else {
+        let found = ctx
+            .state
+            .queue
+            .jobs(request.ids.clone(), ctx.visibility())
+            .await?;
+        request
+            .ids
+            .iter()
+            .map(|id| match found.iter().find(|r| &r.id == id) {
+                Some(record) => PollEntry::Found(Box::new(record.to_wire())),
+                None => PollEntry::NotFound {
+                    id: id.clone(),
+                    status: openbeepboop::job::NotFound::NotFound,
+                    error: ErrorBody::new(format!("job `{id}` not found"), "invalid_request_error")
+                        .with_code("not_found"),
+                },
+            })
+            .collect()
+    };
+    Ok(Reply::json(200, &PollResponse { jobs }))
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+pub async fn cancel(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    let record = ctx
+        .state
+        .queue
+        .cancel(id.to_owned(), ctx.visibility())
+        .await?;
+    Ok(Reply::json(200, &record.to_wire()))
+}
+
+/// `GET /v1/jobs/{id}/stream`: checks the job exists, then streams its events.
+pub async fn stream(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    ctx.job(id).await?;
+    Ok(Reply {
+        status: 200,
+        headers: vec![("cache-control", "no-cache".to_owned())],
+        body: Body::JobEvents {
+            job_id: id.to_owned(),
+            who: ctx.visibility(),
+        },
+    })
+}
+
+/// `GET /v1/models`: what live nodes serve, in OpenAI's list shape.
+pub async fn models(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let alive = Duration::from_secs(ctx.config.node_alive_seconds);
+    let models = ctx.state.queue.live_models(alive).await?;
+    Ok(Reply::json(
+        200,
+        &ModelList {
+            object: "list".to_owned(),
+            data: models
+                .into_iter()
+                .map(|id| Model {
+                    id,
+                    object: "model".to_owned(),
+                    created: 0,
+                    owned_by: "openbeepboop".to_owned(),
+                })
+                .collect(),
+        },
+    ))
+}

@@ -1,0 +1,8 @@
+//! obb-gateway: an OpenAI-shaped HTTP front over a durable SQLite job queue.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod queue;
+pub mod server;

@@ -1,0 +1,142 @@
+//! `obb-gateway`: parses the command line, loads the config, and calls into the library.
+
+use anyhow::Context;
+use clap::Parser;
+use obb_gateway::auth::mint_key;
+use obb_gateway::cli::{Cli, Command, KeysCommand, SetupArgs, StartArgs, StoreArgs};
+use obb_gateway::config::{Config, default_config_file};
+use obb_gateway::queue::{Queue, offline};
+use openbeepboop::Role;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OBB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Setup(args) => setup(args),
+        Command::Start(args) => start(args),
+        Command::Keys(command) => keys(command),
+    }
+}
+
+/// The config from file and environment, with `--db` applied on top.
+fn load(store: &StoreArgs) -> anyhow::Result<Config> {
+    let file = store.config.clone().or_else(default_config_file);
+    let mut config = Config::load(file.as_deref(), std::env::vars())?;
+    if let Some(db) = &store.db {
+        config.db = Some(db.clone());
+    }
+    Ok(config)
+}
+
+fn setup(args: SetupArgs) -> anyhow::Result<()> {
+    let config = load(&args.store)?;
+    let default = config.db_path()?;
+    let db = if args.yes {
+        default
+    } else {
+        eprint!(
+            "Where should the database be stored? [default: {}]: ",
+            default.display()
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        match answer.trim() {
+            "" => default,
+            path => PathBuf::from(path),
+        }
+    };
+    Queue::setup(&db).with_context(|| format!("cannot set up `{}`", db.display()))?;
+    eprintln!("Database ready at {}", db.display());
+    if offline::has_admin_key(&db)? {
+        eprintln!(
+            "Setup complete. An admin key already exists; make another with `obb-gateway keys create --role admin --name NAME`."
+        );
+        eprintln!(
+            "Run the gateway with `obb-gateway start --db {}`.",
+            db.display()
+        );
+        return Ok(());
+    }
+    let created = offline::create_key(&db, &mint_key()?, "admin", Role::Admin)?;
+    eprintln!(
+        "Setup complete. Run the gateway with `obb-gateway start --db {}`.",
+        db.display()
+    );
+    eprintln!("Your admin key is shown only once:");
+    println!("{}", created.key);
+    Ok(())
+}
+
+fn start(args: StartArgs) -> anyhow::Result<()> {
+    let mut config = load(&args.store)?;
+    if let Some(host) = args.host {
+        config.host = host;
+    }
+    if let Some(port) = args.port {
+        config.port = port;
+    }
+    tracing::debug!(?config, "effective configuration");
+    if args.check_config {
+        let db = config.db_path()?;
+        let store = Queue::open(&db, Default::default(), std::sync::Arc::new(|_| {}))?;
+        drop(store);
+        println!("{}", toml::to_string(&config)?);
+        eprintln!("configuration and database `{}` are valid", db.display());
+        return Ok(());
+    }
+    let server = obb_gateway::server::build(config)?;
+    server.run_forever()
+}
+
+fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { role, name, store } => {
+            let db = load(&store)?.db_path()?;
+            let created = offline::create_key(&db, &mint_key()?, &name, role)?;
+            eprintln!(
+                "created {} key `{}` ({})",
+                created.info.role, name, created.info.id
+            );
+            println!("{}", created.key);
+        }
+        KeysCommand::List { store } => {
+            let db = load(&store)?.db_path()?;
+            for key in offline::list_keys(&db)? {
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.id, key.role, key.name, key.prefix, state
+                );
+            }
+        }
+        KeysCommand::Revoke { id, store } => {
+            let db = load(&store)?.db_path()?;
+            let key = offline::revoke_key(&db, &id)?;
+            println!("revoked {} ({})", key.id, key.name);
+        }
+    }
+    Ok(())
+}

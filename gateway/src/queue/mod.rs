@@ -1,0 +1,387 @@
+//! The job store: the only module that runs SQL. No rusqlite type leaves it.
+//!
+//! Writes go through the single group-committing [`writer`]; reads use a pool of
+//! connections beside it (WAL lets them run concurrently). Every change of a job's status
+//! goes through [`jobs::transition`], which enforces the allowed transitions.
+
+mod jobs;
+mod keys;
+mod notify;
+mod reads;
+mod schema;
+mod writer;
+
+pub use jobs::{NewJob, ReapReport};
+pub use keys::{KeyRow, MintedKey};
+pub use notify::{Change, JobWatch, Notifier};
+pub use schema::SCHEMA_VERSION;
+pub use writer::CommitStats;
+
+use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
+use openbeepboop::{
+    ApiKeyInfo, CreatedKey, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, JobStatus,
+    LeasedJob, NodeResult, Role, SubmitOutcome,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use writer::Writer;
+
+/// Why the store could not do something. Cloneable because one failed group commit
+/// answers every operation in it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is out of space: {0}")]
+    DiskFull(String),
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    #[error("database error: {0}")]
+    Sqlite(String),
+    #[error("database `{0}` does not exist; run `obb-gateway setup` first")]
+    Missing(String),
+    #[error(
+        "database `{path}` has schema version {found}, newer than the {supported} this obb-gateway knows; upgrade obb-gateway"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("the job store is shutting down")]
+    Closed,
+    #[error("idempotency key `{0}` was already used with a different request body")]
+    IdempotencyConflict(String),
+    #[error("job `{0}` not found")]
+    JobNotFound(String),
+    #[error("job `{id}` is already {status}")]
+    AlreadyFinal { id: String, status: JobStatus },
+    #[error("key `{0}` not found")]
+    KeyNotFound(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+                StoreError::DiskFull(error.to_string())
+            }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(error.to_string())
+            }
+            _ => StoreError::Sqlite(error.to_string()),
+        }
+    }
+}
+
+/// Who may see a job: its owner only, or anyone (an admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    Owner(String),
+    All,
+}
+
+/// The queue rules that the store applies.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff_base: Duration,
+    pub max_commit_batch: usize,
+    pub read_connections: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            max_attempts: 3,
+            retry_backoff_base: Duration::from_secs(1),
+            max_commit_batch: 512,
+            read_connections: 8,
+        }
+    }
+}
+
+/// A job row as the store hands it out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub owner_key_id: String,
+    pub model: String,
+    pub status: JobStatus,
+    pub priority: u8,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+    pub attempts: u32,
+    pub locked_by: Option<String>,
+    pub locked_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// The completion as the node returned it, byte for byte.
+    pub result_payload: Option<String>,
+    pub error: Option<ErrorBody>,
+    /// The HTTP status a waiting client gets for the error.
+    pub error_status: Option<u16>,
+}
+
+impl JobRecord {
+    /// The job as the user API shows it. Times are Unix seconds, as in OpenAI objects.
+    pub fn to_wire(&self) -> Job {
+        Job {
+            id: self.id.clone(),
+            object: "chat.completion.job".to_owned(),
+            model: self.model.clone(),
+            status: self.status,
+            priority: self.priority,
+            created_at: self.created_at / 1000,
+            updated_at: self.updated_at / 1000,
+            expires_at: self.expires_at / 1000,
+            attempts: self.attempts,
+            node: self
+                .locked_by
+                .clone()
+                .filter(|_| self.status == JobStatus::Processing),
+            result: self
+                .result_payload
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// The store: a writer thread, a read pool and the wake-ups they share.
+pub struct Queue {
+    writer: Writer,
+    pool: Pool,
+    notifier: Arc<Notifier>,
+    settings: QueueSettings,
+}
+
+impl Queue {
+    /// Creates or upgrades the database file; running it again never loses data.
+    pub fn setup(path: &Path) -> Result<(), StoreError> {
+        schema::open_and_migrate(path).map(drop)
+    }
+
+    /// Opens an existing database for serving and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        settings: QueueSettings,
+        on_commit: Arc<dyn Fn(CommitStats) + Send + Sync>,
+    ) -> Result<Self, StoreError> {
+        let conn = schema::open_existing(path)?;
+        let notifier = Arc::new(Notifier::default());
+        let writer = Writer::spawn(
+            conn,
+            Arc::clone(&notifier),
+            settings.max_commit_batch,
+            on_commit,
+        )?;
+        let pool = deadpool_sqlite::Config::new(path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?
+            .max_size(settings.read_connections)
+            .post_create(Hook::async_fn(|conn, _| {
+                Box::pin(async move {
+                    conn.interact(|conn| {
+                        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                    })
+                    .await
+                    .map_err(|e| HookError::message(e.to_string()))?
+                    .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
+        Ok(Self {
+            writer,
+            pool,
+            notifier,
+            settings,
+        })
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Runs a read on a pooled connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Busy(e.to_string()))?;
+        conn.interact(move |conn| f(conn))
+            .await
+            .map_err(|e| StoreError::Sqlite(e.to_string()))?
+    }
+
+    /// Stores a new job, or returns the one already stored under the same idempotency key.
+    /// Returns whether the job was created by this call.
+    pub async fn enqueue(&self, job: NewJob) -> Result<(JobRecord, bool), StoreError> {
+        let max_attempts = self.settings.max_attempts;
+        self.writer
+            .write(move |ctx| jobs::enqueue(ctx, &job, max_attempts))
+            .await
+    }
+
+    /// Leases up to `limit` queued jobs of `models` (`*` is any) to a node.
+    pub async fn lease(
+        &self,
+        node_id: String,
+        key_id: String,
+        models: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
+        let lease = self.settings.lease;
+        self.writer
+            .write(move |ctx| {
+                jobs::record_node(ctx, &node_id, &key_id, &models, None)?;
+                jobs::lease(ctx, &node_id, &models, limit, lease)
+            })
+            .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        key_id: String,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, StoreError> {
+        let lease = self.settings.lease;
+        self.writer
+            .write(move |ctx| {
+                jobs::record_node(
+                    ctx,
+                    &request.node_id,
+                    &key_id,
+                    &request.models,
+                    Some(request.capacity),
+                )?;
+                jobs::heartbeat(ctx, &request.lease_ids, lease)
+            })
+            .await
+    }
+
+    pub async fn submit(&self, results: Vec<NodeResult>) -> Result<Vec<SubmitOutcome>, StoreError> {
+        let backoff = self.settings.retry_backoff_base;
+        self.writer
+            .write(move |ctx| jobs::submit(ctx, &results, backoff))
+            .await
+    }
+
+    pub async fn cancel(&self, id: String, who: Visibility) -> Result<JobRecord, StoreError> {
+        self.writer
+            .write(move |ctx| jobs::cancel(ctx, &id, &who))
+            .await
+    }
+
+    /// Requeues or fails jobs whose lease expired, and expires jobs that waited too long.
+    pub async fn reap(&self) -> Result<ReapReport, StoreError> {
+        self.writer.write(jobs::reap).await
+    }
+
+    /// Stores a minted key. Hash it before calling: argon2 must not hold up the writer.
+    pub async fn create_key(
+        &self,
+        key: MintedKey,
+        name: String,
+        role: Role,
+    ) -> Result<CreatedKey, StoreError> {
+        self.writer
+            .write(move |ctx| keys::insert(ctx.conn, ctx.now, &key, &name, role))
+            .await
+    }
+
+    pub async fn revoke_key(&self, id: String) -> Result<ApiKeyInfo, StoreError> {
+        self.writer
+            .write(move |ctx| keys::revoke(ctx.conn, ctx.now, &id))
+            .await
+    }
+
+    pub async fn key_by_prefix(&self, prefix: String) -> Result<Option<KeyRow>, StoreError> {
+        self.read(move |conn| keys::by_prefix(conn, &prefix)).await
+    }
+
+    pub async fn keys(&self) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        self.read(keys::list).await
+    }
+
+    pub async fn job(&self, id: String, who: Visibility) -> Result<Option<JobRecord>, StoreError> {
+        self.read(move |conn| reads::job(conn, &id, &who)).await
+    }
+
+    /// The jobs among `ids` that `who` may see, in no particular order.
+    pub async fn jobs(
+        &self,
+        ids: Vec<String>,
+        who: Visibility,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(move |conn| reads::jobs(conn, &ids, &who)).await
+    }
+
+    /// A page of `who`'s jobs, newest first, older than the job `after`. Returns the page and
+    /// whether more follow.
+    pub async fn list(
+        &self,
+        who: Visibility,
+        statuses: Vec<JobStatus>,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<(Vec<JobRecord>, bool), StoreError> {
+        self.read(move |conn| reads::list(conn, &who, &statuses, limit, after.as_deref()))
+            .await
+    }
+
+    /// Models of the nodes seen within `alive`, sorted.
+    pub async fn live_models(&self, alive: Duration) -> Result<Vec<String>, StoreError> {
+        let since = now_ms() - alive.as_millis() as i64;
+        self.read(move |conn| reads::live_models(conn, since)).await
+    }
+}
+
+/// Key management without a running gateway, for the `keys` CLI.
+pub mod offline {
+    use super::*;
+
+    pub fn create_key(
+        path: &Path,
+        key: &MintedKey,
+        name: &str,
+        role: Role,
+    ) -> Result<CreatedKey, StoreError> {
+        keys::insert(&schema::open_existing(path)?, now_ms(), key, name, role)
+    }
+
+    pub fn list_keys(path: &Path) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        keys::list(&schema::open_existing(path)?)
+    }
+
+    pub fn revoke_key(path: &Path, id: &str) -> Result<ApiKeyInfo, StoreError> {
+        keys::revoke(&schema::open_existing(path)?, now_ms(), id)
+    }
+
+    /// Whether an unrevoked admin key exists, so `setup` does not mint one per run.
+    pub fn has_admin_key(path: &Path) -> Result<bool, StoreError> {
+        Ok(keys::list(&schema::open_existing(path)?)?
+            .iter()
+            .any(|key| key.role == Role::Admin && key.revoked_at.is_none()))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,125 @@
+//! Job reads. They run on pooled connections, never on the writer's.
+
+use super::{JobRecord, StoreError, Visibility};
+use openbeepboop::{ErrorBody, JobStatus};
+use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Value};
+
+/// The columns [`record`] reads, in its order.
+pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, created_at, updated_at, \
+     expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, error_status";
+
+pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let status: String = row.get(3)?;
+    let error: Option<String> = row.get(13)?;
+    Ok(JobRecord {
+        id: row.get(0)?,
+        owner_key_id: row.get(1)?,
+        model: row.get(2)?,
+        status: status.parse().unwrap_or(JobStatus::Failed),
+        priority: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        expires_at: row.get(7)?,
+        attempts: row.get(8)?,
+        locked_by: row.get(9)?,
+        locked_at: row.get(10)?,
+        finished_at: row.get(11)?,
+        result_payload: row.get(12)?,
+        error: error.and_then(|text| serde_json::from_str::<ErrorBody>(&text).ok()),
+        error_status: row.get(14)?,
+    })
+}
+
+/// The owner condition and its parameter, for queries that take `who` into account.
+fn owner_filter(who: &Visibility, param: usize) -> (String, Option<Value>) {
+    match who {
+        Visibility::Owner(key_id) => (
+            format!("AND owner_key_id = ?{param}"),
+            Some(Value::Text(key_id.clone())),
+        ),
+        Visibility::All => (String::new(), None),
+    }
+}
+
+pub fn job(conn: &Connection, id: &str, who: &Visibility) -> Result<Option<JobRecord>, StoreError> {
+    let (owner, owner_value) = owner_filter(who, 2);
+    let mut values = vec![Value::Text(id.to_owned())];
+    values.extend(owner_value);
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 {owner}"
+        ))?
+        .query_row(params_from_iter(values), record)
+        .optional()?)
+}
+
+pub fn jobs(
+    conn: &Connection,
+    ids: &[String],
+    who: &Visibility,
+) -> Result<Vec<JobRecord>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(job(conn, id, who)?);
+    }
+    Ok(found)
+}
+
+pub fn list(
+    conn: &Connection,
+    who: &Visibility,
+    statuses: &[JobStatus],
+    limit: usize,
+    after: Option<&str>,
+) -> Result<(Vec<JobRecord>, bool), StoreError> {
+    let (owner, owner_value) = owner_filter(who, 1);
+    let mut values: Vec<Value> = vec![owner_value.unwrap_or(Value::Null)];
+    let mut conditions = vec![owner];
+    if !statuses.is_empty() {
+        let first = values.len() + 1;
+        conditions.push(format!(
+            "AND status IN ({})",
+            (first..first + statuses.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        values.extend(statuses.iter().map(|s| Value::Text(s.as_str().to_owned())));
+    }
+    if let Some(after) = after {
+        values.push(Value::Text(after.to_owned()));
+        conditions.push(format!(
+            "AND seq < COALESCE((SELECT seq FROM jobs WHERE id = ?{}), -1)",
+            values.len()
+        ));
+    }
+    values.push(Value::Integer(limit as i64 + 1));
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR 1) {} ORDER BY seq DESC LIMIT ?{}",
+        conditions.join(" "),
+        values.len()
+    );
+    let mut page = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), record)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    Ok((page, has_more))
+}
+
+pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreError> {
+    let lists = conn
+        .prepare_cached("SELECT models FROM nodes WHERE last_seen_at >= ?1")?
+        .query_map([since], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut models: Vec<String> = lists
+        .iter()
+        .filter_map(|text| serde_json::from_str::<Vec<String>>(text).ok())
+        .flatten()
+        .filter(|model| model != "*")
+        .collect();
+    models.sort();
+    models.dedup();
+    Ok(models)
+}

@@ -1,0 +1,148 @@
+//! The database file: opening it, its PRAGMAs and its versioned migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. `setup` applies the
+//! missing ones; `start` refuses a missing file or one from a newer gateway.
+
+use super::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Each entry moves the schema one version up. Never edit a released entry: add one.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    prefix      TEXT NOT NULL UNIQUE,
+    key_hash    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('ADMIN', 'USER', 'NODE')),
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+
+CREATE TABLE jobs (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    owner_key_id     TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN
+                       ('queued', 'processing', 'completed', 'failed', 'cancelled', 'expired')),
+    priority         INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    request_payload  TEXT NOT NULL,
+    request_hash     TEXT NOT NULL,
+    idempotency_key  TEXT,
+    request_id       TEXT,
+    result_payload   TEXT,
+    error_payload    TEXT,
+    error_status     INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    lease_id         TEXT,
+    lease_expires_at INTEGER,
+    locked_by        TEXT,
+    locked_at        INTEGER,
+    not_before       INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    finished_at      INTEGER,
+    expires_at       INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs (owner_key_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX jobs_by_queue_order ON jobs (status, model, priority, seq);
+CREATE INDEX jobs_by_owner ON jobs (owner_key_id, seq);
+CREATE INDEX jobs_by_lease_expiry ON jobs (lease_expires_at) WHERE status = 'processing';
+CREATE INDEX jobs_by_expiry ON jobs (expires_at) WHERE status = 'queued';
+CREATE UNIQUE INDEX jobs_by_lease ON jobs (lease_id) WHERE lease_id IS NOT NULL;
+
+CREATE TABLE nodes (
+    id            TEXT PRIMARY KEY,
+    key_id        TEXT NOT NULL,
+    models        TEXT NOT NULL,
+    capacity      INTEGER NOT NULL DEFAULT 0,
+    first_seen_at INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL
+);
+"];
+
+/// The schema version this gateway reads and writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// PRAGMAs every connection gets. WAL lets readers run beside the single writer, and
+/// `synchronous=FULL` makes a commit durable before it returns, which a 202 relies on.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = ON;",
+    )
+}
+
+/// Opens (creating it and its directory if needed) and migrates the database: `setup`.
+pub fn open_and_migrate(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Sqlite(format!("cannot create `{}`: {e}", dir.display())))?;
+    }
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens an existing database for serving: `start`. Older schemas are migrated forward,
+/// so upgrading the binary is enough; newer ones are refused.
+pub fn open_existing(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Missing(path.display().to_string()));
+    }
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_is_idempotent_and_start_refuses_missing_or_newer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/queue.db");
+        assert!(matches!(open_existing(&path), Err(StoreError::Missing(_))));
+        let conn = open_and_migrate(&path).unwrap();
+        conn.execute("INSERT INTO nodes VALUES ('n', 'k', '[]', 0, 1, 1)", [])
+            .unwrap();
+        drop(conn);
+        let conn = open_and_migrate(&path).unwrap();
+        let nodes: i64 = conn
+            .query_row("SELECT COUNT(*) FROM nodes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(nodes, 1, "a second setup keeps the data");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = open_existing(&path).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}

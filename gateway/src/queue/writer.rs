@@ -1,0 +1,191 @@
+//! The single writer: one thread owns the only writing connection and commits operations
+//! in groups.
+//!
+//! Callers send closures; the thread drains whatever is waiting (up to a batch limit),
+//! runs each closure in its own savepoint, commits once with `synchronous=FULL`, and only
+//! then answers each caller and publishes the changes. So a caller that hears `Ok` knows
+//! its change is on disk, and concurrent callers share one fsync.
+
+use super::notify::{Change, Notifier};
+use super::{StoreError, now_ms};
+use rusqlite::Connection;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// What an operation sees: the connection inside its savepoint, the batch's clock, and a
+/// list where it records the jobs whose status it changed.
+pub struct WriteCtx<'a> {
+    pub conn: &'a Connection,
+    pub now: i64,
+    pub changes: Vec<Change>,
+    /// Retries held back by backoff, so the reaper can wake nodes when they are due.
+    pub due: Vec<Instant>,
+}
+
+type Finish = Box<dyn FnOnce(Option<StoreError>) + Send>;
+/// Runs an operation (`Some`) or, when the batch could not start, only prepares its
+/// answer (`None`). Returns whether it succeeded and how to answer its caller.
+type Op = Box<dyn FnOnce(Option<&mut WriteCtx<'_>>) -> (bool, Finish) + Send>;
+
+/// How one commit went, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitStats {
+    pub ops: usize,
+    pub latency: Duration,
+}
+
+/// The sending half; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. It stops when every `Writer` is dropped.
+    pub fn spawn(
+        conn: Connection,
+        notifier: Arc<Notifier>,
+        max_batch: usize,
+        on_commit: Arc<dyn Fn(CommitStats) + Send + Sync>,
+    ) -> Result<Self, StoreError> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("obb-sqlite-writer".to_owned())
+            .spawn(move || run(conn, receiver, &notifier, max_batch, on_commit.as_ref()))
+            .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { ops: sender })
+    }
+
+    /// Runs `op` in the next group commit and returns its result once it is durable.
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let boxed: Op = Box::new(move |ctx| match ctx.map(op) {
+            Some(Ok(value)) => (
+                true,
+                Box::new(move |commit_error: Option<StoreError>| {
+                    let _ = reply.send(match commit_error {
+                        None => Ok(value),
+                        Some(e) => Err(e),
+                    });
+                }),
+            ),
+            Some(Err(e)) => (
+                false,
+                Box::new(move |_| {
+                    let _ = reply.send(Err(e));
+                }),
+            ),
+            None => (
+                false,
+                Box::new(move |commit_error: Option<StoreError>| {
+                    let _ = reply.send(Err(commit_error.unwrap_or(StoreError::Closed)));
+                }),
+            ),
+        });
+        self.ops.send(boxed).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    mut receiver: mpsc::UnboundedReceiver<Op>,
+    notifier: &Notifier,
+    max_batch: usize,
+    on_commit: &(dyn Fn(CommitStats) + Send + Sync),
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let ops = batch.len();
+        let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..));
+        match outcome {
+            Ok((changes, due)) => {
+                for when in due {
+                    notifier.due_at(when);
+                }
+                notifier.publish(&changes);
+                for finish in finishes {
+                    finish(None);
+                }
+                on_commit(CommitStats {
+                    ops,
+                    latency: started.elapsed(),
+                });
+            }
+            Err(error) => {
+                tracing::error!(%error, ops, "group commit failed; every operation in it is rolled back");
+                for finish in finishes {
+                    finish(Some(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+type BatchOutcome = Result<(Vec<Change>, Vec<Instant>), StoreError>;
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: impl Iterator<Item = Op>,
+) -> (Vec<Finish>, BatchOutcome) {
+    let mut pending = batch.collect::<Vec<_>>().into_iter();
+    let mut finishes: Vec<Finish> = Vec::with_capacity(pending.len());
+    let outcome = run_ops(conn, &mut pending, &mut finishes);
+    // Operations left unrun by a failure still need their answer.
+    finishes.extend(pending.map(|op| op(None).1));
+    (finishes, outcome)
+}
+
+fn run_ops(
+    conn: &mut Connection,
+    pending: &mut impl Iterator<Item = Op>,
+    finishes: &mut Vec<Finish>,
+) -> BatchOutcome {
+    let mut changes = Vec::new();
+    let mut due = Vec::new();
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    for op in pending.by_ref() {
+        let savepoint = match tx.savepoint() {
+            Ok(savepoint) => savepoint,
+            Err(e) => {
+                finishes.push(op(None).1);
+                return Err(e.into());
+            }
+        };
+        let mut ctx = WriteCtx {
+            conn: &savepoint,
+            now,
+            changes: Vec::new(),
+            due: Vec::new(),
+        };
+        let (ok, finish) = op(Some(&mut ctx));
+        let WriteCtx {
+            changes: op_changes,
+            due: op_due,
+            ..
+        } = ctx;
+        finishes.push(finish);
+        if ok {
+            savepoint.commit()?;
+            changes.extend(op_changes);
+            due.extend(op_due);
+        }
+        // A failed operation's savepoint rolls back when dropped, leaving the others intact.
+    }
+    tx.commit()?;
+    Ok((changes, due))
+}

@@ -1,0 +1,91 @@
+//! The composition root of `start`: opens the store, and runs the HTTP service and the
+//! reaper as pingora services with our shutdown timings.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::http::{App, State};
+use crate::queue::{Queue, QueueSettings};
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Opens the database and builds the server. Fails, without serving, when the database
+/// is missing or too new.
+pub fn build(config: Config) -> anyhow::Result<Server> {
+    let db = config.db_path()?;
+    let settings = QueueSettings {
+        lease: config.lease(),
+        max_attempts: config.max_attempts,
+        retry_backoff_base: Duration::from_millis(config.retry_backoff_base_ms),
+        max_commit_batch: config.max_commit_batch,
+        read_connections: (config.threads * 4).max(4),
+    };
+    let queue = Arc::new(Queue::open(&db, settings, Arc::new(|_| {}))?);
+    tracing::info!(db = %db.display(), "opened the job store");
+
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let reaper = Reaper {
+        queue: Arc::clone(&queue),
+        interval: Duration::from_millis(config.reaper_interval_ms),
+    };
+    let address = format!("{}:{}", config.host, config.port);
+    let state = Arc::new(State {
+        queue,
+        auth: Authenticator::default(),
+        config,
+    });
+    let mut http = Service::new("obb-http".to_owned(), App::new(state));
+    http.add_tcp(&address);
+    tracing::info!(%address, "listening");
+    server.add_service(http);
+    server.add_service(background_service("obb-reaper", reaper));
+    Ok(server)
+}
+
+/// Returns lapsed leases to the queue, fails jobs out of attempts, expires stale jobs, and
+/// wakes nodes when backed-off retries become due.
+struct Reaper {
+    queue: Arc<Queue>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Reaper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Jobs may have been queued while the gateway was down.
+        self.queue.notifier().wake_nodes();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.queue.reap().await {
+                Ok(report) if report != Default::default() => {
+                    tracing::info!(
+                        requeued = report.requeued,
+                        failed = report.failed,
+                        expired = report.expired,
+                        "reaped"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "reaper pass failed"),
+            }
+            self.queue.notifier().wake_if_due(Instant::now());
+        }
+    }
+}
