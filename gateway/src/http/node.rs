@@ -81,20 +81,20 @@ pub async fn heartbeat(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> 
     Ok(Reply::json(200, &response))
 }
 
-/// The submit body: a bare list, as the spec writes it, or `{"results": [...]}`.
+/// The wrapped form of a submit body, `{"results": [...]}`.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum SubmitBody {
-    List(Vec<NodeResult>),
-    Wrapped { results: Vec<NodeResult> },
+#[serde(deny_unknown_fields)]
+struct Wrapped {
+    results: Vec<NodeResult>,
 }
 
 /// `POST /internal/queue/submit`.
 pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
-    let results = match req.json::<SubmitBody>() {
-        Ok(SubmitBody::List(results) | SubmitBody::Wrapped { results }) => results,
-        // Untagged enums lose the field path; parse again as a list to name the field.
-        Err(_) => req.json::<Vec<NodeResult>>()?,
+    // A bare list, as the spec writes it, or the wrapped form. Told apart by the first
+    // byte, because results hold raw JSON that an untagged enum cannot buffer.
+    let results = match req.body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => req.json::<Wrapped>()?.results,
+        _ => req.json::<Vec<NodeResult>>()?,
     };
     if results.len() > MAX_SUBMIT_BATCH {
         return Err(ApiError::invalid(

@@ -1,0 +1,98 @@
+use crate::harness::{BIN, Gateway, cli};
+use std::process::Command;
+
+fn text(output: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn keys_made_by_the_cli_work_at_once_and_revoking_them_stops_them() {
+    let gw = Gateway::start(&[]).await;
+    let created = cli(&gw.db(), &["keys", "create", "--role", "user", "--name", "alice"]);
+    assert!(created.status.success(), "{created:?}");
+    let key = text(&created).0.trim().to_owned();
+    assert!(key.starts_with("sk-obb-") && !key.contains('\n'), "only the key on stdout: {key}");
+    let (status, _) = gw.get_json(&key, "/v1/jobs").await;
+    assert_eq!(status, 200);
+    let listed = text(&cli(&gw.db(), &["keys", "list"])).0;
+    let line = listed.lines().find(|l| l.contains("alice")).unwrap();
+    assert!(line.contains("user") && line.contains("active") && !line.contains(&key), "{line}");
+    let id = line.split('\t').next().unwrap();
+    assert!(cli(&gw.db(), &["keys", "revoke", id]).status.success());
+    let (status, _) = gw.get_json(&key, "/v1/jobs").await;
+    assert_eq!(status, 401, "a revocation from another process applies at once");
+    assert!(!cli(&gw.db(), &["keys", "revoke", "key_nobody"]).status.success());
+}
+
+#[test]
+fn setup_twice_keeps_the_data_and_start_refuses_a_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sub/queue.db");
+    let first = cli(&db, &["setup", "--yes"]);
+    assert!(first.status.success());
+    assert!(text(&first).0.trim().starts_with("sk-obb-"));
+    let second = cli(&db, &["setup", "--yes"]);
+    assert!(second.status.success());
+    assert!(text(&second).0.is_empty(), "no second admin key");
+    assert!(text(&second).1.contains("already exists"));
+    assert_eq!(text(&cli(&db, &["keys", "list"])).0.lines().count(), 1);
+
+    let missing = cli(&dir.path().join("none.db"), &["start", "--port", "1"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing).1.contains("run `obb-gateway setup` first"), "{missing:?}");
+    let checked = cli(&db, &["start", "--check-config"]);
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(text(&checked).0.contains("max_wait_seconds = 300"));
+}
+
+#[test]
+fn the_interactive_setup_asks_where_the_database_goes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chosen.db");
+    let mut child = Command::new(BIN)
+        .arg("setup")
+        .env("XDG_DATA_HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", db.display()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(stderr.contains("Where should the database be stored?"), "{stderr}");
+    assert!(stderr.contains(&dir.path().join("openbeepboop/queue.db").display().to_string()), "the default is under XDG_DATA_HOME");
+    assert!(stdout.trim().starts_with("sk-obb-"));
+    assert!(db.exists());
+}
+
+#[test]
+fn bad_config_files_are_rejected_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "max_wiat_seconds = 5\n").unwrap();
+    let output = Command::new(BIN)
+        .args(["start", "--check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(text(&output).1.contains("max_wiat_seconds"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_within_the_grace_period() {
+    let mut gw = Gateway::start(&[]).await;
+    let started = std::time::Instant::now();
+    let status = gw.stop_with("-TERM").unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The data survives a restart.
+    gw.spawn().await;
+    let (status, _) = gw.get_json(&gw.admin.clone(), "/v1/jobs").await;
+    assert_eq!(status, 200);
+}

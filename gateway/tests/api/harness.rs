@@ -1,0 +1,281 @@
+//! Starts the real `obb-gateway` binary on a free loopback port with a temp database, and
+//! offers the calls the tests share. Each test gets its own gateway.
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_obb-gateway");
+
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub admin: String,
+    pub http: Client,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    port: u16,
+}
+
+/// Waits for `check` to return `Some`, retrying until `within` runs out.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn cli(db: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .env("OBB_LOG", "warn")
+        .output()
+        .expect("obb-gateway runs")
+}
+
+impl Gateway {
+    /// A gateway with fast timings for tests, plus the given `OBB_*` settings.
+    pub async fn start(settings: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("queue.db");
+        let setup = cli(&db, &["setup", "--yes"]);
+        assert!(setup.status.success(), "setup: {setup:?}");
+        let admin = String::from_utf8(setup.stdout).expect("utf-8").trim().to_owned();
+        let mut env: Vec<(String, String)> = [
+            ("OBB_REAPER_INTERVAL_MS", "50"),
+            ("OBB_GRACE_PERIOD_SECONDS", "0"),
+            ("OBB_SHUTDOWN_TIMEOUT_SECONDS", "1"),
+            ("OBB_RETRY_BACKOFF_BASE_MS", "50"),
+        ]
+        .iter()
+        .chain(settings)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        env.push(("OBB_LOG".to_owned(), "warn".to_owned()));
+        let mut gateway = Self {
+            dir,
+            base: String::new(),
+            admin,
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            env,
+            child: None,
+            port: 0,
+        };
+        gateway.spawn().await;
+        gateway
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("queue.db")
+    }
+
+    /// Starts the process, retrying on another port if the reserved one was taken.
+    pub async fn spawn(&mut self) {
+        for _ in 0..5 {
+            if self.port == 0 {
+                self.port = free_port();
+            }
+            let child = Command::new(BIN)
+                .args(["start", "--host", "127.0.0.1", "--port"])
+                .arg(self.port.to_string())
+                .arg("--db")
+                .arg(self.db())
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("gateway starts");
+            self.child = Some(child);
+            self.base = format!("http://127.0.0.1:{}", self.port);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(r) = self.http.get(self.url("/healthz")).send().await
+                    && r.status() == StatusCode::OK
+                {
+                    return;
+                }
+                if let Some(child) = self.child.as_mut()
+                    && child.try_wait().ok().flatten().is_some()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            self.stop_with("-KILL");
+            self.port = 0;
+        }
+        panic!("the gateway did not start");
+    }
+
+    /// Sends a signal and waits for the process to exit; returns its exit status.
+    pub fn stop_with(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn key(&self, role: &str) -> String {
+        let created: Value = self
+            .http
+            .post(self.url("/admin/keys"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"name": format!("{role}-key"), "role": role}))
+            .send()
+            .await
+            .expect("create key")
+            .json()
+            .await
+            .expect("key json");
+        created["key"].as_str().expect("key text").to_owned()
+    }
+
+    pub async fn submit(&self, key: &str, body: &Value) -> Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("submit")
+    }
+
+    pub async fn submit_id(&self, key: &str, model: &str) -> String {
+        let response = self.submit(key, &chat(model, "hello")).await;
+        assert_eq!(response.status(), 202);
+        let job: Value = response.json().await.expect("job json");
+        job["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn get_json(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, key: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Leases jobs as node `node_id` would.
+    pub async fn fetch(&self, node_key: &str, node_id: &str, models: &[&str], limit: u32, wait: f64) -> Vec<Value> {
+        let (status, body) = self
+            .post_json(
+                node_key,
+                "/internal/queue/fetch",
+                &json!({"node_id": node_id, "models": models, "limit": limit, "wait": wait}),
+            )
+            .await;
+        assert_eq!(status, 200, "fetch: {body}");
+        body["jobs"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn complete(&self, node_key: &str, job: &Value, content: &str) -> String {
+        self.report(node_key, &json!([{
+            "id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
+            "result": completion(content),
+        }]))
+        .await
+    }
+
+    /// Submits node results and returns the first outcome.
+    pub async fn report(&self, node_key: &str, results: &Value) -> String {
+        let (status, body) = self
+            .post_json(node_key, "/internal/queue/submit", results)
+            .await;
+        assert_eq!(status, 200, "submit: {body}");
+        body["results"][0]["outcome"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn job(&self, key: &str, id: &str) -> Value {
+        let (status, body) = self.get_json(key, &format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "job: {body}");
+        body
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // SIGINT lets the process exit normally, so coverage data is written.
+        self.stop_with("-INT");
+    }
+}
+
+pub fn chat(model: &str, content: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": content}]})
+}
+
+pub fn completion(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1_700_000_000,
+        "model": "echo", "system_fingerprint": "fp_test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    })
+}
+
+/// Status, the headers a client relies on, and the body, for one snapshot.
+pub async fn observed(response: Response) -> Value {
+    let status = response.status().as_u16();
+    let mut headers = serde_json::Map::new();
+    for name in ["content-type", "location", "retry-after", "x-should-retry", "allow"] {
+        if let Some(value) = response.headers().get(name) {
+            headers.insert(name.to_owned(), json!(value.to_str().unwrap_or_default()));
+        }
+    }
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+    json!({"status": status, "headers": headers, "body": body})
+}

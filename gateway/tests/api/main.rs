@@ -1,0 +1,19 @@
+//! Integration tests: the real `obb-gateway` binary, a temp SQLite file and HTTP on loopback.
+//! The tests play the node's part through the node API; `node/` tests use real nodes.
+
+// `cfg(test)` marks these modules as test code for clippy, helpers included.
+#[cfg(test)]
+mod harness;
+
+#[cfg(test)]
+mod auth;
+#[cfg(test)]
+mod bad_input;
+#[cfg(test)]
+mod cli;
+#[cfg(test)]
+mod jobs;
+#[cfg(test)]
+mod node_api;
+#[cfg(test)]
+mod submit;

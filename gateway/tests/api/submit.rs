@@ -1,0 +1,246 @@
+use crate::harness::{Gateway, chat, completion, observed};
+use insta::assert_json_snapshot;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn submit_returns_202_with_the_job_object_and_its_location() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let response = gw.submit(&user, &chat("echo", "hi")).await;
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let seen = observed(response).await;
+    assert_eq!(location, format!("/v1/jobs/{}", seen["body"]["id"].as_str().unwrap()));
+    assert_json_snapshot!(seen, {
+        ".headers.location" => "[location]", ".body.id" => "[id]",
+        ".body.created_at" => "[time]", ".body.updated_at" => "[time]", ".body.expires_at" => "[time]",
+    });
+}
+
+/// Plays a node that completes the next job with `content` once it appears.
+fn complete_in_background(gw: &Gateway, node: String, content: &'static str) -> tokio::task::JoinHandle<()> {
+    let base = gw.base.clone();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let fetched: Value = http
+            .post(format!("{base}/internal/queue/fetch"))
+            .bearer_auth(&node)
+            .json(&json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job = &fetched["jobs"][0];
+        http.post(format!("{base}/internal/queue/submit"))
+            .bearer_auth(&node)
+            .json(&json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
+                "result": completion(content)}]))
+            .send()
+            .await
+            .unwrap();
+    })
+}
+
+#[tokio::test]
+async fn waited_submit_returns_the_completion_exactly_as_the_node_sent_it() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let worker = complete_in_background(&gw, node, "pong");
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions?wait=20"))
+        .bearer_auth(&user)
+        .json(&chat("echo", "ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-obb-queue-ms"));
+    assert!(response.headers().contains_key("x-obb-processing-ms"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, completion("pong"));
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn prefer_wait_streams_the_finished_completion_as_chunks() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let worker = complete_in_background(&gw, node, "streamed text");
+    let mut request = chat("echo", "ping");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("Prefer", "wait=20")
+        .bearer_auth(&user)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(joined, "streamed text");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 7);
+    assert_json_snapshot!(chunks, {"[].created" => "[time]"});
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wait_that_runs_out_answers_202_with_retry_after() {
+    let gw = Gateway::start(&[("OBB_MAX_WAIT_SECONDS", "1")]).await;
+    let user = gw.key("user").await;
+    let started = Instant::now();
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions?wait=30"))
+        .bearer_auth(&user)
+        .json(&chat("echo", "nobody serves this"))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the wait is capped by max_wait_seconds");
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let job: Value = response.json().await.unwrap();
+    assert_eq!(job["status"], "queued");
+}
+
+#[tokio::test]
+async fn default_wait_seconds_makes_plain_submits_synchronous() {
+    let gw = Gateway::start(&[("OBB_DEFAULT_WAIT_SECONDS", "20")]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let worker = complete_in_background(&gw, node, "sync");
+    let response = gw.submit(&user, &chat("echo", "ping")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["choices"][0]["message"]["content"], "sync");
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_jobs_answer_waiters_with_the_error_and_no_retry() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    for (upstream_status, expected) in [(Some(400), 400), (Some(503), 502), (None, 502)] {
+        let base = gw.base.clone();
+        let node = node.clone();
+        let failer = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let fetched: Value = http
+                .post(format!("{base}/internal/queue/fetch"))
+                .bearer_auth(&node)
+                .json(&json!({"node_id": "f", "models": ["*"], "limit": 1, "wait": 20}))
+                .send().await.unwrap().json().await.unwrap();
+            let job = &fetched["jobs"][0];
+            http.post(format!("{base}/internal/queue/submit"))
+                .bearer_auth(&node)
+                .json(&json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "FAILED",
+                    "error": {"message": "model `x` does not exist", "type": "invalid_request_error",
+                              "param": null, "code": "model_not_found"},
+                    "upstream_status": upstream_status, "retryable": false}]))
+                .send().await.unwrap();
+        });
+        let response = gw
+            .http
+            .post(gw.url("/v1/chat/completions?wait=20"))
+            .bearer_auth(&user)
+            .json(&chat("x", "hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        assert_eq!(response.headers()["x-should-retry"], "false");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        failer.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_job_and_a_different_body_gets_422() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let send = |body: Value| {
+        gw.http
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&user)
+            .header("Idempotency-Key", "order-42")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send(chat("echo", "a")).await.unwrap().json().await.unwrap();
+    // The same request with its keys in another order is the same request.
+    let reordered = json!({"messages": [{"content": "a", "role": "user"}], "model": "echo"});
+    let again: Value = send(reordered).await.unwrap().json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let conflict = observed(send(chat("echo", "b")).await.unwrap()).await;
+    assert_json_snapshot!(conflict);
+    let (_, list) = gw.get_json(&user, "/v1/jobs").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    // Another user's identical key is their own.
+    let other = gw.key("user").await;
+    let theirs: Value = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(&other)
+        .header("Idempotency-Key", "order-42")
+        .json(&chat("echo", "a"))
+        .send().await.unwrap().json().await.unwrap();
+    assert_ne!(theirs["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn jobs_are_leased_by_priority_then_age() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let mut ids = Vec::new();
+    for (priority, via_header) in [(5, true), (3, false), (1, true), (1, false)] {
+        let mut body = chat("echo", "x");
+        let mut request = gw.http.post(gw.url("/v1/chat/completions")).bearer_auth(&user);
+        if via_header {
+            request = request.header("X-OBB-Priority", priority.to_string());
+        } else {
+            body["metadata"] = json!({"obb_priority": priority.to_string()});
+        }
+        let job: Value = request.json(&body).send().await.unwrap().json().await.unwrap();
+        assert_eq!(job["priority"], priority);
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let leased = gw.fetch(&node, "n", &["echo"], 10, 0.0).await;
+    let order: Vec<&str> = leased.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(order, vec![&ids[2], &ids[3], &ids[1], &ids[0]]);
+}
+
+#[tokio::test]
+async fn a_job_past_its_ttl_expires_and_its_waiter_hears_so() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions?wait=20"))
+        .bearer_auth(&user)
+        .header("X-OBB-TTL", "1")
+        .json(&chat("nobody", "hi"))
+        .send()
+        .await
+        .unwrap();
+    let seen = observed(response).await;
+    assert_json_snapshot!(seen, {".body.error.message" => "[message]"});
+}
