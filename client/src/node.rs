@@ -89,6 +89,8 @@ pub struct NodeResult {
 pub enum NodeResultStatus {
     Completed,
     Failed,
+    /// The node gives the job back unrun (it is shutting down): requeue it at once.
+    Released,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

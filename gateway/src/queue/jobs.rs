@@ -376,6 +376,9 @@ fn submit_one(
         JobStatus::Expired => return Ok(SubmitOutcomeKind::Stale),
     }
     match (item.status, &item.result) {
+        (NodeResultStatus::Released, _) => {
+            transition(ctx, &item.id, status, JobStatus::Queued, Effects::default())?;
+        }
         (NodeResultStatus::Completed, Some(result)) => {
             let effects = Effects {
                 result: Some(result.get()),

@@ -12,12 +12,31 @@ struct Case {
     expected: u16,
 }
 
-fn case(name: &'static str, method: Method, path: &str, body: impl Into<Vec<u8>>, expected: u16) -> Case {
-    Case { name, method, path: path.to_owned(), headers: Vec::new(), body: body.into(), expected }
+fn case(
+    name: &'static str,
+    method: Method,
+    path: &str,
+    body: impl Into<Vec<u8>>,
+    expected: u16,
+) -> Case {
+    Case {
+        name,
+        method,
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: body.into(),
+        expected,
+    }
 }
 
 fn submit(name: &'static str, body: Value) -> Case {
-    case(name, Method::POST, "/v1/chat/completions", body.to_string(), 400)
+    case(
+        name,
+        Method::POST,
+        "/v1/chat/completions",
+        body.to_string(),
+        400,
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -32,81 +51,391 @@ fn cases() -> Vec<Case> {
     };
     vec![
         case("empty body", Method::POST, "/v1/chat/completions", "", 400),
-        case("broken json", Method::POST, "/v1/chat/completions", "{\"model\":", 400),
-        case("not an object", Method::POST, "/v1/chat/completions", "[1,2]", 400),
-        case("a string", Method::POST, "/v1/chat/completions", "\"hi\"", 400),
-        case("trailing garbage", Method::POST, "/v1/chat/completions", format!("{} x", chat("m", "x")), 400),
-        case("invalid utf-8", Method::POST, "/v1/chat/completions", b"{\"model\":\"\xff\xfe\",\"messages\":[]}".to_vec(), 400),
-        case("deep nesting", Method::POST, "/v1/chat/completions", deep.clone(), 400),
-        submit("missing model", json!({"messages": [{"role": "user", "content": "x"}]})),
+        case(
+            "broken json",
+            Method::POST,
+            "/v1/chat/completions",
+            "{\"model\":",
+            400,
+        ),
+        case(
+            "not an object",
+            Method::POST,
+            "/v1/chat/completions",
+            "[1,2]",
+            400,
+        ),
+        case(
+            "a string",
+            Method::POST,
+            "/v1/chat/completions",
+            "\"hi\"",
+            400,
+        ),
+        case(
+            "trailing garbage",
+            Method::POST,
+            "/v1/chat/completions",
+            format!("{} x", chat("m", "x")),
+            400,
+        ),
+        case(
+            "invalid utf-8",
+            Method::POST,
+            "/v1/chat/completions",
+            b"{\"model\":\"\xff\xfe\",\"messages\":[]}".to_vec(),
+            400,
+        ),
+        case(
+            "deep nesting",
+            Method::POST,
+            "/v1/chat/completions",
+            deep.clone(),
+            400,
+        ),
+        submit(
+            "missing model",
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+        ),
         submit("missing messages", json!({"model": "m"})),
-        submit("model a number", json!({"model": 3, "messages": [{"role": "user", "content": "x"}]})),
-        submit("model empty", json!({"model": " ", "messages": [{"role": "user", "content": "x"}]})),
-        submit("model too long", json!({"model": "m".repeat(300), "messages": [{"role": "user", "content": "x"}]})),
+        submit(
+            "model a number",
+            json!({"model": 3, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        submit(
+            "model empty",
+            json!({"model": " ", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        submit(
+            "model too long",
+            json!({"model": "m".repeat(300), "messages": [{"role": "user", "content": "x"}]}),
+        ),
         submit("messages empty", json!({"model": "m", "messages": []})),
-        submit("messages an object", json!({"model": "m", "messages": {"role": "user"}})),
-        submit("message without role", json!({"model": "m", "messages": [{"content": "x"}]})),
-        submit("unknown role", json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]})),
-        submit("content a number", json!({"model": "m", "messages": [{"role": "user", "content": 5}]})),
-        submit("stream a string", json!({"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]})),
-        submit("metadata a list", json!({"model": "m", "metadata": [1], "messages": [{"role": "user", "content": "x"}]})),
-        submit("priority 9 in metadata", json!({"model": "m", "metadata": {"obb_priority": "9"}, "messages": [{"role": "user", "content": "x"}]})),
-        submit("ttl negative in metadata", json!({"model": "m", "metadata": {"obb_ttl_seconds": "-4"}, "messages": [{"role": "user", "content": "x"}]})),
+        submit(
+            "messages an object",
+            json!({"model": "m", "messages": {"role": "user"}}),
+        ),
+        submit(
+            "message without role",
+            json!({"model": "m", "messages": [{"content": "x"}]}),
+        ),
+        submit(
+            "unknown role",
+            json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}),
+        ),
+        submit(
+            "content a number",
+            json!({"model": "m", "messages": [{"role": "user", "content": 5}]}),
+        ),
+        submit(
+            "stream a string",
+            json!({"model": "m", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        submit(
+            "metadata a list",
+            json!({"model": "m", "metadata": [1], "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        submit(
+            "priority 9 in metadata",
+            json!({"model": "m", "metadata": {"obb_priority": "9"}, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        submit(
+            "ttl negative in metadata",
+            json!({"model": "m", "metadata": {"obb_ttl_seconds": "-4"}, "messages": [{"role": "user", "content": "x"}]}),
+        ),
         with_header("priority 0", "x-obb-priority", "0", "/v1/chat/completions"),
-        with_header("priority text", "x-obb-priority", "high", "/v1/chat/completions"),
+        with_header(
+            "priority text",
+            "x-obb-priority",
+            "high",
+            "/v1/chat/completions",
+        ),
         with_header("ttl zero", "x-obb-ttl", "0", "/v1/chat/completions"),
-        with_header("ttl a year", "x-obb-ttl", "31536000", "/v1/chat/completions"),
-        with_header("idempotency key too long", "idempotency-key", &"k".repeat(300), "/v1/chat/completions"),
-        with_header("prefer wait text", "prefer", "wait=soon", "/v1/chat/completions"),
-        with_header("prefer wait negative", "prefer", "wait=-3", "/v1/chat/completions"),
-        case("wait text", Method::POST, "/v1/chat/completions?wait=abc", chat("m", "x").to_string(), 400),
-        case("wait negative", Method::POST, "/v1/chat/completions?wait=-1", chat("m", "x").to_string(), 400),
-        case("wait nan", Method::POST, "/v1/chat/completions?wait=NaN", chat("m", "x").to_string(), 400),
-        case("wait huge", Method::POST, "/v1/chat/completions?wait=1e308", chat("m", "x").to_string(), 400),
-        case("get wait text", Method::GET, "/v1/jobs/job-x?wait=x", "", 400),
-        case("list bad status", Method::GET, "/v1/jobs?status=done", "", 400),
+        with_header(
+            "ttl a year",
+            "x-obb-ttl",
+            "31536000",
+            "/v1/chat/completions",
+        ),
+        with_header(
+            "idempotency key too long",
+            "idempotency-key",
+            &"k".repeat(300),
+            "/v1/chat/completions",
+        ),
+        with_header(
+            "prefer wait text",
+            "prefer",
+            "wait=soon",
+            "/v1/chat/completions",
+        ),
+        with_header(
+            "prefer wait negative",
+            "prefer",
+            "wait=-3",
+            "/v1/chat/completions",
+        ),
+        case(
+            "wait text",
+            Method::POST,
+            "/v1/chat/completions?wait=abc",
+            chat("m", "x").to_string(),
+            400,
+        ),
+        case(
+            "wait negative",
+            Method::POST,
+            "/v1/chat/completions?wait=-1",
+            chat("m", "x").to_string(),
+            400,
+        ),
+        case(
+            "wait nan",
+            Method::POST,
+            "/v1/chat/completions?wait=NaN",
+            chat("m", "x").to_string(),
+            400,
+        ),
+        case(
+            "wait huge",
+            Method::POST,
+            "/v1/chat/completions?wait=1e308",
+            chat("m", "x").to_string(),
+            400,
+        ),
+        case(
+            "get wait text",
+            Method::GET,
+            "/v1/jobs/job-x?wait=x",
+            "",
+            400,
+        ),
+        case(
+            "list bad status",
+            Method::GET,
+            "/v1/jobs?status=done",
+            "",
+            400,
+        ),
         case("list limit zero", Method::GET, "/v1/jobs?limit=0", "", 400),
-        case("list limit huge", Method::GET, "/v1/jobs?limit=100000", "", 400),
-        case("list limit text", Method::GET, "/v1/jobs?limit=ten", "", 400),
-        case("poll ids a string", Method::POST, "/v1/results/poll", json!({"ids": "job-1"}).to_string(), 400),
-        case("poll ids numbers", Method::POST, "/v1/results/poll", json!({"ids": [1, 2]}).to_string(), 400),
-        case("poll extra field", Method::POST, "/v1/results/poll", json!({"ids": [], "all": true}).to_string(), 400),
-        case("poll too many ids", Method::POST, "/v1/results/poll", json!({"ids": vec!["job-1"; 1001]}).to_string(), 400),
-        case("poll broken json", Method::POST, "/v1/results/poll", "{\"ids\": [", 400),
-        case("job id with dot-dot", Method::GET, "/v1/jobs/..%2F..%2Fetc%2Fpasswd", "", 404),
-        case("job id with quotes", Method::GET, "/v1/jobs/job-'%22", "", 404),
-        case("job id with sql", Method::GET, "/v1/jobs/job-1'%20OR%20'1'='1", "", 404),
-        case("cancel id with sql", Method::POST, "/v1/jobs/x';DROP%20TABLE%20jobs;--/cancel", "", 404),
-        case("stream unknown id", Method::GET, "/v1/jobs/%00/stream", "", 404),
-        case("unknown route", Method::GET, "/v2/chat/completions", "", 404),
-        case("unknown nested route", Method::GET, "/v1/jobs/a/b/c", "", 404),
+        case(
+            "list limit huge",
+            Method::GET,
+            "/v1/jobs?limit=100000",
+            "",
+            400,
+        ),
+        case(
+            "list limit text",
+            Method::GET,
+            "/v1/jobs?limit=ten",
+            "",
+            400,
+        ),
+        case(
+            "poll ids a string",
+            Method::POST,
+            "/v1/results/poll",
+            json!({"ids": "job-1"}).to_string(),
+            400,
+        ),
+        case(
+            "poll ids numbers",
+            Method::POST,
+            "/v1/results/poll",
+            json!({"ids": [1, 2]}).to_string(),
+            400,
+        ),
+        case(
+            "poll extra field",
+            Method::POST,
+            "/v1/results/poll",
+            json!({"ids": [], "all": true}).to_string(),
+            400,
+        ),
+        case(
+            "poll too many ids",
+            Method::POST,
+            "/v1/results/poll",
+            json!({"ids": vec!["job-1"; 1001]}).to_string(),
+            400,
+        ),
+        case(
+            "poll broken json",
+            Method::POST,
+            "/v1/results/poll",
+            "{\"ids\": [",
+            400,
+        ),
+        case(
+            "job id with dot-dot",
+            Method::GET,
+            "/v1/jobs/..%2F..%2Fetc%2Fpasswd",
+            "",
+            404,
+        ),
+        case(
+            "job id with quotes",
+            Method::GET,
+            "/v1/jobs/job-'%22",
+            "",
+            404,
+        ),
+        case(
+            "job id with sql",
+            Method::GET,
+            "/v1/jobs/job-1'%20OR%20'1'='1",
+            "",
+            404,
+        ),
+        case(
+            "cancel id with sql",
+            Method::POST,
+            "/v1/jobs/x';DROP%20TABLE%20jobs;--/cancel",
+            "",
+            404,
+        ),
+        case(
+            "stream unknown id",
+            Method::GET,
+            "/v1/jobs/%00/stream",
+            "",
+            404,
+        ),
+        case(
+            "unknown route",
+            Method::GET,
+            "/v2/chat/completions",
+            "",
+            404,
+        ),
+        case(
+            "unknown nested route",
+            Method::GET,
+            "/v1/jobs/a/b/c",
+            "",
+            404,
+        ),
         case("root", Method::GET, "/", "", 404),
-        case("get on submit", Method::GET, "/v1/chat/completions", "", 405),
+        case(
+            "get on submit",
+            Method::GET,
+            "/v1/chat/completions",
+            "",
+            405,
+        ),
         case("put on jobs", Method::PUT, "/v1/jobs", "", 405),
         case("delete a job", Method::DELETE, "/v1/jobs/job-x", "", 405),
         case("get on poll", Method::GET, "/v1/results/poll", "", 405),
         case("patch keys", Method::PATCH, "/admin/keys", "", 405),
         case("post models", Method::POST, "/v1/models", "", 405),
         case("post healthz", Method::POST, "/healthz", "", 405),
-        case("admin key bad role", Method::POST, "/admin/keys", json!({"name": "x", "role": "root"}).to_string(), 400),
-        case("admin key empty name", Method::POST, "/admin/keys", json!({"name": "", "role": "user"}).to_string(), 400),
-        case("admin key extra field", Method::POST, "/admin/keys", json!({"name": "x", "role": "user", "x": 1}).to_string(), 400),
-        case("too large", Method::POST, "/v1/chat/completions", format!("{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}", "x".repeat(70_000)), 413),
+        case(
+            "admin key bad role",
+            Method::POST,
+            "/admin/keys",
+            json!({"name": "x", "role": "root"}).to_string(),
+            400,
+        ),
+        case(
+            "admin key empty name",
+            Method::POST,
+            "/admin/keys",
+            json!({"name": "", "role": "user"}).to_string(),
+            400,
+        ),
+        case(
+            "admin key extra field",
+            Method::POST,
+            "/admin/keys",
+            json!({"name": "x", "role": "user", "x": 1}).to_string(),
+            400,
+        ),
+        case(
+            "too large",
+            Method::POST,
+            "/v1/chat/completions",
+            format!(
+                "{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+                "x".repeat(70_000)
+            ),
+            413,
+        ),
     ]
 }
 
 fn node_cases() -> Vec<Case> {
     vec![
-        case("fetch without node", Method::POST, "/internal/queue/fetch", json!({"models": ["*"]}).to_string(), 400),
-        case("fetch empty node id", Method::POST, "/internal/queue/fetch", json!({"node_id": "", "models": ["*"]}).to_string(), 400),
-        case("fetch limit zero", Method::POST, "/internal/queue/fetch", json!({"node_id": "n", "models": ["*"], "limit": 0}).to_string(), 400),
-        case("fetch limit huge", Method::POST, "/internal/queue/fetch", json!({"node_id": "n", "models": ["*"], "limit": 100000}).to_string(), 400),
-        case("fetch negative wait", Method::POST, "/internal/queue/fetch", json!({"node_id": "n", "models": ["*"], "wait": -1}).to_string(), 400),
-        case("fetch unknown field", Method::POST, "/internal/queue/fetch", json!({"node_id": "n", "models": ["*"], "x": 1}).to_string(), 400),
-        case("heartbeat ids a string", Method::POST, "/internal/queue/heartbeat", json!({"node_id": "n", "lease_ids": "l"}).to_string(), 400),
-        case("submit not a list", Method::POST, "/internal/queue/submit", json!({"id": "x"}).to_string(), 400),
-        case("submit completed without result", Method::POST, "/internal/queue/submit", json!([{"id": "x", "lease_id": "l", "status": "COMPLETED"}]).to_string(), 400),
-        case("submit bad status", Method::POST, "/internal/queue/submit", json!([{"id": "x", "lease_id": "l", "status": "OK"}]).to_string(), 400),
+        case(
+            "fetch without node",
+            Method::POST,
+            "/internal/queue/fetch",
+            json!({"models": ["*"]}).to_string(),
+            400,
+        ),
+        case(
+            "fetch empty node id",
+            Method::POST,
+            "/internal/queue/fetch",
+            json!({"node_id": "", "models": ["*"]}).to_string(),
+            400,
+        ),
+        case(
+            "fetch limit zero",
+            Method::POST,
+            "/internal/queue/fetch",
+            json!({"node_id": "n", "models": ["*"], "limit": 0}).to_string(),
+            400,
+        ),
+        case(
+            "fetch limit huge",
+            Method::POST,
+            "/internal/queue/fetch",
+            json!({"node_id": "n", "models": ["*"], "limit": 100000}).to_string(),
+            400,
+        ),
+        case(
+            "fetch negative wait",
+            Method::POST,
+            "/internal/queue/fetch",
+            json!({"node_id": "n", "models": ["*"], "wait": -1}).to_string(),
+            400,
+        ),
+        case(
+            "fetch unknown field",
+            Method::POST,
+            "/internal/queue/fetch",
+            json!({"node_id": "n", "models": ["*"], "x": 1}).to_string(),
+            400,
+        ),
+        case(
+            "heartbeat ids a string",
+            Method::POST,
+            "/internal/queue/heartbeat",
+            json!({"node_id": "n", "lease_ids": "l"}).to_string(),
+            400,
+        ),
+        case(
+            "submit not a list",
+            Method::POST,
+            "/internal/queue/submit",
+            json!({"id": "x"}).to_string(),
+            400,
+        ),
+        case(
+            "submit completed without result",
+            Method::POST,
+            "/internal/queue/submit",
+            json!([{"id": "x", "lease_id": "l", "status": "COMPLETED"}]).to_string(),
+            400,
+        ),
+        case(
+            "submit bad status",
+            Method::POST,
+            "/internal/queue/submit",
+            json!([{"id": "x", "lease_id": "l", "status": "OK"}]).to_string(),
+            400,
+        ),
     ]
 }
 
@@ -133,15 +462,34 @@ async fn malformed_requests_get_4xx_envelopes_and_change_nothing() {
         for (name, value) in &case.headers {
             request = request.header(*name, value);
         }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(status, case.expected, "{}: {body}", case.name);
         let error = &body["error"];
-        assert!(error["message"].is_string() && error["type"].is_string(), "{}: {body}", case.name);
-        assert!(error.get("param").is_some() && error.get("code").is_some(), "{}: {body}", case.name);
+        assert!(
+            error["message"].is_string() && error["type"].is_string(),
+            "{}: {body}",
+            case.name
+        );
+        assert!(
+            error.get("param").is_some() && error.get("code").is_some(),
+            "{}: {body}",
+            case.name
+        );
     }
-    assert_eq!(gw.get_json(&admin, "/v1/jobs?limit=100").await.1, before, "no job changed");
-    assert_eq!(gw.get_json(&admin, "/admin/keys").await.1, keys_before, "no key changed");
+    assert_eq!(
+        gw.get_json(&admin, "/v1/jobs?limit=100").await.1,
+        before,
+        "no job changed"
+    );
+    assert_eq!(
+        gw.get_json(&admin, "/admin/keys").await.1,
+        keys_before,
+        "no key changed"
+    );
     assert_eq!(gw.job(&admin, &existing).await["status"], "queued");
 }

@@ -11,20 +11,36 @@ fn text(output: &std::process::Output) -> (String, String) {
 #[tokio::test]
 async fn keys_made_by_the_cli_work_at_once_and_revoking_them_stops_them() {
     let gw = Gateway::start(&[]).await;
-    let created = cli(&gw.db(), &["keys", "create", "--role", "user", "--name", "alice"]);
+    let created = cli(
+        &gw.db(),
+        &["keys", "create", "--role", "user", "--name", "alice"],
+    );
     assert!(created.status.success(), "{created:?}");
     let key = text(&created).0.trim().to_owned();
-    assert!(key.starts_with("sk-obb-") && !key.contains('\n'), "only the key on stdout: {key}");
+    assert!(
+        key.starts_with("sk-obb-") && !key.contains('\n'),
+        "only the key on stdout: {key}"
+    );
     let (status, _) = gw.get_json(&key, "/v1/jobs").await;
     assert_eq!(status, 200);
     let listed = text(&cli(&gw.db(), &["keys", "list"])).0;
     let line = listed.lines().find(|l| l.contains("alice")).unwrap();
-    assert!(line.contains("user") && line.contains("active") && !line.contains(&key), "{line}");
+    assert!(
+        line.contains("user") && line.contains("active") && !line.contains(&key),
+        "{line}"
+    );
     let id = line.split('\t').next().unwrap();
     assert!(cli(&gw.db(), &["keys", "revoke", id]).status.success());
     let (status, _) = gw.get_json(&key, "/v1/jobs").await;
-    assert_eq!(status, 401, "a revocation from another process applies at once");
-    assert!(!cli(&gw.db(), &["keys", "revoke", "key_nobody"]).status.success());
+    assert_eq!(
+        status, 401,
+        "a revocation from another process applies at once"
+    );
+    assert!(
+        !cli(&gw.db(), &["keys", "revoke", "key_nobody"])
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -42,7 +58,10 @@ fn setup_twice_keeps_the_data_and_start_refuses_a_missing_database() {
 
     let missing = cli(&dir.path().join("none.db"), &["start", "--port", "1"]);
     assert!(!missing.status.success());
-    assert!(text(&missing).1.contains("run `obb-gateway setup` first"), "{missing:?}");
+    assert!(
+        text(&missing).1.contains("run `obb-gateway setup` first"),
+        "{missing:?}"
+    );
     let checked = cli(&db, &["start", "--check-config"]);
     assert!(checked.status.success(), "{checked:?}");
     assert!(text(&checked).0.contains("max_wait_seconds = 300"));
@@ -64,8 +83,19 @@ fn the_interactive_setup_asks_where_the_database_goes() {
     writeln!(child.stdin.take().unwrap(), "{}", db.display()).unwrap();
     let output = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&output);
-    assert!(stderr.contains("Where should the database be stored?"), "{stderr}");
-    assert!(stderr.contains(&dir.path().join("openbeepboop/queue.db").display().to_string()), "the default is under XDG_DATA_HOME");
+    assert!(
+        stderr.contains("Where should the database be stored?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            &dir.path()
+                .join("openbeepboop/queue.db")
+                .display()
+                .to_string()
+        ),
+        "the default is under XDG_DATA_HOME"
+    );
     assert!(stdout.trim().starts_with("sk-obb-"));
     assert!(db.exists());
 }

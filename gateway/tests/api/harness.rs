@@ -61,7 +61,10 @@ impl Gateway {
         let db = dir.path().join("queue.db");
         let setup = cli(&db, &["setup", "--yes"]);
         assert!(setup.status.success(), "setup: {setup:?}");
-        let admin = String::from_utf8(setup.stdout).expect("utf-8").trim().to_owned();
+        let admin = String::from_utf8(setup.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned();
         let mut env: Vec<(String, String)> = [
             ("OBB_REAPER_INTERVAL_MS", "50"),
             ("OBB_GRACE_PERIOD_SECONDS", "0"),
@@ -209,7 +212,14 @@ impl Gateway {
     }
 
     /// Leases jobs as node `node_id` would.
-    pub async fn fetch(&self, node_key: &str, node_id: &str, models: &[&str], limit: u32, wait: f64) -> Vec<Value> {
+    pub async fn fetch(
+        &self,
+        node_key: &str,
+        node_id: &str,
+        models: &[&str],
+        limit: u32,
+        wait: f64,
+    ) -> Vec<Value> {
         let (status, body) = self
             .post_json(
                 node_key,
@@ -222,10 +232,13 @@ impl Gateway {
     }
 
     pub async fn complete(&self, node_key: &str, job: &Value, content: &str) -> String {
-        self.report(node_key, &json!([{
-            "id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
-            "result": completion(content),
-        }]))
+        self.report(
+            node_key,
+            &json!([{
+                "id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
+                "result": completion(content),
+            }]),
+        )
         .await
     }
 
@@ -235,7 +248,10 @@ impl Gateway {
             .post_json(node_key, "/internal/queue/submit", results)
             .await;
         assert_eq!(status, 200, "submit: {body}");
-        body["results"][0]["outcome"].as_str().unwrap_or_default().to_owned()
+        body["results"][0]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn job(&self, key: &str, id: &str) -> Value {
@@ -270,7 +286,13 @@ pub fn completion(content: &str) -> Value {
 pub async fn observed(response: Response) -> Value {
     let status = response.status().as_u16();
     let mut headers = serde_json::Map::new();
-    for name in ["content-type", "location", "retry-after", "x-should-retry", "allow"] {
+    for name in [
+        "content-type",
+        "location",
+        "retry-after",
+        "x-should-retry",
+        "allow",
+    ] {
         if let Some(value) = response.headers().get(name) {
             headers.insert(name.to_owned(), json!(value.to_str().unwrap_or_default()));
         }

@@ -10,12 +10,19 @@ async fn an_expired_lease_is_released_and_its_late_result_is_stale() {
     let first = gw.fetch(&node, "slow", &["echo"], 1, 0.0).await;
     assert_eq!(first[0]["attempt"], 1);
     // No heartbeat: the reaper hands the job to the next node.
-    let second = eventually(Duration::from_secs(10), "the job to be leased again", || async {
-        let jobs = gw.fetch(&node, "fast", &["echo"], 1, 0.5).await;
-        jobs.into_iter().next()
-    })
+    let second = eventually(
+        Duration::from_secs(10),
+        "the job to be leased again",
+        || async {
+            let jobs = gw.fetch(&node, "fast", &["echo"], 1, 0.5).await;
+            jobs.into_iter().next()
+        },
+    )
     .await;
-    assert_eq!((second["id"].as_str(), second["attempt"].as_u64()), (Some(id.as_str()), Some(2)));
+    assert_eq!(
+        (second["id"].as_str(), second["attempt"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
     assert_eq!(gw.complete(&node, &first[0], "late").await, "stale");
     assert_eq!(gw.complete(&node, &second, "right").await, "accepted");
     assert_eq!(gw.complete(&node, &second, "right").await, "duplicate");
@@ -23,7 +30,11 @@ async fn an_expired_lease_is_released_and_its_late_result_is_stale() {
     assert_eq!(job["result"]["choices"][0]["message"]["content"], "right");
     assert_eq!(job["attempts"], 2);
     let (_, beat) = gw
-        .post_json(&node, "/internal/queue/heartbeat", &json!({"node_id": "slow", "lease_ids": [first[0]["lease_id"], "lease-unknown"]}))
+        .post_json(
+            &node,
+            "/internal/queue/heartbeat",
+            &json!({"node_id": "slow", "lease_ids": [first[0]["lease_id"], "lease-unknown"]}),
+        )
         .await;
     assert_eq!(beat["lost"].as_array().map(Vec::len), Some(2));
 }
@@ -38,7 +49,11 @@ async fn heartbeats_keep_a_lease_alive_past_its_first_expiry() {
     let until = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < until {
         let (_, beat) = gw
-            .post_json(&node, "/internal/queue/heartbeat", &json!({"node_id": "n", "lease_ids": [lease]}))
+            .post_json(
+                &node,
+                "/internal/queue/heartbeat",
+                &json!({"node_id": "n", "lease_ids": [lease]}),
+            )
             .await;
         assert_eq!(beat["extended"], json!([lease]), "the lease stays ours");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -78,7 +93,10 @@ async fn retryable_failures_requeue_until_max_attempts_and_others_fail_at_once()
     assert_eq!(second[0]["attempt"], 2);
     assert_eq!(gw.report(&node, &fail(&second[0], true)).await, "accepted");
     let job = gw.job(&user, &id).await;
-    assert_eq!((job["status"].as_str(), job["attempts"].as_u64()), (Some("failed"), Some(2)));
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("failed"), Some(2))
+    );
     assert_eq!(job["error"]["message"], "upstream answered 503");
 
     let other = gw.submit_id(&user, "echo").await;
@@ -92,14 +110,23 @@ async fn a_waiting_fetch_is_woken_by_a_submit_for_its_model_only() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     let fetcher = {
-        let (http, url, node) = (gw.http.clone(), gw.url("/internal/queue/fetch"), node.clone());
+        let (http, url, node) = (
+            gw.http.clone(),
+            gw.url("/internal/queue/fetch"),
+            node.clone(),
+        );
         tokio::spawn(async move {
             let started = Instant::now();
             let body: Value = http
                 .post(url)
                 .bearer_auth(node)
                 .json(&json!({"node_id": "w", "models": ["wanted"], "limit": 4, "wait": 25}))
-                .send().await.unwrap().json().await.unwrap();
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (body, started.elapsed())
         })
     };
@@ -115,7 +142,10 @@ async fn a_waiting_fetch_is_woken_by_a_submit_for_its_model_only() {
         .unwrap();
     assert_eq!(wanted.headers()["x-request-id"], "trace-123");
     let (body, waited) = fetcher.await.unwrap();
-    assert!(waited < Duration::from_secs(20), "woken by the submit, not by the timeout");
+    assert!(
+        waited < Duration::from_secs(20),
+        "woken by the submit, not by the timeout"
+    );
     let jobs = body["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["model"], "wanted");
@@ -130,18 +160,42 @@ async fn submit_accepts_the_wrapped_form_and_names_bad_fields() {
     gw.submit_id(&user, "echo").await;
     let leased = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
     let outcome = gw
-        .report(&node, &json!({"results": [{"id": leased[0]["id"], "lease_id": leased[0]["lease_id"],
-            "status": "COMPLETED", "result": completion("wrapped")}]}))
+        .report(
+            &node,
+            &json!({"results": [{"id": leased[0]["id"], "lease_id": leased[0]["lease_id"],
+            "status": "COMPLETED", "result": completion("wrapped")}]}),
+        )
         .await;
     assert_eq!(outcome, "accepted");
     let (status, body) = gw
-        .post_json(&node, "/internal/queue/submit", &json!([{"id": "x", "lease_id": "y", "status": "DONE"}]))
+        .post_json(
+            &node,
+            "/internal/queue/submit",
+            &json!([{"id": "x", "lease_id": "y", "status": "DONE"}]),
+        )
         .await;
     assert_eq!(status, 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("status"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("status"),
+        "{body}"
+    );
     let (status, _) = gw
-        .post_json(&node, "/internal/queue/submit", &json!([{"id": "x", "lease_id": "y", "status": "COMPLETED"}]))
+        .post_json(
+            &node,
+            "/internal/queue/submit",
+            &json!([{"id": "x", "lease_id": "y", "status": "COMPLETED"}]),
+        )
         .await;
     assert_eq!(status, 400);
-    assert_eq!(gw.report(&node, &json!([{"id": "job-x", "lease_id": "l", "status": "COMPLETED", "result": {}}])).await, "stale");
+    assert_eq!(
+        gw.report(
+            &node,
+            &json!([{"id": "job-x", "lease_id": "l", "status": "COMPLETED", "result": {}}])
+        )
+        .await,
+        "stale"
+    );
 }

@@ -10,7 +10,10 @@ async fn submit_returns_202_with_the_job_object_and_its_location() {
     let response = gw.submit(&user, &chat("echo", "hi")).await;
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let seen = observed(response).await;
-    assert_eq!(location, format!("/v1/jobs/{}", seen["body"]["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", seen["body"]["id"].as_str().unwrap())
+    );
     assert_json_snapshot!(seen, {
         ".headers.location" => "[location]", ".body.id" => "[id]",
         ".body.created_at" => "[time]", ".body.updated_at" => "[time]", ".body.expires_at" => "[time]",
@@ -18,7 +21,11 @@ async fn submit_returns_202_with_the_job_object_and_its_location() {
 }
 
 /// Plays a node that completes the next job with `content` once it appears.
-fn complete_in_background(gw: &Gateway, node: String, content: &'static str) -> tokio::task::JoinHandle<()> {
+fn complete_in_background(
+    gw: &Gateway,
+    node: String,
+    content: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let base = gw.base.clone();
     tokio::spawn(async move {
         let http = reqwest::Client::new();
@@ -35,8 +42,10 @@ fn complete_in_background(gw: &Gateway, node: String, content: &'static str) -> 
         let job = &fetched["jobs"][0];
         http.post(format!("{base}/internal/queue/submit"))
             .bearer_auth(&node)
-            .json(&json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
-                "result": completion(content)}]))
+            .json(
+                &json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
+                "result": completion(content)}]),
+            )
             .send()
             .await
             .unwrap();
@@ -116,7 +125,10 @@ async fn a_wait_that_runs_out_answers_202_with_retry_after() {
         .send()
         .await
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "the wait is capped by max_wait_seconds");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the wait is capped by max_wait_seconds"
+    );
     assert_eq!(response.status(), 202);
     assert_eq!(response.headers()["retry-after"], "1");
     let job: Value = response.json().await.unwrap();
@@ -130,7 +142,10 @@ async fn default_wait_seconds_makes_plain_submits_synchronous() {
     let worker = complete_in_background(&gw, node, "sync");
     let response = gw.submit(&user, &chat("echo", "ping")).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["choices"][0]["message"]["content"], "sync");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "sync"
+    );
     worker.await.unwrap();
 }
 
@@ -147,7 +162,12 @@ async fn failed_jobs_answer_waiters_with_the_error_and_no_retry() {
                 .post(format!("{base}/internal/queue/fetch"))
                 .bearer_auth(&node)
                 .json(&json!({"node_id": "f", "models": ["*"], "limit": 1, "wait": 20}))
-                .send().await.unwrap().json().await.unwrap();
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             let job = &fetched["jobs"][0];
             http.post(format!("{base}/internal/queue/submit"))
                 .bearer_auth(&node)
@@ -202,7 +222,12 @@ async fn the_same_idempotency_key_returns_the_same_job_and_a_different_body_gets
         .bearer_auth(&other)
         .header("Idempotency-Key", "order-42")
         .json(&chat("echo", "a"))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_ne!(theirs["id"], first["id"]);
 }
 
@@ -213,13 +238,23 @@ async fn jobs_are_leased_by_priority_then_age() {
     let mut ids = Vec::new();
     for (priority, via_header) in [(5, true), (3, false), (1, true), (1, false)] {
         let mut body = chat("echo", "x");
-        let mut request = gw.http.post(gw.url("/v1/chat/completions")).bearer_auth(&user);
+        let mut request = gw
+            .http
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&user);
         if via_header {
             request = request.header("X-OBB-Priority", priority.to_string());
         } else {
             body["metadata"] = json!({"obb_priority": priority.to_string()});
         }
-        let job: Value = request.json(&body).send().await.unwrap().json().await.unwrap();
+        let job: Value = request
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(job["priority"], priority);
         ids.push(job["id"].as_str().unwrap().to_owned());
     }

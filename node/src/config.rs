@@ -1,0 +1,406 @@
+//! `node_config.toml`: the spec's `[server]`, `[llm]` and `[local_llm]` sections plus `[node]`.
+//!
+//! Defaults, then the file, then `OBB_NODE_*` variables: `OBB_NODE_SERVER_URL`,
+//! `OBB_NODE_LLM_MODEL`, `OBB_NODE_LOCAL_LLM_PORT`, and for `[node]` simply
+//! `OBB_NODE_CONCURRENCY` and so on. Unknown keys, in the file or the environment, are
+//! errors that name them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub server: ServerSection,
+    pub llm: LlmSection,
+    pub local_llm: LocalLlmSection,
+    pub node: NodeSection,
+}
+
+/// Where the gateway is, and the NODE key to use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub url: String,
+    pub api_key: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8000".to_owned(),
+            api_key: None,
+        }
+    }
+}
+
+/// A hosted or self-run OpenAI-compatible API. `model` may carry a LiteLLM-style provider
+/// prefix (`openai/gpt-4o-mini`, `groq/llama-3.1-8b-instant`) that picks the base URL and
+/// the key's environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSection {
+    pub model: Option<String>,
+    /// Prefer the provider's environment variable (`OPENAI_API_KEY`, …) to this.
+    pub api_key: Option<String>,
+    pub base_url: Option<String>,
+}
+
+/// The shortcut for a server on this machine: `http://host:port/v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalLlmSection {
+    pub enabled: bool,
+    /// The port; when absent, the preset's usual port.
+    pub port: Option<u16>,
+    pub host: String,
+    pub preset: Option<Preset>,
+}
+
+impl Default for LocalLlmSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: None,
+            host: "127.0.0.1".to_owned(),
+            preset: None,
+        }
+    }
+}
+
+/// Local LLM servers and the ports they listen on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Ollama,
+    Lmstudio,
+    Llamacpp,
+    Vllm,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 4] = [
+        Preset::Ollama,
+        Preset::Lmstudio,
+        Preset::Llamacpp,
+        Preset::Vllm,
+    ];
+
+    pub fn port(self) -> u16 {
+        match self {
+            Preset::Ollama => 11434,
+            Preset::Lmstudio => 1234,
+            Preset::Llamacpp => 8080,
+            Preset::Vllm => 8000,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Ollama => "Ollama",
+            Preset::Lmstudio => "LM Studio",
+            Preset::Llamacpp => "llama.cpp server",
+            Preset::Vllm => "vLLM",
+        }
+    }
+}
+
+/// How this node works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// The node's id at the gateway; the host name when absent.
+    pub name: Option<String>,
+    /// Jobs leased per fetch, at most.
+    pub batch_size: u32,
+    /// Upstream calls in flight, at most.
+    pub concurrency: u32,
+    /// Model names the node serves, as users write them. Empty: what the upstream lists.
+    pub models: Vec<String>,
+    /// Gateway model name -> upstream model name.
+    pub aliases: BTreeMap<String, String>,
+    /// Heartbeat period; shortened to a third of the lease when leases are shorter.
+    pub heartbeat_seconds: u64,
+    /// The longest one upstream call may take.
+    pub request_timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+    /// How long a fetch waits at the gateway for work.
+    pub fetch_wait_seconds: u64,
+    /// Upstream retries of a transient error before the job is handed back as retryable.
+    pub max_retries: u32,
+    /// The first retry delay; it doubles, with jitter, unless `Retry-After` says otherwise.
+    pub retry_backoff_ms: u64,
+    /// Where finished results wait until the gateway has them. Default: the XDG data dir.
+    pub spool: Option<PathBuf>,
+    /// How often `run` logs a summary line.
+    pub summary_seconds: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: None,
+            batch_size: 4,
+            concurrency: 4,
+            models: Vec::new(),
+            aliases: BTreeMap::new(),
+            heartbeat_seconds: 20,
+            request_timeout_seconds: 600,
+            connect_timeout_seconds: 10,
+            fetch_wait_seconds: 30,
+            max_retries: 3,
+            retry_backoff_ms: 500,
+            spool: None,
+            summary_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config `{origin}`: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("unknown environment variable `{0}`; see the [node] settings in README.md")]
+    UnknownVariable(String),
+    #[error("no node_config.toml found: pass `--config PATH`, or create one with `obb-node setup`")]
+    NotFound,
+}
+
+/// Sections whose keys are reached as `OBB_NODE_<SECTION>_<KEY>`; longest first, so that
+/// `local_llm_` wins over `llm_`.
+const SECTIONS: [&str; 3] = ["local_llm", "server", "llm"];
+
+impl NodeConfig {
+    /// Reads a config file and applies the environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
+                    origin: path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let known = toml::Table::try_from(NodeConfig::with_every_key()).unwrap_or_default();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("OBB_NODE_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            let (section, key) = SECTIONS
+                .iter()
+                .find_map(|s| {
+                    rest.strip_prefix(&format!("{s}_"))
+                        .map(|k| (*s, k.to_owned()))
+                })
+                .unwrap_or(("node", rest.clone()));
+            let known_key = known
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .is_some_and(|t| t.contains_key(&key));
+            if !known_key {
+                return Err(ConfigError::UnknownVariable(name));
+            }
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(section) = entry {
+                section.insert(key.clone(), env_value(&key, &value));
+            }
+        }
+        let origin = file.map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
+        let config = NodeConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Invalid {
+                origin: origin.clone(),
+                message: e.message().to_owned(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(config)
+    }
+
+    /// A config with every optional key set, so that its serialisation lists them all.
+    fn with_every_key() -> Self {
+        let mut config = NodeConfig::default();
+        config.server.api_key = Some(String::new());
+        config.llm = LlmSection {
+            model: Some(String::new()),
+            api_key: Some(String::new()),
+            base_url: Some(String::new()),
+        };
+        config.local_llm.port = Some(0);
+        config.local_llm.preset = Some(Preset::Ollama);
+        config.node.name = Some(String::new());
+        config.node.spool = Some(PathBuf::new());
+        config
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let node = &self.node;
+        if node.batch_size == 0 || node.concurrency == 0 {
+            return Err("`node.batch_size` and `node.concurrency` must be positive".to_owned());
+        }
+        if node.heartbeat_seconds == 0 || node.request_timeout_seconds == 0 {
+            return Err(
+                "`node.heartbeat_seconds` and `node.request_timeout_seconds` must be positive"
+                    .to_owned(),
+            );
+        }
+        if !self.server.url.starts_with("http://") && !self.server.url.starts_with("https://") {
+            return Err(format!(
+                "`server.url` must start with http:// or https://, not `{}`",
+                self.server.url
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node's id at the gateway.
+    pub fn node_name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(host_name)
+    }
+}
+
+/// Finds the config file: `--config`, then `./node_config.toml`, then the XDG config dir.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let local = PathBuf::from("node_config.toml");
+    if local.exists() {
+        return Ok(local);
+    }
+    let xdg = config_dir().map(|dir| dir.join("openbeepboop").join("node_config.toml"));
+    xdg.filter(|p| p.exists()).ok_or(ConfigError::NotFound)
+}
+
+fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+}
+
+/// `$XDG_DATA_HOME/openbeepboop`, or `~/.local/share/openbeepboop`.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("openbeepboop")
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "obb-node".to_owned())
+}
+
+/// Environment values are typed the way TOML would read them. Lists (`models`) are
+/// comma-separated.
+fn env_value(key: &str, raw: &str) -> toml::Value {
+    if key == "models" {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        );
+    }
+    if let Ok(n) = raw.parse::<i64>() {
+        return toml::Value::Integer(n);
+    }
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_spec_example_parses_and_the_environment_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node_config.toml");
+        std::fs::write(
+            &path,
+            "[server]\nurl = \"http://gw:8000\"\napi_key = \"sk-file\"\n\n[llm]\nmodel = \"gpt-4o\"\n\n[local_llm]\nenabled = true\nport = 11434\n",
+        )
+        .unwrap();
+        let config = NodeConfig::load(
+            Some(&path),
+            env(&[
+                ("OBB_NODE_SERVER_API_KEY", "sk-env"),
+                ("OBB_NODE_LOCAL_LLM_PORT", "8080"),
+                ("OBB_NODE_CONCURRENCY", "9"),
+                ("OBB_NODE_MODELS", "a, b"),
+                ("OBB_API_KEY", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.api_key.as_deref(), Some("sk-env"));
+        assert_eq!(config.local_llm.port, Some(8080));
+        assert_eq!(config.node.concurrency, 9);
+        assert_eq!(config.node.models, vec!["a", "b"]);
+        assert_eq!(config.llm.model.as_deref(), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node_config.toml");
+        std::fs::write(&path, "[node]\nconcurrncy = 2\n").unwrap();
+        let err = NodeConfig::load(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("concurrncy"), "{err}");
+        let err = NodeConfig::load(None, env(&[("OBB_NODE_SERVR_URL", "x")])).unwrap_err();
+        assert!(err.to_string().contains("OBB_NODE_SERVR_URL"), "{err}");
+        let err = NodeConfig::load(None, env(&[("OBB_NODE_CONCURRENCY", "0")])).unwrap_err();
+        assert!(err.to_string().contains("concurrency"), "{err}");
+        let err = NodeConfig::load(None, env(&[("OBB_NODE_SERVER_URL", "gw:8000")])).unwrap_err();
+        assert!(err.to_string().contains("http://"), "{err}");
+        assert!(matches!(
+            NodeConfig::load(Some(Path::new("/nonexistent.toml")), env(&[])),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn an_explicit_path_wins_and_presets_know_their_ports() {
+        assert_eq!(
+            locate(Some(Path::new("/x.toml"))).unwrap(),
+            PathBuf::from("/x.toml")
+        );
+        let ports: Vec<u16> = Preset::ALL.iter().map(|p| p.port()).collect();
+        assert_eq!(ports, vec![11434, 1234, 8080, 8000]);
+        assert!(!NodeConfig::default().node_name().is_empty());
+    }
+}

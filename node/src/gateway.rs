@@ -1,0 +1,129 @@
+//! The gateway's node API, from the node's side: fetch, heartbeat and submit.
+
+use openbeepboop::{
+    ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob,
+    NodeResult, SubmitOutcome, SubmitResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot reach the gateway at `{url}`: {message}")]
+    Unreachable { url: String, message: String },
+    /// 401 or 403: the node key is wrong, revoked or not a NODE key. Retrying cannot help.
+    #[error("the gateway refused the node key ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("the gateway answered {status}: {message}")]
+    Failed { status: u16, message: String },
+}
+
+pub struct GatewayClient {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    pub node_id: String,
+}
+
+impl GatewayClient {
+    pub fn new(base: &str, key: &str, node_id: &str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            key: key.to_owned(),
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, GatewayError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |e: reqwest::Error| GatewayError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        };
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.key)
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(unreachable)?;
+        if status >= 300 {
+            let message = serde_json::from_str::<ErrorEnvelope>(&text)
+                .map(|e| e.error.message)
+                .unwrap_or(text);
+            return Err(if matches!(status, 401 | 403) {
+                GatewayError::Refused { status, message }
+            } else {
+                GatewayError::Failed { status, message }
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| GatewayError::Failed {
+            status,
+            message: format!("unreadable answer from `{path}`: {e}"),
+        })
+    }
+
+    /// Leases up to `limit` jobs of `models`, waiting up to `wait` for one to arrive.
+    pub async fn fetch(
+        &self,
+        models: &[String],
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Vec<LeasedJob>, GatewayError> {
+        let request = FetchRequest {
+            node_id: self.node_id.clone(),
+            models: models.to_vec(),
+            limit,
+            wait: wait.as_secs_f64(),
+        };
+        let response: FetchResponse = self
+            .post(
+                "/internal/queue/fetch",
+                &request,
+                wait + Duration::from_secs(30),
+            )
+            .await?;
+        Ok(response.jobs)
+    }
+
+    pub async fn heartbeat(
+        &self,
+        lease_ids: Vec<String>,
+        models: &[String],
+        capacity: u32,
+    ) -> Result<HeartbeatResponse, GatewayError> {
+        let request = HeartbeatRequest {
+            node_id: self.node_id.clone(),
+            lease_ids,
+            models: models.to_vec(),
+            capacity,
+        };
+        self.post(
+            "/internal/queue/heartbeat",
+            &request,
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    pub async fn submit(&self, results: &[NodeResult]) -> Result<Vec<SubmitOutcome>, GatewayError> {
+        let response: SubmitResponse = self
+            .post("/internal/queue/submit", &results, Duration::from_secs(60))
+            .await?;
+        Ok(response.results)
+    }
+}

@@ -1,0 +1,146 @@
+//! `obb-node`: parses the command line and runs the chosen command.
+
+use anyhow::Context;
+use clap::Parser;
+use obb_node::cli::{Cli, Command};
+use obb_node::config::{NodeConfig, locate};
+use obb_node::worker::{Mode, Stop, WorkerError};
+use obb_node::{app, setup};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OBB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Setup(args) => write_setup(&args),
+        command => tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(serve(command, cli.config))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_setup(args: &obb_node::cli::SetupArgs) -> anyhow::Result<()> {
+    if args.output.exists() && !args.force {
+        anyhow::bail!(
+            "`{}` exists; pass --force to replace it",
+            args.output.display()
+        );
+    }
+    let text = setup::wizard(args, &mut std::io::stdin().lock(), &mut std::io::stdout())?;
+    std::fs::write(&args.output, text)
+        .with_context(|| format!("cannot write `{}`", args.output.display()))?;
+    println!(
+        "Wrote {}. Check it with `obb-node check --config {0}`, then start with `obb-node run --config {0}`.",
+        args.output.display()
+    );
+    Ok(())
+}
+
+async fn serve(command: Command, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let path = locate(config.as_deref())?;
+    let config = NodeConfig::load(Some(&path), std::env::vars())?;
+    tracing::debug!(config = ?redacted(&config), "effective configuration");
+    let worker = app::build(&config, |name| std::env::var(name).ok()).await?;
+    let name = worker.gateway.node_id.clone();
+    match command {
+        Command::Check => {
+            let models = app::check(&worker).await?;
+            println!(
+                "config `{}` is valid; node `{name}` reaches the gateway and its upstream",
+                path.display()
+            );
+            for model in models {
+                println!("serves {model}");
+            }
+            Ok(())
+        }
+        Command::Batch => {
+            app::check(&worker).await?;
+            let summary = worker
+                .run(Mode::Batch, stop_signals())
+                .await
+                .map_err(explain)?;
+            println!(
+                "batch done: {} completed, {} failed, {:.1} s",
+                summary.done, summary.failed, summary.seconds
+            );
+            Ok(())
+        }
+        Command::Run | Command::Setup(_) => {
+            tracing::info!(node = %name, models = ?worker.routing.names(), "node started");
+            let summary = worker
+                .run(Mode::Daemon, stop_signals())
+                .await
+                .map_err(explain)?;
+            tracing::info!(
+                done = summary.done,
+                failed = summary.failed,
+                seconds = summary.seconds,
+                "node stopped"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn explain(error: WorkerError) -> anyhow::Error {
+    anyhow::Error::new(error)
+}
+
+/// The config with its secrets replaced, for the debug log.
+fn redacted(config: &NodeConfig) -> NodeConfig {
+    let mut copy = config.clone();
+    let hide = |key: &mut Option<String>| {
+        if key.is_some() {
+            *key = Some("[redacted]".to_owned());
+        }
+    };
+    hide(&mut copy.server.api_key);
+    hide(&mut copy.llm.api_key);
+    copy
+}
+
+/// The first SIGINT or SIGTERM drains; the second aborts.
+fn stop_signals() -> Stop {
+    let (sender, receiver) = tokio::sync::watch::channel(0u8);
+    // Lives as long as the process: it only forwards signals into the watch.
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut terminate), Ok(mut interrupt)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            let next = (*sender.borrow() + 1).min(2);
+            if next == 1 {
+                tracing::info!(
+                    "stopping: finishing the jobs in flight (signal again to abort them)"
+                );
+            } else {
+                tracing::warn!("aborting the jobs in flight and handing them back");
+            }
+            let _ = sender.send(next);
+        }
+    });
+    receiver
+}

@@ -1,0 +1,295 @@
+//! Calls an OpenAI-compatible server: forwards the job's body with only the model mapped,
+//! retries transient errors with backoff and jitter, and honours `Retry-After`.
+
+use crate::routing::Upstream;
+use openbeepboop::ErrorBody;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// Why an upstream call did not produce a completion.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// 429, 5xx, timeouts, refused connections, unreadable answers: worth another try.
+    #[error("{message}")]
+    Transient {
+        status: Option<u16>,
+        message: String,
+    },
+    /// Any other 4xx: the request itself is wrong, and retrying will not help.
+    #[error("{}", error.message)]
+    Rejected { status: u16, error: ErrorBody },
+}
+
+impl UpstreamError {
+    /// A short, bounded name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Transient {
+                status: Some(429), ..
+            } => "rate_limited",
+            UpstreamError::Transient {
+                status: Some(_), ..
+            } => "server_error",
+            UpstreamError::Transient { status: None, .. } => "unreachable",
+            UpstreamError::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub backoff: Duration,
+}
+
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    upstream: Upstream,
+    retry: RetryPolicy,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        upstream: Upstream,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .build()?;
+        Ok(Self {
+            http,
+            upstream,
+            retry,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.upstream.base_url
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.upstream.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// The model ids the upstream lists at `/models`.
+    pub async fn models(&self) -> Result<Vec<String>, UpstreamError> {
+        let url = format!("{}/models", self.upstream.base_url);
+        let response = self
+            .authorized(self.http.get(&url))
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, &e))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(|e| unreachable(&url, &e))?;
+        if status >= 300 {
+            return Err(classify(status, &text, &url));
+        }
+        let list: Value = serde_json::from_str(&text).map_err(|e| UpstreamError::Transient {
+            status: Some(status),
+            message: format!("`{url}` answered invalid JSON: {e}"),
+        })?;
+        Ok(list["data"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Runs one chat completion, retrying transient errors. Returns the upstream's body
+    /// verbatim.
+    pub async fn complete(
+        &self,
+        payload: &RawValue,
+        model: &str,
+        request_id: Option<&str>,
+    ) -> Result<String, UpstreamError> {
+        let body = forwarded_body(payload, model).map_err(|e| UpstreamError::Rejected {
+            status: 400,
+            error: ErrorBody::new(
+                format!("the job's request is not a JSON object: {e}"),
+                "invalid_request_error",
+            ),
+        })?;
+        let mut attempt = 0;
+        loop {
+            match self.complete_once(&body, request_id).await {
+                Ok(text) => return Ok(text),
+                Err((error, retry_after)) => {
+                    let transient = matches!(error, UpstreamError::Transient { .. });
+                    if !transient || attempt >= self.retry.max_retries {
+                        return Err(error);
+                    }
+                    let delay = retry_after.unwrap_or_else(|| backoff(&self.retry, attempt));
+                    tracing::debug!(%error, attempt, ?delay, "retrying upstream call");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn complete_once(
+        &self,
+        body: &[u8],
+        request_id: Option<&str>,
+    ) -> Result<String, (UpstreamError, Option<Duration>)> {
+        let url = format!("{}/chat/completions", self.upstream.base_url);
+        let mut request = self
+            .authorized(self.http.post(&url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| (unreachable(&url, &e), None))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(60.0)));
+        let text = response
+            .text()
+            .await
+            .map_err(|e| (unreachable(&url, &e), None))?;
+        if status >= 300 {
+            return Err((classify(status, &text, &url), retry_after));
+        }
+        // A body that is not a JSON object is a broken answer, not a completion.
+        match serde_json::from_str::<Map<String, Value>>(&text) {
+            Ok(_) => Ok(text),
+            Err(e) => Err((
+                UpstreamError::Transient {
+                    status: Some(status),
+                    message: format!("`{url}` answered {status} with invalid JSON: {e}"),
+                },
+                None,
+            )),
+        }
+    }
+}
+
+/// The job's body with `model` set to the upstream's name. A streamed request is asked for
+/// whole: the gateway stores complete completions and replays streams from them.
+pub fn forwarded_body(payload: &RawValue, model: &str) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body: Map<String, Value> = serde_json::from_str(payload.get())?;
+    body.insert("model".to_owned(), Value::String(model.to_owned()));
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        body.insert("stream".to_owned(), Value::Bool(false));
+        body.remove("stream_options");
+    }
+    serde_json::to_vec(&body)
+}
+
+fn unreachable(url: &str, error: &reqwest::Error) -> UpstreamError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "refused the connection"
+    } else {
+        "failed"
+    };
+    UpstreamError::Transient {
+        status: None,
+        message: format!("`{url}` {what}: {error}"),
+    }
+}
+
+/// Sorts an error answer: 408, 409, 429 and 5xx are transient; other 4xx are final and
+/// keep the upstream's own error.
+fn classify(status: u16, text: &str, url: &str) -> UpstreamError {
+    let message = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.chars().take(300).collect());
+    if matches!(status, 408 | 409 | 429) || status >= 500 {
+        return UpstreamError::Transient {
+            status: Some(status),
+            message: format!("`{url}` answered {status}: {message}"),
+        };
+    }
+    let error = serde_json::from_str::<openbeepboop::ErrorEnvelope>(text)
+        .map(|envelope| envelope.error)
+        .unwrap_or_else(|_| ErrorBody::new(message, "invalid_request_error"));
+    UpstreamError::Rejected { status, error }
+}
+
+/// Exponential backoff with full jitter over the upper half, capped at 30 s.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let ceiling = (policy.backoff * (1u32 << attempt.min(10))).min(Duration::from_secs(30));
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_keeps_every_field_but_model_and_stream() {
+        let raw = RawValue::from_string(
+            r#"{"model":"alias","messages":[],"temperature":0.3,"stream":true,"stream_options":{"include_usage":true},"tools":[]}"#.to_owned(),
+        )
+        .unwrap();
+        let body: Value = serde_json::from_slice(&forwarded_body(&raw, "real").unwrap()).unwrap();
+        assert_eq!(body["model"], "real");
+        assert_eq!(body["stream"], false);
+        assert!(body.get("stream_options").is_none());
+        assert_eq!(body["temperature"], 0.3);
+        assert!(body["tools"].is_array());
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys[0], "model", "key order is kept");
+        assert!(forwarded_body(&RawValue::from_string("[1]".into()).unwrap(), "m").is_err());
+    }
+
+    #[test]
+    fn errors_are_sorted_into_transient_and_final() {
+        let final_error = classify(
+            404,
+            r#"{"error":{"message":"model `x` not found","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+            "u",
+        );
+        match final_error {
+            UpstreamError::Rejected { status, error } => {
+                assert_eq!(status, 404);
+                assert_eq!(error.code.as_deref(), Some("model_not_found"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(classify(429, "slow down", "u").kind(), "rate_limited");
+        assert_eq!(classify(503, "", "u").kind(), "server_error");
+        assert_eq!(classify(400, "plain text", "u").to_string(), "plain text");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_capped() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            backoff: Duration::from_millis(100),
+        };
+        for attempt in 0..20 {
+            let delay = backoff(&policy, attempt);
+            let ceiling = (policy.backoff * (1u32 << attempt.min(10))).min(Duration::from_secs(30));
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{attempt}: {delay:?}"
+            );
+        }
+    }
+}
