@@ -105,14 +105,14 @@ impl Worker {
         ));
         let active: ActiveJobs = Arc::default();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency as usize));
-        let heartbeat_every = Arc::new(AtomicU64::new(self.settings.heartbeat.as_millis() as u64));
+        let (heartbeat_every, every) = watch::channel(self.settings.heartbeat.as_millis() as u64);
         let (stop_heartbeat, heartbeat_stop) = watch::channel(false);
         let heartbeat = tokio::spawn(heartbeat_loop(
             Arc::clone(&self.gateway),
             Arc::clone(&active),
             models.clone(),
             self.settings.clone(),
-            Arc::clone(&heartbeat_every),
+            every,
             Arc::clone(&self.stats),
             Arc::clone(&self.spool),
             heartbeat_stop,
@@ -170,7 +170,11 @@ impl Worker {
                         // Heartbeat at a third of the lease, or more often if configured.
                         let third = ((first.lease_expires_at - now).max(300) / 3) as u64;
                         let every = third.min(self.settings.heartbeat.as_millis() as u64);
-                        heartbeat_every.store(every, Ordering::Relaxed);
+                        heartbeat_every.send_if_modified(|current| {
+                            let changed = *current != every;
+                            *current = every;
+                            changed
+                        });
                     }
                     let mut active_jobs = lock(&active);
                     for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
@@ -378,18 +382,23 @@ async fn heartbeat_loop(
     active: ActiveJobs,
     models: Vec<String>,
     settings: Settings,
-    every: Arc<AtomicU64>,
+    mut every: watch::Receiver<u64>,
     stats: Arc<Stats>,
     spool: Arc<Spool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_summary = Instant::now();
+    let mut last_beat = tokio::time::Instant::now();
     loop {
-        let period = Duration::from_millis(every.load(Ordering::Relaxed).max(100));
+        // A shorter period (learnt from the first lease) takes effect at once.
+        let period =
+            Duration::from_millis(*every.borrow_and_update()).max(Duration::from_millis(100));
         tokio::select! {
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep_until(last_beat + period) => {}
+            _ = every.changed() => continue,
             _ = stop.changed() => return,
         }
+        last_beat = tokio::time::Instant::now();
         let leases: Vec<String> = lock(&active).keys().cloned().collect();
         let in_flight = leases.len();
         match gateway

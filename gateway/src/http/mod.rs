@@ -362,7 +362,17 @@ impl HttpServerApp for App {
         let (route, result) = match read_body(&mut session, limit).await {
             Ok(body) => {
                 let req = parse_request(&session, body, id.clone());
-                self.handle(&req, shutdown).await
+                let handling = self.handle(&req, shutdown);
+                tokio::pin!(handling);
+                // A long-poll must end when its client leaves: a node that gave up on a
+                // fetch must not be handed jobs it will never see.
+                tokio::select! {
+                    handled = &mut handling => handled,
+                    _ = session.read_body_or_idle(true) => {
+                        tracing::debug!(request_id = %id, "client went away before the answer");
+                        return None;
+                    }
+                }
             }
             Err(e) => {
                 // The unread rest of the body makes the connection unusable.

@@ -1,4 +1,4 @@
-use crate::harness::{BIN, Gateway, cli};
+use crate::harness::{Gateway, cli, gateway_bin};
 use std::process::Command;
 
 fn text(output: &std::process::Output) -> (String, String) {
@@ -72,7 +72,7 @@ fn the_interactive_setup_asks_where_the_database_goes() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chosen.db");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(gateway_bin())
         .arg("setup")
         .env("XDG_DATA_HOME", dir.path())
         .stdin(std::process::Stdio::piped())
@@ -105,7 +105,7 @@ fn bad_config_files_are_rejected_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, "max_wiat_seconds = 5\n").unwrap();
-    let output = Command::new(BIN)
+    let output = Command::new(gateway_bin())
         .args(["start", "--check-config", "--config"])
         .arg(&config)
         .output()

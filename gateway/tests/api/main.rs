@@ -2,8 +2,7 @@
 //! The tests play the node's part through the node API; `node/` tests use real nodes.
 
 // `cfg(test)` marks these modules as test code for clippy, helpers included.
-#[cfg(test)]
-mod harness;
+use testkit as harness;
 
 #[cfg(test)]
 mod auth;

@@ -1,5 +1,11 @@
-//! Starts the real `obb-gateway` binary on a free loopback port with a temp database, and
-//! offers the calls the tests share. Each test gets its own gateway.
+//! Test support: starts the real `obb-gateway` binary on a free loopback port with a temp
+//! database, finds the workspace's binaries, and offers the calls the tests share.
+//! Each test gets its own gateway.
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support fails loudly"
+)]
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -9,7 +15,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_obb-gateway");
+/// A binary of this workspace, built next to the running test (`target/<profile>/NAME`).
+/// `cargo test --workspace` builds them all before any test runs.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "`{}` is missing: run the tests with `cargo test --workspace`, which builds every binary",
+        path.display()
+    );
+    path
+}
+
+pub fn gateway_bin() -> PathBuf {
+    workspace_bin("obb-gateway")
+}
 
 pub struct Gateway {
     pub dir: tempfile::TempDir,
@@ -45,7 +70,7 @@ fn free_port() -> u16 {
 }
 
 pub fn cli(db: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
+    Command::new(gateway_bin())
         .args(args)
         .arg("--db")
         .arg(db)
@@ -102,7 +127,7 @@ impl Gateway {
             if self.port == 0 {
                 self.port = free_port();
             }
-            let child = Command::new(BIN)
+            let child = Command::new(gateway_bin())
                 .args(["start", "--host", "127.0.0.1", "--port"])
                 .arg(self.port.to_string())
                 .arg("--db")
@@ -300,4 +325,102 @@ pub async fn observed(response: Response) -> Value {
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
     json!({"status": status, "headers": headers, "body": body})
+}
+
+/// A running `obb-node` process with its own config file and log file.
+pub struct NodeProcess {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Writes `config` to a fresh `node_config.toml` and starts `obb-node <command>`.
+    pub fn start(command: &str, config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("node_config.toml"), config).expect("config written");
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+        let child = Command::new(workspace_bin("obb-node"))
+            .arg(command)
+            .arg("--config")
+            .arg(dir.path().join("node_config.toml"))
+            .env("OBB_LOG", "info")
+            // The spool and anything else the node keeps stays in the test's directory.
+            .env("XDG_DATA_HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("obb-node starts");
+        Self {
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// The config of a node named `name` that serves through `upstream` (a `/v1` base URL),
+    /// or only the built-in `echo` model when `None`. `extra` is appended to `[node]`.
+    pub fn config(
+        gateway: &Gateway,
+        key: &str,
+        name: &str,
+        upstream: Option<&str>,
+        extra: &str,
+    ) -> String {
+        let llm = upstream
+            .map(|base| format!("[llm]\nbase_url = \"{base}\"\napi_key = \"mock-key\"\n"))
+            .unwrap_or_default();
+        format!(
+            "[server]\nurl = \"{}\"\napi_key = \"{key}\"\n\n{llm}\n[node]\nname = \"{name}\"\nfetch_wait_seconds = 2\nretry_backoff_ms = 20\n{extra}\n",
+            gateway.base
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit on its own, up to `within`.
+    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
