@@ -46,6 +46,8 @@ pub struct Config {
     pub max_commit_batch: usize,
     /// The first retry of a retryable failure waits this long; each next one twice as long.
     pub retry_backoff_base_ms: u64,
+    /// When set, `/metrics` asked from beyond loopback needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             threads: 2,
             max_commit_batch: 512,
             retry_backoff_base_ms: 1000,
+            metrics_token: None,
         }
     }
 }
@@ -133,6 +136,7 @@ impl Config {
             .map(|table| table.keys().cloned().collect())
             .unwrap_or_default();
         keys.push("db".to_owned());
+        keys.push("metrics_token".to_owned());
         keys
     }
 

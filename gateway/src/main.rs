@@ -98,7 +98,7 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     tracing::debug!(?config, "effective configuration");
     if args.check_config {
         let db = config.db_path()?;
-        let store = Queue::open(&db, Default::default(), std::sync::Arc::new(|_| {}))?;
+        let store = Queue::open(&db, Default::default(), std::sync::Arc::new(|_, _| {}))?;
         drop(store);
         println!("{}", toml::to_string(&config)?);
         eprintln!("configuration and database `{}` are valid", db.display());

@@ -4,6 +4,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{App, State};
+use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueSettings};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -24,7 +25,13 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         max_commit_batch: config.max_commit_batch,
         read_connections: (config.threads * 4).max(4),
     };
-    let queue = Arc::new(Queue::open(&db, settings, Arc::new(|_| {}))?);
+    let metrics = Arc::new(Metrics::new());
+    let recorder = Arc::clone(&metrics);
+    let queue = Arc::new(Queue::open(
+        &db,
+        settings,
+        Arc::new(move |stats, events| recorder.record_commit(stats, events)),
+    )?);
     tracing::info!(db = %db.display(), "opened the job store");
 
     let conf = ServerConf {
@@ -44,6 +51,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     let state = Arc::new(State {
         queue,
         auth: Authenticator::default(),
+        metrics,
         config,
     });
     let mut http = Service::new("obb-http".to_owned(), App::new(state));

@@ -2,6 +2,7 @@
 
 use crate::config::{NodeConfig, data_dir};
 use crate::gateway::GatewayClient;
+use crate::metrics::NodeMetrics;
 use crate::routing::Routing;
 use crate::spool::Spool;
 use crate::upstream::{RetryPolicy, UpstreamClient};
@@ -72,6 +73,7 @@ pub async fn build(
             flush_timeout: Duration::from_secs(30),
         },
         stats: Arc::new(Stats::default()),
+        metrics: Arc::new(NodeMetrics::new()),
     })
 }
 

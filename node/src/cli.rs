@@ -13,6 +13,9 @@ pub struct Cli {
     /// The config file [default: ./node_config.toml, then $XDG_CONFIG_HOME/openbeepboop/node_config.toml]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at this address, e.g. 127.0.0.1:9101
+    #[arg(long, global = true)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     pub command: Command,
 }

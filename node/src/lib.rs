@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod echo;
 pub mod gateway;
+pub mod metrics;
 pub mod mock;
 pub mod routing;
 pub mod setup;

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => write_setup(&args),
         command => tokio::runtime::Runtime::new()
             .context("cannot start the async runtime")
-            .and_then(|runtime| runtime.block_on(serve(command, cli.config))),
+            .and_then(|runtime| runtime.block_on(serve(command, cli.config, cli.metrics_addr))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,12 +50,21 @@ fn write_setup(args: &obb_node::cli::SetupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(command: Command, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    command: Command,
+    config: Option<std::path::PathBuf>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let path = locate(config.as_deref())?;
     let config = NodeConfig::load(Some(&path), std::env::vars())?;
     tracing::debug!(config = ?redacted(&config), "effective configuration");
     let worker = app::build(&config, |name| std::env::var(name).ok()).await?;
     let name = worker.gateway.node_id.clone();
+    if let Some(addr) = metrics_addr {
+        obb_node::metrics::serve(addr, std::sync::Arc::clone(&worker.metrics))
+            .await
+            .with_context(|| format!("cannot serve metrics on `{addr}`"))?;
+    }
     match command {
         Command::Check => {
             let models = app::check(&worker).await?;

@@ -7,6 +7,7 @@
 
 use crate::echo;
 use crate::gateway::{GatewayClient, GatewayError};
+use crate::metrics::NodeMetrics;
 use crate::routing::{Routing, Target};
 use crate::spool::Spool;
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -76,6 +77,7 @@ pub struct Worker {
     pub spool: Arc<Spool>,
     pub settings: Settings,
     pub stats: Arc<Stats>,
+    pub metrics: Arc<NodeMetrics>,
 }
 
 /// A job being executed: its id and the handle that aborts it.
@@ -100,6 +102,7 @@ impl Worker {
         let submitter = tokio::spawn(submit_loop(
             Arc::clone(&self.gateway),
             Arc::clone(&self.spool),
+            Arc::clone(&self.metrics),
             receiver,
             give_up_rx,
         ));
@@ -184,10 +187,12 @@ impl Worker {
                             upstream: self.upstream.clone(),
                             routing: Arc::clone(&self.routing),
                             stats: Arc::clone(&self.stats),
+                            metrics: Arc::clone(&self.metrics),
                         };
                         let results = results.clone();
                         let active = Arc::clone(&active);
                         let abort = tasks.spawn(async move {
+                            let _running = InFlight::enter(&context.metrics);
                             let result = context.execute(job).await;
                             let lease = result.lease_id.clone();
                             let _ = results.send(result);
@@ -281,11 +286,28 @@ impl Worker {
     }
 }
 
+/// Counts a job in flight for as long as it lives, aborted or not.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(metrics: &NodeMetrics) -> Self {
+        metrics.in_flight.inc();
+        Self(metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// What a job task needs.
 struct JobContext {
     upstream: Option<Arc<UpstreamClient>>,
     routing: Arc<Routing>,
     stats: Arc<Stats>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl JobContext {
@@ -314,6 +336,10 @@ impl JobContext {
             }),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
+        self.metrics
+            .upstream_latency
+            .with_label_values(&[job.model.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         let mut result = NodeResult {
             id: job.id.clone(),
             lease_id: job.lease_id.clone(),
@@ -342,11 +368,17 @@ impl JobContext {
                     "job completed"
                 );
                 self.stats.done.fetch_add(1, Ordering::Relaxed);
+                self.metrics.jobs.with_label_values(&["done"]).inc();
                 result.result = Some(completion);
             }
             Err(error) => {
                 tracing::warn!(job = %job.id, model = %job.model, latency_ms, kind = error.kind(), %error, "job failed");
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.jobs.with_label_values(&["failed"]).inc();
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[error.kind()])
+                    .inc();
                 result.status = NodeResultStatus::Failed;
                 match error {
                     UpstreamError::Transient { status, message } => {
@@ -435,6 +467,7 @@ async fn heartbeat_loop(
 async fn submit_loop(
     gateway: Arc<GatewayClient>,
     spool: Arc<Spool>,
+    metrics: Arc<NodeMetrics>,
     mut receiver: mpsc::UnboundedReceiver<NodeResult>,
     mut give_up: watch::Receiver<bool>,
 ) -> Result<(), GatewayError> {
@@ -461,6 +494,7 @@ async fn submit_loop(
         if let Err(error) = spool.add(batch) {
             tracing::error!(%error, path = %spool.path().display(), "cannot write the spool");
         }
+        metrics.spooled.set(spool.len() as i64);
         let pending = spool.peek(500);
         if pending.is_empty() {
             if open {
@@ -484,6 +518,7 @@ async fn submit_loop(
                 if let Err(error) = spool.remove(&delivered) {
                     tracing::error!(%error, "cannot rewrite the spool");
                 }
+                metrics.spooled.set(spool.len() as i64);
             }
             Err(error) => {
                 tracing::warn!(%error, spooled = spool.len(), retry_in = ?delay, "results kept in the spool");

@@ -12,6 +12,7 @@ mod user;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::queue::{JobRecord, Queue, Visibility};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,12 +25,14 @@ use reply::{Body, Reply};
 use request::Request;
 use routes::Route;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What every request shares.
 pub struct State {
     pub queue: Arc<Queue>,
     pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
     pub config: Config,
 }
 
@@ -39,9 +42,20 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     pub principal: Option<Principal>,
     pub shutdown: ShutdownWatch,
+    /// Microseconds spent in long-poll waits, which the overhead metric leaves out.
+    pub waited_us: AtomicU64,
 }
 
 impl Ctx<'_> {
+    /// Awaits `future`, counting the time as waiting rather than work.
+    async fn waiting<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let output = future.await;
+        self.waited_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        output
+    }
+
     fn principal_key_id(&self) -> &str {
         self.principal.as_ref().map_or("", |p| p.key_id.as_str())
     }
@@ -79,14 +93,22 @@ async fn wait_for_final(ctx: &Ctx<'_>, id: &str, wait: Duration) -> Result<JobRe
         if *shutdown.borrow() {
             return Err(shutting_down());
         }
-        tokio::select! {
-            changed = watch.changed() => {
-                if changed.is_none() {
-                    tokio::time::sleep_until(deadline).await;
+        let stop = ctx
+            .waiting(async {
+                tokio::select! {
+                    changed = watch.changed() => {
+                        if changed.is_none() {
+                            tokio::time::sleep_until(deadline).await;
+                        }
+                        false
+                    }
+                    () = tokio::time::sleep_until(deadline) => false,
+                    _ = shutdown.changed() => true,
                 }
-            }
-            () = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => return Err(shutting_down()),
+            })
+            .await;
+        if stop {
+            return Err(shutting_down());
         }
     }
 }
@@ -108,17 +130,23 @@ impl App {
         Self { state }
     }
 
+    /// Routes and runs a request. Returns the route's name and the time spent waiting.
     async fn handle(
         &self,
         req: &Request,
         shutdown: &ShutdownWatch,
-    ) -> (Route, Result<Reply, ApiError>) {
+        peer_is_loopback: bool,
+    ) -> (&'static str, Duration, Result<Reply, ApiError>) {
         let route = match routes::resolve(&req.method, &req.path) {
             Ok(route) => route,
-            Err(e) => return (Route::Health, Err(e)),
+            Err(e) => return ("unknown", Duration::ZERO, Err(e)),
         };
-        let result = self.dispatch(&route, req, shutdown).await;
-        (route, result)
+        let waited_us = AtomicU64::new(0);
+        let result = self
+            .dispatch(&route, req, shutdown, peer_is_loopback, &waited_us)
+            .await;
+        let waited = Duration::from_micros(waited_us.load(Ordering::Relaxed));
+        (route.name(), waited, result)
     }
 
     async fn dispatch(
@@ -126,7 +154,12 @@ impl App {
         route: &Route,
         req: &Request,
         shutdown: &ShutdownWatch,
+        peer_is_loopback: bool,
+        waited_us: &AtomicU64,
     ) -> Result<Reply, ApiError> {
+        if *route == Route::Metrics {
+            return self.metrics(req, peer_is_loopback).await;
+        }
         let principal = match route.roles() {
             None => None,
             Some(roles) => {
@@ -144,22 +177,52 @@ impl App {
             config: &self.state.config,
             principal,
             shutdown: shutdown.clone(),
+            waited_us: AtomicU64::new(0),
         };
+        let result = self.route(&ctx, route, req).await;
+        waited_us.store(ctx.waited_us.load(Ordering::Relaxed), Ordering::Relaxed);
+        result
+    }
+
+    /// `GET /metrics`: open on loopback; elsewhere it needs the metrics token when one is set.
+    async fn metrics(&self, req: &Request, peer_is_loopback: bool) -> Result<Reply, ApiError> {
+        if let Some(token) = &self.state.config.metrics_token
+            && !peer_is_loopback
+        {
+            let given = req
+                .header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim);
+            if given != Some(token.as_str()) {
+                return Err(ApiError::Auth(crate::auth::AuthError::Invalid));
+            }
+        }
+        let alive = Duration::from_secs(self.state.config.node_alive_seconds);
+        let snapshot = self.state.queue.snapshot(alive).await?;
+        Ok(Reply::raw(
+            200,
+            "text/plain; version=0.0.4",
+            self.state.metrics.render(&snapshot),
+        ))
+    }
+
+    async fn route(&self, ctx: &Ctx<'_>, route: &Route, req: &Request) -> Result<Reply, ApiError> {
         match route {
             Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
-            Route::Submit => user::submit(&ctx, req).await,
-            Route::ListJobs => user::list_jobs(&ctx, req).await,
-            Route::GetJob(id) => user::get_job(&ctx, req, id).await,
-            Route::CancelJob(id) => user::cancel(&ctx, id).await,
-            Route::StreamJob(id) => user::stream(&ctx, id).await,
-            Route::Poll => user::poll(&ctx, req).await,
-            Route::Models => user::models(&ctx).await,
-            Route::Fetch => node::fetch(&ctx, req).await,
-            Route::Heartbeat => node::heartbeat(&ctx, req).await,
-            Route::NodeSubmit => node::submit(&ctx, req).await,
-            Route::CreateKey => admin::create(&ctx, req).await,
-            Route::ListKeys => admin::list(&ctx).await,
-            Route::RevokeKey(id) => admin::revoke(&ctx, id).await,
+            Route::Metrics => self.metrics(req, false).await,
+            Route::Submit => user::submit(ctx, req).await,
+            Route::ListJobs => user::list_jobs(ctx, req).await,
+            Route::GetJob(id) => user::get_job(ctx, req, id).await,
+            Route::CancelJob(id) => user::cancel(ctx, id).await,
+            Route::StreamJob(id) => user::stream(ctx, id).await,
+            Route::Poll => user::poll(ctx, req).await,
+            Route::Models => user::models(ctx).await,
+            Route::Fetch => node::fetch(ctx, req).await,
+            Route::Heartbeat => node::heartbeat(ctx, req).await,
+            Route::NodeSubmit => node::submit(ctx, req).await,
+            Route::CreateKey => admin::create(ctx, req).await,
+            Route::ListKeys => admin::list(ctx).await,
+            Route::RevokeKey(id) => admin::revoke(ctx, id).await,
         }
     }
 }
@@ -359,10 +422,14 @@ impl HttpServerApp for App {
         session.set_keepalive(keepalive.then_some(60));
         let id = request_id(&session);
         let limit = self.state.config.max_body_bytes;
-        let (route, result) = match read_body(&mut session, limit).await {
+        let peer_is_loopback = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .is_some_and(|addr| addr.ip().is_loopback());
+        let (route, waited, result) = match read_body(&mut session, limit).await {
             Ok(body) => {
                 let req = parse_request(&session, body, id.clone());
-                let handling = self.handle(&req, shutdown);
+                let handling = self.handle(&req, shutdown, peer_is_loopback);
                 tokio::pin!(handling);
                 // A long-poll must end when its client leaves: a node that gave up on a
                 // fetch must not be handed jobs it will never see.
@@ -377,13 +444,15 @@ impl HttpServerApp for App {
             Err(e) => {
                 // The unread rest of the body makes the connection unusable.
                 session.set_keepalive(None);
-                (Route::Health, Err(e))
+                ("unknown", Duration::ZERO, Err(e))
             }
         };
+        let mut error_kind = None;
         let reply = result.unwrap_or_else(|error| {
             if error.status() >= 500 {
                 tracing::error!(request_id = %id, error = %error, "request failed");
             }
+            error_kind = Some(error.label());
             Reply::error(&error)
         });
         let status = reply.status;
@@ -410,11 +479,14 @@ impl HttpServerApp for App {
             request_id = %id,
             method = %header.method,
             path = header.uri.path(),
-            route = route.name(),
+            route,
             status,
             ms = started.elapsed().as_millis() as u64,
             "request"
         );
+        self.state
+            .metrics
+            .record_request(route, status, error_kind, started.elapsed(), waited);
         if !written {
             return None;
         }

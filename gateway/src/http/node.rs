@@ -61,11 +61,14 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         if !jobs.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
             return Ok(Reply::json(200, &FetchResponse { jobs }));
         }
-        tokio::select! {
-            () = &mut queued => {}
-            () = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => {}
-        }
+        ctx.waiting(async {
+            tokio::select! {
+                () = &mut queued => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        })
+        .await;
     }
 }
 

@@ -6,6 +6,7 @@ use openbeepboop::Role;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
+    Metrics,
     Submit,
     ListJobs,
     GetJob(String),
@@ -29,7 +30,7 @@ impl Route {
     /// The roles allowed to call the route; `None` for the open ones.
     pub fn roles(&self) -> Option<&'static [Role]> {
         match self {
-            Route::Health => None,
+            Route::Health | Route::Metrics => None,
             Route::Submit
             | Route::ListJobs
             | Route::GetJob(_)
@@ -46,6 +47,7 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Health => "healthz",
+            Route::Metrics => "metrics",
             Route::Submit => "chat_completions",
             Route::ListJobs => "list_jobs",
             Route::GetJob(_) => "get_job",
@@ -68,6 +70,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (allowed, route): (&'static str, Option<Route>) = match segments.as_slice() {
         ["healthz"] => ("GET", (method == "GET").then_some(Route::Health)),
+        ["metrics"] => ("GET", (method == "GET").then_some(Route::Metrics)),
         ["v1", "chat", "completions"] => ("POST", (method == "POST").then_some(Route::Submit)),
         ["v1", "jobs"] => ("GET", (method == "GET").then_some(Route::ListJobs)),
         ["v1", "jobs", id] => (

@@ -3,7 +3,7 @@
 
 use super::reads::{self, JOB_COLUMNS};
 use super::writer::WriteCtx;
-use super::{Change, JobRecord, StoreError, Visibility};
+use super::{Change, JobRecord, QueueEvent, StoreError, Visibility};
 use openbeepboop::{
     ErrorBody, HeartbeatResponse, JobStatus, LeasedJob, NodeResult, NodeResultStatus,
     SubmitOutcome, SubmitOutcomeKind,
@@ -105,6 +105,31 @@ fn transition(
             job_id: id.to_owned(),
             status: to,
         });
+        if to.is_final() {
+            let finished = ctx
+                .conn
+                .prepare_cached(
+                    "SELECT model, created_at, locked_at, locked_by FROM jobs WHERE id = ?1",
+                )?
+                .query_row([id], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                    ))
+                })?;
+            let (model, created_at, locked_at, node) = finished;
+            ctx.events.push(QueueEvent::Finished {
+                model,
+                status: to,
+                node,
+                processing_ms: locked_at
+                    .filter(|_| from == JobStatus::Processing)
+                    .map(|at| ctx.now - at),
+                total_ms: ctx.now - created_at,
+            });
+        }
     }
     Ok(changed)
 }
@@ -158,6 +183,9 @@ pub fn enqueue(
     ctx.changes.push(Change {
         job_id: id.clone(),
         status: JobStatus::Queued,
+    });
+    ctx.events.push(QueueEvent::Submitted {
+        model: job.model.clone(),
     });
     let record = JobRecord {
         id,
@@ -223,7 +251,7 @@ pub fn lease(
         )
     };
     let sql = format!(
-        "SELECT id, model, request_payload, attempts, request_id FROM jobs
+        "SELECT id, model, request_payload, attempts, request_id, created_at FROM jobs
          WHERE status = 'queued' {model_filter}
            AND expires_at > ?1 AND (not_before IS NULL OR not_before <= ?1)
          ORDER BY priority, seq LIMIT ?2"
@@ -242,12 +270,13 @@ pub fn lease(
                 row.get::<_, String>(2)?,
                 row.get::<_, u32>(3)?,
                 row.get::<_, Option<String>>(4)?,
+                row.get::<_, i64>(5)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let expires = ctx.now + lease.as_millis() as i64;
     let mut leased = Vec::with_capacity(candidates.len());
-    for (id, model, payload, attempts, request_id) in candidates {
+    for (id, model, payload, attempts, request_id, created_at) in candidates {
         let lease_id = format!("lease-{}", uuid::Uuid::new_v4().simple());
         let effects = Effects {
             lease: Some((&lease_id, expires, node_id)),
@@ -257,6 +286,10 @@ pub fn lease(
         if !transition(ctx, &id, JobStatus::Queued, JobStatus::Processing, effects)? {
             continue;
         }
+        ctx.events.push(QueueEvent::Leased {
+            model: model.clone(),
+            waited_ms: ctx.now - created_at,
+        });
         let request_payload = RawValue::from_string(payload).map_err(|e| {
             StoreError::Sqlite(format!("stored payload of `{id}` is not JSON: {e}"))
         })?;
@@ -318,6 +351,23 @@ pub fn heartbeat(
     Ok(response)
 }
 
+/// The token counts of a completion's `usage`, when it has one.
+fn usage_of(completion: &str) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    let usage = serde_json::from_str::<WithUsage>(completion).ok()?.usage?;
+    Some((usage.prompt_tokens, usage.completion_tokens))
+}
+
 /// The delay before retry number `attempt` (1-based) may run: doubling, capped at a minute.
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(16);
@@ -348,7 +398,7 @@ fn submit_one(
     let state = ctx
         .conn
         .prepare_cached(
-            "SELECT status, lease_id = ?2, attempts, max_attempts FROM jobs WHERE id = ?1",
+            "SELECT status, lease_id = ?2, attempts, max_attempts, model FROM jobs WHERE id = ?1",
         )?
         .query_row(params![item.id, item.lease_id], |row| {
             Ok((
@@ -356,10 +406,11 @@ fn submit_one(
                 row.get::<_, Option<bool>>(1)?.unwrap_or(false),
                 row.get::<_, u32>(2)?,
                 row.get::<_, u32>(3)?,
+                row.get::<_, String>(4)?,
             ))
         })
         .optional()?;
-    let Some((status, same_lease, attempts, max_attempts)) = state else {
+    let Some((status, same_lease, attempts, max_attempts, model)) = state else {
         return Ok(SubmitOutcomeKind::Stale);
     };
     let status: JobStatus = status.parse().unwrap_or(JobStatus::Failed);
@@ -384,7 +435,15 @@ fn submit_one(
                 result: Some(result.get()),
                 ..Effects::default()
             };
-            transition(ctx, &item.id, status, JobStatus::Completed, effects)?;
+            if transition(ctx, &item.id, status, JobStatus::Completed, effects)?
+                && let Some((prompt, completion)) = usage_of(result.get())
+            {
+                ctx.events.push(QueueEvent::Tokens {
+                    model,
+                    prompt,
+                    completion,
+                });
+            }
         }
         _ => {
             let error = item.error.clone().unwrap_or_else(|| {
@@ -409,6 +468,7 @@ fn submit_one(
                 };
                 if transition(ctx, &item.id, status, JobStatus::Queued, effects)? {
                     ctx.due.push(Instant::now() + delay);
+                    ctx.events.push(QueueEvent::Retried { model });
                 }
             } else {
                 let effects = Effects {
@@ -452,7 +512,7 @@ pub fn reap(ctx: &mut WriteCtx<'_>) -> Result<ReapReport, StoreError> {
     let lapsed = ctx
         .conn
         .prepare_cached(
-            "SELECT id, attempts, max_attempts, locked_by FROM jobs
+            "SELECT id, attempts, max_attempts, locked_by, model FROM jobs
              WHERE status = 'processing' AND lease_expires_at < ?1 LIMIT ?2",
         )?
         .query_map(params![ctx.now, PER_PASS], |row| {
@@ -461,10 +521,14 @@ pub fn reap(ctx: &mut WriteCtx<'_>) -> Result<ReapReport, StoreError> {
                 row.get::<_, u32>(1)?,
                 row.get::<_, u32>(2)?,
                 row.get::<_, Option<String>>(3)?,
+                row.get::<_, String>(4)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (id, attempts, max_attempts, node) in lapsed {
+    for (id, attempts, max_attempts, node, model) in lapsed {
+        ctx.events.push(QueueEvent::LeaseExpired {
+            model: model.clone(),
+        });
         if attempts >= max_attempts {
             let error = ErrorBody::new(
                 format!(
@@ -489,6 +553,7 @@ pub fn reap(ctx: &mut WriteCtx<'_>) -> Result<ReapReport, StoreError> {
             Effects::default(),
         )? {
             report.requeued += 1;
+            ctx.events.push(QueueEvent::Retried { model });
         }
     }
     let overdue = ctx

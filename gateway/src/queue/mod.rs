@@ -15,7 +15,7 @@ pub use jobs::{NewJob, ReapReport};
 pub use keys::{KeyRow, MintedKey};
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;
-pub use writer::CommitStats;
+pub use writer::{CommitStats, OnCommit};
 
 use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use openbeepboop::{
@@ -72,6 +72,57 @@ impl From<rusqlite::Error> for StoreError {
             _ => StoreError::Sqlite(error.to_string()),
         }
     }
+}
+
+/// Something that happened to jobs in a committed transaction, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueEvent {
+    Submitted {
+        model: String,
+    },
+    /// A job was leased after waiting `waited_ms` since it was submitted.
+    Leased {
+        model: String,
+        waited_ms: i64,
+    },
+    /// A job reached a final status.
+    Finished {
+        model: String,
+        status: JobStatus,
+        node: Option<String>,
+        processing_ms: Option<i64>,
+        total_ms: i64,
+    },
+    Tokens {
+        model: String,
+        prompt: u64,
+        completion: u64,
+    },
+    /// A job went back to the queue for another attempt.
+    Retried {
+        model: String,
+    },
+    LeaseExpired {
+        model: String,
+    },
+}
+
+/// One row of the queue's depth: how many jobs of a model and priority are in a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthRow {
+    pub status: JobStatus,
+    pub model: String,
+    pub priority: u8,
+    pub count: i64,
+}
+
+/// The queue's state at one moment, for the metrics' gauges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    /// Queued and processing jobs only; final statuses are counted by counters.
+    pub depth: Vec<DepthRow>,
+    pub oldest_queued_ms: Option<i64>,
+    pub nodes_alive: i64,
 }
 
 /// Who may see a job: its owner only, or anyone (an admin).
@@ -169,7 +220,7 @@ impl Queue {
     pub fn open(
         path: &Path,
         settings: QueueSettings,
-        on_commit: Arc<dyn Fn(CommitStats) + Send + Sync>,
+        on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
         let conn = schema::open_existing(path)?;
         let notifier = Arc::new(Notifier::default());
@@ -340,6 +391,14 @@ impl Queue {
         after: Option<String>,
     ) -> Result<(Vec<JobRecord>, bool), StoreError> {
         self.read(move |conn| reads::list(conn, &who, &statuses, limit, after.as_deref()))
+            .await
+    }
+
+    /// Depth by status, model and priority, the oldest queued job, and live nodes.
+    pub async fn snapshot(&self, alive: Duration) -> Result<QueueSnapshot, StoreError> {
+        let now = now_ms();
+        let since = now - alive.as_millis() as i64;
+        self.read(move |conn| reads::snapshot(conn, now, since))
             .await
     }
 

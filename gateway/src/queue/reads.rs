@@ -1,6 +1,6 @@
 //! Job reads. They run on pooled connections, never on the writer's.
 
-use super::{JobRecord, StoreError, Visibility};
+use super::{DepthRow, JobRecord, QueueSnapshot, StoreError, Visibility};
 use openbeepboop::{ErrorBody, JobStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Value};
 
@@ -122,4 +122,37 @@ pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreEr
     models.sort();
     models.dedup();
     Ok(models)
+}
+
+pub fn snapshot(
+    conn: &Connection,
+    now: i64,
+    alive_since: i64,
+) -> Result<QueueSnapshot, StoreError> {
+    let depth = conn
+        .prepare_cached(
+            "SELECT status, model, priority, COUNT(*) FROM jobs
+             WHERE status IN ('queued', 'processing') GROUP BY status, model, priority",
+        )?
+        .query_map([], |row| {
+            let status: String = row.get(0)?;
+            Ok(DepthRow {
+                status: status.parse().unwrap_or(JobStatus::Queued),
+                model: row.get(1)?,
+                priority: row.get(2)?,
+                count: row.get(3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'")?
+        .query_row([], |row| row.get(0))?;
+    let nodes_alive = conn
+        .prepare_cached("SELECT COUNT(*) FROM nodes WHERE last_seen_at >= ?1")?
+        .query_row([alive_since], |row| row.get(0))?;
+    Ok(QueueSnapshot {
+        depth,
+        oldest_queued_ms: oldest.map(|created| now - created),
+        nodes_alive,
+    })
 }

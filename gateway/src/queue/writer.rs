@@ -7,7 +7,7 @@
 //! its change is on disk, and concurrent callers share one fsync.
 
 use super::notify::{Change, Notifier};
-use super::{StoreError, now_ms};
+use super::{QueueEvent, StoreError, now_ms};
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,12 @@ pub struct WriteCtx<'a> {
     pub changes: Vec<Change>,
     /// Retries held back by backoff, so the reaper can wake nodes when they are due.
     pub due: Vec<Instant>,
+    /// What happened, for the metrics; reported only if the batch commits.
+    pub events: Vec<QueueEvent>,
 }
+
+/// Called after every successful group commit, with its statistics and events.
+pub type OnCommit = Arc<dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync>;
 
 type Finish = Box<dyn FnOnce(Option<StoreError>) + Send>;
 /// Runs an operation (`Some`) or, when the batch could not start, only prepares its
@@ -47,7 +52,7 @@ impl Writer {
         conn: Connection,
         notifier: Arc<Notifier>,
         max_batch: usize,
-        on_commit: Arc<dyn Fn(CommitStats) + Send + Sync>,
+        on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
         let (sender, receiver) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -97,7 +102,7 @@ fn run(
     mut receiver: mpsc::UnboundedReceiver<Op>,
     notifier: &Notifier,
     max_batch: usize,
-    on_commit: &(dyn Fn(CommitStats) + Send + Sync),
+    on_commit: &(dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync),
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = receiver.blocking_recv() {
@@ -112,7 +117,7 @@ fn run(
         let ops = batch.len();
         let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..));
         match outcome {
-            Ok((changes, due)) => {
+            Ok((changes, due, events)) => {
                 for when in due {
                     notifier.due_at(when);
                 }
@@ -120,10 +125,13 @@ fn run(
                 for finish in finishes {
                     finish(None);
                 }
-                on_commit(CommitStats {
-                    ops,
-                    latency: started.elapsed(),
-                });
+                on_commit(
+                    CommitStats {
+                        ops,
+                        latency: started.elapsed(),
+                    },
+                    &events,
+                );
             }
             Err(error) => {
                 tracing::error!(%error, ops, "group commit failed; every operation in it is rolled back");
@@ -135,7 +143,7 @@ fn run(
     }
 }
 
-type BatchOutcome = Result<(Vec<Change>, Vec<Instant>), StoreError>;
+type BatchOutcome = Result<(Vec<Change>, Vec<Instant>, Vec<QueueEvent>), StoreError>;
 
 fn commit_batch(
     conn: &mut Connection,
@@ -156,6 +164,7 @@ fn run_ops(
 ) -> BatchOutcome {
     let mut changes = Vec::new();
     let mut due = Vec::new();
+    let mut events = Vec::new();
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
     for op in pending.by_ref() {
@@ -171,11 +180,13 @@ fn run_ops(
             now,
             changes: Vec::new(),
             due: Vec::new(),
+            events: Vec::new(),
         };
         let (ok, finish) = op(Some(&mut ctx));
         let WriteCtx {
             changes: op_changes,
             due: op_due,
+            events: op_events,
             ..
         } = ctx;
         finishes.push(finish);
@@ -183,9 +194,10 @@ fn run_ops(
             savepoint.commit()?;
             changes.extend(op_changes);
             due.extend(op_due);
+            events.extend(op_events);
         }
         // A failed operation's savepoint rolls back when dropped, leaving the others intact.
     }
     tx.commit()?;
-    Ok((changes, due))
+    Ok((changes, due, events))
 }
