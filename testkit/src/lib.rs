@@ -62,7 +62,8 @@ where
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -336,6 +337,11 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Writes `config` to a fresh `node_config.toml` and starts `obb-node <command>`.
     pub fn start(command: &str, config: &str) -> Self {
+        Self::start_with(command, config, &[])
+    }
+
+    /// Like `start`, with extra command-line arguments.
+    pub fn start_with(command: &str, config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("node_config.toml"), config).expect("config written");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
@@ -343,6 +349,7 @@ impl NodeProcess {
             .arg(command)
             .arg("--config")
             .arg(dir.path().join("node_config.toml"))
+            .args(args)
             .env("OBB_LOG", "info")
             // The spool and anything else the node keeps stays in the test's directory.
             .env("XDG_DATA_HOME", dir.path())

@@ -6,6 +6,8 @@ mod batch;
 #[cfg(test)]
 mod daemon;
 #[cfg(test)]
+mod observability;
+#[cfg(test)]
 mod real_llm;
 #[cfg(test)]
 mod setup;
