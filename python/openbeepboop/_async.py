@@ -1,0 +1,242 @@
+"""The asynchronous client: `Client`'s methods as coroutines, on `httpx.AsyncClient`."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
+
+import httpx
+
+from . import _errors
+from ._protocol import (
+    LONG_POLL,
+    Job,
+    Obj,
+    Progress,
+    chunks,
+    outcome,
+    retry_delay,
+    settings,
+    should_retry,
+    submit_request,
+)
+
+
+class AsyncClient:
+    """An asynchronous client of an OpenBeepBoop gateway; see `Client`."""
+
+    def __init__(
+        self,
+        base_url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+    ) -> None:
+        self.base_url, self.api_key = settings(base_url, api_key)
+        self.max_retries = max_retries
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        self.chat = _AsyncChat(self)
+        self.jobs = AsyncJobs(self)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Optional[Dict[str, Any]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as error:
+                if attempt >= self.max_retries:
+                    cls = (
+                        _errors.APITimeoutError
+                        if isinstance(error, httpx.TimeoutException)
+                        else _errors.APIConnectionError
+                    )
+                    raise cls(f"cannot reach the gateway at {self.base_url}: {error}") from error
+                await asyncio.sleep(retry_delay(attempt))
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                if should_retry(response.status_code, response.headers) and attempt < self.max_retries:
+                    await asyncio.sleep(retry_delay(attempt, response.headers))
+                    attempt += 1
+                    continue
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = response.text
+                raise _errors.status_error(response.status_code, body)
+            return response.json()
+
+
+class AsyncJobHandle:
+    def __init__(self, client: AsyncClient, job: Dict[str, Any]) -> None:
+        self._client = client
+        self.job = Job(job)
+
+    @property
+    def id(self) -> str:
+        return self.job["id"]
+
+    @property
+    def status(self) -> str:
+        return self.job["status"]
+
+    async def refresh(self, wait: float = 0) -> Job:
+        params = {"wait": wait} if wait else None
+        self.job = Job(
+            await self._client.request(
+                "GET", f"/v1/jobs/{self.id}", params=params, timeout=wait + 30
+            )
+        )
+        return self.job
+
+    async def get(self, wait: bool = True, timeout: Optional[float] = 60) -> Optional[Obj]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = LONG_POLL if deadline is None else deadline - time.monotonic()
+            job = await self.refresh(wait=max(0.0, min(LONG_POLL, remaining)) if wait else 0)
+            if job.is_finished:
+                return outcome(job)
+            if not wait:
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _errors.JobTimeoutError(
+                    f"job `{self.id}` is still {job['status']} after {timeout} s", job
+                )
+
+    async def cancel(self) -> Job:
+        self.job = Job(await self._client.request("POST", f"/v1/jobs/{self.id}/cancel"))
+        return self.job
+
+
+class AsyncCompletions:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: List[Dict[str, Any]],
+        idempotency_key: Optional[str] = None,
+        priority: Optional[int] = None,
+        ttl: Optional[float] = None,
+        **fields: Any,
+    ) -> AsyncJobHandle:
+        body, headers = submit_request(model, messages, idempotency_key, priority, ttl, fields)
+        job = await self._client.request("POST", "/v1/chat/completions", json=body, headers=headers)
+        return AsyncJobHandle(self._client, job)
+
+    async def create_many(
+        self,
+        requests: Sequence[Dict[str, Any]],
+        *,
+        batch_id: Optional[str] = None,
+        max_concurrency: int = 16,
+    ) -> List[AsyncJobHandle]:
+        batch = batch_id or uuid.uuid4().hex
+        limit = asyncio.Semaphore(max(1, max_concurrency))
+
+        async def one(index: int, request: Dict[str, Any]) -> AsyncJobHandle:
+            fields = dict(request)
+            async with limit:
+                return await self.create(
+                    model=fields.pop("model"),
+                    messages=fields.pop("messages"),
+                    idempotency_key=fields.pop("idempotency_key", f"{batch}-{index}"),
+                    **fields,
+                )
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+
+
+class _AsyncChat:
+    def __init__(self, client: AsyncClient) -> None:
+        self.completions = AsyncCompletions(client)
+
+
+class AsyncJobs:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def get(self, job_id: str) -> Job:
+        return Job(await self._client.request("GET", f"/v1/jobs/{job_id}"))
+
+    async def poll(self, ids: Sequence[str]) -> List[Job]:
+        found: List[Job] = []
+        for part in chunks(ids):
+            answer = await self._client.request("POST", "/v1/results/poll", json={"ids": part})
+            found.extend(Job(job) for job in answer["jobs"])
+        return found
+
+    async def list(self, status: Optional[str] = None, *, page_size: int = 100) -> AsyncIterator[Job]:
+        after = None
+        while True:
+            params: Dict[str, Any] = {"limit": page_size}
+            if status:
+                params["status"] = status
+            if after:
+                params["after"] = after
+            page = await self._client.request("GET", "/v1/jobs", params=params)
+            for job in page["data"]:
+                yield Job(job)
+            if not page["has_more"]:
+                return
+            after = page["last_id"]
+
+    async def wait_all(
+        self,
+        handles: Sequence[AsyncJobHandle],
+        timeout: Optional[float] = None,
+        *,
+        progress: bool = False,
+    ) -> List[Job]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        jobs: Dict[str, Job] = {handle.id: handle.job for handle in handles}
+        bar = Progress(len(handles), progress)
+        while True:
+            pending = [job_id for job_id, job in jobs.items() if not job.is_finished]
+            bar.update(len(jobs) - len(pending))
+            if not pending:
+                return [jobs[handle.id] for handle in handles]
+            remaining = LONG_POLL if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise _errors.JobTimeoutError(
+                    f"{len(pending)} jobs still unfinished after {timeout} s", pending
+                )
+            wait = max(0.0, min(LONG_POLL, remaining))
+            await self._client.request(
+                "GET", f"/v1/jobs/{pending[0]}", params={"wait": wait}, timeout=wait + 30
+            )
+            for job in await self.poll(pending):
+                jobs[job["id"]] = job

@@ -1,0 +1,156 @@
+import io
+
+import pytest
+
+import openbeepboop as obb
+from openbeepboop._protocol import Progress, retry_delay
+
+HELLO = [{"role": "user", "content": "Hello!"}]
+
+
+@pytest.fixture
+def client(stack):
+    with obb.Client(base_url=stack.base_url, api_key=stack.user) as client:
+        yield client
+
+
+def test_create_returns_a_handle_and_get_waits_for_the_completion(client):
+    handle = client.chat.completions.create(model="echo", messages=HELLO, temperature=0.1, seed=7)
+    assert handle.id.startswith("job-") and handle.status == "queued"
+    result = handle.get(wait=True, timeout=30)
+    assert result.choices[0].message.content == "echo: Hello!"
+    assert handle.status == "completed" and "JobHandle" in repr(handle)
+
+
+def test_get_without_wait_returns_none_until_done_and_times_out_with_wait(client):
+    handle = client.chat.completions.create(model="nobody-serves", messages=HELLO, priority=1)
+    assert handle.get(wait=False) is None
+    with pytest.raises(obb.JobTimeoutError) as caught:
+        handle.get(wait=True, timeout=0.5)
+    assert caught.value.job["status"] == "queued"
+    assert handle.cancel()["status"] == "cancelled"
+    with pytest.raises(obb.JobCancelledError, match="cancelled"):
+        handle.get()
+
+
+def test_expired_and_failed_jobs_raise_their_own_errors(client, stack):
+    expiring = client.chat.completions.create(model="nobody-serves", messages=HELLO, ttl=1)
+    with pytest.raises(obb.JobExpiredError) as expired:
+        expiring.get(timeout=30)
+    assert expired.value.error.code == "job_expired"
+
+    failing = client.chat.completions.create(model="fails", messages=HELLO)
+    job, submit = stack.act_as_node("fails")
+    assert job["id"] == failing.id
+    submit({"status": "FAILED", "upstream_status": 400, "retryable": False,
+            "error": {"message": "bad prompt", "type": "invalid_request_error", "param": None, "code": None}})
+    with pytest.raises(obb.JobFailedError, match="bad prompt"):
+        failing.get(timeout=30)
+
+
+def test_poll_get_and_list_show_jobs_with_pagination(client):
+    handles = [client.chat.completions.create(model="echo", messages=HELLO) for _ in range(3)]
+    for handle in handles:
+        handle.get(timeout=30)
+    polled = client.jobs.poll([h.id for h in handles] + ["job-unknown"])
+    assert [job.is_completed for job in polled] == [True, True, True, False]
+    assert polled[0].result.choices[0].message.content == "echo: Hello!"
+    assert polled[3].status == "not_found" and polled[3].error.code == "not_found"
+    assert client.jobs.get(handles[0].id).is_finished
+    listed = list(client.jobs.list(status="completed", page_size=2))
+    assert {h.id for h in handles} <= {job.id for job in listed}
+    assert len(listed) >= 3
+
+
+def test_create_many_is_idempotent_per_batch_and_wait_all_shows_progress(client, capsys):
+    requests = [{"model": "echo", "messages": [{"role": "user", "content": f"n{i}"}]} for i in range(5)]
+    first = client.chat.completions.create_many(requests, batch_id="batch-42")
+    again = client.chat.completions.create_many(requests, batch_id="batch-42")
+    assert [h.id for h in first] == [h.id for h in again], "a retried batch creates no new jobs"
+    jobs = client.jobs.wait_all(first, timeout=60, progress=True)
+    assert [job.result.choices[0].message.content for job in jobs] == [f"echo: n{i}" for i in range(5)]
+    assert "5/5 jobs" in capsys.readouterr().err
+    stuck = client.chat.completions.create(model="nobody-serves", messages=HELLO)
+    with pytest.raises(obb.JobTimeoutError):
+        client.jobs.wait_all([stuck], timeout=0.3)
+    stuck.cancel()
+
+
+def test_server_errors_map_to_the_openai_exception_types(client, stack):
+    with pytest.raises(obb.AuthenticationError) as auth:
+        obb.Client(base_url=stack.base_url, api_key="sk-obb-wrong").jobs.get("job-x")
+    assert auth.value.status_code == 401 and "invalid API key" in str(auth.value)
+    with pytest.raises(obb.PermissionDeniedError):
+        obb.Client(base_url=stack.base_url + "/v1", api_key=stack.node_key).jobs.get("job-x")
+    with pytest.raises(obb.NotFoundError):
+        client.jobs.get("job-unknown")
+    with pytest.raises(obb.BadRequestError, match="messages"):
+        client.chat.completions.create(model="echo", messages=[])
+    with pytest.raises(obb.UnprocessableEntityError):
+        client.chat.completions.create(model="echo", messages=HELLO, idempotency_key="same")
+        client.chat.completions.create(model="other", messages=HELLO, idempotency_key="same")
+    done = client.chat.completions.create(model="echo", messages=HELLO)
+    done.get(timeout=30)
+    with pytest.raises(obb.ConflictError):
+        done.cancel()
+
+
+def test_transient_errors_are_retried_honouring_retry_after(scripted):
+    base, server = scripted
+    server.script = [(429, {"retry-after": "0"}), (503, {}), (200, {})]
+    client = obb.Client(base_url=base, api_key="k", max_retries=3)
+    handle = client.chat.completions.create(model="m", messages=HELLO)
+    assert handle.id == "job-x"
+    keys = {seen[2].get("Idempotency-Key") or seen[2].get("idempotency-key") for seen in server.seen}
+    assert len(server.seen) == 3 and len(keys) == 1, "every retry carries the same key"
+
+    server.script = [(429, {"retry-after": "0"})] * 2
+    with pytest.raises(obb.RateLimitError):
+        obb.Client(base_url=base, api_key="k", max_retries=1).jobs.get("job-x")
+    server.script = [(500, {"retry-after": "0"})] * 2
+    with pytest.raises(obb.InternalServerError):
+        obb.Client(base_url=base, api_key="k", max_retries=1).jobs.get("job-x")
+    server.script = [(502, {"x-should-retry": "false"})]
+    with pytest.raises(obb.InternalServerError):
+        obb.Client(base_url=base, api_key="k", max_retries=3).jobs.get("job-x")
+    assert len(server.seen) == 3 + 2 + 2 + 1, "x-should-retry: false is not retried"
+    server.script = [(418, {})]
+    with pytest.raises(obb.APIStatusError) as teapot:
+        obb.Client(base_url=base, api_key="k").jobs.get("job-x")
+    assert teapot.value.status_code == 418
+
+
+def test_connection_errors_and_settings(monkeypatch, stack):
+    from conftest import free_port
+
+    with pytest.raises(obb.APIConnectionError):
+        obb.Client(base_url=f"http://127.0.0.1:{free_port()}", api_key="k", max_retries=1).jobs.get("x")
+    import socket
+
+    # A loopback listener that accepts connections but never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    with pytest.raises(obb.APITimeoutError):
+        obb.Client(base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", api_key="k", max_retries=1, timeout=0.2).jobs.get("x")
+    silent.close()
+    monkeypatch.setenv("OBB_BASE_URL", stack.base_url)
+    monkeypatch.setenv("OBB_API_KEY", stack.user)
+    assert obb.Client().jobs.poll([])  == []
+    monkeypatch.delenv("OBB_API_KEY")
+    with pytest.raises(obb.OpenBeepBoopError, match="OBB_API_KEY"):
+        obb.Client()
+
+
+def test_objects_read_as_attributes_and_helpers_behave():
+    job = obb.Job({"id": "j", "status": "failed", "result": None, "error": {"message": "m"}, "nested": [{"a": 1}]})
+    assert job.nested[0].a == 1 and job.error.message == "m" and not job.is_completed
+    with pytest.raises(AttributeError):
+        job.missing
+    assert retry_delay(0, {"retry-after": "90"}) == 60.0
+    assert 0 < retry_delay(2, {"retry-after": "soon"}) <= 2.0
+    stream = io.StringIO()
+    bar = Progress(2, True, stream)
+    bar.update(1)
+    bar.update(2)
+    assert stream.getvalue().endswith("2/2 jobs\n")
