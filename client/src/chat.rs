@@ -20,7 +20,7 @@ pub struct ChatCompletionRequest {
 }
 
 impl ChatCompletionRequest {
-    /// A request with one user message, the smallest one a server accepts.
+    /// A request for `model` with these messages; add optional fields with the builders.
     pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
         Self {
             model: model.into(),
@@ -29,6 +29,37 @@ impl ChatCompletionRequest {
             metadata: None,
             extra: Map::new(),
         }
+    }
+
+    /// Sets any OpenAI field by name (`tools`, `response_format`, `n`, ...).
+    #[must_use]
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(name.to_owned(), value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn temperature(self, temperature: f64) -> Self {
+        self.field("temperature", temperature)
+    }
+
+    #[must_use]
+    pub fn max_completion_tokens(self, tokens: u32) -> Self {
+        self.field("max_completion_tokens", tokens)
+    }
+
+    #[must_use]
+    pub fn seed(self, seed: i64) -> Self {
+        self.field("seed", seed)
+    }
+
+    /// Adds a `metadata` entry; OpenAI metadata values are strings.
+    #[must_use]
+    pub fn metadata(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.metadata
+            .get_or_insert_with(Map::new)
+            .insert(key.to_owned(), Value::String(value.into()));
+        self
     }
 }
 

@@ -2,15 +2,35 @@
 //!
 //! Everything that crosses HTTP between the three parts is defined here, once.
 //! The crate knows nothing about SQLite, pingora or any LLM server.
+//!
+//! With the default `client` feature it is also the Rust user library:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), openbeepboop::Error> {
+//! use openbeepboop::{ChatCompletionRequest, Client};
+//! use openbeepboop::chat::ChatMessage;
+//!
+//! let client = Client::from_env()?; // OBB_BASE_URL, OBB_API_KEY
+//! let request = ChatCompletionRequest::new("echo", vec![ChatMessage::new("user", "Hello!")])
+//!     .temperature(0.2);
+//! let mut handle = client.chat().completions().create(request).await?;
+//! let completion = handle.get(std::time::Duration::from_secs(60)).await?;
+//! println!("{}", completion.choices[0].message.text().unwrap_or_default());
+//! # Ok(()) }
+//! ```
 
 pub mod admin;
 pub mod chat;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod error;
 pub mod job;
 pub mod node;
 
 pub use admin::{ApiKeyInfo, CreateKeyRequest, CreatedKey, Role};
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList};
+#[cfg(feature = "client")]
+pub use client::{Client, Error, JobHandle, SubmitOptions};
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 pub use node::{

@@ -1,0 +1,477 @@
+//! The Rust user library: submit chat completions as jobs and collect the results, with
+//! the same shape as the Python package.
+
+use crate::chat::{ChatCompletion, ChatCompletionRequest};
+use crate::error::ErrorEnvelope;
+use crate::job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest single long-poll the client asks for.
+const LONG_POLL: Duration = Duration::from_secs(60);
+const MAX_POLL_IDS: usize = 1000;
+
+/// Errors, named like the OpenAI SDK's exceptions, plus the ways a job can end badly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("authentication failed (401): {0}")]
+    Authentication(String),
+    #[error("permission denied (403): {0}")]
+    PermissionDenied(String),
+    #[error("not found (404): {0}")]
+    NotFound(String),
+    #[error("rate limited (429): {0}")]
+    RateLimit(String),
+    #[error("the gateway answered {status}: {message}")]
+    ApiStatus { status: u16, message: String },
+    #[error("cannot reach the gateway: {0}")]
+    ApiConnection(String),
+    #[error("job `{}` failed: {}", .0.id, error_message(.0))]
+    JobFailed(Box<Job>),
+    #[error("job `{}` was cancelled", .0.id)]
+    JobCancelled(Box<Job>),
+    #[error("job `{}` expired before a node ran it", .0.id)]
+    JobExpired(Box<Job>),
+    #[error("job `{id}` did not finish within {waited:?}")]
+    JobTimeout { id: String, waited: Duration },
+    #[error("invalid client settings: {0}")]
+    Config(String),
+}
+
+fn error_message(job: &Job) -> &str {
+    job.error
+        .as_ref()
+        .map_or("no details", |e| e.message.as_str())
+}
+
+/// Options of one submit.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// The same key returns the same job; one is generated when absent.
+    pub idempotency_key: Option<String>,
+    /// 1 (first) to 5.
+    pub priority: Option<u8>,
+    /// How long the job may wait in the queue.
+    pub ttl: Option<Duration>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    max_retries: u32,
+}
+
+/// A client of an OpenBeepBoop gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    pub fn new(base_url: &str, api_key: &str) -> Result<Self, Error> {
+        let base = base_url.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base).to_owned();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                key: api_key.to_owned(),
+                max_retries: 3,
+            }),
+        })
+    }
+
+    /// Reads `OBB_BASE_URL` (default `http://localhost:8000`) and `OBB_API_KEY`.
+    pub fn from_env() -> Result<Self, Error> {
+        let base =
+            std::env::var("OBB_BASE_URL").unwrap_or_else(|_| "http://localhost:8000".to_owned());
+        let key = std::env::var("OBB_API_KEY")
+            .map_err(|_| Error::Config("set OBB_API_KEY or use Client::new".to_owned()))?;
+        Self::new(&base, &key)
+    }
+
+    /// How often connection errors, 429 and 5xx are retried (3 by default).
+    #[must_use]
+    pub fn with_max_retries(self, retries: u32) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                base: inner.base.clone(),
+                key: inner.key.clone(),
+                max_retries: retries,
+            }),
+        }
+    }
+
+    pub fn chat(&self) -> Chat<'_> {
+        Chat { client: self }
+    }
+
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs { client: self }
+    }
+
+    /// Sends a request, retrying transient failures with backoff and `Retry-After`.
+    async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), format!("{}{path}", self.inner.base))
+                .bearer_auth(&self.inner.key)
+                .timeout(timeout);
+            for (name, value) in headers {
+                request = request.header(*name, value);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let retry = match request.send().await {
+                Err(error) => {
+                    if attempt >= self.inner.max_retries {
+                        return Err(Error::ApiConnection(error.to_string()));
+                    }
+                    None
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let no_retry = response
+                        .headers()
+                        .get("x-should-retry")
+                        .is_some_and(|v| v.as_bytes() == b"false");
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+                    let text = response
+                        .text()
+                        .await
+                        .map_err(|e| Error::ApiConnection(e.to_string()))?;
+                    if status < 400 {
+                        return serde_json::from_str(&text).map_err(|e| Error::ApiStatus {
+                            status,
+                            message: format!("unreadable answer: {e}"),
+                        });
+                    }
+                    let transient = (status == 429 || status >= 500) && !no_retry;
+                    if !transient || attempt >= self.inner.max_retries {
+                        return Err(status_error(status, &text));
+                    }
+                    retry_after
+                }
+            };
+            let delay = retry.unwrap_or_else(|| {
+                let ceiling = Duration::from_millis(500 * (1 << attempt.min(4)));
+                ceiling / 2 + (ceiling / 2).mul_f64(rand::random::<f64>())
+            });
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        self.send::<(), T>(reqwest::Method::GET, path, None, &[], timeout)
+            .await
+    }
+}
+
+fn status_error(status: u16, text: &str) -> Error {
+    let message = serde_json::from_str::<ErrorEnvelope>(text)
+        .map(|e| e.error.message)
+        .unwrap_or_else(|_| text.chars().take(300).collect());
+    match status {
+        401 => Error::Authentication(message),
+        403 => Error::PermissionDenied(message),
+        404 => Error::NotFound(message),
+        429 => Error::RateLimit(message),
+        _ => Error::ApiStatus { status, message },
+    }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Chat<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Chat<'a> {
+    pub fn completions(&self) -> Completions<'a> {
+        Completions {
+            client: self.client,
+        }
+    }
+}
+
+pub struct Completions<'a> {
+    client: &'a Client,
+}
+
+impl Completions<'_> {
+    /// Submits a request and returns at once with its job.
+    pub async fn create(&self, request: ChatCompletionRequest) -> Result<JobHandle, Error> {
+        self.create_with(request, SubmitOptions::default()).await
+    }
+
+    /// Submits with options. Every submit carries an Idempotency-Key, so a retry after a
+    /// lost answer never creates a second job.
+    pub async fn create_with(
+        &self,
+        request: ChatCompletionRequest,
+        options: SubmitOptions,
+    ) -> Result<JobHandle, Error> {
+        let key = options
+            .idempotency_key
+            .unwrap_or_else(|| format!("obb-{}", uuid::Uuid::new_v4().simple()));
+        let mut headers = vec![("Idempotency-Key", key)];
+        if let Some(priority) = options.priority {
+            headers.push(("X-OBB-Priority", priority.to_string()));
+        }
+        if let Some(ttl) = options.ttl {
+            headers.push(("X-OBB-TTL", ttl.as_secs_f64().to_string()));
+        }
+        let job: Job = self
+            .client
+            .send(
+                reqwest::Method::POST,
+                "/v1/chat/completions",
+                Some(&request),
+                &headers,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(JobHandle {
+            client: self.client.clone(),
+            job,
+        })
+    }
+
+    /// Submits many requests concurrently. Request `i` uses the key `{batch_id}-{i}`, so
+    /// calling again with the same `batch_id` returns the same jobs.
+    pub async fn create_many(
+        &self,
+        requests: Vec<ChatCompletionRequest>,
+        batch_id: Option<&str>,
+    ) -> Result<Vec<JobHandle>, Error> {
+        let batch =
+            batch_id.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, request) in requests.into_iter().enumerate() {
+            let client = self.client.clone();
+            let key = format!("{batch}-{index}");
+            tasks.spawn(async move {
+                let options = SubmitOptions {
+                    idempotency_key: Some(key),
+                    ..SubmitOptions::default()
+                };
+                (
+                    index,
+                    client
+                        .chat()
+                        .completions()
+                        .create_with(request, options)
+                        .await,
+                )
+            });
+        }
+        let mut handles: Vec<Option<JobHandle>> = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (index, handle) =
+                joined.map_err(|e| Error::Config(format!("a submit task failed: {e}")))?;
+            if handles.len() <= index {
+                handles.resize_with(index + 1, || None);
+            }
+            handles[index] = Some(handle?);
+        }
+        Ok(handles.into_iter().flatten().collect())
+    }
+}
+
+/// A submitted job.
+pub struct JobHandle {
+    client: Client,
+    pub job: Job,
+}
+
+impl JobHandle {
+    pub fn id(&self) -> &str {
+        &self.job.id
+    }
+
+    /// The last status seen.
+    pub fn status(&self) -> JobStatus {
+        self.job.status
+    }
+
+    /// Reads the job again, long-polling up to `wait` for it to end.
+    pub async fn refresh(&mut self, wait: Duration) -> Result<&Job, Error> {
+        let path = if wait.is_zero() {
+            format!("/v1/jobs/{}", self.job.id)
+        } else {
+            format!("/v1/jobs/{}?wait={}", self.job.id, wait.as_secs_f64())
+        };
+        self.job = self.client.get_json(&path, wait + REQUEST_TIMEOUT).await?;
+        Ok(&self.job)
+    }
+
+    /// Waits (by long-polling) until the job ends, and returns its completion, or the error
+    /// of its ending, or `JobTimeout` after `timeout`.
+    pub async fn get(&mut self, timeout: Duration) -> Result<ChatCompletion, Error> {
+        let started = Instant::now();
+        loop {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let job = self.refresh(remaining.min(LONG_POLL)).await?;
+            if job.status.is_final() {
+                return outcome(job.clone());
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::JobTimeout {
+                    id: self.job.id.clone(),
+                    waited: timeout,
+                });
+            }
+        }
+    }
+
+    pub async fn cancel(&mut self) -> Result<&Job, Error> {
+        let path = format!("/v1/jobs/{}/cancel", self.job.id);
+        self.job = self
+            .client
+            .send::<(), Job>(reqwest::Method::POST, &path, None, &[], REQUEST_TIMEOUT)
+            .await?;
+        Ok(&self.job)
+    }
+}
+
+/// The completion of a finished job, or the error its ending deserves.
+pub fn outcome(job: Job) -> Result<ChatCompletion, Error> {
+    match job.status {
+        JobStatus::Completed => match &job.result {
+            Some(result) => serde_json::from_value(result.clone()).map_err(|e| Error::ApiStatus {
+                status: 200,
+                message: format!("the result of `{}` is not a ChatCompletion: {e}", job.id),
+            }),
+            None => Err(Error::JobFailed(Box::new(job))),
+        },
+        JobStatus::Cancelled => Err(Error::JobCancelled(Box::new(job))),
+        JobStatus::Expired => Err(Error::JobExpired(Box::new(job))),
+        _ => Err(Error::JobFailed(Box::new(job))),
+    }
+}
+
+pub struct Jobs<'a> {
+    client: &'a Client,
+}
+
+impl Jobs<'_> {
+    pub async fn get(&self, id: &str) -> Result<Job, Error> {
+        self.client
+            .get_json(&format!("/v1/jobs/{id}"), REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// The jobs of `ids`, in order; ids the caller cannot see are `PollEntry::NotFound`.
+    pub async fn poll(&self, ids: &[String]) -> Result<Vec<PollEntry>, Error> {
+        let mut found = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_POLL_IDS) {
+            let body = PollRequest { ids: part.to_vec() };
+            let answer: PollResponse = self
+                .client
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/results/poll",
+                    Some(&body),
+                    &[],
+                    REQUEST_TIMEOUT,
+                )
+                .await?;
+            found.extend(answer.jobs);
+        }
+        Ok(found)
+    }
+
+    /// Every job of the caller with `status` (any when `None`), newest first, all pages.
+    pub async fn list(&self, status: Option<JobStatus>) -> Result<Vec<Job>, Error> {
+        let mut jobs = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = "/v1/jobs?limit=100".to_owned();
+            if let Some(status) = status {
+                path.push_str(&format!("&status={status}"));
+            }
+            if let Some(after) = &after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let page: JobList = self.client.get_json(&path, REQUEST_TIMEOUT).await?;
+            jobs.extend(page.data);
+            if !page.has_more {
+                return Ok(jobs);
+            }
+            after = page.last_id;
+        }
+    }
+
+    /// Waits until every job ends and returns them in order. Long-polls the oldest
+    /// unfinished job, then polls the rest in one call.
+    pub async fn wait_all(
+        &self,
+        handles: &[JobHandle],
+        timeout: Duration,
+    ) -> Result<Vec<Job>, Error> {
+        let started = Instant::now();
+        let mut jobs: Vec<Job> = handles.iter().map(|h| h.job.clone()).collect();
+        loop {
+            let pending: Vec<String> = jobs
+                .iter()
+                .filter(|j| !j.status.is_final())
+                .map(|j| j.id.clone())
+                .collect();
+            let Some(first) = pending.first() else {
+                return Ok(jobs);
+            };
+            let remaining = timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(Error::JobTimeout {
+                    id: first.clone(),
+                    waited: timeout,
+                });
+            }
+            let wait = remaining.min(LONG_POLL);
+            let _: Job = self
+                .client
+                .get_json(
+                    &format!("/v1/jobs/{first}?wait={}", wait.as_secs_f64()),
+                    wait + REQUEST_TIMEOUT,
+                )
+                .await?;
+            for entry in self.poll(&pending).await? {
+                if let PollEntry::Found(job) = entry
+                    && let Some(slot) = jobs.iter_mut().find(|j| j.id == job.id)
+                {
+                    *slot = *job;
+                }
+            }
+        }
+    }
+}
