@@ -196,6 +196,7 @@ async fn errors_map_to_the_openai_kinds() {
 }
 
 /// A loopback server answering each request with the next of `answers` (status, headers).
+#[cfg(test)]
 async fn scripted(
     answers: Vec<(u16, &'static str)>,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
