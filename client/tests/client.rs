@@ -262,3 +262,25 @@ async fn transient_errors_are_retried_and_rate_limits_surface() {
         "x-should-retry: false is final"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rust_example_runs_against_a_real_gateway_and_node() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node_key) = (gw.key("user").await, gw.key("node").await);
+    let _node = NodeProcess::start(
+        "run",
+        &NodeProcess::config(&gw, &node_key, "example-node", None, "models = [\"echo\"]"),
+    );
+    let output = std::process::Command::new(testkit::workspace_bin("examples/rust_client"))
+        .env("OBB_BASE_URL", &gw.base)
+        .env("OBB_API_KEY", &user)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("answer: echo: Hello!"), "{stdout}");
+    assert!(
+        stdout.contains("Say goodbye. -> echo: Say goodbye."),
+        "{stdout}"
+    );
+}

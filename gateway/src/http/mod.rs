@@ -449,7 +449,13 @@ impl HttpServerApp for App {
         };
         let mut error_kind = None;
         let reply = result.unwrap_or_else(|error| {
-            if error.status() >= 500 {
+            // Only the gateway's own failures are errors; a failed job or a full store is not.
+            if error.status() >= 500
+                && !matches!(
+                    error,
+                    ApiError::JobFailed { .. } | ApiError::Unavailable { .. }
+                )
+            {
                 tracing::error!(request_id = %id, error = %error, "request failed");
             }
             error_kind = Some(error.label());
