@@ -14,3 +14,54 @@ def test_the_python_client_example_runs(stack):
     assert done.returncode == 0, done.stderr
     assert "answer: echo: Hello!" in done.stdout
     assert "Say goodbye. -> echo: Say goodbye." in done.stdout
+
+
+ROOT = EXAMPLES.parent
+
+
+def run_example(stack, *command, timeout=120):
+    env = {
+        **os.environ,
+        "OBB_BASE_URL": stack.base_url,
+        "OBB_API_KEY": stack.user,
+        "NODE_PATH": str(ROOT / "target" / "node-sdk" / "node_modules"),
+    }
+    done = subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_the_curl_walkthrough_runs(stack):
+    out = run_example(stack, "bash", str(EXAMPLES / "curl_walkthrough.sh"))
+    assert "echo: Hello from curl" in out and "echo: Waited" in out
+    assert "events: 3" in out, out  # a content chunk, a finish chunk, then [DONE]
+    assert "not_found" in out and "event: cancelled" in out
+    assert '"param":"messages"' in out
+
+
+def test_the_openai_python_sdk_example_runs(stack):
+    out = run_example(stack, sys.executable, str(EXAMPLES / "openai_python_sdk.py"))
+    assert "plain: echo: Hello, SDK!" in out
+    assert "streamed: echo: Stream me" in out
+    assert "models: ['echo']" in out
+
+
+def test_the_openai_node_sdk_example_runs(stack):
+    sdk = ROOT / "target" / "node-sdk" / "node_modules" / "openai"
+    assert sdk.exists(), "install the Node SDK: npm install --prefix target/node-sdk openai (.ci/run does)"
+    out = run_example(stack, "node", str(EXAMPLES / "openai_node_sdk.cjs"))
+    assert "plain: echo: Hello, Node!" in out
+    assert "streamed: echo: Stream me" in out
+    assert "models: echo" in out
+
+
+def test_the_jsonl_batch_example_collects_results_in_order(stack, tmp_path):
+    results = tmp_path / "results.jsonl"
+    for _ in range(2):  # a re-run submits nothing new: same batch, same jobs
+        run_example(stack, sys.executable, str(EXAMPLES / "jsonl_batch.py"), str(EXAMPLES / "requests.jsonl"), str(results))
+    import json
+
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [line["custom_id"] for line in lines] == ["greeting", "question", "farewell"]
+    assert [line["status"] for line in lines] == ["completed"] * 3
+    assert lines[1]["response"]["choices"][0]["message"]["content"] == "echo: What is a queue?"

@@ -6,7 +6,11 @@ mod batch;
 #[cfg(test)]
 mod daemon;
 #[cfg(test)]
+mod examples;
+#[cfg(test)]
 mod observability;
+#[cfg(test)]
+mod quickstart;
 #[cfg(test)]
 mod real_llm;
 #[cfg(test)]

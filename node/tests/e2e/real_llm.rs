@@ -137,3 +137,24 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
     let (_, models) = gw.get_json(&user, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], "smollm2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_picks_a_local_llm_server_when_one_answers() {
+    let llm = LlamaServer::start();
+    let closed = free_port();
+    let run = crate::quickstart::Quickstart::start(&format!("{closed} {}", llm.port));
+    assert!(
+        run.output
+            .contains("node serves `smollm2` from the local LLM server"),
+        "{}",
+        run.output
+    );
+    let answer = run
+        .output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let completion: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
+    assert_eq!(completion["model"], "smollm2", "{}", run.output);
+    assert!(run.stop());
+}
