@@ -177,22 +177,62 @@ async fn respond(
             (status, headers, body.to_string())
         }
         Some(Fault::InvalidJson) => (200, Vec::new(), "{\"choices\": [".to_owned()),
-        _ => {
-            let last_user = request["messages"]
-                .as_array()
-                .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or_default()
-                .to_owned();
-            let answer = json!({
-                "id": format!("chatcmpl-mock-{}", state.calls.load(Ordering::SeqCst)),
-                "object": "chat.completion", "created": 1_700_000_000,
-                "model": request["model"], "system_fingerprint": "mock",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("mock: {last_user}")},
-                             "logprobs": null, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-            });
-            (200, Vec::new(), answer.to_string())
-        }
+        _ => (
+            200,
+            Vec::new(),
+            answer(&request, state.calls.load(Ordering::SeqCst)).to_string(),
+        ),
     }
+}
+
+/// A normal answer, shaped like OpenAI's for what the request asks: a tool call when it
+/// offers tools (or the tool's result echoed once one is sent back), JSON content for a
+/// `json_schema` response format, and `n` choices.
+fn answer(request: &Value, call: u64) -> Value {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let tool_result = messages
+        .last()
+        .filter(|m| m["role"] == "tool")
+        .and_then(|m| m["content"].as_str());
+    let wants_tool = request["tools"].is_array() && tool_result.is_none();
+    let n = request["n"].as_u64().unwrap_or(1).clamp(1, 8);
+    let choices: Vec<Value> = (0..n)
+        .map(|index| {
+            let (message, finish) = if wants_tool {
+                let name = request["tool_choice"]["function"]["name"]
+                    .as_str()
+                    .or_else(|| request["tools"][0]["function"]["name"].as_str())
+                    .unwrap_or("tool");
+                (
+                    json!({"role": "assistant", "content": null, "tool_calls": [{
+                        "id": format!("call_mock_{call}_{index}"), "type": "function",
+                        "function": {"name": name, "arguments": json!({"query": last_user}).to_string()}
+                    }]}),
+                    "tool_calls",
+                )
+            } else if request["response_format"]["type"] == "json_schema" {
+                let content = json!({"answer": format!("mock: {last_user}"), "confidence": 1}).to_string();
+                (json!({"role": "assistant", "content": content}), "stop")
+            } else if let Some(result) = tool_result {
+                (json!({"role": "assistant", "content": format!("mock: the tool said {result}")}), "stop")
+            } else {
+                (json!({"role": "assistant", "content": format!("mock: {last_user}")}), "stop")
+            };
+            json!({"index": index, "message": message, "logprobs": null, "finish_reason": finish})
+        })
+        .collect();
+    json!({
+        "id": format!("chatcmpl-mock-{call}"),
+        "object": "chat.completion", "created": 1_700_000_000,
+        "model": request["model"], "system_fingerprint": "mock",
+        "choices": choices,
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n}
+    })
 }

@@ -111,9 +111,11 @@ async fn transient_upstream_errors_are_retried_and_a_4xx_fails_at_once() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let completion: Value = response.json().await.unwrap();
+    // The request offered a tool, so the mock answered with a call to it.
+    let call = &completion["choices"][0]["message"]["tool_calls"][0]["function"];
     assert_eq!(
-        completion["choices"][0]["message"]["content"],
-        "mock: retry me"
+        (call["name"].as_str(), call["arguments"].as_str()),
+        (Some("f"), Some(r#"{"query":"retry me"}"#))
     );
     assert_eq!(mock.calls(), 4, "three faults, then the answer");
     let (request_id, forwarded) = mock.state.last_request.lock().unwrap().clone().unwrap();

@@ -1,0 +1,18 @@
+//! `obb-mock-upstream [PORT]`: the mock OpenAI-compatible server of `obb_node::mock` as a
+//! process, for live SDK runs and benchmarks. It is not an LLM; it answers `mock: …`.
+
+use obb_node::mock::MockUpstream;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let models: Vec<String> = std::env::args().skip(1).collect();
+    let names: Vec<&str> = if models.is_empty() {
+        vec!["mock"]
+    } else {
+        models.iter().map(String::as_str).collect()
+    };
+    let mock = MockUpstream::start(&names).await?;
+    println!("listening on {}", mock.base_url());
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
