@@ -1,0 +1,65 @@
+// The compat catalogue, through the official OpenAI Node SDK, against the recording server.
+// Usage: node catalogue_node.cjs BASE_URL
+const OpenAI = require("openai");
+const { VERSION: version } = require("openai/version");
+
+const base = process.argv[2];
+const SDK = "node";
+const MODEL = "gpt-4o-mini";
+const [USER, BAD, NODE] = ["sk-obb-compat-user", "sk-obb-compat-bad", "sk-obb-compat-node"];
+const HI = [{ role: "user", content: "Hello!" }];
+const TOOLS = [{ type: "function", function: { name: "lookup", description: "Look a word up",
+  parameters: { type: "object", properties: { query: { type: "string" } }, required: ["query"] } } }];
+
+async function control(path, body) {
+  await fetch(`${base}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+}
+
+async function record(name, call, fail = []) {
+  await control("/__case", { name, sdk: SDK, version, fail });
+  try {
+    await call();
+  } catch (error) {
+    if (!(error instanceof OpenAI.APIError)) throw error;
+  }
+  await control("/__end", {});
+}
+
+async function main() {
+  const waited = new OpenAI({ baseURL: `${base}/v1`, apiKey: USER, defaultQuery: { wait: "30" }, maxRetries: 2 });
+  const prefer = new OpenAI({ baseURL: `${base}/v1`, apiKey: USER, defaultHeaders: { Prefer: "wait=30" } });
+  const chat = (extra) => waited.chat.completions.create({ model: MODEL, messages: HI, ...extra });
+
+  await record("plain_chat", () => chat({}));
+  await record("multi_turn", () => chat({ messages: [
+    { role: "system", content: "You are terse." }, { role: "user", content: "Hi" },
+    { role: "assistant", content: "Hello." }, { role: "user", content: "And again?" }] }));
+  await record("tools_call", () => chat({ messages: [{ role: "user", content: "What is a queue?" }], tools: TOOLS,
+    tool_choice: { type: "function", function: { name: "lookup" } } }));
+  await record("tools_followup", () => chat({ tools: TOOLS, messages: [
+    { role: "user", content: "What is a queue?" },
+    { role: "assistant", content: null, tool_calls: [{ id: "call_1", type: "function",
+      function: { name: "lookup", arguments: '{"query": "queue"}' } }] },
+    { role: "tool", tool_call_id: "call_1", content: "a line of waiting things" }] }));
+  await record("json_schema", () => chat({ response_format: { type: "json_schema", json_schema: { name: "answer", strict: true,
+    schema: { type: "object", properties: { answer: { type: "string" }, confidence: { type: "number" } },
+      required: ["answer", "confidence"], additionalProperties: false } } } }));
+  await record("n_two", () => chat({ n: 2 }));
+  await record("sampling", () => chat({ seed: 42, temperature: 0.3, max_completion_tokens: 64 }));
+  await record("stream", async () => { for await (const _ of await chat({ stream: true })) { /* drain */ } });
+  await record("prefer_header", () => prefer.chat.completions.create({ model: MODEL, messages: HI }));
+  await record("idempotency_key", () => waited.chat.completions.create({ model: MODEL, messages: HI },
+    { headers: { "Idempotency-Key": `compat-key-${SDK}` } }));
+  await record("retry_429", () => chat({}), [429]);
+  await record("retry_503", () => chat({}), [503]);
+  await record("models_list", async () => { for await (const _ of waited.models.list()) { /* drain */ } });
+  await record("job_get", () => waited.get("/jobs/job-recorded"));
+  await record("job_cancel", () => waited.post("/jobs/job-recorded/cancel"));
+  await record("results_poll", () => waited.post("/results/poll", { body: { ids: ["job-recorded"] } }));
+  await record("bad_key", () => new OpenAI({ baseURL: `${base}/v1`, apiKey: BAD, maxRetries: 0 }).models.list());
+  await record("wrong_role", () => new OpenAI({ baseURL: `${base}/v1`, apiKey: NODE, maxRetries: 0 })
+    .chat.completions.create({ model: MODEL, messages: HI }));
+  console.log("recorded the node catalogue with openai", version);
+}
+
+main().catch((error) => { console.error(error); process.exit(1); });
