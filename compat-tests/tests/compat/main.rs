@@ -6,6 +6,6 @@ mod live;
 #[cfg(test)]
 mod replay;
 #[cfg(test)]
-mod stack;
-#[cfg(test)]
 mod shapes;
+#[cfg(test)]
+mod stack;

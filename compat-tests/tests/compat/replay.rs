@@ -8,13 +8,20 @@ fn fixtures() -> Vec<(String, String, Value)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let mut found = Vec::new();
     for sdk in ["python", "node"] {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(sdk)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(root.join(sdk))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for file in files {
-            let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let fixture: Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
             let case = fixture["case"].as_str().unwrap().to_owned();
             assert_eq!(fixture["sdk"]["name"], sdk);
-            assert!(fixture["sdk"]["version"].is_string(), "the SDK version is in every fixture");
+            assert!(
+                fixture["sdk"]["version"].is_string(),
+                "the SDK version is in every fixture"
+            );
             found.push((sdk.to_owned(), case, fixture));
         }
     }
@@ -26,7 +33,10 @@ fn redact(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             for (key, field) in fields.iter_mut() {
-                if ["id", "created", "created_at", "updated_at", "expires_at"].contains(&key.as_str()) && !field.is_null() {
+                if ["id", "created", "created_at", "updated_at", "expires_at"]
+                    .contains(&key.as_str())
+                    && !field.is_null()
+                {
                     *field = json!("[redacted]");
                 } else {
                     redact(field);
@@ -34,8 +44,28 @@ fn redact(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(text) => *text = redact_job_ids(text),
         _ => {}
     }
+}
+
+/// Replaces `job-<32 hex digits>` inside messages.
+fn redact_job_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("job-") {
+        let (head, tail) = rest.split_at(at + 4);
+        out.push_str(head);
+        let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        if hex == 32 {
+            out.push_str("[redacted]");
+            rest = &tail[32..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,21 +75,34 @@ async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
     assert_eq!(all.len(), 36, "18 cases from each SDK");
     for (sdk, case, fixture) in all {
         for (index, recorded) in fixture["requests"].as_array().unwrap().iter().enumerate() {
-            let path = recorded["path"].as_str().unwrap().replace("job-recorded", &stack.finished_job);
-            let method = reqwest::Method::from_bytes(recorded["method"].as_str().unwrap().as_bytes()).unwrap();
+            let path = recorded["path"]
+                .as_str()
+                .unwrap()
+                .replace("job-recorded", &stack.finished_job);
+            let method =
+                reqwest::Method::from_bytes(recorded["method"].as_str().unwrap().as_bytes())
+                    .unwrap();
             let query: Vec<(String, String)> = recorded["query"]
                 .as_object()
                 .unwrap()
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                 .collect();
-            let mut request = stack.gw.http.request(method, stack.gw.url(&path)).query(&query);
+            let mut request = stack
+                .gw
+                .http
+                .request(method, stack.gw.url(&path))
+                .query(&query);
             for (name, value) in recorded["headers"].as_object().unwrap() {
                 request = request.header(name, value.as_str().unwrap());
             }
             request = request.bearer_auth(stack.key_for(recorded["auth"].as_str().unwrap()));
             if !recorded["body"].is_null() {
-                request = request.body(recorded["body"].to_string().replace("job-recorded", &stack.finished_job));
+                request = request.body(
+                    recorded["body"]
+                        .to_string()
+                        .replace("job-recorded", &stack.finished_job),
+                );
             }
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
@@ -69,7 +112,10 @@ async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
                     headers.insert(name.to_owned(), json!(value.to_str().unwrap()));
                 }
             }
-            let stream = response.headers().get("content-type").is_some_and(|v| v == "text/event-stream");
+            let stream = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v == "text/event-stream");
             let text = response.text().await.unwrap();
             let body: Value = if stream {
                 Value::Array(
@@ -132,9 +178,15 @@ fn check(case: &str, status: u16, body: &Value) {
                     assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
                     assert_eq!(message["tool_calls"][0]["function"]["name"], "lookup");
                 }
-                "tools_followup" => assert!(message["content"].as_str().unwrap().contains("the tool said")),
+                "tools_followup" => assert!(
+                    message["content"]
+                        .as_str()
+                        .unwrap()
+                        .contains("the tool said")
+                ),
                 "json_schema" => {
-                    let parsed: Value = serde_json::from_str(message["content"].as_str().unwrap()).unwrap();
+                    let parsed: Value =
+                        serde_json::from_str(message["content"].as_str().unwrap()).unwrap();
                     assert!(parsed["answer"].is_string());
                 }
                 "n_two" => assert_eq!(body["choices"].as_array().unwrap().len(), 2),

@@ -8,7 +8,10 @@ fn string(value: &Value, what: &str) {
 }
 
 fn integer(value: &Value, what: &str) {
-    assert!(value.is_i64() || value.is_u64(), "{what} must be an integer: {value}");
+    assert!(
+        value.is_i64() || value.is_u64(),
+        "{what} must be an integer: {value}"
+    );
 }
 
 pub fn chat_completion(body: &Value) {
@@ -23,7 +26,10 @@ pub fn chat_completion(body: &Value) {
         string(&choice["finish_reason"], "choices[].finish_reason");
         let message = &choice["message"];
         string(&message["role"], "message.role");
-        assert!(message["content"].is_string() || message["content"].is_null(), "content: {message}");
+        assert!(
+            message["content"].is_string() || message["content"].is_null(),
+            "content: {message}"
+        );
         if let Some(calls) = message.get("tool_calls") {
             for call in calls.as_array().expect("tool_calls is a list") {
                 string(&call["id"], "tool_calls[].id");
@@ -42,7 +48,11 @@ pub fn chat_completion(body: &Value) {
 
 /// Checks a stream's chunks and returns the content they join to.
 pub fn chunk_stream(events: &[Value]) -> String {
-    assert_eq!(events.last(), Some(&Value::String("[DONE]".to_owned())), "a stream ends with [DONE]");
+    assert_eq!(
+        events.last(),
+        Some(&Value::String("[DONE]".to_owned())),
+        "a stream ends with [DONE]"
+    );
     let mut content = String::new();
     for chunk in &events[..events.len() - 1] {
         string(&chunk["id"], "chunk.id");
@@ -73,5 +83,8 @@ pub fn error(body: &Value) {
     let error = &body["error"];
     string(&error["message"], "error.message");
     string(&error["type"], "error.type");
-    assert!(error.get("param").is_some() && error.get("code").is_some(), "{body}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "{body}"
+    );
 }

@@ -22,12 +22,25 @@ impl Stack {
         let mock = MockUpstream::start(&[MODEL]).await.unwrap();
         let node = NodeProcess::start(
             "run",
-            &NodeProcess::config(&gw, &node_key, "compat-node", Some(&mock.base_url()), &format!("models = [\"{MODEL}\"]\nconcurrency = 4")),
+            &NodeProcess::config(
+                &gw,
+                &node_key,
+                "compat-node",
+                Some(&mock.base_url()),
+                &format!("models = [\"{MODEL}\"]\nconcurrency = 4"),
+            ),
         );
         let finished_job = gw.submit_id(&user, MODEL).await;
         let done = gw.job(&user, &format!("{finished_job}?wait=30")).await;
         assert_eq!(done["status"], "completed", "the node runs the seed job");
-        Self { gw, user, node_key, finished_job, _mock: mock, _node: node }
+        Self {
+            gw,
+            user,
+            node_key,
+            finished_job,
+            _mock: mock,
+            _node: node,
+        }
     }
 
     /// The key a recorded request's role stands for.
