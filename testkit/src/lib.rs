@@ -44,6 +44,7 @@ pub struct Gateway {
     env: Vec<(String, String)>,
     child: Option<Child>,
     port: u16,
+    db: PathBuf,
 }
 
 /// Waits for `check` to return `Some`, retrying until `within` runs out.
@@ -83,8 +84,13 @@ pub fn cli(db: &Path, args: &[&str]) -> std::process::Output {
 impl Gateway {
     /// A gateway with fast timings for tests, plus the given `OBB_*` settings.
     pub async fn start(settings: &[(&str, &str)]) -> Self {
+        Self::start_at(None, settings).await
+    }
+
+    /// Like `start`, with the database at `db` instead of a fresh temp dir.
+    pub async fn start_at(db: Option<PathBuf>, settings: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = dir.path().join("queue.db");
+        let db = db.unwrap_or_else(|| dir.path().join("queue.db"));
         let setup = cli(&db, &["setup", "--yes"]);
         assert!(setup.status.success(), "setup: {setup:?}");
         let admin = String::from_utf8(setup.stdout)
@@ -113,13 +119,14 @@ impl Gateway {
             env,
             child: None,
             port: 0,
+            db,
         };
         gateway.spawn().await;
         gateway
     }
 
     pub fn db(&self) -> PathBuf {
-        self.dir.path().join("queue.db")
+        self.db.clone()
     }
 
     /// Starts the process, retrying on another port if the reserved one was taken.

@@ -11,6 +11,8 @@ mod bad_input;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod crash;
+#[cfg(test)]
 mod jobs;
 #[cfg(test)]
 mod node_api;
