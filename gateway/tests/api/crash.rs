@@ -184,7 +184,6 @@ async fn a_full_disk_gets_503_and_the_gateway_recovers_when_space_returns() {
             (response.status() == 202).then_some(())
         })
         .await;
-    let _ = again;
     gw.stop_with("-TERM");
     let stored = stored_jobs(&db);
     assert_eq!(
