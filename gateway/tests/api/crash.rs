@@ -178,12 +178,11 @@ async fn a_full_disk_gets_503_and_the_gateway_recovers_when_space_returns() {
     assert!(listed["data"].is_array(), "reads still work");
 
     std::fs::remove_file(&filler).unwrap();
-    let again =
-        crate::harness::eventually(Duration::from_secs(20), "submits to work again", || async {
-            let response = gw.submit(&user, &chat("echo", "after")).await;
-            (response.status() == 202).then_some(())
-        })
-        .await;
+    crate::harness::eventually(Duration::from_secs(20), "submits to work again", || async {
+        let response = gw.submit(&user, &chat("echo", "after")).await;
+        (response.status() == 202).then_some(())
+    })
+    .await;
     gw.stop_with("-TERM");
     let stored = stored_jobs(&db);
     assert_eq!(
