@@ -10,6 +10,8 @@ mod request;
 mod routes;
 mod user;
 
+pub use user::parse_submit;
+
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
 use crate::metrics::Metrics;
