@@ -39,6 +39,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     http_errors: IntCounterVec,
+    http_in_flight: IntGauge,
     overhead: Histogram,
     commit_batch: Histogram,
     commit_latency: Histogram,
@@ -156,6 +157,11 @@ impl Metrics {
                 "Error answers, by kind.",
                 &["kind"],
             ),
+            http_in_flight: IntGauge::new(
+                "obb_http_requests_in_flight",
+                "Requests being handled now, long-polls included.",
+            )
+            .unwrap_or_else(|e| unreachable!("well-formed: {e}")),
             overhead: single(
                 "obb_gateway_overhead_seconds",
                 "Time the gateway spent on a request, long-poll waits excluded.",
@@ -191,6 +197,7 @@ impl Metrics {
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.http_errors.clone()),
+            Box::new(metrics.http_in_flight.clone()),
             Box::new(metrics.overhead.clone()),
             Box::new(metrics.commit_batch.clone()),
             Box::new(metrics.commit_latency.clone()),
@@ -291,6 +298,12 @@ impl Metrics {
         }
     }
 
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn request_started(&self) -> InFlightRequest {
+        self.http_in_flight.inc();
+        InFlightRequest(self.http_in_flight.clone())
+    }
+
     /// The text exposition, with the queue gauges taken from `snapshot`.
     pub fn render(&self, snapshot: &QueueSnapshot) -> Vec<u8> {
         self.queue_depth.reset();
@@ -312,6 +325,15 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// A request in flight; it stops counting when dropped, on every path out of a handler.
+pub struct InFlightRequest(IntGauge);
+
+impl Drop for InFlightRequest {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -19,6 +19,8 @@ pub enum Fault {
     InvalidJson,
     /// Answer normally after this delay.
     Delay(Duration),
+    /// Promise a body, send half of it, and close the connection.
+    Truncate,
 }
 
 #[derive(Debug, Default)]
@@ -118,7 +120,21 @@ async fn serve(stream: TcpStream, state: &MockState) -> std::io::Result<()> {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
+        let truncate = request_line.starts_with("POST ")
+            && lock(&state.faults).front() == Some(&Fault::Truncate);
         let (status, headers, text) = respond(&request_line, &body, request_id, state).await;
+        if truncate {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                text.len() * 2
+            );
+            reader.get_mut().write_all(head.as_bytes()).await?;
+            reader
+                .get_mut()
+                .write_all(&text.as_bytes()[..text.len() / 2])
+                .await?;
+            return Ok(());
+        }
         let mut response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
             text.len()

@@ -420,6 +420,7 @@ impl HttpServerApp for App {
             return None;
         }
         let started = Instant::now();
+        let _in_flight = self.state.metrics.request_started();
         let keepalive = !*shutdown.borrow();
         session.set_keepalive(keepalive.then_some(60));
         let id = request_id(&session);

@@ -8,6 +8,8 @@ mod daemon;
 #[cfg(test)]
 mod examples;
 #[cfg(test)]
+mod faults;
+#[cfg(test)]
 mod observability;
 #[cfg(test)]
 mod quickstart;
