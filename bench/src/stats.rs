@@ -1,0 +1,69 @@
+//! Percentiles, the result table, and a description of the machine.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Latencies in milliseconds, sorted.
+pub struct Latencies(Vec<f64>);
+
+impl Latencies {
+    pub fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        Self(
+            samples
+                .into_iter()
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect(),
+        )
+    }
+
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * (self.0.len() - 1) as f64).round() as usize;
+        self.0[rank.min(self.0.len() - 1)]
+    }
+
+    pub fn summary(&self) -> Value {
+        json!({"count": self.0.len(), "p50_ms": self.percentile(50.0), "p99_ms": self.percentile(99.0)})
+    }
+}
+
+/// Prints one row of the table.
+pub fn row(suite: &str, case: &str, figure: &str) {
+    println!("{suite:<8} {case:<34} {figure}");
+}
+
+pub fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or_default().trim().to_owned())
+        })
+        .unwrap_or_default();
+    let memory_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    json!({"cpus": cpus, "cpu": model, "memory_gib": memory_kb / 1024 / 1024})
+}
+
+/// Resident memory of a process, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

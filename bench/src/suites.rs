@@ -1,0 +1,401 @@
+//! The five suites. Each starts what it needs, measures, prints rows and returns JSON.
+
+use crate::Args;
+use crate::stats::{Latencies, row, rss_mib};
+use obb_node::mock::MockUpstream;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use testkit::{Gateway, NodeProcess, chat};
+
+/// Runs `total` calls of `call` on `concurrency` workers; returns the latencies and wall time.
+async fn load<F, Fut>(total: u64, concurrency: u64, call: F) -> (Latencies, Duration)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (call, next) = (Arc::clone(&call), Arc::clone(&next));
+        workers.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return samples;
+                }
+                let one = Instant::now();
+                if call(i).await {
+                    samples.push(one.elapsed());
+                }
+            }
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        samples.extend(done.unwrap_or_default());
+    }
+    (Latencies::new(samples), started.elapsed())
+}
+
+fn fast_settings() -> Vec<(&'static str, &'static str)> {
+    vec![("OBB_THREADS", "2"), ("OBB_REAPER_INTERVAL_MS", "1000")]
+}
+
+/// 1. Durable 202 submits at 1, 16, 64 and 256 connections.
+pub async fn submit(args: &Args) -> anyhow::Result<Value> {
+    let gw = Gateway::start(&fast_settings()).await;
+    let user = gw.key("user").await;
+    let mut results = Vec::new();
+    for connections in [1u64, 16, 64, 256] {
+        let total = if args.quick {
+            40
+        } else if connections == 1 {
+            3_000
+        } else {
+            20_000
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections as usize)
+            .build()?;
+        let (url, key) = (gw.url("/v1/chat/completions"), user.clone());
+        let (latencies, elapsed) = load(total, connections, move |i| {
+            let (http, url, key) = (http.clone(), url.clone(), key.clone());
+            async move {
+                let body = chat("m", &format!("job {i}"));
+                matches!(http.post(url).bearer_auth(key).json(&body).send().await, Ok(r) if r.status() == 202)
+            }
+        })
+        .await;
+        let rate = total as f64 / elapsed.as_secs_f64();
+        row(
+            "submit",
+            &format!("{connections} connections"),
+            &format!(
+                "{rate:>8.0} jobs/s  p50 {:.2} ms  p99 {:.2} ms",
+                latencies.percentile(50.0),
+                latencies.percentile(99.0)
+            ),
+        );
+        results.push(json!({"connections": connections, "jobs": total, "jobs_per_s": rate, "latency": latencies.summary()}));
+    }
+    Ok(json!(results))
+}
+
+/// The number of finished jobs, from the gateway's metrics.
+async fn finished(gw: &Gateway) -> u64 {
+    let Ok(response) = gw.http.get(gw.url("/metrics")).send().await else {
+        return 0;
+    };
+    response
+        .text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("obb_jobs_finished_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// 2. Jobs per second from submit to stored result with 1, 4 and 16 nodes; latency at low load.
+pub async fn end_to_end(args: &Args) -> anyhow::Result<Value> {
+    let mut results = Vec::new();
+    let node_counts: &[u32] = if args.quick { &[1] } else { &[1, 4, 16] };
+    for &nodes in node_counts {
+        let gw = Gateway::start(&fast_settings()).await;
+        let (user, key) = (gw.key("user").await, gw.key("node").await);
+        let mock = MockUpstream::start(&["m"]).await?;
+        mock.set_delay(Duration::from_millis(args.upstream_ms));
+        let _nodes: Vec<NodeProcess> = (0..nodes)
+            .map(|n| {
+                NodeProcess::start("run", &NodeProcess::config(&gw, &key, &format!("bench-{n}"), Some(&mock.base_url()),
+                    "models = [\"m\"]\nconcurrency = 32\nbatch_size = 64\nsummary_seconds = 3600"))
+            })
+            .collect();
+        let total = if args.quick { 100 } else { 20_000 };
+        let started = Instant::now();
+        let http = reqwest::Client::new();
+        let (url, token) = (gw.url("/v1/chat/completions"), user.clone());
+        load(total, 64, move |i| {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            async move {
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&chat("m", &format!("e2e {i}")))
+                    .send()
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(if args.quick { 60 } else { 900 });
+        while finished(&gw).await < total {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the nodes did not finish {total} jobs in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        row(
+            "e2e",
+            &format!("{nodes} nodes, upstream {} ms", args.upstream_ms),
+            &format!("{rate:>8.0} jobs/s"),
+        );
+        results.push(json!({"nodes": nodes, "jobs": total, "jobs_per_s": rate, "upstream_ms": args.upstream_ms}));
+        if nodes == 1 {
+            let (http, url, token) = (
+                reqwest::Client::new(),
+                gw.url("/v1/chat/completions?wait=30"),
+                user.clone(),
+            );
+            let (latencies, _) = load(if args.quick { 10 } else { 300 }, 1, move |i| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                async move { matches!(http.post(url).bearer_auth(token).json(&chat("m", &format!("low {i}"))).send().await, Ok(r) if r.status() == 200) }
+            })
+            .await;
+            row(
+                "e2e",
+                "submit to result, low load",
+                &format!(
+                    "p50 {:.2} ms  p99 {:.2} ms",
+                    latencies.percentile(50.0),
+                    latencies.percentile(99.0)
+                ),
+            );
+            results.push(json!({"low_load_latency": latencies.summary()}));
+        }
+    }
+    Ok(json!(results))
+}
+
+/// 3. A `?wait` round trip minus the same request sent straight to the mock upstream.
+pub async fn wait_overhead(args: &Args) -> anyhow::Result<Value> {
+    let gw = Gateway::start(&fast_settings()).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let mock = MockUpstream::start(&["m"]).await?;
+    let _node = NodeProcess::start(
+        "run",
+        &NodeProcess::config(
+            &gw,
+            &key,
+            "bench-wait",
+            Some(&mock.base_url()),
+            "models = [\"m\"]\nconcurrency = 64\nbatch_size = 64\nsummary_seconds = 3600",
+        ),
+    );
+    let total = if args.quick { 20 } else { 2_000 };
+    let mut results = Vec::new();
+    for concurrency in [1u64, 32] {
+        let (http, direct_url) = (
+            reqwest::Client::new(),
+            format!("{}/chat/completions", mock.base_url()),
+        );
+        let (direct, _) = load(total, concurrency, move |i| {
+            let (http, url) = (http.clone(), direct_url.clone());
+            async move {
+                http.post(url)
+                    .json(&chat("m", &format!("d {i}")))
+                    .send()
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        let (http, url, token) = (
+            reqwest::Client::new(),
+            gw.url("/v1/chat/completions?wait=30"),
+            user.clone(),
+        );
+        let (waited, _) = load(total, concurrency, move |i| {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            async move { matches!(http.post(url).bearer_auth(token).json(&chat("m", &format!("w {i}"))).send().await, Ok(r) if r.status() == 200) }
+        })
+        .await;
+        let p50 = waited.percentile(50.0) - direct.percentile(50.0);
+        let p99 = waited.percentile(99.0) - direct.percentile(99.0);
+        row(
+            "wait",
+            &format!("overhead at concurrency {concurrency}"),
+            &format!("p50 {p50:.2} ms  p99 {p99:.2} ms"),
+        );
+        results.push(json!({"concurrency": concurrency, "direct": direct.summary(), "through_gateway": waited.summary(),
+            "overhead_p50_ms": p50, "overhead_p99_ms": p99}));
+    }
+    Ok(json!(results))
+}
+
+/// Writes `count` queued jobs straight into the database, as a fast stand-in for submits.
+fn prefill(db: &std::path::Path, count: u64) -> anyhow::Result<()> {
+    let mut conn = rusqlite::Connection::open(db)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")?;
+    let owner: String = conn.query_row(
+        "SELECT id FROM api_keys WHERE role = 'USER' LIMIT 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload, request_hash,
+                 max_attempts, created_at, updated_at, expires_at)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, 'bench', 3, ?6, ?6, ?7)",
+        )?;
+        for i in 0..count {
+            let payload = format!(
+                r#"{{"model":"m{}","messages":[{{"role":"user","content":"scale {i}"}}]}}"#,
+                i % 8
+            );
+            insert.execute(rusqlite::params![
+                format!("job-{i:032x}"),
+                owner,
+                format!("m{}", i % 8),
+                (i % 5 + 1) as i64,
+                payload,
+                now + i as i64,
+                now + 86_400_000
+            ])?;
+        }
+    }
+    tx.commit()?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(())
+}
+
+/// 4. Lease latency at 1,000 versus `--scale-jobs` queued, RSS, and bytes per job.
+pub async fn scale(args: &Args) -> anyhow::Result<Value> {
+    let sizes = if args.quick {
+        vec![100, 1_000]
+    } else {
+        vec![1_000, args.scale_jobs]
+    };
+    let mut results = Vec::new();
+    for queued in sizes {
+        let mut gw = Gateway::start(&fast_settings()).await;
+        let (_user, key) = (gw.key("user").await, gw.key("node").await);
+        gw.stop_with("-TERM");
+        let filled = Instant::now();
+        prefill(&gw.db(), queued)?;
+        let fill_s = filled.elapsed().as_secs_f64();
+        gw.spawn().await;
+        let leases = if args.quick { 20 } else { 300 };
+        let (http, url, token) = (
+            reqwest::Client::new(),
+            gw.url("/internal/queue/fetch"),
+            key.clone(),
+        );
+        let (lease, _) = load(leases, 1, move |i| {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            async move {
+                let body = json!({"node_id": "bench", "models": [format!("m{}", i % 8)], "limit": 1, "wait": 0});
+                matches!(http.post(url).bearer_auth(token).json(&body).send().await, Ok(r) if r.status() == 200)
+            }
+        })
+        .await;
+        let (http, url) = (reqwest::Client::new(), gw.url("/metrics"));
+        let (scrape, _) = load(if args.quick { 3 } else { 20 }, 1, move |_| {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(url).send().await.is_ok() }
+        })
+        .await;
+        let rss = gw.pid().map_or(f64::NAN, rss_mib);
+        let db_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", gw.db().display())).ok())
+            .map(|m| m.len())
+            .sum::<u64>();
+        let per_job = db_bytes as f64 / queued as f64;
+        row(
+            "scale",
+            &format!("{queued} queued"),
+            &format!(
+                "lease p50 {:.2} ms p99 {:.2} ms  /metrics p50 {:.1} ms  RSS {rss:.0} MiB  {per_job:.0} B/job",
+                lease.percentile(50.0),
+                lease.percentile(99.0),
+                scrape.percentile(50.0)
+            ),
+        );
+        results.push(json!({"queued": queued, "prefill_s": fill_s, "lease": lease.summary(), "metrics_scrape": scrape.summary(),
+            "rss_mib": rss, "db_bytes": db_bytes, "bytes_per_job": per_job}));
+    }
+    Ok(json!(results))
+}
+
+/// 5. SmolLM2 on llama.cpp's server: through gateway and node versus direct, same concurrency.
+pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("target/test-venv/bin/python"));
+    let port = testkit::free_port();
+    let mut server = std::process::Command::new(&python)
+        .arg("node/tests/support/serve_smollm2.py")
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let up = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/v1/models"))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            up.elapsed() < Duration::from_secs(120),
+            "the llama.cpp server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gw = Gateway::start(&fast_settings()).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let concurrency = 2u64;
+    let _node = NodeProcess::start(
+        "run",
+        &format!(
+            "[server]\nurl = \"{}\"\napi_key = \"{key}\"\n[local_llm]\nenabled = true\nport = {port}\n[node]\nname = \"bench-llm\"\nconcurrency = {concurrency}\nmodels = [\"smollm2\"]\n",
+            gw.base
+        ),
+    );
+    let total = if args.quick { 4 } else { 40 };
+    let body = |i: u64| json!({"model": "smollm2", "messages": [{"role": "user", "content": format!("Count to ten, attempt {i}.")}], "max_tokens": 32, "temperature": 0});
+    let (http, direct_url) = (
+        reqwest::Client::new(),
+        format!("http://127.0.0.1:{port}/v1/chat/completions"),
+    );
+    let (_, direct) = load(total, concurrency, move |i| {
+        let (http, url) = (http.clone(), direct_url.clone());
+        async move { http.post(url).json(&body(i)).send().await.is_ok() }
+    })
+    .await;
+    let (http, url, token) = (
+        reqwest::Client::new(),
+        gw.url("/v1/chat/completions?wait=120"),
+        user.clone(),
+    );
+    let (_, through) = load(total, concurrency, move |i| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move { matches!(http.post(url).bearer_auth(token).json(&body(i)).send().await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+    let _ = server.kill();
+    let direct_rate = total as f64 / direct.as_secs_f64();
+    let through_rate = total as f64 / through.as_secs_f64();
+    let ratio = through_rate / direct_rate;
+    row(
+        "real",
+        &format!("SmolLM2, concurrency {concurrency}"),
+        &format!(
+            "direct {direct_rate:.2} req/s  through the queue {through_rate:.2} req/s  ({:.0}%)",
+            ratio * 100.0
+        ),
+    );
+    Ok(
+        json!({"requests": total, "concurrency": concurrency, "direct_per_s": direct_rate, "through_per_s": through_rate, "ratio": ratio}),
+    )
+}
