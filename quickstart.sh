@@ -18,8 +18,8 @@ config_dir="${XDG_CONFIG_HOME:-$HOME/.config}/openbeepboop"
 mkdir -p "$data" "$config_dir"
 
 if [ -z "${OBB_BIN_DIR:-}" ]; then
-  echo "==> building (cargo build --release; the first build takes a few minutes)"
-  cargo build --release -p obb-gateway -p obb-node
+  echo "==> building (cargo build --release --bins; the first build takes a few minutes)"
+  cargo build --release --bins
   OBB_BIN_DIR=target/release
 fi
 gateway="$OBB_BIN_DIR/obb-gateway"

@@ -512,7 +512,8 @@ pub fn reap(ctx: &mut WriteCtx<'_>) -> Result<ReapReport, StoreError> {
     let lapsed = ctx
         .conn
         .prepare_cached(
-            "SELECT id, attempts, max_attempts, locked_by, model FROM jobs
+            // The planner, without statistics, would scan the whole queue index instead.
+            "SELECT id, attempts, max_attempts, locked_by, model FROM jobs INDEXED BY jobs_by_lease_expiry
              WHERE status = 'processing' AND lease_expires_at < ?1 LIMIT ?2",
         )?
         .query_map(params![ctx.now, PER_PASS], |row| {
@@ -559,7 +560,8 @@ pub fn reap(ctx: &mut WriteCtx<'_>) -> Result<ReapReport, StoreError> {
     let overdue = ctx
         .conn
         .prepare_cached(
-            "SELECT id FROM jobs WHERE status = 'queued' AND expires_at <= ?1 LIMIT ?2",
+            "SELECT id FROM jobs INDEXED BY jobs_by_expiry
+             WHERE status = 'queued' AND expires_at <= ?1 LIMIT ?2",
         )?
         .query_map(params![ctx.now, PER_PASS], |row| row.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;

@@ -25,7 +25,7 @@ use openbeepboop::{
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use writer::Writer;
+use writer::{Durability, Writer};
 
 /// Why the store could not do something. Cloneable because one failed group commit
 /// answers every operation in it.
@@ -297,7 +297,7 @@ impl Queue {
     ) -> Result<Vec<LeasedJob>, StoreError> {
         let lease = self.settings.lease;
         self.writer
-            .write(move |ctx| {
+            .write_with(Durability::Relaxed, move |ctx| {
                 jobs::record_node(ctx, &node_id, &key_id, &models, None)?;
                 jobs::lease(ctx, &node_id, &models, limit, lease)
             })
@@ -311,7 +311,7 @@ impl Queue {
     ) -> Result<HeartbeatResponse, StoreError> {
         let lease = self.settings.lease;
         self.writer
-            .write(move |ctx| {
+            .write_with(Durability::Relaxed, move |ctx| {
                 jobs::record_node(
                     ctx,
                     &request.node_id,
@@ -339,7 +339,9 @@ impl Queue {
 
     /// Requeues or fails jobs whose lease expired, and expires jobs that waited too long.
     pub async fn reap(&self) -> Result<ReapReport, StoreError> {
-        self.writer.write(jobs::reap).await
+        self.writer
+            .write_with(Durability::Relaxed, jobs::reap)
+            .await
     }
 
     /// Stores a minted key. Hash it before calling: argon2 must not hold up the writer.

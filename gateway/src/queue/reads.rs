@@ -145,7 +145,9 @@ pub fn snapshot(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let oldest: Option<i64> = conn
-        .prepare_cached("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'")?
+        .prepare_cached(
+            "SELECT MIN(created_at) FROM jobs INDEXED BY jobs_queued_by_age WHERE status = 'queued'",
+        )?
         .query_row([], |row| row.get(0))?;
     let nodes_alive = conn
         .prepare_cached("SELECT COUNT(*) FROM nodes WHERE last_seen_at >= ?1")?

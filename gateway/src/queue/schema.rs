@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Each entry moves the schema one version up. Never edit a released entry: add one.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE api_keys (
     id          TEXT PRIMARY KEY,
     prefix      TEXT NOT NULL UNIQUE,
@@ -62,7 +63,12 @@ CREATE TABLE nodes (
     first_seen_at INTEGER NOT NULL,
     last_seen_at  INTEGER NOT NULL
 );
-"];
+",
+    r"
+-- The age of the oldest queued job, for the metrics, without scanning the queue.
+CREATE INDEX jobs_queued_by_age ON jobs (created_at) WHERE status = 'queued';
+",
+];
 
 /// The schema version this gateway reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -28,6 +28,18 @@ pub struct WriteCtx<'a> {
 /// Called after every successful group commit, with its statistics and events.
 pub type OnCommit = Arc<dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync>;
 
+/// How durable an operation's commit must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: on disk before the caller hears of it. Everything a user or a node
+    /// is told was stored: submits, results, cancels, keys.
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the process but not of the machine. Only for
+    /// lease bookkeeping (lease, heartbeat, reap), whose loss on power failure is harmless: the
+    /// job returns to the queue and a late result is `stale`. The next full commit syncs it.
+    Relaxed,
+}
+
 type Finish = Box<dyn FnOnce(Option<StoreError>) + Send>;
 /// Runs an operation (`Some`) or, when the batch could not start, only prepares its
 /// answer (`None`). Returns whether it succeeded and how to answer its caller.
@@ -43,7 +55,7 @@ pub struct CommitStats {
 /// The sending half; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    ops: mpsc::UnboundedSender<Op>,
+    ops: mpsc::UnboundedSender<(Durability, Op)>,
 }
 
 impl Writer {
@@ -64,6 +76,15 @@ impl Writer {
 
     /// Runs `op` in the next group commit and returns its result once it is durable.
     pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_with(Durability::Full, op).await
+    }
+
+    /// Runs `op` in the next group commit with the given durability.
+    pub async fn write_with<T, F>(&self, durability: Durability, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -92,25 +113,46 @@ impl Writer {
                 }),
             ),
         });
-        self.ops.send(boxed).map_err(|_| StoreError::Closed)?;
+        self.ops
+            .send((durability, boxed))
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 
 fn run(
     mut conn: Connection,
-    mut receiver: mpsc::UnboundedReceiver<Op>,
+    mut receiver: mpsc::UnboundedReceiver<(Durability, Op)>,
     notifier: &Notifier,
     max_batch: usize,
     on_commit: &(dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync),
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = receiver.blocking_recv() {
+    let mut current = Durability::Full;
+    while let Some((first_durability, first)) = receiver.blocking_recv() {
+        // A batch is as durable as its most demanding operation.
+        let mut durability = first_durability;
         batch.push(first);
         while batch.len() < max_batch {
             match receiver.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok((wanted, op)) => {
+                    if wanted == Durability::Full {
+                        durability = Durability::Full;
+                    }
+                    batch.push(op);
+                }
                 Err(_) => break,
+            }
+        }
+        if durability != current {
+            let level = match durability {
+                Durability::Full => "FULL",
+                Durability::Relaxed => "NORMAL",
+            };
+            if let Err(error) = conn.pragma_update(None, "synchronous", level) {
+                tracing::warn!(%error, "cannot change the commit durability");
+            } else {
+                current = durability;
             }
         }
         let started = Instant::now();
