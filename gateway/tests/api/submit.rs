@@ -20,12 +20,9 @@ async fn submit_returns_202_with_the_job_object_and_its_location() {
     });
 }
 
-/// Plays a node that completes the next job with `content` once it appears.
-fn complete_in_background(
-    gw: &Gateway,
-    node: String,
-    content: &'static str,
-) -> tokio::task::JoinHandle<()> {
+/// Plays a node that leases the next job once it appears and reports `outcome` for it (the
+/// fields of a node result besides `id` and `lease_id`).
+fn answer_in_background(gw: &Gateway, node: String, outcome: Value) -> tokio::task::JoinHandle<()> {
     let base = gw.base.clone();
     tokio::spawn(async move {
         let http = reqwest::Client::new();
@@ -39,17 +36,29 @@ fn complete_in_background(
             .json()
             .await
             .unwrap();
-        let job = &fetched["jobs"][0];
+        let mut item = outcome;
+        item["id"] = fetched["jobs"][0]["id"].clone();
+        item["lease_id"] = fetched["jobs"][0]["lease_id"].clone();
         http.post(format!("{base}/internal/queue/submit"))
             .bearer_auth(&node)
-            .json(
-                &json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
-                "result": completion(content)}]),
-            )
+            .json(&json!([item]))
             .send()
             .await
             .unwrap();
     })
+}
+
+/// Plays a node that completes the next job with `content` once it appears.
+fn complete_in_background(
+    gw: &Gateway,
+    node: String,
+    content: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    answer_in_background(
+        gw,
+        node,
+        json!({"status": "COMPLETED", "result": completion(content)}),
+    )
 }
 
 #[tokio::test]
@@ -154,29 +163,13 @@ async fn failed_jobs_answer_waiters_with_the_error_and_no_retry() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     for (upstream_status, expected) in [(Some(400), 400), (Some(503), 502), (None, 502)] {
-        let base = gw.base.clone();
-        let node = node.clone();
-        let failer = tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let fetched: Value = http
-                .post(format!("{base}/internal/queue/fetch"))
-                .bearer_auth(&node)
-                .json(&json!({"node_id": "f", "models": ["*"], "limit": 1, "wait": 20}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let job = &fetched["jobs"][0];
-            http.post(format!("{base}/internal/queue/submit"))
-                .bearer_auth(&node)
-                .json(&json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "FAILED",
-                    "error": {"message": "model `x` does not exist", "type": "invalid_request_error",
-                              "param": null, "code": "model_not_found"},
-                    "upstream_status": upstream_status, "retryable": false}]))
-                .send().await.unwrap();
-        });
+        let failer = answer_in_background(
+            &gw,
+            node.clone(),
+            json!({"status": "FAILED", "upstream_status": upstream_status, "retryable": false,
+                "error": {"message": "model `x` does not exist", "type": "invalid_request_error",
+                          "param": null, "code": "model_not_found"}}),
+        );
         let response = gw
             .http
             .post(gw.url("/v1/chat/completions?wait=20"))
