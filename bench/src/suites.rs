@@ -399,3 +399,116 @@ pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
         json!({"requests": total, "concurrency": concurrency, "direct_per_s": direct_rate, "through_per_s": through_rate, "ratio": ratio}),
     )
 }
+
+/// Size of the gateway's write-ahead log, in MiB.
+fn wal_mib(gw: &Gateway) -> f64 {
+    std::fs::metadata(format!("{}-wal", gw.db().display()))
+        .map_or(0.0, |m| m.len() as f64 / 1_048_576.0)
+}
+
+/// Suite 6, the soak: mixed traffic for `--soak-minutes` (waited and queued submits, polls
+/// and lists) against two nodes. Reports errors, RSS and WAL size over time.
+pub async fn soak(args: &Args) -> anyhow::Result<Value> {
+    let minutes = if args.quick { 0.1 } else { args.soak_minutes };
+    let gw = Gateway::start(&fast_settings()).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let mock = MockUpstream::start(&["m"]).await?;
+    mock.set_delay(Duration::from_millis(5));
+    let _nodes: Vec<NodeProcess> = (0..2)
+        .map(|n| {
+            NodeProcess::start(
+                "run",
+                &NodeProcess::config(
+                    &gw,
+                    &key,
+                    &format!("soak-{n}"),
+                    Some(&mock.base_url()),
+                    "models = [\"m\"]\nconcurrency = 16\nbatch_size = 16\nsummary_seconds = 3600",
+                ),
+            )
+        })
+        .collect();
+    let errors = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
+    let mut samples = Vec::new();
+    let mut next_sample = Instant::now();
+    let http = reqwest::Client::new();
+    while Instant::now() < end {
+        let mut wave = tokio::task::JoinSet::new();
+        for i in 0..40u64 {
+            let (http, base, user, errors, requests) = (
+                http.clone(),
+                gw.base.clone(),
+                user.clone(),
+                Arc::clone(&errors),
+                Arc::clone(&requests),
+            );
+            wave.spawn(async move {
+                let ok = match i % 4 {
+                    0 => http
+                        .post(format!("{base}/v1/chat/completions?wait=30"))
+                        .bearer_auth(&user)
+                        .json(&chat("m", "soak"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200),
+                    1 => http
+                        .post(format!("{base}/v1/chat/completions"))
+                        .bearer_auth(&user)
+                        .json(&chat("m", "soak"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 202),
+                    2 => http
+                        .post(format!("{base}/v1/results/poll"))
+                        .bearer_auth(&user)
+                        .json(&json!({}))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200),
+                    _ => http
+                        .get(format!("{base}/v1/jobs?limit=20"))
+                        .bearer_auth(&user)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200),
+                };
+                requests.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        while wave.join_next().await.is_some() {}
+        if Instant::now() >= next_sample {
+            next_sample = Instant::now() + Duration::from_secs(if args.quick { 1 } else { 30 });
+            let rss = gw.pid().map_or(f64::NAN, rss_mib);
+            samples.push(json!({"seconds": (minutes * 60.0 - end.saturating_duration_since(Instant::now()).as_secs_f64()).round(),
+                "rss_mib": rss, "wal_mib": wal_mib(&gw), "requests": requests.load(Ordering::Relaxed)}));
+        }
+    }
+    let errors = errors.load(Ordering::Relaxed);
+    let total = requests.load(Ordering::Relaxed);
+    let rss: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s["rss_mib"].as_f64())
+        .collect();
+    let wal: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s["wal_mib"].as_f64())
+        .collect();
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    row(
+        "soak",
+        &format!("{minutes} min mixed traffic"),
+        &format!(
+            "{total} requests, {errors} errors, RSS {:.0} -> {:.0} MiB (max {:.0}), WAL max {:.1} MiB",
+            rss.first().copied().unwrap_or(f64::NAN),
+            rss.last().copied().unwrap_or(f64::NAN),
+            max(&rss),
+            max(&wal)
+        ),
+    );
+    Ok(json!({"minutes": minutes, "requests": total, "errors": errors, "samples": samples}))
+}
