@@ -1,8 +1,10 @@
 //! API keys: minting, argon2id hashing, verification with a cache, and roles.
 //!
 //! argon2 costs tens of milliseconds per verify, so a verified key is remembered by a
-//! SHA-256 digest of its text. The key row is still read on every request (an indexed
-//! lookup), so a revocation, even one made by the CLI in another process, applies at once.
+//! SHA-256 digest of its text. Key rows are cached too, so a request with a known key touches
+//! no database. The cache is tied to the key generation, a counter that a trigger moves on
+//! every change to a key: a revocation over the admin API clears it at once, and one made by
+//! the CLI in another process is seen within [`RECHECK_EVERY`].
 
 use crate::queue::{KeyRow, MintedKey, Queue, StoreError};
 use argon2::Argon2;
@@ -11,7 +13,13 @@ use openbeepboop::Role;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long cached key rows are trusted before the key generation is read again: the
+/// longest a revocation made by the CLI, in another process, takes to apply.
+pub const RECHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Every key starts with this, so that secret scanners and humans recognise it.
 pub const KEY_PREFIX: &str = "sk-obb-";
@@ -83,6 +91,29 @@ fn verify_hash(token: &str, hash: &str) -> bool {
 #[derive(Default)]
 pub struct Authenticator {
     verified: Mutex<HashMap<[u8; 32], String>>,
+    /// Verifications under way, by key digest; failed ones are not remembered.
+    in_flight: Mutex<HashMap<[u8; 32], Arc<OnceCell<bool>>>>,
+    rows: Mutex<RowCache>,
+}
+
+/// Key rows by lookup prefix, valid for one key generation.
+#[derive(Default)]
+struct RowCache {
+    by_prefix: HashMap<String, KeyRow>,
+    generation: i64,
+    checked_at: Option<Instant>,
+}
+
+impl RowCache {
+    /// Moves to `generation` if it is newer, dropping every row of the older one. Returns
+    /// whether rows read at `generation` may be cached.
+    fn observe(&mut self, generation: i64) -> bool {
+        if generation > self.generation {
+            self.by_prefix.clear();
+            self.generation = generation;
+        }
+        generation == self.generation
+    }
 }
 
 impl Authenticator {
@@ -102,29 +133,9 @@ impl Authenticator {
             .ok_or(AuthError::Invalid)?
             .trim();
         let prefix = lookup_prefix(token).ok_or(AuthError::Invalid)?;
-        let row = queue
-            .key_by_prefix(prefix.to_owned())
-            .await?
-            .ok_or(AuthError::Invalid)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            .is_some_and(|id| *id == row.id);
-        if !cached {
-            let (text, hash) = (token.to_owned(), row.hash.clone());
-            let ok = tokio::task::spawn_blocking(move || verify_hash(&text, &hash))
-                .await
-                .unwrap_or(false);
-            if !ok {
-                return Err(AuthError::Invalid);
-            }
-            self.verified
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(digest, row.id.clone());
+        let row = self.row(queue, prefix).await?.ok_or(AuthError::Invalid)?;
+        if !self.verify(token, &row).await {
+            return Err(AuthError::Invalid);
         }
         if row.revoked {
             return Err(AuthError::Revoked);
@@ -135,6 +146,91 @@ impl Authenticator {
             name,
             role,
         })
+    }
+
+    /// Whether `token` is the key of `row`. Each key is verified with argon2 once: later
+    /// requests find its digest in the cache, and requests that arrive while it is being
+    /// verified (a restart under load) wait for that one verification.
+    async fn verify(&self, token: &str, row: &KeyRow) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let known = |verified: &HashMap<[u8; 32], String>| {
+            verified.get(&digest).is_some_and(|id| *id == row.id)
+        };
+        if known(&self.lock_verified()) {
+            return true;
+        }
+        let flight = Arc::clone(
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(digest)
+                .or_default(),
+        );
+        let ok = *flight
+            .get_or_init(|| async {
+                let (text, hash) = (token.to_owned(), row.hash.clone());
+                let ok = tokio::task::spawn_blocking(move || verify_hash(&text, &hash))
+                    .await
+                    .unwrap_or(false);
+                if ok {
+                    // Remembered before the flight ends, so no later request verifies again.
+                    self.lock_verified().insert(digest, row.id.clone());
+                }
+                ok
+            })
+            .await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&digest);
+        ok
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], String>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the key generation now, dropping cached rows if any key changed. Call it after
+    /// changing a key in this process, so the change applies to the very next request.
+    pub async fn recheck(&self, queue: &Queue) -> Result<(), AuthError> {
+        let generation = queue.key_generation().await?;
+        self.lock_rows().observe(generation);
+        Ok(())
+    }
+
+    /// The row of the key with `prefix`, from the cache when it is fresh.
+    async fn row(&self, queue: &Queue, prefix: &str) -> Result<Option<KeyRow>, AuthError> {
+        let due = {
+            let mut rows = self.lock_rows();
+            let due = rows
+                .checked_at
+                .is_none_or(|at| at.elapsed() >= RECHECK_EVERY);
+            if due {
+                // Claimed here, so concurrent requests keep using the cache meanwhile.
+                rows.checked_at = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.recheck(queue).await?;
+        }
+        if let Some(row) = self.lock_rows().by_prefix.get(prefix) {
+            return Ok(Some(row.clone()));
+        }
+        // The generation is read before the row, so a row is never cached under a
+        // generation older than the change it reflects.
+        let (generation, row) = queue.key_by_prefix(prefix.to_owned()).await?;
+        if let Some(row) = &row {
+            let mut rows = self.lock_rows();
+            if rows.observe(generation) {
+                rows.by_prefix.insert(prefix.to_owned(), row.clone());
+            }
+        }
+        Ok(row)
+    }
+
+    fn lock_rows(&self) -> std::sync::MutexGuard<'_, RowCache> {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -77,7 +77,7 @@ pub enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Revoke a key by its id (`key_…`); it stops working at once.
+    /// Revoke a key by its id (`key_…`); a running gateway refuses it within 250 ms.
     Revoke {
         id: String,
         #[command(flatten)]

@@ -12,12 +12,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The access log writes a line per request: a background thread does the writing, so a
+    // request never waits on stderr. Lines are never dropped; a full buffer makes the
+    // logger wait. The guard flushes what is left when `main` returns.
+    let (stderr, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("obb-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OBB_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
@@ -105,7 +112,9 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let server = obb_gateway::server::build(config)?;
-    server.run_forever()
+    // Not `run_forever`: it exits the process and would skip flushing the log.
+    server.run(pingora::server::RunArgs::default());
+    Ok(())
 }
 
 fn keys(command: KeysCommand) -> anyhow::Result<()> {

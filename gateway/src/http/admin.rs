@@ -37,5 +37,6 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 /// `DELETE /admin/keys/{id}`: effective at the next request made with the key.
 pub async fn revoke(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     let key = ctx.state.queue.revoke_key(id.to_owned()).await?;
+    ctx.state.auth.recheck(&ctx.state.queue).await?;
     Ok(Reply::json(200, &key))
 }

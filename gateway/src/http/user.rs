@@ -51,11 +51,17 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         other => other.map(str::to_owned),
     };
     // The body is stored verbatim; its meaning (keys sorted) decides whether a retried
-    // submit with the same idempotency key is the same request.
-    let canonical = serde_json::to_vec(&canonical(
-        serde_json::from_slice::<Value>(&req.body).unwrap_or_default(),
-    ))
-    .unwrap_or_default();
+    // submit with the same idempotency key is the same request. Without a key there is
+    // nothing to compare, so the digest is skipped.
+    let request_hash = if idempotency_key.is_some() {
+        let canonical = serde_json::to_vec(&canonical(
+            serde_json::from_slice::<Value>(&req.body).unwrap_or_default(),
+        ))
+        .unwrap_or_default();
+        format!("{:x}", Sha256::digest(&canonical))
+    } else {
+        String::new()
+    };
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = NewJob {
@@ -63,7 +69,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         model: chat.model.clone(),
         priority,
         payload,
-        request_hash: format!("{:x}", Sha256::digest(&canonical)),
+        request_hash,
         idempotency_key,
         request_id: Some(req.request_id.clone()),
         ttl,

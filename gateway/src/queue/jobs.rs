@@ -20,7 +20,8 @@ pub struct NewJob {
     pub priority: u8,
     /// The request body exactly as received.
     pub payload: String,
-    /// A digest of the body's meaning, to tell a retried submit from a different one.
+    /// A digest of the body's meaning, to tell a retried submit from a different one;
+    /// empty when there is no idempotency key.
     pub request_hash: String,
     pub idempotency_key: Option<String>,
     pub request_id: Option<String>,

@@ -104,3 +104,10 @@ pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, Stor
         })
         .optional()?)
 }
+
+/// The counter that every insert, update or delete of a key moves (a trigger keeps it).
+pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT generation FROM api_key_generation WHERE id = 1")?;
+    Ok(statement.query_row([], |row| row.get(0))?)
+}

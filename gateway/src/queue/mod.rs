@@ -237,6 +237,7 @@ impl Queue {
             .post_create(Hook::async_fn(|conn, _| {
                 Box::pin(async move {
                     conn.interact(|conn| {
+                        conn.set_prepared_statement_cache_capacity(schema::STATEMENT_CACHE);
                         conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
                     })
                     .await
@@ -362,8 +363,15 @@ impl Queue {
             .await
     }
 
-    pub async fn key_by_prefix(&self, prefix: String) -> Result<Option<KeyRow>, StoreError> {
-        self.read(move |conn| keys::by_prefix(conn, &prefix)).await
+    /// The key generation, then the row of the key with `prefix`.
+    pub async fn key_by_prefix(&self, prefix: String) -> Result<(i64, Option<KeyRow>), StoreError> {
+        self.read(move |conn| Ok((keys::generation(conn)?, keys::by_prefix(conn, &prefix)?)))
+            .await
+    }
+
+    /// The key generation: it moves whenever any key changes, in this process or another.
+    pub async fn key_generation(&self) -> Result<i64, StoreError> {
+        self.read(keys::generation).await
     }
 
     pub async fn keys(&self) -> Result<Vec<ApiKeyInfo>, StoreError> {

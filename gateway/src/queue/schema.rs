@@ -68,14 +68,35 @@ CREATE TABLE nodes (
 -- The age of the oldest queued job, for the metrics, without scanning the queue.
 CREATE INDEX jobs_queued_by_age ON jobs (created_at) WHERE status = 'queued';
 ",
+    r"
+-- A counter that every change to a key moves, whoever makes it (the gateway or the CLI in
+-- another process), so the gateway can cache key rows and still notice a revocation.
+CREATE TABLE api_key_generation (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO api_key_generation VALUES (1, 0);
+CREATE TRIGGER api_keys_inserted AFTER INSERT ON api_keys
+    BEGIN UPDATE api_key_generation SET generation = generation + 1; END;
+CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys
+    BEGIN UPDATE api_key_generation SET generation = generation + 1; END;
+CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
+    BEGIN UPDATE api_key_generation SET generation = generation + 1; END;
+",
 ];
 
 /// The schema version this gateway reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Prepared statements kept per connection.
+pub const STATEMENT_CACHE: usize = 128;
+
 /// PRAGMAs every connection gets. WAL lets readers run beside the single writer, and
 /// `synchronous=FULL` makes a commit durable before it returns, which a 202 relies on.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // rusqlite keeps 16 prepared statements by default; the writer alone uses more, and an
+    // evicted statement is parsed again on its next use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
