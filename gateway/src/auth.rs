@@ -250,6 +250,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cached_rows_follow_the_newest_key_generation_only() {
+        let row = KeyRow {
+            id: "key_a".into(),
+            name: "a".into(),
+            role: Role::User,
+            hash: String::new(),
+            revoked: false,
+        };
+        let mut cache = RowCache::default();
+        assert!(
+            cache.observe(0),
+            "rows read at the current generation are kept"
+        );
+        cache.by_prefix.insert("a".into(), row);
+        assert!(cache.observe(3), "a newer generation is adopted");
+        assert!(cache.by_prefix.is_empty(), "and drops the older rows");
+        assert!(
+            !cache.observe(2),
+            "a row read before the latest change is not cached"
+        );
+        assert_eq!(cache.generation, 3);
+    }
+
+    #[test]
     fn minted_keys_verify_and_others_do_not() {
         let key = mint_key().unwrap();
         assert!(key.token.starts_with(KEY_PREFIX));

@@ -1,6 +1,11 @@
 //! The spool: finished results wait here, in a JSON-lines file, until the gateway has
-//! them. A result is written (and fsynced) before it is sent, and removed only after the
-//! gateway answered for it, so a node that loses the gateway or restarts drops nothing.
+//! them. A result is written before it is sent, and removed only after the gateway answered
+//! for it, so a node that loses the gateway, is restarted or is killed drops nothing.
+//!
+//! The file is not fsynced: the kernel keeps what a killed process wrote, and only a crash
+//! of the whole machine can lose a spooled result. That costs no result either: its lease
+//! lapses, the gateway queues the job again, and it runs once more. An fsync per batch
+//! would put a disk flush on the path of every result.
 
 use openbeepboop::NodeResult;
 use std::io::Write;
@@ -56,7 +61,7 @@ impl Spool {
         self.lock().is_empty()
     }
 
-    /// Appends results durably.
+    /// Appends results.
     pub fn add(&self, results: Vec<NodeResult>) -> std::io::Result<()> {
         if results.is_empty() {
             return Ok(());
@@ -72,7 +77,6 @@ impl Spool {
             text.push('\n');
         }
         file.write_all(text.as_bytes())?;
-        file.sync_data()?;
         pending.extend(results);
         Ok(())
     }
@@ -90,6 +94,10 @@ impl Spool {
                 .iter()
                 .any(|(id, lease)| *id == r.id && *lease == r.lease_id)
         });
+        if pending.is_empty() {
+            // Nothing is left to keep, so truncating in place is as safe as a rename.
+            return std::fs::File::create(&self.path).map(drop);
+        }
         let temporary = self.path.with_extension("jsonl.tmp");
         let mut text = String::new();
         for result in pending.iter() {
@@ -98,7 +106,6 @@ impl Spool {
         }
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(text.as_bytes())?;
-        file.sync_data()?;
         std::fs::rename(&temporary, &self.path)
     }
 }

@@ -3,8 +3,8 @@
 use super::error::ApiError;
 use super::reply::{Body, Reply};
 use super::request::{Request, parse_seconds};
-use super::{Ctx, wait_for_final};
-use crate::queue::{JobRecord, NewJob};
+use super::{Ctx, wait_for_final, wait_with};
+use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
     ChatCompletion, ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList,
     PollEntry, PollRequest, PollResponse,
@@ -65,6 +65,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = NewJob {
+        id: new_job_id(),
         owner_key_id: ctx.principal_key_id().to_owned(),
         model: chat.model.clone(),
         priority,
@@ -74,11 +75,20 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         request_id: Some(req.request_id.clone()),
         ttl,
     };
-    let (record, _created) = ctx.state.queue.enqueue(job).await?;
     if wait.is_zero() {
+        let (record, _created) = ctx.state.queue.enqueue(job).await?;
         return Ok(pending(&record));
     }
-    let record = wait_for_final(ctx, &record.id, wait).await?;
+    // Subscribed before the job exists, so the waiter needs no read to catch up with it.
+    let watch = ctx.state.queue.notifier().watch(&job.id);
+    let (record, created) = ctx.state.queue.enqueue(job).await?;
+    let record = if created {
+        wait_with(ctx, record, watch, wait).await?
+    } else {
+        // An earlier submit with the same idempotency key made the job; wait on that one.
+        drop(watch);
+        wait_for_final(ctx, &record.id, wait).await?
+    };
     let stream = chat.stream.unwrap_or(false);
     let include_usage = chat
         .extra

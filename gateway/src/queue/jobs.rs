@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 /// A validated submit, ready to store.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Chosen before the job is stored, so a waiter can subscribe to it first.
+    pub id: String,
     pub owner_key_id: String,
     pub model: String,
     pub priority: u8,
@@ -135,6 +137,11 @@ fn transition(
     Ok(changed)
 }
 
+/// A new job id: time-ordered, so ids sort by submission.
+pub fn new_job_id() -> String {
+    format!("job-{}", uuid::Uuid::now_v7().simple())
+}
+
 pub fn enqueue(
     ctx: &mut WriteCtx<'_>,
     job: &NewJob,
@@ -159,7 +166,7 @@ pub fn enqueue(
             };
         }
     }
-    let id = format!("job-{}", uuid::Uuid::now_v7().simple());
+    let id = job.id.clone();
     let expires_at = ctx.now + job.ttl.as_millis() as i64;
     ctx.conn
         .prepare_cached(

@@ -7,17 +7,17 @@
 mod jobs;
 mod keys;
 mod notify;
+mod pool;
 mod reads;
 mod schema;
 mod writer;
 
-pub use jobs::{NewJob, ReapReport};
+pub use jobs::{NewJob, ReapReport, new_job_id};
 pub use keys::{KeyRow, MintedKey};
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
-use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use openbeepboop::{
     ApiKeyInfo, CreatedKey, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, JobStatus,
     LeasedJob, NodeResult, Role, SubmitOutcome,
@@ -205,7 +205,7 @@ impl JobRecord {
 /// The store: a writer thread, a read pool and the wake-ups they share.
 pub struct Queue {
     writer: Writer,
-    pool: Pool,
+    pool: pool::ReadPool,
     notifier: Arc<Notifier>,
     settings: QueueSettings,
 }
@@ -230,22 +230,7 @@ impl Queue {
             settings.max_commit_batch,
             on_commit,
         )?;
-        let pool = deadpool_sqlite::Config::new(path)
-            .builder(Runtime::Tokio1)
-            .map_err(|e| StoreError::Sqlite(e.to_string()))?
-            .max_size(settings.read_connections)
-            .post_create(Hook::async_fn(|conn, _| {
-                Box::pin(async move {
-                    conn.interact(|conn| {
-                        conn.set_prepared_statement_cache_capacity(schema::STATEMENT_CACHE);
-                        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-                    })
-                    .await
-                    .map_err(|e| HookError::message(e.to_string()))?
-                    .map_err(HookError::Backend)
-                })
-            }))
-            .build()
+        let pool = pool::build(path, settings.read_connections)
             .map_err(|e| StoreError::Sqlite(e.to_string()))?;
         Ok(Self {
             writer,

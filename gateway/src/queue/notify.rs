@@ -31,13 +31,16 @@ pub struct JobWatch<'a> {
 }
 
 impl JobWatch<'_> {
-    /// Waits for the next change of the job. A lagged receiver still reports a change.
+    /// Waits for the next change of the job and returns its new status. A receiver that
+    /// lagged skips to the changes still held, the latest always among them.
     pub async fn changed(&mut self) -> Option<JobStatus> {
         let receiver = self.receiver.as_mut()?;
-        match receiver.recv().await {
-            Ok(status) => Some(status),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(JobStatus::Processing),
-            Err(broadcast::error::RecvError::Closed) => None,
+        loop {
+            match receiver.recv().await {
+                Ok(status) => return Some(status),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
     }
 }
