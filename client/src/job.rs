@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where a job is in its life. `completed`, `failed`, `cancelled` and `expired` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,

@@ -58,6 +58,15 @@ struct Effects<'a> {
     not_before: Option<i64>,
 }
 
+/// What a status change reads back from the row it changed.
+struct Moved {
+    model: String,
+    priority: u8,
+    created_at: i64,
+    locked_at: Option<i64>,
+    node: Option<String>,
+}
+
 /// The one place a job's status changes. Returns false when the job was not in `from`
 /// (someone else moved it first), and refuses transitions the life cycle forbids.
 fn transition(
@@ -79,7 +88,7 @@ fn transition(
         Some((lease_id, expires, node)) => (Some(lease_id), Some(expires), Some(node)),
         None => (None, None, None),
     };
-    let changed = ctx.conn.prepare_cached(
+    let moved: Option<Moved> = ctx.conn.prepare_cached(
         "UPDATE jobs SET status = ?3, updated_at = ?4,
              lease_id = COALESCE(?5, lease_id), lease_expires_at = ?6,
              locked_by = COALESCE(?7, locked_by), locked_at = CASE WHEN ?7 IS NULL THEN locked_at ELSE ?4 END,
@@ -87,8 +96,9 @@ fn transition(
              result_payload = COALESCE(?9, result_payload),
              error_payload = COALESCE(?10, error_payload), error_status = COALESCE(?11, error_status),
              not_before = ?12, finished_at = ?13
-         WHERE id = ?1 AND status = ?2",
-    )?.execute(params![
+         WHERE id = ?1 AND status = ?2
+         RETURNING model, priority, created_at, locked_at, locked_by",
+    )?.query_row(params![
         id,
         from.as_str(),
         to.as_str(),
@@ -102,37 +112,34 @@ fn transition(
         effects.error.map(|(_, status)| status),
         effects.not_before,
         to.is_final().then_some(ctx.now),
-    ])? == 1;
-    if changed {
+    ], |row| Ok(Moved {
+        model: row.get(0)?,
+        priority: row.get(1)?,
+        created_at: row.get(2)?,
+        locked_at: row.get(3)?,
+        node: row.get(4)?,
+    })).optional()?;
+    let changed = moved.is_some();
+    if let Some(moved) = moved {
+        if to.is_final() {
+            ctx.events.push(QueueEvent::Finished {
+                model: moved.model.clone(),
+                status: to,
+                node: moved.node,
+                processing_ms: moved
+                    .locked_at
+                    .filter(|_| from == JobStatus::Processing)
+                    .map(|at| ctx.now - at),
+                total_ms: ctx.now - moved.created_at,
+            });
+        }
         ctx.changes.push(Change {
             job_id: id.to_owned(),
             status: to,
+            from: Some(from),
+            model: moved.model,
+            priority: moved.priority,
         });
-        if to.is_final() {
-            let finished = ctx
-                .conn
-                .prepare_cached(
-                    "SELECT model, created_at, locked_at, locked_by FROM jobs WHERE id = ?1",
-                )?
-                .query_row([id], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, Option<i64>>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                    ))
-                })?;
-            let (model, created_at, locked_at, node) = finished;
-            ctx.events.push(QueueEvent::Finished {
-                model,
-                status: to,
-                node,
-                processing_ms: locked_at
-                    .filter(|_| from == JobStatus::Processing)
-                    .map(|at| ctx.now - at),
-                total_ms: ctx.now - created_at,
-            });
-        }
     }
     Ok(changed)
 }
@@ -191,6 +198,9 @@ pub fn enqueue(
     ctx.changes.push(Change {
         job_id: id.clone(),
         status: JobStatus::Queued,
+        from: None,
+        model: job.model.clone(),
+        priority: job.priority,
     });
     ctx.events.push(QueueEvent::Submitted {
         model: job.model.clone(),

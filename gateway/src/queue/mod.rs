@@ -4,6 +4,7 @@
 //! connections beside it (WAL lets them run concurrently). Every change of a job's status
 //! goes through [`jobs::transition`], which enforces the allowed transitions.
 
+mod depth;
 mod jobs;
 mod keys;
 mod notify;
@@ -25,7 +26,7 @@ use openbeepboop::{
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use writer::{Durability, Writer};
+use writer::{Durability, Observers, Writer};
 
 /// Why the store could not do something. Cloneable because one failed group commit
 /// answers every operation in it.
@@ -207,6 +208,7 @@ pub struct Queue {
     writer: Writer,
     pool: pool::ReadPool,
     notifier: Arc<Notifier>,
+    depth: Arc<depth::Depth>,
     settings: QueueSettings,
 }
 
@@ -224,9 +226,14 @@ impl Queue {
     ) -> Result<Self, StoreError> {
         let conn = schema::open_existing(path)?;
         let notifier = Arc::new(Notifier::default());
+        // Counted once here, before the writer runs; from then on its commits move it.
+        let depth = Arc::new(depth::Depth::seeded(reads::depth(&conn)?));
         let writer = Writer::spawn(
             conn,
-            Arc::clone(&notifier),
+            Observers {
+                notifier: Arc::clone(&notifier),
+                depth: Arc::clone(&depth),
+            },
             settings.max_commit_batch,
             on_commit,
         )?;
@@ -236,6 +243,7 @@ impl Queue {
             writer,
             pool,
             notifier,
+            depth,
             settings,
         })
     }
@@ -393,8 +401,11 @@ impl Queue {
     pub async fn snapshot(&self, alive: Duration) -> Result<QueueSnapshot, StoreError> {
         let now = now_ms();
         let since = now - alive.as_millis() as i64;
-        self.read(move |conn| reads::snapshot(conn, now, since))
-            .await
+        let mut snapshot = self
+            .read(move |conn| reads::snapshot(conn, now, since))
+            .await?;
+        snapshot.depth = self.depth.rows();
+        Ok(snapshot)
     }
 
     /// Models of the nodes seen within `alive`, sorted.

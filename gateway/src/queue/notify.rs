@@ -14,6 +14,10 @@ use tokio::sync::{Notify, broadcast};
 pub struct Change {
     pub job_id: String,
     pub status: JobStatus,
+    /// The status it left; `None` for a job just submitted.
+    pub from: Option<JobStatus>,
+    pub model: String,
+    pub priority: u8,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +138,9 @@ mod tests {
             notifier.publish(&[Change {
                 job_id: "job-1".into(),
                 status: JobStatus::Completed,
+                from: Some(JobStatus::Processing),
+                model: "m".into(),
+                priority: 3,
             }]);
             assert_eq!(watch.changed().await, Some(JobStatus::Completed));
         }
@@ -147,6 +154,9 @@ mod tests {
         notifier.publish(&[Change {
             job_id: "j".into(),
             status: JobStatus::Queued,
+            from: None,
+            model: "m".into(),
+            priority: 3,
         }]);
         tokio::time::timeout(Duration::from_secs(1), woken)
             .await

@@ -124,12 +124,10 @@ pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreEr
     Ok(models)
 }
 
-pub fn snapshot(
-    conn: &Connection,
-    now: i64,
-    alive_since: i64,
-) -> Result<QueueSnapshot, StoreError> {
-    let depth = conn
+/// Jobs waiting or running, by status, model and priority: a walk of the queue index, done
+/// once when the store opens.
+pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
+    Ok(conn
         .prepare_cached(
             "SELECT status, model, priority, COUNT(*) FROM jobs
              WHERE status IN ('queued', 'processing') GROUP BY status, model, priority",
@@ -143,7 +141,14 @@ pub fn snapshot(
                 count: row.get(3)?,
             })
         })?
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub fn snapshot(
+    conn: &Connection,
+    now: i64,
+    alive_since: i64,
+) -> Result<QueueSnapshot, StoreError> {
     let oldest: Option<i64> = conn
         .prepare_cached(
             "SELECT MIN(created_at) FROM jobs INDEXED BY jobs_queued_by_age WHERE status = 'queued'",
@@ -153,7 +158,8 @@ pub fn snapshot(
         .prepare_cached("SELECT COUNT(*) FROM nodes WHERE last_seen_at >= ?1")?
         .query_row([alive_since], |row| row.get(0))?;
     Ok(QueueSnapshot {
-        depth,
+        // Counted in memory by the caller (`depth.rs`), not here.
+        depth: Vec::new(),
         oldest_queued_ms: oldest.map(|created| now - created),
         nodes_alive,
     })

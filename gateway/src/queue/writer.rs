@@ -6,6 +6,7 @@
 //! then answers each caller and publishes the changes. So a caller that hears `Ok` knows
 //! its change is on disk, and concurrent callers share one fsync.
 
+use super::depth::Depth;
 use super::notify::{Change, Notifier};
 use super::{QueueEvent, StoreError, now_ms};
 use rusqlite::Connection;
@@ -62,14 +63,14 @@ impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` is dropped.
     pub fn spawn(
         conn: Connection,
-        notifier: Arc<Notifier>,
+        observers: Observers,
         max_batch: usize,
         on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
         let (sender, receiver) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("obb-sqlite-writer".to_owned())
-            .spawn(move || run(conn, receiver, &notifier, max_batch, on_commit.as_ref()))
+            .spawn(move || run(conn, receiver, &observers, max_batch, on_commit.as_ref()))
             .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { ops: sender })
     }
@@ -120,10 +121,16 @@ impl Writer {
     }
 }
 
+/// What learns of every committed change: the waiters and the depth counts.
+pub struct Observers {
+    pub notifier: Arc<Notifier>,
+    pub depth: Arc<Depth>,
+}
+
 fn run(
     mut conn: Connection,
     mut receiver: mpsc::UnboundedReceiver<(Durability, Op)>,
-    notifier: &Notifier,
+    observers: &Observers,
     max_batch: usize,
     on_commit: &(dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync),
 ) {
@@ -161,9 +168,10 @@ fn run(
         match outcome {
             Ok((changes, due, events)) => {
                 for when in due {
-                    notifier.due_at(when);
+                    observers.notifier.due_at(when);
                 }
-                notifier.publish(&changes);
+                observers.depth.apply(&changes);
+                observers.notifier.publish(&changes);
                 for finish in finishes {
                     finish(None);
                 }
