@@ -7,6 +7,7 @@
 
 mod stats;
 mod suites;
+mod wire;
 
 use clap::Parser;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 
 use crate::Args;
 use crate::stats::{Latencies, row, rss_mib};
+use crate::wire;
 use obb_node::mock::MockUpstream;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -42,6 +43,14 @@ where
     (Latencies::new(samples), started.elapsed())
 }
 
+/// The gateway's `host:port`, for the lean load generator.
+fn host_of(gw: &Gateway) -> String {
+    gw.url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 fn fast_settings() -> Vec<(&'static str, &'static str)> {
     vec![("OBB_THREADS", "2"), ("OBB_REAPER_INTERVAL_MS", "1000")]
 }
@@ -59,18 +68,22 @@ pub async fn submit(args: &Args) -> anyhow::Result<Value> {
         } else {
             20_000
         };
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections as usize)
-            .build()?;
-        let (url, key) = (gw.url("/v1/chat/completions"), user.clone());
-        let (latencies, elapsed) = load(total, connections, move |i| {
-            let (http, url, key) = (http.clone(), url.clone(), key.clone());
-            async move {
-                let body = chat("m", &format!("job {i}"));
-                matches!(http.post(url).bearer_auth(key).json(&body).send().await, Ok(r) if r.status() == 202)
-            }
-        })
-        .await;
+        let (host, token) = (host_of(&gw), user.clone());
+        let path = "/v1/chat/completions";
+        let (latencies, elapsed, failed) =
+            wire::load(&host.clone(), total, connections, 202, move |i| {
+                wire::post(
+                    &host,
+                    path,
+                    &token,
+                    &chat("m", &format!("job {i}")).to_string(),
+                )
+            })
+            .await?;
+        anyhow::ensure!(
+            failed == 0,
+            "{failed} submits at {connections} connections were not accepted"
+        );
         let rate = total as f64 / elapsed.as_secs_f64();
         row(
             "submit",
@@ -118,20 +131,17 @@ pub async fn end_to_end(args: &Args) -> anyhow::Result<Value> {
             .collect();
         let total = if args.quick { 100 } else { 20_000 };
         let started = Instant::now();
-        let http = reqwest::Client::new();
-        let (url, token) = (gw.url("/v1/chat/completions"), user.clone());
-        load(total, 64, move |i| {
-            let (http, url, token) = (http.clone(), url.clone(), token.clone());
-            async move {
-                http.post(url)
-                    .bearer_auth(token)
-                    .json(&chat("m", &format!("e2e {i}")))
-                    .send()
-                    .await
-                    .is_ok()
-            }
+        let (host, token) = (host_of(&gw), user.clone());
+        let (_, _, failed) = wire::load(&host.clone(), total, 64, 202, move |i| {
+            wire::post(
+                &host,
+                "/v1/chat/completions",
+                &token,
+                &chat("m", &format!("e2e {i}")).to_string(),
+            )
         })
-        .await;
+        .await?;
+        anyhow::ensure!(failed == 0, "{failed} end-to-end submits were not accepted");
         let deadline = Instant::now() + Duration::from_secs(if args.quick { 60 } else { 900 });
         while finished(&gw).await < total {
             anyhow::ensure!(

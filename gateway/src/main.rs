@@ -13,12 +13,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // The access log writes a line per request: a background thread does the writing, so a
-    // request never waits on stderr. Lines are never dropped; a full buffer makes the
-    // logger wait. The guard flushes what is left when `main` returns.
+    // request never waits on stderr, and it writes whatever lines are waiting in one call,
+    // flushing when none are left. Lines are never dropped; a full queue makes the logger
+    // wait. The guard flushes what is left when `main` returns.
     let (stderr, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("obb-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(1 << 16, std::io::stderr()));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OBB_LOG")

@@ -1,0 +1,133 @@
+//! A lean HTTP/1.1 load generator: one keep-alive connection per worker, requests written
+//! as prepared bytes, responses read only as far as their status and length.
+//!
+//! The load runs on the same two cores as the gateway, so every microsecond the client
+//! spends is taken from the server. A general-purpose client (reqwest) cost about as much
+//! per request as the gateway's durable submit; this one costs about what `wrk` does.
+
+use crate::stats::Latencies;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A `POST` with a JSON body and a bearer token, as bytes ready to write.
+pub fn post(host: &str, path: &str, token: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// One keep-alive connection.
+struct Connection {
+    stream: BufReader<TcpStream>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(address: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            line: String::new(),
+            body: Vec::new(),
+        })
+    }
+
+    /// Sends `request` and returns the response's status; the body is read and dropped.
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        self.stream.get_mut().write_all(request).await?;
+        self.line.clear();
+        self.stream.read_line(&mut self.line).await?;
+        let status = self
+            .line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {:?}", self.line)))?;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().map_err(std::io::Error::other)?;
+            }
+        }
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        Ok(status)
+    }
+}
+
+/// Sends `total` requests, made by `request`, over `connections` keep-alive connections to
+/// `address`; returns the latencies of those answered with `expect`, the wall time, and
+/// how many were not.
+pub async fn load<F>(
+    address: &str,
+    total: u64,
+    connections: u64,
+    expect: u16,
+    request: F,
+) -> anyhow::Result<(Latencies, Duration, u64)>
+where
+    F: Fn(u64) -> Vec<u8> + Send + Sync + 'static,
+{
+    let request = Arc::new(request);
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut open = Vec::new();
+    for _ in 0..connections {
+        open.push(Connection::open(address).await?);
+    }
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for mut connection in open {
+        let (request, next, failed) =
+            (Arc::clone(&request), Arc::clone(&next), Arc::clone(&failed));
+        workers.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return samples;
+                }
+                let bytes = request(i);
+                let one = Instant::now();
+                match connection.send(&bytes).await {
+                    Ok(status) if status == expect => samples.push(one.elapsed()),
+                    Ok(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        // The connection is unusable; this worker stops, the others go on.
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        return samples;
+                    }
+                }
+            }
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        samples.extend(done.unwrap_or_default());
+    }
+    Ok((
+        Latencies::new(samples),
+        started.elapsed(),
+        failed.load(Ordering::Relaxed),
+    ))
+}
