@@ -5,6 +5,7 @@
 //!     target/release/obb-bench --out bench.json                 # every suite
 //!     target/release/obb-bench --quick submit e2e               # a smoke run
 
+mod drive;
 mod stats;
 mod suites;
 mod wire;

@@ -1,6 +1,7 @@
 //! The five suites. Each starts what it needs, measures, prints rows and returns JSON.
 
 use crate::Args;
+use crate::drive::drive;
 use crate::stats::{Latencies, row, rss_mib};
 use crate::wire;
 use obb_node::mock::MockUpstream;
@@ -17,30 +18,11 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let call = Arc::new(call);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (call, next) = (Arc::clone(&call), Arc::clone(&next));
-        workers.spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return samples;
-                }
-                let one = Instant::now();
-                if call(i).await {
-                    samples.push(one.elapsed());
-                }
-            }
-        });
-    }
-    let mut samples = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        samples.extend(done.unwrap_or_default());
-    }
-    (Latencies::new(samples), started.elapsed())
+    drive(total, vec![(); concurrency as usize], move |(), i| {
+        let call = Arc::clone(&call);
+        async move { (Some(()), call(i).await) }
+    })
+    .await
 }
 
 /// The gateway's `host:port`, for the lean load generator.

@@ -5,10 +5,11 @@
 //! spends is taken from the server. A general-purpose client (reqwest) cost about as much
 //! per request as the gateway's durable submit; this one costs about what `wrk` does.
 
+use crate::drive::drive;
 use crate::stats::Latencies;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -86,48 +87,30 @@ pub async fn load<F>(
 where
     F: Fn(u64) -> Vec<u8> + Send + Sync + 'static,
 {
-    let request = Arc::new(request);
-    let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     let mut open = Vec::new();
     for _ in 0..connections {
         open.push(Connection::open(address).await?);
     }
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for mut connection in open {
-        let (request, next, failed) =
-            (Arc::clone(&request), Arc::clone(&next), Arc::clone(&failed));
-        workers.spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return samples;
+    let request = Arc::new(request);
+    let failed = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&failed);
+    let (latencies, elapsed) = drive(total, open, move |mut connection, i| {
+        let (request, failed) = (Arc::clone(&request), Arc::clone(&counted));
+        async move {
+            match connection.send(&request(i)).await {
+                Ok(status) if status == expect => (Some(connection), true),
+                Ok(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    (Some(connection), false)
                 }
-                let bytes = request(i);
-                let one = Instant::now();
-                match connection.send(&bytes).await {
-                    Ok(status) if status == expect => samples.push(one.elapsed()),
-                    Ok(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        // The connection is unusable; this worker stops, the others go on.
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        return samples;
-                    }
+                Err(_) => {
+                    // The connection is unusable: this worker stops, the others go on.
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    (None, false)
                 }
             }
-        });
-    }
-    let mut samples = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        samples.extend(done.unwrap_or_default());
-    }
-    Ok((
-        Latencies::new(samples),
-        started.elapsed(),
-        failed.load(Ordering::Relaxed),
-    ))
+        }
+    })
+    .await;
+    Ok((latencies, elapsed, failed.load(Ordering::Relaxed)))
 }

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     let (stderr, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("obb-log")
-        .finish(std::io::BufWriter::with_capacity(1 << 16, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OBB_LOG")
