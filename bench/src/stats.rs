@@ -17,6 +17,10 @@ impl Latencies {
         )
     }
 
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn percentile(&self, p: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;

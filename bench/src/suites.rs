@@ -334,9 +334,10 @@ pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let up = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/v1/models"))
+    // llama.cpp's server answers `/health` with 503 until the model is loaded.
+    while !reqwest::get(format!("http://127.0.0.1:{port}/health"))
         .await
-        .is_err()
+        .is_ok_and(|r| r.status().is_success())
     {
         anyhow::ensure!(
             up.elapsed() < Duration::from_secs(120),
@@ -355,27 +356,64 @@ pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
         ),
     );
     let total = if args.quick { 4 } else { 40 };
-    let body = |i: u64| json!({"model": "smollm2", "messages": [{"role": "user", "content": format!("Count to ten, attempt {i}.")}], "max_tokens": 32, "temperature": 0});
-    let (http, direct_url) = (
-        reqwest::Client::new(),
-        format!("http://127.0.0.1:{port}/v1/chat/completions"),
-    );
-    let (_, direct) = load(total, concurrency, move |i| {
-        let (http, url) = (http.clone(), direct_url.clone());
-        async move { http.post(url).json(&body(i)).send().await.is_ok() }
-    })
-    .await;
-    let (http, url, token) = (
-        reqwest::Client::new(),
-        gw.url("/v1/chat/completions?wait=120"),
-        user.clone(),
-    );
-    let (_, through) = load(total, concurrency, move |i| {
-        let (http, url, token) = (http.clone(), url.clone(), token.clone());
-        async move { matches!(http.post(url).bearer_auth(token).json(&body(i)).send().await, Ok(r) if r.status() == 200) }
-    })
-    .await;
+    // Both sides must do the same work. At temperature 0 an answer's length still varies
+    // with how the server batches its two slots (20 direct requests ranged from 4 to 32
+    // tokens), so `ignore_eos`, llama.cpp's own field, which gateway and node pass through
+    // untouched, makes every answer exactly `max_tokens` long. The sides alternate over two
+    // rounds, so that neither gains from the prompt cache or from going second. Completion
+    // tokens are counted as a check.
+    let body = |i: u64| json!({"model": "smollm2", "messages": [{"role": "user", "content": format!("Count to ten, attempt {i}.")}], "max_tokens": 32, "temperature": 0, "ignore_eos": true});
+    let mut sides = [(Duration::ZERO, 0u64); 2];
+    for round in 0..2u64 {
+        let order = if round == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let straight = side == 0;
+            let (http, token) = (reqwest::Client::new(), user.clone());
+            let tokens = Arc::new(AtomicU64::new(0));
+            let counted = Arc::clone(&tokens);
+            let url = if straight {
+                format!("http://127.0.0.1:{port}/v1/chat/completions")
+            } else {
+                gw.url("/v1/chat/completions?wait=120")
+            };
+            let (answered, took) = load(total / 2, concurrency, move |i| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                let counted = Arc::clone(&counted);
+                async move {
+                    let request = http.post(url).json(&body(round * total + i));
+                    let request = if straight {
+                        request
+                    } else {
+                        request.bearer_auth(token)
+                    };
+                    let Ok(response) = request.send().await else {
+                        return false;
+                    };
+                    let ok = response.status() == 200;
+                    let answer: Value = response.json().await.unwrap_or_default();
+                    let used = answer["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+                    counted.fetch_add(used, Ordering::Relaxed);
+                    ok
+                }
+            })
+            .await;
+            anyhow::ensure!(
+                answered.count() as u64 == total / 2,
+                "{} of {} requests {} failed",
+                total / 2 - answered.count() as u64,
+                total / 2,
+                if straight {
+                    "to the server"
+                } else {
+                    "through the queue"
+                }
+            );
+            sides[side].0 += took;
+            sides[side].1 += tokens.load(Ordering::Relaxed);
+        }
+    }
     let _ = server.kill();
+    let [(direct, direct_tokens), (through, through_tokens)] = sides;
     let direct_rate = total as f64 / direct.as_secs_f64();
     let through_rate = total as f64 / through.as_secs_f64();
     let ratio = through_rate / direct_rate;
@@ -383,12 +421,13 @@ pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
         "real",
         &format!("SmolLM2, concurrency {concurrency}"),
         &format!(
-            "direct {direct_rate:.2} req/s  through the queue {through_rate:.2} req/s  ({:.0}%)",
+            "direct {direct_rate:.2} req/s  through the queue {through_rate:.2} req/s  ({:.0}%), {direct_tokens} and {through_tokens} tokens",
             ratio * 100.0
         ),
     );
     Ok(
-        json!({"requests": total, "concurrency": concurrency, "direct_per_s": direct_rate, "through_per_s": through_rate, "ratio": ratio}),
+        json!({"requests": total, "concurrency": concurrency, "direct_per_s": direct_rate, "through_per_s": through_rate,
+        "ratio": ratio, "direct_completion_tokens": direct_tokens, "through_completion_tokens": through_tokens}),
     )
 }
 
