@@ -89,10 +89,9 @@ fn verify_hash(token: &str, hash: &str) -> bool {
 
 /// One thread that does all the argon2 work.
 ///
-/// argon2 needs 19 MiB of working memory per hash. Run on any blocking thread, each hash
-/// left its 19 MiB in that thread's malloc arena, and the gateway grew to about 90 MiB after
-/// a handful of keys. On one thread the memory is reused, and hashing (deliberately slow) can
-/// never take more than one core, whatever the number of bad keys sent at once.
+/// Hashing is deliberately slow and takes 19 MiB of working memory per hash. On one thread
+/// it never takes more than one core and one such block at a time, whatever the number of
+/// bad keys sent at once; the allocator (see `main.rs`) then reuses the block.
 struct Hasher {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
