@@ -1,12 +1,10 @@
-use obb_node::mock::MockUpstream;
+use crate::stack;
 use std::time::Duration;
 use testkit::{Gateway, NodeProcess};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_finishes_the_queue_then_exits_zero_with_a_summary() {
-    let gw = Gateway::start(&[]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let (gw, user, key, mock) = stack(&[]).await;
     let mut ids = Vec::new();
     for model in ["m", "m", "m", "echo", "other"] {
         ids.push(gw.submit_id(&user, model).await);

@@ -1,7 +1,8 @@
+use crate::{run_node, stack};
 use obb_node::mock::{Fault, MockUpstream};
 use serde_json::{Value, json};
 use std::time::Duration;
-use testkit::{Gateway, NodeProcess, chat, eventually};
+use testkit::{Gateway, chat, eventually};
 
 async fn finished(gw: &Gateway, key: &str, id: &str) -> Value {
     eventually(Duration::from_secs(20), "the job to finish", || async {
@@ -20,20 +21,8 @@ async fn jobs_go_only_to_nodes_that_serve_their_model() {
         MockUpstream::start(&["beta"]).await.unwrap(),
     );
     // One node names its model; the other discovers it from its upstream's /v1/models.
-    let _a = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "node-a",
-            Some(&alpha.base_url()),
-            "models = [\"alpha\"]",
-        ),
-    );
-    let _b = NodeProcess::start(
-        "run",
-        &NodeProcess::config(&gw, &key, "node-b", Some(&beta.base_url()), ""),
-    );
+    let _a = run_node(&gw, &key, &alpha, "node-a", "models = [\"alpha\"]");
+    let _b = run_node(&gw, &key, &beta, "node-b", "");
     let mut ids = Vec::new();
     for model in ["alpha", "beta", "alpha", "beta"] {
         ids.push((model, gw.submit_id(&user, model).await));
@@ -59,19 +48,14 @@ async fn jobs_go_only_to_nodes_that_serve_their_model() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_bounds_the_upstream_calls_in_flight() {
-    let gw = Gateway::start(&[]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let (gw, user, key, mock) = stack(&[]).await;
     mock.set_delay(Duration::from_millis(300));
-    let _node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "n",
-            Some(&mock.base_url()),
-            "models = [\"m\"]\nconcurrency = 2\nbatch_size = 8",
-        ),
+    let _node = run_node(
+        &gw,
+        &key,
+        &mock,
+        "n",
+        "models = [\"m\"]\nconcurrency = 2\nbatch_size = 8",
     );
     let mut ids = Vec::new();
     for _ in 0..6 {
@@ -85,13 +69,8 @@ async fn concurrency_bounds_the_upstream_calls_in_flight() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_upstream_errors_are_retried_and_a_4xx_fails_at_once() {
-    let gw = Gateway::start(&[]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
-    let _node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(&gw, &key, "n", Some(&mock.base_url()), "models = [\"m\"]"),
-    );
+    let (gw, user, key, mock) = stack(&[]).await;
+    let _node = run_node(&gw, &key, &mock, "n", "models = [\"m\"]");
     mock.push_faults([
         Fault::Status(503, None),
         Fault::Status(429, Some(0)),
@@ -142,19 +121,8 @@ async fn transient_upstream_errors_are_retried_and_a_4xx_fails_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exhausted_retries_go_back_to_the_queue_until_max_attempts() {
-    let gw = Gateway::start(&[("OBB_MAX_ATTEMPTS", "2")]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
-    let _node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "n",
-            Some(&mock.base_url()),
-            "models = [\"m\"]\nmax_retries = 1",
-        ),
-    );
+    let (gw, user, key, mock) = stack(&[("OBB_MAX_ATTEMPTS", "2")]).await;
+    let _node = run_node(&gw, &key, &mock, "n", "models = [\"m\"]\nmax_retries = 1");
     mock.push_faults((0..4).map(|_| Fault::Status(500, None)));
     let id = gw.submit_id(&user, "m").await;
     let job = finished(&gw, &user, &id).await;
@@ -166,14 +134,9 @@ async fn exhausted_retries_go_back_to_the_queue_until_max_attempts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn results_wait_in_the_spool_while_the_gateway_is_down() {
-    let mut gw = Gateway::start(&[]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let (mut gw, user, key, mock) = stack(&[]).await;
     mock.set_delay(Duration::from_millis(1500));
-    let node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(&gw, &key, "n", Some(&mock.base_url()), "models = [\"m\"]"),
-    );
+    let node = run_node(&gw, &key, &mock, "n", "models = [\"m\"]");
     let id = gw.submit_id(&user, "m").await;
     eventually(
         Duration::from_secs(10),
@@ -211,16 +174,7 @@ async fn a_killed_node_s_job_is_finished_once_by_another_node() {
         MockUpstream::start(&["m"]).await.unwrap(),
     );
     slow.set_delay(Duration::from_secs(30));
-    let mut doomed = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "doomed",
-            Some(&slow.base_url()),
-            "models = [\"m\"]",
-        ),
-    );
+    let mut doomed = run_node(&gw, &key, &slow, "doomed", "models = [\"m\"]");
     let id = gw.submit_id(&user, "m").await;
     eventually(
         Duration::from_secs(10),
@@ -230,16 +184,7 @@ async fn a_killed_node_s_job_is_finished_once_by_another_node() {
     .await;
     doomed.signal("-KILL");
     assert!(doomed.wait(Duration::from_secs(5)).is_some());
-    let _rescuer = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "rescuer",
-            Some(&fast.base_url()),
-            "models = [\"m\"]",
-        ),
-    );
+    let _rescuer = run_node(&gw, &key, &fast, "rescuer", "models = [\"m\"]");
     let job = finished(&gw, &user, &id).await;
     assert_eq!(job["status"], "completed");
     assert_eq!(job["attempts"], 2);
@@ -256,14 +201,9 @@ async fn a_killed_node_s_job_is_finished_once_by_another_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_signal_finishes_jobs_in_flight_and_the_second_hands_them_back() {
-    let gw = Gateway::start(&[]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let (gw, user, key, mock) = stack(&[]).await;
     mock.set_delay(Duration::from_millis(800));
-    let mut graceful = NodeProcess::start(
-        "run",
-        &NodeProcess::config(&gw, &key, "g", Some(&mock.base_url()), "models = [\"m\"]"),
-    );
+    let mut graceful = run_node(&gw, &key, &mock, "g", "models = [\"m\"]");
     let id = gw.submit_id(&user, "m").await;
     eventually(Duration::from_secs(10), "the job to start", || async {
         (mock.calls() == 1).then_some(())
@@ -281,10 +221,7 @@ async fn the_first_signal_finishes_jobs_in_flight_and_the_second_hands_them_back
     );
 
     mock.set_delay(Duration::from_secs(60));
-    let mut forced = NodeProcess::start(
-        "run",
-        &NodeProcess::config(&gw, &key, "f", Some(&mock.base_url()), "models = [\"m\"]"),
-    );
+    let mut forced = run_node(&gw, &key, &mock, "f", "models = [\"m\"]");
     let id = gw.submit_id(&user, "m").await;
     eventually(
         Duration::from_secs(10),

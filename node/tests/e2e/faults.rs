@@ -2,6 +2,7 @@
 //! killed mid-batch: every job ends as the rules say, and the counts in the database, the
 //! metrics and the clients all match.
 
+use crate::{run_node, stack};
 use obb_node::mock::{Fault, MockUpstream};
 use serde_json::Value;
 use std::time::Duration;
@@ -26,18 +27,13 @@ async fn metric(gw: &Gateway, name: &str, label: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_upstream_fault_ends_as_the_rules_say_and_all_counts_agree() {
-    let gw = Gateway::start(&[("OBB_MAX_ATTEMPTS", "2")]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
-    let _node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "faulty",
-            Some(&mock.base_url()),
-            "models = [\"m\"]\nconcurrency = 1\nmax_retries = 1\nrequest_timeout_seconds = 1",
-        ),
+    let (gw, user, key, mock) = stack(&[("OBB_MAX_ATTEMPTS", "2")]).await;
+    let _node = run_node(
+        &gw,
+        &key,
+        &mock,
+        "faulty",
+        "models = [\"m\"]\nconcurrency = 1\nmax_retries = 1\nrequest_timeout_seconds = 1",
     );
     // (faults before the answer, expected final status): one upstream attempt per node
     // attempt is retried once in the node, and a job gets two gateway attempts.
@@ -132,15 +128,12 @@ async fn a_node_killed_mid_batch_leaves_every_job_completed_exactly_once() {
     .await;
     doomed.signal("-KILL");
     assert!(doomed.wait(Duration::from_secs(5)).is_some());
-    let _rescuer = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "rescuer",
-            Some(&fast.base_url()),
-            "models = [\"m\"]\nconcurrency = 4",
-        ),
+    let _rescuer = run_node(
+        &gw,
+        &key,
+        &fast,
+        "rescuer",
+        "models = [\"m\"]\nconcurrency = 4",
     );
     let jobs: Vec<Value> = eventually(Duration::from_secs(30), "every job to complete", || async {
         let (_, page) = gw
@@ -174,19 +167,14 @@ async fn a_node_killed_mid_batch_leaves_every_job_completed_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_restart_under_load_loses_nothing_and_runs_nothing_twice() {
     // Waiting clients are answered during the grace period, before the runtime stops.
-    let mut gw = Gateway::start(&[("OBB_GRACE_PERIOD_SECONDS", "1")]).await;
-    let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let (mut gw, user, key, mock) = stack(&[("OBB_GRACE_PERIOD_SECONDS", "1")]).await;
     mock.set_delay(Duration::from_millis(1500));
-    let _node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gw,
-            &key,
-            "steady",
-            Some(&mock.base_url()),
-            "models = [\"m\"]\nconcurrency = 4",
-        ),
+    let _node = run_node(
+        &gw,
+        &key,
+        &mock,
+        "steady",
+        "models = [\"m\"]\nconcurrency = 4",
     );
     let mut ids = Vec::new();
     for _ in 0..4 {

@@ -17,3 +17,36 @@ mod quickstart;
 mod real_llm;
 #[cfg(test)]
 mod setup;
+
+#[cfg(test)]
+use obb_node::mock::MockUpstream;
+#[cfg(test)]
+use testkit::{Gateway, NodeProcess};
+
+/// What most tests start with: a gateway (with `settings`), a USER key, a NODE key, and a
+/// mock upstream serving the model `m`.
+#[cfg(test)]
+pub async fn stack(settings: &[(&str, &str)]) -> (Gateway, String, String, MockUpstream) {
+    let gw = Gateway::start(settings).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let mock = MockUpstream::start(&["m"])
+        .await
+        .expect("the mock upstream starts");
+    (gw, user, key, mock)
+}
+
+/// An `obb-node run` named `name` with the NODE key `key`, sending its jobs to `upstream`;
+/// `extra` holds more `[node]` settings.
+#[cfg(test)]
+pub fn run_node(
+    gw: &Gateway,
+    key: &str,
+    upstream: &MockUpstream,
+    name: &str,
+    extra: &str,
+) -> NodeProcess {
+    NodeProcess::start(
+        "run",
+        &NodeProcess::config(gw, key, name, Some(&upstream.base_url()), extra),
+    )
+}
