@@ -81,21 +81,6 @@ pub async fn submit(args: &Args) -> anyhow::Result<Value> {
     Ok(json!(results))
 }
 
-/// The number of finished jobs, from the gateway's metrics.
-async fn finished(gw: &Gateway) -> u64 {
-    let Ok(response) = gw.http.get(gw.url("/metrics")).send().await else {
-        return 0;
-    };
-    response
-        .text()
-        .await
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("obb_jobs_finished_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// 2. Jobs per second from submit to stored result with 1, 4 and 16 nodes; latency at low load.
 pub async fn end_to_end(args: &Args) -> anyhow::Result<Value> {
     let mut results = Vec::new();
@@ -125,7 +110,7 @@ pub async fn end_to_end(args: &Args) -> anyhow::Result<Value> {
         .await?;
         anyhow::ensure!(failed == 0, "{failed} end-to-end submits were not accepted");
         let deadline = Instant::now() + Duration::from_secs(if args.quick { 60 } else { 900 });
-        while finished(&gw).await < total {
+        while (gw.metric("obb_jobs_finished_total", "").await as u64) < total {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "the nodes did not finish {total} jobs in time"

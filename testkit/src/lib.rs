@@ -195,6 +195,22 @@ impl Gateway {
         format!("{}{path}", self.base)
     }
 
+    /// The sum of the samples of metric `name` on `/metrics` whose labels contain `label`
+    /// (`""` for all); 0 when the gateway does not answer.
+    pub async fn metric(&self, name: &str, label: &str) -> f64 {
+        let Ok(response) = self.http.get(self.url("/metrics")).send().await else {
+            return 0.0;
+        };
+        response
+            .text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with(name) && line.contains(label))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn key(&self, role: &str) -> String {
         let created: Value = self
             .http

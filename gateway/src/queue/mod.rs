@@ -401,11 +401,14 @@ impl Queue {
     pub async fn snapshot(&self, alive: Duration) -> Result<QueueSnapshot, StoreError> {
         let now = now_ms();
         let since = now - alive.as_millis() as i64;
-        let mut snapshot = self
-            .read(move |conn| reads::snapshot(conn, now, since))
+        let (oldest, nodes_alive) = self
+            .read(move |conn| reads::oldest_and_alive(conn, since))
             .await?;
-        snapshot.depth = self.depth.rows();
-        Ok(snapshot)
+        Ok(QueueSnapshot {
+            depth: self.depth.rows(),
+            oldest_queued_ms: oldest.map(|created| now - created),
+            nodes_alive,
+        })
     }
 
     /// Models of the nodes seen within `alive`, sorted.

@@ -1,6 +1,6 @@
 //! Job reads. They run on pooled connections, never on the writer's.
 
-use super::{DepthRow, JobRecord, QueueSnapshot, StoreError, Visibility};
+use super::{DepthRow, JobRecord, StoreError, Visibility};
 use openbeepboop::{ErrorBody, JobStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Value};
 
@@ -144,11 +144,12 @@ pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-pub fn snapshot(
+/// The creation time of the oldest queued job, and how many nodes were seen since
+/// `alive_since`: the parts of a queue snapshot that are read, not counted in memory.
+pub fn oldest_and_alive(
     conn: &Connection,
-    now: i64,
     alive_since: i64,
-) -> Result<QueueSnapshot, StoreError> {
+) -> Result<(Option<i64>, i64), StoreError> {
     let oldest: Option<i64> = conn
         .prepare_cached(
             "SELECT MIN(created_at) FROM jobs INDEXED BY jobs_queued_by_age WHERE status = 'queued'",
@@ -157,10 +158,5 @@ pub fn snapshot(
     let nodes_alive = conn
         .prepare_cached("SELECT COUNT(*) FROM nodes WHERE last_seen_at >= ?1")?
         .query_row([alive_since], |row| row.get(0))?;
-    Ok(QueueSnapshot {
-        // Counted in memory by the caller (`depth.rs`), not here.
-        depth: Vec::new(),
-        oldest_queued_ms: oldest.map(|created| now - created),
-        nodes_alive,
-    })
+    Ok((oldest, nodes_alive))
 }

@@ -8,23 +8,6 @@ use serde_json::Value;
 use std::time::Duration;
 use testkit::{Gateway, NodeProcess, chat, eventually};
 
-/// The sum of a counter's samples in the gateway's /metrics whose labels contain `label`.
-async fn metric(gw: &Gateway, name: &str, label: &str) -> f64 {
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_upstream_fault_ends_as_the_rules_say_and_all_counts_agree() {
     let (gw, user, key, mock) = stack(&[("OBB_MAX_ATTEMPTS", "2")]).await;
@@ -80,15 +63,17 @@ async fn every_upstream_fault_ends_as_the_rules_say_and_all_counts_agree() {
     let completed = client_seen.iter().filter(|s| **s == "completed").count() as f64;
     let failed = client_seen.len() as f64 - completed;
     assert_eq!(
-        metric(&gw, "obb_jobs_finished_total", "status=\"completed\"").await,
+        gw.metric("obb_jobs_finished_total", "status=\"completed\"")
+            .await,
         completed
     );
     assert_eq!(
-        metric(&gw, "obb_jobs_finished_total", "status=\"failed\"").await,
+        gw.metric("obb_jobs_finished_total", "status=\"failed\"")
+            .await,
         failed
     );
     assert_eq!(
-        metric(&gw, "obb_jobs_submitted_total", "model=\"m\"").await,
+        gw.metric("obb_jobs_submitted_total", "model=\"m\"").await,
         client_seen.len() as f64
     );
     println!(
@@ -205,7 +190,7 @@ async fn a_gateway_restart_under_load_loses_nothing_and_runs_nothing_twice() {
     eventually(
         Duration::from_secs(10),
         "the long-polls to be waiting",
-        || async { (metric(&gw, "obb_http_requests_in_flight", "").await >= 5.0).then_some(()) },
+        || async { (gw.metric("obb_http_requests_in_flight", "").await >= 5.0).then_some(()) },
     )
     .await;
     gw.stop_with("-TERM");
