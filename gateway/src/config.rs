@@ -48,6 +48,17 @@ pub struct Config {
     pub retry_backoff_base_ms: u64,
     /// When set, `/metrics` asked from beyond loopback needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// PEM certificate chain; with `tls_key`, the gateway serves HTTPS (rustls) instead of
+    /// plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Origins browsers may call from (`https://app.example`, or `*` for any). Empty: no
+    /// CORS headers at all. In the environment, a comma-separated list.
+    pub cors_allowed_origins: Vec<String>,
+    /// While a `stream: true` request waits in the queue, an SSE comment is sent this often
+    /// (seconds), so that proxies with idle timeouts keep the connection.
+    pub stream_keepalive_seconds: u64,
 }
 
 impl Default for Config {
@@ -72,6 +83,10 @@ impl Default for Config {
             max_commit_batch: 512,
             retry_backoff_base_ms: 1000,
             metrics_token: None,
+            tls_cert: None,
+            tls_key: None,
+            cors_allowed_origins: Vec::new(),
+            stream_keepalive_seconds: 15,
         }
     }
 }
@@ -117,7 +132,12 @@ impl Config {
                 continue;
             };
             if known.contains(&key) {
-                table.insert(key, env_value(&value));
+                let value = if key == "cors_allowed_origins" {
+                    env_list(&value)
+                } else {
+                    env_value(&value)
+                };
+                table.insert(key, value);
             }
         }
         let origin = file.map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
@@ -136,7 +156,7 @@ impl Config {
             .map(|table| table.keys().cloned().collect())
             .unwrap_or_default();
         keys.push("db".to_owned());
-        keys.push("metrics_token".to_owned());
+        keys.extend(["metrics_token", "tls_cert", "tls_key"].map(str::to_owned));
         keys
     }
 
@@ -159,6 +179,12 @@ impl Config {
             return Err(invalid(
                 "`threads`, `max_commit_batch` and `reaper_interval_ms` must be positive",
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("`tls_cert` and `tls_key` must be set together"));
+        }
+        if self.stream_keepalive_seconds == 0 {
+            return Err(invalid("`stream_keepalive_seconds` must be positive"));
         }
         Ok(())
     }
@@ -213,6 +239,17 @@ fn env_value(raw: &str) -> toml::Value {
     toml::Value::String(raw.to_owned())
 }
 
+/// A comma-separated list, as `OBB_CORS_ALLOWED_ORIGINS=https://a.example,https://b.example`.
+fn env_list(raw: &str) -> toml::Value {
+    toml::Value::Array(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| toml::Value::String(s.to_owned()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +278,23 @@ mod tests {
         assert_eq!(config.port, 9100);
         assert_eq!(config.max_wait_seconds, 30);
         assert_eq!(config.db, Some(PathBuf::from("/x/q.db")));
+        let config = Config::load(
+            None,
+            env(&[
+                (
+                    "OBB_CORS_ALLOWED_ORIGINS",
+                    "https://a.example, https://b.example",
+                ),
+                ("OBB_TLS_CERT", "/c.pem"),
+                ("OBB_TLS_KEY", "/k.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.cors_allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(config.tls_key, Some(PathBuf::from("/k.pem")));
     }
 
     #[test]
@@ -261,6 +315,9 @@ mod tests {
         assert!(err.to_string().contains("default_wait_seconds"), "{err}");
         assert!(Config::load(None, env(&[("OBB_LEASE_SECONDS", "0")])).is_err());
         assert!(Config::load(None, env(&[("OBB_THREADS", "0")])).is_err());
+        let err = Config::load(None, env(&[("OBB_TLS_CERT", "/c.pem")])).unwrap_err();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+        assert!(Config::load(None, env(&[("OBB_STREAM_KEEPALIVE_SECONDS", "0")])).is_err());
         let missing = Config::load(Some(Path::new("/nonexistent/gateway.toml")), env(&[]));
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
     }

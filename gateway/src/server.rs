@@ -48,6 +48,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         interval: Duration::from_millis(config.reaper_interval_ms),
     };
     let address = format!("{}:{}", config.host, config.port);
+    let tls = config.tls_cert.clone().zip(config.tls_key.clone());
     let state = Arc::new(State {
         queue,
         auth: Authenticator::new()?,
@@ -55,11 +56,33 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         config,
     });
     let mut http = Service::new("obb-http".to_owned(), App::new(state));
-    http.add_tcp(&address);
-    tracing::info!(%address, "listening");
+    match tls {
+        // pingora's rustls listener; plain HTTP stays the default.
+        Some((cert, key)) => {
+            let (cert, key) = (readable_pem(&cert)?, readable_pem(&key)?);
+            http.add_tls(&address, &cert, &key).map_err(|e| {
+                anyhow::anyhow!("cannot use `tls_cert` `{cert}` and `tls_key` `{key}`: {e}")
+            })?;
+            tracing::info!(%address, "listening (https)");
+        }
+        None => {
+            http.add_tcp(&address);
+            tracing::info!(%address, "listening");
+        }
+    }
     server.add_service(http);
     server.add_service(background_service("obb-reaper", reaper));
     Ok(server)
+}
+
+/// The path as a string, once it is known to be readable: pingora reads the files only when
+/// the listener starts, and would fail there without naming them.
+fn readable_pem(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("`{}` is not a UTF-8 path", path.display()))
 }
 
 /// Returns lapsed leases to the queue, fails jobs out of attempts, expires stale jobs, and

@@ -16,6 +16,12 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("{0}")]
     NotFound(String),
+    /// `GET /v1/models/{model}` for a model no live node serves.
+    #[error("model `{0}` is served by no live node")]
+    ModelNotFound(String),
+    /// A `Content-Encoding` the gateway cannot decode.
+    #[error("unsupported `Content-Encoding` `{0}`; use gzip, deflate, br, zstd or identity")]
+    UnsupportedEncoding(String),
     #[error("method `{method}` is not allowed on `{path}`; use {allowed}")]
     MethodNotAllowed {
         method: String,
@@ -79,6 +85,18 @@ impl ApiError {
                 (500, "server_error", Some("internal_error"), "internal")
             }
             NotFound(_) => (404, "invalid_request_error", Some("not_found"), "not_found"),
+            ModelNotFound(_) => (
+                404,
+                "invalid_request_error",
+                Some("model_not_found"),
+                "not_found",
+            ),
+            UnsupportedEncoding(_) => (
+                415,
+                "invalid_request_error",
+                Some("unsupported_content_encoding"),
+                "unsupported_media_type",
+            ),
             MethodNotAllowed { .. } => (
                 405,
                 "invalid_request_error",
@@ -138,6 +156,7 @@ impl ApiError {
         };
         let param = match self {
             ApiError::InvalidRequest { param, .. } => param.clone(),
+            ApiError::ModelNotFound(_) => Some("model".to_owned()),
             _ => None,
         };
         ErrorEnvelope {

@@ -3,11 +3,14 @@
 //! Handlers parse and map errors; the rules live in `queue` and `auth`.
 
 mod admin;
+mod cors;
+mod encoding;
 pub mod error;
 mod node;
 mod reply;
 mod request;
 mod routes;
+mod sse;
 mod user;
 
 pub use user::parse_submit;
@@ -244,6 +247,13 @@ impl App {
             Route::StreamJob(id) => user::stream(ctx, id).await,
             Route::Poll => user::poll(ctx, req).await,
             Route::Models => user::models(ctx).await,
+            Route::Model(id) => user::model(ctx, id).await,
+            Route::Preflight { allowed } => Ok(cors::preflight(
+                allowed,
+                cors::allow_origin(&ctx.config.cors_allowed_origins, req.header("origin"))
+                    .as_deref(),
+                req.header("access-control-request-headers"),
+            )),
             Route::Fetch => node::fetch(ctx, req).await,
             Route::Heartbeat => node::heartbeat(ctx, req).await,
             Route::NodeSubmit => node::submit(ctx, req).await,
@@ -254,14 +264,91 @@ impl App {
     }
 }
 
-/// Reads the whole body, refusing it past `limit` without reading the rest.
-async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = session
+impl App {
+    fn stream<'a>(
+        &'a self,
+        job_id: &'a str,
+        who: &'a Visibility,
+        shutdown: &'a ShutdownWatch,
+        request_id: &'a str,
+    ) -> sse::Stream<'a> {
+        sse::Stream {
+            state: &self.state,
+            job_id,
+            who,
+            shutdown,
+            request_id,
+        }
+    }
+
+    /// Reads the request body and undoes its `Content-Encoding`. A client that sent
+    /// `Expect: 100-continue` is told to go on only when its headers pass (RFC 9110
+    /// §10.1.1); otherwise it gets the final status at once and never sends the body.
+    /// When the body is left unread, the connection is not reused.
+    async fn receive(&self, session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+        let limit = self.state.config.max_body_bytes;
+        if expects_continue(session) {
+            if let Err(refused) = self.admit(session, limit).await {
+                session.set_keepalive(None);
+                return Err(refused);
+            }
+            if let Err(e) = session.write_continue_response().await {
+                session.set_keepalive(None);
+                return Err(ApiError::invalid(
+                    format!("cannot answer `Expect: 100-continue`: {e}"),
+                    None,
+                ));
+            }
+        }
+        let raw = match read_body(session, limit).await {
+            Ok(raw) => raw,
+            Err(e) => {
+                // The unread rest of the body makes the connection unusable.
+                session.set_keepalive(None);
+                return Err(e);
+            }
+        };
+        encoding::decode(header(session, "content-encoding"), raw, limit)
+    }
+
+    /// What can be judged from the headers alone: the declared size, the route, the key.
+    async fn admit(&self, session: &ServerSession, limit: usize) -> Result<(), ApiError> {
+        if declared_length(session).is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let request = session.req_header();
+        let route = routes::resolve(request.method.as_str(), request.uri.path())?;
+        if let Some(roles) = route.roles() {
+            self.state
+                .auth
+                .authenticate(&self.state.queue, header(session, "authorization"))
+                .await?
+                .require(roles)?;
+        }
+        Ok(())
+    }
+}
+
+fn header<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
+    session
         .req_header()
         .headers
-        .get("content-length")
+        .get(name)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
+}
+
+fn declared_length(session: &ServerSession) -> Option<usize> {
+    header(session, "content-length").and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+fn expects_continue(session: &ServerSession) -> bool {
+    session.req_header().version == http::Version::HTTP_11
+        && header(session, "expect").is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// Reads the whole body, refusing it past `limit` without reading the rest.
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = declared_length(session);
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
@@ -353,6 +440,14 @@ async fn write_full(
     let Some(mut header) = response_header(reply.status, &reply.headers, request_id) else {
         return false;
     };
+    if reply.status == 204 {
+        // A 204 has no content, and must not say how long it is (RFC 9110 §8.6).
+        return session.write_response_header(header).await.is_ok()
+            && session
+                .write_response_body(Bytes::new(), true)
+                .await
+                .is_ok();
+    }
     // pingora adds no Content-Length; without it a keep-alive client cannot find the end.
     if header.insert_header("content-type", content_type).is_err()
         || header
@@ -366,72 +461,6 @@ async fn write_full(
             .write_response_body(Bytes::from(bytes), true)
             .await
             .is_ok()
-}
-
-/// Streams a job's status changes as SSE events named after the status, each carrying the
-/// job object, and ends after the final one. Comments keep idle proxies from timing out.
-async fn write_job_events(
-    session: &mut ServerSession,
-    state: &State,
-    reply: &Reply,
-    job_id: &str,
-    who: &Visibility,
-    shutdown: &ShutdownWatch,
-    request_id: &str,
-) -> bool {
-    let Some(mut header) = response_header(reply.status, &reply.headers, request_id) else {
-        return false;
-    };
-    if header
-        .insert_header("content-type", "text/event-stream")
-        .is_err()
-        || header
-            .insert_header("transfer-encoding", "chunked")
-            .is_err()
-        || session.write_response_header(header).await.is_err()
-    {
-        return false;
-    }
-    let mut watch = state.queue.notifier().watch(job_id);
-    let mut shutdown = shutdown.clone();
-    let mut last = None;
-    loop {
-        let record = match state.queue.job(job_id.to_owned(), who.clone()).await {
-            Ok(Some(record)) => record,
-            _ => break,
-        };
-        if last != Some(record.status) {
-            last = Some(record.status);
-            let event = format!(
-                "event: {}\ndata: {}\n\n",
-                record.status,
-                serde_json::to_string(&record.to_wire()).unwrap_or_default()
-            );
-            if session
-                .write_response_body(Bytes::from(event), false)
-                .await
-                .is_err()
-            {
-                return false;
-            }
-        }
-        if record.status.is_final() || *shutdown.borrow() {
-            break;
-        }
-        tokio::select! {
-            _ = watch.changed() => {}
-            () = tokio::time::sleep(Duration::from_secs(15)) => {
-                if session.write_response_body(Bytes::from_static(b": keep-alive\n\n"), false).await.is_err() {
-                    return false;
-                }
-            }
-            _ = shutdown.changed() => {}
-        }
-    }
-    session
-        .write_response_body(Bytes::new(), true)
-        .await
-        .is_ok()
 }
 
 #[async_trait]
@@ -449,12 +478,15 @@ impl HttpServerApp for App {
         let keepalive = !*shutdown.borrow();
         session.set_keepalive(keepalive.then_some(60));
         let id = request_id(&session);
-        let limit = self.state.config.max_body_bytes;
         let peer_is_loopback = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .is_some_and(|addr| addr.ip().is_loopback());
-        let (route, waited, result) = match read_body(&mut session, limit).await {
+        let origin = cors::allow_origin(
+            &self.state.config.cors_allowed_origins,
+            header(&session, "origin"),
+        );
+        let (route, waited, result) = match self.receive(&mut session).await {
             Ok(body) => {
                 let req = parse_request(&session, body, id.clone());
                 let handling = self.handle(&req, shutdown, peer_is_loopback);
@@ -469,14 +501,10 @@ impl HttpServerApp for App {
                     }
                 }
             }
-            Err(e) => {
-                // The unread rest of the body makes the connection unusable.
-                session.set_keepalive(None);
-                ("unknown", Duration::ZERO, Err(e))
-            }
+            Err(e) => ("unknown", Duration::ZERO, Err(e)),
         };
         let mut error_kind = None;
-        let reply = result.unwrap_or_else(|error| {
+        let mut reply = result.unwrap_or_else(|error| {
             // Only the gateway's own failures are errors; a failed job or a full store is not.
             if error.status() >= 500
                 && !matches!(
@@ -489,6 +517,13 @@ impl HttpServerApp for App {
             error_kind = Some(error.label());
             Reply::error(&error)
         });
+        // A preflight carries its own CORS headers; every other answer to an allowed
+        // origin, errors included, lets the page read it.
+        if let Some(allow) = &origin
+            && route != "preflight"
+        {
+            reply = cors::decorate(reply, allow);
+        }
         let status = reply.status;
         let written = match &reply.body {
             Body::Full {
@@ -496,16 +531,19 @@ impl HttpServerApp for App {
                 bytes,
             } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
             Body::JobEvents { job_id, who } => {
-                write_job_events(
-                    &mut session,
-                    &self.state,
-                    &reply,
-                    job_id,
-                    who,
-                    shutdown,
-                    &id,
-                )
-                .await
+                self.stream(job_id, who, shutdown, &id)
+                    .job_events(&mut session, &reply)
+                    .await
+            }
+            Body::ChatStream {
+                job_id,
+                who,
+                deadline,
+                include_usage,
+            } => {
+                self.stream(job_id, who, shutdown, &id)
+                    .chat(&mut session, &reply, *deadline, *include_usage)
+                    .await
             }
         };
         let header = session.req_header();

@@ -1,5 +1,5 @@
 //! What a handler answers: a status, headers and a body that is either complete or a
-//! live stream of a job's events.
+//! live stream of events.
 
 use super::error::ApiError;
 use crate::queue::Visibility;
@@ -12,6 +12,14 @@ pub enum Body {
     },
     /// Server-Sent Events of one job until it ends.
     JobEvents { job_id: String, who: Visibility },
+    /// The `chat.completion.chunk` stream of a `stream: true` request, whose job had not
+    /// ended when the headers were due: keep-alives until it ends or `deadline` passes.
+    ChatStream {
+        job_id: String,
+        who: Visibility,
+        deadline: tokio::time::Instant,
+        include_usage: bool,
+    },
 }
 
 pub struct Reply {

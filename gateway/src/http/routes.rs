@@ -14,6 +14,12 @@ pub enum Route {
     StreamJob(String),
     Poll,
     Models,
+    /// `GET /v1/models/{model}`; the id is percent-decoded and may hold `/` and `:`.
+    Model(String),
+    /// `OPTIONS` on any known path: a CORS preflight, answered without a key.
+    Preflight {
+        allowed: &'static str,
+    },
     Fetch,
     Heartbeat,
     NodeSubmit,
@@ -30,14 +36,15 @@ impl Route {
     /// The roles allowed to call the route; `None` for the open ones.
     pub fn roles(&self) -> Option<&'static [Role]> {
         match self {
-            Route::Health | Route::Metrics => None,
+            Route::Health | Route::Metrics | Route::Preflight { .. } => None,
             Route::Submit
             | Route::ListJobs
             | Route::GetJob(_)
             | Route::CancelJob(_)
             | Route::StreamJob(_)
             | Route::Poll
-            | Route::Models => Some(USERS),
+            | Route::Models
+            | Route::Model(_) => Some(USERS),
             Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
             Route::CreateKey | Route::ListKeys | Route::RevokeKey(_) => Some(ADMINS),
         }
@@ -55,6 +62,8 @@ impl Route {
             Route::StreamJob(_) => "stream_job",
             Route::Poll => "poll",
             Route::Models => "models",
+            Route::Model(_) => "model",
+            Route::Preflight { .. } => "preflight",
             Route::Fetch => "node_fetch",
             Route::Heartbeat => "node_heartbeat",
             Route::NodeSubmit => "node_submit",
@@ -87,6 +96,16 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
         ),
         ["v1", "results", "poll"] => ("POST", (method == "POST").then_some(Route::Poll)),
         ["v1", "models"] => ("GET", (method == "GET").then_some(Route::Models)),
+        ["v1", "models", id @ ..] if !id.is_empty() => (
+            "GET",
+            (method == "GET").then(|| {
+                Route::Model(
+                    percent_encoding::percent_decode_str(&id.join("/"))
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            }),
+        ),
         ["internal", "queue", "fetch"] => ("POST", (method == "POST").then_some(Route::Fetch)),
         ["internal", "queue", "heartbeat"] => {
             ("POST", (method == "POST").then_some(Route::Heartbeat))
@@ -113,6 +132,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
             )));
         }
     };
+    if method == "OPTIONS" {
+        return Ok(Route::Preflight { allowed });
+    }
     route.ok_or_else(|| ApiError::MethodNotAllowed {
         method: method.to_owned(),
         path: truncate(path).to_owned(),
@@ -155,5 +177,18 @@ mod tests {
                 < 300
         );
         assert_eq!(Route::Health.roles(), None);
+        assert_eq!(
+            resolve("GET", "/v1/models/org/llama3.1:8b").unwrap(),
+            Route::Model("org/llama3.1:8b".into())
+        );
+        assert_eq!(
+            resolve("GET", "/v1/models/org%2Fllama3.1%3A8b").unwrap(),
+            Route::Model("org/llama3.1:8b".into())
+        );
+        assert_eq!(
+            resolve("OPTIONS", "/v1/chat/completions").unwrap(),
+            Route::Preflight { allowed: "POST" }
+        );
+        assert_eq!(resolve("OPTIONS", "/nope").unwrap_err().status(), 404);
     }
 }

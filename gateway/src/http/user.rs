@@ -6,8 +6,8 @@ use super::request::{Request, parse_seconds};
 use super::{Ctx, wait_for_final, wait_with};
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
-    ChatCompletion, ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList,
-    PollEntry, PollRequest, PollResponse,
+    ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest,
+    PollResponse,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -36,9 +36,16 @@ pub fn parse_submit(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
 /// `POST /v1/chat/completions`.
 pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let chat = parse_submit(&req.body)?;
-    let wait = req
-        .wait(Duration::from_secs(ctx.config.max_wait_seconds))?
-        .unwrap_or(Duration::from_secs(ctx.config.default_wait_seconds));
+    let stream = chat.stream.unwrap_or(false);
+    let max_wait = Duration::from_secs(ctx.config.max_wait_seconds);
+    let wait = match req.wait(max_wait)? {
+        // A stream is always answered as a stream, never as a JSON 202: it is held up to
+        // `max_wait_seconds` even when it asks for no wait.
+        Some(wait) if stream && wait.is_zero() => max_wait,
+        None if stream => max_wait,
+        Some(wait) => wait,
+        None => Duration::from_secs(ctx.config.default_wait_seconds),
+    };
     let priority = priority(req, chat.metadata.as_ref())?;
     let ttl = ttl(ctx, req, chat.metadata.as_ref())?;
     let idempotency_key = match req.header("idempotency-key") {
@@ -79,23 +86,45 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         let (record, _created) = ctx.state.queue.enqueue(job).await?;
         return Ok(pending(&record));
     }
+    let deadline = tokio::time::Instant::now() + wait;
+    // A stream's headers are due at its first keep-alive; a job that ends before then is
+    // answered whole, with its real status.
+    let first_wait = if stream {
+        wait.min(Duration::from_secs(ctx.config.stream_keepalive_seconds))
+    } else {
+        wait
+    };
     // Subscribed before the job exists, so the waiter needs no read to catch up with it.
     let watch = ctx.state.queue.notifier().watch(&job.id);
     let (record, created) = ctx.state.queue.enqueue(job).await?;
     let record = if created {
-        wait_with(ctx, record, watch, wait).await?
+        wait_with(ctx, record, watch, first_wait).await?
     } else {
         // An earlier submit with the same idempotency key made the job; wait on that one.
         drop(watch);
-        wait_for_final(ctx, &record.id, wait).await?
+        wait_for_final(ctx, &record.id, first_wait).await?
     };
-    let stream = chat.stream.unwrap_or(false);
     let include_usage = chat
         .extra
         .get("stream_options")
         .and_then(|options| options.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    if stream && !record.status.is_final() {
+        return Ok(Reply {
+            status: 200,
+            headers: vec![
+                ("cache-control", "no-cache".to_owned()),
+                ("x-obb-job-id", record.id.clone()),
+            ],
+            body: Body::ChatStream {
+                job_id: record.id.clone(),
+                who: ctx.visibility(),
+                deadline,
+                include_usage,
+            },
+        });
+    }
     finished(&record, stream, include_usage)
 }
 
@@ -248,25 +277,12 @@ fn finished(record: &JobRecord, stream: bool, include_usage: bool) -> Result<Rep
 
 /// A finished completion replayed as the `text/event-stream` a streaming server sends.
 fn sse_replay(result: &str, include_usage: bool) -> Reply {
-    let mut body = String::new();
-    match serde_json::from_str::<ChatCompletion>(result) {
-        Ok(completion) => {
-            for chunk in completion.to_chunks(include_usage) {
-                body.push_str("data: ");
-                body.push_str(&serde_json::to_string(&chunk).unwrap_or_default());
-                body.push_str("\n\n");
-            }
-        }
-        // Not a ChatCompletion the gateway understands: pass it on whole rather than lose it.
-        Err(_) => {
-            body.push_str("data: ");
-            body.push_str(&result.replace('\n', " "));
-            body.push_str("\n\n");
-        }
-    }
-    body.push_str("data: [DONE]\n\n");
-    Reply::raw(200, "text/event-stream", body.into_bytes())
-        .header("cache-control", "no-cache".to_owned())
+    Reply::raw(
+        200,
+        "text/event-stream",
+        super::sse::replay(result, include_usage).into_bytes(),
+    )
+    .header("cache-control", "no-cache".to_owned())
 }
 
 /// `GET /v1/jobs/{id}`, with an optional `?wait=`.
@@ -411,17 +427,29 @@ pub async fn models(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         200,
         &ModelList {
             object: "list".to_owned(),
-            data: models
-                .into_iter()
-                .map(|id| Model {
-                    id,
-                    object: "model".to_owned(),
-                    created: 0,
-                    owned_by: "openbeepboop".to_owned(),
-                })
-                .collect(),
+            data: models.into_iter().map(model_object).collect(),
         },
     ))
+}
+
+/// `GET /v1/models/{model}`: the model object when a live node serves it, else 404
+/// `model_not_found`, as OpenAI answers `models.retrieve()`.
+pub async fn model(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    let alive = Duration::from_secs(ctx.config.node_alive_seconds);
+    let models = ctx.state.queue.live_models(alive).await?;
+    match models.into_iter().find(|m| m == id) {
+        Some(id) => Ok(Reply::json(200, &model_object(id))),
+        None => Err(ApiError::ModelNotFound(id.to_owned())),
+    }
+}
+
+fn model_object(id: String) -> Model {
+    Model {
+        id,
+        object: "model".to_owned(),
+        created: 0,
+        owned_by: "openbeepboop".to_owned(),
+    }
 }
 
 #[cfg(test)]

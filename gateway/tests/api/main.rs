@@ -13,6 +13,8 @@ mod cli;
 #[cfg(test)]
 mod crash;
 #[cfg(test)]
+mod edge;
+#[cfg(test)]
 mod jobs;
 #[cfg(test)]
 mod node_api;
