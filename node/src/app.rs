@@ -52,7 +52,7 @@ pub async fn build(
         "no node key: set [server] api_key or OBB_NODE_SERVER_API_KEY (make one with `obb-gateway keys create --role node`)",
     )?;
     let name = config.node_name();
-    let gateway = GatewayClient::new(&config.server.url, &key, &name)?;
+    let gateway = GatewayClient::new(&config.server, &key, &name)?;
     let spool_path = node
         .spool
         .clone()
@@ -89,7 +89,7 @@ pub async fn check(worker: &Worker) -> anyhow::Result<Vec<String>> {
         upstream
             .models()
             .await
-            .with_context(|| format!("cannot reach the upstream `{}`", upstream.base_url()))?;
+            .context("the upstream check failed")?;
     }
     Ok(models)
 }

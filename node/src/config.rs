@@ -1,9 +1,9 @@
 //! `node_config.toml`: the spec's `[server]`, `[llm]` and `[local_llm]` sections plus `[node]`.
 //!
 //! Defaults, then the file, then `OBB_NODE_*` variables: `OBB_NODE_SERVER_URL`,
-//! `OBB_NODE_LLM_MODEL`, `OBB_NODE_LOCAL_LLM_PORT`, and for `[node]` simply
-//! `OBB_NODE_CONCURRENCY` and so on. Unknown keys, in the file or the environment, are
-//! errors that name them.
+//! `OBB_NODE_LLM_MODEL`, `OBB_NODE_LOCAL_LLM_PORT`, `OBB_NODE_SERVER_CA_CERT`, and for
+//! `[node]` simply `OBB_NODE_CONCURRENCY` and so on. Unknown keys, in the file or the
+//! environment, are errors that name them, and so are PEM files that cannot be read.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -18,12 +18,19 @@ pub struct NodeConfig {
     pub node: NodeSection,
 }
 
-/// Where the gateway is, and the NODE key to use.
+/// Where the gateway is, the NODE key to use, and the TLS the hop needs beyond the
+/// platform's roots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub url: String,
     pub api_key: Option<String>,
+    /// A private CA (PEM) for the gateway's certificate, trusted besides the platform's roots.
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -31,6 +38,9 @@ impl Default for ServerSection {
         Self {
             url: "http://localhost:8000".to_owned(),
             api_key: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -45,6 +55,8 @@ pub struct LlmSection {
     /// Prefer the provider's environment variable (`OPENAI_API_KEY`, …) to this.
     pub api_key: Option<String>,
     pub base_url: Option<String>,
+    /// A private CA (PEM) for the upstream's certificate, trusted besides the platform's roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The shortcut for a server on this machine: `http://host:port/v1`.
@@ -56,6 +68,11 @@ pub struct LocalLlmSection {
     pub port: Option<u16>,
     pub host: String,
     pub preset: Option<Preset>,
+    /// Call the server at `https://` instead of `http://`.
+    pub https: bool,
+    /// A private CA (PEM) for the local server's certificate, trusted besides the
+    /// platform's roots; setting it implies `https`.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for LocalLlmSection {
@@ -65,6 +82,8 @@ impl Default for LocalLlmSection {
             port: None,
             host: "127.0.0.1".to_owned(),
             preset: None,
+            https: false,
+            ca_cert: None,
         }
     }
 }
@@ -170,6 +189,19 @@ pub enum ConfigError {
     UnknownVariable(String),
     #[error("no node_config.toml found: pass `--config PATH`, or create one with `obb-node setup`")]
     NotFound,
+    /// A PEM file named by a TLS key is missing, unreadable or holds the wrong thing.
+    #[error("`[{section}] {key}` = `{path}`: {problem}")]
+    Pem {
+        section: &'static str,
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("cannot set up the HTTP client for `[{section}]`: {message}")]
+    Client {
+        section: &'static str,
+        message: String,
+    },
 }
 
 /// Sections whose keys are reached as `OBB_NODE_<SECTION>_<KEY>`; longest first, so that
@@ -231,6 +263,7 @@ impl NodeConfig {
         config
             .validate()
             .map_err(|message| ConfigError::Invalid { origin, message })?;
+        crate::tls::check_files(&config)?;
         Ok(config)
     }
 
@@ -238,13 +271,18 @@ impl NodeConfig {
     fn with_every_key() -> Self {
         let mut config = NodeConfig::default();
         config.server.api_key = Some(String::new());
+        config.server.ca_cert = Some(PathBuf::new());
+        config.server.client_cert = Some(PathBuf::new());
+        config.server.client_key = Some(PathBuf::new());
         config.llm = LlmSection {
             model: Some(String::new()),
             api_key: Some(String::new()),
             base_url: Some(String::new()),
+            ca_cert: Some(PathBuf::new()),
         };
         config.local_llm.port = Some(0);
         config.local_llm.preset = Some(Preset::Ollama);
+        config.local_llm.ca_cert = Some(PathBuf::new());
         config.node.name = Some(String::new());
         config.node.spool = Some(PathBuf::new());
         config
@@ -266,6 +304,11 @@ impl NodeConfig {
                 "`server.url` must start with http:// or https://, not `{}`",
                 self.server.url
             ));
+        }
+        if self.server.client_cert.is_some() != self.server.client_key.is_some() {
+            return Err(
+                "`[server] client_cert` and `[server] client_key` must be set together".to_owned(),
+            );
         }
         Ok(())
     }
@@ -316,7 +359,8 @@ fn host_name() -> String {
 }
 
 /// Environment values are typed the way TOML would read them. Lists (`models`) are
-/// comma-separated.
+/// comma-separated; keys and certificates are always strings, even when they look like
+/// numbers.
 fn env_value(key: &str, raw: &str) -> toml::Value {
     if key == "models" {
         return toml::Value::Array(
@@ -326,6 +370,9 @@ fn env_value(key: &str, raw: &str) -> toml::Value {
                 .map(|s| toml::Value::String(s.to_owned()))
                 .collect(),
         );
+    }
+    if key.ends_with("_cert") || key.ends_with("_key") {
+        return toml::Value::String(raw.to_owned());
     }
     if let Ok(n) = raw.parse::<i64>() {
         return toml::Value::Integer(n);

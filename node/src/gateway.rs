@@ -1,5 +1,8 @@
-//! The gateway's node API, from the node's side: fetch, heartbeat and submit.
+//! The gateway's node API, from the node's side: fetch, heartbeat and submit, over the TLS
+//! that `[server]` configures.
 
+use crate::config::{ConfigError, ServerSection};
+use crate::tls;
 use openbeepboop::{
     ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob,
     NodeResult, SubmitOutcome, SubmitResponse,
@@ -27,13 +30,27 @@ pub struct GatewayClient {
 }
 
 impl GatewayClient {
-    pub fn new(base: &str, key: &str, node_id: &str) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// A client for the gateway at `server.url`, trusting `server.ca_cert` and presenting
+    /// `server.client_cert` when they are set.
+    pub fn new(server: &ServerSection, key: &str, node_id: &str) -> Result<Self, ConfigError> {
+        let hop = tls::Hop {
+            section: "server",
+            ca_cert: server.ca_cert.as_deref(),
+            client_cert: server
+                .client_cert
+                .as_deref()
+                .zip(server.client_key.as_deref()),
+        };
+        let http = tls::client_builder(hop)?
             .connect_timeout(Duration::from_secs(10))
-            .build()?;
+            .build()
+            .map_err(|e| ConfigError::Client {
+                section: "server",
+                message: e.to_string(),
+            })?;
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base: server.url.trim_end_matches('/').to_owned(),
             key: key.to_owned(),
             node_id: node_id.to_owned(),
         })
@@ -48,7 +65,7 @@ impl GatewayClient {
         let url = format!("{}{path}", self.base);
         let unreachable = |e: reqwest::Error| GatewayError::Unreachable {
             url: self.base.clone(),
-            message: e.to_string(),
+            message: tls::describe(&e, "server"),
         };
         let response = self
             .http

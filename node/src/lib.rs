@@ -11,5 +11,6 @@ pub mod mock;
 pub mod routing;
 pub mod setup;
 pub mod spool;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

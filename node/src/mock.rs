@@ -1,14 +1,21 @@
 //! A mock OpenAI-compatible upstream on loopback, for tests and benchmarks. It is not an
 //! LLM: it answers `mock: <last user message>` and can be told to be slow, fail, rate-limit
-//! or answer garbage. It counts calls and the most calls it saw in flight at once.
+//! or answer garbage. It counts calls and the most calls it saw in flight at once. It can
+//! serve over TLS (tokio-rustls, with a certificate the test makes) and answer compressed.
 
 use serde_json::{Value, json};
 use std::collections::VecDeque;
+use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// What the next chat call does instead of answering normally.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +30,53 @@ pub enum Fault {
     Truncate,
 }
 
+/// A content coding the mock can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Gzip,
+    Brotli,
+    Deflate,
+    Zstd,
+}
+
+impl Coding {
+    pub const ALL: [Coding; 4] = [Coding::Gzip, Coding::Brotli, Coding::Deflate, Coding::Zstd];
+
+    /// The `Content-Encoding` token.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Brotli => "br",
+            Coding::Deflate => "deflate",
+            Coding::Zstd => "zstd",
+        }
+    }
+
+    /// `body` in this coding; `deflate` is the zlib format HTTP means by it.
+    pub fn encode(self, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Coding::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(body)?;
+                encoder.finish()
+            }
+            Coding::Deflate => {
+                let mut encoder =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(body)?;
+                encoder.finish()
+            }
+            Coding::Brotli => {
+                let mut encoder = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+                encoder.write_all(body)?;
+                Ok(encoder.into_inner())
+            }
+            Coding::Zstd => zstd::encode_all(body, 3),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct MockState {
     pub calls: AtomicU64,
@@ -33,36 +87,97 @@ pub struct MockState {
     models: Mutex<Vec<String>>,
     /// The last chat request's `x-request-id` and body.
     pub last_request: Mutex<Option<(Option<String>, Value)>>,
+    /// The `Accept-Encoding` of the last request that sent one.
+    accept_encoding: Mutex<Option<String>>,
+    /// The coding every answer is sent in, if any.
+    coding: Mutex<Option<Coding>>,
 }
 
 pub struct MockUpstream {
     pub port: u16,
     pub state: Arc<MockState>,
+    tls: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl MockUpstream {
     /// Starts the mock on a free loopback port; it stops when dropped.
     pub async fn start(models: &[&str]) -> std::io::Result<Self> {
+        Self::listen(models, None).await
+    }
+
+    /// Starts the mock serving HTTPS with the PEM certificate chain `cert` and its key.
+    pub async fn start_tls(models: &[&str], cert: &Path, key: &Path) -> std::io::Result<Self> {
+        let config = server_config(cert, key, None)?;
+        Self::listen(models, Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    /// Like `start_tls`, and it refuses clients without a certificate signed by `client_ca`.
+    pub async fn start_mutual_tls(
+        models: &[&str],
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> std::io::Result<Self> {
+        let config = server_config(cert, key, Some(client_ca))?;
+        Self::listen(models, Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn listen(models: &[&str], tls: Option<TlsAcceptor>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(MockState::default());
         *lock(&state.models) = models.iter().map(|m| (*m).to_owned()).collect();
         let shared = Arc::clone(&state);
+        let secure = tls.is_some();
         // Owned by the returned value: aborted on drop.
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = Arc::clone(&shared);
+                let tls = tls.clone();
+                // One task per connection; it ends when the client hangs up.
                 tokio::spawn(async move {
-                    let _ = serve(stream, &state).await;
+                    match tls {
+                        // A failed handshake is the client's refusal: tests look at the client.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = serve(stream, &state).await;
+                            }
+                        }
+                        None => {
+                            let _ = serve(stream, &state).await;
+                        }
+                    }
                 });
             }
         });
-        Ok(Self { port, state, task })
+        Ok(Self {
+            port,
+            state,
+            tls: secure,
+            task,
+        })
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        self.base_url_at("127.0.0.1")
+    }
+
+    /// The `/v1` base URL with `host` (which must resolve to loopback) in it.
+    pub fn base_url_at(&self, host: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{host}:{}/v1", self.port)
+    }
+
+    /// Sends every answer compressed with `coding` (`None`: plain), whatever the client
+    /// accepts; `accept_encoding` tells what it asked for.
+    pub fn set_coding(&self, coding: Option<Coding>) {
+        *lock(&self.state.coding) = coding;
+    }
+
+    /// The `Accept-Encoding` header of the last request that sent one.
+    pub fn accept_encoding(&self) -> Option<String> {
+        lock(&self.state.accept_encoding).clone()
     }
 
     /// Queues faults for the next chat calls, in order.
@@ -94,7 +209,49 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn serve(stream: TcpStream, state: &MockState) -> std::io::Result<()> {
+/// A rustls server config from PEM files, asking for client certificates signed by
+/// `client_ca` when given.
+fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> std::io::Result<rustls::ServerConfig> {
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid(&e))? {
+                roots
+                    .add(cert.map_err(|e| invalid(&e))?)
+                    .map_err(|e| invalid(&e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| invalid(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid(&e))
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    state: &MockState,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
@@ -114,6 +271,9 @@ async fn serve(stream: TcpStream, state: &MockState) -> std::io::Result<()> {
                 match name.trim().to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse().unwrap_or(0),
                     "x-request-id" => request_id = Some(value.trim().to_owned()),
+                    "accept-encoding" => {
+                        *lock(&state.accept_encoding) = Some(value.trim().to_owned());
+                    }
                     _ => {}
                 }
             }
@@ -133,18 +293,29 @@ async fn serve(stream: TcpStream, state: &MockState) -> std::io::Result<()> {
                 .get_mut()
                 .write_all(&text.as_bytes()[..text.len() / 2])
                 .await?;
+            reader.get_mut().shutdown().await?;
             return Ok(());
         }
-        let mut response = format!(
+        let coding = *lock(&state.coding);
+        let body = match coding {
+            Some(coding) => coding.encode(text.as_bytes())?,
+            None => text.into_bytes(),
+        };
+        let mut head = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            text.len()
+            body.len()
         );
-        for (name, value) in headers {
-            response.push_str(&format!("{name}: {value}\r\n"));
+        if let Some(coding) = coding {
+            head.push_str(&format!("content-encoding: {}\r\n", coding.name()));
         }
-        response.push_str("\r\n");
-        response.push_str(&text);
-        reader.get_mut().write_all(response.as_bytes()).await?;
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut response = head.into_bytes();
+        response.extend(body);
+        reader.get_mut().write_all(&response).await?;
+        reader.get_mut().flush().await?;
     }
 }
 

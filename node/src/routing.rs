@@ -3,6 +3,7 @@
 
 use crate::config::NodeConfig;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// The built-in model that answers without any upstream, for demos and smoke tests.
 pub const ECHO_MODEL: &str = "echo";
@@ -36,6 +37,10 @@ pub struct Upstream {
     pub api_key: Option<String>,
     /// Where the key was looked for, to name it when it is missing.
     pub key_source: Option<String>,
+    /// The config section that sets this upstream up (`llm` or `local_llm`), for messages.
+    pub section: &'static str,
+    /// A private CA (PEM) trusted for this upstream besides the platform's roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where a job for a model goes.
@@ -70,22 +75,31 @@ impl Routing {
     /// Resolves the config; `env` looks up environment variables (upstream keys).
     pub fn resolve(config: &NodeConfig, env: impl Fn(&str) -> Option<String>) -> Self {
         let llm = &config.llm;
-        let upstream = if config.local_llm.enabled {
-            let port = config
-                .local_llm
+        let local = &config.local_llm;
+        let upstream = if local.enabled {
+            let port = local
                 .port
-                .or(config.local_llm.preset.map(|p| p.port()))
+                .or(local.preset.map(|p| p.port()))
                 .unwrap_or(11434);
+            let scheme = if local.https || local.ca_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             Some(Upstream {
-                base_url: format!("http://{}:{port}/v1", config.local_llm.host),
+                base_url: format!("{scheme}://{}:{port}/v1", local.host),
                 api_key: llm.api_key.clone(),
                 key_source: None,
+                section: "local_llm",
+                ca_cert: local.ca_cert.clone(),
             })
         } else if let Some(base_url) = &llm.base_url {
             Some(Upstream {
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 api_key: llm.api_key.clone().or_else(|| env("OPENAI_API_KEY")),
                 key_source: Some("OPENAI_API_KEY".to_owned()),
+                section: "llm",
+                ca_cert: llm.ca_cert.clone(),
             })
         } else if let Some(model) = llm.model.as_deref().filter(|m| *m != ECHO_MODEL) {
             // A bare model name means OpenAI, as in LiteLLM.
@@ -94,6 +108,8 @@ impl Routing {
                 base_url: base.to_owned(),
                 api_key: llm.api_key.clone().or_else(|| env(variable)),
                 key_source: Some(variable.to_owned()),
+                section: "llm",
+                ca_cert: llm.ca_cert.clone(),
             })
         } else {
             None
@@ -170,6 +186,16 @@ mod tests {
         assert_eq!(
             routing.upstream.clone().unwrap().base_url,
             "http://127.0.0.1:9999/v1"
+        );
+        config.local_llm.ca_cert = Some("ca.pem".into());
+        let upstream = Routing::resolve(&config, no_env).upstream.unwrap();
+        assert_eq!(
+            upstream.base_url, "https://127.0.0.1:9999/v1",
+            "a CA implies https"
+        );
+        assert_eq!(
+            (upstream.section, upstream.ca_cert),
+            ("local_llm", Some("ca.pem".into()))
         );
         assert_eq!(routing.target("echo"), Some(&Target::Echo));
         assert_eq!(

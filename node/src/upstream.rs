@@ -1,7 +1,10 @@
 //! Calls an OpenAI-compatible server: forwards the job's body with only the model mapped,
-//! retries transient errors with backoff and jitter, and honours `Retry-After`.
+//! retries transient errors with backoff and jitter, and honours `Retry-After`. Answers may
+//! come compressed (gzip, br, deflate, zstd); one that is not a JSON object is final.
 
+use crate::config::ConfigError;
 use crate::routing::Upstream;
+use crate::tls;
 use openbeepboop::ErrorBody;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -19,6 +22,10 @@ pub enum UpstreamError {
     /// Any other 4xx: the request itself is wrong, and retrying will not help.
     #[error("{}", error.message)]
     Rejected { status: u16, error: ErrorBody },
+    /// A success whose body is not a JSON object: the upstream is broken for this request,
+    /// and asking again would only repeat the call.
+    #[error("{message}")]
+    Invalid { status: u16, message: String },
 }
 
 impl UpstreamError {
@@ -33,6 +40,7 @@ impl UpstreamError {
             } => "server_error",
             UpstreamError::Transient { status: None, .. } => "unreachable",
             UpstreamError::Rejected { .. } => "rejected",
+            UpstreamError::Invalid { .. } => "invalid_answer",
         }
     }
 }
@@ -55,11 +63,20 @@ impl UpstreamClient {
         connect_timeout: Duration,
         request_timeout: Duration,
         retry: RetryPolicy,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    ) -> Result<Self, ConfigError> {
+        let hop = tls::Hop {
+            section: upstream.section,
+            ca_cert: upstream.ca_cert.as_deref(),
+            client_cert: None,
+        };
+        let http = tls::client_builder(hop)?
             .connect_timeout(connect_timeout)
             .timeout(request_timeout)
-            .build()?;
+            .build()
+            .map_err(|e| ConfigError::Client {
+                section: upstream.section,
+                message: e.to_string(),
+            })?;
         Ok(Self {
             http,
             upstream,
@@ -85,14 +102,17 @@ impl UpstreamClient {
             .authorized(self.http.get(&url))
             .send()
             .await
-            .map_err(|e| unreachable(&url, &e))?;
+            .map_err(|e| self.unreachable(&url, &e))?;
         let status = response.status().as_u16();
-        let text = response.text().await.map_err(|e| unreachable(&url, &e))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.unreachable(&url, &e))?;
         if status >= 300 {
             return Err(classify(status, &text, &url));
         }
-        let list: Value = serde_json::from_str(&text).map_err(|e| UpstreamError::Transient {
-            status: Some(status),
+        let list: Value = serde_json::from_str(&text).map_err(|e| UpstreamError::Invalid {
+            status,
             message: format!("`{url}` answered invalid JSON: {e}"),
         })?;
         Ok(list["data"]
@@ -155,7 +175,7 @@ impl UpstreamClient {
         let response = request
             .send()
             .await
-            .map_err(|e| (unreachable(&url, &e), None))?;
+            .map_err(|e| (self.unreachable(&url, &e), None))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -167,20 +187,34 @@ impl UpstreamClient {
         let text = response
             .text()
             .await
-            .map_err(|e| (unreachable(&url, &e), None))?;
+            .map_err(|e| (self.unreachable(&url, &e), None))?;
         if status >= 300 {
             return Err((classify(status, &text, &url), retry_after));
         }
-        // A body that is not a JSON object is a broken answer, not a completion.
+        // A body that is not a JSON object is a broken answer, not a completion, and the
+        // same request would most likely get it again.
         match serde_json::from_str::<Map<String, Value>>(&text) {
             Ok(_) => Ok(text),
             Err(e) => Err((
-                UpstreamError::Transient {
-                    status: Some(status),
-                    message: format!("`{url}` answered {status} with invalid JSON: {e}"),
+                UpstreamError::Invalid {
+                    status,
+                    message: format!(
+                        "`{url}` answered {status} with a body that is not a JSON object: {e}"
+                    ),
                 },
                 None,
             )),
+        }
+    }
+
+    /// A call that got no answer: transient, with the reason named (a TLS problem by name).
+    fn unreachable(&self, url: &str, error: &reqwest::Error) -> UpstreamError {
+        UpstreamError::Transient {
+            status: None,
+            message: format!(
+                "cannot reach the upstream at `{url}`: {}",
+                tls::describe(error, self.upstream.section)
+            ),
         }
     }
 }
@@ -195,20 +229,6 @@ pub fn forwarded_body(payload: &RawValue, model: &str) -> Result<Vec<u8>, serde_
         body.remove("stream_options");
     }
     serde_json::to_vec(&body)
-}
-
-fn unreachable(url: &str, error: &reqwest::Error) -> UpstreamError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "refused the connection"
-    } else {
-        "failed"
-    };
-    UpstreamError::Transient {
-        status: None,
-        message: format!("`{url}` {what}: {error}"),
-    }
 }
 
 /// Sorts an error answer: 408, 409, 429 and 5xx are transient; other 4xx are final and
@@ -275,6 +295,35 @@ mod tests {
         assert_eq!(classify(429, "slow down", "u").kind(), "rate_limited");
         assert_eq!(classify(503, "", "u").kind(), "server_error");
         assert_eq!(classify(400, "plain text", "u").to_string(), "plain text");
+    }
+
+    #[tokio::test]
+    async fn a_success_that_is_not_json_is_final_and_called_once() {
+        let mock = crate::mock::MockUpstream::start(&["m"]).await.unwrap();
+        mock.push_faults([crate::mock::Fault::InvalidJson]);
+        let upstream = Upstream {
+            base_url: mock.base_url(),
+            api_key: None,
+            key_source: None,
+            section: "llm",
+            ca_cert: None,
+        };
+        let retry = RetryPolicy {
+            max_retries: 3,
+            backoff: Duration::from_millis(1),
+        };
+        let client = UpstreamClient::new(
+            upstream,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            retry,
+        )
+        .unwrap();
+        let payload = RawValue::from_string(r#"{"messages":[]}"#.to_owned()).unwrap();
+        let error = client.complete(&payload, "m", None).await.unwrap_err();
+        assert_eq!(error.kind(), "invalid_answer");
+        assert!(error.to_string().contains("not a JSON object"), "{error}");
+        assert_eq!(mock.calls(), 1, "a broken answer is not asked for again");
     }
 
     #[test]

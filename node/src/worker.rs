@@ -396,6 +396,13 @@ impl JobContext {
                         result.error = Some(error);
                         result.upstream_status = Some(status);
                     }
+                    UpstreamError::Invalid { status, message } => {
+                        result.error = Some(
+                            ErrorBody::new(message, "server_error")
+                                .with_code("upstream_invalid_response"),
+                        );
+                        result.upstream_status = Some(status);
+                    }
                 }
             }
         }

@@ -1,11 +1,15 @@
 //! Test support: starts the real `obb-gateway` binary on a free loopback port with a temp
 //! database, finds the workspace's binaries, and offers the calls the tests share.
-//! Each test gets its own gateway.
+//! Each test gets its own gateway. `tls` makes a private CA and certificates for HTTPS tests.
 #![expect(
     clippy::expect_used,
     clippy::panic,
     reason = "test support fails loudly"
 )]
+
+pub mod tls;
+
+pub use tls::{TestCa, WRONG_HOST};
 
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};

@@ -71,10 +71,11 @@ async fn concurrency_bounds_the_upstream_calls_in_flight() {
 async fn transient_upstream_errors_are_retried_and_a_4xx_fails_at_once() {
     let (gw, user, key, mock) = stack(&[]).await;
     let _node = run_node(&gw, &key, &mock, "n", "models = [\"m\"]");
+    // A cut-off body is transient; a whole body that is not JSON would be final.
     mock.push_faults([
         Fault::Status(503, None),
         Fault::Status(429, Some(0)),
-        Fault::InvalidJson,
+        Fault::Truncate,
     ]);
     let mut body = chat("m", "retry me");
     body["tools"] =

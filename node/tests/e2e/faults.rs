@@ -1,6 +1,6 @@
-//! Upstream faults (slow, 500, 429 with Retry-After, a broken body, invalid JSON) and a node
-//! killed mid-batch: every job ends as the rules say, and the counts in the database, the
-//! metrics and the clients all match.
+//! Upstream faults (slow, 500, 429 with Retry-After, a broken body, and invalid JSON, which
+//! is final) and a node killed mid-batch: every job ends as the rules say, and the counts in
+//! the database, the metrics and the clients all match.
 
 use crate::{run_node, stack};
 use obb_node::mock::{Fault, MockUpstream};
@@ -26,7 +26,8 @@ async fn every_upstream_fault_ends_as_the_rules_say_and_all_counts_agree() {
         (vec![Fault::Status(500, None)], "completed"),
         (vec![Fault::Status(429, Some(0))], "completed"),
         (vec![Fault::Truncate], "completed"),
-        (vec![Fault::InvalidJson], "completed"),
+        // A 200 that is not JSON is final: one call, and the job fails.
+        (vec![Fault::InvalidJson], "failed"),
         (vec![Fault::Delay(Duration::from_secs(3))], "completed"),
         (
             vec![Fault::Status(500, None), Fault::Status(503, None)],
@@ -80,6 +81,26 @@ async fn every_upstream_fault_ends_as_the_rules_say_and_all_counts_agree() {
         "figures: fault_cases={} completed={completed} failed={failed} mismatches=0",
         cases.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_that_is_not_json_fails_its_job_after_one_call_with_a_clear_message() {
+    let (gw, user, key, mock) = stack(&[("OBB_MAX_ATTEMPTS", "3")]).await;
+    let _node = run_node(
+        &gw,
+        &key,
+        &mock,
+        "strict",
+        "models = [\"m\"]\nmax_retries = 3",
+    );
+    mock.push_faults([Fault::InvalidJson]);
+    let id = gw.submit_id(&user, "m").await;
+    let job = gw.job(&user, &format!("{id}?wait=60")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "not handed back for another try: {job}");
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not a JSON object"), "{job}");
+    assert_eq!(mock.calls(), 1, "the node did not ask again");
 }
 
 #[tokio::test(flavor = "multi_thread")]

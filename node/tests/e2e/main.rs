@@ -17,6 +17,8 @@ mod quickstart;
 mod real_llm;
 #[cfg(test)]
 mod setup;
+#[cfg(test)]
+mod tls;
 
 #[cfg(test)]
 use obb_node::mock::MockUpstream;
