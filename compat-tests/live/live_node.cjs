@@ -69,6 +69,16 @@ async function main() {
   const models = [];
   for await (const model of waited.models.list()) models.push(model.id);
   assert.deepEqual(models, [MODEL]);
+  assert.equal((await waited.models.retrieve(MODEL)).id, MODEL);
+  const missing = await rejects(waited.models.retrieve("no-such-model"), OpenAI.NotFoundError, 404);
+  assert.equal(missing.code, "model_not_found");
+  // A stream asked for without any wait is still answered as a stream, never as a JSON 202.
+  let unwaited = "";
+  const plain = new OpenAI({ baseURL: base, apiKey: env.OBB_USER_KEY });
+  for await (const chunk of await plain.chat.completions.create({ model: MODEL, messages: HI, stream: true })) {
+    unwaited += chunk.choices[0]?.delta?.content || "";
+  }
+  assert.equal(unwaited, "mock: Hello!");
   assert.equal((await waited.get(`/jobs/${env.OBB_JOB_ID}`)).status, "completed");
   await rejects(waited.post(`/jobs/${env.OBB_JOB_ID}/cancel`), OpenAI.ConflictError, 409);
   assert.equal((await waited.post("/results/poll", { body: { ids: [env.OBB_JOB_ID] } })).jobs[0].status, "completed");

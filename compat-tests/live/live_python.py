@@ -69,6 +69,13 @@ for fault in ("OBB_FAULT_429_URL", "OBB_FAULT_503_URL"):
            cls, 429 if "429" in fault else 503)
 
 assert [m.id for m in waited.models.list()] == [MODEL]
+assert waited.models.retrieve(MODEL).id == MODEL
+missing = raises(lambda: waited.models.retrieve("no-such-model"), openai.NotFoundError, 404)
+assert missing.body["code"] == "model_not_found"
+# A stream asked for without any wait is still answered as a stream, never as a JSON 202.
+plain = OpenAI(base_url=base, api_key=env["OBB_USER_KEY"])
+unwaited = plain.chat.completions.create(model=MODEL, messages=HI, stream=True)
+assert "".join(c.choices[0].delta.content or "" for c in unwaited if c.choices) == "mock: Hello!"
 job = waited.get(f"/jobs/{env['OBB_JOB_ID']}", cast_to=object)
 assert job["status"] == "completed"
 raises(lambda: waited.post(f"/jobs/{env['OBB_JOB_ID']}/cancel", cast_to=object), openai.ConflictError, 409)

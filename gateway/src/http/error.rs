@@ -32,6 +32,12 @@ pub enum ApiError {
     Conflict { message: String, code: &'static str },
     #[error("the request body is larger than the {limit} bytes allowed")]
     PayloadTooLarge { limit: usize },
+    /// A `Transfer-Encoding` other than `chunked` (RFC 9112 §6.1).
+    #[error("unsupported `Transfer-Encoding` `{0}`; only `chunked` is implemented")]
+    TransferCodingNotImplemented(String),
+    /// A request head larger than the gateway reads (RFC 6585 §5).
+    #[error("the request's header fields are too large")]
+    HeadTooLarge,
     #[error("{0}")]
     IdempotencyMismatch(String),
     #[error("{message}")]
@@ -110,6 +116,18 @@ impl ApiError {
                 Some("request_too_large"),
                 "too_large",
             ),
+            TransferCodingNotImplemented(_) => (
+                501,
+                "invalid_request_error",
+                Some("unsupported_transfer_encoding"),
+                "not_implemented",
+            ),
+            HeadTooLarge => (
+                431,
+                "invalid_request_error",
+                Some("request_header_fields_too_large"),
+                "too_large",
+            ),
             IdempotencyMismatch(_) => (
                 422,
                 "invalid_request_error",
@@ -124,6 +142,19 @@ impl ApiError {
             ),
             JobFailed { status, .. } => (*status, "", None, "job_failed"),
         }
+    }
+
+    /// Whether the gateway itself failed: a 5xx that is not a full or restarting store, a
+    /// failed job, or a transfer coding the client should not have sent. Its message is
+    /// opaque on the wire and its cause is logged.
+    pub fn is_fault(&self) -> bool {
+        self.status() >= 500
+            && !matches!(
+                self,
+                ApiError::Unavailable { .. }
+                    | ApiError::JobFailed { .. }
+                    | ApiError::TransferCodingNotImplemented(_)
+            )
     }
 
     pub fn status(&self) -> u16 {
@@ -148,8 +179,8 @@ impl ApiError {
         if let ApiError::JobFailed { body, .. } = self {
             return body.clone().into();
         }
-        let (status, kind, code, _) = self.parts();
-        let message = if status >= 500 && !matches!(self, ApiError::Unavailable { .. }) {
+        let (_, kind, code, _) = self.parts();
+        let message = if self.is_fault() {
             "the gateway hit an internal error; it has been logged".to_owned()
         } else {
             self.to_string()

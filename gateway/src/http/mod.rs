@@ -6,6 +6,7 @@ mod admin;
 mod cors;
 mod encoding;
 pub mod error;
+mod framing;
 mod node;
 mod reply;
 mod request;
@@ -286,6 +287,12 @@ impl App {
     /// §10.1.1); otherwise it gets the final status at once and never sends the body.
     /// When the body is left unread, the connection is not reused.
     async fn receive(&self, session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
+        if let Err(e) =
+            framing::check_host(session).and_then(|()| framing::check_transfer_coding(session))
+        {
+            session.set_keepalive(None);
+            return Err(e);
+        }
         let limit = self.state.config.max_body_bytes;
         if expects_continue(session) {
             if let Err(refused) = self.admit(session, limit).await {
@@ -370,6 +377,31 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>,
             }
         }
     }
+}
+
+/// Answers a request whose head was refused, in the OpenAI envelope, and closes.
+async fn refuse(session: &mut ServerSession, error: &ApiError) {
+    let body = serde_json::to_vec(&error.envelope()).unwrap_or_default();
+    let Some(mut header) = response_header(
+        error.status(),
+        &[],
+        &format!("req_{}", uuid::Uuid::new_v4().simple()),
+    ) else {
+        return;
+    };
+    if header
+        .insert_header("content-type", "application/json")
+        .is_ok()
+        && header
+            .insert_header("content-length", body.len().to_string())
+            .is_ok()
+        && header.insert_header("connection", "close").is_ok()
+    {
+        let _ = session
+            .write_error_response(*header, Bytes::from(body))
+            .await;
+    }
+    session.shutdown().await;
 }
 
 /// The caller's `x-request-id` when it is sane, else a new one.
@@ -470,13 +502,42 @@ impl HttpServerApp for App {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        if !matches!(session.read_request().await, Ok(true)) {
-            return None;
-        }
         let started = Instant::now();
+        match tokio::time::timeout(framing::HEAD_TIMEOUT, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::InvalidHTTPHeader) => {
+                // A head pingora could not accept: answer once (RFC 9112 asks for 400), close.
+                let error = framing::refused_head(&e);
+                tracing::debug!(error = %e, "refused a request head");
+                self.state.metrics.record_request(
+                    "unknown",
+                    error.status(),
+                    Some(error.label()),
+                    started.elapsed(),
+                    Duration::ZERO,
+                );
+                refuse(&mut session, &error).await;
+                return None;
+            }
+            // A closed, broken, idle or too slow connection: there is no one to answer.
+            _ => return None,
+        }
         let _in_flight = self.state.metrics.request_started();
-        let keepalive = !*shutdown.borrow();
+        // Keep the connection only when the client wants to (HTTP/1.0, `Connection: close`)
+        // and the gateway is not shutting down.
+        let keepalive = !*shutdown.borrow() && session.get_keepalive().is_some();
         session.set_keepalive(keepalive.then_some(60));
+        // Pipelined requests are answered in order, each after the one before (RFC 9112
+        // §9.3.2), instead of closing the connection on them.
+        session.set_pipelining_enabled(true);
+        // A half-closed client still reads its answer (RFC 9112 §9.6); only a fetch is
+        // abandoned when its node goes away, so that no job is leased to no one.
+        let leases = routes::resolve(
+            session.req_header().method.as_str(),
+            session.req_header().uri.path(),
+        )
+        .is_ok_and(|route| route == Route::Fetch);
+        session.set_abort_on_close(leases);
         let id = request_id(&session);
         let peer_is_loopback = session
             .client_addr()
@@ -506,12 +567,7 @@ impl HttpServerApp for App {
         let mut error_kind = None;
         let mut reply = result.unwrap_or_else(|error| {
             // Only the gateway's own failures are errors; a failed job or a full store is not.
-            if error.status() >= 500
-                && !matches!(
-                    error,
-                    ApiError::JobFailed { .. } | ApiError::Unavailable { .. }
-                )
-            {
+            if error.is_fault() {
                 tracing::error!(request_id = %id, error = %error, "request failed");
             }
             error_kind = Some(error.label());

@@ -76,6 +76,8 @@ impl Route {
 /// Finds the route of a request: 404 for an unknown path, 405 for a known path with the
 /// wrong method.
 pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
+    // HEAD is GET without the content (RFC 9110 §9.3.2); pingora leaves the content out.
+    let method = if method == "HEAD" { "GET" } else { method };
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (allowed, route): (&'static str, Option<Route>) = match segments.as_slice() {
         ["healthz"] => ("GET", (method == "GET").then_some(Route::Health)),

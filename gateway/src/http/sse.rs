@@ -50,11 +50,25 @@ async fn start(session: &mut ServerSession, reply: &Reply, request_id: &str) -> 
     let Some(mut header) = super::response_header(reply.status, &reply.headers, request_id) else {
         return false;
     };
-    header
+    if header
         .insert_header("content-type", "text/event-stream")
-        .is_ok()
-        && header.insert_header("transfer-encoding", "chunked").is_ok()
-        && session.write_response_header(header).await.is_ok()
+        .is_err()
+    {
+        return false;
+    }
+    if session.req_header().version == http::Version::HTTP_11 {
+        if header
+            .insert_header("transfer-encoding", "chunked")
+            .is_err()
+        {
+            return false;
+        }
+    } else {
+        // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): the stream ends when the
+        // connection closes.
+        session.set_keepalive(None);
+    }
+    session.write_response_header(header).await.is_ok()
 }
 
 async fn send(session: &mut ServerSession, bytes: impl Into<Bytes>) -> bool {
