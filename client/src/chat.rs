@@ -92,12 +92,16 @@ impl ChatMessage {
 /// A finished completion as an OpenAI-compatible server returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {
+    #[serde(default)]
     pub id: String,
     #[serde(default = "completion_object")]
     pub object: String,
     #[serde(default)]
     pub created: i64,
+    #[serde(default)]
     pub model: String,
+    /// Read leniently, as servers differ: see [`choices_in_order`].
+    #[serde(deserialize_with = "choices_in_order")]
     pub choices: Vec<Choice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -107,6 +111,35 @@ pub struct ChatCompletion {
 
 fn completion_object() -> String {
     "chat.completion".to_owned()
+}
+
+/// The choices of a completion, filling in what some OpenAI-compatible servers leave out: a
+/// choice's `index` that is missing or not a number becomes its position in the list, and a
+/// missing `message` or message `role` becomes an `assistant` message. `ChatMessage` itself
+/// stays strict, since requests must name their roles.
+fn choices_in_order<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Choice>, D::Error> {
+    let raw = Vec::<Map<String, Value>>::deserialize(deserializer)?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(position, mut choice)| {
+            let index = choice.get("index").and_then(Value::as_u64);
+            if index.is_none_or(|i| u32::try_from(i).is_err()) {
+                choice.insert("index".to_owned(), Value::from(position));
+            }
+            let message = choice.entry("message").or_insert(Value::Null);
+            if message.is_null() {
+                *message = Value::Object(Map::from_iter([("content".to_owned(), Value::Null)]));
+            }
+            if let Value::Object(message) = message
+                && !message.get("role").is_some_and(Value::is_string)
+            {
+                message.insert("role".to_owned(), Value::String("assistant".to_owned()));
+            }
+            serde_json::from_value(Value::Object(choice)).map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,98 +182,12 @@ pub struct ChatCompletionChunk {
 pub struct ChunkChoice {
     pub index: u32,
     pub delta: Map<String, Value>,
+    #[serde(default)]
     pub logprobs: Option<Value>,
+    #[serde(default)]
     pub finish_reason: Option<String>,
-}
-
-impl ChatCompletion {
-    /// Replays a finished completion as the chunks a streaming server would have sent.
-    ///
-    /// Each choice gets a chunk with its role and whole content (and tool calls, each with
-    /// its `index`), then a chunk with its finish reason. Usage comes last, in a chunk with
-    /// no choices, when `include_usage` asks for it, as OpenAI's `stream_options` does.
-    pub fn to_chunks(&self, include_usage: bool) -> Vec<ChatCompletionChunk> {
-        let mut extra = Map::new();
-        if let Some(fingerprint) = self.extra.get("system_fingerprint") {
-            extra.insert("system_fingerprint".to_owned(), fingerprint.clone());
-        }
-        let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage,
-            extra: extra.clone(),
-        };
-        let mut chunks = Vec::with_capacity(self.choices.len() * 2 + 1);
-        for choice in &self.choices {
-            let mut delta = Map::new();
-            delta.insert(
-                "role".to_owned(),
-                Value::String(choice.message.role.clone()),
-            );
-            delta.insert(
-                "content".to_owned(),
-                choice.message.content.clone().unwrap_or(Value::Null),
-            );
-            for (key, value) in &choice.message.extra {
-                if key == "tool_calls" {
-                    delta.insert(key.clone(), indexed_tool_calls(value));
-                } else {
-                    delta.insert(key.clone(), value.clone());
-                }
-            }
-            let logprobs = choice.extra.get("logprobs").cloned();
-            chunks.push(chunk(
-                vec![ChunkChoice {
-                    index: choice.index,
-                    delta,
-                    logprobs,
-                    finish_reason: None,
-                }],
-                None,
-            ));
-            chunks.push(chunk(
-                vec![ChunkChoice {
-                    index: choice.index,
-                    delta: Map::new(),
-                    logprobs: None,
-                    finish_reason: Some(
-                        choice
-                            .finish_reason
-                            .clone()
-                            .unwrap_or_else(|| "stop".to_owned()),
-                    ),
-                }],
-                None,
-            ));
-        }
-        if include_usage {
-            chunks.push(chunk(Vec::new(), self.usage.clone()));
-        }
-        chunks
-    }
-}
-
-/// Stream deltas of tool calls carry an `index`; complete messages do not.
-fn indexed_tool_calls(calls: &Value) -> Value {
-    match calls {
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, call)| {
-                    let mut call = call.clone();
-                    if let Value::Object(fields) = &mut call {
-                        fields.entry("index").or_insert(Value::from(i));
-                    }
-                    call
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `GET /v1/models`.
@@ -263,34 +210,36 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn completion(message: Value) -> ChatCompletion {
-        serde_json::from_value(json!({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
-            "system_fingerprint": "fp",
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-        }))
-        .unwrap_or_else(|e| unreachable!("fixture parses: {e}"))
-    }
-
     #[test]
-    fn chunks_carry_content_tool_call_indexes_finish_reason_and_usage() {
-        let done = completion(json!({"role": "assistant", "content": null,
-            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}));
-        let chunks = done.to_chunks(true);
-        assert_eq!(chunks.len(), 3);
+    fn a_completion_without_indexes_or_roles_parses_but_a_request_message_needs_a_role() {
+        let completion: ChatCompletion = serde_json::from_value(json!({
+            "choices": [{"message": {"content": "a"}}, {"index": 7}, {"index": -1}]
+        }))
+        .unwrap_or_else(|e| unreachable!("completion parses: {e}"));
+        let read: Vec<(u32, &str, Option<&str>)> = completion
+            .choices
+            .iter()
+            .map(|c| (c.index, c.message.role.as_str(), c.message.text()))
+            .collect();
         assert_eq!(
-            chunks[0].choices[0].delta["tool_calls"][0]["index"],
-            json!(0)
+            read,
+            [
+                (0, "assistant", Some("a")),
+                (7, "assistant", None),
+                (2, "assistant", None)
+            ]
         );
-        assert_eq!(chunks[0].extra["system_fingerprint"], json!("fp"));
         assert_eq!(
-            chunks[1].choices[0].finish_reason.as_deref(),
-            Some("tool_calls")
+            (completion.id.as_str(), completion.model.as_str()),
+            ("", "")
         );
-        assert!(chunks[2].choices.is_empty());
-        assert_eq!(chunks[2].usage.as_ref().map(|u| u.total_tokens), Some(5));
-        assert_eq!(done.to_chunks(false).len(), 2);
+        let no_choices = serde_json::from_value::<ChatCompletion>(json!({"id": "x", "model": "m"}));
+        assert!(
+            no_choices.is_err(),
+            "a body without choices is no completion"
+        );
+        let request = json!({"model": "m", "messages": [{"content": "hi"}]});
+        assert!(serde_json::from_value::<ChatCompletionRequest>(request).is_err());
     }
 
     #[test]

@@ -7,11 +7,13 @@ use crate::job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The longest single long-poll the client asks for.
 const LONG_POLL: Duration = Duration::from_secs(60);
 const MAX_POLL_IDS: usize = 1000;
+/// The longest wait a `Retry-After` can ask of the client.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Errors, named like the OpenAI SDK's exceptions, plus the ways a job can end badly.
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +161,8 @@ impl Client {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+                        .and_then(|v| crate::retry_after::parse(v, SystemTime::now()))
+                        .map(|delay| delay.min(MAX_RETRY_AFTER));
                     let text = response
                         .text()
                         .await

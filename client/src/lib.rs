@@ -26,6 +26,8 @@ pub mod client;
 pub mod error;
 pub mod job;
 pub mod node;
+mod replay;
+pub mod retry_after;
 
 pub use admin::{ApiKeyInfo, CreateKeyRequest, CreatedKey, Role};
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList};

@@ -3,7 +3,7 @@
 use openbeepboop::chat::ChatMessage;
 use openbeepboop::job::PollEntry;
 use openbeepboop::{ChatCompletionRequest, Client, Error, JobStatus, SubmitOptions};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use testkit::{Gateway, NodeProcess};
 
 fn hello(model: &str, text: &str) -> ChatCompletionRequest {
@@ -195,23 +195,30 @@ async fn errors_map_to_the_openai_kinds() {
     ));
 }
 
-/// A loopback server answering each request with the next of `answers` (status, headers).
+/// When each request reached a [`scripted`] server, in order.
+type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<SystemTime>>>;
+
 #[cfg(test)]
-async fn scripted(
-    answers: Vec<(u16, &'static str)>,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn arrivals(seen: &Arrivals) -> Vec<SystemTime> {
+    seen.lock().unwrap().clone()
+}
+
+/// A loopback server answering each request with the next of `answers` (status, extra
+/// header lines), which records when each request arrived.
+#[cfg(test)]
+async fn scripted(answers: Vec<(u16, String)>) -> (String, Arrivals) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
+    let seen = Arrivals::default();
+    let record = seen.clone();
     tokio::spawn(async move {
         let mut answers = answers.into_iter();
         while let Ok((mut stream, _)) = listener.accept().await {
             let mut buffer = [0u8; 8192];
             let _ = stream.read(&mut buffer).await;
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let (status, extra) = answers.next().unwrap_or((200, ""));
+            record.lock().unwrap().push(SystemTime::now());
+            let (status, extra) = answers.next().unwrap_or((200, String::new()));
             let body = if status < 400 {
                 r#"{"id":"job-x","object":"chat.completion.job","model":"m","status":"queued","priority":3,"created_at":0,"updated_at":0,"expires_at":0,"attempts":0}"#
             } else {
@@ -224,12 +231,22 @@ async fn scripted(
             let _ = stream.write_all(reply.as_bytes()).await;
         }
     });
-    (base, count)
+    (base, seen)
+}
+
+#[cfg(test)]
+fn answer(status: u16, extra: &str) -> (u16, String) {
+    (status, extra.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_errors_are_retried_and_rate_limits_surface() {
-    let (base, count) = scripted(vec![(503, ""), (429, "retry-after: 0\r\n"), (200, "")]).await;
+    let (base, seen) = scripted(vec![
+        answer(503, ""),
+        answer(429, "retry-after: 0\r\n"),
+        answer(200, ""),
+    ])
+    .await;
     let client = Client::new(&base, "k").unwrap();
     let handle = client
         .chat()
@@ -238,11 +255,11 @@ async fn transient_errors_are_retried_and_rate_limits_surface() {
         .await
         .unwrap();
     assert_eq!(handle.id(), "job-x");
-    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(arrivals(&seen).len(), 3);
 
     let (base, _) = scripted(vec![
-        (429, "retry-after: 0\r\n"),
-        (429, "retry-after: 0\r\n"),
+        answer(429, "retry-after: 0\r\n"),
+        answer(429, "retry-after: 0\r\n"),
     ])
     .await;
     let limited = Client::new(&base, "k").unwrap().with_max_retries(1);
@@ -250,16 +267,41 @@ async fn transient_errors_are_retried_and_rate_limits_surface() {
         limited.jobs().get("x").await,
         Err(Error::RateLimit(_))
     ));
-    let (base, count) = scripted(vec![(502, "x-should-retry: false\r\n")]).await;
+    let (base, seen) = scripted(vec![answer(502, "x-should-retry: false\r\n")]).await;
     let failed = Client::new(&base, "k").unwrap();
     assert!(matches!(
         failed.jobs().get("x").await,
         Err(Error::ApiStatus { status: 502, .. })
     ));
+    assert_eq!(arrivals(&seen).len(), 1, "x-should-retry: false is final");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_http_date_is_waited_for_and_a_past_one_is_not() {
+    // Two seconds ahead, truncated to the whole second an HTTP-date can say: the retry must
+    // not arrive before that instant, which the client's own first backoff (at most 0.5 s)
+    // would reach long before.
+    let date = SystemTime::now() + Duration::from_secs(2);
+    let formatted = httpdate::fmt_http_date(date);
+    let not_before = httpdate::parse_http_date(&formatted).unwrap();
+    let (base, seen) = scripted(vec![
+        (503, format!("retry-after: {formatted}\r\n")),
+        answer(429, "retry-after: Sun, 06 Nov 1994 08:49:37 GMT\r\n"),
+        answer(200, ""),
+    ])
+    .await;
+    let client = Client::new(&base, "k").unwrap();
+    assert_eq!(client.jobs().get("job-x").await.unwrap().id, "job-x");
+    let times = arrivals(&seen);
     assert_eq!(
-        count.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "x-should-retry: false is final"
+        times.len(),
+        3,
+        "both errors were retried, the past date at once"
+    );
+    assert!(
+        times[1] >= not_before,
+        "the retry came {:?} before the date it was given",
+        not_before.duration_since(times[1]).unwrap_or_default()
     );
 }
 

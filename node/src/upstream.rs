@@ -181,9 +181,8 @@ impl UpstreamClient {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(60.0)));
+            .and_then(|v| openbeepboop::retry_after::parse(v, std::time::SystemTime::now()))
+            .map(|delay| delay.min(Duration::from_secs(60)));
         let text = response
             .text()
             .await

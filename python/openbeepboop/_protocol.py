@@ -2,9 +2,13 @@
 parsing, and the retry and wait rules. No I/O happens here."""
 from __future__ import annotations
 
+import email.utils
 import os
 import random
+import re
+import time
 import uuid
+from datetime import timezone
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import _errors
@@ -95,15 +99,45 @@ def should_retry(status: int, headers: Any) -> bool:
     return status == 429 or status >= 500
 
 
+MAX_RETRY_AFTER = 60.0
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_retry_after(value: str, now: Optional[float] = None) -> Optional[float]:
+    """The delay in seconds a `Retry-After` value asks for (RFC 9110 section 10.2.3), or
+    None for junk, so that the caller falls back to its own backoff.
+
+    Either form the RFC allows is read, with surrounding whitespace ignored:
+    - delta-seconds (`120`); a fractional part (`1.5`) is accepted too, as some servers
+      send one, but not a sign, an exponent, `inf` or `nan`;
+    - an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`, or the RFC 850 and asctime forms),
+      which gives the seconds from `now` (a Unix time, by default the current one) until
+      that date; a date already past gives 0.
+
+    Huge values are returned as they are (`inf` for a count too large for a float); the
+    cap is the caller's: `retry_delay` waits at most `MAX_RETRY_AFTER`.
+    """
+    value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
+    try:
+        date = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if date.tzinfo is None:
+        # An asctime date names no zone; HTTP dates are always UTC.
+        date = date.replace(tzinfo=timezone.utc)
+    now = time.time() if now is None else now
+    return max(date.timestamp() - now, 0.0)
+
+
 def retry_delay(attempt: int, headers: Any = None) -> float:
-    """`Retry-After` when given (at most 60 s), else exponential backoff with jitter."""
-    if headers is not None:
-        value = headers.get("retry-after")
-        if value is not None:
-            try:
-                return min(max(float(value), 0.0), 60.0)
-            except ValueError:
-                pass
+    """`Retry-After` when given (at most `MAX_RETRY_AFTER`), else exponential backoff with
+    jitter."""
+    value = None if headers is None else headers.get("retry-after")
+    delay = None if value is None else parse_retry_after(value)
+    if delay is not None:
+        return min(delay, MAX_RETRY_AFTER)
     ceiling = min(0.5 * (2**attempt), 8.0)
     return ceiling / 2 + random.random() * ceiling / 2
 

@@ -104,7 +104,8 @@ def stack(tmp_path_factory):
 
 class Scripted(http.server.BaseHTTPRequestHandler):
     """A stub server answering from a script of (status, headers) pairs, for the retry
-    and rate-limit paths a real gateway does not produce on demand."""
+    and rate-limit paths a real gateway does not produce on demand. It records each request
+    as (method, path, headers, arrival time)."""
 
     script: list = []
     seen: list = []
@@ -112,7 +113,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
-        Scripted.seen.append((self.command, self.path, dict(self.headers)))
+        Scripted.seen.append((self.command, self.path, dict(self.headers), time.time()))
         status, headers = Scripted.script.pop(0) if Scripted.script else (200, {})
         body = (
             b'{"id":"job-x","object":"chat.completion.job","status":"queued","model":"m"}'

@@ -52,6 +52,14 @@ async def test_async_errors_and_retries(stack, scripted):
     server.script = [(429, {"retry-after": "0"})] * 2
     with pytest.raises(obb.RateLimitError):
         await obb.AsyncClient(base_url=base, api_key="k", max_retries=1).jobs.get("x")
+    from test_sync import future_http_date
+
+    # An HTTP-date at least 1 s ahead; the first backoff without one is at most 0.5 s.
+    date, not_before = future_http_date(2)
+    server.script = [(429, {"retry-after": date}), (200, {})]
+    server.seen.clear()
+    assert (await client.jobs.get("job-x")).id == "job-x"
+    assert len(server.seen) == 2 and server.seen[1][3] >= not_before - 0.01
     from conftest import free_port
 
     with pytest.raises(obb.APIConnectionError):

@@ -1,9 +1,11 @@
+import email.utils
 import io
+import time
 
 import pytest
 
 import openbeepboop as obb
-from openbeepboop._protocol import Progress, retry_delay
+from openbeepboop._protocol import Progress, parse_retry_after, retry_delay
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -118,6 +120,56 @@ def test_transient_errors_are_retried_honouring_retry_after(scripted):
     with pytest.raises(obb.APIStatusError) as teapot:
         obb.Client(base_url=base, api_key="k").jobs.get("job-x")
     assert teapot.value.status_code == 418
+
+
+def future_http_date(seconds: float):
+    """An HTTP-date about `seconds` ahead, and the instant it names (whole seconds)."""
+    date = email.utils.formatdate(time.time() + seconds, usegmt=True)
+    return date, email.utils.parsedate_to_datetime(date).timestamp()
+
+
+def test_a_retry_after_http_date_is_waited_for_and_a_past_one_is_not(scripted):
+    base, server = scripted
+    # The first backoff without Retry-After is at most 0.5 s; the date is at least 1 s ahead.
+    date, not_before = future_http_date(2)
+    server.script = [
+        (503, {"retry-after": date}),
+        (429, {"retry-after": "Sun, 06 Nov 1994 08:49:37 GMT"}),
+        (200, {}),
+    ]
+    assert obb.Client(base_url=base, api_key="k", max_retries=3).jobs.get("job-x").id == "job-x"
+    arrivals = [seen[3] for seen in server.seen]
+    assert len(arrivals) == 3, "both errors were retried, the past date at once"
+    # 10 ms of slack for float rounding of Unix times; a backoff would be 0.5 s early.
+    assert arrivals[1] >= not_before - 0.01, f"retried {not_before - arrivals[1]:.3f} s early"
+
+
+def test_retry_after_reads_delta_seconds_and_http_dates():
+    rfc_example = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
+    now = rfc_example - 30
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after("0", now) == 0.0
+    assert parse_retry_after("1.5", now) == 1.5
+    assert parse_retry_after(" \t7 ", now) == 7.0
+    for date in ("Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"):
+        assert parse_retry_after(date, now) == 30.0, date
+        assert parse_retry_after(f"  {date} ", now) == 30.0, date
+        assert parse_retry_after(date, rfc_example + 3600) == 0.0, "a past date asks for no delay"
+    assert parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", rfc_example) == 0.0
+    assert 0 < parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") < float("inf")
+    date, at = future_http_date(5)
+    assert 0 < parse_retry_after(date) <= 5.0
+    for junk in ("", "  ", "soon", "-1", "+1", "1e3", "inf", "nan", "1.", ".5", "1 0", "0x10", "5s",
+                 "\u0661\u0662", "Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 06 Nov 1994 25:49:37 GMT",
+                 "Sun, 06 Nov 99999 08:49:37 GMT"):
+        assert parse_retry_after(junk, now) is None, repr(junk)
+    assert parse_retry_after("9" * 400, now) == float("inf")
+    # The cap is the caller's: huge values and far dates wait 60 s, junk falls back to backoff.
+    assert retry_delay(0, {"retry-after": "9" * 400}) == 60.0
+    assert retry_delay(0, {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}) == 60.0
+    assert retry_delay(0, {"retry-after": "Sun, 06 Nov 1994 08:49:37 GMT"}) == 0.0
+    assert 0.25 <= retry_delay(0, {"retry-after": "later"}) <= 0.5
+    assert 0.25 <= retry_delay(0, {}) <= 0.5
 
 
 def test_connection_errors_and_settings(monkeypatch, stack):

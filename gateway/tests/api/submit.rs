@@ -272,3 +272,131 @@ async fn a_job_past_its_ttl_expires_and_its_waiter_hears_so() {
     let seen = observed(response).await;
     assert_json_snapshot!(seen, {".body.error.message" => "[message]"});
 }
+
+/// Sends a `stream: true` request that waits for its job, and returns the `data:` payloads
+/// of the event stream, checking that every event is one `data:` field.
+async fn streamed(gw: &Gateway, user: &str) -> Vec<String> {
+    let mut request = chat("echo", "call the tools");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let response = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("Prefer", "wait=20")
+        .bearer_auth(user)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text:?}");
+    text.split("\n\n")
+        .filter(|event| !event.is_empty() && !event.starts_with(':'))
+        .map(|event| {
+            // SSE ends a line at CR as well as LF: one line per event, or the data is cut.
+            assert!(
+                !event.contains(['\n', '\r']),
+                "one line per event: {event:?}"
+            );
+            event.strip_prefix("data: ").unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_streamed_multi_choice_tool_call_completion_replays_as_valid_chunks() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    // What a lax upstream returns for `n: 2` with tools: no `index` on the choices, no
+    // `role` on one message, `content: null` beside tool calls, logprobs and a refusal.
+    let result = json!({
+        "id": "chatcmpl-tools", "object": "chat.completion", "created": 1_700_000_000,
+        "model": "echo", "system_fingerprint": "fp_test", "service_tier": "default",
+        "choices": [
+            {"message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_b", "function": {"name": "get_time", "arguments": {"tz": "CET"}}}]},
+             "logprobs": null, "finish_reason": "tool_calls"},
+            {"message": {"content": null, "refusal": "I can't call tools for that."},
+             "logprobs": {"content": null, "refusal": [{"token": "I", "logprob": -0.01,
+                 "bytes": [73], "top_logprobs": []}]}}
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+    });
+    let worker = answer_in_background(&gw, node, json!({"status": "COMPLETED", "result": result}));
+    let events = streamed(&gw, &user).await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        for choice in chunk["choices"].as_array().unwrap() {
+            assert!(
+                choice["index"].is_u64() && choice["delta"].is_object(),
+                "{chunk}"
+            );
+        }
+    }
+    let calls = &chunks[0]["choices"][0]["delta"]["tool_calls"];
+    assert_eq!(calls[0]["index"], 0);
+    assert_eq!(calls[1]["index"], 1);
+    // The second choice has logprobs, so its role opens alone, as OpenAI's stream does.
+    assert_eq!(chunks[2]["choices"][0]["index"], 1);
+    assert_eq!(
+        chunks[2]["choices"][0]["delta"],
+        json!({"role": "assistant"})
+    );
+    assert!(chunks[3]["choices"][0]["logprobs"]["refusal"].is_array());
+    assert_eq!(chunks[4]["choices"][0]["finish_reason"], "stop");
+    assert_json_snapshot!(chunks, {"[].id" => "[id]", "[].created" => "[time]"});
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_result_that_is_no_chat_completion_streams_whole_as_one_data_event() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let base = gw.base.clone();
+    // Sent as raw text, so the stored result keeps the upstream's line breaks, CRLF
+    // included: SSE ends a line at either, so neither may reach the event.
+    let worker = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let fetched: Value = http
+            .post(format!("{base}/internal/queue/fetch"))
+            .bearer_auth(&node)
+            .json(&json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job = &fetched["jobs"][0];
+        let body = format!(
+            "[{{\"id\": {}, \"lease_id\": {}, \"status\": \"COMPLETED\",\n \"result\": {{\r\n  \"object\": \"list\",\r\n  \"data\": [\"a\\nb\"]\n }}}}]",
+            job["id"], job["lease_id"]
+        );
+        let response = http
+            .post(format!("{base}/internal/queue/submit"))
+            .bearer_auth(&node)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    let events = streamed(&gw, &user).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&events[0]).unwrap(),
+        json!({"object": "list", "data": ["a\nb"]})
+    );
+    assert_eq!(events[1], "[DONE]");
+    worker.await.unwrap();
+}
