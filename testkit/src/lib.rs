@@ -1,14 +1,19 @@
 //! Test support: starts the real `obb-gateway` binary on a free loopback port with a temp
 //! database, finds the workspace's binaries, and offers the calls the tests share.
-//! Each test gets its own gateway. `tls` makes a private CA and certificates for HTTPS tests.
+//! Each test gets its own gateway. `tls` makes a private CA and certificates for HTTPS tests,
+//! `nginx` runs a real nginx in front of a gateway, and `browser` a headless Chromium.
 #![expect(
     clippy::expect_used,
     clippy::panic,
     reason = "test support fails loudly"
 )]
 
+pub mod browser;
+pub mod nginx;
 pub mod tls;
 
+pub use browser::{Chromium, PageServer};
+pub use nginx::Nginx;
 pub use tls::{TestCa, WRONG_HOST};
 
 use reqwest::{Client, Response, StatusCode};

@@ -4,6 +4,8 @@
 #[cfg(test)]
 mod batch;
 #[cfg(test)]
+mod browser;
+#[cfg(test)]
 mod daemon;
 #[cfg(test)]
 mod examples;
@@ -11,6 +13,8 @@ mod examples;
 mod faults;
 #[cfg(test)]
 mod observability;
+#[cfg(test)]
+mod proxy;
 #[cfg(test)]
 mod quickstart;
 #[cfg(test)]

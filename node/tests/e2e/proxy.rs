@@ -1,0 +1,401 @@
+//! A real nginx terminating TLS in front of the gateway, configured with the very file the
+//! README shows (`examples/nginx/openbeepboop.conf`) and a private CA: nodes over `https://`,
+//! waited submits, job event streams and `stream: true` requests pass through it, streams
+//! unbuffered; with mutual TLS switched on it lets in only nodes with a client certificate.
+
+use crate::stack;
+use obb_node::mock::MockUpstream;
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use testkit::{Gateway, Nginx, NodeProcess, TestCa, eventually};
+
+/// The nginx config users are given, as the README includes it.
+const EXAMPLE: &str = include_str!("../../../examples/nginx/openbeepboop.conf");
+const README: &str = include_str!("../../../README.md");
+
+/// Replaces the one occurrence of `from` in `text`; a missing or repeated line means the
+/// example changed under the test, which must then change with it.
+fn swap(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "examples/nginx/openbeepboop.conf should contain `{from}` once"
+    );
+    text.replace(from, to)
+}
+
+/// The example with this deployment's port, gateway address and certificates; with
+/// `clients_ca`, its mutual-TLS lines switched on with that CA. Nothing else changes.
+fn example_config(
+    port: u16,
+    gateway: &Gateway,
+    (cert, key): (&Path, &Path),
+    clients_ca: Option<&Path>,
+) -> String {
+    let address = gateway.base.trim_start_matches("http://");
+    let mut config = swap(
+        EXAMPLE,
+        "listen 443 ssl;",
+        &format!("listen 127.0.0.1:{port} ssl;"),
+    );
+    config = swap(
+        &config,
+        "server 127.0.0.1:8000;",
+        &format!("server {address};"),
+    );
+    config = swap(
+        &config,
+        "/etc/nginx/obb/gateway.pem",
+        &cert.display().to_string(),
+    );
+    config = swap(
+        &config,
+        "/etc/nginx/obb/gateway.key",
+        &key.display().to_string(),
+    );
+    if let Some(ca) = clients_ca {
+        config = swap(
+            &config,
+            "# ssl_client_certificate /etc/nginx/obb/clients-ca.pem;",
+            &format!("ssl_client_certificate {};", ca.display()),
+        );
+        config = swap(&config, "# ssl_verify_client on;", "ssl_verify_client on;");
+    }
+    config
+}
+
+/// nginx in front of `gateway` with a server certificate of `ca` for 127.0.0.1.
+async fn nginx_for(gateway: &Gateway, ca: &TestCa, mutual: bool) -> Nginx {
+    let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+    let clients_ca = mutual.then(|| ca.cert_path().to_owned());
+    Nginx::start(|port| example_config(port, gateway, (&cert, &key), clients_ca.as_deref())).await
+}
+
+/// Runs `examples/nginx/private-ca.sh DIR NAME HOST…` (openssl), as the README does, and
+/// returns the certificate and key it wrote; the CA is `DIR/ca.pem`.
+fn private_ca(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx/private-ca.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .arg(name)
+        .args(hosts)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "private-ca.sh failed (is `openssl` installed? .ci/run installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+/// An HTTP client that trusts only `ca`, as a user behind the proxy would be set up.
+fn https_client(ca: &TestCa) -> Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(ca.cert_path()).unwrap()).unwrap();
+    Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A node config reaching the gateway at `url` (through nginx), trusting `ca_cert`, with an
+/// optional client certificate, and serving the mock's model `m`.
+fn node_config(
+    url: &str,
+    key: &str,
+    ca_cert: &Path,
+    client: Option<(&Path, &Path)>,
+    upstream: &MockUpstream,
+) -> String {
+    let client = client
+        .map(|(cert, key)| {
+            format!(
+                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "[server]\nurl = \"{url}\"\napi_key = \"{key}\"\nca_cert = \"{}\"\n{client}\n[llm]\nbase_url = \"{}\"\napi_key = \"mock-key\"\n\n[node]\nname = \"behind-nginx\"\nfetch_wait_seconds = 2\nretry_backoff_ms = 20\n",
+        ca_cert.display(),
+        upstream.base_url()
+    )
+}
+
+fn chat(content: &str) -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": content}]})
+}
+
+/// Sends `request` and returns once the response's headers arrived; a proxy that buffers
+/// a held stream fails here.
+async fn send(request: reqwest::RequestBuilder) -> Response {
+    tokio::time::timeout(Duration::from_secs(15), request.send())
+        .await
+        .expect("the response's headers came through nginx within 15 s")
+        .unwrap()
+}
+
+/// Reads `response` into `seen` until what was read contains `marker`.
+async fn read_until(response: &mut Response, seen: &mut String, marker: &str) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen.contains(marker) {
+            let chunk = response.chunk().await.unwrap();
+            let chunk =
+                chunk.unwrap_or_else(|| panic!("the stream ended before `{marker}`: {seen}"));
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{marker}` within 30 s; read so far: {seen:?}"));
+}
+
+/// Reads `response` into `seen` to its end.
+async fn read_to_end(response: &mut Response, seen: &mut String) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream did not end within 30 s; read so far: {seen:?}"));
+}
+
+async fn status_of(gw: &Gateway, user: &str, id: &str) -> String {
+    gw.job(user, id).await["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_readme_shows_the_tested_nginx_config_verbatim_with_timeouts_above_max_wait() {
+    assert!(
+        README.contains(&format!("```nginx\n{EXAMPLE}```")),
+        "README.md must include examples/nginx/openbeepboop.conf verbatim in an nginx block"
+    );
+    let timeout = |directive: &str| -> u64 {
+        let line = EXAMPLE
+            .lines()
+            .find(|l| l.trim_start().starts_with(directive))
+            .unwrap_or_else(|| panic!("`{directive}` is set"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(";")
+            .trim_end_matches('s')
+            .parse()
+            .unwrap()
+    };
+    // The gateway's default `max_wait_seconds`.
+    let max_wait = 300;
+    assert!(timeout("proxy_read_timeout") > max_wait);
+    assert!(timeout("proxy_send_timeout") > max_wait);
+    for directive in [
+        "proxy_buffering off;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Connection \"\";",
+        "client_max_body_size 16m;",
+    ] {
+        assert!(
+            EXAMPLE.contains(directive),
+            "the example sets `{directive}`"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_over_https_through_nginx_runs_jobs_and_a_waited_submit_gets_the_completion() {
+    let (gw, user, node_key, mock) = stack(&[]).await;
+    let ca = TestCa::new();
+    let nginx = nginx_for(&gw, &ca, false).await;
+    let _node = NodeProcess::start(
+        "run",
+        &node_config(&nginx.url(""), &node_key, ca.cert_path(), None, &mock),
+    );
+    let https = https_client(&ca);
+
+    let response = send(
+        https
+            .post(nginx.url("/v1/chat/completions?wait=60"))
+            .bearer_auth(&user)
+            .json(&chat("hello through nginx")),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "error log: {}", nginx.error_log());
+    assert!(response.headers().contains_key("x-request-id"));
+    assert!(response.headers().contains_key("x-obb-queue-ms"));
+    let completion: Value = response.json().await.unwrap();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "mock: hello through nginx"
+    );
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_event_stream_through_nginx_arrives_as_each_status_happens() {
+    let (gw, user, node_key, mock) = stack(&[]).await;
+    let ca = TestCa::new();
+    let nginx = nginx_for(&gw, &ca, false).await;
+    let https = https_client(&ca);
+
+    let submitted = send(
+        https
+            .post(nginx.url("/v1/chat/completions"))
+            .bearer_auth(&user)
+            .json(&chat("watch me")),
+    )
+    .await;
+    assert_eq!(submitted.status(), 202);
+    let id = submitted.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut events = send(
+        https
+            .get(nginx.url(&format!("/v1/jobs/{id}/stream")))
+            .bearer_auth(&user),
+    )
+    .await;
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut seen = String::new();
+    // No node runs yet: the first event reaches the client while the job waits in the queue.
+    read_until(&mut events, &mut seen, "event: queued").await;
+    assert_eq!(status_of(&gw, &user, &id).await, "queued");
+
+    let _node = NodeProcess::start(
+        "run",
+        &node_config(&nginx.url(""), &node_key, ca.cert_path(), None, &mock),
+    );
+    read_to_end(&mut events, &mut seen).await;
+    assert!(seen.contains("event: completed"), "{seen}");
+    assert!(seen.contains("mock: watch me"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_through_nginx_gets_keepalives_while_queued_then_the_chunks_and_done() {
+    let (gw, user, node_key, mock) = stack(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
+    let ca = TestCa::new();
+    let nginx = nginx_for(&gw, &ca, false).await;
+    let https = https_client(&ca);
+
+    // No `wait`: a stream is held anyway. No node yet, so the job stays queued.
+    let mut body = chat("stream through nginx");
+    body["stream"] = json!(true);
+    let mut response = send(
+        https
+            .post(nginx.url("/v1/chat/completions"))
+            .bearer_auth(&user)
+            .json(&body),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "error log: {}", nginx.error_log());
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let id = response.headers()["x-obb-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut seen = String::new();
+    read_until(&mut response, &mut seen, ": keep-alive").await;
+    // Bytes came through nginx while the job was still queued: nothing is buffered.
+    assert_eq!(status_of(&gw, &user, &id).await, "queued");
+    assert!(!seen.contains("data:"), "{seen}");
+
+    let _node = NodeProcess::start(
+        "run",
+        &node_config(&nginx.url(""), &node_key, ca.cert_path(), None, &mock),
+    );
+    read_to_end(&mut response, &mut seen).await;
+    let data: Vec<&str> = seen
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{seen}");
+    let content: String = data[..data.len() - 1]
+        .iter()
+        .map(|chunk| serde_json::from_str::<Value>(chunk).unwrap())
+        .inspect(|chunk| assert_eq!(chunk["object"], "chat.completion.chunk"))
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, "mock: stream through nginx");
+    assert_eq!(status_of(&gw, &user, &id).await, "completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_with_mutual_tls_lets_in_only_a_node_with_a_client_cert_of_the_private_ca() {
+    let (gw, user, node_key, mock) = stack(&[]).await;
+    // Certificates made as the README says, with openssl rather than the tests' own CA.
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = private_ca(certs.path(), "gateway", &["127.0.0.1", "localhost"]);
+    let (node_cert, node_key_pem) = private_ca(certs.path(), "node-1", &[]);
+    let ca = certs.path().join("ca.pem");
+    let nginx = Nginx::start(|port| example_config(port, &gw, (&cert, &key), Some(&ca))).await;
+    let url = nginx.url("");
+
+    let stranger = TestCa::new();
+    let (other_cert, other_key) = stranger.issue(&["node-2"]);
+    for (client, refusal) in [
+        (None, "No required SSL certificate was sent"),
+        (
+            Some((other_cert.as_path(), other_key.as_path())),
+            "The SSL certificate error",
+        ),
+    ] {
+        let mut check =
+            NodeProcess::start("check", &node_config(&url, &node_key, &ca, client, &mock));
+        let status = check
+            .wait(Duration::from_secs(30))
+            .expect("`obb-node check` ends");
+        let log = check.log();
+        assert!(!status.success(), "check passed: {log}");
+        assert!(
+            log.contains("400") && log.contains(refusal),
+            "nginx's refusal is reported: {log}"
+        );
+    }
+
+    // Users reach the gateway directly here; only the node's hop is mutual TLS.
+    let id = gw.submit_id(&user, "m").await;
+    let _node = NodeProcess::start(
+        "run",
+        &node_config(
+            &url,
+            &node_key,
+            &ca,
+            Some((&node_cert, &node_key_pem)),
+            &mock,
+        ),
+    );
+    eventually(Duration::from_secs(30), "the job to complete", || async {
+        (status_of(&gw, &user, &id).await == "completed").then_some(())
+    })
+    .await;
+    let access = std::fs::read_to_string(nginx.dir.path().join("access.log")).unwrap();
+    assert!(access.contains("POST /internal/queue/submit"), "{access}");
+}
