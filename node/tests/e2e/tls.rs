@@ -213,3 +213,35 @@ async fn local_llm_with_a_ca_cert_reaches_a_local_server_over_https() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["message"]["content"], "mock: local");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_reaches_an_https_gateway_with_server_ca_cert_and_check_names_an_unknown_ca() {
+    let ca = TestCa::new();
+    let gw = Gateway::start_tls(&ca, &[]).await;
+    assert!(gw.base.starts_with("https://"));
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let upstream = llm("m", &mock.base_url(), None);
+
+    let mut untrusting = NodeProcess::start("check", &config(&gw, &key, "", &upstream, ""));
+    let status = untrusting
+        .wait(Duration::from_secs(30))
+        .expect("check exits");
+    let log = untrusting.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("the gateway check failed"), "{log}");
+    assert!(log.contains("unknown CA"), "{log}");
+    assert!(log.contains("set `[server] ca_cert`"), "{log}");
+
+    let trust = format!("ca_cert = \"{}\"", ca.cert_path().display());
+    let mut check = NodeProcess::start("check", &config(&gw, &key, &trust, &upstream, ""));
+    let status = check.wait(Duration::from_secs(30)).expect("check exits");
+    assert!(status.success(), "{}", check.log());
+    let _node = NodeProcess::start("run", &config(&gw, &key, &trust, &upstream, ""));
+    let (status, answer) = run_job(&gw, &user, "m", "over https").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "mock: over https"
+    );
+}
