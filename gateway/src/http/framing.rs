@@ -11,11 +11,33 @@ use std::time::Duration;
 /// close an idle or slow connection). Generous for any real client on any real network.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a kept-alive connection may idle between requests (seconds).
+pub const KEEPALIVE_SECONDS: u64 = 60;
+
+/// Marks a connection handed back for reuse, so that its next head may first idle for the
+/// keep-alive time.
+pub struct Reused;
+
+/// The deadline for a request head: `HEAD_TIMEOUT` on a new connection; on a reused one,
+/// the keep-alive idle time first.
+pub fn head_deadline(reused: bool) -> Duration {
+    if reused {
+        HEAD_TIMEOUT + Duration::from_secs(KEEPALIVE_SECONDS)
+    } else {
+        HEAD_TIMEOUT
+    }
+}
+
 /// The status for a request head pingora refused: 431 when it was too large (RFC 6585 §5),
 /// else 400 (RFC 9112 §2.2, §3, §5), with a message that says which.
 pub fn refused_head(error: &pingora::Error) -> ApiError {
-    let text = error.to_string();
-    if text.contains("larger than") || text.contains("TooManyHeaders") {
+    // Match on pingora's own words, not on the whole message, which quotes the client's bytes.
+    let too_long = error
+        .context
+        .as_ref()
+        .is_some_and(|c| c.as_str().starts_with("Request header larger than"));
+    let too_many = error.root_cause().to_string() == "too many headers";
+    if too_long || too_many {
         return ApiError::HeadTooLarge;
     }
     ApiError::invalid(

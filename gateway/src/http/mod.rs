@@ -299,7 +299,11 @@ impl App {
                 session.set_keepalive(None);
                 return Err(refused);
             }
-            if let Err(e) = session.write_continue_response().await {
+            // Writing the `100` before the body is read must not cost the connection.
+            session.set_close_on_response_before_downstream_finish(false);
+            let continued = session.write_continue_response().await;
+            session.set_close_on_response_before_downstream_finish(true);
+            if let Err(e) = continued {
                 session.set_keepalive(None);
                 return Err(ApiError::invalid(
                     format!("cannot answer `Expect: 100-continue`: {e}"),
@@ -342,6 +346,21 @@ fn header<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
         .headers
         .get(name)
         .and_then(|v| v.to_str().ok())
+}
+
+/// A node fetch, a waited request (`?wait`, `Prefer: wait`) or a job's event stream.
+fn is_long_poll(session: &ServerSession) -> bool {
+    let request = session.req_header();
+    let waits = request
+        .uri
+        .query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "wait"))
+        || header(session, "prefer").is_some_and(|p| p.contains("wait"));
+    match routes::resolve(request.method.as_str(), request.uri.path()) {
+        Ok(Route::Fetch | Route::StreamJob(_)) => true,
+        Ok(Route::Submit | Route::GetJob(_)) => waits,
+        _ => false,
+    }
 }
 
 fn declared_length(session: &ServerSession) -> Option<usize> {
@@ -503,7 +522,8 @@ impl HttpServerApp for App {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let started = Instant::now();
-        match tokio::time::timeout(framing::HEAD_TIMEOUT, session.read_request()).await {
+        let reused = session.take_connection_user_context().is_some();
+        match tokio::time::timeout(framing::head_deadline(reused), session.read_request()).await {
             Ok(Ok(true)) => {}
             Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::InvalidHTTPHeader) => {
                 // A head pingora could not accept: answer once (RFC 9112 asks for 400), close.
@@ -526,18 +546,14 @@ impl HttpServerApp for App {
         // Keep the connection only when the client wants to (HTTP/1.0, `Connection: close`)
         // and the gateway is not shutting down.
         let keepalive = !*shutdown.borrow() && session.get_keepalive().is_some();
-        session.set_keepalive(keepalive.then_some(60));
+        session.set_keepalive(keepalive.then_some(framing::KEEPALIVE_SECONDS));
         // Pipelined requests are answered in order, each after the one before (RFC 9112
         // §9.3.2), instead of closing the connection on them.
         session.set_pipelining_enabled(true);
-        // A half-closed client still reads its answer (RFC 9112 §9.6); only a fetch is
-        // abandoned when its node goes away, so that no job is leased to no one.
-        let leases = routes::resolve(
-            session.req_header().method.as_str(),
-            session.req_header().uri.path(),
-        )
-        .is_ok_and(|route| route == Route::Fetch);
-        session.set_abort_on_close(leases);
+        // A half-closed client still reads its answer (RFC 9112 §9.6). A long-poll instead
+        // ends when its client closes: a node that gave up on a fetch must not be handed jobs
+        // it will never see, and an abandoned wait should not hold on to its end.
+        session.set_abort_on_close(is_long_poll(&session));
         let id = request_id(&session);
         let peer_is_loopback = session
             .client_addr()
@@ -618,7 +634,8 @@ impl HttpServerApp for App {
         if !written {
             return None;
         }
-        let persistent = pingora::apps::HttpPersistentSettings::for_session(&session);
+        let mut persistent = pingora::apps::HttpPersistentSettings::for_session(&session);
+        persistent.set_user_context(Box::new(framing::Reused));
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
             _ => None,
