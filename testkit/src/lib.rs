@@ -57,6 +57,7 @@ pub struct Gateway {
     child: Option<Child>,
     port: u16,
     db: PathBuf,
+    scheme: &'static str,
 }
 
 /// Waits for `check` to return `Some`, retrying until `within` runs out.
@@ -99,8 +100,40 @@ impl Gateway {
         Self::start_at(None, settings).await
     }
 
+    /// A gateway serving HTTPS natively (`tls_cert`, `tls_key`) with a certificate of `ca`
+    /// for 127.0.0.1; `http` trusts `ca`, and `base` is `https://…`.
+    pub async fn start_tls(ca: &TestCa, settings: &[(&str, &str)]) -> Self {
+        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut all: Vec<(&str, &str)> = vec![("OBB_TLS_CERT", &cert), ("OBB_TLS_KEY", &key)];
+        all.extend_from_slice(settings);
+        let root = reqwest::Certificate::from_pem(
+            &std::fs::read(ca.cert_path()).expect("the CA certificate"),
+        )
+        .expect("a PEM certificate");
+        let http = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(root)
+            .build()
+            .expect("client");
+        Self::launch(None, &all, http, "https").await
+    }
+
     /// Like `start`, with the database at `db` instead of a fresh temp dir.
     pub async fn start_at(db: Option<PathBuf>, settings: &[(&str, &str)]) -> Self {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Self::launch(db, settings, http, "http").await
+    }
+
+    async fn launch(
+        db: Option<PathBuf>,
+        settings: &[(&str, &str)],
+        http: Client,
+        scheme: &'static str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = db.unwrap_or_else(|| dir.path().join("queue.db"));
         let setup = cli(&db, &["setup", "--yes"]);
@@ -124,14 +157,12 @@ impl Gateway {
             dir,
             base: String::new(),
             admin,
-            http: Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            http,
             env,
             child: None,
             port: 0,
             db,
+            scheme,
         };
         gateway.spawn().await;
         gateway
@@ -162,7 +193,7 @@ impl Gateway {
                 .spawn()
                 .expect("gateway starts");
             self.child = Some(child);
-            self.base = format!("http://127.0.0.1:{}", self.port);
+            self.base = format!("{}://127.0.0.1:{}", self.scheme, self.port);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(r) = self.http.get(self.url("/healthz")).send().await
@@ -358,6 +389,12 @@ pub async fn observed(response: Response) -> Value {
         "retry-after",
         "x-should-retry",
         "allow",
+        "vary",
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-expose-headers",
+        "access-control-max-age",
     ] {
         if let Some(value) = response.headers().get(name) {
             headers.insert(name.to_owned(), json!(value.to_str().unwrap_or_default()));

@@ -30,7 +30,8 @@ async fn expect_100_continue_gets_100_before_the_body_and_then_the_final_answer(
     response.assert_framed();
     // The `100` did not cost the connection: it serves the next request (RFC 9112 §9.3).
     assert!(!response.says_close(), "{response:?}");
-    conn.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    conn.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
     assert_eq!(conn.response().await.status, 200);
     assert_alive(&gw).await;
 }
