@@ -216,19 +216,7 @@ impl Gateway {
 
     /// Sends a signal and waits for the process to exit; returns its exit status.
     pub fn stop_with(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        child.wait().ok()
+        stop_child(self.child.take()?, signal, Duration::from_secs(15))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -365,6 +353,27 @@ impl Drop for Gateway {
     }
 }
 
+/// Sends `signal` (`-INT`, `-TERM`, …) to `child` and waits up to `within` for it to exit;
+/// kills it after that. Returns its exit status.
+pub fn stop_child(
+    mut child: Child,
+    signal: &str,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
 pub fn chat(model: &str, content: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": content}]})
 }
@@ -492,19 +501,8 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child, "-INT", Duration::from_secs(10));
         }
     }
 }

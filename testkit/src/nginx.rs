@@ -116,21 +116,9 @@ impl Nginx {
 
     /// Stops nginx: SIGTERM is its fast shutdown; SIGKILL when it lingers.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            crate::stop_child(child, "-TERM", Duration::from_secs(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

@@ -277,24 +277,25 @@ impl Chunks {
     }
 }
 
-fn streamed(content: &str) -> Value {
+/// Submits a `stream: true` request for `echo` to `path` and returns the response as soon
+/// as its headers arrive.
+async fn submit_stream(gw: &Gateway, user: &str, path: &str, content: &str) -> reqwest::Response {
     let mut request = chat("echo", content);
     request["stream"] = json!(true);
-    request
+    gw.http
+        .post(gw.url(path))
+        .bearer_auth(user)
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_stream_request_without_wait_is_held_with_keepalives_then_gets_its_chunks() {
     let gw = Gateway::start(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
-    let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&user)
-        .json(&streamed("slow"))
-        .send()
-        .await
-        .unwrap();
+    let response = submit_stream(&gw, &user, "/v1/chat/completions", "slow").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let job_id = response.headers()["x-obb-job-id"]
@@ -340,14 +341,13 @@ async fn a_stream_whose_job_does_not_end_in_time_ends_with_an_error_event_naming
     ])
     .await;
     let user = gw.key("user").await;
-    let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=0"))
-        .bearer_auth(&user)
-        .json(&streamed("nobody runs this"))
-        .send()
-        .await
-        .unwrap();
+    let response = submit_stream(
+        &gw,
+        &user,
+        "/v1/chat/completions?wait=0",
+        "nobody runs this",
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let job_id = response.headers()["x-obb-job-id"]
         .to_str()
@@ -372,14 +372,7 @@ async fn a_stream_whose_job_does_not_end_in_time_ends_with_an_error_event_naming
 async fn a_streamed_job_that_fails_after_the_headers_ends_with_its_error_event() {
     let gw = Gateway::start(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
-    let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&user)
-        .json(&streamed("fails"))
-        .send()
-        .await
-        .unwrap();
+    let response = submit_stream(&gw, &user, "/v1/chat/completions", "fails").await;
     let mut body = Chunks(response);
     let mut text = String::new();
     assert!(
