@@ -6,6 +6,7 @@ const { VERSION } = require("openai/version");
 
 const env = process.env;
 const MODEL = "gpt-4o-mini";
+const SLASHED = "org/llama3.1:8b"; // the node serves it too: an id with `/` and `:`
 const HI = [{ role: "user", content: "Hello!" }];
 const TOOLS = [{ type: "function", function: { name: "lookup", description: "Look a word up",
   parameters: { type: "object", properties: { query: { type: "string" } }, required: ["query"] } } }];
@@ -68,8 +69,9 @@ async function main() {
 
   const models = [];
   for await (const model of waited.models.list()) models.push(model.id);
-  assert.deepEqual(models, [MODEL]);
+  assert.deepEqual(models.sort(), [MODEL, SLASHED].sort());
   assert.equal((await waited.models.retrieve(MODEL)).id, MODEL);
+  assert.equal((await waited.models.retrieve(SLASHED)).id, SLASHED);
   const missing = await rejects(waited.models.retrieve("no-such-model"), OpenAI.NotFoundError, 404);
   assert.equal(missing.code, "model_not_found");
   // A stream asked for without any wait is still answered as a stream, never as a JSON 202.

@@ -9,6 +9,7 @@ from openai import OpenAI
 
 env = os.environ
 MODEL = "gpt-4o-mini"
+SLASHED = "org/llama3.1:8b"  # the node serves it too: an id with `/` and `:`
 HI = [{"role": "user", "content": "Hello!"}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look a word up",
           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
@@ -68,8 +69,9 @@ for fault in ("OBB_FAULT_429_URL", "OBB_FAULT_503_URL"):
     raises(lambda: OpenAI(base_url=f"{env[fault]}/v1", api_key=env["OBB_USER_KEY"], max_retries=0).models.list(),
            cls, 429 if "429" in fault else 503)
 
-assert [m.id for m in waited.models.list()] == [MODEL]
+assert sorted(m.id for m in waited.models.list()) == sorted([MODEL, SLASHED])
 assert waited.models.retrieve(MODEL).id == MODEL
+assert waited.models.retrieve(SLASHED).id == SLASHED
 missing = raises(lambda: waited.models.retrieve("no-such-model"), openai.NotFoundError, 404)
 assert missing.body["code"] == "model_not_found"
 # A stream asked for without any wait is still answered as a stream, never as a JSON 202.

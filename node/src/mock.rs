@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +22,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub enum Fault {
     /// Answer with this status and an OpenAI error body, with an optional `Retry-After`.
     Status(u16, Option<u64>),
+    /// Like `Status`, with this raw `Retry-After` value: an HTTP-date, or anything else.
+    StatusWithRetryAfter(u16, String),
     /// Answer 200 with a body that is not JSON.
     InvalidJson,
     /// Answer normally after this delay.
@@ -80,6 +82,8 @@ impl Coding {
 #[derive(Debug, Default)]
 pub struct MockState {
     pub calls: AtomicU64,
+    /// When each chat call arrived, by the wall clock (a `Retry-After` date is one too).
+    arrivals: Mutex<Vec<SystemTime>>,
     in_flight: AtomicU64,
     pub max_in_flight: AtomicU64,
     faults: Mutex<VecDeque<Fault>>,
@@ -192,6 +196,11 @@ impl MockUpstream {
 
     pub fn calls(&self) -> u64 {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// When each chat call arrived, in order.
+    pub fn arrivals(&self) -> Vec<SystemTime> {
+        lock(&self.state.arrivals).clone()
     }
 
     pub fn max_in_flight(&self) -> u64 {
@@ -340,6 +349,7 @@ async fn respond(
         return (404, Vec::new(), json!({"error": {"message": "not found", "type": "invalid_request_error", "param": null, "code": null}}).to_string());
     }
     state.calls.fetch_add(1, Ordering::SeqCst);
+    lock(&state.arrivals).push(SystemTime::now());
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -355,13 +365,11 @@ async fn respond(
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     match fault {
         Some(Fault::Status(status, retry_after)) => {
-            let headers = retry_after
-                .map(|s| vec![("retry-after", s.to_string())])
-                .unwrap_or_default();
-            let body = json!({"error": {"message": format!("mock upstream fault {status}"),
-                "type": if status < 500 { "invalid_request_error" } else { "server_error" },
-                "param": null, "code": if status == 404 { json!("model_not_found") } else { Value::Null }}});
-            (status, headers, body.to_string())
+            let retry_after = retry_after.map(|s| s.to_string());
+            fault_answer(status, retry_after)
+        }
+        Some(Fault::StatusWithRetryAfter(status, retry_after)) => {
+            fault_answer(status, Some(retry_after))
         }
         Some(Fault::InvalidJson) => (200, Vec::new(), "{\"choices\": [".to_owned()),
         _ => (
@@ -370,6 +378,20 @@ async fn respond(
             answer(&request, state.calls.load(Ordering::SeqCst)).to_string(),
         ),
     }
+}
+
+/// An OpenAI error answer with `status`, and `Retry-After: <retry_after>` when given.
+fn fault_answer(
+    status: u16,
+    retry_after: Option<String>,
+) -> (u16, Vec<(&'static str, String)>, String) {
+    let headers = retry_after
+        .map(|value| vec![("retry-after", value)])
+        .unwrap_or_default();
+    let body = json!({"error": {"message": format!("mock upstream fault {status}"),
+                "type": if status < 500 { "invalid_request_error" } else { "server_error" },
+                "param": null, "code": if status == 404 { json!("model_not_found") } else { Value::Null }}});
+    (status, headers, body.to_string())
 }
 
 /// A normal answer, shaped like OpenAI's for what the request asks: a tool call when it

@@ -1,7 +1,8 @@
 //! Test support: starts the real `obb-gateway` binary on a free loopback port with a temp
 //! database, finds the workspace's binaries, and offers the calls the tests share.
 //! Each test gets its own gateway. `tls` makes a private CA and certificates for HTTPS tests,
-//! `nginx` runs a real nginx in front of a gateway, and `browser` a headless Chromium.
+//! `nginx` and `caddy` run a real nginx or Caddy in front of a gateway, and `browser` a
+//! headless Chromium.
 #![expect(
     clippy::expect_used,
     clippy::panic,
@@ -9,10 +10,12 @@
 )]
 
 pub mod browser;
+pub mod caddy;
 pub mod nginx;
 pub mod tls;
 
 pub use browser::{Chromium, PageServer};
+pub use caddy::Caddy;
 pub use nginx::Nginx;
 pub use tls::{TestCa, WRONG_HOST};
 
@@ -104,9 +107,6 @@ impl Gateway {
     /// for 127.0.0.1; `http` trusts `ca`, and `base` is `https://…`.
     pub async fn start_tls(ca: &TestCa, settings: &[(&str, &str)]) -> Self {
         let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
-        let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let mut all: Vec<(&str, &str)> = vec![("OBB_TLS_CERT", &cert), ("OBB_TLS_KEY", &key)];
-        all.extend_from_slice(settings);
         let root = reqwest::Certificate::from_pem(
             &std::fs::read(ca.cert_path()).expect("the CA certificate"),
         )
@@ -116,6 +116,29 @@ impl Gateway {
             .add_root_certificate(root)
             .build()
             .expect("client");
+        Self::launch_tls((&cert, &key), settings, http).await
+    }
+
+    /// A gateway serving HTTPS with the PEM certificate `cert` and its key, whatever they
+    /// are worth (expired, or for another host), for tests of what a client makes of them.
+    /// `http` accepts any certificate, so that the test can still make keys.
+    pub async fn start_tls_with(cert: &Path, key: &Path, settings: &[(&str, &str)]) -> Self {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        Self::launch_tls((cert, key), settings, http).await
+    }
+
+    async fn launch_tls(
+        (cert, key): (&Path, &Path),
+        settings: &[(&str, &str)],
+        http: Client,
+    ) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut all: Vec<(&str, &str)> = vec![("OBB_TLS_CERT", &cert), ("OBB_TLS_KEY", &key)];
+        all.extend_from_slice(settings);
         Self::launch(None, &all, http, "https").await
     }
 
@@ -428,6 +451,11 @@ impl NodeProcess {
 
     /// Like `start`, with extra command-line arguments.
     pub fn start_with(command: &str, config: &str, args: &[&str]) -> Self {
+        Self::start_in_env(command, config, args, &[])
+    }
+
+    /// Like `start_with`, with extra environment variables (`SSL_CERT_FILE`, …).
+    pub fn start_in_env(command: &str, config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("node_config.toml"), config).expect("config written");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
@@ -439,6 +467,7 @@ impl NodeProcess {
             .env("OBB_LOG", "info")
             // The spool and anything else the node keeps stays in the test's directory.
             .env("XDG_DATA_HOME", dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -1,8 +1,9 @@
-//! The live official SDKs (Python and Node) against the real stack, covering the catalogue.
+//! The live official SDKs (Python and Node) against the real stack, covering the catalogue;
+//! the node serves a model whose id holds `/` and `:`, for `models.retrieve()`.
 //! The SDKs' own retries are exercised through a loopback proxy that answers its first
 //! request with 429 or 503 and forwards the rest to the gateway.
 
-use crate::stack::Stack;
+use crate::stack::{MODEL, SLASHED_MODEL, Stack};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -126,7 +127,7 @@ async fn run_live(stack: &Stack, program: &Path, script: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_python_sdk_passes_the_catalogue() {
-    let stack = Stack::start().await;
+    let stack = Stack::serving(&[MODEL, SLASHED_MODEL]).await;
     let python = root().join("target/py-venv/bin/python");
     assert!(
         python.exists(),
@@ -142,7 +143,7 @@ async fn the_live_python_sdk_passes_the_catalogue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_node_sdk_passes_the_catalogue() {
-    let stack = Stack::start().await;
+    let stack = Stack::serving(&[MODEL, SLASHED_MODEL]).await;
     let sdk = root().join("target/node-sdk/node_modules/openai");
     assert!(
         sdk.exists(),

@@ -5,6 +5,9 @@ use obb_node::mock::MockUpstream;
 use testkit::{Gateway, NodeProcess};
 
 pub const MODEL: &str = "gpt-4o-mini";
+/// A model id with `/` and `:` in it, as Ollama and Hugging Face names have; the live
+/// catalogues retrieve it (`GET /v1/models/{model}`).
+pub const SLASHED_MODEL: &str = "org/llama3.1:8b";
 
 pub struct Stack {
     pub gw: Gateway,
@@ -16,10 +19,17 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The stack with a node serving only `MODEL`.
     pub async fn start() -> Self {
+        Self::serving(&[MODEL]).await
+    }
+
+    /// The stack with a node serving `models`; the first one runs the seed job.
+    pub async fn serving(models: &[&str]) -> Self {
         let gw = Gateway::start(&[]).await;
         let (user, node_key) = (gw.key("user").await, gw.key("node").await);
-        let mock = MockUpstream::start(&[MODEL]).await.unwrap();
+        let mock = MockUpstream::start(models).await.unwrap();
+        let listed: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
         let node = NodeProcess::start(
             "run",
             &NodeProcess::config(
@@ -27,10 +37,10 @@ impl Stack {
                 &node_key,
                 "compat-node",
                 Some(&mock.base_url()),
-                &format!("models = [\"{MODEL}\"]\nconcurrency = 4"),
+                &format!("models = [{}]\nconcurrency = 4", listed.join(", ")),
             ),
         );
-        let finished_job = gw.submit_id(&user, MODEL).await;
+        let finished_job = gw.submit_id(&user, models[0]).await;
         let done = gw.job(&user, &format!("{finished_job}?wait=30")).await;
         assert_eq!(done["status"], "completed", "the node runs the seed job");
         Self {

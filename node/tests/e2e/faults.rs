@@ -1,11 +1,12 @@
-//! Upstream faults (slow, 500, 429 with Retry-After, a broken body, and invalid JSON, which
-//! is final) and a node killed mid-batch: every job ends as the rules say, and the counts in
-//! the database, the metrics and the clients all match.
+//! Upstream faults (slow, 500, 429 with Retry-After, a 503 with a Retry-After HTTP-date, a
+//! broken body, and invalid JSON, which is final) and a node killed mid-batch: every job
+//! ends as the rules say, and the counts in the database, the metrics and the clients all
+//! match.
 
 use crate::{run_node, stack};
 use obb_node::mock::{Fault, MockUpstream};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use testkit::{Gateway, NodeProcess, chat, eventually};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -101,6 +102,60 @@ async fn a_success_that_is_not_json_fails_its_job_after_one_call_with_a_clear_me
     let message = job["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("not a JSON object"), "{job}");
     assert_eq!(mock.calls(), 1, "the node did not ask again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_after_http_date_two_seconds_ahead_is_waited_for_despite_a_short_backoff() {
+    let (gw, user, key, mock) = stack(&[]).await;
+    // `retry_backoff_ms = 20` (the test config's): without the date the node would ask
+    // again within 20 ms.
+    let _node = run_node(
+        &gw,
+        &key,
+        &mock,
+        "patient",
+        "models = [\"m\"]\nmax_retries = 1",
+    );
+    let run = || async {
+        let response = gw
+            .http
+            .post(gw.url("/v1/chat/completions?wait=60"))
+            .bearer_auth(&user)
+            .json(&chat("m", "later"))
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    };
+    // A first job, so that the node is up and the fault's date is not spent on its start.
+    assert_eq!(run().await, 200);
+
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
+    // An HTTP-date has whole seconds: `until` is 2 to 3 s ahead.
+    let until = httpdate::parse_http_date(&date).unwrap();
+    mock.push_faults([Fault::StatusWithRetryAfter(503, date.clone())]);
+    assert_eq!(run().await, 200);
+
+    let arrivals = mock.arrivals();
+    assert_eq!(arrivals.len(), 3, "one refused call and one retry");
+    let (refused, retried) = (arrivals[1], arrivals[2]);
+    let ahead = until.duration_since(refused).unwrap();
+    assert!(
+        ahead >= Duration::from_millis(1500),
+        "the date `{date}` was {ahead:?} ahead of the refused call"
+    );
+    // The node slept until the date (the slack is for the monotonic clock it sleeps by
+    // drifting from the wall clock the mock stamps arrivals with).
+    assert!(
+        retried + Duration::from_millis(20) >= until,
+        "the retry came {:?} before `{date}`",
+        until.duration_since(retried).unwrap_or_default()
+    );
+    let waited = retried.duration_since(refused).unwrap();
+    assert!(
+        waited < ahead + Duration::from_secs(5),
+        "the retry came {waited:?} after the refusal, long after `{date}`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

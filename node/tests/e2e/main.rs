@@ -6,6 +6,8 @@ mod batch;
 #[cfg(test)]
 mod browser;
 #[cfg(test)]
+mod caddy;
+#[cfg(test)]
 mod daemon;
 #[cfg(test)]
 mod examples;

@@ -97,7 +97,7 @@ fn private_ca(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
 }
 
 /// An HTTP client that trusts only `ca`, as a user behind the proxy would be set up.
-fn https_client(ca: &TestCa) -> Client {
+pub(crate) fn https_client(ca: &TestCa) -> Client {
     let root = reqwest::Certificate::from_pem(&std::fs::read(ca.cert_path()).unwrap()).unwrap();
     Client::builder()
         .tls_built_in_root_certs(false)
@@ -109,7 +109,7 @@ fn https_client(ca: &TestCa) -> Client {
 
 /// A node config reaching the gateway at `url` (through nginx), trusting `ca_cert`, with an
 /// optional client certificate, and serving the mock's model `m`.
-fn node_config(
+pub(crate) fn node_config(
     url: &str,
     key: &str,
     ca_cert: &Path,
@@ -126,27 +126,27 @@ fn node_config(
         })
         .unwrap_or_default();
     format!(
-        "[server]\nurl = \"{url}\"\napi_key = \"{key}\"\nca_cert = \"{}\"\n{client}\n[llm]\nbase_url = \"{}\"\napi_key = \"mock-key\"\n\n[node]\nname = \"behind-nginx\"\nfetch_wait_seconds = 2\nretry_backoff_ms = 20\n",
+        "[server]\nurl = \"{url}\"\napi_key = \"{key}\"\nca_cert = \"{}\"\n{client}\n[llm]\nbase_url = \"{}\"\napi_key = \"mock-key\"\n\n[node]\nname = \"behind-a-proxy\"\nfetch_wait_seconds = 2\nretry_backoff_ms = 20\n",
         ca_cert.display(),
         upstream.base_url()
     )
 }
 
-fn chat(content: &str) -> Value {
+pub(crate) fn chat(content: &str) -> Value {
     json!({"model": "m", "messages": [{"role": "user", "content": content}]})
 }
 
 /// Sends `request` and returns once the response's headers arrived; a proxy that buffers
 /// a held stream fails here.
-async fn send(request: reqwest::RequestBuilder) -> Response {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Response {
     tokio::time::timeout(Duration::from_secs(15), request.send())
         .await
-        .expect("the response's headers came through nginx within 15 s")
+        .expect("the response's headers came through the proxy within 15 s")
         .unwrap()
 }
 
 /// Reads `response` into `seen` until what was read contains `marker`.
-async fn read_until(response: &mut Response, seen: &mut String, marker: &str) {
+pub(crate) async fn read_until(response: &mut Response, seen: &mut String, marker: &str) {
     tokio::time::timeout(Duration::from_secs(30), async {
         while !seen.contains(marker) {
             let chunk = response.chunk().await.unwrap();
@@ -160,7 +160,7 @@ async fn read_until(response: &mut Response, seen: &mut String, marker: &str) {
 }
 
 /// Reads `response` into `seen` to its end.
-async fn read_to_end(response: &mut Response, seen: &mut String) {
+pub(crate) async fn read_to_end(response: &mut Response, seen: &mut String) {
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(chunk) = response.chunk().await.unwrap() {
             seen.push_str(&String::from_utf8_lossy(&chunk));
@@ -170,7 +170,7 @@ async fn read_to_end(response: &mut Response, seen: &mut String) {
     .unwrap_or_else(|_| panic!("the stream did not end within 30 s; read so far: {seen:?}"));
 }
 
-async fn status_of(gw: &Gateway, user: &str, id: &str) -> String {
+pub(crate) async fn status_of(gw: &Gateway, user: &str, id: &str) -> String {
     gw.job(user, id).await["status"]
         .as_str()
         .unwrap()

@@ -1,6 +1,7 @@
 //! The node's outbound networking on real processes: upstreams over HTTPS with a private CA
-//! (the hosted-provider path and the `local_llm` shortcut), compressed answers in every
-//! coding, and `obb-node check` and `run` naming certificate problems as such.
+//! (the hosted-provider path and the `local_llm` shortcut) or with the platform's roots
+//! (`SSL_CERT_FILE`), compressed answers in every coding, and `obb-node check` and `run`
+//! naming certificate problems (unknown CA, expired, wrong host) as such on either hop.
 
 use obb_node::mock::{Coding, MockUpstream};
 use serde_json::Value;
@@ -159,35 +160,100 @@ async fn check_names_an_unknown_ca_an_expired_certificate_and_a_wrong_host_and_f
 async fn a_running_node_logs_a_certificate_problem_by_name() {
     let gw = Gateway::start(&[("OBB_MAX_ATTEMPTS", "1")]).await;
     let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let stranger = TestCa::new();
-    let (cert, key_pem) = stranger.issue(&["127.0.0.1"]);
+    let (ca, stranger) = (TestCa::new(), TestCa::new());
+    // (the model, the upstream's certificate, the CA the node trusts, what its log says)
+    let cases = [
+        (
+            "unknown",
+            stranger.issue(&["127.0.0.1"]),
+            None,
+            ["unknown CA", "set `[llm] ca_cert`"],
+        ),
+        (
+            "expired",
+            ca.issue_expired(&["127.0.0.1"]),
+            Some(ca.cert_path()),
+            ["certificate expired", "renew it"],
+        ),
+        (
+            "elsewhere",
+            ca.issue_wrong_host(),
+            Some(ca.cert_path()),
+            [
+                "not valid for the host name `127.0.0.1`",
+                testkit::WRONG_HOST,
+            ],
+        ),
+    ];
+    for (model, (cert, key_pem), trusted, words) in cases {
+        let mock = MockUpstream::start_tls(&[model], &cert, &key_pem)
+            .await
+            .unwrap();
+        let node = NodeProcess::start(
+            "run",
+            &config(
+                &gw,
+                &key,
+                "",
+                &llm(model, &mock.base_url(), trusted),
+                &format!("models = [\"{model}\"]\nmax_retries = 0"),
+            ),
+        );
+        let (status, answer) = run_job(&gw, &user, model, "hello").await;
+        assert_ne!(status, 200, "{model}: {answer}");
+        let log = eventually(
+            Duration::from_secs(10),
+            "the failure in the log",
+            || async {
+                let log = node.log();
+                log.contains("job failed").then_some(log)
+            },
+        )
+        .await;
+        for words in words {
+            assert!(log.contains(words), "{model}: `{words}` in {log}");
+        }
+        assert!(!log.contains("refused the connection"), "{model}: {log}");
+        assert_eq!(
+            mock.calls(),
+            0,
+            "{model}: no request got past the handshake"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_roots_are_trusted_so_ssl_cert_file_alone_lets_a_job_run() {
+    let gw = Gateway::start(&[]).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let ca = TestCa::new();
+    let (cert, key_pem) = ca.issue(&["127.0.0.1"]);
     let mock = MockUpstream::start_tls(&["m"], &cert, &key_pem)
         .await
         .unwrap();
-    let node = NodeProcess::start(
-        "run",
-        &config(
-            &gw,
-            &key,
-            "",
-            &llm("m", &mock.base_url(), None),
-            "models = [\"m\"]\nmax_retries = 0",
-        ),
+    // No `ca_cert` anywhere: the CA is trusted only as one of the platform's roots, which
+    // rustls-native-certs reads from `SSL_CERT_FILE` when it is set, as OpenSSL does.
+    let node_config = config(&gw, &key, "", &llm("m", &mock.base_url(), None), "");
+    let platform = [("SSL_CERT_FILE", ca.cert_path().to_str().unwrap())];
+
+    let mut without = NodeProcess::start("check", &node_config);
+    let status = without.wait(Duration::from_secs(30)).expect("check exits");
+    assert!(!status.success(), "{}", without.log());
+    assert!(without.log().contains("unknown CA"), "{}", without.log());
+
+    let mut check = NodeProcess::start_in_env("check", &node_config, &[], &platform);
+    let status = check.wait(Duration::from_secs(30)).expect("check exits");
+    assert!(status.success(), "{}", check.log());
+    assert!(check.log().contains("serves m"), "{}", check.log());
+
+    let _node = NodeProcess::start_in_env("run", &node_config, &[], &platform);
+    let (status, answer) = run_job(&gw, &user, "m", "platform roots").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "mock: platform roots"
     );
-    let (status, answer) = run_job(&gw, &user, "m", "hello").await;
-    assert_ne!(status, 200, "{answer}");
-    let log = eventually(
-        Duration::from_secs(10),
-        "the failure in the log",
-        || async {
-            let log = node.log();
-            log.contains("job failed").then_some(log)
-        },
-    )
-    .await;
-    assert!(log.contains("unknown CA"), "{log}");
-    assert!(log.contains("set `[llm] ca_cert`"), "{log}");
-    assert_eq!(mock.calls(), 0, "no request got past the handshake");
+    assert_eq!(mock.calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,4 +310,36 @@ async fn a_node_reaches_an_https_gateway_with_server_ca_cert_and_check_names_an_
         answer["choices"][0]["message"]["content"],
         "mock: over https"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_an_expired_or_wrong_host_certificate_on_an_https_gateway() {
+    let ca = TestCa::new();
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    let upstream = llm("m", &mock.base_url(), None);
+    let trust = format!("ca_cert = \"{}\"", ca.cert_path().display());
+    let cases = [
+        (
+            ca.issue_expired(&["127.0.0.1"]),
+            "certificate expired",
+            "renew it",
+        ),
+        (
+            ca.issue_wrong_host(),
+            "not valid for the host name `127.0.0.1`",
+            testkit::WRONG_HOST,
+        ),
+    ];
+    for ((cert, key_pem), words, hint) in cases {
+        let gw = Gateway::start_tls_with(&cert, &key_pem, &[]).await;
+        let key = gw.key("node").await;
+        let mut check = NodeProcess::start("check", &config(&gw, &key, &trust, &upstream, ""));
+        let status = check.wait(Duration::from_secs(30)).expect("check exits");
+        let log = check.log();
+        assert!(!status.success(), "{log}");
+        assert!(log.contains("the gateway check failed"), "{log}");
+        assert!(log.contains(words), "{words}: {log}");
+        assert!(log.contains(hint), "{hint}: {log}");
+        assert!(!log.contains("refused the connection"), "{log}");
+    }
 }
