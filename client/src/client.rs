@@ -238,11 +238,16 @@ impl Completions<'_> {
 
     /// Submits with options. Every submit carries an Idempotency-Key, so a retry after a
     /// lost answer never creates a second job.
+    ///
+    /// `stream` and `stream_options` are dropped: this client submits jobs and reads their
+    /// results, and the gateway answers a `stream: true` request with an event stream.
     pub async fn create_with(
         &self,
-        request: ChatCompletionRequest,
+        mut request: ChatCompletionRequest,
         options: SubmitOptions,
     ) -> Result<JobHandle, Error> {
+        request.stream = None;
+        request.extra.remove("stream_options");
         let key = options
             .idempotency_key
             .unwrap_or_else(|| format!("obb-{}", uuid::Uuid::new_v4().simple()));

@@ -35,6 +35,14 @@ async fn every_client_method_works_against_a_real_gateway_and_node() {
     assert_eq!(handle.status(), JobStatus::Queued);
     let completion = handle.get(Duration::from_secs(30)).await.unwrap();
     assert_eq!(completion.choices[0].message.text(), Some("echo: Hello!"));
+
+    // A request that asks for a stream still becomes a job: the client reads results.
+    let mut streamed = hello("echo", "as a job");
+    streamed.stream = Some(true);
+    let streamed = streamed.field("stream_options", serde_json::json!({"include_usage": true}));
+    let mut job = client.chat().completions().create(streamed).await.unwrap();
+    let completion = job.get(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(completion.choices[0].message.text(), Some("echo: as a job"));
     assert_eq!(
         handle.id(),
         client.jobs().get(handle.id()).await.unwrap().id

@@ -183,6 +183,10 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("`tls_cert` and `tls_key` must be set together"));
         }
+        if self.max_wait_seconds == 0 {
+            // A `stream: true` request is always held; it needs a wait to be held for.
+            return Err(invalid("`max_wait_seconds` must be positive"));
+        }
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
         }

@@ -59,7 +59,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     match tls {
         // pingora's rustls listener; plain HTTP stays the default.
         Some((cert, key)) => {
-            let (cert, key) = (readable_pem(&cert)?, readable_pem(&key)?);
+            let (cert, key) = tls_files(&cert, &key)?;
             http.add_tls(&address, &cert, &key).map_err(|e| {
                 anyhow::anyhow!("cannot use `tls_cert` `{cert}` and `tls_key` `{key}`: {e}")
             })?;
@@ -73,6 +73,14 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     server.add_service(http);
     server.add_service(background_service("obb-reaper", reaper));
     Ok(server)
+}
+
+/// `tls_cert` and `tls_key` as strings, once both files are known to be readable.
+pub fn tls_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<(String, String)> {
+    Ok((readable_pem(cert)?, readable_pem(key)?))
 }
 
 /// The path as a string, once it is known to be readable: pingora reads the files only when

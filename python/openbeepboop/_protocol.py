@@ -82,7 +82,10 @@ def submit_request(
     fields: Dict[str, Any],
 ) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The body and headers of a submit. Every submit carries an Idempotency-Key, so that
-    a retry after a lost answer never creates a second job."""
+    a retry after a lost answer never creates a second job. `stream` and `stream_options`
+    are dropped: this client submits jobs and reads their results, and the gateway answers a
+    `stream: true` request with an event stream rather than a job."""
+    fields = {k: v for k, v in fields.items() if k not in ("stream", "stream_options")}
     body = {"model": model, "messages": messages, **fields}
     headers = {"Idempotency-Key": idempotency_key or f"obb-{uuid.uuid4().hex}"}
     if priority is not None:

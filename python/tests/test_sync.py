@@ -24,6 +24,13 @@ def test_create_returns_a_handle_and_get_waits_for_the_completion(client):
     assert handle.status == "completed" and "JobHandle" in repr(handle)
 
 
+def test_a_request_asking_for_a_stream_still_becomes_a_job(client):
+    handle = client.chat.completions.create(
+        model="echo", messages=HELLO, stream=True, stream_options={"include_usage": True})
+    assert handle.id.startswith("job-")
+    assert handle.get(wait=True, timeout=30).choices[0].message.content == "echo: Hello!"
+
+
 def test_get_without_wait_returns_none_until_done_and_times_out_with_wait(client):
     handle = client.chat.completions.create(model="nobody-serves", messages=HELLO, priority=1)
     assert handle.get(wait=False) is None

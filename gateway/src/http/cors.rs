@@ -6,8 +6,10 @@ use super::reply::Reply;
 
 /// Response headers a page may read: the request id and the gateway's own `x-obb-*`
 /// timings, plus the ones a client needs to follow a queued job.
-const EXPOSED: &str =
-    "x-request-id, x-obb-job-id, x-obb-queue-ms, x-obb-processing-ms, location, retry-after";
+/// `x-should-retry` too: without it a browser SDK would retry a failed job's answer and
+/// submit the job again.
+const EXPOSED: &str = "x-request-id, x-obb-job-id, x-obb-queue-ms, x-obb-processing-ms, \
+     location, retry-after, x-should-retry";
 /// Request headers a page may send when the preflight does not list any.
 const ALLOWED_HEADERS: &str =
     "authorization, content-type, idempotency-key, prefer, x-request-id, x-obb-priority, x-obb-ttl";
@@ -27,8 +29,20 @@ pub fn allow_origin(allowed: &[String], origin: Option<&str>) -> Option<String> 
         .then(|| origin.to_owned())
 }
 
-/// Adds the CORS headers of an actual (non-preflight) response.
-pub fn decorate(reply: Reply, allow: &str) -> Reply {
+/// The CORS headers of an actual (non-preflight) response to a request from `origin`.
+/// With a list of origins (not `*`), every answer varies on `Origin`, allowed or not, so
+/// that a shared cache never hands one origin's answer to another.
+pub fn answer(reply: Reply, allowed: &[String], origin: Option<&str>) -> Reply {
+    match allow_origin(allowed, origin) {
+        Some(allow) => decorate(reply, &allow),
+        None if !allowed.is_empty() && !allowed.iter().any(|a| a == "*") => {
+            reply.header("vary", "Origin".to_owned())
+        }
+        None => reply,
+    }
+}
+
+fn decorate(reply: Reply, allow: &str) -> Reply {
     let reply = reply
         .header("access-control-allow-origin", allow.to_owned())
         .header("access-control-expose-headers", EXPOSED.to_owned());
@@ -59,7 +73,9 @@ pub fn preflight(
                     .all(|b| b.is_ascii_alphanumeric() || b"-_, ".contains(&b))
         })
         .unwrap_or(ALLOWED_HEADERS);
+    // The answer echoes the requested headers, so it varies on them too.
     decorate(reply, allow)
+        .header("vary", "Access-Control-Request-Headers".to_owned())
         .header("access-control-allow-methods", methods)
         .header("access-control-allow-headers", headers.to_owned())
         .header("access-control-max-age", MAX_AGE_SECONDS.to_owned())
@@ -113,7 +129,7 @@ mod tests {
             header(&odd, "access-control-allow-headers"),
             Some(ALLOWED_HEADERS)
         );
-        assert_eq!(header(&odd, "vary"), None);
+        assert_eq!(header(&odd, "vary"), Some("Access-Control-Request-Headers"));
         let closed = preflight("GET", None, None);
         assert_eq!(header(&closed, "access-control-allow-origin"), None);
         assert_eq!(header(&closed, "allow"), Some("GET, OPTIONS"));

@@ -8,7 +8,7 @@ use std::io::Read;
 /// Decodes `body` by the codings of a `Content-Encoding` header, last applied first.
 ///
 /// Errors: an unknown coding is `UnsupportedEncoding` (415); a decoded body over `limit`
-/// bytes is `PayloadTooLarge` (413), found while decoding, so a decompression bomb never
+/// bytes is `DecodedTooLarge` (413), found while decoding, so a decompression bomb never
 /// inflates past `limit + 1` bytes; a corrupt body is `InvalidRequest` (400).
 pub fn decode(header: Option<&str>, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, ApiError> {
     let Some(header) = header else {
@@ -57,9 +57,17 @@ fn inflate(kind: Coding, encoded: &[u8], limit: usize) -> Result<Vec<u8>, ApiErr
         // RFC 9110's "deflate" is the zlib format (RFC 1950), not a raw deflate stream.
         Coding::Deflate => Box::new(flate2::read::ZlibDecoder::new(encoded)),
         Coding::Brotli => Box::new(brotli::Decompressor::new(encoded, 8192)),
-        Coding::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(encoded).map_err(|e| corrupt(kind, &e))?,
-        ),
+        Coding::Zstd => {
+            let mut decoder =
+                zstd::stream::read::Decoder::with_buffer(encoded).map_err(|e| corrupt(kind, &e))?;
+            // A frame may ask for a window of up to 128 MiB, allocated before a byte comes
+            // out; no window needs to be larger than the body may be, beyond the 8 MiB
+            // every decoder is asked to support (RFC 8878 §3.1.1.1.2).
+            decoder
+                .window_log_max(window_log(limit))
+                .map_err(|e| corrupt(kind, &e))?;
+            Box::new(decoder)
+        }
     };
     let mut decoded = Vec::new();
     // One byte past the limit is enough to know the body is too large.
@@ -68,9 +76,15 @@ fn inflate(kind: Coding, encoded: &[u8], limit: usize) -> Result<Vec<u8>, ApiErr
         .read_to_end(&mut decoded)
         .map_err(|e| corrupt(kind, &e))?;
     if decoded.len() > limit {
-        return Err(ApiError::PayloadTooLarge { limit });
+        return Err(ApiError::DecodedTooLarge { limit });
     }
     Ok(decoded)
+}
+
+/// The base-2 logarithm of the smallest zstd window holding `limit` bytes, at least 8 MiB
+/// (2^23) and at most zstd's own maximum (2^31).
+fn window_log(limit: usize) -> u32 {
+    (usize::BITS - limit.max(1).leading_zeros()).clamp(23, 31)
 }
 
 fn corrupt(kind: Coding, error: &std::io::Error) -> ApiError {
@@ -136,6 +150,19 @@ mod tests {
         assert!(bomb.len() < 20_000, "{}", bomb.len());
         let err = decode(Some("gzip"), bomb, 1024 * 1024).unwrap_err();
         assert_eq!(err.status(), 413);
+        // A zstd frame that asks for a window larger than the limit is refused, not allocated.
+        let wide = zstd::bulk::Compressor::new(3)
+            .and_then(|mut c| {
+                c.set_parameter(zstd::stream::raw::CParameter::WindowLog(27))?;
+                c.set_parameter(zstd::stream::raw::CParameter::EnableLongDistanceMatching(
+                    true,
+                ))?;
+                c.compress(&vec![b'z'; 1 << 20])
+            })
+            .unwrap();
+        assert!(decode(Some("zstd"), wide, 4096).is_err());
+        assert_eq!(window_log(16 * 1024 * 1024), 25);
+        assert_eq!(window_log(1), 23);
         let err = decode(Some("compress"), b"x".to_vec(), 10).unwrap_err();
         assert_eq!(err.status(), 415);
         assert!(err.to_string().contains("`compress`"), "{err}");

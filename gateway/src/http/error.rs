@@ -35,6 +35,9 @@ pub enum ApiError {
     /// A `Transfer-Encoding` other than `chunked` (RFC 9112 §6.1).
     #[error("unsupported `Transfer-Encoding` `{0}`; only `chunked` is implemented")]
     TransferCodingNotImplemented(String),
+    /// A compressed body that inflates past the limit: a decompression bomb, or just too big.
+    #[error("the decoded request body is larger than the {limit} bytes allowed")]
+    DecodedTooLarge { limit: usize },
     /// A request head larger than the gateway reads (RFC 6585 §5).
     #[error("the request's header fields are too large")]
     HeadTooLarge,
@@ -110,7 +113,7 @@ impl ApiError {
                 "method_not_allowed",
             ),
             Conflict { code, .. } => (409, "invalid_request_error", Some(code), "conflict"),
-            PayloadTooLarge { .. } => (
+            PayloadTooLarge { .. } | DecodedTooLarge { .. } => (
                 413,
                 "invalid_request_error",
                 Some("request_too_large"),

@@ -3,6 +3,7 @@
 //! Handlers parse and map errors; the rules live in `queue` and `auth`.
 
 mod admin;
+mod body;
 mod cors;
 mod encoding;
 pub mod error;
@@ -203,6 +204,12 @@ impl App {
                 Some(principal)
             }
         };
+        // Decoded only now: a stranger must not be able to make the gateway inflate.
+        let decoded = match principal {
+            Some(_) => body::decoded(req, self.state.config.max_body_bytes).await?,
+            None => None,
+        };
+        let req = decoded.as_ref().unwrap_or(req);
         let ctx = Ctx {
             state: &self.state,
             config: &self.state.config,
@@ -281,146 +288,6 @@ impl App {
             request_id,
         }
     }
-
-    /// Reads the request body and undoes its `Content-Encoding`. A client that sent
-    /// `Expect: 100-continue` is told to go on only when its headers pass (RFC 9110
-    /// §10.1.1); otherwise it gets the final status at once and never sends the body.
-    /// When the body is left unread, the connection is not reused.
-    async fn receive(&self, session: &mut ServerSession) -> Result<Vec<u8>, ApiError> {
-        if let Err(e) =
-            framing::check_host(session).and_then(|()| framing::check_transfer_coding(session))
-        {
-            session.set_keepalive(None);
-            return Err(e);
-        }
-        let limit = self.state.config.max_body_bytes;
-        if expects_continue(session) {
-            if let Err(refused) = self.admit(session, limit).await {
-                session.set_keepalive(None);
-                return Err(refused);
-            }
-            // Writing the `100` before the body is read must not cost the connection.
-            session.set_close_on_response_before_downstream_finish(false);
-            let continued = session.write_continue_response().await;
-            session.set_close_on_response_before_downstream_finish(true);
-            if let Err(e) = continued {
-                session.set_keepalive(None);
-                return Err(ApiError::invalid(
-                    format!("cannot answer `Expect: 100-continue`: {e}"),
-                    None,
-                ));
-            }
-        }
-        let raw = match read_body(session, limit).await {
-            Ok(raw) => raw,
-            Err(e) => {
-                // The unread rest of the body makes the connection unusable.
-                session.set_keepalive(None);
-                return Err(e);
-            }
-        };
-        encoding::decode(header(session, "content-encoding"), raw, limit)
-    }
-
-    /// What can be judged from the headers alone: the declared size, the route, the key.
-    async fn admit(&self, session: &ServerSession, limit: usize) -> Result<(), ApiError> {
-        if declared_length(session).is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        let request = session.req_header();
-        let route = routes::resolve(request.method.as_str(), request.uri.path())?;
-        if let Some(roles) = route.roles() {
-            self.state
-                .auth
-                .authenticate(&self.state.queue, header(session, "authorization"))
-                .await?
-                .require(roles)?;
-        }
-        Ok(())
-    }
-}
-
-fn header<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
-    session
-        .req_header()
-        .headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-}
-
-/// A node fetch, a waited request (`?wait`, `Prefer: wait`) or a job's event stream.
-fn is_long_poll(session: &ServerSession) -> bool {
-    let request = session.req_header();
-    let waits = request
-        .uri
-        .query()
-        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "wait"))
-        || header(session, "prefer").is_some_and(|p| p.contains("wait"));
-    match routes::resolve(request.method.as_str(), request.uri.path()) {
-        Ok(Route::Fetch | Route::StreamJob(_)) => true,
-        Ok(Route::Submit | Route::GetJob(_)) => waits,
-        _ => false,
-    }
-}
-
-fn declared_length(session: &ServerSession) -> Option<usize> {
-    header(session, "content-length").and_then(|v| v.trim().parse::<usize>().ok())
-}
-
-fn expects_continue(session: &ServerSession) -> bool {
-    session.req_header().version == http::Version::HTTP_11
-        && header(session, "expect").is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
-}
-
-/// Reads the whole body, refusing it past `limit` without reading the rest.
-async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = declared_length(session);
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(ApiError::invalid(
-                    format!("cannot read the request body: {e}"),
-                    None,
-                ));
-            }
-        }
-    }
-}
-
-/// Answers a request whose head was refused, in the OpenAI envelope, and closes.
-async fn refuse(session: &mut ServerSession, error: &ApiError) {
-    let body = serde_json::to_vec(&error.envelope()).unwrap_or_default();
-    let Some(mut header) = response_header(
-        error.status(),
-        &[],
-        &format!("req_{}", uuid::Uuid::new_v4().simple()),
-    ) else {
-        return;
-    };
-    if header
-        .insert_header("content-type", "application/json")
-        .is_ok()
-        && header
-            .insert_header("content-length", body.len().to_string())
-            .is_ok()
-        && header.insert_header("connection", "close").is_ok()
-    {
-        let _ = session
-            .write_error_response(*header, Bytes::from(body))
-            .await;
-    }
-    session.shutdown().await;
 }
 
 /// The caller's `x-request-id` when it is sane, else a new one.
@@ -536,7 +403,7 @@ impl HttpServerApp for App {
                     started.elapsed(),
                     Duration::ZERO,
                 );
-                refuse(&mut session, &error).await;
+                body::refuse(&mut session, &error).await;
                 return None;
             }
             // A closed, broken, idle or too slow connection: there is no one to answer.
@@ -553,17 +420,13 @@ impl HttpServerApp for App {
         // A half-closed client still reads its answer (RFC 9112 §9.6). A long-poll instead
         // ends when its client closes: a node that gave up on a fetch must not be handed jobs
         // it will never see, and an abandoned wait should not hold on to its end.
-        session.set_abort_on_close(is_long_poll(&session));
+        session.set_abort_on_close(body::is_long_poll(&session));
         let id = request_id(&session);
         let peer_is_loopback = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .is_some_and(|addr| addr.ip().is_loopback());
-        let origin = cors::allow_origin(
-            &self.state.config.cors_allowed_origins,
-            header(&session, "origin"),
-        );
-        let (route, waited, result) = match self.receive(&mut session).await {
+        let (route, waited, result) = match body::receive(&self.state, &mut session).await {
             Ok(body) => {
                 let req = parse_request(&session, body, id.clone());
                 let handling = self.handle(&req, shutdown, peer_is_loopback);
@@ -591,17 +454,24 @@ impl HttpServerApp for App {
         });
         // A preflight carries its own CORS headers; every other answer to an allowed
         // origin, errors included, lets the page read it.
-        if let Some(allow) = &origin
-            && route != "preflight"
-        {
-            reply = cors::decorate(reply, allow);
+        if route != "preflight" {
+            reply = cors::answer(
+                reply,
+                &self.state.config.cors_allowed_origins,
+                body::header(&session, "origin"),
+            );
         }
         let status = reply.status;
+        let head = session.req_header().method == http::Method::HEAD;
         let written = match &reply.body {
             Body::Full {
                 content_type,
                 bytes,
             } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
+            // Nothing of a stream is sent to HEAD, so nothing would notice its client leave.
+            Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
+                sse::headers_only(&mut session, &reply, &id).await
+            }
             Body::JobEvents { job_id, who } => {
                 self.stream(job_id, who, shutdown, &id)
                     .job_events(&mut session, &reply)

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     pub path: String,

@@ -77,6 +77,7 @@ impl Route {
 /// wrong method.
 pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
     // HEAD is GET without the content (RFC 9110 §9.3.2); pingora leaves the content out.
+    let asked = method;
     let method = if method == "HEAD" { "GET" } else { method };
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (allowed, route): (&'static str, Option<Route>) = match segments.as_slice() {
@@ -138,7 +139,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
         return Ok(Route::Preflight { allowed });
     }
     route.ok_or_else(|| ApiError::MethodNotAllowed {
-        method: method.to_owned(),
+        method: asked.to_owned(),
         path: truncate(path).to_owned(),
         allowed,
     })

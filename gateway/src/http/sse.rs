@@ -85,6 +85,11 @@ async fn end(session: &mut ServerSession) -> bool {
         .is_ok()
 }
 
+/// The answer to `HEAD` on a streaming route: the headers a `GET` would get, and no events.
+pub async fn headers_only(session: &mut ServerSession, reply: &Reply, request_id: &str) -> bool {
+    start(session, reply, request_id).await && end(session).await
+}
+
 /// What a streaming request is waiting for.
 pub struct Stream<'a> {
     pub state: &'a State,
@@ -110,8 +115,14 @@ impl Stream<'_> {
             .flatten()
     }
 
-    fn keepalive(&self) -> Duration {
-        Duration::from_secs(self.state.config.stream_keepalive_seconds)
+    /// Ticks every `stream_keepalive_seconds`, first one period from now. One timer for the
+    /// whole stream: events in between do not push the next keep-alive back, so a job that
+    /// changes often cannot starve them.
+    fn keepalives(&self) -> tokio::time::Interval {
+        let period = Duration::from_secs(self.state.config.stream_keepalive_seconds);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
     }
 
     /// Streams the job's status changes as events named after the status, each carrying
@@ -122,6 +133,7 @@ impl Stream<'_> {
         }
         let mut watch = self.state.queue.notifier().watch(self.job_id);
         let mut shutdown = self.shutdown.clone();
+        let mut keepalives = self.keepalives();
         let mut last = None;
         // Read after subscribing, so that no change falls between a read and the wait.
         while let Some(record) = self.read().await {
@@ -141,7 +153,7 @@ impl Stream<'_> {
             }
             tokio::select! {
                 _ = watch.changed() => {}
-                () = tokio::time::sleep(self.keepalive()) => {
+                _ = keepalives.tick() => {
                     if !send(session, KEEPALIVE).await {
                         return false;
                     }
@@ -168,6 +180,7 @@ impl Stream<'_> {
         }
         let mut watch = self.state.queue.notifier().watch(self.job_id);
         let mut shutdown = self.shutdown.clone();
+        let mut keepalives = self.keepalives();
         let mut cut = None;
         let mut record = self.read().await;
         while let Some(current) = &record {
@@ -189,7 +202,7 @@ impl Stream<'_> {
                         cut = Some(Cut::Deadline);
                     }
                 },
-                () = tokio::time::sleep(self.keepalive()) => {
+                _ = keepalives.tick() => {
                     if !send(session, KEEPALIVE).await {
                         return false;
                     }
@@ -203,7 +216,12 @@ impl Stream<'_> {
                 break;
             }
         }
+        let poll = format!("poll `GET /v1/jobs/{}`", self.job_id);
         let events = match (&record, cut) {
+            (None, _) => error_event(&ErrorBody::new(
+                format!("job `{}` could not be read; {poll}", self.job_id),
+                "server_error",
+            )),
             (Some(r), _) if r.status == JobStatus::Completed => {
                 replay(r.result_payload.as_deref().unwrap_or("{}"), include_usage)
             }
@@ -215,21 +233,21 @@ impl Stream<'_> {
                     )
                 }))
             }
-            (_, Some(Cut::Shutdown)) => error_event(
+            (Some(_), Some(Cut::Shutdown)) => error_event(
                 &ErrorBody::new(
                     format!(
-                        "the gateway is restarting; job `{}` is kept: poll `GET /v1/jobs/{}`",
-                        self.job_id, self.job_id
+                        "the gateway is restarting; job `{}` is kept: {poll}",
+                        self.job_id
                     ),
                     "server_error",
                 )
                 .with_code("service_unavailable"),
             ),
-            _ => error_event(
+            (Some(r), _) => error_event(
                 &ErrorBody::new(
                     format!(
-                        "job `{}` did not finish in time; it stays queued: poll `GET /v1/jobs/{}`",
-                        self.job_id, self.job_id
+                        "job `{}` did not finish in time (it is {}); {poll}",
+                        self.job_id, r.status
                     ),
                     "timeout_error",
                 )

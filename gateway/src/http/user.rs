@@ -125,7 +125,12 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             },
         });
     }
-    finished(&record, stream, include_usage)
+    let reply = finished(&record, stream, include_usage)?;
+    Ok(if stream {
+        reply.header("x-obb-job-id", record.id.clone())
+    } else {
+        reply
+    })
 }
 
 /// The value with every object's keys sorted, so key order does not change its digest.

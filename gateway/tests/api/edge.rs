@@ -51,6 +51,16 @@ async fn a_tls_key_without_a_certificate_or_an_unreadable_file_stops_the_start()
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("tls_cert"));
+    // `--check-config` reads the files as `start` would.
+    let output = std::process::Command::new(testkit::gateway_bin())
+        .args(["start", "--check-config", "--db"])
+        .arg(&db)
+        .env("OBB_TLS_CERT", &missing)
+        .env("OBB_TLS_KEY", &missing)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.pem"));
 }
 
 const PAGE: &str = "http://127.0.0.1:5173";
@@ -98,6 +108,7 @@ async fn an_allowed_origin_reads_answers_and_errors_and_others_get_no_cors_heade
         "x-obb-queue-ms",
         "x-obb-processing-ms",
         "x-obb-job-id",
+        "x-should-retry",
     ] {
         assert!(exposed.contains(name), "{exposed}");
     }
@@ -113,6 +124,8 @@ async fn an_allowed_origin_reads_answers_and_errors_and_others_get_no_cors_heade
             .get("access-control-allow-origin")
             .is_none()
     );
+    // The answer still varies on `Origin`, so a shared cache never serves it to the page.
+    assert_eq!(stranger.headers()["vary"], "Origin");
 
     let closed = Gateway::start(&[]).await;
     let response = closed
@@ -220,6 +233,16 @@ async fn a_decompression_bomb_gets_413_and_an_unknown_coding_415_and_nothing_is_
             .body(body)
             .send()
     };
+    // Without a key, nothing is inflated: the answer is 401, not 413.
+    let stranger = gw
+        .http
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-encoding", "gzip")
+        .body(bomb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 401);
     let too_large = observed(send("gzip", bomb).await.unwrap()).await;
     let unknown = observed(send("compress", b"x".to_vec()).await.unwrap()).await;
     let corrupt = observed(send("gzip", b"not gzip".to_vec()).await.unwrap()).await;
@@ -304,10 +327,17 @@ async fn a_stream_request_without_wait_is_held_with_keepalives_then_gets_its_chu
         .to_owned();
     let mut body = Chunks(response);
     let mut text = String::new();
-    // The job is still queued: only keep-alives have come.
+    // The job is still queued: only keep-alives have come, one a second.
+    let started = std::time::Instant::now();
+    let third = ": keep-alive\n\n".repeat(3);
     assert!(
-        body.until(&mut text, ": keep-alive\n\n", Duration::from_secs(10))
-            .await
+        body.until(&mut text, &third, Duration::from_secs(10)).await,
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
     );
     assert!(!text.contains("data:"), "{text}");
     assert_eq!(gw.job(&user, &job_id).await["status"], "queued");

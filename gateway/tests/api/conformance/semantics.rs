@@ -125,6 +125,26 @@ async fn a_head_request_is_answered_like_get_without_content() {
     assert_alive(&gw).await;
 }
 
+// RFC 9110 §9.3.2 on a streaming route: HEAD gets the headers a GET would (an event stream)
+// and no content, at once, even while the job is still queued; the connection goes on.
+#[tokio::test]
+async fn a_head_request_on_a_job_event_stream_gets_its_headers_at_once_and_no_events() {
+    let (gw, key) = gateway_with_user(&[]).await;
+    let job = gw.submit_id(&key, "m").await;
+    let mut conn = Conn::open(&gw).await;
+    conn.send(format!(
+        "HEAD /v1/jobs/{job}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n"
+    ))
+    .await;
+    let head = conn.next(ANSWER, true).await.response("HEAD on a stream");
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    assert!(head.body.is_empty(), "{head:?}");
+    conn.send(get("/healthz")).await;
+    assert_eq!(conn.response().await.status, 200);
+    assert_alive(&gw).await;
+}
+
 // RFC 9110 §15.5.6: "The origin server MUST generate an Allow header field in a 405 response
 // containing a list of the target resource's currently supported methods." The body is the
 // OpenAI error envelope, framed so the connection persists.
