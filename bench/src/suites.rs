@@ -313,7 +313,7 @@ pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
         .unwrap_or_else(|| std::path::PathBuf::from("target/test-venv/bin/python"));
     let port = testkit::free_port();
     let mut server = std::process::Command::new(&python)
-        .arg("node/tests/support/serve_smollm2.py")
+        .arg("scripts/serve_smollm2.py")
         .arg(port.to_string())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

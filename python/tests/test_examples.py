@@ -48,7 +48,7 @@ def test_the_openai_python_sdk_example_runs(stack):
 
 def test_the_openai_node_sdk_example_runs(stack):
     sdk = ROOT / "target" / "node-sdk" / "node_modules" / "openai"
-    assert sdk.exists(), "install the Node SDK: npm install --prefix target/node-sdk openai (.ci/run does)"
+    assert sdk.exists(), "the Node SDK (`openai` in target/node-sdk) is missing: run ./test.sh, which installs it"
     out = run_example(stack, "node", str(EXAMPLES / "openai_node_sdk.cjs"))
     assert "plain: echo: Hello, Node!" in out
     assert "streamed: echo: Stream me" in out

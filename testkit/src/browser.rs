@@ -24,14 +24,9 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Debian's `chromium`. A missing browser fails the test: CI installs it (`.ci/run`).
+    /// Debian's `chromium`. A missing browser fails the test: `./test.sh` installs it.
     pub fn binary() -> PathBuf {
-        let path = PathBuf::from("/usr/bin/chromium");
-        assert!(
-            path.exists(),
-            "chromium is missing: install Debian's `chromium` package (`bash .ci/run` does)"
-        );
-        path
+        crate::installed::file("/usr/bin/chromium", "chromium (Debian's `chromium`)")
     }
 
     /// Starts a headless Chromium with a fresh profile that opens `url`. Its output goes to

@@ -19,11 +19,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What a missing Caddy is told to do.
-const INSTALL: &str = "caddy is missing: install Debian's `caddy` package (`sudo apt-get install \
-                       caddy`; CI's setup installs it), then run the Caddy tests with `cargo test \
-                       -p obb-node --test e2e caddy`";
-
 /// A running Caddy. `port` is where the site block was told to listen.
 pub struct Caddy {
     pub dir: tempfile::TempDir,
@@ -32,18 +27,14 @@ pub struct Caddy {
 }
 
 impl Caddy {
-    /// Debian's caddy, else the first `caddy` on `PATH`. A missing caddy fails the test.
+    /// Debian's caddy, else the first `caddy` on `PATH`. A missing caddy fails the test:
+    /// `./test.sh` installs it.
     pub fn binary() -> PathBuf {
         let debian = PathBuf::from("/usr/bin/caddy");
         if debian.exists() {
             return debian;
         }
-        std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|dir| dir.join("caddy"))
-            .find(|path| path.exists())
-            .unwrap_or_else(|| panic!("{INSTALL}"))
+        crate::installed::program("caddy", "caddy (Debian's `caddy`)")
     }
 
     /// Starts Caddy with the Caddyfile site blocks `site(port)` returns (addressed to

@@ -2,7 +2,7 @@
 //! database, finds the workspace's binaries, and offers the calls the tests share.
 //! Each test gets its own gateway. `tls` makes a private CA and certificates for HTTPS tests,
 //! `nginx` and `caddy` run a real nginx or Caddy in front of a gateway, and `browser` a
-//! headless Chromium.
+//! headless Chromium; `installed` finds what `./test.sh` installs for them.
 #![expect(
     clippy::expect_used,
     clippy::panic,
@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod caddy;
+pub mod installed;
 pub mod nginx;
 pub mod tls;
 

@@ -26,21 +26,14 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Debian's nginx, else the first `nginx` on `PATH` (`/usr/sbin` is not on a user's
-    /// `PATH`). A missing nginx fails the test: CI installs it (`.ci/run`).
+    /// Debian's nginx (`/usr/sbin` is not on a user's `PATH`), else the first `nginx` on
+    /// `PATH`. A missing nginx fails the test: `./test.sh` installs it.
     pub fn binary() -> PathBuf {
         let debian = PathBuf::from("/usr/sbin/nginx");
         if debian.exists() {
             return debian;
         }
-        std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|dir| dir.join("nginx"))
-            .find(|path| path.exists())
-            .unwrap_or_else(|| {
-                panic!("nginx is missing: install Debian's `nginx` package (`bash .ci/run` does)")
-            })
+        crate::installed::program("nginx", "nginx (Debian's `nginx`)")
     }
 
     /// Starts nginx with the `http`-context text `http(port)` returns (`upstream` and

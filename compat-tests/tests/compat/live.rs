@@ -4,7 +4,7 @@
 //! request with 429 or 503 and forwards the rest to the gateway.
 
 use crate::stack::{MODEL, SLASHED_MODEL, Stack};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,22 +98,22 @@ async fn fault_proxy(gateway: String, status: u16) -> String {
     base
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 async fn run_live(stack: &Stack, program: &Path, script: &str) -> String {
     let proxy_429 = fault_proxy(stack.gw.base.clone(), 429).await;
     let proxy_503 = fault_proxy(stack.gw.base.clone(), 503).await;
     let output = Command::new(program)
-        .arg(root().join("compat-tests/live").join(script))
+        .arg(
+            testkit::installed::root()
+                .join("compat-tests/live")
+                .join(script),
+        )
         .env("OBB_BASE_URL", &stack.gw.base)
         .env("OBB_USER_KEY", &stack.user)
         .env("OBB_NODE_KEY", &stack.node_key)
         .env("OBB_JOB_ID", &stack.finished_job)
         .env("OBB_FAULT_429_URL", proxy_429)
         .env("OBB_FAULT_503_URL", proxy_503)
-        .env("NODE_PATH", root().join("target/node-sdk/node_modules"))
+        .env("NODE_PATH", testkit::installed::node_modules())
         .output()
         .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", program.display()));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -128,12 +128,7 @@ async fn run_live(stack: &Stack, program: &Path, script: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_python_sdk_passes_the_catalogue() {
     let stack = Stack::serving(&[MODEL, SLASHED_MODEL]).await;
-    let python = root().join("target/py-venv/bin/python");
-    assert!(
-        python.exists(),
-        "`{}` with `openai` is missing; .ci/run creates it",
-        python.display()
-    );
+    let python = testkit::installed::sdk_python();
     let out = run_live(&stack, &python, "live_python.py").await;
     assert!(
         out.contains("python live catalogue passed with openai 3.54.0"),
@@ -144,12 +139,9 @@ async fn the_live_python_sdk_passes_the_catalogue() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_live_node_sdk_passes_the_catalogue() {
     let stack = Stack::serving(&[MODEL, SLASHED_MODEL]).await;
-    let sdk = root().join("target/node-sdk/node_modules/openai");
-    assert!(
-        sdk.exists(),
-        "the Node SDK is missing: npm install --prefix target/node-sdk openai (.ci/run does)"
-    );
-    let out = run_live(&stack, Path::new("node"), "live_node.cjs").await;
+    let node = testkit::installed::program("node", "Node.js (Debian's `nodejs`)");
+    testkit::installed::node_modules();
+    let out = run_live(&stack, &node, "live_node.cjs").await;
     assert!(
         out.contains("node live catalogue passed with openai 7.57.0"),
         "{out}"

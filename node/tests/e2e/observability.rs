@@ -28,14 +28,19 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
         let port = free_port();
-        let child = Command::new("prometheus")
+        let prometheus =
+            testkit::installed::program("prometheus", "Prometheus (Debian's `prometheus`)");
+        let child = Command::new(&prometheus)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("Prometheus must be installed (Debian package `prometheus`; .ci/run installs it): {e}"));
+            .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", prometheus.display()));
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),

@@ -78,6 +78,7 @@ async fn nginx_for(gateway: &Gateway, ca: &TestCa, mutual: bool) -> Nginx {
 /// returns the certificate and key it wrote; the CA is `DIR/ca.pem`.
 fn private_ca(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx/private-ca.sh");
+    testkit::installed::program("openssl", "openssl (Debian's `openssl`)");
     let output = Command::new("bash")
         .arg(script)
         .arg(dir)
@@ -87,7 +88,7 @@ fn private_ca(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
         .unwrap();
     assert!(
         output.status.success(),
-        "private-ca.sh failed (is `openssl` installed? .ci/run installs it): {}",
+        "private-ca.sh failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     (

