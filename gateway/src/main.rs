@@ -1,7 +1,8 @@
 //! `obb-gateway`: parses the command line, loads the config, and calls into the library.
+//! `src/bin/openbeepboop-server.rs` builds this same file under the spec's name.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use obb_gateway::auth::mint_key;
 use obb_gateway::cli::{Cli, Command, KeysCommand, SetupArgs, StartArgs, StoreArgs};
 use obb_gateway::config::{Config, default_config_file};
@@ -11,13 +12,17 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The name this binary was built as (`obb-gateway` or `openbeepboop-server`): the help,
+/// `--version` and the hints printed name the command the user typed.
+const PROGRAM: &str = env!("CARGO_BIN_NAME");
+
 /// mimalloc, not glibc's malloc: argon2 takes 19 MiB of working memory per hash, and glibc,
 /// whose mmap threshold rises after the first such block is freed, kept each one: the
 /// gateway held 113 MiB after five key checks. mimalloc gives large blocks back.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     // The access log writes a line per request: a background thread does the writing, so a
     // request never waits on stderr, and it writes whatever lines are waiting in one call,
     // flushing when none are left. Lines are never dropped; a full queue makes the logger
@@ -37,7 +42,9 @@ fn main() -> ExitCode {
         .with_writer(stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::from_arg_matches(&Cli::command().name(PROGRAM).get_matches())
+        .unwrap_or_else(|error| error.exit());
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -86,17 +93,17 @@ fn setup(args: SetupArgs) -> anyhow::Result<()> {
     eprintln!("Database ready at {}", db.display());
     if offline::has_admin_key(&db)? {
         eprintln!(
-            "Setup complete. An admin key already exists; make another with `obb-gateway keys create --role admin --name NAME`."
+            "Setup complete. An admin key already exists; make another with `{PROGRAM} keys create --role admin --name NAME`."
         );
         eprintln!(
-            "Run the gateway with `obb-gateway start --db {}`.",
+            "Run the gateway with `{PROGRAM} start --db {}`.",
             db.display()
         );
         return Ok(());
     }
     let created = offline::create_key(&db, &mint_key()?, "admin", Role::Admin)?;
     eprintln!(
-        "Setup complete. Run the gateway with `obb-gateway start --db {}`.",
+        "Setup complete. Run the gateway with `{PROGRAM} start --db {}`.",
         db.display()
     );
     eprintln!("Your admin key is shown only once:");

@@ -1,14 +1,19 @@
 //! `obb-node`: parses the command line and runs the chosen command.
+//! `src/bin/openbeepboop-node.rs` builds this same file under the spec's name.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use obb_node::cli::{Cli, Command};
 use obb_node::config::{NodeConfig, locate};
 use obb_node::worker::{Mode, Stop, WorkerError};
 use obb_node::{app, setup};
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
+/// The name this binary was built as (`obb-node` or `openbeepboop-node`): the help,
+/// `--version` and the hints printed name the command the user typed.
+const PROGRAM: &str = env!("CARGO_BIN_NAME");
+
+pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OBB_LOG")
@@ -17,7 +22,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&Cli::command().name(PROGRAM).get_matches())
+        .unwrap_or_else(|error| error.exit());
     let outcome = match cli.command {
         Command::Setup(args) => write_setup(&args),
         command => tokio::runtime::Runtime::new()
@@ -44,7 +50,7 @@ fn write_setup(args: &obb_node::cli::SetupArgs) -> anyhow::Result<()> {
     std::fs::write(&args.output, text)
         .with_context(|| format!("cannot write `{}`", args.output.display()))?;
     println!(
-        "Wrote {}. Check it with `obb-node check --config {0}`, then start with `obb-node run --config {0}`.",
+        "Wrote {}. Check it with `{PROGRAM} check --config {0}`, then start with `{PROGRAM} run --config {0}`.",
         args.output.display()
     );
     Ok(())

@@ -130,3 +130,33 @@ async fn sigterm_drains_and_exits_within_the_grace_period() {
     let (status, _) = gw.get_json(&gw.admin.clone(), "/v1/jobs").await;
     assert_eq!(status, 200);
 }
+
+#[test]
+fn openbeepboop_server_is_the_gateway_under_the_specs_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bin, name) in [
+        (env!("CARGO_BIN_EXE_obb-gateway"), "obb-gateway"),
+        (
+            env!("CARGO_BIN_EXE_openbeepboop-server"),
+            "openbeepboop-server",
+        ),
+    ] {
+        let version = text(&Command::new(bin).arg("--version").output().unwrap()).0;
+        assert_eq!(version, format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
+        let help = text(&Command::new(bin).arg("--help").output().unwrap()).0;
+        assert!(help.contains(&format!("Usage: {name} <COMMAND>")), "{help}");
+        let db = dir.path().join(format!("{name}.db"));
+        let setup = Command::new(bin)
+            .args(["setup", "--yes", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(setup.status.success(), "{setup:?}");
+        let (key, hints) = text(&setup);
+        assert!(key.starts_with("sk-obb-"), "{key}");
+        assert!(
+            hints.contains(&format!("Run the gateway with `{name} start --db")),
+            "{hints}"
+        );
+    }
+}

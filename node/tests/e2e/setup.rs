@@ -94,3 +94,45 @@ async fn the_wizard_writes_a_config_that_check_accepts() {
         "check fails when the gateway is unreachable"
     );
 }
+
+#[test]
+fn openbeepboop_node_is_the_node_under_the_specs_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bin, name) in [
+        (env!("CARGO_BIN_EXE_obb-node"), "obb-node"),
+        (env!("CARGO_BIN_EXE_openbeepboop-node"), "openbeepboop-node"),
+    ] {
+        let version = Command::new(bin).arg("--version").output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&version.stdout),
+            format!("{name} {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        let output = dir.path().join(format!("{name}.toml"));
+        let setup = Command::new(bin)
+            .args([
+                "setup",
+                "--server-url",
+                "http://127.0.0.1:1",
+                "--api-key",
+                "k",
+                "--model",
+                "echo",
+                "--output",
+            ])
+            .arg(&output)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(setup.status.success(), "{setup:?}");
+        let hint = String::from_utf8_lossy(&setup.stdout);
+        assert!(
+            hint.contains(&format!("Check it with `{name} check --config")),
+            "{hint}"
+        );
+        assert!(
+            std::fs::read_to_string(&output)
+                .unwrap()
+                .contains("model = \"echo\"")
+        );
+    }
+}

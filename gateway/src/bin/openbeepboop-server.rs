@@ -1,0 +1,9 @@
+//! `openbeepboop-server`: the spec's name for `obb-gateway`. The same program, built from
+//! the same file; only the name in its help and hints differs.
+
+#[path = "../main.rs"]
+mod program;
+
+fn main() -> std::process::ExitCode {
+    program::main()
+}
