@@ -122,6 +122,9 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     tracing::debug!(?config, "effective configuration");
     if args.check_config {
         let db = config.db_path()?;
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            obb_gateway::server::tls_files(cert, key)?;
+        }
         let store = Queue::open(&db, Default::default(), std::sync::Arc::new(|_, _| {}))?;
         drop(store);
         println!("{}", toml::to_string(&config)?);
