@@ -14,17 +14,17 @@ mod request;
 mod routes;
 mod sse;
 mod user;
+mod wait;
 
 pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::queue::{JobRecord, JobWatch, Queue, Visibility};
+use crate::queue::{JobRecord, Queue, Visibility};
 use async_trait::async_trait;
 use bytes::Bytes;
 use error::ApiError;
-use openbeepboop::JobStatus;
 use pingora::apps::{HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -84,71 +84,6 @@ impl Ctx<'_> {
             .job(id.to_owned(), self.visibility())
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))
-    }
-}
-
-/// Holds until the job is final or `wait` runs out, woken by the writer's commits rather
-/// than by polling. On shutdown, answers 503 so that the client retries elsewhere or later.
-async fn wait_for_final(ctx: &Ctx<'_>, id: &str, wait: Duration) -> Result<JobRecord, ApiError> {
-    let watch = ctx.state.queue.notifier().watch(id);
-    // Read after subscribing, so that no change falls between the read and the wait.
-    let record = ctx.job(id).await?;
-    wait_with(ctx, record, watch, wait).await
-}
-
-/// Waits on `watch`, subscribed before `record` was read. The job is read again only when
-/// it reaches a final status or the wait runs out: the changes in between (leased,
-/// requeued) need no read, because the notification says what they are.
-async fn wait_with(
-    ctx: &Ctx<'_>,
-    record: JobRecord,
-    mut watch: JobWatch<'_>,
-    wait: Duration,
-) -> Result<JobRecord, ApiError> {
-    if record.status.is_final() {
-        return Ok(record);
-    }
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut shutdown = ctx.shutdown.clone();
-    loop {
-        if *shutdown.borrow() {
-            return Err(shutting_down());
-        }
-        let woke = ctx
-            .waiting(async {
-                tokio::select! {
-                    changed = watch.changed() => match changed {
-                        Some(status) => Woke::Changed(status),
-                        // The notifier is gone: nothing will change before the deadline.
-                        None => {
-                            tokio::time::sleep_until(deadline).await;
-                            Woke::Deadline
-                        }
-                    },
-                    () = tokio::time::sleep_until(deadline) => Woke::Deadline,
-                    _ = shutdown.changed() => Woke::Shutdown,
-                }
-            })
-            .await;
-        match woke {
-            Woke::Changed(status) if !status.is_final() => {}
-            Woke::Changed(_) | Woke::Deadline => return ctx.job(&record.id).await,
-            Woke::Shutdown => return Err(shutting_down()),
-        }
-    }
-}
-
-/// Why a wait woke up.
-enum Woke {
-    Changed(JobStatus),
-    Deadline,
-    Shutdown,
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::Unavailable {
-        message: "the gateway is restarting; retry the request".to_owned(),
-        retry_after: 2,
     }
 }
 

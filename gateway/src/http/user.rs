@@ -1,9 +1,10 @@
 //! The user API: submit, wait, read, list, poll, cancel, stream and models.
 
+use super::Ctx;
 use super::error::ApiError;
 use super::reply::{Body, Reply};
 use super::request::{Request, parse_seconds};
-use super::{Ctx, wait_for_final, wait_with};
+use super::wait::{wait_for_final, wait_with};
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
     ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest,
