@@ -98,7 +98,7 @@ async fn every_client_method_works_against_a_real_gateway_and_node() {
         .list(Some(JobStatus::Completed))
         .await
         .unwrap();
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), 6, "1 + the stream request + 4 of the batch");
 
     // Endings: cancelled, expired, timed out.
     let options = SubmitOptions {
