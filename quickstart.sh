@@ -221,7 +221,7 @@ echo "$body"
 if [ "${timing% *}" = 200 ]; then
   echo "==> answered by \`$model\` ($about) in $(LC_ALL=C printf '%.2f' "${timing#* }") s"
   if command -v python3 >/dev/null 2>&1; then
-    printf '%s' "$body" | python3 -c 'import json, sys; print("   ", json.dumps(json.load(sys.stdin)["choices"][0]["message"]["content"]))' 2>/dev/null || true
+    printf '%s' "$body" | python3 -c 'import json, sys; print("   ", json.dumps(json.load(sys.stdin)["choices"][0]["message"]["content"], ensure_ascii=False))' 2>/dev/null || true
   fi
 else
   echo "==> the demo job did not complete (HTTP ${timing% *}); the gateway and the node keep serving"
