@@ -14,10 +14,9 @@
 //! # }
 //! ```
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running Caddy. `port` is where the site block was told to listen.
 pub struct Caddy {
@@ -97,20 +96,10 @@ impl Caddy {
 
     /// Whether the port accepts connections within `within`; false as soon as Caddy exits.
     async fn ready(&mut self, within: Duration) -> bool {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && child.try_wait().ok().flatten().is_some()
-            {
-                return false;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.child.as_mut() {
+            Some(child) => crate::listening(child, self.port, within).await,
+            None => false,
         }
-        false
     }
 
     /// Stops Caddy: SIGTERM shuts it down gracefully; SIGKILL when it lingers.

@@ -377,6 +377,23 @@ impl Drop for Gateway {
     }
 }
 
+/// Whether `127.0.0.1:port` accepts connections within `within`; false as soon as `child`
+/// exits, so that a server that failed to start is known at once.
+pub async fn listening(child: &mut Child, port: u16, within: Duration) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Sends `signal` (`-INT`, `-TERM`, …) to `child` and waits up to `within` for it to exit;
 /// kills it after that. Returns its exit status.
 pub fn stop_child(

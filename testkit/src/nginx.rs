@@ -13,10 +13,9 @@
 //! # }
 //! ```
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running nginx. `port` is where the config was told to listen.
 pub struct Nginx {
@@ -91,20 +90,10 @@ impl Nginx {
 
     /// Whether the port accepts connections within `within`; false as soon as nginx exits.
     async fn ready(&mut self, within: Duration) -> bool {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && child.try_wait().ok().flatten().is_some()
-            {
-                return false;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.child.as_mut() {
+            Some(child) => crate::listening(child, self.port, within).await,
+            None => false,
         }
-        false
     }
 
     /// Stops nginx: SIGTERM is its fast shutdown; SIGKILL when it lingers.

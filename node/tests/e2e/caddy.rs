@@ -3,9 +3,11 @@
 //! `[server] ca_cert` runs jobs, and a `stream: true` request arrives unbuffered (keep-alive
 //! comments while its job is queued, then the chunks and `[DONE]`).
 
-use crate::proxy::{chat, https_client, node_config, read_to_end, read_until, send, status_of};
+use crate::proxy::{
+    Proxy, assert_streams_unbuffered, chat, https_client, node_config, send, swap_in,
+};
 use crate::stack;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use testkit::{Caddy, Gateway, NodeProcess, TestCa};
 
@@ -13,15 +15,8 @@ use testkit::{Caddy, Gateway, NodeProcess, TestCa};
 const EXAMPLE: &str = include_str!("../../../examples/caddy/Caddyfile");
 const README: &str = include_str!("../../../README.md");
 
-/// Replaces the one occurrence of `from` in `text`; a missing or repeated line means the
-/// example changed under the test, which must then change with it.
 fn swap(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        1,
-        "examples/caddy/Caddyfile should contain `{from}` once"
-    );
-    text.replace(from, to)
+    swap_in("examples/caddy/Caddyfile", text, from, to)
 }
 
 /// The example with this deployment's port, gateway address and certificate. Nothing else
@@ -125,55 +120,10 @@ async fn a_stream_through_caddy_gets_keepalives_while_queued_then_the_chunks_and
     let (gw, user, node_key, mock) = stack(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
     let ca = TestCa::new();
     let caddy = caddy_for(&gw, &ca).await;
-    let https = https_client(&ca);
-
-    // No `wait`: a stream is held anyway. No node yet, so the job stays queued.
-    let mut body = chat("stream through caddy");
-    body["stream"] = json!(true);
-    let mut response = send(
-        https
-            .post(caddy.url("/v1/chat/completions"))
-            .bearer_auth(&user)
-            .json(&body),
-    )
-    .await;
-    assert_eq!(response.status(), 200, "caddy's log: {}", caddy.log());
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let id = response.headers()["x-obb-job-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut seen = String::new();
-    read_until(&mut response, &mut seen, ": keep-alive").await;
-    // Bytes came through Caddy while the job was still queued: nothing is buffered.
-    assert_eq!(status_of(&gw, &user, &id).await, "queued");
-    assert!(!seen.contains("data:"), "{seen}");
-
-    let _node = NodeProcess::start(
-        "run",
-        &node_config(&caddy.url(""), &node_key, ca.cert_path(), None, &mock),
-    );
-    read_to_end(&mut response, &mut seen).await;
-    let data: Vec<&str> = seen
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .collect();
-    assert_eq!(data.last(), Some(&"[DONE]"), "{seen}");
-    let content: String = data[..data.len() - 1]
-        .iter()
-        .map(|chunk| serde_json::from_str::<Value>(chunk).unwrap())
-        .inspect(|chunk| assert_eq!(chunk["object"], "chat.completion.chunk"))
-        .filter_map(|chunk| {
-            chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    assert_eq!(content, "mock: stream through caddy");
-    assert_eq!(status_of(&gw, &user, &id).await, "completed");
+    let proxy = Proxy {
+        base: caddy.url(""),
+        name: "caddy",
+        log: &|| caddy.log(),
+    };
+    assert_streams_unbuffered(&proxy, &gw, &user, &node_key, &mock, &ca).await;
 }

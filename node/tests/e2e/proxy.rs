@@ -17,14 +17,18 @@ const EXAMPLE: &str = include_str!("../../../examples/nginx/openbeepboop.conf");
 const README: &str = include_str!("../../../README.md");
 
 /// Replaces the one occurrence of `from` in `text`; a missing or repeated line means the
-/// example changed under the test, which must then change with it.
-fn swap(text: &str, from: &str, to: &str) -> String {
+/// example `file` changed under the test, which must then change with it.
+pub(crate) fn swap_in(file: &str, text: &str, from: &str, to: &str) -> String {
     assert_eq!(
         text.matches(from).count(),
         1,
-        "examples/nginx/openbeepboop.conf should contain `{from}` once"
+        "{file} should contain `{from}` once"
     );
     text.replace(from, to)
+}
+
+fn swap(text: &str, from: &str, to: &str) -> String {
+    swap_in("examples/nginx/openbeepboop.conf", text, from, to)
 }
 
 /// The example with this deployment's port, gateway address and certificates; with
@@ -295,19 +299,50 @@ async fn a_stream_through_nginx_gets_keepalives_while_queued_then_the_chunks_and
     let (gw, user, node_key, mock) = stack(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
     let ca = TestCa::new();
     let nginx = nginx_for(&gw, &ca, false).await;
-    let https = https_client(&ca);
+    let proxy = Proxy {
+        base: nginx.url(""),
+        name: "nginx",
+        log: &|| nginx.error_log(),
+    };
+    assert_streams_unbuffered(&proxy, &gw, &user, &node_key, &mock, &ca).await;
+}
 
-    // No `wait`: a stream is held anyway. No node yet, so the job stays queued.
-    let mut body = chat("stream through nginx");
+/// A proxy in front of the gateway, as the stream test sees it.
+pub(crate) struct Proxy<'a> {
+    pub base: String,
+    pub name: &'static str,
+    pub log: &'a dyn Fn() -> String,
+}
+
+/// A `stream: true` request through `proxy`, with no `wait` and no node yet: a keep-alive
+/// comes through while the job is still queued, so nothing is buffered; once a node runs
+/// the job, the chunks and `[DONE]` follow.
+pub(crate) async fn assert_streams_unbuffered(
+    proxy: &Proxy<'_>,
+    gw: &Gateway,
+    user: &str,
+    node_key: &str,
+    mock: &MockUpstream,
+    ca: &TestCa,
+) {
+    let https = https_client(ca);
+    let text = format!("stream through {}", proxy.name);
+    let mut body = chat(&text);
     body["stream"] = json!(true);
     let mut response = send(
         https
-            .post(nginx.url("/v1/chat/completions"))
-            .bearer_auth(&user)
+            .post(format!("{}/v1/chat/completions", proxy.base))
+            .bearer_auth(user)
             .json(&body),
     )
     .await;
-    assert_eq!(response.status(), 200, "error log: {}", nginx.error_log());
+    assert_eq!(
+        response.status(),
+        200,
+        "{}'s log: {}",
+        proxy.name,
+        (proxy.log)()
+    );
     assert!(
         response.headers()["content-type"]
             .to_str()
@@ -320,13 +355,12 @@ async fn a_stream_through_nginx_gets_keepalives_while_queued_then_the_chunks_and
         .to_owned();
     let mut seen = String::new();
     read_until(&mut response, &mut seen, ": keep-alive").await;
-    // Bytes came through nginx while the job was still queued: nothing is buffered.
-    assert_eq!(status_of(&gw, &user, &id).await, "queued");
+    assert_eq!(status_of(gw, user, &id).await, "queued");
     assert!(!seen.contains("data:"), "{seen}");
 
     let _node = NodeProcess::start(
         "run",
-        &node_config(&nginx.url(""), &node_key, ca.cert_path(), None, &mock),
+        &node_config(&proxy.base, node_key, ca.cert_path(), None, mock),
     );
     read_to_end(&mut response, &mut seen).await;
     let data: Vec<&str> = seen
@@ -344,8 +378,8 @@ async fn a_stream_through_nginx_gets_keepalives_while_queued_then_the_chunks_and
                 .map(str::to_owned)
         })
         .collect();
-    assert_eq!(content, "mock: stream through nginx");
-    assert_eq!(status_of(&gw, &user, &id).await, "completed");
+    assert_eq!(content, format!("mock: {text}"));
+    assert_eq!(status_of(gw, user, &id).await, "completed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
