@@ -159,8 +159,12 @@ fi
 
 OBB_LOG=warn "$gateway" start --host 127.0.0.1 --port "$port" --db "$db" &
 gateway_pid=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+deadline=$((SECONDS + 20))
+until curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
+  if ! kill -0 "$gateway_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+    echo "error: the gateway did not start on 127.0.0.1:$port (is the port taken? OBB_PORT=8001 ./quickstart.sh picks another)" >&2
+    exit 1
+  fi
   sleep 0.1
 done
 

@@ -105,9 +105,7 @@ if $run; then
   # The binaries come from target/debug, which cargo test has just built.
   (cd python && ../target/py-venv/bin/pytest -q --cov=openbeepboop --cov-report=)
 
-  if [ -f packaging/check-wheel.sh ]; then
-    step "the wheel: packaging/check-wheel.sh"
-    without_coverage bash packaging/check-wheel.sh
-  fi
+  step "the wheel: packaging/check-wheel.sh"
+  without_coverage bash packaging/check-wheel.sh
   step "every test passed"
 fi

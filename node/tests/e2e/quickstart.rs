@@ -300,3 +300,47 @@ async fn quickstart_without_the_build_tools_prints_the_commands_and_stops_before
         "and before it writes anything"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_on_a_taken_port_says_so_and_stops_instead_of_serving_nothing() {
+    // Something else (say, vLLM) already listens on the gateway's port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let home = tempfile::tempdir().unwrap();
+    let bin_dir: PathBuf = gateway_bin().parent().unwrap().to_owned();
+    let child = Command::new("bash")
+        .arg(script())
+        .arg("--echo")
+        .env("OBB_BIN_DIR", bin_dir)
+        .env("OBB_PORT", port.to_string())
+        .env("OBB_DEMO_LLM_PORTS", free_port().to_string())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child = Mutex::new(Some(child));
+    let status = eventually(Duration::from_secs(60), "quickstart.sh to stop", || {
+        let child = &child;
+        async move { child.lock().unwrap().as_mut()?.try_wait().ok().flatten() }
+    })
+    .await;
+    let output = child
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the gateway did not start on 127.0.0.1:{port} (is the port taken?"
+        )),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("==> serving on"));
+    drop(taken);
+}
