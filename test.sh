@@ -78,6 +78,13 @@ if $install; then
   step "the official OpenAI SDKs, pinned, and the Python client: target/py-venv, target/node-sdk"
   [ -x target/py-venv/bin/python ] || python3 -m venv target/py-venv
   target/py-venv/bin/pip install -q --disable-pip-version-check openai==3.54.0 -e 'python/[test]'
+  # The Node SDK's tests were run on Node.js 20 (this machine's); Debian 12's own nodejs is
+  # 18, on which they were not: say so rather than fail somewhere inside them.
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$node_major" -lt 20 ]; then
+    echo "error: Node.js $(node --version 2>/dev/null || echo '(none)') is too old for the Node SDK tests; install Node.js 20 or later (e.g. from https://nodejs.org or NodeSource) and run this again" >&2
+    exit 1
+  fi
   if [ "$(node_sdk_version)" != 7.57.0 ]; then
     npm install --silent --no-audit --no-fund --prefix target/node-sdk openai@7.57.0
   fi
