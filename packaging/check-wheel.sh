@@ -9,6 +9,7 @@
 # The release build uses the workspace's target/, so it is shared with
 # `cargo build --release -p obb-gateway -p obb-node`. The build tools live in
 # target/packaging-venv; everything else of a run goes to target/check-wheel, made anew.
+# The sdist is built too, and a wheel from it alone (its workspace crates compiled anew).
 # Prints one `figures:` line: the wheel's size and how long each part took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,14 +89,19 @@ case "$name" in
   *) fail "unexpected platform tag: $name" ;;
 esac
 
-listing=$(unzip -Z1 "$wheel")
-for member in openbeepboop/__init__.py openbeepboop/py.typed \
-  "openbeepboop-$version.data/scripts/obb-gateway" \
-  "openbeepboop-$version.data/scripts/obb-node" \
-  "openbeepboop-$version.data/scripts/openbeepboop-server" \
-  "openbeepboop-$version.data/scripts/openbeepboop-node"; do
-  grep -qxF "$member" <<<"$listing" || fail "the wheel lacks $member"
-done
+# The Python package and the four binaries, in the wheel $1.
+check_members() {
+  local listing member
+  listing=$(unzip -Z1 "$1")
+  for member in openbeepboop/__init__.py openbeepboop/py.typed \
+    "openbeepboop-$version.data/scripts/obb-gateway" \
+    "openbeepboop-$version.data/scripts/obb-node" \
+    "openbeepboop-$version.data/scripts/openbeepboop-server" \
+    "openbeepboop-$version.data/scripts/openbeepboop-node"; do
+    grep -qxF "$member" <<<"$listing" || fail "$1 lacks $member"
+  done
+}
+check_members "$wheel"
 
 echo "==> auditwheel show"
 audit=$("$tools/bin/auditwheel" show "$wheel" 2>&1)
@@ -108,8 +114,9 @@ grep -Eq 'consistent with the following platform tag: "manylinux_[0-9]+_[0-9]+_[
 echo "==> python -m build --sdist: the workspace loads from it (cargo metadata --locked --offline)"
 "$tools/bin/python" -m build --sdist -o "$work/sdist" . >"$work/sdist.log" 2>&1 \
   || fail "the sdist did not build: $(tail -n 20 "$work/sdist.log")"
+sdist="$work/sdist/openbeepboop-$version.tar.gz"
 mkdir -p "$work/sdist-src"
-tar -xzf "$work/sdist/openbeepboop-$version.tar.gz" -C "$work/sdist-src"
+tar -xzf "$sdist" -C "$work/sdist-src"
 unpacked="$work/sdist-src/openbeepboop-$version"
 for member in Cargo.lock pyproject.toml setup.cfg python/openbeepboop/__init__.py \
   gateway/src/main.rs gateway/src/bin/openbeepboop-server.rs node/src/bin/openbeepboop-node.rs; do
@@ -118,6 +125,20 @@ done
 # Every workspace member's manifest and targets, as cargo reads them, and the lock file.
 cargo metadata --manifest-path "$unpacked/Cargo.toml" --locked --offline --format-version 1 \
   >/dev/null || fail "cargo cannot load the workspace from the sdist"
+
+# A wheel built from the sdist alone. It builds in the workspace's target/, so the compiled
+# crates.io dependencies are reused. Cargo would find the workspace crates fresh too (the
+# sdist's files keep their times), so their release builds are removed first and cargo
+# compiles them from the sdist's sources. The repository's later builds find them fresh:
+# cargo records a crate's own files relative to the crate's directory.
+echo "==> pip wheel of the sdist (cargo build --release of the workspace crates from its sources)"
+sdist_build_started=$SECONDS
+plain_build cargo clean --release --quiet -p openbeepboop -p obb-gateway -p obb-node
+plain_build env CARGO_TARGET_DIR="$root/target" \
+  "$tools/bin/pip" wheel "$sdist" -w "$work/sdist-dist" --no-deps -q
+sdist_build_seconds=$((SECONDS - sdist_build_started))
+[ -f "$work/sdist-dist/$name" ] || fail "the sdist built no $name: $(ls "$work/sdist-dist")"
+check_members "$work/sdist-dist/$name"
 
 # --- a fresh venv with the wheel, and no cargo ------------------------------------------
 install_started=$SECONDS
@@ -254,8 +275,8 @@ uv_seconds=$((SECONDS - uv_started))
 
 size=$(stat -c %s "$wheel")
 echo "check-wheel: passed"
-awk -v name="$name" -v size="$size" -v build="$build_seconds" -v install="$install_seconds" \
-  -v uv="$uv_seconds" -v total="$((SECONDS - started))" 'BEGIN {
-    printf "figures: wheel %s %.1f MiB, wheel build %d s, venv install %d s, uv %d s, total %d s\n",
-      name, size / 1048576, build, install, uv, total
+awk -v name="$name" -v size="$size" -v build="$build_seconds" -v sdist="$sdist_build_seconds" \
+  -v install="$install_seconds" -v uv="$uv_seconds" -v total="$((SECONDS - started))" 'BEGIN {
+    printf "figures: wheel %s %.1f MiB, wheel build %d s, wheel from the sdist %d s, venv install %d s, uv %d s, total %d s\n",
+      name, size / 1048576, build, sdist, install, uv, total
   }'
