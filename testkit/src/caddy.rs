@@ -14,16 +14,12 @@
 //! # }
 //! ```
 
+use crate::daemon::Daemon;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 /// A running Caddy. `port` is where the site block was told to listen.
-pub struct Caddy {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Option<Child>,
-}
+pub struct Caddy(Daemon);
 
 impl Caddy {
     /// Debian's caddy, else the first `caddy` on `PATH`. A missing caddy fails the test:
@@ -41,78 +37,49 @@ impl Caddy {
     /// meanwhile. Returns once the port accepts connections.
     pub async fn start(site: impl Fn(u16) -> String) -> Self {
         let binary = Self::binary();
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = crate::free_port();
-            let config = dir.path().join("Caddyfile");
-            std::fs::write(&config, format!("{GLOBAL}\n{}", site(port))).expect("Caddyfile");
-            let log = std::fs::File::create(dir.path().join("caddy.log")).expect("log file");
-            let child = Command::new(&binary)
-                .arg("run")
-                .arg("--config")
-                .arg(&config)
-                .arg("--adapter")
-                .arg("caddyfile")
-                .env("HOME", dir.path())
-                .env("XDG_DATA_HOME", dir.path().join("data"))
-                .env("XDG_CONFIG_HOME", dir.path().join("config"))
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                .spawn()
-                .expect("caddy starts");
-            let mut caddy = Self {
-                dir,
-                port,
-                child: Some(child),
-            };
-            if caddy.ready(Duration::from_secs(20)).await {
-                return caddy;
-            }
-            caddy.stop();
-            last_log = caddy.log();
-            if !last_log.contains("address already in use") {
-                break;
-            }
-        }
-        panic!("caddy did not start; its log:\n{last_log}");
+        Self(
+            Daemon::start(
+                "caddy",
+                "caddy.log",
+                "address already in use",
+                |dir, port| {
+                    let config = dir.join("Caddyfile");
+                    std::fs::write(&config, format!("{GLOBAL}\n{}", site(port)))
+                        .expect("Caddyfile");
+                    let log = std::fs::File::create(dir.join("caddy.log")).expect("log file");
+                    Command::new(&binary)
+                        .arg("run")
+                        .arg("--config")
+                        .arg(&config)
+                        .arg("--adapter")
+                        .arg("caddyfile")
+                        .env("HOME", dir)
+                        .env("XDG_DATA_HOME", dir.join("data"))
+                        .env("XDG_CONFIG_HOME", dir.join("config"))
+                        .current_dir(dir)
+                        .stdin(Stdio::null())
+                        .stdout(log.try_clone().expect("log file"))
+                        .stderr(log)
+                        .spawn()
+                        .expect("caddy starts")
+                },
+            )
+            .await,
+        )
     }
 
     /// `https://127.0.0.1:<port><path>`: the tests' Caddy terminates TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
+        self.0.url(path)
     }
 
     /// What Caddy wrote to stdout and stderr (its JSON log lines).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
+        self.0.log()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Whether the port accepts connections within `within`; false as soon as Caddy exits.
-    async fn ready(&mut self, within: Duration) -> bool {
-        match self.child.as_mut() {
-            Some(child) => crate::listening(child, self.port, within).await,
-            None => false,
-        }
-    }
-
-    /// Stops Caddy: SIGTERM shuts it down gracefully; SIGKILL when it lingers.
-    fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            crate::stop_child(child, "-TERM", Duration::from_secs(10));
-        }
-    }
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.pid()
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod caddy;
+pub mod daemon;
 pub mod installed;
 pub mod nginx;
 pub mod tls;

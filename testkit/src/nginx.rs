@@ -13,16 +13,12 @@
 //! # }
 //! ```
 
+use crate::daemon::Daemon;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 /// A running nginx. `port` is where the config was told to listen.
-pub struct Nginx {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Option<Child>,
-}
+pub struct Nginx(Daemon);
 
 impl Nginx {
     /// Debian's nginx (`/usr/sbin` is not on a user's `PATH`), else the first `nginx` on
@@ -39,74 +35,49 @@ impl Nginx {
     /// `server` blocks that listen on `127.0.0.1:<port>`), retrying on another port when
     /// the one picked was taken meanwhile. Returns once the port accepts connections.
     pub async fn start(http: impl Fn(u16) -> String) -> Self {
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let port = crate::free_port();
-            let config = dir.path().join("nginx.conf");
-            std::fs::write(&config, wrapper(dir.path(), &http(port))).expect("nginx.conf");
-            let error_log = dir.path().join("error.log");
-            let child = Command::new(Self::binary())
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-e")
-                .arg(&error_log)
-                .arg("-c")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nginx starts");
-            let mut nginx = Self {
-                dir,
-                port,
-                child: Some(child),
-            };
-            if nginx.ready(Duration::from_secs(20)).await {
-                return nginx;
-            }
-            nginx.stop();
-            last_error = nginx.error_log();
-            if !last_error.contains("Address already in use") {
-                break;
-            }
-        }
-        panic!("nginx did not start; its error log:\n{last_error}");
+        let binary = Self::binary();
+        Self(
+            Daemon::start(
+                "nginx",
+                "error.log",
+                "Address already in use",
+                |dir, port| {
+                    let config = dir.join("nginx.conf");
+                    std::fs::write(&config, wrapper(dir, &http(port))).expect("nginx.conf");
+                    Command::new(&binary)
+                        .arg("-p")
+                        .arg(dir)
+                        .arg("-e")
+                        .arg(dir.join("error.log"))
+                        .arg("-c")
+                        .arg(&config)
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("nginx starts")
+                },
+            )
+            .await,
+        )
     }
 
     /// `https://127.0.0.1:<port><path>`: the tests' nginx terminates TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
+        self.0.url(path)
     }
 
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        self.0.log()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.0.pid()
     }
 
-    /// Whether the port accepts connections within `within`; false as soon as nginx exits.
-    async fn ready(&mut self, within: Duration) -> bool {
-        match self.child.as_mut() {
-            Some(child) => crate::listening(child, self.port, within).await,
-            None => false,
-        }
-    }
-
-    /// Stops nginx: SIGTERM is its fast shutdown; SIGKILL when it lingers.
-    fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            crate::stop_child(child, "-TERM", Duration::from_secs(10));
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
+    /// The temp dir nginx writes its logs and temp files in.
+    pub fn dir(&self) -> &Path {
+        self.0.dir.path()
     }
 }
 

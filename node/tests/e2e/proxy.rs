@@ -431,6 +431,6 @@ async fn nginx_with_mutual_tls_lets_in_only_a_node_with_a_client_cert_of_the_pri
         (status_of(&gw, &user, &id).await == "completed").then_some(())
     })
     .await;
-    let access = std::fs::read_to_string(nginx.dir.path().join("access.log")).unwrap();
+    let access = std::fs::read_to_string(nginx.dir().join("access.log")).unwrap();
     assert!(access.contains("POST /internal/queue/submit"), "{access}");
 }

@@ -12,6 +12,18 @@ use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 use testkit::{eventually, free_port, gateway_bin, stop_child};
 
+/// Waits (up to `within`) for the script to stop by itself, then collects what it printed.
+async fn run_to_end(child: Child, within: Duration) -> std::process::Output {
+    let child = Mutex::new(Some(child));
+    eventually(within, "quickstart.sh to stop", || {
+        let child = &child;
+        async move { child.lock().unwrap().as_mut()?.try_wait().ok().flatten() }
+    })
+    .await;
+    let child = child.lock().unwrap().take().unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../quickstart.sh")
 }
@@ -263,19 +275,8 @@ async fn quickstart_without_the_build_tools_prints_the_commands_and_stops_before
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let child = Mutex::new(Some(child));
-    let status = eventually(Duration::from_secs(30), "quickstart.sh to stop", || {
-        let child = &child;
-        async move { child.lock().unwrap().as_mut()?.try_wait().ok().flatten() }
-    })
-    .await;
-    let output = child
-        .lock()
-        .unwrap()
-        .take()
-        .unwrap()
-        .wait_with_output()
-        .unwrap();
+    let output = run_to_end(child, Duration::from_secs(30)).await;
+    let status = output.status;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
@@ -320,19 +321,8 @@ async fn quickstart_on_a_taken_port_says_so_and_stops_instead_of_serving_nothing
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let child = Mutex::new(Some(child));
-    let status = eventually(Duration::from_secs(60), "quickstart.sh to stop", || {
-        let child = &child;
-        async move { child.lock().unwrap().as_mut()?.try_wait().ok().flatten() }
-    })
-    .await;
-    let output = child
-        .lock()
-        .unwrap()
-        .take()
-        .unwrap()
-        .wait_with_output()
-        .unwrap();
+    let output = run_to_end(child, Duration::from_secs(60)).await;
+    let status = output.status;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
