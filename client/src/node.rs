@@ -24,9 +24,14 @@ fn default_limit() -> u32 {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FetchResponse {
     pub jobs: Vec<LeasedJob>,
+    /// The largest submit body the gateway takes, in bytes (its `max_submit_bytes`); a
+    /// node packs its submits under it. Absent from older gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_submit_bytes: Option<u64>,
 }
 
-/// A job leased to a node. The lease must be heartbeated before `lease_expires_at`.
+/// A job leased to a node. The lease must be heartbeated within `lease_ttl_ms` of the
+/// answer; `lease_expires_at` is the same instant on the gateway's clock, for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LeasedJob {
     pub id: String,
@@ -34,8 +39,13 @@ pub struct LeasedJob {
     /// The request body exactly as the user sent it.
     pub request_payload: Box<RawValue>,
     pub lease_id: String,
-    /// Unix milliseconds.
+    /// Unix milliseconds, on the gateway's clock.
     pub lease_expires_at: i64,
+    /// How long the lease lasts from the gateway's answer, in milliseconds. Nodes work from
+    /// this and their monotonic clock, so nothing depends on the two clocks agreeing. 0 from
+    /// gateways that predate it.
+    #[serde(default)]
+    pub lease_ttl_ms: u64,
     /// 1 for the first run of the job.
     pub attempt: u32,
     pub request_id: Option<String>,
@@ -62,8 +72,12 @@ pub struct HeartbeatResponse {
     pub cancelled: Vec<String>,
     /// Leases that expired or were taken over: their results would be discarded.
     pub lost: Vec<String>,
-    /// Unix milliseconds.
+    /// Unix milliseconds, on the gateway's clock.
     pub lease_expires_at: i64,
+    /// How long the extended leases last from this answer, in milliseconds (see
+    /// [`LeasedJob::lease_ttl_ms`]). 0 from gateways that predate it.
+    #[serde(default)]
+    pub lease_ttl_ms: u64,
 }
 
 /// One item of `POST /internal/queue/submit`.
@@ -112,7 +126,8 @@ pub enum SubmitOutcomeKind {
     Accepted,
     /// This lease's result was already stored, so the retry changed nothing.
     Duplicate,
-    /// The lease expired or was taken over; the result is discarded.
+    /// Another lease superseded this one (the job was leased again, or ended without this
+    /// lease's result); the result is discarded.
     Stale,
     /// The job was cancelled while it ran; the result is discarded.
     Cancelled,

@@ -20,8 +20,12 @@ pub struct Config {
     pub max_wait_seconds: u64,
     /// The wait applied when a submit asks for none. 0 keeps submits asynchronous.
     pub default_wait_seconds: u64,
-    /// Bodies larger than this get 413.
+    /// Bodies larger than this get 413, except the node API's submits.
     pub max_body_bytes: usize,
+    /// The largest `POST /internal/queue/submit` body, in bytes: nodes send finished
+    /// completions there, several per request, so it is sized for them rather than for
+    /// prompts. Nodes learn it from the fetch answer and pack their submits under it.
+    pub max_submit_bytes: usize,
     /// How long a node holds a job between heartbeats.
     pub lease_seconds: u64,
     /// Runs of a job (first run plus retries) before it fails for good.
@@ -70,6 +74,7 @@ impl Default for Config {
             max_wait_seconds: 300,
             default_wait_seconds: 0,
             max_body_bytes: 16 * 1024 * 1024,
+            max_submit_bytes: 64 * 1024 * 1024,
             lease_seconds: 60,
             max_attempts: 3,
             job_ttl_seconds: 24 * 3600,
@@ -190,6 +195,11 @@ impl Config {
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
         }
+        if self.max_body_bytes == 0 || self.max_submit_bytes == 0 {
+            return Err(invalid(
+                "`max_body_bytes` and `max_submit_bytes` must be positive",
+            ));
+        }
         Ok(())
     }
 
@@ -201,6 +211,16 @@ impl Config {
                 std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
                 std::env::var_os("HOME").map(PathBuf::from),
             ),
+        }
+    }
+
+    /// The body limit of a route, in bytes: `max_submit_bytes` for node submits,
+    /// `max_body_bytes` for everything else.
+    pub fn body_limit(&self, node_submit: bool) -> usize {
+        if node_submit {
+            self.max_submit_bytes
+        } else {
+            self.max_body_bytes
         }
     }
 

@@ -30,7 +30,14 @@ pub async fn receive(state: &State, session: &mut ServerSession) -> Result<Vec<u
         session.set_keepalive(None);
         return Err(e);
     }
-    let limit = state.config.max_body_bytes;
+    let node_submit = matches!(
+        routes::resolve(
+            session.req_header().method.as_str(),
+            session.req_header().uri.path(),
+        ),
+        Ok(Route::NodeSubmit)
+    );
+    let limit = state.config.body_limit(node_submit);
     if expects_continue(session) {
         if let Err(refused) = admit(state, session, limit).await {
             session.set_keepalive(None);

@@ -141,7 +141,10 @@ impl App {
         };
         // Decoded only now: a stranger must not be able to make the gateway inflate.
         let decoded = match principal {
-            Some(_) => body::decoded(req, self.state.config.max_body_bytes).await?,
+            Some(_) => {
+                let limit = self.state.config.body_limit(*route == Route::NodeSubmit);
+                body::decoded(req, limit).await?
+            }
             None => None,
         };
         let req = decoded.as_ref().unwrap_or(req);

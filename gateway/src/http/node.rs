@@ -59,7 +59,14 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             )
             .await?;
         if !jobs.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
-            return Ok(Reply::json(200, &FetchResponse { jobs }));
+            let max_submit_bytes = Some(ctx.config.max_submit_bytes as u64);
+            return Ok(Reply::json(
+                200,
+                &FetchResponse {
+                    jobs,
+                    max_submit_bytes,
+                },
+            ));
         }
         ctx.waiting(async {
             tokio::select! {

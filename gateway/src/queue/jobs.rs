@@ -317,6 +317,7 @@ pub fn lease(
             request_payload,
             lease_id,
             lease_expires_at: expires,
+            lease_ttl_ms: lease.as_millis() as u64,
             attempt: attempts + 1,
             request_id,
         });
@@ -350,6 +351,7 @@ pub fn heartbeat(
         cancelled: Vec::new(),
         lost: Vec::new(),
         lease_expires_at: expires,
+        lease_ttl_ms: lease.as_millis() as u64,
     };
     for lease_id in lease_ids {
         match job_of_lease(ctx, lease_id)? {
