@@ -12,7 +12,7 @@ use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Opens the database and builds the server. Fails, without serving, when the database
 /// is missing or too new.
@@ -107,24 +107,30 @@ impl BackgroundService for Reaper {
         self.queue.notifier().wake_nodes();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Retries due before the first pass, across a restart too, count as newly due.
+        let mut since = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            match self.queue.reap().await {
-                Ok(report) if report != Default::default() => {
-                    tracing::info!(
-                        requeued = report.requeued,
-                        failed = report.failed,
-                        expired = report.expired,
-                        "reaped"
-                    );
+            match self.queue.reap(since).await {
+                Ok(report) => {
+                    if !report.is_quiet() {
+                        tracing::info!(
+                            requeued = report.requeued,
+                            failed = report.failed,
+                            expired = report.expired,
+                            "reaped"
+                        );
+                    }
+                    if report.due > 0 {
+                        self.queue.notifier().wake_nodes();
+                    }
+                    since = report.at;
                 }
-                Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "reaper pass failed"),
             }
-            self.queue.notifier().wake_if_due(Instant::now());
         }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 /// `POST /admin/keys`: the only time the key's secret is shown.
 pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let create: CreateKeyRequest = req.json()?;
-    if create.name.trim().is_empty() || create.name.len() > 128 {
+    if create.name.trim().is_empty() || create.name.chars().count() > 128 {
         return Err(ApiError::invalid(
             "`name` must be 1 to 128 characters",
             Some("name".to_owned()),

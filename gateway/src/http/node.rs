@@ -13,7 +13,7 @@ const MAX_LEASE_BATCH: u32 = 256;
 const MAX_SUBMIT_BATCH: usize = 1000;
 
 fn check_node_id(node_id: &str) -> Result<(), ApiError> {
-    if node_id.trim().is_empty() || node_id.len() > 128 {
+    if node_id.trim().is_empty() || node_id.chars().count() > 128 {
         return Err(ApiError::invalid(
             "`node_id` must be 1 to 128 characters",
             Some("node_id".to_owned()),

@@ -50,7 +50,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let priority = priority(req, chat.metadata.as_ref())?;
     let ttl = ttl(ctx, req, chat.metadata.as_ref())?;
     let idempotency_key = match req.header("idempotency-key") {
-        Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY => {
+        Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY => {
             return Err(ApiError::invalid(
                 format!("`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
                 Some("Idempotency-Key".to_owned()),
@@ -148,7 +148,7 @@ fn canonical(value: Value) -> Value {
 }
 
 fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {
-    if chat.model.trim().is_empty() || chat.model.len() > 256 {
+    if chat.model.trim().is_empty() || chat.model.chars().count() > 256 {
         return Err(ApiError::invalid(
             "`model` must be a non-empty name of at most 256 characters",
             Some("model".to_owned()),

@@ -7,14 +7,17 @@
 mod depth;
 mod jobs;
 mod keys;
+mod leases;
 mod notify;
 mod pool;
 mod reads;
+mod results;
 mod schema;
 mod writer;
 
-pub use jobs::{NewJob, ReapReport, new_job_id};
+pub use jobs::{NewJob, new_job_id};
 pub use keys::{KeyRow, MintedKey};
+pub use leases::ReapReport;
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
@@ -38,6 +41,12 @@ pub enum StoreError {
     Busy(String),
     #[error("database error: {0}")]
     Sqlite(String),
+    #[error("refused transition of job `{id}` from {from} to {to}")]
+    IllegalTransition {
+        id: String,
+        from: JobStatus,
+        to: JobStatus,
+    },
     #[error("database `{0}` does not exist; run `obb-gateway setup` first")]
     Missing(String),
     #[error(
@@ -225,6 +234,13 @@ impl Queue {
         on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
         let conn = schema::open_existing(path)?;
+        let granted = leases::grant_grace(&conn, now_ms(), settings.lease)?;
+        if granted > 0 {
+            tracing::info!(
+                leases = granted,
+                "running jobs get a fresh lease: the time the gateway was down does not count"
+            );
+        }
         let notifier = Arc::new(Notifier::default());
         // Counted once here, before the writer runs; from then on its commits move it.
         let depth = Arc::new(depth::Depth::seeded(reads::depth(&conn)?));
@@ -292,8 +308,8 @@ impl Queue {
         let lease = self.settings.lease;
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
-                jobs::record_node(ctx, &node_id, &key_id, &models, None)?;
-                jobs::lease(ctx, &node_id, &models, limit, lease)
+                leases::record_node(ctx, &node_id, &key_id, &models, None)?;
+                leases::lease(ctx, &node_id, &models, limit, lease)
             })
             .await
     }
@@ -306,14 +322,14 @@ impl Queue {
         let lease = self.settings.lease;
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
-                jobs::record_node(
+                leases::record_node(
                     ctx,
                     &request.node_id,
                     &key_id,
                     &request.models,
                     Some(request.capacity),
                 )?;
-                jobs::heartbeat(ctx, &request.lease_ids, lease)
+                leases::heartbeat(ctx, &request.node_id, &request.lease_ids, lease)
             })
             .await
     }
@@ -321,7 +337,7 @@ impl Queue {
     pub async fn submit(&self, results: Vec<NodeResult>) -> Result<Vec<SubmitOutcome>, StoreError> {
         let backoff = self.settings.retry_backoff_base;
         self.writer
-            .write(move |ctx| jobs::submit(ctx, &results, backoff))
+            .write(move |ctx| results::submit(ctx, &results, backoff))
             .await
     }
 
@@ -331,10 +347,11 @@ impl Queue {
             .await
     }
 
-    /// Requeues or fails jobs whose lease expired, and expires jobs that waited too long.
-    pub async fn reap(&self) -> Result<ReapReport, StoreError> {
+    /// Requeues or fails jobs whose lease expired, expires jobs that waited too long, and
+    /// counts the retries that became due since `since` (Unix ms, the last report's `at`).
+    pub async fn reap(&self, since: i64) -> Result<ReapReport, StoreError> {
         self.writer
-            .write_with(Durability::Relaxed, jobs::reap)
+            .write_with(Durability::Relaxed, move |ctx| leases::reap(ctx, since))
             .await
     }
 

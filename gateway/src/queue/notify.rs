@@ -6,7 +6,6 @@
 use openbeepboop::JobStatus;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 use tokio::sync::{Notify, broadcast};
 
 /// A job that changed status in a committed transaction.
@@ -24,7 +23,6 @@ pub struct Change {
 pub struct Notifier {
     jobs: Mutex<HashMap<String, broadcast::Sender<JobStatus>>>,
     work: Notify,
-    next_due: Mutex<Option<Instant>>,
 }
 
 /// A subscription to one job's changes; it unregisters itself when dropped.
@@ -102,24 +100,8 @@ impl Notifier {
         self.work.notified()
     }
 
-    /// Remembers when a job held back by retry backoff becomes leasable.
-    pub fn due_at(&self, when: Instant) {
-        let mut next = self.next_due.lock().unwrap_or_else(|e| e.into_inner());
-        if next.is_none_or(|current| when < current) {
-            *next = Some(when);
-        }
-    }
-
-    /// Wakes waiting nodes when held-back work became due; the reaper calls it each tick.
-    pub fn wake_if_due(&self, now: Instant) {
-        let mut next = self.next_due.lock().unwrap_or_else(|e| e.into_inner());
-        if next.is_some_and(|due| due <= now) {
-            *next = None;
-            self.work.notify_waiters();
-        }
-    }
-
-    /// Wakes every waiting node unconditionally, at start-up for instance.
+    /// Wakes every waiting node: at start-up, and when the reaper finds retries that became
+    /// due (their due times live in the store, not here, so none is forgotten).
     pub fn wake_nodes(&self) {
         self.work.notify_waiters();
     }
@@ -148,7 +130,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn queued_changes_and_due_backoffs_wake_nodes() {
+    async fn queued_changes_and_explicit_wake_ups_wake_nodes() {
         let notifier = Notifier::default();
         let woken = notifier.work_queued();
         notifier.publish(&[Change {
@@ -162,14 +144,10 @@ mod tests {
             .await
             .unwrap();
 
-        let now = Instant::now();
-        notifier.due_at(now + Duration::from_secs(5));
-        notifier.due_at(now);
         let woken = notifier.work_queued();
-        notifier.wake_if_due(now);
+        notifier.wake_nodes();
         tokio::time::timeout(Duration::from_secs(1), woken)
             .await
             .unwrap();
-        assert!(notifier.next_due.lock().unwrap().is_none());
     }
 }

@@ -8,14 +8,25 @@ use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Valu
 pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, created_at, updated_at, \
      expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, error_status";
 
+/// The status in column `index`. An unreadable one is an error, never a guess.
+pub fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<JobStatus> {
+    let text: String = row.get(index)?;
+    text.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown job status `{text}`").into(),
+        )
+    })
+}
+
 pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
-    let status: String = row.get(3)?;
     let error: Option<String> = row.get(13)?;
     Ok(JobRecord {
         id: row.get(0)?,
         owner_key_id: row.get(1)?,
         model: row.get(2)?,
-        status: status.parse().unwrap_or(JobStatus::Failed),
+        status: status(row, 3)?,
         priority: row.get(4)?,
         created_at: row.get(5)?,
         updated_at: row.get(6)?,
@@ -133,9 +144,8 @@ pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
              WHERE status IN ('queued', 'processing') GROUP BY status, model, priority",
         )?
         .query_map([], |row| {
-            let status: String = row.get(0)?;
             Ok(DepthRow {
-                status: status.parse().unwrap_or(JobStatus::Queued),
+                status: status(row, 0)?,
                 model: row.get(1)?,
                 priority: row.get(2)?,
                 count: row.get(3)?,

@@ -83,6 +83,14 @@ CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys
 CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
     BEGIN UPDATE api_key_generation SET generation = generation + 1; END;
 ",
+    r"
+-- The lease whose outcome (a result, a failure, a hand-back) is stored, so that a retried
+-- submit is told `duplicate` and a late one from a lapsed lease can still be accepted.
+ALTER TABLE jobs ADD COLUMN result_lease_id TEXT;
+-- Retries held back by backoff, by due time: the reaper finds those that became due.
+CREATE INDEX jobs_by_not_before ON jobs (not_before)
+    WHERE status = 'queued' AND not_before IS NOT NULL;
+",
 ];
 
 /// The schema version this gateway reads and writes.

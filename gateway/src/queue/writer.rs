@@ -20,8 +20,6 @@ pub struct WriteCtx<'a> {
     pub conn: &'a Connection,
     pub now: i64,
     pub changes: Vec<Change>,
-    /// Retries held back by backoff, so the reaper can wake nodes when they are due.
-    pub due: Vec<Instant>,
     /// What happened, for the metrics; reported only if the batch commits.
     pub events: Vec<QueueEvent>,
 }
@@ -166,10 +164,7 @@ fn run(
         let ops = batch.len();
         let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..));
         match outcome {
-            Ok((changes, due, events)) => {
-                for when in due {
-                    observers.notifier.due_at(when);
-                }
+            Ok((changes, events)) => {
                 observers.depth.apply(&changes);
                 observers.notifier.publish(&changes);
                 for finish in finishes {
@@ -198,7 +193,7 @@ fn run_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-type BatchOutcome = Result<(Vec<Change>, Vec<Instant>, Vec<QueueEvent>), StoreError>;
+type BatchOutcome = Result<(Vec<Change>, Vec<QueueEvent>), StoreError>;
 
 fn commit_batch(
     conn: &mut Connection,
@@ -218,7 +213,6 @@ fn run_ops(
     finishes: &mut Vec<Finish>,
 ) -> BatchOutcome {
     let mut changes = Vec::new();
-    let mut due = Vec::new();
     let mut events = Vec::new();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = now_ms();
@@ -233,20 +227,17 @@ fn run_ops(
             conn: &tx,
             now,
             changes: Vec::new(),
-            due: Vec::new(),
             events: Vec::new(),
         };
         let (ok, finish) = op(Some(&mut ctx));
         let WriteCtx {
             changes: op_changes,
-            due: op_due,
             events: op_events,
             ..
         } = ctx;
         finishes.push(finish);
         if ok {
             changes.extend(op_changes);
-            due.extend(op_due);
             events.extend(op_events);
         } else {
             // A failed operation's changes are undone, leaving the others in the batch intact.
@@ -255,5 +246,5 @@ fn run_ops(
         run_cached(&tx, "RELEASE op")?;
     }
     tx.commit()?;
-    Ok((changes, due, events))
+    Ok((changes, events))
 }

@@ -21,4 +21,6 @@ mod jobs;
 #[cfg(test)]
 mod node_api;
 #[cfg(test)]
+mod queue_faults;
+#[cfg(test)]
 mod submit;

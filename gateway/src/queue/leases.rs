@@ -1,0 +1,335 @@
+//! Leases: which node holds which job, for how long. Leasing, heartbeats, the reaper's pass
+//! (lapsed leases, expired jobs, retries that became due) and the grace period leases get
+//! when the gateway starts. Runs inside the writer's transactions.
+
+use super::jobs::{Effects, transition};
+use super::reads;
+use super::results::{self, LostRun};
+use super::writer::WriteCtx;
+use super::{QueueEvent, StoreError};
+use openbeepboop::{ErrorBody, HeartbeatResponse, JobStatus, LeasedJob};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// What one reaper pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReapReport {
+    pub requeued: usize,
+    pub failed: usize,
+    pub expired: usize,
+    /// Retries held back by backoff that became leasable since the previous pass.
+    pub due: usize,
+    /// The pass's clock (Unix ms): the next pass counts due retries from here.
+    pub at: i64,
+}
+
+impl ReapReport {
+    /// Whether the pass changed or found anything worth a log line.
+    pub fn is_quiet(&self) -> bool {
+        self.requeued == 0 && self.failed == 0 && self.expired == 0
+    }
+}
+
+/// Records that a node is alive and which models it serves.
+pub fn record_node(
+    ctx: &mut WriteCtx<'_>,
+    node_id: &str,
+    key_id: &str,
+    models: &[String],
+    capacity: Option<u32>,
+) -> Result<(), StoreError> {
+    let models = serde_json::to_string(models).unwrap_or_else(|_| "[]".to_owned());
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO nodes (id, key_id, models, capacity, first_seen_at, last_seen_at)
+             VALUES (?1, ?2, ?3, COALESCE(?4, 0), ?5, ?5)
+             ON CONFLICT (id) DO UPDATE SET key_id = ?2, models = ?3,
+                 capacity = COALESCE(?4, capacity), last_seen_at = ?5",
+        )?
+        .execute(params![node_id, key_id, models, capacity, ctx.now])?;
+    Ok(())
+}
+
+/// Leases the best queued jobs: highest priority (lowest number) first, then oldest.
+pub fn lease(
+    ctx: &mut WriteCtx<'_>,
+    node_id: &str,
+    models: &[String],
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<LeasedJob>, StoreError> {
+    let any_model = models.iter().any(|m| m == "*");
+    if limit == 0 || (models.is_empty() && !any_model) {
+        return Ok(Vec::new());
+    }
+    let model_filter = if any_model {
+        String::new()
+    } else {
+        format!(
+            "AND model IN ({})",
+            (0..models.len())
+                .map(|i| format!("?{}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let sql = format!(
+        "SELECT id, model, request_payload, attempts, request_id, created_at FROM jobs
+         WHERE status = 'queued' {model_filter}
+           AND expires_at > ?1 AND (not_before IS NULL OR not_before <= ?1)
+         ORDER BY priority, seq LIMIT ?2"
+    );
+    let mut values: Vec<rusqlite::types::Value> = vec![ctx.now.into(), i64::from(limit).into()];
+    if !any_model {
+        values.extend(models.iter().map(|m| m.clone().into()));
+    }
+    let candidates = ctx
+        .conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, u32>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, i64>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let expires = ctx.now + lease.as_millis() as i64;
+    let mut leased = Vec::with_capacity(candidates.len());
+    for (id, model, payload, attempts, request_id, created_at) in candidates {
+        let lease_id = format!("lease-{}", uuid::Uuid::new_v4().simple());
+        let effects = Effects {
+            lease: Some((&lease_id, expires, node_id)),
+            count_attempt: true,
+            ..Effects::default()
+        };
+        if !transition(ctx, &id, JobStatus::Queued, JobStatus::Processing, effects)? {
+            continue;
+        }
+        ctx.events.push(QueueEvent::Leased {
+            model: model.clone(),
+            waited_ms: ctx.now - created_at,
+        });
+        let request_payload = RawValue::from_string(payload).map_err(|e| {
+            StoreError::Sqlite(format!("stored payload of `{id}` is not JSON: {e}"))
+        })?;
+        leased.push(LeasedJob {
+            id,
+            model,
+            request_payload,
+            lease_id,
+            lease_expires_at: expires,
+            lease_ttl_ms: lease.as_millis() as u64,
+            attempt: attempts + 1,
+            request_id,
+        });
+    }
+    Ok(leased)
+}
+
+/// The job a lease was issued for, and whether that lease's outcome is already stored.
+struct LeaseState {
+    job_id: String,
+    status: JobStatus,
+    outcome_stored: bool,
+}
+
+fn lease_state(ctx: &WriteCtx<'_>, lease_id: &str) -> Result<Option<LeaseState>, StoreError> {
+    Ok(ctx
+        .conn
+        .prepare_cached("SELECT id, status, result_lease_id IS ?1 FROM jobs WHERE lease_id = ?1")?
+        .query_row([lease_id], |row| {
+            Ok(LeaseState {
+                job_id: row.get(0)?,
+                status: reads::status(row, 1)?,
+                outcome_stored: row.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Extends `lease_ids` held by `node_id`. A lease that lapsed while no other node took its
+/// job is the node's again: it is still running the job, and running it twice helps no one.
+/// Cancelled jobs and leases superseded (or whose outcome is stored) are reported.
+pub fn heartbeat(
+    ctx: &mut WriteCtx<'_>,
+    node_id: &str,
+    lease_ids: &[String],
+    lease: Duration,
+) -> Result<HeartbeatResponse, StoreError> {
+    let expires = ctx.now + lease.as_millis() as i64;
+    let mut response = HeartbeatResponse {
+        extended: Vec::new(),
+        cancelled: Vec::new(),
+        lost: Vec::new(),
+        lease_expires_at: expires,
+        lease_ttl_ms: lease.as_millis() as u64,
+    };
+    for lease_id in lease_ids {
+        let state = lease_state(ctx, lease_id)?;
+        let extended = match state {
+            Some(LeaseState {
+                status: JobStatus::Processing,
+                ..
+            }) => {
+                ctx.conn
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_expires_at = ?2, updated_at = ?3
+                         WHERE lease_id = ?1 AND status = 'processing'",
+                    )?
+                    .execute(params![lease_id, expires, ctx.now])?;
+                true
+            }
+            Some(LeaseState {
+                job_id,
+                status: JobStatus::Queued,
+                outcome_stored: false,
+            }) => {
+                let effects = Effects {
+                    lease: Some((lease_id, expires, node_id)),
+                    ..Effects::default()
+                };
+                transition(
+                    ctx,
+                    &job_id,
+                    JobStatus::Queued,
+                    JobStatus::Processing,
+                    effects,
+                )?
+            }
+            Some(LeaseState {
+                status: JobStatus::Cancelled,
+                ..
+            }) => {
+                response.cancelled.push(lease_id.clone());
+                continue;
+            }
+            _ => false,
+        };
+        if extended {
+            response.extended.push(lease_id.clone());
+        } else {
+            response.lost.push(lease_id.clone());
+        }
+    }
+    Ok(response)
+}
+
+/// Gives every processing lease a fresh `lease` from `now` (Unix ms), when the gateway
+/// starts: the time it was down must not count against nodes that kept working. Returns
+/// how many leases it extended.
+pub fn grant_grace(conn: &Connection, now: i64, lease: Duration) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE jobs SET lease_expires_at = MAX(lease_expires_at, ?1)
+         WHERE status = 'processing'",
+        [now + lease.as_millis() as i64],
+    )?)
+}
+
+/// One reaper pass: lapsed leases go back to the queue or fail (the attempt rule in
+/// `results`), queued jobs past their TTL expire, and retries whose backoff ended since
+/// `since` (Unix ms, the previous pass's clock) are counted so that nodes are woken. The
+/// store is the one record of due times, so none is forgotten, across restarts included.
+/// Bounded per pass so that a huge backlog cannot hold the writer long.
+pub fn reap(ctx: &mut WriteCtx<'_>, since: i64) -> Result<ReapReport, StoreError> {
+    const PER_PASS: i64 = 1000;
+    let mut report = ReapReport {
+        at: ctx.now,
+        ..ReapReport::default()
+    };
+    let lapsed = ctx
+        .conn
+        .prepare_cached(
+            // The planner, without statistics, would scan the whole queue index instead.
+            "SELECT id FROM jobs INDEXED BY jobs_by_lease_expiry
+             WHERE status = 'processing' AND lease_expires_at < ?1 LIMIT ?2",
+        )?
+        .query_map(params![ctx.now, PER_PASS], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for id in lapsed {
+        match results::end_lost_run(ctx, &id, LostRun::LeaseLapsed)? {
+            Some(JobStatus::Queued) => report.requeued += 1,
+            Some(_) => report.failed += 1,
+            None => {}
+        }
+    }
+    let overdue = ctx
+        .conn
+        .prepare_cached(
+            "SELECT id, attempts, error_payload FROM jobs INDEXED BY jobs_by_expiry
+             WHERE status = 'queued' AND expires_at <= ?1 LIMIT ?2",
+        )?
+        .query_map(params![ctx.now, PER_PASS], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, Option<String>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (id, attempts, last_error) in overdue {
+        let last_error = last_error.and_then(|text| serde_json::from_str::<ErrorBody>(&text).ok());
+        let error = expiry_error(&id, attempts, last_error.as_ref());
+        let effects = Effects {
+            error: Some((&error, 410)),
+            ..Effects::default()
+        };
+        if transition(ctx, &id, JobStatus::Queued, JobStatus::Expired, effects)? {
+            report.expired += 1;
+        }
+    }
+    report.due = ctx
+        .conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_by_not_before
+             WHERE status = 'queued' AND not_before > ?1 AND not_before <= ?2",
+        )?
+        .query_row(params![since, ctx.now], |row| row.get::<_, i64>(0))? as usize;
+    Ok(report)
+}
+
+/// The error of a job that expired in the queue. It says truthfully whether a node ever ran
+/// it, and keeps the last attempt's error, which the expiry would otherwise replace.
+fn expiry_error(id: &str, attempts: u32, last_error: Option<&ErrorBody>) -> ErrorBody {
+    let runs = if attempts == 1 { "attempt" } else { "attempts" };
+    let message = match (attempts, last_error) {
+        (0, _) => format!("job `{id}` expired before a node ran it"),
+        (n, Some(last)) => format!(
+            "job `{id}` expired waiting to be retried after {n} {runs}; the last attempt failed: {}",
+            last.message
+        ),
+        (n, None) => {
+            format!("job `{id}` expired waiting to run again after {n} {runs} without a result")
+        }
+    };
+    ErrorBody::new(message, "invalid_request_error").with_code("job_expired")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_says_whether_a_node_ran_the_job_and_keeps_the_last_error() {
+        assert_eq!(
+            expiry_error("job-1", 0, None).message,
+            "job `job-1` expired before a node ran it"
+        );
+        let upstream = ErrorBody::new("upstream answered 503", "server_error");
+        let kept = expiry_error("job-1", 1, Some(&upstream));
+        assert_eq!(
+            kept.message,
+            "job `job-1` expired waiting to be retried after 1 attempt; the last attempt failed: upstream answered 503"
+        );
+        assert_eq!(kept.code.as_deref(), Some("job_expired"));
+        assert!(
+            expiry_error("job-1", 2, None)
+                .message
+                .contains("without a result")
+        );
+    }
+}

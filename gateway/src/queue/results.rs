@@ -1,0 +1,298 @@
+//! How a run ends: a node's submitted result, and the one attempt rule every ending obeys.
+//!
+//! **The attempt rule.** Every lease is an attempt, whether or not the run reached the
+//! upstream. A run that ends without a completion (a retryable failure, a lapsed lease, a
+//! hand-back) puts the job back in the queue while `attempts < max_attempts`, and otherwise
+//! fails it: `max_attempts_exceeded` for a lost run, the run's own error for a failure. A
+//! gateway restart is not an ending: leases get a fresh grace period (`leases::grant_grace`).
+//! Runs inside the writer's transactions.
+
+use super::jobs::{Effects, transition};
+use super::reads;
+use super::writer::WriteCtx;
+use super::{QueueEvent, StoreError};
+use openbeepboop::{
+    ErrorBody, JobStatus, NodeResult, NodeResultStatus, SubmitOutcome, SubmitOutcomeKind,
+};
+use rusqlite::{OptionalExtension, params};
+use std::time::Duration;
+
+/// The delay before retry number `attempt` (1-based) may run: doubling, capped at a minute.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    (base * factor).min(Duration::from_secs(60))
+}
+
+/// A run that ended without a result from its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostRun {
+    /// No heartbeat came before the lease's end.
+    LeaseLapsed,
+    /// The node gave the job back (`RELEASED`), for instance on a forced stop.
+    HandedBack,
+}
+
+/// What the store knows of a job when one of its runs ends.
+struct Run {
+    status: JobStatus,
+    lease_id: Option<String>,
+    /// The lease whose outcome is stored, if any.
+    result_lease: Option<String>,
+    attempts: u32,
+    max_attempts: u32,
+    model: String,
+    node: Option<String>,
+    last_error: Option<ErrorBody>,
+}
+
+fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
+    Ok(ctx
+        .conn
+        .prepare_cached(
+            "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
+                    error_payload
+             FROM jobs WHERE id = ?1",
+        )?
+        .query_row([id], |row| {
+            Ok(Run {
+                status: reads::status(row, 0)?,
+                lease_id: row.get(1)?,
+                result_lease: row.get(2)?,
+                attempts: row.get(3)?,
+                max_attempts: row.get(4)?,
+                model: row.get(5)?,
+                node: row.get(6)?,
+                last_error: row
+                    .get::<_, Option<String>>(7)?
+                    .and_then(|text| serde_json::from_str(&text).ok()),
+            })
+        })
+        .optional()?)
+}
+
+/// Ends a processing run that produced no result, by the attempt rule. Returns the job's
+/// new status, or `None` when it was not processing.
+pub fn end_lost_run(
+    ctx: &mut WriteCtx<'_>,
+    id: &str,
+    how: LostRun,
+) -> Result<Option<JobStatus>, StoreError> {
+    let Some(run) = run_of(ctx, id)?.filter(|run| run.status == JobStatus::Processing) else {
+        return Ok(None);
+    };
+    if how == LostRun::LeaseLapsed {
+        ctx.events.push(QueueEvent::LeaseExpired {
+            model: run.model.clone(),
+        });
+    }
+    let result_lease = match how {
+        // A hand-back is this lease's outcome: its retried submit is a `duplicate`.
+        LostRun::HandedBack => run.lease_id.as_deref(),
+        LostRun::LeaseLapsed => None,
+    };
+    if run.attempts < run.max_attempts {
+        let effects = Effects {
+            result_lease,
+            ..Effects::default()
+        };
+        let moved = transition(ctx, id, JobStatus::Processing, JobStatus::Queued, effects)?;
+        if moved {
+            ctx.events.push(QueueEvent::Retried { model: run.model });
+        }
+        return Ok(moved.then_some(JobStatus::Queued));
+    }
+    let error = exhausted(id, &run, how);
+    let effects = Effects {
+        error: Some((&error, 502)),
+        result_lease,
+        ..Effects::default()
+    };
+    let moved = transition(ctx, id, JobStatus::Processing, JobStatus::Failed, effects)?;
+    Ok(moved.then_some(JobStatus::Failed))
+}
+
+/// The error of a job whose last allowed run was lost. It keeps the error of an earlier
+/// attempt, when there was one.
+fn exhausted(id: &str, run: &Run, how: LostRun) -> ErrorBody {
+    let node = run.node.as_deref().unwrap_or_default();
+    let attempts = run.attempts;
+    let mut message = match how {
+        LostRun::LeaseLapsed => format!(
+            "job `{id}` lost its lease {attempts} times (last on node `{node}`) and will not be retried"
+        ),
+        LostRun::HandedBack => format!(
+            "job `{id}` ran {attempts} times, the last handed back by node `{node}`, and will not be retried"
+        ),
+    };
+    if let Some(last) = &run.last_error {
+        message.push_str(&format!("; an earlier attempt failed: {}", last.message));
+    }
+    ErrorBody::new(message, "server_error").with_code("max_attempts_exceeded")
+}
+
+/// Stores what nodes report, one outcome per result, in order.
+pub fn submit(
+    ctx: &mut WriteCtx<'_>,
+    results: &[NodeResult],
+    backoff_base: Duration,
+) -> Result<Vec<SubmitOutcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(results.len());
+    for item in results {
+        let outcome = submit_one(ctx, item, backoff_base)?;
+        outcomes.push(SubmitOutcome {
+            id: item.id.clone(),
+            outcome,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// One result. The words are exact: `duplicate` only when this lease's outcome is already
+/// stored; `stale` when another lease superseded this one or the job ended without it;
+/// `cancelled` when the job was cancelled. A lease that lapsed while no other node took the
+/// job still counts: its holder's result is accepted from the queue.
+fn submit_one(
+    ctx: &mut WriteCtx<'_>,
+    item: &NodeResult,
+    backoff_base: Duration,
+) -> Result<SubmitOutcomeKind, StoreError> {
+    let Some(run) = run_of(ctx, &item.id)? else {
+        return Ok(SubmitOutcomeKind::Stale);
+    };
+    if run.lease_id.as_deref() != Some(item.lease_id.as_str()) {
+        return Ok(SubmitOutcomeKind::Stale);
+    }
+    if run.result_lease.as_deref() == Some(item.lease_id.as_str()) {
+        return Ok(SubmitOutcomeKind::Duplicate);
+    }
+    let from = match run.status {
+        JobStatus::Processing | JobStatus::Queued => run.status,
+        JobStatus::Cancelled => return Ok(SubmitOutcomeKind::Cancelled),
+        JobStatus::Completed | JobStatus::Failed | JobStatus::Expired => {
+            return Ok(SubmitOutcomeKind::Stale);
+        }
+    };
+    let lease = Some(item.lease_id.as_str());
+    match (item.status, &item.result) {
+        (NodeResultStatus::Released, _) if from == JobStatus::Processing => {
+            end_lost_run(ctx, &item.id, LostRun::HandedBack)?;
+        }
+        // Already back in the queue: only remember that this lease has answered.
+        (NodeResultStatus::Released, _) => record_outcome(ctx, &item.id, lease, None, None)?,
+        (NodeResultStatus::Completed, Some(result)) => {
+            let effects = Effects {
+                result: Some(result.get()),
+                result_lease: lease,
+                ..Effects::default()
+            };
+            if transition(ctx, &item.id, from, JobStatus::Completed, effects)?
+                && let Some((prompt, completion)) = usage_of(result.get())
+            {
+                ctx.events.push(QueueEvent::Tokens {
+                    model: run.model,
+                    prompt,
+                    completion,
+                });
+            }
+        }
+        _ => {
+            let error = item.error.clone().unwrap_or_else(|| {
+                ErrorBody::new(
+                    "the node reported a failure without details",
+                    "server_error",
+                )
+                .with_code("node_error")
+            });
+            // An upstream 4xx is the caller's problem and keeps its status; anything else
+            // is a bad gateway from the caller's point of view.
+            let http_status = item
+                .upstream_status
+                .filter(|s| (400..500).contains(s))
+                .unwrap_or(502);
+            let error = Some((&error, http_status));
+            if item.retryable && run.attempts < run.max_attempts {
+                let not_before = ctx.now + backoff(backoff_base, run.attempts).as_millis() as i64;
+                if from == JobStatus::Queued {
+                    record_outcome(ctx, &item.id, lease, error, Some(not_before))?;
+                } else {
+                    let effects = Effects {
+                        error,
+                        not_before: Some(not_before),
+                        result_lease: lease,
+                        ..Effects::default()
+                    };
+                    if transition(ctx, &item.id, from, JobStatus::Queued, effects)? {
+                        ctx.events.push(QueueEvent::Retried { model: run.model });
+                    }
+                }
+            } else {
+                let effects = Effects {
+                    error,
+                    result_lease: lease,
+                    ..Effects::default()
+                };
+                transition(ctx, &item.id, from, JobStatus::Failed, effects)?;
+            }
+        }
+    }
+    Ok(SubmitOutcomeKind::Accepted)
+}
+
+/// Records a lease's outcome on a job that stays queued: no status changes, so this is not
+/// a transition.
+fn record_outcome(
+    ctx: &mut WriteCtx<'_>,
+    id: &str,
+    lease: Option<&str>,
+    error: Option<(&ErrorBody, u16)>,
+    not_before: Option<i64>,
+) -> Result<(), StoreError> {
+    let error_json = error.map(|(body, _)| serde_json::to_string(body).unwrap_or_default());
+    ctx.conn
+        .prepare_cached(
+            "UPDATE jobs SET result_lease_id = ?2, updated_at = ?3,
+                 error_payload = COALESCE(?4, error_payload),
+                 error_status = COALESCE(?5, error_status),
+                 not_before = COALESCE(?6, not_before)
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![
+            id,
+            lease,
+            ctx.now,
+            error_json,
+            error.map(|(_, status)| status),
+            not_before
+        ])?;
+    Ok(())
+}
+
+/// The token counts of a completion's `usage`, when it has one.
+fn usage_of(completion: &str) -> Option<(u64, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    let usage = serde_json::from_str::<WithUsage>(completion).ok()?.usage?;
+    Some((usage.prompt_tokens, usage.completion_tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps_at_a_minute() {
+        let base = Duration::from_millis(500);
+        assert_eq!(backoff(base, 1), Duration::from_millis(500));
+        assert_eq!(backoff(base, 3), Duration::from_secs(2));
+        assert_eq!(backoff(base, 40), Duration::from_secs(60));
+    }
+}
