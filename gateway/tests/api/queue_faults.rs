@@ -75,7 +75,7 @@ async fn retries_with_scattered_due_times_are_each_leased_within_one_reaper_tick
         );
         let late = at.saturating_duration_since(due_at);
         assert!(
-            late <= TICK + Duration::from_millis(400),
+            late <= TICK + Duration::from_millis(800),
             "`{id}` was leased {late:?} after it fell due; the reaper ticks every {TICK:?}"
         );
     }
@@ -109,7 +109,7 @@ async fn a_retry_that_falls_due_after_a_restart_is_leased_on_time() {
     let late = reported.elapsed().saturating_sub(Duration::from_secs(3));
     assert_eq!(again["id"], job["id"]);
     assert!(
-        late <= Duration::from_millis(800),
+        late <= Duration::from_millis(1500),
         "leased {late:?} after it fell due"
     );
 }
