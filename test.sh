@@ -63,6 +63,8 @@ if $install; then
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v caddy >/dev/null 2>&1 || missing+=(caddy)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The clock-skew test runs a node under libfaketime.
+  command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   # The browser test runs headless Chromium.
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(npm)

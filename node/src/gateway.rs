@@ -9,6 +9,7 @@ use openbeepboop::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -18,8 +19,19 @@ pub enum GatewayError {
     /// 401 or 403: the node key is wrong, revoked or not a NODE key. Retrying cannot help.
     #[error("the gateway refused the node key ({status}): {message}")]
     Refused { status: u16, message: String },
+    /// 400, 404, 413 or 422: this request can never succeed, however often it is sent.
+    #[error("the gateway rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// Any other answer that is not a success (5xx, 429, 408, …): worth retrying.
     #[error("the gateway answered {status}: {message}")]
     Failed { status: u16, message: String },
+}
+
+impl GatewayError {
+    /// Whether sending the same request again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::Rejected { .. })
+    }
 }
 
 pub struct GatewayClient {
@@ -27,6 +39,8 @@ pub struct GatewayClient {
     base: String,
     key: String,
     pub node_id: String,
+    /// The gateway's `max_submit_bytes` from its last fetch answer, in bytes; 0 until known.
+    submit_limit: AtomicU64,
 }
 
 impl GatewayClient {
@@ -53,6 +67,7 @@ impl GatewayClient {
             base: server.url.trim_end_matches('/').to_owned(),
             key: key.to_owned(),
             node_id: node_id.to_owned(),
+            submit_limit: AtomicU64::new(0),
         })
     }
 
@@ -82,10 +97,10 @@ impl GatewayClient {
             let message = serde_json::from_str::<ErrorEnvelope>(&text)
                 .map(|e| e.error.message)
                 .unwrap_or(text);
-            return Err(if matches!(status, 401 | 403) {
-                GatewayError::Refused { status, message }
-            } else {
-                GatewayError::Failed { status, message }
+            return Err(match status {
+                401 | 403 => GatewayError::Refused { status, message },
+                400 | 404 | 413 | 422 => GatewayError::Rejected { status, message },
+                _ => GatewayError::Failed { status, message },
             });
         }
         serde_json::from_str(&text).map_err(|e| GatewayError::Failed {
@@ -114,7 +129,15 @@ impl GatewayClient {
                 wait + Duration::from_secs(30),
             )
             .await?;
+        if let Some(limit) = response.max_submit_bytes {
+            self.submit_limit.store(limit, Ordering::Relaxed);
+        }
         Ok(response.jobs)
+    }
+
+    /// The largest submit body the gateway takes, in bytes, once a fetch has said it.
+    pub fn submit_limit(&self) -> Option<u64> {
+        Some(self.submit_limit.load(Ordering::Relaxed)).filter(|limit| *limit > 0)
     }
 
     pub async fn heartbeat(

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use obb_node::cli::{Cli, Command};
 use obb_node::config::{NodeConfig, locate};
-use obb_node::worker::{Mode, Stop, WorkerError};
+use obb_node::worker::{Mode, Stop, StopLevel, WorkerError};
 use obb_node::{app, setup};
 use std::process::ExitCode;
 
@@ -131,7 +131,7 @@ fn redacted(config: &NodeConfig) -> NodeConfig {
 
 /// The first SIGINT or SIGTERM drains; the second aborts.
 fn stop_signals() -> Stop {
-    let (sender, receiver) = tokio::sync::watch::channel(0u8);
+    let (sender, receiver) = tokio::sync::watch::channel(StopLevel::Running);
     // Lives as long as the process: it only forwards signals into the watch.
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -147,8 +147,8 @@ fn stop_signals() -> Stop {
                 _ = terminate.recv() => {}
                 _ = interrupt.recv() => {}
             }
-            let next = (*sender.borrow() + 1).min(2);
-            if next == 1 {
+            let next = sender.borrow().next();
+            if next == StopLevel::Draining {
                 tracing::info!(
                     "stopping: finishing the jobs in flight (signal again to abort them)"
                 );

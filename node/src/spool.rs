@@ -12,9 +12,28 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// A result in the spool, with the length of its JSON in bytes (what it adds to a submit).
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    pub result: NodeResult,
+    pub bytes: usize,
+}
+
+impl Spooled {
+    fn new(result: NodeResult) -> std::io::Result<(Self, String)> {
+        let line = serde_json::to_string(&result).map_err(std::io::Error::other)?;
+        let bytes = line.len();
+        Ok((Self { result, bytes }, line))
+    }
+
+    fn is(&self, id: &str, lease: &str) -> bool {
+        self.result.id == id && self.result.lease_id == lease
+    }
+}
+
 pub struct Spool {
     path: PathBuf,
-    pending: Mutex<Vec<NodeResult>>,
+    pending: Mutex<Vec<Spooled>>,
 }
 
 impl Spool {
@@ -28,7 +47,10 @@ impl Spool {
                 .lines()
                 .filter(|line| !line.trim().is_empty())
                 .filter_map(|line| match serde_json::from_str::<NodeResult>(line) {
-                    Ok(result) => Some(result),
+                    Ok(result) => Some(Spooled {
+                        result,
+                        bytes: line.len(),
+                    }),
                     Err(error) => {
                         // A torn last line from a crash mid-write: the result was never sent.
                         tracing::warn!(%error, "skipping an unreadable spool line");
@@ -49,7 +71,7 @@ impl Spool {
         &self.path
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NodeResult>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Spooled>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -61,47 +83,75 @@ impl Spool {
         self.lock().is_empty()
     }
 
-    /// Appends results.
-    pub fn add(&self, results: Vec<NodeResult>) -> std::io::Result<()> {
-        if results.is_empty() {
-            return Ok(());
-        }
+    /// Appends a result to the file. It is kept in memory even when the write fails, so
+    /// that it is still delivered while the process lives.
+    pub fn add(&self, result: NodeResult) -> std::io::Result<()> {
         let mut pending = self.lock();
-        let mut file = std::fs::OpenOptions::new()
+        let (spooled, mut line) = Spooled::new(result)?;
+        pending.push(spooled);
+        line.push('\n');
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
-        let mut text = String::new();
-        for result in &results {
-            text.push_str(&serde_json::to_string(result).map_err(std::io::Error::other)?);
-            text.push('\n');
-        }
-        file.write_all(text.as_bytes())?;
-        pending.extend(results);
-        Ok(())
+            .open(&self.path)?
+            .write_all(line.as_bytes())
     }
 
     /// Up to `limit` results, oldest first.
     pub fn peek(&self, limit: usize) -> Vec<NodeResult> {
-        self.lock().iter().take(limit).cloned().collect()
+        self.lock()
+            .iter()
+            .take(limit)
+            .map(|s| s.result.clone())
+            .collect()
+    }
+
+    /// The oldest results whose JSON array fits in `max_bytes`, at most `max_count`; always
+    /// at least the oldest one (which may not fit), unless the spool is empty.
+    pub fn pack(&self, max_bytes: usize, max_count: usize) -> Vec<Spooled> {
+        let pending = self.lock();
+        let mut batch = Vec::new();
+        // `[` and `]`, and a comma before every item but the first.
+        let mut total = 2;
+        for spooled in pending.iter().take(max_count.max(1)) {
+            let added = spooled.bytes + usize::from(!batch.is_empty());
+            if !batch.is_empty() && total + added > max_bytes {
+                break;
+            }
+            total += added;
+            batch.push(spooled.clone());
+        }
+        batch
+    }
+
+    /// Puts `replacement` in the place of the result of the same job and lease, and rewrites
+    /// the file atomically.
+    pub fn replace(&self, replacement: NodeResult) -> std::io::Result<()> {
+        let mut pending = self.lock();
+        let (spooled, _) = Spooled::new(replacement)?;
+        let (id, lease) = (spooled.result.id.clone(), spooled.result.lease_id.clone());
+        if let Some(slot) = pending.iter_mut().find(|s| s.is(&id, &lease)) {
+            *slot = spooled;
+        }
+        self.rewrite(&pending)
     }
 
     /// Forgets delivered results (by id and lease) and rewrites the file atomically.
     pub fn remove(&self, delivered: &[(String, String)]) -> std::io::Result<()> {
         let mut pending = self.lock();
-        pending.retain(|r| {
-            !delivered
-                .iter()
-                .any(|(id, lease)| *id == r.id && *lease == r.lease_id)
-        });
+        pending.retain(|s| !delivered.iter().any(|(id, lease)| s.is(id, lease)));
+        self.rewrite(&pending)
+    }
+
+    fn rewrite(&self, pending: &[Spooled]) -> std::io::Result<()> {
         if pending.is_empty() {
             // Nothing is left to keep, so truncating in place is as safe as a rename.
             return std::fs::File::create(&self.path).map(drop);
         }
         let temporary = self.path.with_extension("jsonl.tmp");
         let mut text = String::new();
-        for result in pending.iter() {
-            text.push_str(&serde_json::to_string(result).map_err(std::io::Error::other)?);
+        for spooled in pending {
+            text.push_str(&serde_json::to_string(&spooled.result).map_err(std::io::Error::other)?);
             text.push('\n');
         }
         let mut file = std::fs::File::create(&temporary)?;
@@ -132,7 +182,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("deep/spool.jsonl");
         let spool = Spool::open(&path).unwrap();
-        spool.add(vec![result("a"), result("b")]).unwrap();
+        spool.add(result("a")).unwrap();
+        spool.add(result("b")).unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -147,5 +198,37 @@ mod tests {
         assert_eq!(left, vec!["b"]);
         assert!(!again.is_empty());
         assert_eq!(again.path(), path);
+    }
+
+    #[test]
+    fn a_pack_fits_its_byte_limit_but_always_takes_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool.jsonl")).unwrap();
+        for id in ["a", "b", "c"] {
+            spool.add(result(id)).unwrap();
+        }
+        let one = spool.pack(0, 10)[0].bytes;
+        // Two items, a comma and the brackets.
+        assert_eq!(spool.pack(2 * one + 3, 10).len(), 2);
+        assert_eq!(spool.pack(2 * one + 2, 10).len(), 1);
+        assert_eq!(spool.pack(1, 10).len(), 1, "the oldest, even if too large");
+        assert_eq!(spool.pack(usize::MAX, 2).len(), 2, "the count limit");
+        let json = serde_json::to_string(&spool.peek(2)).unwrap();
+        assert_eq!(json.len(), 2 * one + 3);
+        let mut failed = result("b");
+        failed.status = NodeResultStatus::Failed;
+        failed.result = None;
+        spool.replace(failed).unwrap();
+        let reopened = Spool::open(spool.path()).unwrap();
+        let statuses: Vec<NodeResultStatus> =
+            reopened.peek(3).into_iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                NodeResultStatus::Completed,
+                NodeResultStatus::Failed,
+                NodeResultStatus::Completed
+            ]
+        );
     }
 }

@@ -96,3 +96,21 @@ pub fn node_modules() -> PathBuf {
     );
     root().join("target/node-sdk/node_modules")
 }
+
+/// Debian's `libfaketime.so.1` (the `faketime` package), which shifts a process's clock when
+/// it is put in `LD_PRELOAD` with `FAKETIME` set.
+pub fn libfaketime() -> PathBuf {
+    let dirs = std::fs::read_dir("/usr/lib")
+        .map(|entries| entries.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    std::iter::once(PathBuf::from("/usr/lib"))
+        .chain(dirs)
+        .map(|dir| dir.join("faketime/libfaketime.so.1"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{} (looked for `/usr/lib/*/faketime/libfaketime.so.1`)",
+                missing("libfaketime (Debian's `faketime`)")
+            )
+        })
+}

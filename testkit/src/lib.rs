@@ -239,6 +239,16 @@ impl Gateway {
         panic!("the gateway did not start");
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, …) to the running process without waiting: a
+    /// stopped gateway keeps its connections open and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Sends a signal and waits for the process to exit; returns its exit status.
     pub fn stop_with(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
         stop_child(self.child.take()?, signal, Duration::from_secs(15))
@@ -373,6 +383,8 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // A gateway a test froze (SIGSTOP) must run again to hear the SIGINT.
+        self.signal("-CONT");
         // SIGINT lets the process exit normally, so coverage data is written.
         self.stop_with("-INT");
     }

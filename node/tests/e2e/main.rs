@@ -24,6 +24,8 @@ mod real_llm;
 #[cfg(test)]
 mod setup;
 #[cfg(test)]
+mod skew;
+#[cfg(test)]
 mod tls;
 
 #[cfg(test)]

@@ -1,0 +1,407 @@
+//! The work loop shared by `run` and `batch`: lease, execute up to `concurrency` jobs at
+//! once, heartbeat their leases, and deliver results through the spool.
+//!
+//! Tasks: the fetch loop (here, in `Worker::run`), one task per job (`job`), the heartbeat
+//! task (`heartbeat`) and the submitter (`submit`). All of them end with `run`: the job
+//! tasks are joined or aborted, the heartbeat task is stopped, and the submitter ends once
+//! it is told no more results come and the spool is empty, or when the flush times out.
+
+mod heartbeat;
+mod job;
+mod submit;
+
+use crate::gateway::{GatewayClient, GatewayError};
+use crate::metrics::NodeMetrics;
+use crate::routing::Routing;
+use crate::spool::Spool;
+use crate::upstream::UpstreamClient;
+use heartbeat::{Heartbeat, Period};
+use job::{InFlight, JobContext};
+use openbeepboop::{LeasedJob, NodeResult, NodeResultStatus};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use submit::{Delivery, Intake};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Work until told to stop.
+    Daemon,
+    /// Work until no queued job for our models is left.
+    Batch,
+}
+
+/// How far shutdown has gone; each signal moves it one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopLevel {
+    /// Working.
+    Running,
+    /// The first signal: lease nothing more, finish the jobs in flight, deliver.
+    Draining,
+    /// The second signal: abort the jobs in flight and hand them back.
+    Aborting,
+}
+
+impl StopLevel {
+    /// The level the next signal moves to.
+    pub fn next(self) -> Self {
+        match self {
+            Self::Running => Self::Draining,
+            Self::Draining | Self::Aborting => Self::Aborting,
+        }
+    }
+}
+
+pub type Stop = watch::Receiver<StopLevel>;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrency: u32,
+    pub batch_size: u32,
+    /// The longest heartbeat period; a third of the lease when that is shorter.
+    pub heartbeat: Duration,
+    pub fetch_wait: Duration,
+    pub summary: Duration,
+    /// How long the last results may take to reach the gateway before the node gives up
+    /// and leaves them in the spool; also how long a start waits to deliver what the spool
+    /// holds before the first fetch.
+    pub flush_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub done: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    /// Results still in the spool when the node stopped.
+    pub spooled: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("{spooled} results could not be delivered and stay in the spool `{path}`: {cause}")]
+    Undelivered {
+        spooled: usize,
+        path: String,
+        cause: String,
+    },
+}
+
+pub struct Worker {
+    pub gateway: Arc<GatewayClient>,
+    pub upstream: Option<Arc<UpstreamClient>>,
+    pub routing: Arc<Routing>,
+    pub spool: Arc<Spool>,
+    pub settings: Settings,
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<NodeMetrics>,
+}
+
+/// A job being executed: its id and the handle that aborts it.
+struct Active {
+    job_id: String,
+    abort: AbortHandle,
+}
+
+type ActiveJobs = Arc<Mutex<HashMap<String, Active>>>;
+
+fn lock(active: &ActiveJobs) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+    active.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One `Worker::run`: the tasks it owns and what they share.
+struct Run {
+    worker: Worker,
+    mode: Mode,
+    stop: Stop,
+    tasks: JoinSet<()>,
+    active: ActiveJobs,
+    slots: Arc<Semaphore>,
+    period: Arc<Period>,
+    delivery: Arc<Delivery>,
+    submitter: JoinHandle<Result<(), GatewayError>>,
+    intake: watch::Sender<Intake>,
+}
+
+impl Worker {
+    pub async fn run(self, mode: Mode, stop: Stop) -> Result<Summary, WorkerError> {
+        let started = Instant::now();
+        let delivery = Arc::new(Delivery::new(
+            Arc::clone(&self.spool),
+            Arc::clone(&self.metrics),
+        ));
+        let (intake, intake_rx) = watch::channel(Intake::Open);
+        let submitter = tokio::spawn(submit::submit_loop(
+            Arc::clone(&self.gateway),
+            Arc::clone(&delivery),
+            intake_rx,
+        ));
+        let mut run = Run {
+            active: Arc::default(),
+            slots: Arc::new(Semaphore::new(self.settings.concurrency as usize)),
+            period: Arc::new(Period::new(self.settings.heartbeat)),
+            worker: self,
+            mode,
+            stop,
+            tasks: JoinSet::new(),
+            delivery,
+            submitter,
+            intake,
+        };
+        let (stop_heartbeat, heartbeat_stop) = watch::channel(false);
+        let heartbeat = tokio::spawn(run.heartbeat().run(heartbeat_stop));
+        run.deliver_first().await;
+        let fatal = run.fetch_loop().await;
+        let aborting = fatal.is_some() || run.drain().await;
+        if aborting {
+            run.hand_back().await;
+        }
+        let _ = stop_heartbeat.send(true);
+        let _ = heartbeat.await;
+        let flushed = run.flush().await;
+        let worker = &run.worker;
+        let summary = Summary {
+            done: worker.stats.done.load(Ordering::Relaxed),
+            failed: worker.stats.failed.load(Ordering::Relaxed),
+            seconds: started.elapsed().as_secs_f64(),
+            spooled: worker.spool.len(),
+        };
+        if let Some(error) = fatal.or(flushed.err()) {
+            return Err(error.into());
+        }
+        if summary.spooled > 0 {
+            let cause = run.delivery.last_error().map_or_else(
+                || "the gateway did not answer in time".to_owned(),
+                |e| e.to_string(),
+            );
+            return Err(WorkerError::Undelivered {
+                spooled: summary.spooled,
+                path: worker.spool.path().display().to_string(),
+                cause,
+            });
+        }
+        Ok(summary)
+    }
+}
+
+impl Run {
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            gateway: Arc::clone(&self.worker.gateway),
+            active: Arc::clone(&self.active),
+            models: self.worker.routing.names(),
+            settings: self.worker.settings.clone(),
+            period: Arc::clone(&self.period),
+            stats: Arc::clone(&self.worker.stats),
+            spool: Arc::clone(&self.worker.spool),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow() >= StopLevel::Draining
+    }
+
+    /// Gives what an earlier run left in the spool a bounded chance to reach the gateway
+    /// before the first fetch, so that a restarted node does not lease its own finished
+    /// jobs again once their leases lapse.
+    async fn deliver_first(&mut self) {
+        let mut size = self.delivery.watch_size();
+        let waiting = *size.borrow();
+        if waiting == 0 {
+            return;
+        }
+        tracing::info!(
+            spooled = waiting,
+            "delivering the results an earlier run left in the spool"
+        );
+        let delivered = size.wait_for(|n| *n == 0);
+        tokio::select! {
+            _ = tokio::time::timeout(self.worker.settings.flush_timeout, delivered) => {}
+            _ = self.stop.changed() => {}
+        }
+    }
+
+    /// Leases and starts jobs until a signal or, in batch mode, until no work is left.
+    /// Returns the error that stops the node, if one did.
+    async fn fetch_loop(&mut self) -> Option<GatewayError> {
+        let models = self.worker.routing.names();
+        let mut failures = 0u32;
+        loop {
+            while self.tasks.try_join_next().is_some() {}
+            if self.stopping() {
+                return None;
+            }
+            if self.submitter.is_finished() {
+                // The submitter only ends early on a refusal that stops the node.
+                return self.submitter_error().await;
+            }
+            let first = tokio::select! {
+                permit = Arc::clone(&self.slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return None,
+                },
+                _ = self.stop.changed() => continue,
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.worker.settings.batch_size as usize {
+                match Arc::clone(&self.slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let wait = match self.mode {
+                Mode::Batch => Duration::ZERO,
+                Mode::Daemon => self.worker.settings.fetch_wait,
+            };
+            // A fetch abandoned by a shutdown may have leased jobs: they return to the queue
+            // when their lease lapses, and each is still stored exactly once.
+            let gateway = Arc::clone(&self.worker.gateway);
+            let fetched = tokio::select! {
+                fetched = gateway.fetch(&models, permits.len() as u32, wait) => fetched,
+                _ = self.stop.changed() => continue,
+            };
+            match fetched {
+                Ok(jobs) if jobs.is_empty() => {
+                    failures = 0;
+                    drop(permits);
+                    if self.mode == Mode::Batch {
+                        if self.tasks.is_empty() {
+                            return None;
+                        }
+                        // Wait for a job to finish: retries may queue more work.
+                        tokio::select! {
+                            _ = self.tasks.join_next() => {}
+                            _ = self.stop.changed() => {}
+                        }
+                    }
+                }
+                Ok(jobs) => {
+                    failures = 0;
+                    self.start(jobs, permits);
+                }
+                Err(error) if error.is_permanent() || self.mode == Mode::Batch => {
+                    return Some(error);
+                }
+                Err(error) => {
+                    failures += 1;
+                    drop(permits);
+                    let delay = Duration::from_millis(500 * (1 << failures.min(6)))
+                        .min(Duration::from_secs(30));
+                    tracing::warn!(%error, retry_in = ?delay, "fetch failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = self.stop.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn submitter_error(&mut self) -> Option<GatewayError> {
+        match (&mut self.submitter).await {
+            Ok(Err(error)) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Starts one task per leased job.
+    fn start(&mut self, jobs: Vec<LeasedJob>, permits: Vec<OwnedSemaphorePermit>) {
+        if let Some(first) = jobs.first() {
+            self.period
+                .learn(first.lease_ttl_ms, first.lease_expires_at);
+        }
+        let mut active = lock(&self.active);
+        for (job, permit) in jobs.into_iter().zip(permits) {
+            let lease_id = job.lease_id.clone();
+            let job_id = job.id.clone();
+            let context = JobContext {
+                upstream: self.worker.upstream.clone(),
+                routing: Arc::clone(&self.worker.routing),
+                stats: Arc::clone(&self.worker.stats),
+                metrics: Arc::clone(&self.worker.metrics),
+            };
+            let delivery = Arc::clone(&self.delivery);
+            let jobs = Arc::clone(&self.active);
+            let abort = self.tasks.spawn(async move {
+                let _running = InFlight::enter(&context.metrics);
+                let result = context.execute(job).await;
+                // Spooled under the lock of the active jobs: a hand-back or an abort either
+                // finds the job running, or its result already in the spool, never both. A
+                // job the gateway cancelled or took away keeps no result.
+                let mut jobs = lock(&jobs);
+                if jobs.remove(&result.lease_id).is_some() {
+                    delivery.keep(result);
+                }
+                drop(jobs);
+                drop(permit);
+            });
+            active.insert(lease_id, Active { job_id, abort });
+        }
+    }
+
+    /// Lets the jobs in flight finish. Returns whether a second signal said to abort them.
+    async fn drain(&mut self) -> bool {
+        if !self.tasks.is_empty() {
+            tracing::info!(in_flight = self.tasks.len(), "finishing the jobs in flight");
+        }
+        while !self.tasks.is_empty() {
+            if *self.stop.borrow() >= StopLevel::Aborting {
+                return true;
+            }
+            tokio::select! {
+                _ = self.tasks.join_next() => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        false
+    }
+
+    /// Aborts the jobs in flight and spools a `RELEASED` hand-back for each, which requeues
+    /// it at once.
+    async fn hand_back(&mut self) {
+        let handed_back: Vec<(String, Active)> = lock(&self.active).drain().collect();
+        for (lease_id, job) in handed_back {
+            job.abort.abort();
+            tracing::info!(job = %job.job_id, "handing the job back to the queue");
+            self.delivery.keep(NodeResult {
+                id: job.job_id,
+                lease_id,
+                status: NodeResultStatus::Released,
+                result: None,
+                error: None,
+                upstream_status: None,
+                retryable: true,
+            });
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Tells the submitter no more results come and gives it `flush_timeout` to empty the
+    /// spool. Returns the refusal that stopped it, if one did.
+    async fn flush(&mut self) -> Result<(), GatewayError> {
+        let _ = self.intake.send(Intake::Closed);
+        let within = self.worker.settings.flush_timeout;
+        match tokio::time::timeout(within, &mut self.submitter).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                // What it did not deliver stays in the spool for the next start.
+                self.submitter.abort();
+                Ok(())
+            }
+        }
+    }
+}

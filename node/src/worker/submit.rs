@@ -1,0 +1,202 @@
+//! Delivery: finished results go into the spool the moment their job ends (`Delivery::keep`),
+//! and the submitter sends them from there, packed under the gateway's `max_submit_bytes`,
+//! removing each only once the gateway answered for it.
+//!
+//! A submit the gateway can never take is not retried: a batch refused as too large (413)
+//! or malformed (400, 422) is split until the result at fault stands alone; a lone result
+//! too large for the gateway fails its job with `result_too_large` instead, and a lone
+//! malformed one is dropped with an error naming its job. A refused key (401, 403) or a
+//! missing route (404) stops the node.
+
+use crate::gateway::{GatewayClient, GatewayError};
+use crate::metrics::NodeMetrics;
+use crate::spool::{Spool, Spooled};
+use openbeepboop::{ErrorBody, NodeResult, NodeResultStatus, SubmitOutcomeKind};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The most results in one submit (the gateway takes up to 1000).
+const MAX_RESULTS: usize = 500;
+/// The size a submit is packed to, in bytes, until a fetch answer says the gateway's limit.
+const DEFAULT_SUBMIT_BYTES: u64 = 4 * 1024 * 1024;
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
+/// The spool and those who must hear when it changes: the `spooled` gauge and the
+/// submitter (through `size`, the number of results in the spool).
+pub(super) struct Delivery {
+    pub spool: Arc<Spool>,
+    metrics: Arc<NodeMetrics>,
+    size: watch::Sender<usize>,
+    /// The last reason a submit failed, for the message when the node stops with results
+    /// still in the spool.
+    last_error: Mutex<Option<GatewayError>>,
+}
+
+impl Delivery {
+    pub(super) fn new(spool: Arc<Spool>, metrics: Arc<NodeMetrics>) -> Self {
+        let delivery = Self {
+            size: watch::Sender::new(spool.len()),
+            spool,
+            metrics,
+            last_error: Mutex::new(None),
+        };
+        delivery.changed();
+        delivery
+    }
+
+    /// Spools a finished result (or a hand-back): the first thing that happens to it.
+    pub(super) fn keep(&self, result: NodeResult) {
+        let id = result.id.clone();
+        if let Err(error) = self.spool.add(result) {
+            tracing::error!(job = %id, %error, path = %self.spool.path().display(), "cannot write the spool; the result is kept in memory");
+        }
+        self.changed();
+    }
+
+    fn forget(&self, results: &[Spooled]) {
+        let delivered: Vec<(String, String)> = results
+            .iter()
+            .map(|s| (s.result.id.clone(), s.result.lease_id.clone()))
+            .collect();
+        if let Err(error) = self.spool.remove(&delivered) {
+            tracing::error!(%error, path = %self.spool.path().display(), "cannot rewrite the spool");
+        }
+        self.changed();
+    }
+
+    fn changed(&self) {
+        let size = self.spool.len();
+        self.metrics.spooled.set(size as i64);
+        self.size.send_replace(size);
+    }
+
+    pub(super) fn watch_size(&self) -> watch::Receiver<usize> {
+        self.size.subscribe()
+    }
+
+    pub(super) fn last_error(&self) -> Option<GatewayError> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_last_error(&self, error: Option<GatewayError>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Fails the job of a result that can never fit in a submit, in its place in the spool.
+    fn too_large(&self, spooled: &Spooled, limit: Option<u64>, refusal: Option<&str>) {
+        let result = &spooled.result;
+        let said = match (limit, refusal) {
+            (Some(limit), _) => format!("the gateway's limit of {limit} bytes"),
+            (None, Some(message)) => format!("what the gateway takes ({message})"),
+            (None, None) => "what the gateway takes".to_owned(),
+        };
+        let message = format!(
+            "the result of job `{}` is {} bytes, more than {said} for a node submit (`max_submit_bytes`)",
+            result.id, spooled.bytes
+        );
+        tracing::error!(job = %result.id, bytes = spooled.bytes, limit, "{message}; the job fails instead");
+        let failure = NodeResult {
+            id: result.id.clone(),
+            lease_id: result.lease_id.clone(),
+            status: NodeResultStatus::Failed,
+            result: None,
+            error: Some(ErrorBody::new(message, "server_error").with_code("result_too_large")),
+            upstream_status: None,
+            retryable: false,
+        };
+        if let Err(error) = self.spool.replace(failure) {
+            tracing::error!(%error, path = %self.spool.path().display(), "cannot rewrite the spool");
+        }
+        self.changed();
+    }
+}
+
+/// Whether the submitter still waits for results, or ends once the spool is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intake {
+    Open,
+    Closed,
+}
+
+/// Delivers the spool until `intake` is closed and the spool is empty. Returns an error
+/// only for a refusal that stops the node (401, 403, 404).
+pub(super) async fn submit_loop(
+    gateway: Arc<GatewayClient>,
+    delivery: Arc<Delivery>,
+    mut intake: watch::Receiver<Intake>,
+) -> Result<(), GatewayError> {
+    let mut size = delivery.watch_size();
+    let mut delay = FIRST_RETRY;
+    // Set after a refusal of a batch (413, 400, 422): the next batches are packed to it, in
+    // bytes, until the spool is empty, so that halving isolates the result at fault.
+    let mut split: Option<usize> = None;
+    loop {
+        let limit = gateway.submit_limit();
+        let packed_to = limit.unwrap_or(DEFAULT_SUBMIT_BYTES) as usize;
+        let batch = delivery
+            .spool
+            .pack(split.unwrap_or(packed_to).min(packed_to), MAX_RESULTS);
+        let Some(first) = batch.first() else {
+            split = None;
+            if *intake.borrow_and_update() == Intake::Closed {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = size.changed() => {}
+                _ = intake.changed() => {}
+            }
+            continue;
+        };
+        // `[` and `]` around a lone result that cannot fit: failed without asking.
+        if batch.len() == 1 && limit.is_some_and(|limit| first.bytes as u64 + 2 > limit) {
+            delivery.too_large(first, limit, None);
+            continue;
+        }
+        let results: Vec<NodeResult> = batch.iter().map(|s| s.result.clone()).collect();
+        match gateway.submit(&results).await {
+            Ok(outcomes) => {
+                delay = FIRST_RETRY;
+                delivery.set_last_error(None);
+                for outcome in &outcomes {
+                    if matches!(
+                        outcome.outcome,
+                        SubmitOutcomeKind::Stale | SubmitOutcomeKind::Cancelled
+                    ) {
+                        tracing::info!(job = %outcome.id, outcome = ?outcome.outcome, "result discarded by the gateway");
+                    }
+                }
+                delivery.forget(&batch);
+            }
+            Err(GatewayError::Rejected { status, message })
+                if matches!(status, 400 | 413 | 422) =>
+            {
+                let bytes: usize = batch.iter().map(|s| s.bytes + 1).sum::<usize>() + 1;
+                if batch.len() > 1 {
+                    tracing::warn!(status, %message, results = batch.len(), bytes, "the gateway refused a submit; sending it in halves");
+                    split = Some(bytes / 2);
+                } else if status == 413 {
+                    delivery.too_large(first, limit, Some(&message));
+                } else {
+                    tracing::error!(job = %first.result.id, status, %message, "the gateway refused the job's result; it is dropped from the spool");
+                    delivery.forget(&batch);
+                }
+            }
+            Err(error) if error.is_permanent() => {
+                tracing::error!(%error, spooled = delivery.spool.len(), "the gateway refuses submits; the results stay in the spool");
+                delivery.set_last_error(Some(error.clone()));
+                return Err(error);
+            }
+            Err(error) => {
+                tracing::warn!(%error, spooled = delivery.spool.len(), retry_in = ?delay, "results kept in the spool");
+                delivery.set_last_error(Some(error));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LAST_RETRY);
+            }
+        }
+    }
+}
