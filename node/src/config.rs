@@ -204,6 +204,9 @@ pub enum ConfigError {
     },
 }
 
+/// The longest node name, in characters (not bytes): the gateway's limit on `node_id`.
+pub const MAX_NODE_NAME_CHARS: usize = 128;
+
 /// Sections whose keys are reached as `OBB_NODE_<SECTION>_<KEY>`; longest first, so that
 /// `local_llm_` wins over `llm_`.
 const SECTIONS: [&str; 3] = ["local_llm", "server", "llm"];
@@ -303,6 +306,13 @@ impl NodeConfig {
             return Err(format!(
                 "`server.url` must start with http:// or https://, not `{}`",
                 self.server.url
+            ));
+        }
+        let name = self.node_name();
+        let chars = name.chars().count();
+        if name.trim().is_empty() || chars > MAX_NODE_NAME_CHARS {
+            return Err(format!(
+                "`node.name` must be 1 to {MAX_NODE_NAME_CHARS} characters, not {chars} (the gateway's rule for `node_id`)"
             ));
         }
         if self.server.client_cert.is_some() != self.server.client_key.is_some() {
@@ -438,6 +448,22 @@ mod tests {
             NodeConfig::load(Some(Path::new("/nonexistent.toml")), env(&[])),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_node_name_is_counted_in_characters_not_bytes() {
+        let named = |name: &str| NodeConfig::load(None, env(&[("OBB_NODE_NAME", name)]));
+        // 43 CJK characters are 129 bytes.
+        let cjk = "節".repeat(43);
+        assert_eq!(cjk.len(), 129);
+        assert_eq!(named(&cjk).unwrap().node_name(), cjk);
+        assert!(named(&"n".repeat(128)).is_ok());
+        let err = named(&"n".repeat(129)).unwrap_err();
+        assert!(
+            err.to_string().contains("1 to 128 characters, not 129"),
+            "{err}"
+        );
+        assert!(named(" ").is_err());
     }
 
     #[test]

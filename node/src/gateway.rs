@@ -20,8 +20,12 @@ pub enum GatewayError {
     #[error("the gateway refused the node key ({status}): {message}")]
     Refused { status: u16, message: String },
     /// 400, 404, 413 or 422: this request can never succeed, however often it is sent.
-    #[error("the gateway rejected the request ({status}): {message}")]
-    Rejected { status: u16, message: String },
+    #[error("the gateway rejected `{path}` ({status}): {message}")]
+    Rejected {
+        path: String,
+        status: u16,
+        message: String,
+    },
     /// Any other answer that is not a success (5xx, 429, 408, …): worth retrying.
     #[error("the gateway answered {status}: {message}")]
     Failed { status: u16, message: String },
@@ -99,7 +103,11 @@ impl GatewayClient {
                 .unwrap_or(text);
             return Err(match status {
                 401 | 403 => GatewayError::Refused { status, message },
-                400 | 404 | 413 | 422 => GatewayError::Rejected { status, message },
+                400 | 404 | 413 | 422 => GatewayError::Rejected {
+                    path: path.to_owned(),
+                    status,
+                    message,
+                },
                 _ => GatewayError::Failed { status, message },
             });
         }

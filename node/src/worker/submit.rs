@@ -90,6 +90,7 @@ impl Delivery {
     /// Fails the job of a result that can never fit in a submit, in its place in the spool.
     fn too_large(&self, spooled: &Spooled, limit: Option<u64>, refusal: Option<&str>) {
         let result = &spooled.result;
+        let limit = limit.or_else(|| refusal.and_then(limit_in));
         let said = match (limit, refusal) {
             (Some(limit), _) => format!("the gateway's limit of {limit} bytes"),
             (None, Some(message)) => format!("what the gateway takes ({message})"),
@@ -114,6 +115,13 @@ impl Delivery {
         }
         self.changed();
     }
+}
+
+/// The limit a 413's message names: the number before ` bytes`.
+fn limit_in(message: &str) -> Option<u64> {
+    let before = &message[..message.find(" bytes")?];
+    let digits = before.rsplit(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
 }
 
 /// Whether the submitter still waits for results, or ends once the spool is empty.
@@ -172,9 +180,9 @@ pub(super) async fn submit_loop(
                 }
                 delivery.forget(&batch);
             }
-            Err(GatewayError::Rejected { status, message })
-                if matches!(status, 400 | 413 | 422) =>
-            {
+            Err(GatewayError::Rejected {
+                status, message, ..
+            }) if matches!(status, 400 | 413 | 422) => {
                 let bytes: usize = batch.iter().map(|s| s.bytes + 1).sum::<usize>() + 1;
                 if batch.len() > 1 {
                     tracing::warn!(status, %message, results = batch.len(), bytes, "the gateway refused a submit; sending it in halves");
@@ -198,5 +206,18 @@ pub(super) async fn submit_loop(
                 delay = (delay * 2).min(LAST_RETRY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_413_message_names_the_limit_in_bytes() {
+        let message = "the request body is larger than the 1048576 bytes allowed";
+        assert_eq!(limit_in(message), Some(1_048_576));
+        assert_eq!(limit_in("too large"), None);
+        assert_eq!(limit_in("over the bytes allowed"), None);
     }
 }

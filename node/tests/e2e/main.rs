@@ -14,6 +14,8 @@ mod examples;
 #[cfg(test)]
 mod faults;
 #[cfg(test)]
+mod limits;
+#[cfg(test)]
 mod observability;
 #[cfg(test)]
 mod proxy;
@@ -25,6 +27,8 @@ mod real_llm;
 mod setup;
 #[cfg(test)]
 mod skew;
+#[cfg(test)]
+mod submit_limits;
 #[cfg(test)]
 mod tls;
 

@@ -1,0 +1,214 @@
+//! Results too large for the gateway, and answers that can never succeed. With
+//! `max_submit_bytes` at 1 MiB, thirty 60 KB results spooled during an outage reach the
+//! gateway in submits under the limit, and a 1.2 MB result fails its job with
+//! `result_too_large` instead of holding the others back; nothing runs upstream twice. A
+//! revoked node key stops the daemon with a message instead of hammering the gateway.
+
+use crate::stack;
+use obb_node::mock::MockUpstream;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use testkit::{Gateway, NodeProcess, chat, eventually};
+
+const LIMIT: usize = 1024 * 1024;
+const SMALL: usize = 60 * 1024;
+const SMALL_JOBS: usize = 30;
+const LARGE: usize = 1_200_000;
+
+fn spool_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count()
+}
+
+/// A node that takes all the jobs at once, its results spooled at `spool`.
+fn wide_node(gw: &Gateway, key: &str, mock: &MockUpstream, spool: &Path) -> NodeProcess {
+    let extra = format!(
+        "models = [\"m\"]\nconcurrency = 32\nbatch_size = 32\nspool = \"{}\"",
+        spool.display()
+    );
+    NodeProcess::start(
+        "run",
+        &NodeProcess::config(gw, key, "wide", Some(&mock.base_url()), &extra),
+    )
+}
+
+/// Thirty 60 KB jobs and one of 1.2 MB, all running on a node when the gateway is killed;
+/// returns once the node has spooled every result. (small ids, large id, the node).
+async fn results_spooled_in_an_outage(
+    gw: &mut Gateway,
+    user: &str,
+    key: &str,
+    mock: &MockUpstream,
+    spool: &Path,
+) -> (Vec<String>, String, NodeProcess) {
+    let mut small = Vec::new();
+    for i in 0..SMALL_JOBS {
+        let text = format!("{i:02}{}", "s".repeat(SMALL));
+        small.push(submit(gw, user, &text).await);
+    }
+    let large = submit(gw, user, &"L".repeat(LARGE)).await;
+    mock.set_delay(Duration::from_millis(1500));
+    let node = wide_node(gw, key, mock, spool);
+    let jobs = SMALL_JOBS as u64 + 1;
+    eventually(
+        Duration::from_secs(30),
+        "every job to be running",
+        || async { (mock.calls() == jobs).then_some(()) },
+    )
+    .await;
+    gw.stop_with("-KILL");
+    eventually(
+        Duration::from_secs(30),
+        "every result in the spool",
+        || async { (spool_lines(spool) == jobs as usize).then_some(()) },
+    )
+    .await;
+    (small, large, node)
+}
+
+async fn submit(gw: &Gateway, user: &str, text: &str) -> String {
+    let response = gw.submit(user, &chat("m", text)).await;
+    assert_eq!(response.status(), 202);
+    let job: Value = response.json().await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn final_jobs(gw: &Gateway, user: &str, ids: &[String]) -> Vec<Value> {
+    eventually(Duration::from_secs(60), "every job to end", || async {
+        let (_, page) = gw
+            .post_json(user, "/v1/results/poll", &json!({"ids": ids}))
+            .await;
+        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+        (jobs.len() == ids.len()
+            && jobs
+                .iter()
+                .all(|j| matches!(j["status"].as_str(), Some("completed" | "failed"))))
+        .then_some(jobs)
+    })
+    .await
+}
+
+/// The small jobs completed with their 60 KB answer and the large one failed with
+/// `result_too_large`, each in one attempt; returns the large job's error message.
+async fn assert_outcomes(gw: &Gateway, user: &str, small: &[String], large: &str) -> String {
+    let jobs = final_jobs(gw, user, small).await;
+    for job in &jobs {
+        assert_eq!(job["status"], "completed", "{}", job["error"]);
+        assert_eq!(job["attempts"], 1);
+        let content = job["result"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap();
+        assert!(content.len() > SMALL, "the whole answer was stored");
+    }
+    let job = final_jobs(gw, user, &[large.to_owned()]).await.remove(0);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(job["error"]["code"], "result_too_large", "{job}");
+    let message = job["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains(&format!("limit of {LIMIT} bytes")),
+        "the gateway's limit is named: {message}"
+    );
+    assert!(message.contains(large), "the job is named: {message}");
+    message
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_spooled_in_an_outage_reach_a_gateway_with_a_1_mib_limit_and_one_too_large_fails_alone()
+ {
+    let limit = LIMIT.to_string();
+    let (mut gw, user, key, mock) = stack(&[("OBB_MAX_SUBMIT_BYTES", &limit)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    let (small, large, node) =
+        results_spooled_in_an_outage(&mut gw, &user, &key, &mock, &spool).await;
+    gw.spawn().await;
+    let message = assert_outcomes(&gw, &user, &small, &large).await;
+    assert_eq!(mock.calls(), SMALL_JOBS as u64 + 1, "nothing ran twice");
+    eventually(Duration::from_secs(10), "the spool to empty", || async {
+        (spool_lines(&spool) == 0).then_some(())
+    })
+    .await;
+    let log = node.log();
+    assert!(
+        !log.contains("sending it in halves"),
+        "packed under the announced limit, never refused: {log}"
+    );
+    assert_eq!(log.matches("the job fails instead").count(), 1, "{log}");
+    println!(
+        "figures: limit_bytes={LIMIT} small_results={SMALL_JOBS}x{SMALL}B completed={SMALL_JOBS} large_result={LARGE}B failed=1 upstream_calls={} refusals_413=0 message={message:?}",
+        mock.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_that_does_not_know_the_limit_splits_on_413_and_fails_only_the_result_that_cannot_fit()
+ {
+    let limit = LIMIT.to_string();
+    let (mut gw, user, key, mock) = stack(&[("OBB_MAX_SUBMIT_BYTES", &limit)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    let (small, large, mut node) =
+        results_spooled_in_an_outage(&mut gw, &user, &key, &mock, &spool).await;
+    node.signal("-KILL");
+    assert!(node.wait(Duration::from_secs(5)).is_some());
+    gw.spawn().await;
+    // A new process knows no limit before its first fetch, and delivers the spool first.
+    let node = wide_node(&gw, &key, &mock, &spool);
+    let message = assert_outcomes(&gw, &user, &small, &large).await;
+    assert_eq!(mock.calls(), SMALL_JOBS as u64 + 1, "nothing ran twice");
+    let log = node.log();
+    let halvings = log.matches("sending it in halves").count();
+    assert!(halvings >= 1, "{log}");
+    assert_eq!(log.matches("the job fails instead").count(), 1, "{log}");
+    println!(
+        "figures: limit_bytes={LIMIT} spooled=31 halvings_after_413={halvings} completed={SMALL_JOBS} failed=1 upstream_calls={} message={message:?}",
+        mock.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_node_key_stops_the_daemon_with_a_message_and_the_result_stays_in_the_spool() {
+    let (gw, user, key, mock) = stack(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    mock.set_delay(Duration::from_secs(2));
+    let extra = format!("models = [\"m\"]\nspool = \"{}\"", spool.display());
+    let mut node = NodeProcess::start(
+        "run",
+        &NodeProcess::config(&gw, &key, "revoked", Some(&mock.base_url()), &extra),
+    );
+    gw.submit_id(&user, "m").await;
+    eventually(Duration::from_secs(10), "the job to start", || async {
+        (mock.calls() == 1).then_some(())
+    })
+    .await;
+    let (_, keys) = gw.get_json(&gw.admin, "/admin/keys").await;
+    let id = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "node")
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let revoked = gw
+        .http
+        .delete(gw.url(&format!("/admin/keys/{id}")))
+        .bearer_auth(&gw.admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let status = node.wait(Duration::from_secs(20)).expect("the node stops");
+    let log = node.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("refused the node key (401)"), "{log}");
+    let refusals = log.matches("(401)").count();
+    assert!(refusals <= 4, "no hammering: {refusals} refusals\n{log}");
+    assert_eq!(spool_lines(&spool), 1, "the finished result is kept: {log}");
+    assert_eq!(mock.calls(), 1);
+}
