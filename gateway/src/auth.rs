@@ -34,8 +34,9 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// Why a caller is turned away: the caller's fault, unlike the rest of [`AuthError`].
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub enum Refusal {
     #[error("missing API key: send `Authorization: Bearer sk-obb-…`")]
     Missing,
     #[error("invalid API key")]
@@ -44,6 +45,12 @@ pub enum AuthError {
     Revoked,
     #[error("a {role} key may not use this route")]
     Forbidden { role: Role },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot hash the key: {0}")]
@@ -174,19 +181,19 @@ impl Authenticator {
         let token = authorization
             .map(str::trim)
             .filter(|value| !value.is_empty())
-            .ok_or(AuthError::Missing)?;
+            .ok_or(Refusal::Missing)?;
         let token = token
             .strip_prefix("Bearer ")
             .or_else(|| token.strip_prefix("bearer "))
-            .ok_or(AuthError::Invalid)?
+            .ok_or(Refusal::Invalid)?
             .trim();
-        let prefix = lookup_prefix(token).ok_or(AuthError::Invalid)?;
-        let row = self.row(queue, prefix).await?.ok_or(AuthError::Invalid)?;
+        let prefix = lookup_prefix(token).ok_or(Refusal::Invalid)?;
+        let row = self.row(queue, prefix).await?.ok_or(Refusal::Invalid)?;
         if !self.verify(token, &row).await {
-            return Err(AuthError::Invalid);
+            return Err(Refusal::Invalid.into());
         }
         if row.revoked {
-            return Err(AuthError::Revoked);
+            return Err(Refusal::Revoked.into());
         }
         let KeyRow { id, name, role, .. } = row;
         Ok(Principal {
@@ -286,11 +293,11 @@ impl Authenticator {
 
 impl Principal {
     /// Passes when the principal's role is among `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), AuthError> {
+    pub fn require(&self, roles: &[Role]) -> Result<(), Refusal> {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(AuthError::Forbidden { role: self.role })
+            Err(Refusal::Forbidden { role: self.role })
         }
     }
 }

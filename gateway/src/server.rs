@@ -129,7 +129,7 @@ impl BackgroundService for Reaper {
                     }
                     since = report.at;
                 }
-                Err(error) => tracing::warn!(%error, "reaper pass failed"),
+                Err(error) => tracing::warn!(error = %error.detail(), "reaper pass failed"),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `ApiError`: every failure a client can see, mapped in one place to its status, its
 //! OpenAI `type` and `code`, and a short label for logs and metrics.
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Refusal};
 use crate::queue::StoreError;
 use openbeepboop::{ErrorBody, ErrorEnvelope};
 
@@ -12,8 +12,10 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
+    /// A caller without a valid key, or with the wrong role. Store and hashing failures of
+    /// authentication are mapped like any other (see `From<AuthError>`).
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Refused(#[from] Refusal),
     #[error("{0}")]
     NotFound(String),
     /// `GET /v1/models/{model}` for a model no live node serves.
@@ -65,34 +67,31 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidRequest { .. } => (400, "invalid_request_error", None, "invalid_request"),
-            Auth(AuthError::Missing) => (
+            Refused(Refusal::Missing) => (
                 401,
                 "authentication_error",
                 Some("missing_api_key"),
                 "unauthenticated",
             ),
-            Auth(AuthError::Invalid) => (
+            Refused(Refusal::Invalid) => (
                 401,
                 "authentication_error",
                 Some("invalid_api_key"),
                 "unauthenticated",
             ),
-            Auth(AuthError::Revoked) => (
+            Refused(Refusal::Revoked) => (
                 401,
                 "authentication_error",
                 Some("revoked_api_key"),
                 "unauthenticated",
             ),
-            Auth(AuthError::Forbidden { .. }) => (
+            Refused(Refusal::Forbidden { .. }) => (
                 403,
                 "permission_error",
                 Some("insufficient_role"),
                 "forbidden",
             ),
-            Auth(AuthError::Store(e)) => store_parts(e),
-            Auth(AuthError::Hash(_)) | Internal(_) => {
-                (500, "server_error", Some("internal_error"), "internal")
-            }
+            Internal(_) => (500, "server_error", Some("internal_error"), "internal"),
             NotFound(_) => (404, "invalid_request_error", Some("not_found"), "not_found"),
             ModelNotFound(_) => (
                 404,
@@ -172,7 +171,6 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Unavailable { retry_after, .. } => Some((*retry_after).clamp(1, 60)),
-            ApiError::Auth(AuthError::Store(e)) => store_retry_after(e),
             _ => None,
         }
     }
@@ -204,26 +202,7 @@ impl ApiError {
     }
 }
 
-fn store_parts(error: &StoreError) -> (u16, &'static str, Option<&'static str>, &'static str) {
-    match error {
-        StoreError::DiskFull(_) | StoreError::Busy(_) | StoreError::Closed => (
-            503,
-            "server_error",
-            Some("service_unavailable"),
-            "unavailable",
-        ),
-        _ => (500, "server_error", Some("internal_error"), "internal"),
-    }
-}
-
-fn store_retry_after(error: &StoreError) -> Option<u64> {
-    matches!(
-        error,
-        StoreError::DiskFull(_) | StoreError::Busy(_) | StoreError::Closed
-    )
-    .then_some(5)
-}
-
+/// Every store error, each mapped on purpose: a new variant must be placed here.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -236,14 +215,37 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict(key) => ApiError::IdempotencyMismatch(format!(
                 "idempotency key `{key}` was already used with a different request body"
             )),
-            StoreError::DiskFull(_) | StoreError::Busy(_) | StoreError::Closed => {
-                tracing::warn!(%error, "store unavailable");
+            // Conditions that pass: space freed, a lock released, a restart finished.
+            StoreError::DiskFull(_)
+            | StoreError::Busy(_)
+            | StoreError::Pool(_)
+            | StoreError::Closed => {
+                tracing::warn!(error = %error.detail(), "store unavailable");
                 ApiError::Unavailable {
                     message: "the job store is temporarily unavailable; retry shortly".to_owned(),
                     retry_after: 5,
                 }
             }
-            other => ApiError::Internal(other.to_string()),
+            StoreError::Sqlite(_)
+            | StoreError::ReadAborted(_)
+            | StoreError::CorruptPayload { .. }
+            | StoreError::DataDir { .. }
+            | StoreError::WriterThread(_)
+            | StoreError::IllegalTransition { .. }
+            | StoreError::Missing(_)
+            | StoreError::TooNew { .. } => ApiError::Internal(error.detail()),
+        }
+    }
+}
+
+/// Authentication's own failures are refusals; its store and hashing failures are mapped
+/// like every other, so a busy store is a 503 whoever met it.
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Refused(refusal) => ApiError::Refused(refusal),
+            AuthError::Store(store) => store.into(),
+            AuthError::Hash(_) => ApiError::Internal(error.to_string()),
         }
     }
 }
@@ -263,13 +265,28 @@ mod tests {
         assert_eq!(envelope.error.kind, "invalid_request_error");
     }
 
+    fn sqlite(code: i32) -> StoreError {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None).into()
+    }
+
     #[test]
     fn unavailable_store_errors_become_503_with_retry_after() {
-        let error = ApiError::from(StoreError::DiskFull("full".into()));
+        let error = ApiError::from(sqlite(rusqlite::ffi::SQLITE_FULL));
         assert_eq!((error.status(), error.retry_after()), (503, Some(5)));
-        let auth = ApiError::Auth(AuthError::Store(StoreError::Busy("b".into())));
+        let auth = ApiError::from(AuthError::Store(sqlite(rusqlite::ffi::SQLITE_BUSY)));
         assert_eq!((auth.status(), auth.retry_after()), (503, Some(5)));
-        let internal = ApiError::from(StoreError::Sqlite("x".into()));
+        let internal = ApiError::from(sqlite(rusqlite::ffi::SQLITE_CORRUPT));
         assert_eq!((internal.status(), internal.retry_after()), (500, None));
+    }
+
+    #[test]
+    fn a_store_error_keeps_its_sqlite_cause_as_its_source() {
+        let error = sqlite(rusqlite::ffi::SQLITE_CORRUPT);
+        assert!(std::error::Error::source(&error).is_some());
+        assert!(
+            error.detail().starts_with("database error: "),
+            "{}",
+            error.detail()
+        );
     }
 }

@@ -170,7 +170,7 @@ impl App {
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .map(str::trim);
             if given != Some(token.as_str()) {
-                return Err(ApiError::Auth(crate::auth::AuthError::Invalid));
+                return Err(ApiError::Refused(crate::auth::Refusal::Invalid));
             }
         }
         let alive = Duration::from_secs(self.state.config.node_alive_seconds);

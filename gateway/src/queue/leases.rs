@@ -10,6 +10,7 @@ use super::{QueueEvent, StoreError};
 use openbeepboop::{ErrorBody, HeartbeatResponse, JobStatus, LeasedJob};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one reaper pass did.
@@ -114,9 +115,11 @@ pub fn lease(
             model: model.clone(),
             waited_ms: ctx.now - created_at,
         });
-        let request_payload = RawValue::from_string(payload).map_err(|e| {
-            StoreError::Sqlite(format!("stored payload of `{id}` is not JSON: {e}"))
-        })?;
+        let request_payload =
+            RawValue::from_string(payload).map_err(|e| StoreError::CorruptPayload {
+                id: id.clone(),
+                source: Arc::new(e),
+            })?;
         leased.push(LeasedJob {
             id,
             model,

@@ -32,15 +32,35 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use writer::{Durability, Observers, Writer};
 
 /// Why the store could not do something. Cloneable because one failed group commit
-/// answers every operation in it.
+/// answers every operation in it, so causes are shared behind `Arc`s.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the database is out of space: {0}")]
-    DiskFull(String),
-    #[error("the database is busy: {0}")]
-    Busy(String),
-    #[error("database error: {0}")]
-    Sqlite(String),
+    #[error("the database is out of space")]
+    DiskFull(#[source] Arc<rusqlite::Error>),
+    #[error("the database is busy")]
+    Busy(#[source] Arc<rusqlite::Error>),
+    #[error("database error")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// No read connection could be had: the pool timed out or could not be built.
+    #[error("the read pool cannot serve: {0}")]
+    Pool(String),
+    /// A read on the pool panicked or was cancelled before it ran.
+    #[error("a read did not finish: {0}")]
+    ReadAborted(String),
+    #[error("the stored request of job `{id}` is not JSON")]
+    CorruptPayload {
+        id: String,
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    #[error("cannot create the data directory `{path}`")]
+    DataDir {
+        path: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("cannot start the writer thread")]
+    WriterThread(#[source] Arc<std::io::Error>),
     #[error("refused transition of job `{id}` from {from} to {to}")]
     IllegalTransition {
         id: String,
@@ -69,17 +89,29 @@ pub enum StoreError {
     KeyNotFound(String),
 }
 
+impl StoreError {
+    /// The error and its causes on one line, for the one log line that reports it.
+    pub fn detail(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
-        match error.sqlite_error_code() {
-            Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
-                StoreError::DiskFull(error.to_string())
-            }
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-                StoreError::Busy(error.to_string())
-            }
-            _ => StoreError::Sqlite(error.to_string()),
+        let code = error.sqlite_error_code();
+        let error = Arc::new(error);
+        match code {
+            Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => StoreError::DiskFull(error),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(error),
+            _ => StoreError::Sqlite(error),
         }
     }
 }
@@ -254,7 +286,7 @@ impl Queue {
             on_commit,
         )?;
         let pool = pool::build(path, settings.read_connections)
-            .map_err(|e| StoreError::Sqlite(e.to_string()))?;
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
         Ok(Self {
             writer,
             pool,
@@ -278,14 +310,13 @@ impl Queue {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Busy(e.to_string()))?;
+        let conn = self.pool.get().await.map_err(|e| match e {
+            deadpool::managed::PoolError::Backend(e) => e,
+            other => StoreError::Pool(other.to_string()),
+        })?;
         conn.interact(move |conn| f(conn))
             .await
-            .map_err(|e| StoreError::Sqlite(e.to_string()))?
+            .map_err(|e| StoreError::ReadAborted(e.to_string()))?
     }
 
     /// Stores a new job, or returns the one already stored under the same idempotency key.

@@ -30,7 +30,7 @@ impl managed::Manager for ReadManager {
             conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
         })
         .await
-        .map_err(|e| StoreError::Sqlite(e.to_string()))??;
+        .map_err(|e| StoreError::ReadAborted(e.to_string()))??;
         Ok(conn)
     }
 

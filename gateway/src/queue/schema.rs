@@ -116,8 +116,10 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Opens (creating it and its directory if needed) and migrates the database: `setup`.
 pub fn open_and_migrate(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Sqlite(format!("cannot create `{}`: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source: std::sync::Arc::new(e),
+        })?;
     }
     let mut conn = Connection::open(path)?;
     configure(&conn)?;

@@ -69,7 +69,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("obb-sqlite-writer".to_owned())
             .spawn(move || run(conn, receiver, &observers, max_batch, on_commit.as_ref()))
-            .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::WriterThread(Arc::new(e)))?;
         Ok(Self { ops: sender })
     }
 
@@ -179,7 +179,7 @@ fn run(
                 );
             }
             Err(error) => {
-                tracing::error!(%error, ops, "group commit failed; every operation in it is rolled back");
+                tracing::error!(error = %error.detail(), ops, "group commit failed; every operation in it is rolled back");
                 for finish in finishes {
                     finish(Some(error.clone()));
                 }
