@@ -390,14 +390,37 @@ impl Run {
     }
 
     /// Tells the submitter no more results come and gives it `flush_timeout` to empty the
-    /// spool. Returns the refusal that stopped it, if one did.
+    /// spool; a second signal gives up at once. Returns the refusal that stopped it, if one
+    /// did.
     async fn flush(&mut self) -> Result<(), GatewayError> {
         let _ = self.intake.send(Intake::Closed);
+        let spooled = self.worker.spool.len();
+        if spooled > 0 && !self.submitter.is_finished() {
+            tracing::info!(
+                spooled,
+                "delivering the last results (signal again to leave them in the spool)"
+            );
+        }
         let within = self.worker.settings.flush_timeout;
-        match tokio::time::timeout(within, &mut self.submitter).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Ok(()),
-            Err(_) => {
+        let stop = &mut self.stop;
+        let aborted = async move {
+            if stop
+                .wait_for(|level| *level >= StopLevel::Aborting)
+                .await
+                .is_err()
+            {
+                // No more signals can come: only the timeout ends the flush.
+                std::future::pending::<()>().await;
+            }
+        };
+        let finished = tokio::select! {
+            finished = tokio::time::timeout(within, &mut self.submitter) => finished.ok(),
+            _ = aborted => None,
+        };
+        match finished {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(_)) => Ok(()),
+            None => {
                 // What it did not deliver stays in the spool for the next start.
                 self.submitter.abort();
                 Ok(())

@@ -28,6 +28,8 @@ mod setup;
 #[cfg(test)]
 mod skew;
 #[cfg(test)]
+mod spool_faults;
+#[cfg(test)]
 mod submit_limits;
 #[cfg(test)]
 mod tls;
