@@ -2,8 +2,8 @@
 //! OpenAI `type` and `code`, and a short label for logs and metrics.
 
 use crate::auth::{AuthError, Refusal};
-use crate::queue::StoreError;
-use openbeepboop::{ErrorBody, ErrorEnvelope};
+use crate::queue::{JobRecord, StoreError};
+use openbeepboop::{ErrorBody, ErrorEnvelope, JobStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,7 +51,11 @@ pub enum ApiError {
     Internal(String),
     /// A job that ended without a completion, replayed to a waiting client.
     #[error("{}", body.message)]
-    JobFailed { body: ErrorBody, status: u16 },
+    JobFailed {
+        body: ErrorBody,
+        ended: JobStatus,
+        upstream_status: Option<u16>,
+    },
 }
 
 impl ApiError {
@@ -59,6 +63,20 @@ impl ApiError {
         ApiError::InvalidRequest {
             message: message.into(),
             param: param.into(),
+        }
+    }
+
+    /// The answer to a waiter whose job ended without a completion: its stored error.
+    pub fn job_failed(record: &JobRecord) -> Self {
+        ApiError::JobFailed {
+            body: record.error.clone().unwrap_or_else(|| {
+                ErrorBody::new(
+                    format!("job `{}` ended as {}", record.id, record.status),
+                    "server_error",
+                )
+            }),
+            ended: record.status,
+            upstream_status: record.upstream_status,
         }
     }
 
@@ -142,7 +160,16 @@ impl ApiError {
                 Some("service_unavailable"),
                 "unavailable",
             ),
-            JobFailed { status, .. } => (*status, "", None, "job_failed"),
+            JobFailed {
+                ended,
+                upstream_status,
+                ..
+            } => (
+                ended_status(*ended, *upstream_status),
+                "",
+                None,
+                "job_failed",
+            ),
         }
     }
 
@@ -198,6 +225,21 @@ impl ApiError {
                 param,
                 code: code.map(str::to_owned),
             },
+        }
+    }
+}
+
+/// The status a waiter gets for a job that ended without a completion. A cancel is a
+/// conflict and an expiry is gone; a failure is a bad gateway from the caller's point of
+/// view, except an upstream's 4xx, which is the caller's own problem and keeps its status.
+fn ended_status(ended: JobStatus, upstream_status: Option<u16>) -> u16 {
+    match ended {
+        JobStatus::Cancelled => 409,
+        JobStatus::Expired => 410,
+        JobStatus::Failed | JobStatus::Completed | JobStatus::Queued | JobStatus::Processing => {
+            upstream_status
+                .filter(|status| (400..500).contains(status))
+                .unwrap_or(502)
         }
     }
 }
@@ -263,6 +305,16 @@ mod tests {
         let envelope = bad.envelope();
         assert_eq!(envelope.error.param.as_deref(), Some("model"));
         assert_eq!(envelope.error.kind, "invalid_request_error");
+    }
+
+    #[test]
+    fn an_ended_job_answers_by_how_it_ended() {
+        use JobStatus::*;
+        assert_eq!(ended_status(Cancelled, None), 409);
+        assert_eq!(ended_status(Expired, Some(429)), 410);
+        assert_eq!(ended_status(Failed, Some(400)), 400);
+        assert_eq!(ended_status(Failed, Some(503)), 502);
+        assert_eq!(ended_status(Failed, None), 502);
     }
 
     fn sqlite(code: i32) -> StoreError {

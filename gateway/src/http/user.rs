@@ -268,15 +268,7 @@ fn finished(record: &JobRecord, stream: bool, include_usage: bool) -> Result<Rep
             "application/json",
             result.clone().into_bytes(),
         ))),
-        (status, _) if status.is_final() => Err(ApiError::JobFailed {
-            body: record.error.clone().unwrap_or_else(|| {
-                ErrorBody::new(
-                    format!("job `{}` ended as {status}", record.id),
-                    "server_error",
-                )
-            }),
-            status: record.error_status.unwrap_or(502),
-        }),
+        (status, _) if status.is_final() => Err(ApiError::job_failed(record)),
         _ => Ok(pending(record)),
     }
 }

@@ -49,8 +49,9 @@ pub struct Effects<'a> {
     pub lease: Option<(&'a str, i64, &'a str)>,
     pub count_attempt: bool,
     pub result: Option<&'a str>,
-    /// The error and the HTTP status a waiting client gets for it.
-    pub error: Option<(&'a ErrorBody, u16)>,
+    /// The error, and the upstream's HTTP status when the error is an upstream's answer.
+    /// The two are stored together: a new error replaces the status of an older one.
+    pub error: Option<(&'a ErrorBody, Option<u16>)>,
     /// Unix ms before which the job may not be leased (retry backoff).
     pub not_before: Option<i64>,
     /// The lease whose outcome this change stores, so that its retried submit is a
@@ -96,7 +97,8 @@ pub fn transition(
              locked_by = COALESCE(?7, locked_by), locked_at = CASE WHEN ?7 IS NULL THEN locked_at ELSE ?4 END,
              attempts = attempts + ?8,
              result_payload = COALESCE(?9, result_payload),
-             error_payload = COALESCE(?10, error_payload), error_status = COALESCE(?11, error_status),
+             error_payload = COALESCE(?10, error_payload),
+             upstream_status = CASE WHEN ?10 IS NULL THEN upstream_status ELSE ?11 END,
              not_before = ?12, finished_at = ?13,
              result_lease_id = COALESCE(?14, result_lease_id)
          WHERE id = ?1 AND status = ?2
@@ -112,7 +114,7 @@ pub fn transition(
         i64::from(effects.count_attempt),
         effects.result,
         error_json,
-        effects.error.map(|(_, status)| status),
+        effects.error.and_then(|(_, status)| status),
         effects.not_before,
         to.is_final().then_some(ctx.now),
         effects.result_lease,
@@ -224,7 +226,7 @@ pub fn enqueue(
         finished_at: None,
         result_payload: None,
         error: None,
-        error_status: None,
+        upstream_status: None,
     };
     Ok((record, true))
 }
@@ -245,7 +247,7 @@ pub fn cancel(ctx: &mut WriteCtx<'_>, id: &str, who: &Visibility) -> Result<JobR
     let error = ErrorBody::new(format!("job `{id}` was cancelled"), "invalid_request_error")
         .with_code("job_cancelled");
     let effects = Effects {
-        error: Some((&error, 409)),
+        error: Some((&error, None)),
         ..Effects::default()
     };
     transition(ctx, id, record.status, JobStatus::Cancelled, effects)?;

@@ -278,7 +278,7 @@ pub fn reap(ctx: &mut WriteCtx<'_>, since: i64) -> Result<ReapReport, StoreError
         let last_error = last_error.and_then(|text| serde_json::from_str::<ErrorBody>(&text).ok());
         let error = expiry_error(&id, attempts, last_error.as_ref());
         let effects = Effects {
-            error: Some((&error, 410)),
+            error: Some((&error, None)),
             ..Effects::default()
         };
         if transition(ctx, &id, JobStatus::Queued, JobStatus::Expired, effects)? {

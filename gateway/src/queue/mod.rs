@@ -214,8 +214,9 @@ pub struct JobRecord {
     /// The completion as the node returned it, byte for byte.
     pub result_payload: Option<String>,
     pub error: Option<ErrorBody>,
-    /// The HTTP status a waiting client gets for the error.
-    pub error_status: Option<u16>,
+    /// The upstream's HTTP status, when `error` is an upstream's answer. How a job ended is
+    /// its status and the error's `code`; the HTTP edge picks what a client sees.
+    pub upstream_status: Option<u16>,
 }
 
 impl JobRecord {

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Valu
 
 /// The columns [`record`] reads, in its order.
 pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, created_at, updated_at, \
-     expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, error_status";
+     expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, upstream_status";
 
 /// The status in column `index`. An unreadable one is an error, never a guess.
 pub fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<JobStatus> {
@@ -37,7 +37,7 @@ pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         finished_at: row.get(11)?,
         result_payload: row.get(12)?,
         error: error.and_then(|text| serde_json::from_str::<ErrorBody>(&text).ok()),
-        error_status: row.get(14)?,
+        upstream_status: row.get(14)?,
     })
 }
 

@@ -103,7 +103,7 @@ pub fn end_lost_run(
     }
     let error = exhausted(id, &run, how);
     let effects = Effects {
-        error: Some((&error, 502)),
+        error: Some((&error, None)),
         result_lease,
         ..Effects::default()
     };
@@ -203,13 +203,7 @@ fn submit_one(
                 )
                 .with_code("node_error")
             });
-            // An upstream 4xx is the caller's problem and keeps its status; anything else
-            // is a bad gateway from the caller's point of view.
-            let http_status = item
-                .upstream_status
-                .filter(|s| (400..500).contains(s))
-                .unwrap_or(502);
-            let error = Some((&error, http_status));
+            let error = Some((&error, item.upstream_status));
             if item.retryable && run.attempts < run.max_attempts {
                 let not_before = ctx.now + backoff(backoff_base, run.attempts).as_millis() as i64;
                 if from == JobStatus::Queued {
@@ -244,7 +238,7 @@ fn record_outcome(
     ctx: &mut WriteCtx<'_>,
     id: &str,
     lease: Option<&str>,
-    error: Option<(&ErrorBody, u16)>,
+    error: Option<(&ErrorBody, Option<u16>)>,
     not_before: Option<i64>,
 ) -> Result<(), StoreError> {
     let error_json = error.map(|(body, _)| serde_json::to_string(body).unwrap_or_default());
@@ -252,7 +246,7 @@ fn record_outcome(
         .prepare_cached(
             "UPDATE jobs SET result_lease_id = ?2, updated_at = ?3,
                  error_payload = COALESCE(?4, error_payload),
-                 error_status = COALESCE(?5, error_status),
+                 upstream_status = CASE WHEN ?4 IS NULL THEN upstream_status ELSE ?5 END,
                  not_before = COALESCE(?6, not_before)
              WHERE id = ?1 AND status = 'queued'",
         )?
@@ -261,7 +255,7 @@ fn record_outcome(
             lease,
             ctx.now,
             error_json,
-            error.map(|(_, status)| status),
+            error.and_then(|(_, status)| status),
             not_before
         ])?;
     Ok(())

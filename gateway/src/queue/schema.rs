@@ -91,6 +91,14 @@ ALTER TABLE jobs ADD COLUMN result_lease_id TEXT;
 CREATE INDEX jobs_by_not_before ON jobs (not_before)
     WHERE status = 'queued' AND not_before IS NOT NULL;
 ",
+    r"
+-- The store records how a job ended, not the HTTP status a client gets for it: the column
+-- keeps the upstream's status, when an upstream answered. The statuses the gateway picked
+-- (409, 410, 502) are dropped; an upstream's 4xx is the one that was kept.
+ALTER TABLE jobs RENAME COLUMN error_status TO upstream_status;
+UPDATE jobs SET upstream_status = NULL
+    WHERE status IN ('cancelled', 'expired') OR upstream_status NOT BETWEEN 400 AND 499;
+",
 ];
 
 /// The schema version this gateway reads and writes.
