@@ -1,4 +1,5 @@
-//! The job store: the only module that runs SQL. No rusqlite type leaves it.
+//! The job store: the only module that runs SQL. No rusqlite type leaves it. This file is
+//! the front door (`Queue`'s methods); the types they share live in `model`.
 //!
 //! Writes go through the single group-committing [`writer`]; reads use a pool of
 //! connections beside it (WAL lets them run concurrently). Every change of a job's status
@@ -8,6 +9,7 @@ mod depth;
 mod jobs;
 mod keys;
 mod leases;
+mod model;
 mod notify;
 mod pool;
 mod reads;
@@ -18,232 +20,21 @@ mod writer;
 pub use jobs::{NewJob, new_job_id};
 pub use keys::{KeyRow, MintedKey};
 pub use leases::ReapReport;
+pub use model::{
+    DepthRow, JobRecord, QueueEvent, QueueSettings, QueueSnapshot, StoreError, Visibility, now_ms,
+};
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
 use openbeepboop::{
-    ApiKeyInfo, CreatedKey, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, JobStatus,
-    LeasedJob, NodeResult, Role, SubmitOutcome,
+    ApiKeyInfo, CreatedKey, HeartbeatRequest, HeartbeatResponse, JobStatus, LeasedJob, NodeResult,
+    Role, SubmitOutcome,
 };
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use writer::{Durability, Observers, Writer};
-
-/// Why the store could not do something. Cloneable because one failed group commit
-/// answers every operation in it, so causes are shared behind `Arc`s.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the database is out of space")]
-    DiskFull(#[source] Arc<rusqlite::Error>),
-    #[error("the database is busy")]
-    Busy(#[source] Arc<rusqlite::Error>),
-    #[error("database error")]
-    Sqlite(#[source] Arc<rusqlite::Error>),
-    /// No read connection could be had: the pool timed out or could not be built.
-    #[error("the read pool cannot serve: {0}")]
-    Pool(String),
-    /// A read on the pool panicked or was cancelled before it ran.
-    #[error("a read did not finish: {0}")]
-    ReadAborted(String),
-    #[error("the stored request of job `{id}` is not JSON")]
-    CorruptPayload {
-        id: String,
-        #[source]
-        source: Arc<serde_json::Error>,
-    },
-    #[error("cannot create the data directory `{path}`")]
-    DataDir {
-        path: String,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
-    #[error("cannot start the writer thread")]
-    WriterThread(#[source] Arc<std::io::Error>),
-    #[error("refused transition of job `{id}` from {from} to {to}")]
-    IllegalTransition {
-        id: String,
-        from: JobStatus,
-        to: JobStatus,
-    },
-    #[error("database `{0}` does not exist; run `obb-gateway setup` first")]
-    Missing(String),
-    #[error(
-        "database `{path}` has schema version {found}, newer than the {supported} this obb-gateway knows; upgrade obb-gateway"
-    )]
-    TooNew {
-        path: String,
-        found: i64,
-        supported: i64,
-    },
-    #[error("the job store is shutting down")]
-    Closed,
-    #[error("idempotency key `{0}` was already used with a different request body")]
-    IdempotencyConflict(String),
-    #[error("job `{0}` not found")]
-    JobNotFound(String),
-    #[error("job `{id}` is already {status}")]
-    AlreadyFinal { id: String, status: JobStatus },
-    #[error("key `{0}` not found")]
-    KeyNotFound(String),
-}
-
-impl StoreError {
-    /// The error and its causes on one line, for the one log line that reports it.
-    pub fn detail(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode;
-        let code = error.sqlite_error_code();
-        let error = Arc::new(error);
-        match code {
-            Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => StoreError::DiskFull(error),
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(error),
-            _ => StoreError::Sqlite(error),
-        }
-    }
-}
-
-/// Something that happened to jobs in a committed transaction, for the metrics.
-#[derive(Debug, Clone, PartialEq)]
-pub enum QueueEvent {
-    Submitted {
-        model: String,
-    },
-    /// A job was leased after waiting `waited_ms` since it was submitted.
-    Leased {
-        model: String,
-        waited_ms: i64,
-    },
-    /// A job reached a final status.
-    Finished {
-        model: String,
-        status: JobStatus,
-        node: Option<String>,
-        processing_ms: Option<i64>,
-        total_ms: i64,
-    },
-    Tokens {
-        model: String,
-        prompt: u64,
-        completion: u64,
-    },
-    /// A job went back to the queue for another attempt.
-    Retried {
-        model: String,
-    },
-    LeaseExpired {
-        model: String,
-    },
-}
-
-/// One row of the queue's depth: how many jobs of a model and priority are in a status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DepthRow {
-    pub status: JobStatus,
-    pub model: String,
-    pub priority: u8,
-    pub count: i64,
-}
-
-/// The queue's state at one moment, for the metrics' gauges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueueSnapshot {
-    /// Queued and processing jobs only; final statuses are counted by counters.
-    pub depth: Vec<DepthRow>,
-    pub oldest_queued_ms: Option<i64>,
-    pub nodes_alive: i64,
-}
-
-/// Who may see a job: its owner only, or anyone (an admin).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Visibility {
-    Owner(String),
-    All,
-}
-
-/// The queue rules that the store applies.
-#[derive(Debug, Clone)]
-pub struct QueueSettings {
-    pub lease: Duration,
-    pub max_attempts: u32,
-    pub retry_backoff_base: Duration,
-    pub max_commit_batch: usize,
-    pub read_connections: usize,
-}
-
-impl Default for QueueSettings {
-    fn default() -> Self {
-        Self {
-            lease: Duration::from_secs(60),
-            max_attempts: 3,
-            retry_backoff_base: Duration::from_secs(1),
-            max_commit_batch: 512,
-            read_connections: 8,
-        }
-    }
-}
-
-/// A job row as the store hands it out.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    pub id: String,
-    pub owner_key_id: String,
-    pub model: String,
-    pub status: JobStatus,
-    pub priority: u8,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub expires_at: i64,
-    pub attempts: u32,
-    pub locked_by: Option<String>,
-    pub locked_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    /// The completion as the node returned it, byte for byte.
-    pub result_payload: Option<String>,
-    pub error: Option<ErrorBody>,
-    /// The upstream's HTTP status, when `error` is an upstream's answer. How a job ended is
-    /// its status and the error's `code`; the HTTP edge picks what a client sees.
-    pub upstream_status: Option<u16>,
-}
-
-impl JobRecord {
-    /// The job as the user API shows it. Times are Unix seconds, as in OpenAI objects.
-    pub fn to_wire(&self) -> Job {
-        Job {
-            id: self.id.clone(),
-            object: "chat.completion.job".to_owned(),
-            model: self.model.clone(),
-            status: self.status,
-            priority: self.priority,
-            created_at: self.created_at / 1000,
-            updated_at: self.updated_at / 1000,
-            expires_at: self.expires_at / 1000,
-            attempts: self.attempts,
-            node: self
-                .locked_by
-                .clone()
-                .filter(|_| self.status == JobStatus::Processing),
-            result: self
-                .result_payload
-                .as_deref()
-                .and_then(|text| serde_json::from_str(text).ok()),
-            error: self.error.clone(),
-        }
-    }
-}
 
 /// The store: a writer thread, a read pool and the wake-ups they share.
 pub struct Queue {
@@ -494,11 +285,4 @@ pub mod offline {
             .iter()
             .any(|key| key.role == Role::Admin && key.revoked_at.is_none()))
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
