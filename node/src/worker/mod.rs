@@ -229,6 +229,7 @@ impl Run {
         let delivered = size.wait_for(|n| *n == 0);
         tokio::select! {
             _ = tokio::time::timeout(self.worker.settings.flush_timeout, delivered) => {}
+            () = self.delivery.halted() => {}
             _ = self.stop.changed() => {}
         }
     }
@@ -243,7 +244,7 @@ impl Run {
             if self.stopping() {
                 return None;
             }
-            if self.submitter.is_finished() {
+            if self.delivery.is_halted() || self.submitter.is_finished() {
                 // The submitter only ends early on a refusal that stops the node.
                 return self.submitter_error().await;
             }
@@ -268,9 +269,12 @@ impl Run {
             // A fetch abandoned by a shutdown may have leased jobs: they return to the queue
             // when their lease lapses, and each is still stored exactly once.
             let gateway = Arc::clone(&self.worker.gateway);
+            let delivery = Arc::clone(&self.delivery);
             let fetched = tokio::select! {
                 fetched = gateway.fetch(&models, permits.len() as u32, wait) => fetched,
                 _ = self.stop.changed() => continue,
+                // Checked at the top of the loop.
+                () = delivery.halted() => continue,
             };
             match fetched {
                 Ok(jobs) if jobs.is_empty() => {

@@ -29,6 +29,8 @@ pub(super) struct Delivery {
     pub spool: Arc<Spool>,
     metrics: Arc<NodeMetrics>,
     size: watch::Sender<usize>,
+    /// Set when the submitter stopped on a refusal, so that the fetch loop stops too.
+    halted: watch::Sender<bool>,
     /// The last reason a submit failed, for the message when the node stops with results
     /// still in the spool.
     last_error: Mutex<Option<GatewayError>>,
@@ -38,6 +40,7 @@ impl Delivery {
     pub(super) fn new(spool: Arc<Spool>, metrics: Arc<NodeMetrics>) -> Self {
         let delivery = Self {
             size: watch::Sender::new(spool.len()),
+            halted: watch::Sender::new(false),
             spool,
             metrics,
             last_error: Mutex::new(None),
@@ -74,6 +77,18 @@ impl Delivery {
 
     pub(super) fn watch_size(&self) -> watch::Receiver<usize> {
         self.size.subscribe()
+    }
+
+    pub(super) fn is_halted(&self) -> bool {
+        *self.halted.borrow()
+    }
+
+    /// Resolves once the submitter has stopped on a refusal; never otherwise.
+    pub(super) async fn halted(&self) {
+        let mut halted = self.halted.subscribe();
+        if halted.wait_for(|h| *h).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     pub(super) fn last_error(&self) -> Option<GatewayError> {
@@ -197,6 +212,7 @@ pub(super) async fn submit_loop(
             Err(error) if error.is_permanent() => {
                 tracing::error!(%error, spooled = delivery.spool.len(), "the gateway refuses submits; the results stay in the spool");
                 delivery.set_last_error(Some(error.clone()));
+                delivery.halted.send_replace(true);
                 return Err(error);
             }
             Err(error) => {

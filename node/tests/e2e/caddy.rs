@@ -73,7 +73,8 @@ fn the_readme_shows_the_tested_caddyfile_verbatim_with_timeouts_above_max_wait()
     let max_wait = 300;
     assert!(timeout("read_timeout") > max_wait);
     assert!(timeout("write_timeout") > max_wait);
-    for directive in ["flush_interval -1", "max_size 16MiB", "transport http {"] {
+    // `max_size` is the gateway's default `max_submit_bytes`, the larger of its body limits.
+    for directive in ["flush_interval -1", "max_size 64MiB", "transport http {"] {
         assert!(
             EXAMPLE.contains(directive),
             "the example sets `{directive}`"

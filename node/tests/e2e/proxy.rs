@@ -205,11 +205,13 @@ fn the_readme_shows_the_tested_nginx_config_verbatim_with_timeouts_above_max_wai
     let max_wait = 300;
     assert!(timeout("proxy_read_timeout") > max_wait);
     assert!(timeout("proxy_send_timeout") > max_wait);
+    // The body limit is the gateway's default `max_submit_bytes` (64 MiB), the larger of its
+    // two body limits, so that the proxy never refuses a node's submit the gateway takes.
     for directive in [
         "proxy_buffering off;",
         "proxy_http_version 1.1;",
         "proxy_set_header Connection \"\";",
-        "client_max_body_size 16m;",
+        "client_max_body_size 64m;",
     ] {
         assert!(
             EXAMPLE.contains(directive),
