@@ -151,7 +151,7 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>,
 /// Answers a request whose head was refused, in the OpenAI envelope, and closes.
 pub async fn refuse(session: &mut ServerSession, error: &ApiError) {
     let body = serde_json::to_vec(&error.envelope()).unwrap_or_default();
-    let Some(mut header) = super::response_header(
+    let Some(mut header) = super::app::response_header(
         error.status(),
         &[],
         &format!("req_{}", uuid::Uuid::new_v4().simple()),

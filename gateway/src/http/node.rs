@@ -4,6 +4,7 @@ use super::Ctx;
 use super::error::ApiError;
 use super::reply::Reply;
 use super::request::Request;
+use super::wait;
 use openbeepboop::{FetchRequest, FetchResponse, HeartbeatRequest, NodeResult, SubmitResponse};
 use serde::Deserialize;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             Some("wait".to_owned()),
         ));
     }
-    let wait = Duration::from_secs_f64(fetch.wait.min(ctx.config.max_wait_seconds as f64));
+    let wait = Duration::from_secs_f64(fetch.wait.min(ctx.state.config.max_wait_seconds as f64));
     let deadline = Instant::now() + wait;
     let notifier = ctx.state.queue.notifier();
     let mut shutdown = ctx.shutdown.clone();
@@ -59,7 +60,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             )
             .await?;
         if !jobs.is_empty() || Instant::now() >= deadline || *shutdown.borrow() {
-            let max_submit_bytes = Some(ctx.config.max_submit_bytes as u64);
+            let max_submit_bytes = Some(ctx.state.config.max_submit_bytes as u64);
             return Ok(Reply::json(
                 200,
                 &FetchResponse {
@@ -68,14 +69,13 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
                 },
             ));
         }
-        ctx.waiting(async {
-            tokio::select! {
-                () = &mut queued => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.changed() => {}
-            }
-        })
-        .await;
+        // Whatever woke it, the loop leases again; the check above ends it.
+        let work = async {
+            queued.as_mut().await;
+            Some(())
+        };
+        ctx.waiting(wait::until(work, Some(deadline), &mut shutdown))
+            .await;
     }
 }
 

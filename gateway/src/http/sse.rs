@@ -5,6 +5,8 @@
 
 use super::State;
 use super::reply::Reply;
+use super::wait::{self, Woke};
+use crate::queue::JobWatch;
 use crate::queue::{JobRecord, Visibility};
 use bytes::Bytes;
 use openbeepboop::{ChatCompletion, ErrorBody, JobStatus};
@@ -15,6 +17,24 @@ use std::time::Duration;
 /// A comment line: clients ignore it, proxies with idle timeouts see traffic.
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
+/// One event in the `text/event-stream` framing every stream here uses: an optional
+/// `event:` line, one `data:` line, and the blank line that ends the event. A line break
+/// in `data` would end the line early, so it becomes a space.
+fn frame(out: &mut String, name: Option<&str>, data: &str) {
+    if let Some(name) = name {
+        out.push_str("event: ");
+        out.push_str(name);
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    if data.contains(['\r', '\n']) {
+        out.push_str(&data.replace(['\r', '\n'], " "));
+    } else {
+        out.push_str(data);
+    }
+    out.push_str("\n\n");
+}
+
 /// A finished completion replayed as the events a streaming server sends, `[DONE]` last.
 /// A body that is not a completion is passed on whole, as one event, rather than lost.
 pub fn replay(result: &str, include_usage: bool) -> String {
@@ -22,32 +42,33 @@ pub fn replay(result: &str, include_usage: bool) -> String {
     match serde_json::from_str::<ChatCompletion>(result) {
         Ok(completion) => {
             for chunk in completion.to_chunks(include_usage) {
-                push_data(
+                frame(
                     &mut body,
+                    None,
                     &serde_json::to_string(&chunk).unwrap_or_default(),
                 );
             }
         }
-        Err(_) => push_data(&mut body, &result.replace(['\r', '\n'], " ")),
+        Err(_) => frame(&mut body, None, result),
     }
-    body.push_str("data: [DONE]\n\n");
+    frame(&mut body, None, "[DONE]");
     body
-}
-
-fn push_data(body: &mut String, data: &str) {
-    body.push_str("data: ");
-    body.push_str(data);
-    body.push_str("\n\n");
 }
 
 /// An `error` event in OpenAI's envelope, which the SDKs raise as an `APIError`.
 fn error_event(error: &ErrorBody) -> String {
-    let envelope = serde_json::json!({ "error": error });
-    format!("data: {envelope}\n\n")
+    let mut event = String::new();
+    frame(
+        &mut event,
+        None,
+        &serde_json::json!({ "error": error }).to_string(),
+    );
+    event
 }
 
 async fn start(session: &mut ServerSession, reply: &Reply, request_id: &str) -> bool {
-    let Some(mut header) = super::response_header(reply.status, &reply.headers, request_id) else {
+    let Some(mut header) = super::app::response_header(reply.status, &reply.headers, request_id)
+    else {
         return false;
     };
     if header
@@ -99,6 +120,21 @@ pub struct Stream<'a> {
     pub request_id: &'a str,
 }
 
+/// What a stream wakes up for besides the deadline and shutdown.
+enum Next {
+    Status(JobStatus),
+    KeepAlive,
+}
+
+/// The job's next status change or the next keep-alive, whichever comes first; `None` when
+/// the job's changes can no longer arrive.
+async fn next(watch: &mut JobWatch<'_>, keepalives: &mut tokio::time::Interval) -> Option<Next> {
+    tokio::select! {
+        changed = watch.changed() => changed.map(Next::Status),
+        _ = keepalives.tick() => Some(Next::KeepAlive),
+    }
+}
+
 /// Why a stream stopped waiting before its job ended.
 enum Cut {
     Deadline,
@@ -135,30 +171,30 @@ impl Stream<'_> {
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
         let mut last = None;
+        let mut stopping = false;
         // Read after subscribing, so that no change falls between a read and the wait.
         while let Some(record) = self.read().await {
             if last != Some(record.status) {
                 last = Some(record.status);
-                let event = format!(
-                    "event: {}\ndata: {}\n\n",
-                    record.status,
-                    serde_json::to_string(&record.to_wire()).unwrap_or_default()
-                );
+                let mut event = String::new();
+                let data = serde_json::to_string(&record.to_wire()).unwrap_or_default();
+                frame(&mut event, Some(record.status.as_str()), &data);
                 if !send(session, event).await {
                     return false;
                 }
             }
-            if record.status.is_final() || *shutdown.borrow() {
+            if record.status.is_final() || stopping {
                 break;
             }
-            tokio::select! {
-                _ = watch.changed() => {}
-                _ = keepalives.tick() => {
+            match wait::until(next(&mut watch, &mut keepalives), None, &mut shutdown).await {
+                Woke::Changed(Next::KeepAlive) => {
                     if !send(session, KEEPALIVE).await {
                         return false;
                     }
                 }
-                _ = shutdown.changed() => {}
+                Woke::Changed(Next::Status(_)) | Woke::Deadline => {}
+                // One more read, so that a change that came with the shutdown is still sent.
+                Woke::Shutdown => stopping = true,
             }
         }
         end(session).await
@@ -187,29 +223,24 @@ impl Stream<'_> {
             if current.status.is_final() {
                 break;
             }
-            if *shutdown.borrow() {
-                cut = Some(Cut::Shutdown);
-                break;
-            }
-            tokio::select! {
-                changed = watch.changed() => match changed {
-                    // Only a final status needs a read; the others change nothing here.
-                    Some(status) if !status.is_final() => continue,
-                    Some(_) => {}
-                    // The notifier is gone: nothing will change before the deadline.
-                    None => {
-                        tokio::time::sleep_until(deadline).await;
-                        cut = Some(Cut::Deadline);
-                    }
-                },
-                _ = keepalives.tick() => {
+            match wait::until(
+                next(&mut watch, &mut keepalives),
+                Some(deadline),
+                &mut shutdown,
+            )
+            .await
+            {
+                Woke::Changed(Next::KeepAlive) => {
                     if !send(session, KEEPALIVE).await {
                         return false;
                     }
                     continue;
                 }
-                () = tokio::time::sleep_until(deadline) => cut = Some(Cut::Deadline),
-                _ = shutdown.changed() => cut = Some(Cut::Shutdown),
+                // Only a final status needs a read; the others change nothing here.
+                Woke::Changed(Next::Status(status)) if !status.is_final() => continue,
+                Woke::Changed(Next::Status(_)) => {}
+                Woke::Deadline => cut = Some(Cut::Deadline),
+                Woke::Shutdown => cut = Some(Cut::Shutdown),
             }
             record = self.read().await;
             if cut.is_some() {

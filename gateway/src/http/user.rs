@@ -38,14 +38,14 @@ pub fn parse_submit(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
 pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let chat = parse_submit(&req.body)?;
     let stream = chat.stream.unwrap_or(false);
-    let max_wait = Duration::from_secs(ctx.config.max_wait_seconds);
+    let max_wait = Duration::from_secs(ctx.state.config.max_wait_seconds);
     let wait = match req.wait(max_wait)? {
         // A stream is always answered as a stream, never as a JSON 202: it is held up to
         // `max_wait_seconds` even when it asks for no wait.
         Some(wait) if stream && wait.is_zero() => max_wait,
         None if stream => max_wait,
         Some(wait) => wait,
-        None => Duration::from_secs(ctx.config.default_wait_seconds),
+        None => Duration::from_secs(ctx.state.config.default_wait_seconds),
     };
     let priority = priority(req, chat.metadata.as_ref())?;
     let ttl = ttl(ctx, req, chat.metadata.as_ref())?;
@@ -91,7 +91,9 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     // A stream's headers are due at its first keep-alive; a job that ends before then is
     // answered whole, with its real status.
     let first_wait = if stream {
-        wait.min(Duration::from_secs(ctx.config.stream_keepalive_seconds))
+        wait.min(Duration::from_secs(
+            ctx.state.config.stream_keepalive_seconds,
+        ))
     } else {
         wait
     };
@@ -222,10 +224,10 @@ fn ttl(
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
     });
     let Some(raw) = raw else {
-        return Ok(Duration::from_secs(ctx.config.job_ttl_seconds));
+        return Ok(Duration::from_secs(ctx.state.config.job_ttl_seconds));
     };
     let ttl = parse_seconds(&raw, "ttl")?;
-    let max = Duration::from_secs(ctx.config.max_job_ttl_seconds);
+    let max = Duration::from_secs(ctx.state.config.max_job_ttl_seconds);
     if ttl.is_zero() || ttl > max {
         return Err(ApiError::invalid(
             format!("`ttl` must be between 1 and {} seconds", max.as_secs()),
@@ -285,7 +287,7 @@ fn sse_replay(result: &str, include_usage: bool) -> Reply {
 
 /// `GET /v1/jobs/{id}`, with an optional `?wait=`.
 pub async fn get_job(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
-    let wait = req.wait(Duration::from_secs(ctx.config.max_wait_seconds))?;
+    let wait = req.wait(Duration::from_secs(ctx.state.config.max_wait_seconds))?;
     let record = match wait {
         Some(wait) if !wait.is_zero() => wait_for_final(ctx, id, wait).await?,
         _ => ctx.job(id).await?,
@@ -346,7 +348,7 @@ pub async fn poll(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     } else {
         req.json()?
     };
-    let max = ctx.config.max_poll_ids;
+    let max = ctx.state.config.max_poll_ids;
     if request.ids.len() > max {
         return Err(ApiError::invalid(
             format!(
@@ -419,7 +421,7 @@ pub async fn stream(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
 
 /// `GET /v1/models`: what live nodes serve, in OpenAI's list shape.
 pub async fn models(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let alive = Duration::from_secs(ctx.config.node_alive_seconds);
+    let alive = Duration::from_secs(ctx.state.config.node_alive_seconds);
     let models = ctx.state.queue.live_models(alive).await?;
     Ok(Reply::json(
         200,
@@ -433,7 +435,7 @@ pub async fn models(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 /// `GET /v1/models/{model}`: the model object when a live node serves it, else 404
 /// `model_not_found`, as OpenAI answers `models.retrieve()`.
 pub async fn model(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
-    let alive = Duration::from_secs(ctx.config.node_alive_seconds);
+    let alive = Duration::from_secs(ctx.state.config.node_alive_seconds);
     let models = ctx.state.queue.live_models(alive).await?;
     match models.into_iter().find(|m| m == id) {
         Some(id) => Ok(Reply::json(200, &model_object(id))),

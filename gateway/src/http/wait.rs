@@ -1,14 +1,70 @@
-//! Waiting for a job to end, for `?wait` and the waited submit: woken by the writer's
-//! commits, never by polling, and cut short by the deadline or the gateway's shutdown.
+//! Waiting, for every long-poll (`?wait`, the node fetch, SSE): [`until`] is the one wait
+//! for a change, the deadline or the gateway's shutdown, woken by the writer's commits and
+//! never by polling. [`wait_for_final`] holds a request until its job ends.
 
 use super::Ctx;
 use super::error::ApiError;
 use crate::queue::{JobRecord, JobWatch};
-use openbeepboop::JobStatus;
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// Holds until the job is final or `wait` runs out, woken by the writer's commits rather
-/// than by polling. On shutdown, answers 503 so that the client retries elsewhere or later.
+/// Why a wait woke up.
+pub enum Woke<T> {
+    Changed(T),
+    Deadline,
+    Shutdown,
+}
+
+/// Waits for `change`, the `deadline` (none: no end but shutdown) or the gateway's
+/// shutdown, whichever comes first; a shutdown already under way wins at once. A change
+/// source that has closed (`None`) never fires, so the deadline and shutdown still end the
+/// wait.
+pub async fn until<T>(
+    change: impl Future<Output = Option<T>>,
+    deadline: Option<Instant>,
+    shutdown: &mut ShutdownWatch,
+) -> Woke<T> {
+    if *shutdown.borrow() {
+        return Woke::Shutdown;
+    }
+    let change = async {
+        match change.await {
+            Some(value) => value,
+            None => std::future::pending().await,
+        }
+    };
+    let passes = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        value = change => Woke::Changed(value),
+        () = passes => Woke::Deadline,
+        _ = shutdown.changed() => Woke::Shutdown,
+    }
+}
+
+/// A request's time in long-poll waits, which the overhead metric leaves out.
+#[derive(Default)]
+pub struct Waited(AtomicU64);
+
+impl Waited {
+    pub fn add(&self, time: Duration) {
+        self.0.fetch_add(time.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Holds until the job is final or `wait` runs out. On shutdown, answers 503 so that the
+/// client retries elsewhere or later.
 pub async fn wait_for_final(
     ctx: &Ctx<'_>,
     id: &str,
@@ -32,46 +88,21 @@ pub async fn wait_with(
     if record.status.is_final() {
         return Ok(record);
     }
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = Instant::now() + wait;
     let mut shutdown = ctx.shutdown.clone();
     loop {
-        if *shutdown.borrow() {
-            return Err(shutting_down());
-        }
-        let woke = ctx
-            .waiting(async {
-                tokio::select! {
-                    changed = watch.changed() => match changed {
-                        Some(status) => Woke::Changed(status),
-                        // The notifier is gone: nothing will change before the deadline.
-                        None => {
-                            tokio::time::sleep_until(deadline).await;
-                            Woke::Deadline
-                        }
-                    },
-                    () = tokio::time::sleep_until(deadline) => Woke::Deadline,
-                    _ = shutdown.changed() => Woke::Shutdown,
-                }
-            })
-            .await;
-        match woke {
+        match ctx
+            .waiting(until(watch.changed(), Some(deadline), &mut shutdown))
+            .await
+        {
             Woke::Changed(status) if !status.is_final() => {}
             Woke::Changed(_) | Woke::Deadline => return ctx.job(&record.id).await,
-            Woke::Shutdown => return Err(shutting_down()),
+            Woke::Shutdown => {
+                return Err(ApiError::Unavailable {
+                    message: "the gateway is restarting; retry the request".to_owned(),
+                    retry_after: 2,
+                });
+            }
         }
-    }
-}
-
-/// Why a wait woke up.
-enum Woke {
-    Changed(JobStatus),
-    Deadline,
-    Shutdown,
-}
-
-fn shutting_down() -> ApiError {
-    ApiError::Unavailable {
-        message: "the gateway is restarting; retry the request".to_owned(),
-        retry_after: 2,
     }
 }

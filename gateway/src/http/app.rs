@@ -1,0 +1,376 @@
+//! The pingora application: a connection's requests (keep-alive, pipelining, half-close),
+//! routing and authentication, and writing each reply. Handlers live beside it.
+
+use super::error::ApiError;
+use super::reply::{Body, Reply};
+use super::request::Request;
+use super::routes::{self, Route};
+use super::wait::Waited;
+use super::{Ctx, State, admin, body, cors, framing, node, sse, user};
+use crate::queue::Visibility;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The pingora application.
+pub struct App {
+    state: Arc<State>,
+}
+
+impl App {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    /// Routes and runs a request. Returns the route's name and the time spent waiting.
+    async fn handle(
+        &self,
+        req: &Request,
+        shutdown: &ShutdownWatch,
+        peer_is_loopback: bool,
+    ) -> (&'static str, Duration, Result<Reply, ApiError>) {
+        let route = match routes::resolve(&req.method, &req.path) {
+            Ok(route) => route,
+            Err(e) => return ("unknown", Duration::ZERO, Err(e)),
+        };
+        let waited = Waited::default();
+        let result = self
+            .dispatch(&route, req, shutdown, peer_is_loopback, &waited)
+            .await;
+        (route.name(), waited.total(), result)
+    }
+
+    async fn dispatch(
+        &self,
+        route: &Route,
+        req: &Request,
+        shutdown: &ShutdownWatch,
+        peer_is_loopback: bool,
+        waited: &Waited,
+    ) -> Result<Reply, ApiError> {
+        let principal = match route.roles() {
+            None => None,
+            Some(roles) => {
+                let principal = self
+                    .state
+                    .auth
+                    .authenticate(&self.state.queue, req.header("authorization"))
+                    .await?;
+                principal.require(roles)?;
+                Some(principal)
+            }
+        };
+        // Decoded only now: a stranger must not be able to make the gateway inflate.
+        let decoded = match principal {
+            Some(_) => {
+                let limit = self.state.config.body_limit(*route == Route::NodeSubmit);
+                body::decoded(req, limit).await?
+            }
+            None => None,
+        };
+        let req = decoded.as_ref().unwrap_or(req);
+        let ctx = Ctx {
+            state: &self.state,
+            principal,
+            shutdown: shutdown.clone(),
+            peer_is_loopback,
+            waited,
+        };
+        self.route(&ctx, route, req).await
+    }
+
+    /// `GET /metrics`: open on loopback; elsewhere it needs the metrics token when one is set.
+    async fn metrics(&self, ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
+        if let Some(token) = &self.state.config.metrics_token
+            && !ctx.peer_is_loopback
+        {
+            let given = req
+                .header("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim);
+            if given != Some(token.as_str()) {
+                return Err(crate::auth::Refusal::Invalid.into());
+            }
+        }
+        let alive = Duration::from_secs(self.state.config.node_alive_seconds);
+        let snapshot = self.state.queue.snapshot(alive).await?;
+        Ok(Reply::raw(
+            200,
+            "text/plain; version=0.0.4",
+            self.state.metrics.render(&snapshot),
+        ))
+    }
+
+    async fn route(&self, ctx: &Ctx<'_>, route: &Route, req: &Request) -> Result<Reply, ApiError> {
+        match route {
+            Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
+            Route::Metrics => self.metrics(ctx, req).await,
+            Route::Submit => user::submit(ctx, req).await,
+            Route::ListJobs => user::list_jobs(ctx, req).await,
+            Route::GetJob(id) => user::get_job(ctx, req, id).await,
+            Route::CancelJob(id) => user::cancel(ctx, id).await,
+            Route::StreamJob(id) => user::stream(ctx, id).await,
+            Route::Poll => user::poll(ctx, req).await,
+            Route::Models => user::models(ctx).await,
+            Route::Model(id) => user::model(ctx, id).await,
+            Route::Preflight { allowed } => Ok(cors::preflight(
+                allowed,
+                cors::allow_origin(&ctx.state.config.cors_allowed_origins, req.header("origin"))
+                    .as_deref(),
+                req.header("access-control-request-headers"),
+            )),
+            Route::Fetch => node::fetch(ctx, req).await,
+            Route::Heartbeat => node::heartbeat(ctx, req).await,
+            Route::NodeSubmit => node::submit(ctx, req).await,
+            Route::CreateKey => admin::create(ctx, req).await,
+            Route::ListKeys => admin::list(ctx).await,
+            Route::RevokeKey(id) => admin::revoke(ctx, id).await,
+        }
+    }
+}
+
+impl App {
+    fn stream<'a>(
+        &'a self,
+        job_id: &'a str,
+        who: &'a Visibility,
+        shutdown: &'a ShutdownWatch,
+        request_id: &'a str,
+    ) -> sse::Stream<'a> {
+        sse::Stream {
+            state: &self.state,
+            job_id,
+            who,
+            shutdown,
+            request_id,
+        }
+    }
+}
+
+/// The caller's `x-request-id` when it is sane, else a new one.
+fn request_id(session: &ServerSession) -> String {
+    session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || format!("req_{}", uuid::Uuid::new_v4().simple()),
+            str::to_owned,
+        )
+}
+
+fn parse_request(session: &ServerSession, body: Vec<u8>, request_id: String) -> Request {
+    let header = session.req_header();
+    let query = header
+        .uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let headers = header
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_ascii_lowercase(), v.to_owned()))
+        })
+        .collect();
+    Request {
+        method: header.method.as_str().to_owned(),
+        path: header.uri.path().to_owned(),
+        query,
+        headers,
+        body,
+        request_id,
+    }
+}
+
+pub(super) fn response_header(
+    status: u16,
+    headers: &[(&'static str, String)],
+    request_id: &str,
+) -> Option<Box<ResponseHeader>> {
+    let mut header = ResponseHeader::build(status, Some(headers.len() + 3)).ok()?;
+    header.insert_header("x-request-id", request_id).ok()?;
+    for (name, value) in headers {
+        header.append_header(*name, value.as_str()).ok()?;
+    }
+    Some(Box::new(header))
+}
+
+async fn write_full(
+    session: &mut ServerSession,
+    reply: &Reply,
+    content_type: &str,
+    bytes: Vec<u8>,
+    request_id: &str,
+) -> bool {
+    let Some(mut header) = response_header(reply.status, &reply.headers, request_id) else {
+        return false;
+    };
+    if reply.status == 204 {
+        // A 204 has no content, and must not say how long it is (RFC 9110 §8.6).
+        return session.write_response_header(header).await.is_ok()
+            && session
+                .write_response_body(Bytes::new(), true)
+                .await
+                .is_ok();
+    }
+    // pingora adds no Content-Length; without it a keep-alive client cannot find the end.
+    if header.insert_header("content-type", content_type).is_err()
+        || header
+            .insert_header("content-length", bytes.len().to_string())
+            .is_err()
+    {
+        return false;
+    }
+    session.write_response_header(header).await.is_ok()
+        && session
+            .write_response_body(Bytes::from(bytes), true)
+            .await
+            .is_ok()
+}
+
+#[async_trait]
+impl HttpServerApp for App {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let started = Instant::now();
+        let reused = session.take_connection_user_context().is_some();
+        match tokio::time::timeout(framing::head_deadline(reused), session.read_request()).await {
+            Ok(Ok(true)) => {}
+            Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::InvalidHTTPHeader) => {
+                // A head pingora could not accept: answer once (RFC 9112 asks for 400), close.
+                let error = framing::refused_head(&e);
+                tracing::debug!(error = %e, "refused a request head");
+                self.state.metrics.record_request(
+                    "unknown",
+                    error.status(),
+                    Some(error.label()),
+                    started.elapsed(),
+                    Duration::ZERO,
+                );
+                body::refuse(&mut session, &error).await;
+                return None;
+            }
+            // A closed, broken, idle or too slow connection: there is no one to answer.
+            _ => return None,
+        }
+        let _in_flight = self.state.metrics.request_started();
+        // Keep the connection only when the client wants to (HTTP/1.0, `Connection: close`)
+        // and the gateway is not shutting down.
+        let keepalive = !*shutdown.borrow() && session.get_keepalive().is_some();
+        session.set_keepalive(keepalive.then_some(framing::KEEPALIVE_SECONDS));
+        // Pipelined requests are answered in order, each after the one before (RFC 9112
+        // §9.3.2), instead of closing the connection on them.
+        session.set_pipelining_enabled(true);
+        // A half-closed client still reads its answer (RFC 9112 §9.6). A long-poll instead
+        // ends when its client closes: a node that gave up on a fetch must not be handed jobs
+        // it will never see, and an abandoned wait should not hold on to its end.
+        session.set_abort_on_close(body::is_long_poll(&session));
+        let id = request_id(&session);
+        let peer_is_loopback = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .is_some_and(|addr| addr.ip().is_loopback());
+        let (route, waited, result) = match body::receive(&self.state, &mut session).await {
+            Ok(body) => {
+                let req = parse_request(&session, body, id.clone());
+                let handling = self.handle(&req, shutdown, peer_is_loopback);
+                tokio::pin!(handling);
+                // A long-poll must end when its client leaves: a node that gave up on a
+                // fetch must not be handed jobs it will never see.
+                tokio::select! {
+                    handled = &mut handling => handled,
+                    _ = session.read_body_or_idle(true) => {
+                        tracing::debug!(request_id = %id, "client went away before the answer");
+                        return None;
+                    }
+                }
+            }
+            Err(e) => ("unknown", Duration::ZERO, Err(e)),
+        };
+        let mut error_kind = None;
+        let mut reply = result.unwrap_or_else(|error| {
+            // Only the gateway's own failures are errors; a failed job or a full store is not.
+            if error.is_fault() {
+                tracing::error!(request_id = %id, error = %error, "request failed");
+            }
+            error_kind = Some(error.label());
+            Reply::error(&error)
+        });
+        // A preflight carries its own CORS headers; every other answer to an allowed
+        // origin, errors included, lets the page read it.
+        if route != "preflight" {
+            reply = cors::answer(
+                reply,
+                &self.state.config.cors_allowed_origins,
+                body::header(&session, "origin"),
+            );
+        }
+        let status = reply.status;
+        let head = session.req_header().method == http::Method::HEAD;
+        let written = match &reply.body {
+            Body::Full {
+                content_type,
+                bytes,
+            } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
+            // Nothing of a stream is sent to HEAD, so nothing would notice its client leave.
+            Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
+                sse::headers_only(&mut session, &reply, &id).await
+            }
+            Body::JobEvents { job_id, who } => {
+                self.stream(job_id, who, shutdown, &id)
+                    .job_events(&mut session, &reply)
+                    .await
+            }
+            Body::ChatStream {
+                job_id,
+                who,
+                deadline,
+                include_usage,
+            } => {
+                self.stream(job_id, who, shutdown, &id)
+                    .chat(&mut session, &reply, *deadline, *include_usage)
+                    .await
+            }
+        };
+        let header = session.req_header();
+        tracing::info!(
+            request_id = %id,
+            method = %header.method,
+            path = header.uri.path(),
+            route,
+            status,
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        self.state
+            .metrics
+            .record_request(route, status, error_kind, started.elapsed(), waited);
+        if !written {
+            return None;
+        }
+        let mut persistent = pingora::apps::HttpPersistentSettings::for_session(&session);
+        persistent.set_user_context(Box::new(framing::Reused));
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
+            _ => None,
+        }
+    }
+}
