@@ -11,6 +11,7 @@ mod encoding;
 pub mod error;
 mod framing;
 mod node;
+mod policy;
 mod reply;
 mod request;
 mod routes;

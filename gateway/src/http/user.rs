@@ -2,16 +2,16 @@
 
 use super::Ctx;
 use super::error::ApiError;
+use super::policy;
 use super::reply::{Body, Reply};
-use super::request::{Request, parse_seconds};
+use super::request::Request;
 use super::wait::{wait_for_final, wait_with};
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
     ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest,
     PollResponse,
 };
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use std::time::Duration;
 
 const ROLES: &[&str] = &[
@@ -22,7 +22,6 @@ const ROLES: &[&str] = &[
     "tool",
     "function",
 ];
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 
@@ -47,41 +46,19 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         Some(wait) => wait,
         None => Duration::from_secs(ctx.state.config.default_wait_seconds),
     };
-    let priority = priority(req, chat.metadata.as_ref())?;
-    let ttl = ttl(ctx, req, chat.metadata.as_ref())?;
-    let idempotency_key = match req.header("idempotency-key") {
-        Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY => {
-            return Err(ApiError::invalid(
-                format!("`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
-                Some("Idempotency-Key".to_owned()),
-            ));
-        }
-        other => other.map(str::to_owned),
-    };
-    // The body is stored verbatim; its meaning (keys sorted) decides whether a retried
-    // submit with the same idempotency key is the same request. Without a key there is
-    // nothing to compare, so the digest is skipped.
-    let request_hash = if idempotency_key.is_some() {
-        let canonical = serde_json::to_vec(&canonical(
-            serde_json::from_slice::<Value>(&req.body).unwrap_or_default(),
-        ))
-        .unwrap_or_default();
-        format!("{:x}", Sha256::digest(&canonical))
-    } else {
-        String::new()
-    };
+    let terms = policy::Terms::of(req, chat.metadata.as_ref(), &ctx.state.config)?;
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = NewJob {
         id: new_job_id(),
         owner_key_id: ctx.principal_key_id().to_owned(),
         model: chat.model.clone(),
-        priority,
+        priority: terms.priority,
         payload,
-        request_hash,
-        idempotency_key,
+        request_hash: terms.request_hash,
+        idempotency_key: terms.idempotency_key,
         request_id: Some(req.request_id.clone()),
-        ttl,
+        ttl: terms.ttl,
     };
     if wait.is_zero() {
         let (record, _created) = ctx.state.queue.enqueue(job).await?;
@@ -136,19 +113,6 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     })
 }
 
-/// The value with every object's keys sorted, so key order does not change its digest.
-fn canonical(value: Value) -> Value {
-    match value {
-        Value::Object(fields) => {
-            let mut sorted: Vec<(String, Value)> = fields.into_iter().collect();
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(sorted.into_iter().map(|(k, v)| (k, canonical(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
-        other => other,
-    }
-}
-
 fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {
     if chat.model.trim().is_empty() || chat.model.chars().count() > 256 {
         return Err(ApiError::invalid(
@@ -183,58 +147,6 @@ fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// `X-OBB-Priority` or `metadata.obb_priority`: 1 (first) to 5, 3 by default.
-fn priority(req: &Request, metadata: Option<&Map<String, Value>>) -> Result<u8, ApiError> {
-    let (raw, param) = match req.header("x-obb-priority") {
-        Some(value) => (Some(value.to_owned()), "X-OBB-Priority"),
-        None => (
-            metadata
-                .and_then(|m| m.get("obb_priority"))
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
-            "metadata.obb_priority",
-        ),
-    };
-    match raw {
-        None => Ok(3),
-        Some(raw) => raw
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|p| (1..=5).contains(p))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("priority must be an integer from 1 (first) to 5, not `{raw}`"),
-                    Some(param.to_owned()),
-                )
-            }),
-    }
-}
-
-/// `X-OBB-TTL` or `metadata.obb_ttl_seconds`: how long the job may wait to run.
-fn ttl(
-    ctx: &Ctx<'_>,
-    req: &Request,
-    metadata: Option<&Map<String, Value>>,
-) -> Result<Duration, ApiError> {
-    let raw = req.header("x-obb-ttl").map(str::to_owned).or_else(|| {
-        metadata
-            .and_then(|m| m.get("obb_ttl_seconds"))
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-    });
-    let Some(raw) = raw else {
-        return Ok(Duration::from_secs(ctx.state.config.job_ttl_seconds));
-    };
-    let ttl = parse_seconds(&raw, "ttl")?;
-    let max = Duration::from_secs(ctx.state.config.max_job_ttl_seconds);
-    if ttl.is_zero() || ttl > max {
-        return Err(ApiError::invalid(
-            format!("`ttl` must be between 1 and {} seconds", max.as_secs()),
-            Some("ttl".to_owned()),
-        ));
-    }
-    Ok(ttl)
 }
 
 /// 202 with the job object: the job is not done (yet).
