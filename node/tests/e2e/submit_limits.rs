@@ -2,7 +2,8 @@
 //! `max_submit_bytes` at 1 MiB, thirty 60 KB results spooled during an outage reach the
 //! gateway in submits under the limit, and a 1.2 MB result fails its job with
 //! `result_too_large` instead of holding the others back; nothing runs upstream twice. A
-//! revoked node key stops the daemon with a message instead of hammering the gateway.
+//! spooled result the gateway rejects (400) is dropped alone, with an error naming its job.
+//! A revoked node key stops the daemon with a message instead of hammering the gateway.
 
 use crate::stack;
 use obb_node::mock::MockUpstream;
@@ -211,4 +212,62 @@ async fn a_revoked_node_key_stops_the_daemon_with_a_message_and_the_result_stays
     assert!(refusals <= 4, "no hammering: {refusals} refusals\n{log}");
     assert_eq!(spool_lines(&spool), 1, "the finished result is kept: {log}");
     assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spooled_result_the_gateway_rejects_is_dropped_alone_and_the_others_are_delivered() {
+    let (gw, user, key, mock) = stack(&[]).await;
+    for _ in 0..3 {
+        gw.submit_id(&user, "m").await;
+    }
+    let jobs = gw.fetch(&key, "spooler", &["m"], 3, 0.0).await;
+    assert_eq!(jobs.len(), 3);
+    // What an earlier run left: the middle result is COMPLETED without a completion, which
+    // the gateway rejects with 400 however often it is sent.
+    let lines: Vec<String> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let mut result =
+                json!({"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED"});
+            if i != 1 {
+                result["result"] = testkit::completion(&format!("spooled {i}"));
+            }
+            result.to_string() + "\n"
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    std::fs::write(&spool, lines.concat()).unwrap();
+    let extra = format!("models = [\"m\"]\nspool = \"{}\"", spool.display());
+    let node = NodeProcess::start(
+        "run",
+        &NodeProcess::config(&gw, &key, "spooler", Some(&mock.base_url()), &extra),
+    );
+    eventually(Duration::from_secs(20), "the spool to empty", || async {
+        (spool_lines(&spool) == 0).then_some(())
+    })
+    .await;
+    for i in [0, 2] {
+        let id = jobs[i]["id"].as_str().unwrap();
+        let job = gw.job(&user, id).await;
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(
+            job["result"]["choices"][0]["message"]["content"],
+            format!("spooled {i}")
+        );
+    }
+    let bad = jobs[1]["id"].as_str().unwrap();
+    assert_eq!(gw.job(&user, bad).await["status"], "processing");
+    let log = node.log();
+    let dropped = log
+        .lines()
+        .filter(|line| line.contains("it is dropped from the spool"))
+        .collect::<Vec<_>>();
+    assert_eq!(dropped.len(), 1, "{log}");
+    assert!(
+        dropped[0].contains(bad) && dropped[0].contains("status=400"),
+        "{log}"
+    );
+    assert_eq!(mock.calls(), 0, "nothing ran upstream");
 }
