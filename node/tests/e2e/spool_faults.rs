@@ -262,3 +262,40 @@ async fn sigterm_during_an_outage_reports_the_spool_s_true_size() {
         "figures: stage=sigterm_in_outage finished=4 delivered_before=1 reported_in_spool={JOBS} spool_lines={JOBS}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_delivers_its_spool_before_it_fetches_and_runs_none_of_its_finished_jobs_again()
+ {
+    let (gw, user, key, mock) = stack(&[("OBB_LEASE_SECONDS", "2")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    let ids = submit_jobs(&gw, &user).await;
+    mock.set_delay(Duration::from_millis(500));
+    let mut node = spool_node(&gw, &key, &mock, &spool, &[]);
+    all_running(&mock, JOBS as u64).await;
+    gw.signal("-STOP");
+    spooled(&spool, JOBS).await;
+    kill(&mut node);
+    // Not a wait for a condition: the leases must lapse on the frozen gateway's clock, so
+    // that its reaper queues the jobs again the moment it runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let node = spool_node(&gw, &key, &mock, &spool, &[]);
+    eventually(
+        Duration::from_secs(10),
+        "the node to deliver before fetching",
+        || async {
+            node.log()
+                .contains("delivering the results an earlier run left in the spool")
+                .then_some(())
+        },
+    )
+    .await;
+    gw.signal("-CONT");
+    let attempts = every_job_completed_once_per_lease(&gw, &user, &ids, &mock, 0).await;
+    assert_eq!(attempts, vec![1; JOBS], "no finished job was leased again");
+    assert_eq!(mock.calls(), JOBS as u64);
+    println!(
+        "figures: stage=restart_after_lapse jobs={JOBS} upstream_calls={} reruns=0",
+        mock.calls()
+    );
+}
