@@ -3,9 +3,13 @@
 //! node name, never a job id.
 //!
 //! Counters and histograms are fed by the store's commit events and by the HTTP edge;
-//! gauges of the queue's state are read from the store when Prometheus scrapes.
+//! gauges of the queue's state are read from the store when Prometheus scrapes. Series
+//! whose labels are known up front (routes, status classes, error kinds, final statuses)
+//! exist at zero from the start, so a dashboard shows 0 rather than "No data"; a model's
+//! series all appear at zero together when the model is first seen.
 
 use crate::queue::{CommitStats, QueueEvent, QueueSnapshot};
+use openbeepboop::JobStatus;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -206,7 +210,31 @@ impl Metrics {
             // Names are unique by construction; a clash would be a bug caught by the tests.
             let _ = metrics.registry.register(collector);
         }
+        for route in crate::http::ROUTE_NAMES {
+            for class in ["2xx", "4xx", "5xx"] {
+                metrics.http_requests.with_label_values(&[route, class]);
+            }
+            metrics.http_duration.with_label_values(&[route]);
+        }
+        for kind in crate::http::ERROR_LABELS {
+            metrics.http_errors.with_label_values(&[kind]);
+        }
         metrics
+    }
+
+    /// Creates a model's series at zero, so that its retries, lapsed leases and endings
+    /// read 0 until they happen. Cheap when they exist already.
+    fn seen(&self, model: &str) {
+        self.jobs_submitted.with_label_values(&[model]);
+        self.retries.with_label_values(&[model]);
+        self.lease_expirations.with_label_values(&[model]);
+        for status in JobStatus::ALL.iter().filter(|s| s.is_final()) {
+            self.jobs_finished
+                .with_label_values(&[model, status.as_str()]);
+        }
+        for kind in ["prompt", "completion"] {
+            self.tokens.with_label_values(&[model, kind]);
+        }
     }
 
     /// Records a group commit and what it did.
@@ -216,12 +244,16 @@ impl Metrics {
         for event in events {
             match event {
                 QueueEvent::Submitted { model } => {
-                    self.jobs_submitted.with_label_values(&[model]).inc()
+                    self.seen(model);
+                    self.jobs_submitted.with_label_values(&[model]).inc();
                 }
-                QueueEvent::Leased { model, waited_ms } => self
-                    .queue_wait
-                    .with_label_values(&[model])
-                    .observe(seconds(*waited_ms)),
+                // Leased too: a job submitted before a restart is first seen here.
+                QueueEvent::Leased { model, waited_ms } => {
+                    self.seen(model);
+                    self.queue_wait
+                        .with_label_values(&[model])
+                        .observe(seconds(*waited_ms));
+                }
                 QueueEvent::Finished {
                     model,
                     status,
@@ -246,8 +278,8 @@ impl Metrics {
                         .with_label_values(&[model])
                         .observe(seconds(*total_ms));
                     match status {
-                        openbeepboop::JobStatus::Cancelled => self.cancellations.inc(),
-                        openbeepboop::JobStatus::Expired => self.expirations.inc(),
+                        JobStatus::Cancelled => self.cancellations.inc(),
+                        JobStatus::Expired => self.expirations.inc(),
                         _ => {}
                     }
                 }
@@ -313,7 +345,7 @@ impl Metrics {
             self.queue_depth
                 .with_label_values(&[row.status.as_str(), &row.model, &priority])
                 .set(row.count);
-            if row.status == openbeepboop::JobStatus::Processing {
+            if row.status == JobStatus::Processing {
                 in_flight += row.count;
             }
         }
@@ -351,7 +383,51 @@ fn seconds(ms: i64) -> f64 {
 mod tests {
     use super::*;
     use crate::queue::DepthRow;
-    use openbeepboop::JobStatus;
+
+    /// Asserts that the exposition of `snapshot` holds every one of `lines`.
+    fn assert_renders(metrics: &Metrics, snapshot: &QueueSnapshot, lines: &[&str]) {
+        let text = String::from_utf8(metrics.render(snapshot)).unwrap();
+        for line in lines {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn bounded_series_render_at_zero_before_any_event() {
+        let metrics = Metrics::new();
+        let empty = QueueSnapshot::default();
+        assert_renders(
+            &metrics,
+            &empty,
+            &[
+                "obb_http_errors_total{kind=\"unavailable\"} 0",
+                "obb_http_errors_total{kind=\"job_failed\"} 0",
+                "obb_http_requests_total{class=\"5xx\",route=\"chat_completions\"} 0",
+                "obb_http_request_duration_seconds_count{route=\"node_fetch\"} 0",
+                "obb_job_cancellations_total 0",
+                "obb_job_expirations_total 0",
+                "obb_gateway_overhead_seconds_count 0",
+            ],
+        );
+        let submitted = [QueueEvent::Submitted { model: "m".into() }];
+        metrics.record_commit(
+            CommitStats {
+                ops: 1,
+                latency: Duration::ZERO,
+            },
+            &submitted,
+        );
+        assert_renders(
+            &metrics,
+            &empty,
+            &[
+                "obb_job_retries_total{model=\"m\"} 0",
+                "obb_lease_expirations_total{model=\"m\"} 0",
+                "obb_jobs_finished_total{model=\"m\",status=\"failed\"} 0",
+                "obb_tokens_total{kind=\"completion\",model=\"m\"} 0",
+            ],
+        );
+    }
 
     #[test]
     fn events_and_snapshots_appear_in_the_exposition() {
@@ -415,21 +491,22 @@ mod tests {
             oldest_queued_ms: Some(1500),
             nodes_alive: 2,
         };
-        let text = String::from_utf8(metrics.render(&snapshot)).unwrap();
-        for line in [
-            "obb_jobs_submitted_total{model=\"m\"} 1",
-            "obb_tokens_total{kind=\"prompt\",model=\"m\"} 7",
-            "obb_queue_depth{model=\"m\",priority=\"1\",status=\"queued\"} 4",
-            "obb_jobs_in_flight 2",
-            "obb_oldest_queued_job_age_seconds 1.5",
-            "obb_nodes_alive 2",
-            "obb_job_cancellations_total 1",
-            "obb_job_expirations_total 1",
-            "obb_http_requests_total{class=\"5xx\",route=\"poll\"} 1",
-            "obb_sqlite_commit_batch_size_count 1",
-            "obb_node_jobs_finished_total{node=\"n1\",status=\"cancelled\"} 1",
-        ] {
-            assert!(text.contains(line), "missing `{line}` in:\n{text}");
-        }
+        assert_renders(
+            &metrics,
+            &snapshot,
+            &[
+                "obb_jobs_submitted_total{model=\"m\"} 1",
+                "obb_tokens_total{kind=\"prompt\",model=\"m\"} 7",
+                "obb_queue_depth{model=\"m\",priority=\"1\",status=\"queued\"} 4",
+                "obb_jobs_in_flight 2",
+                "obb_oldest_queued_job_age_seconds 1.5",
+                "obb_nodes_alive 2",
+                "obb_job_cancellations_total 1",
+                "obb_job_expirations_total 1",
+                "obb_http_requests_total{class=\"5xx\",route=\"poll\"} 1",
+                "obb_sqlite_commit_batch_size_count 1",
+                "obb_node_jobs_finished_total{node=\"n1\",status=\"cancelled\"} 1",
+            ],
+        );
     }
 }

@@ -5,6 +5,23 @@ use crate::auth::{AuthError, Refusal};
 use crate::queue::{JobRecord, StoreError};
 use openbeepboop::{ErrorBody, ErrorEnvelope, JobStatus};
 
+/// Every label [`ApiError::label`] gives: the metrics create their series up front from it.
+pub const ERROR_LABELS: &[&str] = &[
+    "invalid_request",
+    "unauthenticated",
+    "forbidden",
+    "internal",
+    "not_found",
+    "unsupported_media_type",
+    "method_not_allowed",
+    "conflict",
+    "too_large",
+    "not_implemented",
+    "idempotency",
+    "unavailable",
+    "job_failed",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -305,6 +322,47 @@ mod tests {
         let envelope = bad.envelope();
         assert_eq!(envelope.error.param.as_deref(), Some("model"));
         assert_eq!(envelope.error.kind, "invalid_request_error");
+    }
+
+    #[test]
+    fn every_label_is_listed_for_the_metrics() {
+        let samples = [
+            ApiError::invalid("x", None),
+            ApiError::Refused(Refusal::Missing),
+            ApiError::Refused(Refusal::Forbidden {
+                role: openbeepboop::Role::Node,
+            }),
+            ApiError::NotFound("x".into()),
+            ApiError::ModelNotFound("x".into()),
+            ApiError::UnsupportedEncoding("x".into()),
+            ApiError::MethodNotAllowed {
+                method: "x".into(),
+                path: "x".into(),
+                allowed: "GET",
+            },
+            ApiError::Conflict {
+                message: "x".into(),
+                code: "x",
+            },
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::TransferCodingNotImplemented("x".into()),
+            ApiError::DecodedTooLarge { limit: 1 },
+            ApiError::HeadTooLarge,
+            ApiError::IdempotencyMismatch("x".into()),
+            ApiError::Unavailable {
+                message: "x".into(),
+                retry_after: 1,
+            },
+            ApiError::Internal("x".into()),
+            ApiError::JobFailed {
+                body: ErrorBody::new("x", "server_error"),
+                ended: JobStatus::Failed,
+                upstream_status: None,
+            },
+        ];
+        for error in samples {
+            assert!(ERROR_LABELS.contains(&error.label()), "{}", error.label());
+        }
     }
 
     #[test]

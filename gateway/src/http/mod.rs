@@ -20,6 +20,8 @@ mod user;
 mod wait;
 
 pub use app::App;
+pub use error::ERROR_LABELS;
+pub use routes::ROUTE_NAMES;
 pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};

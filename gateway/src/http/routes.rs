@@ -28,6 +28,28 @@ pub enum Route {
     RevokeKey(String),
 }
 
+/// Every [`Route::name`], and `unknown` for a request no route took: the metrics create
+/// their series up front from this list.
+pub const ROUTE_NAMES: &[&str] = &[
+    "healthz",
+    "metrics",
+    "chat_completions",
+    "list_jobs",
+    "get_job",
+    "cancel_job",
+    "stream_job",
+    "poll",
+    "models",
+    "model",
+    "preflight",
+    "node_fetch",
+    "node_heartbeat",
+    "node_submit",
+    "admin_keys",
+    "admin_key",
+    "unknown",
+];
+
 const USERS: &[Role] = &[Role::User, Role::Admin];
 const NODES: &[Role] = &[Role::Node];
 const ADMINS: &[Role] = &[Role::Admin];
@@ -193,5 +215,32 @@ mod tests {
             Route::Preflight { allowed: "POST" }
         );
         assert_eq!(resolve("OPTIONS", "/nope").unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn every_route_name_is_listed_for_the_metrics() {
+        let id = || String::from("x");
+        let routes = [
+            Route::Health,
+            Route::Metrics,
+            Route::Submit,
+            Route::ListJobs,
+            Route::GetJob(id()),
+            Route::CancelJob(id()),
+            Route::StreamJob(id()),
+            Route::Poll,
+            Route::Models,
+            Route::Model(id()),
+            Route::Preflight { allowed: "GET" },
+            Route::Fetch,
+            Route::Heartbeat,
+            Route::NodeSubmit,
+            Route::CreateKey,
+            Route::ListKeys,
+            Route::RevokeKey(id()),
+        ];
+        for route in routes {
+            assert!(ROUTE_NAMES.contains(&route.name()), "{}", route.name());
+        }
     }
 }
