@@ -394,7 +394,7 @@ impl Run {
     }
 
     /// Tells the submitter no more results come and gives it `flush_timeout` to empty the
-    /// spool; a second signal gives up at once. Returns the refusal that stopped it, if one
+    /// spool; a signal during the flush gives up at once. Returns the refusal that stopped it, if one
     /// did.
     async fn flush(&mut self) -> Result<(), GatewayError> {
         let _ = self.intake.send(Intake::Closed);
@@ -406,15 +406,19 @@ impl Run {
             );
         }
         let within = self.worker.settings.flush_timeout;
+        // Only a signal that comes during the flush gives up on it: the one that made this
+        // run abort its jobs has been seen already.
         let stop = &mut self.stop;
+        stop.borrow_and_update();
         let aborted = async move {
-            if stop
-                .wait_for(|level| *level >= StopLevel::Aborting)
-                .await
-                .is_err()
-            {
-                // No more signals can come: only the timeout ends the flush.
-                std::future::pending::<()>().await;
+            loop {
+                if stop.changed().await.is_err() {
+                    // No more signals can come: only the timeout ends the flush.
+                    std::future::pending::<()>().await;
+                }
+                if *stop.borrow() >= StopLevel::Aborting {
+                    return;
+                }
             }
         };
         let finished = tokio::select! {
