@@ -106,9 +106,7 @@ impl Queue {
             deadpool::managed::PoolError::Backend(e) => e,
             other => StoreError::Pool(other.to_string()),
         })?;
-        conn.interact(move |conn| f(conn))
-            .await
-            .map_err(|e| StoreError::ReadAborted(e.to_string()))?
+        conn.interact(f).await
     }
 
     /// Stores a new job, or returns the one already stored under the same idempotency key.

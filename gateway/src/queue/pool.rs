@@ -1,41 +1,80 @@
-//! The read pool: deadpool-sqlite's connections, with a checkout that costs no round trip.
+//! The read pool: deadpool's pool of read-only SQLite connections, each used on tokio's
+//! blocking threads.
 //!
-//! deadpool-sqlite checks a connection on every checkout by running a query on the blocking
-//! pool, which doubles the thread hops of every read. A SQLite connection to a local file
-//! does not go stale the way a network connection does, so checking out only refuses a
-//! connection whose mutex a panicking read poisoned.
+//! The connection wrapper is ours, not deadpool-sqlite's: that one panics ("Task has been
+//! cancelled") when the runtime shuts down while it opens a connection, which a read racing
+//! a SIGINT did. Here a cancelled open or read is [`StoreError::Closed`], an error like any
+//! other. Checking a connection out costs no query: a connection to a local file does not
+//! go stale the way a network one does, so only one whose mutex a panicking read poisoned
+//! is refused.
 
 use super::StoreError;
 use super::schema::STATEMENT_CACHE;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use deadpool_sqlite::Runtime;
-use std::path::Path;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinError;
+
+/// A read-only connection, shared with the blocking thread that runs its current read.
+pub struct ReadConnection(Arc<Mutex<Connection>>);
+
+impl ReadConnection {
+    /// Runs `f` on a blocking thread, so that SQLite never blocks the async workers.
+    pub async fn interact<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| StoreError::ReadAborted("an earlier read panicked".to_owned()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(unfinished)?
+    }
+}
+
+/// A blocking task that did not finish: cancelled because the runtime is shutting down,
+/// or panicked.
+fn unfinished(error: JoinError) -> StoreError {
+    if error.is_cancelled() {
+        StoreError::Closed
+    } else {
+        StoreError::ReadAborted(error.to_string())
+    }
+}
 
 /// Opens read-only connections to the database and hands them out as they are.
 pub struct ReadManager {
-    opener: deadpool_sqlite::Manager,
+    path: PathBuf,
 }
 
 pub type ReadPool = managed::Pool<ReadManager>;
 
 impl managed::Manager for ReadManager {
-    type Type = <deadpool_sqlite::Manager as managed::Manager>::Type;
+    type Type = ReadConnection;
     type Error = StoreError;
 
     async fn create(&self) -> Result<Self::Type, Self::Error> {
-        let conn = managed::Manager::create(&self.opener).await?;
-        conn.interact(|conn| {
+        let path = self.path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let conn = Connection::open(path)?;
             // rusqlite's default of 16 statements is fewer than the reads use.
             conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+            conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+            Ok(conn)
         })
         .await
-        .map_err(|e| StoreError::ReadAborted(e.to_string()))??;
-        Ok(conn)
+        .map_err(unfinished)??;
+        Ok(ReadConnection(Arc::new(Mutex::new(conn))))
     }
 
     async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
-        if conn.is_mutex_poisoned() {
+        if conn.0.is_poisoned() {
             Err(RecycleError::message(
                 "a read panicked while holding this connection",
             ))
@@ -47,10 +86,9 @@ impl managed::Manager for ReadManager {
 
 /// A pool of up to `size` read connections to the database at `path`.
 pub fn build(path: &Path, size: usize) -> Result<ReadPool, managed::BuildError> {
-    let opener =
-        deadpool_sqlite::Manager::from_config(&deadpool_sqlite::Config::new(path), Runtime::Tokio1);
-    managed::Pool::builder(ReadManager { opener })
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .build()
+    managed::Pool::builder(ReadManager {
+        path: path.to_owned(),
+    })
+    .max_size(size)
+    .build()
 }
