@@ -10,6 +10,8 @@ mod caddy;
 #[cfg(test)]
 mod daemon;
 #[cfg(test)]
+mod downtime;
+#[cfg(test)]
 mod examples;
 #[cfg(test)]
 mod faults;
