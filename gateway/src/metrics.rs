@@ -7,6 +7,9 @@
 //! whose labels are known up front (routes, status classes, error kinds, final statuses)
 //! exist at zero from the start, so a dashboard shows 0 rather than "No data"; a model's
 //! series all appear at zero together when the model is first seen.
+//!
+//! Longer than most files (about 500 lines) on purpose: every metric is defined here, with
+//! its help text, and its tests sit beside it; split, the definitions would be in two places.
 
 use crate::queue::{CommitStats, QueueEvent, QueueSnapshot};
 use openbeepboop::JobStatus;
