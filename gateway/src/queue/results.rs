@@ -281,6 +281,66 @@ fn usage_of(completion: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{NewJob, Queue, QueueSettings, Visibility, new_job_id};
+
+    /// A failure the node reports for `leased`, as the wire carries it.
+    fn failure(leased: &openbeepboop::LeasedJob, upstream_status: u16) -> NodeResult {
+        serde_json::from_value(serde_json::json!({
+            "id": leased.id, "lease_id": leased.lease_id, "status": "FAILED",
+            "error": {"message": "slow down", "type": "rate_limit_error"},
+            "upstream_status": upstream_status, "retryable": true,
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upstream_status_is_kept_with_its_error_and_dropped_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        Queue::setup(&path).unwrap();
+        let settings = QueueSettings {
+            lease: Duration::ZERO,
+            max_attempts: 2,
+            retry_backoff_base: Duration::ZERO,
+            ..QueueSettings::default()
+        };
+        let queue = Queue::open(&path, settings, std::sync::Arc::new(|_, _| {})).unwrap();
+        let job = NewJob {
+            id: new_job_id(),
+            owner_key_id: "k".into(),
+            model: "m".into(),
+            priority: 3,
+            payload: "{}".into(),
+            request_hash: String::new(),
+            idempotency_key: None,
+            request_id: None,
+            ttl: Duration::from_secs(60),
+        };
+        let (record, _) = queue.enqueue(job).await.unwrap();
+        let lease = || queue.lease("n".into(), "k".into(), vec!["*".into()], 1);
+        let first = lease().await.unwrap().remove(0);
+        queue.submit(vec![failure(&first, 429)]).await.unwrap();
+        let read = || queue.job(record.id.clone(), Visibility::All);
+        let retried = read().await.unwrap().unwrap();
+        assert_eq!(
+            (retried.status, retried.upstream_status),
+            (JobStatus::Queued, Some(429))
+        );
+        // The second and last run's lease lapses: the job fails for the gateway's reasons,
+        // and the upstream's 429 no longer describes how it ended.
+        lease().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        queue.reap(0).await.unwrap();
+        let failed = read().await.unwrap().unwrap();
+        assert_eq!(
+            (failed.status, failed.upstream_status),
+            (JobStatus::Failed, None)
+        );
+        assert_eq!(
+            failed.error.and_then(|e| e.code).as_deref(),
+            Some("max_attempts_exceeded")
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_caps_at_a_minute() {

@@ -190,4 +190,39 @@ mod tests {
         let err = open_existing(&path).unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
     }
+
+    #[test]
+    fn migration_5_keeps_the_upstreams_statuses_and_drops_the_ones_the_gateway_picked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        for (id, status, error_status) in [
+            ("a", "failed", 429),
+            ("b", "failed", 502),
+            ("c", "cancelled", 409),
+            ("d", "expired", 410),
+        ] {
+            conn.execute(
+                "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
+                     request_hash, max_attempts, created_at, updated_at, expires_at, error_status)
+                 VALUES (?1, 'k', 'm', ?2, 3, '{}', '', 3, 0, 0, 0, ?3)",
+                rusqlite::params![id, status, error_status],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let conn = open_existing(&path).unwrap();
+        let kept: Vec<Option<u16>> = conn
+            .prepare("SELECT upstream_status FROM jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, [Some(429), None, None, None]);
+    }
 }
