@@ -82,7 +82,9 @@ async fn retries_with_scattered_due_times_are_each_leased_within_one_reaper_tick
         );
     }
     assert!(due.is_empty(), "never leased again: {:?}", due.keys());
-    eprintln!("figures: 6 retries due 230 ms apart, each leased at most {worst:?} after its due time (reaper tick {TICK:?}, long-poll 30 s)");
+    eprintln!(
+        "figures: 6 retries due 230 ms apart, each leased at most {worst:?} after its due time (reaper tick {TICK:?}, long-poll 30 s)"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +117,9 @@ async fn a_retry_that_falls_due_after_a_restart_is_leased_on_time() {
         late <= Duration::from_millis(1500),
         "leased {late:?} after it fell due"
     );
-    eprintln!("figures: a retry due 3 s after its failure, gateway restarted meanwhile: leased {late:?} after its due time");
+    eprintln!(
+        "figures: a retry due 3 s after its failure, gateway restarted meanwhile: leased {late:?} after its due time"
+    );
 }
 
 #[tokio::test]

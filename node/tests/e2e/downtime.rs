@@ -19,9 +19,11 @@ async fn a_gateway_down_longer_than_the_lease_costs_the_running_job_nothing() {
         mock.set_delay(Duration::from_secs(6));
         let _node = run_node(&gw, &key, &mock, "n", "models = [\"m\"]");
         let id = gw.submit_id(&user, "m").await;
-        eventually(Duration::from_secs(10), "the node to call the upstream", || async {
-            (mock.calls() == 1).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the node to call the upstream",
+            || async { (mock.calls() == 1).then_some(()) },
+        )
         .await;
         let down = Instant::now();
         gw.stop_with("-KILL");
@@ -33,7 +35,10 @@ async fn a_gateway_down_longer_than_the_lease_costs_the_running_job_nothing() {
             matches!(job["status"].as_str(), Some("completed" | "failed")).then_some(job)
         })
         .await;
-        assert_eq!(job["status"], "completed", "max_attempts {max_attempts}: {job}");
+        assert_eq!(
+            job["status"], "completed",
+            "max_attempts {max_attempts}: {job}"
+        );
         assert_eq!(job["attempts"], 1, "max_attempts {max_attempts}");
         assert_eq!(mock.calls(), 1, "max_attempts {max_attempts}: run once");
         eprintln!(
