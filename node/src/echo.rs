@@ -1,11 +1,12 @@
 //! The built-in `echo` model: answers with the last user message, without any upstream.
 //! It exists for demos and smoke tests, and says so in every reply.
 
+use crate::upstream::Completion;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// A ChatCompletion whose content is `echo: <last user message>`.
-pub fn complete(payload: &RawValue, job_id: &str) -> String {
+pub fn complete(payload: &RawValue, job_id: &str) -> Result<Completion, serde_json::Error> {
     let request: Value = serde_json::from_str(payload.get()).unwrap_or(Value::Null);
     let last_user = request["messages"]
         .as_array()
@@ -27,7 +28,7 @@ pub fn complete(payload: &RawValue, job_id: &str) -> String {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    json!({
+    let body = json!({
         "id": format!("chatcmpl-echo-{}", job_id.trim_start_matches("job-")),
         "object": "chat.completion",
         "created": created,
@@ -44,8 +45,12 @@ pub fn complete(payload: &RawValue, job_id: &str) -> String {
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens
         }
+    });
+    Ok(Completion {
+        body: serde_json::value::to_raw_value(&body)?,
+        prompt_tokens,
+        completion_tokens,
     })
-    .to_string()
 }
 
 #[cfg(test)]
@@ -58,7 +63,12 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":[{"type":"text","text":"second"}]}]}"#.to_owned(),
         )
         .unwrap();
-        let reply: Value = serde_json::from_str(&complete(&payload, "job-1")).unwrap();
+        let completion = complete(&payload, "job-1").unwrap();
+        assert_eq!(
+            (completion.prompt_tokens, completion.completion_tokens),
+            (1, 2)
+        );
+        let reply: Value = serde_json::from_str(completion.body.get()).unwrap();
         assert_eq!(reply["choices"][0]["message"]["content"], "echo: second");
         assert!(
             reply["system_fingerprint"]

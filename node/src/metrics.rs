@@ -1,6 +1,8 @@
 //! The node's metrics, served at `--metrics-addr` in the Prometheus text format. Labels are
-//! bounded: model and error kind.
+//! bounded: model, error kind and outcome; the series of kinds and outcomes exist at zero
+//! from the start.
 
+use crate::upstream::UpstreamError;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -53,7 +55,7 @@ impl NodeMetrics {
             jobs: IntCounterVec::new(
                 Opts::new(
                     "obb_node_jobs_total",
-                    "Jobs this node finished, by outcome (done or failed).",
+                    "Results the gateway answered for, by outcome (done or failed).",
                 ),
                 &["outcome"],
             )
@@ -69,6 +71,12 @@ impl NodeMetrics {
         for collector in collectors {
             let _ = metrics.registry.register(collector);
         }
+        for kind in UpstreamError::KINDS {
+            metrics.upstream_errors.with_label_values(&[kind]);
+        }
+        for outcome in Outcome::ALL {
+            metrics.jobs.with_label_values(&[outcome.label()]);
+        }
         metrics
     }
 
@@ -76,6 +84,24 @@ impl NodeMetrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// How a job ended, as the node counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Failed,
+}
+
+impl Outcome {
+    const ALL: [Self; 2] = [Self::Done, Self::Failed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
     }
 }
 
@@ -110,4 +136,22 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<NodeMetrics>) -> std::io::Resu
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_with_bounded_labels_exist_at_zero_from_the_start() {
+        let text = String::from_utf8(NodeMetrics::new().render()).unwrap();
+        for kind in UpstreamError::KINDS {
+            let line = format!("obb_node_upstream_errors_total{{kind=\"{kind}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        for outcome in ["done", "failed"] {
+            let line = format!("obb_node_jobs_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
 }

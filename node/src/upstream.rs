@@ -6,9 +6,62 @@ use crate::config::ConfigError;
 use crate::routing::Upstream;
 use crate::tls;
 use openbeepboop::ErrorBody;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::time::Duration;
+
+/// A completion as the node needs it, read once: the upstream's body verbatim (for the
+/// gateway) and the token counts it reports (for the log). No `Value` tree is built.
+#[derive(Debug)]
+pub struct Completion {
+    pub body: Box<RawValue>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Completion {
+    /// Reads an answer that must be a JSON object; its `usage` may be missing or odd.
+    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
+        let body = RawValue::from_string(text)?;
+        let Head { usage } = serde_json::from_str(body.get())?;
+        let tokens = |name: &str| usage.as_ref().and_then(|u| u[name].as_u64()).unwrap_or(0);
+        Ok(Self {
+            prompt_tokens: tokens("prompt_tokens"),
+            completion_tokens: tokens("completion_tokens"),
+            body,
+        })
+    }
+}
+
+/// A completion's top level: only a JSON object, and only its `usage` kept.
+struct Head {
+    usage: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Head;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+                let mut usage = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "usage" {
+                        usage = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Head { usage })
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
 
 /// Why an upstream call did not produce a completion.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,7 +82,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// A short, bounded name for logs.
+    /// Every `kind`, so that their metric series exist at zero from the start.
+    pub const KINDS: [&'static str; 5] = [
+        "rate_limited",
+        "server_error",
+        "unreachable",
+        "rejected",
+        "invalid_answer",
+    ];
+
+    /// A short, bounded name for logs and metrics: one of `KINDS`.
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Transient {
@@ -126,14 +188,14 @@ impl UpstreamClient {
             .unwrap_or_default())
     }
 
-    /// Runs one chat completion, retrying transient errors. Returns the upstream's body
-    /// verbatim.
+    /// Runs one chat completion, retrying transient errors. The completion keeps the
+    /// upstream's body verbatim.
     pub async fn complete(
         &self,
         payload: &RawValue,
         model: &str,
         request_id: Option<&str>,
-    ) -> Result<String, UpstreamError> {
+    ) -> Result<Completion, UpstreamError> {
         let body = forwarded_body(payload, model).map_err(|e| UpstreamError::Rejected {
             status: 400,
             error: ErrorBody::new(
@@ -163,7 +225,7 @@ impl UpstreamClient {
         &self,
         body: &[u8],
         request_id: Option<&str>,
-    ) -> Result<String, (UpstreamError, Option<Duration>)> {
+    ) -> Result<Completion, (UpstreamError, Option<Duration>)> {
         let url = format!("{}/chat/completions", self.upstream.base_url);
         let mut request = self
             .authorized(self.http.post(&url))
@@ -192,8 +254,8 @@ impl UpstreamClient {
         }
         // A body that is not a JSON object is a broken answer, not a completion, and the
         // same request would most likely get it again.
-        match serde_json::from_str::<Map<String, Value>>(&text) {
-            Ok(_) => Ok(text),
+        match Completion::parse(text) {
+            Ok(completion) => Ok(completion),
             Err(e) => Err((
                 UpstreamError::Invalid {
                     status,
@@ -292,6 +354,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(classify(429, "slow down", "u").kind(), "rate_limited");
+        for status in [400, 429, 503] {
+            assert!(UpstreamError::KINDS.contains(&classify(status, "", "u").kind()));
+        }
         assert_eq!(classify(503, "", "u").kind(), "server_error");
         assert_eq!(classify(400, "plain text", "u").to_string(), "plain text");
     }
@@ -323,6 +388,25 @@ mod tests {
         assert_eq!(error.kind(), "invalid_answer");
         assert!(error.to_string().contains("not a JSON object"), "{error}");
         assert_eq!(mock.calls(), 1, "a broken answer is not asked for again");
+    }
+
+    #[test]
+    fn a_completion_is_read_once_for_its_body_and_token_counts() {
+        let text = r#"{"id":"c", "usage":{"prompt_tokens":3,"completion_tokens":5},"choices":[]}"#;
+        let completion = Completion::parse(text.to_owned()).unwrap();
+        assert_eq!(completion.body.get(), text, "the body is kept verbatim");
+        assert_eq!(
+            (completion.prompt_tokens, completion.completion_tokens),
+            (3, 5)
+        );
+        let odd = Completion::parse(r#"{"usage":{"prompt_tokens":null}}"#.to_owned()).unwrap();
+        assert_eq!((odd.prompt_tokens, odd.completion_tokens), (0, 0));
+        for not_an_object in ["[{\"usage\":null}]", "1", "{\"a\":", "{} x"] {
+            assert!(
+                Completion::parse(not_an_object.to_owned()).is_err(),
+                "{not_an_object}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod job;
 mod submit;
 
 use crate::gateway::{GatewayClient, GatewayError};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, Outcome};
 use crate::routing::Routing;
 use crate::spool::Spool;
 use crate::upstream::UpstreamClient;
@@ -72,10 +72,21 @@ pub struct Settings {
     pub flush_timeout: Duration,
 }
 
+/// Jobs whose results the gateway answered for, by outcome.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub done: AtomicU64,
     pub failed: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Done => &self.done,
+            Outcome::Failed => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +152,7 @@ impl Worker {
         let delivery = Arc::new(Delivery::new(
             Arc::clone(&self.spool),
             Arc::clone(&self.metrics),
+            Arc::clone(&self.stats),
         ));
         let (intake, intake_rx) = watch::channel(Intake::Open);
         let submitter = tokio::spawn(submit::submit_loop(
@@ -326,21 +338,22 @@ impl Run {
             self.period
                 .learn(first.lease_ttl_ms, first.lease_expires_at);
         }
+        let node_id: Arc<str> = Arc::from(self.worker.gateway.node_id.as_str());
         let mut active = lock(&self.active);
         for (job, permit) in jobs.into_iter().zip(permits) {
             let lease_id = job.lease_id.clone();
             let job_id = job.id.clone();
             let context = JobContext {
+                node_id: Arc::clone(&node_id),
                 upstream: self.worker.upstream.clone(),
                 routing: Arc::clone(&self.worker.routing),
-                stats: Arc::clone(&self.worker.stats),
                 metrics: Arc::clone(&self.worker.metrics),
             };
             let delivery = Arc::clone(&self.delivery);
             let jobs = Arc::clone(&self.active);
             let abort = self.tasks.spawn(async move {
                 let _running = InFlight::enter(&context.metrics);
-                let result = context.execute(job).await;
+                let result = context.run(job).await;
                 // Spooled under the lock of the active jobs: a hand-back or an abort either
                 // finds the job running, or its result already in the spool, never both. A
                 // job the gateway cancelled or took away keeps no result.

@@ -8,8 +8,9 @@
 //! malformed one is dropped with an error naming its job. A refused key (401, 403) or a
 //! missing route (404) stops the node.
 
+use super::Stats;
 use crate::gateway::{GatewayClient, GatewayError};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, Outcome};
 use crate::spool::{Spool, Spooled};
 use openbeepboop::{ErrorBody, NodeResult, NodeResultStatus, SubmitOutcomeKind};
 use std::sync::{Arc, Mutex};
@@ -24,10 +25,13 @@ const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
 /// The spool and those who must hear when it changes: the `spooled` gauge and the
-/// submitter (through `size`, the number of results in the spool).
+/// submitter (through `size`, the number of results in the spool); and the counts of done
+/// and failed jobs, taken when the gateway answered for a result, so that a result turned
+/// into `result_too_large` counts as failed.
 pub(super) struct Delivery {
     pub spool: Arc<Spool>,
     metrics: Arc<NodeMetrics>,
+    stats: Arc<Stats>,
     size: watch::Sender<usize>,
     /// Set when the submitter stopped on a refusal, so that the fetch loop stops too.
     halted: watch::Sender<bool>,
@@ -37,12 +41,13 @@ pub(super) struct Delivery {
 }
 
 impl Delivery {
-    pub(super) fn new(spool: Arc<Spool>, metrics: Arc<NodeMetrics>) -> Self {
+    pub(super) fn new(spool: Arc<Spool>, metrics: Arc<NodeMetrics>, stats: Arc<Stats>) -> Self {
         let delivery = Self {
             size: watch::Sender::new(spool.len()),
             halted: watch::Sender::new(false),
             spool,
             metrics,
+            stats,
             last_error: Mutex::new(None),
         };
         delivery.changed();
@@ -56,6 +61,23 @@ impl Delivery {
             tracing::error!(job = %id, %error, path = %self.spool.path().display(), "cannot write the spool; the result is kept in memory");
         }
         self.changed();
+    }
+
+    /// Counts the results the gateway answered for, then forgets them.
+    fn delivered(&self, results: &[Spooled]) {
+        for spooled in results {
+            let outcome = match spooled.result.status {
+                NodeResultStatus::Completed => Outcome::Done,
+                NodeResultStatus::Failed => Outcome::Failed,
+                NodeResultStatus::Released => continue,
+            };
+            self.stats.count(outcome);
+            self.metrics
+                .jobs
+                .with_label_values(&[outcome.label()])
+                .inc();
+        }
+        self.forget(results);
     }
 
     fn forget(&self, results: &[Spooled]) {
@@ -193,7 +215,7 @@ pub(super) async fn submit_loop(
                         tracing::info!(job = %outcome.id, outcome = ?outcome.outcome, "result discarded by the gateway");
                     }
                 }
-                delivery.forget(&batch);
+                delivery.delivered(&batch);
             }
             Err(GatewayError::Rejected {
                 status, message, ..
