@@ -67,7 +67,9 @@ pub struct ApiKeyInfo {
     pub role: Role,
     /// The first characters of the key, enough to recognise it.
     pub prefix: String,
+    /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds, once revoked.
     pub revoked_at: Option<i64>,
 }
 

@@ -75,8 +75,11 @@ pub struct Job {
     pub model: String,
     pub status: JobStatus,
     pub priority: u8,
+    /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds, at the last status change or lease renewal.
     pub updated_at: i64,
+    /// Unix seconds: a job still queued then expires.
     pub expires_at: i64,
     pub attempts: u32,
     /// The node working on the job, while it is `processing`.

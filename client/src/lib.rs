@@ -3,6 +3,12 @@
 //! Everything that crosses HTTP between the three parts is defined here, once.
 //! The crate knows nothing about SQLite, pingora or any LLM server.
 //!
+//! Times: a field named `*_at` on a user-facing object (a job, a key) is Unix **seconds**,
+//! as in OpenAI's objects; on the node API it is Unix **milliseconds** (a lease is short).
+//! Durations say their unit in their name (`lease_ttl_ms`, `wait` in seconds as documented).
+//! New fields follow the same rule: seconds for people, milliseconds for machines, and the
+//! unit in the doc comment.
+//!
 //! With the default `client` feature it is also the Rust user library:
 //!
 //! ```no_run
