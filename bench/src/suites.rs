@@ -4,11 +4,11 @@ use crate::Args;
 use crate::drive::drive;
 use crate::stats::{Latencies, row, rss_mib};
 use crate::wire;
-use obb_node::mock::MockUpstream;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use testkit::mock::MockUpstream;
 use testkit::{Gateway, NodeProcess, chat};
 
 /// Runs `total` calls of `call` on `concurrency` workers; returns the latencies and wall time.

@@ -7,7 +7,6 @@ pub mod config;
 pub mod echo;
 pub mod gateway;
 pub mod metrics;
-pub mod mock;
 pub mod routing;
 pub mod setup;
 pub mod spool;

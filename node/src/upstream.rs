@@ -363,8 +363,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_success_that_is_not_json_is_final_and_called_once() {
-        let mock = crate::mock::MockUpstream::start(&["m"]).await.unwrap();
-        mock.push_faults([crate::mock::Fault::InvalidJson]);
+        let mock = testkit::mock::MockUpstream::start(&["m"]).await.unwrap();
+        mock.push_faults([testkit::mock::Fault::InvalidJson]);
         let upstream = Upstream {
             base_url: mock.base_url(),
             api_key: None,

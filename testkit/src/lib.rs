@@ -2,7 +2,8 @@
 //! database, finds the workspace's binaries, and offers the calls the tests share.
 //! Each test gets its own gateway. `tls` makes a private CA and certificates for HTTPS tests,
 //! `nginx` and `caddy` run a real nginx or Caddy in front of a gateway, and `browser` a
-//! headless Chromium; `installed` finds what `./test.sh` installs for them.
+//! headless Chromium; `installed` finds what `./test.sh` installs for them; `mock` is the
+//! mock OpenAI upstream.
 #![expect(
     clippy::expect_used,
     clippy::panic,
@@ -13,11 +14,13 @@ pub mod browser;
 pub mod caddy;
 pub mod daemon;
 pub mod installed;
+pub mod mock;
 pub mod nginx;
 pub mod tls;
 
 pub use browser::{Chromium, PageServer};
 pub use caddy::Caddy;
+pub use mock::MockUpstream;
 pub use nginx::Nginx;
 pub use tls::{TestCa, WRONG_HOST};
 

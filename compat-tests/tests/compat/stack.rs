@@ -1,7 +1,7 @@
 //! The stack both halves use: a gateway, a node running jobs on the mock upstream, keys,
 //! and one finished job for the job endpoints.
 
-use obb_node::mock::MockUpstream;
+use testkit::mock::MockUpstream;
 use testkit::{Gateway, NodeProcess};
 
 pub const MODEL: &str = "gpt-4o-mini";

@@ -205,10 +205,10 @@ fn plain_name(presented: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::MockUpstream;
     use crate::tls::tests::{list, trusting};
     use crate::tls::{Hop, client_builder};
     use testkit::TestCa;
+    use testkit::mock::MockUpstream;
 
     #[tokio::test]
     async fn an_unknown_ca_an_expired_certificate_and_a_wrong_host_are_named_as_such() {

@@ -149,8 +149,8 @@ fn read_key(section: &'static str, key: &'static str, path: &Path) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::{Coding, MockUpstream};
     use testkit::TestCa;
+    use testkit::mock::{Coding, MockUpstream};
 
     /// GETs `/models` of `mock` with a client for `hop`.
     pub(super) async fn list(

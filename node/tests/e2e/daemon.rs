@@ -1,7 +1,7 @@
 use crate::{run_node, stack};
-use obb_node::mock::{Fault, MockUpstream};
 use serde_json::{Value, json};
 use std::time::Duration;
+use testkit::mock::{Fault, MockUpstream};
 use testkit::{Gateway, chat, eventually};
 
 async fn finished(gw: &Gateway, key: &str, id: &str) -> Value {

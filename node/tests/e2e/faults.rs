@@ -4,9 +4,9 @@
 //! match.
 
 use crate::{run_node, stack};
-use obb_node::mock::{Fault, MockUpstream};
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
+use testkit::mock::{Fault, MockUpstream};
 use testkit::{Gateway, NodeProcess, chat, eventually};
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,5 @@
 //! End-to-end tests: the real gateway and real `obb-node` processes, with a mock OpenAI
-//! upstream (`obb_node::mock`) on loopback, and one test against a real small LLM server.
+//! upstream (`testkit::mock`) on loopback, and one test against a real small LLM server.
 
 #[cfg(test)]
 mod batch;
@@ -37,7 +37,7 @@ mod submit_limits;
 mod tls;
 
 #[cfg(test)]
-use obb_node::mock::MockUpstream;
+use testkit::mock::MockUpstream;
 #[cfg(test)]
 use testkit::{Gateway, NodeProcess};
 

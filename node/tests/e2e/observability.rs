@@ -1,11 +1,11 @@
 //! A real Prometheus scrapes a real gateway and two nodes while traffic (failures included)
 //! runs; then every panel of every dashboard is evaluated and must return data.
 
-use obb_node::mock::{Fault, MockUpstream};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use testkit::mock::{Fault, MockUpstream};
 use testkit::{Gateway, NodeProcess, chat, eventually, free_port};
 
 struct Prometheus {

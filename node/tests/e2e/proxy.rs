@@ -4,12 +4,12 @@
 //! unbuffered; with mutual TLS switched on it lets in only nodes with a client certificate.
 
 use crate::stack;
-use obb_node::mock::MockUpstream;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use testkit::mock::MockUpstream;
 use testkit::{Gateway, Nginx, NodeProcess, TestCa, eventually};
 
 /// The nginx config users are given, as the README includes it.

@@ -4,8 +4,8 @@
 //! a third of the lease, not in a tight loop.
 
 use crate::stack;
-use obb_node::mock::MockUpstream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use testkit::mock::MockUpstream;
 use testkit::{Gateway, NodeProcess, eventually};
 
 /// The gateway's lease, in seconds: shorter than the upstream's answer.

@@ -6,10 +6,10 @@
 //! attempt). A SIGTERM in an outage reports the spool's true size.
 
 use crate::stack;
-use obb_node::mock::{Fault, MockUpstream};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
+use testkit::mock::{Fault, MockUpstream};
 use testkit::{Gateway, NodeProcess, eventually, free_port};
 
 const JOBS: usize = 3;

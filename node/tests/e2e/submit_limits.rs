@@ -6,10 +6,10 @@
 //! A revoked node key stops the daemon with a message instead of hammering the gateway.
 
 use crate::stack;
-use obb_node::mock::MockUpstream;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
+use testkit::mock::MockUpstream;
 use testkit::{Gateway, NodeProcess, chat, eventually};
 
 const LIMIT: usize = 1024 * 1024;

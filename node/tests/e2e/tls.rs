@@ -3,10 +3,10 @@
 //! (`SSL_CERT_FILE`), compressed answers in every coding, and `obb-node check` and `run`
 //! naming certificate problems (unknown CA, expired, wrong host) as such on either hop.
 
-use obb_node::mock::{Coding, MockUpstream};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
+use testkit::mock::{Coding, MockUpstream};
 use testkit::{Gateway, NodeProcess, TestCa, chat, eventually};
 
 /// A node config for the gateway `gw`: `server` is added to `[server]`, `sections` holds

@@ -1,7 +1,7 @@
-//! `obb-mock-upstream [PORT]`: the mock OpenAI-compatible server of `obb_node::mock` as a
+//! `obb-mock-upstream [MODEL…]`: the mock OpenAI-compatible server of `testkit::mock` as a
 //! process, for live SDK runs and benchmarks. It is not an LLM; it answers `mock: …`.
 
-use obb_node::mock::MockUpstream;
+use testkit::mock::MockUpstream;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
