@@ -30,6 +30,7 @@ pub mod chat;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod error;
+pub mod file;
 pub mod job;
 pub mod node;
 mod replay;
@@ -40,6 +41,7 @@ pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 #[cfg(feature = "client")]
 pub use client::{Client, Error, JobHandle, SubmitOptions};
 pub use error::{ErrorBody, ErrorEnvelope};
+pub use file::{FileDeleted, FileList, FileObject, FilePurpose};
 pub use job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 pub use node::{
     FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob, NodeResult,

@@ -267,6 +267,17 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::JobNotFound(id) => ApiError::NotFound(format!("job `{id}` not found")),
             StoreError::KeyNotFound(id) => ApiError::NotFound(format!("key `{id}` not found")),
+            StoreError::FileNotFound(id) => ApiError::NotFound(format!("file `{id}` not found")),
+            // A full disk passes like a full database; any other file failure is ours.
+            StoreError::FileIo { ref source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                tracing::warn!(error = %error.detail(), "file store unavailable");
+                ApiError::Unavailable {
+                    message: "the file store is out of space; retry later".to_owned(),
+                    retry_after: 30,
+                }
+            }
             StoreError::AlreadyFinal { id, status } => ApiError::Conflict {
                 message: format!("job `{id}` is already {status} and cannot be cancelled"),
                 code: "job_already_final",
@@ -292,6 +303,7 @@ impl From<StoreError> for ApiError {
             | StoreError::WriterThread(_)
             | StoreError::IllegalTransition { .. }
             | StoreError::Missing(_)
+            | StoreError::FileIo { .. }
             | StoreError::TooNew { .. } => ApiError::Internal(error.detail()),
         }
     }

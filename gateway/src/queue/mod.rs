@@ -6,6 +6,8 @@
 //! goes through [`jobs::transition`], which enforces the allowed transitions.
 
 mod depth;
+mod file_rows;
+mod files;
 mod jobs;
 mod keys;
 mod leases;
@@ -17,6 +19,8 @@ mod results;
 mod schema;
 mod writer;
 
+pub use file_rows::{FileRecord, Order};
+pub use files::{FileStore, NewFile, StoredFile, Upload};
 pub use jobs::{NewJob, new_job_id};
 pub use keys::{KeyRow, MintedKey};
 pub use leases::ReapReport;
@@ -43,6 +47,7 @@ pub struct Queue {
     notifier: Arc<Notifier>,
     depth: Arc<depth::Depth>,
     settings: QueueSettings,
+    files: FileStore,
 }
 
 impl Queue {
@@ -68,6 +73,7 @@ impl Queue {
         let notifier = Arc::new(Notifier::default());
         // Counted once here, before the writer runs; from then on its commits move it.
         let depth = Arc::new(depth::Depth::seeded(reads::depth(&conn)?));
+        let files_dir = FileStore::prepare(path, &conn)?;
         let writer = Writer::spawn(
             conn,
             Observers {
@@ -79,12 +85,14 @@ impl Queue {
         )?;
         let pool = pool::build(path, settings.read_connections)
             .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let files = FileStore::new(files_dir, writer.clone(), pool.clone());
         Ok(Self {
             writer,
             pool,
             notifier,
             depth,
             settings,
+            files,
         })
     }
 
@@ -96,17 +104,18 @@ impl Queue {
         &self.settings
     }
 
+    /// The files of `/v1/files`: batch inputs and outputs.
+    pub fn files(&self) -> &FileStore {
+        &self.files
+    }
+
     /// Runs a read on a pooled connection.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.pool.get().await.map_err(|e| match e {
-            deadpool::managed::PoolError::Backend(e) => e,
-            other => StoreError::Pool(other.to_string()),
-        })?;
-        conn.interact(f).await
+        pool::read(&self.pool, f).await
     }
 
     /// Stores a new job, or returns the one already stored under the same idempotency key.

@@ -61,6 +61,15 @@ pub enum StoreError {
     AlreadyFinal { id: String, status: JobStatus },
     #[error("key `{0}` not found")]
     KeyNotFound(String),
+    #[error("file `{0}` not found")]
+    FileNotFound(String),
+    /// The files directory failed: a write, a sync, a rename or an open.
+    #[error("{what}")]
+    FileIo {
+        what: &'static str,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
 }
 
 impl StoreError {

@@ -84,6 +84,19 @@ impl managed::Manager for ReadManager {
     }
 }
 
+/// Runs a read on a pooled connection.
+pub async fn read<T, F>(pool: &ReadPool, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let conn = pool.get().await.map_err(|e| match e {
+        managed::PoolError::Backend(e) => e,
+        other => StoreError::Pool(other.to_string()),
+    })?;
+    conn.interact(f).await
+}
+
 /// A pool of up to `size` read connections to the database at `path`.
 pub fn build(path: &Path, size: usize) -> Result<ReadPool, managed::BuildError> {
     managed::Pool::builder(ReadManager {

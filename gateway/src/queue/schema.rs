@@ -99,6 +99,28 @@ ALTER TABLE jobs RENAME COLUMN error_status TO upstream_status;
 UPDATE jobs SET upstream_status = NULL
     WHERE status IN ('cancelled', 'expired') OR upstream_status NOT BETWEEN 400 AND 499;
 ",
+    r"
+-- Files of `/v1/files`: the metadata only; the bytes live in `files/<id>` beside the
+-- database. A row is inserted only after its file is complete, fsynced and renamed.
+-- Times are Unix ms, as in `jobs`.
+CREATE TABLE files (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    owner_key_id    TEXT NOT NULL,
+    purpose         TEXT NOT NULL CHECK (purpose IN ('batch', 'batch_output')),
+    filename        TEXT NOT NULL,
+    bytes           INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    idempotency_key TEXT,
+    request_hash    TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER
+);
+CREATE UNIQUE INDEX files_by_idempotency_key ON files (owner_key_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX files_by_owner ON files (owner_key_id, seq);
+CREATE INDEX files_by_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
+",
 ];
 
 /// The schema version this gateway reads and writes.

@@ -1,0 +1,336 @@
+//! The file store of `/v1/files`: the `files/` directory beside the database and, through
+//! `file_rows`, its table. It decides nothing about HTTP.
+//!
+//! A file is written to `files/<id>.part`, fsynced, renamed to `files/<id>` (the directory
+//! fsynced too), and only then gets its row, through the writer. A deletion removes the row,
+//! then the bytes. So a row always has its bytes, and a crash leaves at most a `.part` or a
+//! file without a row, both swept away when the store opens.
+
+use super::file_rows::{self, FileRecord, NewRow, Order};
+use super::pool::{self, ReadPool};
+use super::writer::Writer;
+use super::{StoreError, Visibility, now_ms};
+use openbeepboop::FilePurpose;
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+/// Bytes gathered before a write to the file: few system calls, little memory.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The store's handle on the files: cheap to share.
+pub struct FileStore {
+    dir: PathBuf,
+    writer: Writer,
+    pool: ReadPool,
+}
+
+/// What a complete upload is stored as, besides its bytes.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub owner_key_id: String,
+    pub purpose: FilePurpose,
+    pub filename: String,
+    /// Seconds after its creation when the file expires; `None` keeps it until deleted.
+    pub expires_after: Option<u64>,
+    /// A retried upload with the same key and the same content returns the first file.
+    pub idempotency_key: Option<String>,
+}
+
+/// A stored file opened for reading: its row and its bytes. The bytes stay readable even
+/// if the file is deleted while they are read.
+pub struct StoredFile {
+    pub record: FileRecord,
+    pub file: tokio::fs::File,
+}
+
+/// Where an upload's bytes are, which its drop cleans up unless they were kept.
+enum Stage {
+    Writing,
+    Renamed,
+    Kept,
+}
+
+/// A file being written. Dropped before [`FileStore::commit`] keeps it, it leaves nothing.
+pub struct Upload {
+    id: String,
+    part: PathBuf,
+    done: PathBuf,
+    dir: PathBuf,
+    out: Option<BufWriter<tokio::fs::File>>,
+    bytes: u64,
+    hasher: Sha256,
+    stage: Stage,
+}
+
+impl Upload {
+    /// Appends `chunk` to the file.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let out = self.out.as_mut().ok_or(StoreError::Closed)?;
+        out.write_all(chunk)
+            .await
+            .map_err(|e| io_error("cannot write an uploaded file", e))?;
+        self.hasher.update(chunk);
+        self.bytes += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// The bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Flushes, fsyncs and renames the part into place, and fsyncs the directory.
+    async fn finish(&mut self) -> Result<String, StoreError> {
+        let mut out = self.out.take().ok_or(StoreError::Closed)?;
+        out.flush()
+            .await
+            .map_err(|e| io_error("cannot write an uploaded file", e))?;
+        let file = out.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| io_error("cannot sync an uploaded file", e))?;
+        drop(file);
+        tokio::fs::rename(&self.part, &self.done)
+            .await
+            .map_err(|e| io_error("cannot move an uploaded file into place", e))?;
+        self.stage = Stage::Renamed;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+            .await
+            .map_err(|e| StoreError::ReadAborted(e.to_string()))?
+            .map_err(|e| io_error("cannot sync the files directory", e))?;
+        Ok(format!("{:x}", std::mem::take(&mut self.hasher).finalize()))
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let leftover = match self.stage {
+            Stage::Writing => &self.part,
+            Stage::Renamed => &self.done,
+            Stage::Kept => return,
+        };
+        if let Err(error) = std::fs::remove_file(leftover)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, path = %leftover.display(), "cannot remove an unfinished file");
+        }
+    }
+}
+
+fn io_error(what: &'static str, source: std::io::Error) -> StoreError {
+    StoreError::FileIo {
+        what,
+        source: Arc::new(source),
+    }
+}
+
+/// A new file id: `file-` and 32 hex digits, which is also its name on disk.
+pub fn new_file_id() -> String {
+    format!("file-{}", uuid::Uuid::now_v7().simple())
+}
+
+impl FileStore {
+    /// Opens the `files/` directory beside the database at `db`, creating it, and sweeps
+    /// away what a crash left: `.part` files and files without a row. Runs before the
+    /// writer starts, on its connection; returns the directory for [`FileStore::new`].
+    pub fn prepare(db: &Path, conn: &Connection) -> Result<PathBuf, StoreError> {
+        let dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("files");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::DataDir {
+            path: dir.display().to_string(),
+            source: Arc::new(e),
+        })?;
+        let swept = sweep(&dir, &file_rows::all_ids(conn)?)?;
+        if swept > 0 {
+            tracing::info!(files = swept, dir = %dir.display(), "removed unfinished uploads");
+        }
+        Ok(dir)
+    }
+
+    /// The store of the prepared directory `dir`.
+    pub fn new(dir: PathBuf, writer: Writer, pool: ReadPool) -> Self {
+        Self { dir, writer, pool }
+    }
+
+    /// The directory the bytes live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts a new file, `files/<id>.part`.
+    pub async fn begin(&self) -> Result<Upload, StoreError> {
+        let id = new_file_id();
+        let part = self.dir.join(format!("{id}.part"));
+        let file = tokio::fs::File::create(&part)
+            .await
+            .map_err(|e| io_error("cannot create an uploaded file", e))?;
+        Ok(Upload {
+            done: self.dir.join(&id),
+            id,
+            part,
+            dir: self.dir.clone(),
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            bytes: 0,
+            hasher: Sha256::new(),
+            stage: Stage::Writing,
+        })
+    }
+
+    /// Makes the upload durable and stores its row. Returns the file and whether this call
+    /// created it: an earlier upload with the same idempotency key and the same content is
+    /// returned instead, and this one's bytes are removed.
+    pub async fn commit(
+        &self,
+        mut upload: Upload,
+        file: NewFile,
+    ) -> Result<(FileRecord, bool), StoreError> {
+        let sha256 = upload.finish().await?;
+        let request_hash = request_hash(&file, &sha256);
+        let (id, bytes) = (upload.id.clone(), upload.bytes);
+        let (record, created) = self
+            .writer
+            .write(move |ctx| {
+                file_rows::insert(
+                    ctx,
+                    &NewRow {
+                        id: &id,
+                        owner_key_id: &file.owner_key_id,
+                        purpose: file.purpose,
+                        filename: &file.filename,
+                        bytes,
+                        sha256: &sha256,
+                        idempotency_key: file.idempotency_key.as_deref(),
+                        request_hash: &request_hash,
+                        expires_after: file.expires_after,
+                    },
+                )
+            })
+            .await?;
+        if created {
+            upload.stage = Stage::Kept;
+        }
+        Ok((record, created))
+    }
+
+    /// The row of a file `who` may see.
+    pub async fn get(&self, id: String, who: Visibility) -> Result<FileRecord, StoreError> {
+        pool::read(&self.pool, move |conn| {
+            file_rows::by_id(conn, &id, &who)?.ok_or(StoreError::FileNotFound(id))
+        })
+        .await
+    }
+
+    /// A page of the files `who` may see, and whether more follow.
+    pub async fn list(
+        &self,
+        who: Visibility,
+        purpose: Option<FilePurpose>,
+        limit: usize,
+        order: Order,
+        after: Option<String>,
+    ) -> Result<(Vec<FileRecord>, bool), StoreError> {
+        pool::read(&self.pool, move |conn| {
+            file_rows::list(conn, &who, purpose, limit, order, after.as_deref())
+        })
+        .await
+    }
+
+    /// Opens a file `who` may see for reading: how the content is served, and how a batch
+    /// reads its input, line by line, without holding it whole.
+    pub async fn open(&self, id: String, who: Visibility) -> Result<StoredFile, StoreError> {
+        let record = self.get(id, who).await?;
+        match tokio::fs::File::open(self.dir.join(&record.id)).await {
+            Ok(file) => Ok(StoredFile { record, file }),
+            // Deleted between the read of its row and the open.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::FileNotFound(record.id))
+            }
+            Err(e) => Err(io_error("cannot open a stored file", e)),
+        }
+    }
+
+    /// Deletes a file `who` may see: its row, then its bytes.
+    pub async fn delete(&self, id: String, who: Visibility) -> Result<FileRecord, StoreError> {
+        let record = self
+            .writer
+            .write(move |ctx| {
+                file_rows::delete(ctx.conn, &id, &who)?.ok_or(StoreError::FileNotFound(id))
+            })
+            .await?;
+        self.remove_bytes(&record.id).await;
+        Ok(record)
+    }
+
+    /// Deletes up to `limit` files past their `expires_at`, rows then bytes. Returns how
+    /// many went. Reads first, so a pass with nothing to do costs no commit.
+    pub async fn reap(&self, limit: usize) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let due = pool::read(&self.pool, move |conn| file_rows::expired(conn, now, limit)).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let deleted = self
+            .writer
+            .write(move |ctx| file_rows::delete_expired(ctx.conn, &due, now))
+            .await?;
+        for id in &deleted {
+            self.remove_bytes(id).await;
+        }
+        Ok(deleted.len())
+    }
+
+    /// A file whose row is gone; one left behind is swept at the next start.
+    async fn remove_bytes(&self, id: &str) {
+        if let Err(error) = tokio::fs::remove_file(self.dir.join(id)).await
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, file = id, "cannot remove a deleted file's bytes");
+        }
+    }
+}
+
+/// What tells a retried upload from a different one under the same idempotency key.
+fn request_hash(file: &NewFile, sha256: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        file.purpose.as_str(),
+        &file.filename,
+        &file
+            .expires_after
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        sha256,
+    ] {
+        hasher.update(part.len().to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// Removes `.part` files and files no row names. Returns how many went.
+fn sweep(dir: &Path, ids: &std::collections::HashSet<String>) -> Result<usize, StoreError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| io_error("cannot list the files directory", e))?;
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".part") || !ids.contains(&name) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(error) => tracing::warn!(%error, file = %name, "cannot remove a leftover file"),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+#[path = "files_tests.rs"]
+mod tests;
