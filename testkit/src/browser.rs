@@ -90,10 +90,7 @@ impl Chromium {
         let _ = Command::new("kill")
             .args(["-TERM", &group.to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::exited(&mut child, Duration::from_secs(5));
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{group}")])
             .status();

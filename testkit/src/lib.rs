@@ -293,13 +293,27 @@ impl Gateway {
     }
 
     pub async fn submit(&self, key: &str, body: &Value) -> Response {
-        self.http
-            .post(self.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(body)
-            .send()
-            .await
-            .expect("submit")
+        self.submit_with(key, body, None, &[]).await
+    }
+
+    /// `POST /v1/chat/completions` as `key`, with `?wait=<seconds>` when `wait` is given,
+    /// and `headers` (`Prefer`, `Idempotency-Key`, `X-OBB-TTL`, …).
+    pub async fn submit_with(
+        &self,
+        key: &str,
+        body: &Value,
+        wait: Option<u64>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let path = match wait {
+            Some(seconds) => format!("/v1/chat/completions?wait={seconds}"),
+            None => "/v1/chat/completions".to_owned(),
+        };
+        let mut request = self.http.post(self.url(&path)).bearer_auth(key).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("submit")
     }
 
     pub async fn submit_id(&self, key: &str, model: &str) -> String {
@@ -420,15 +434,25 @@ pub fn stop_child(
     let _ = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(status) = exited(&mut child, within) {
+        return Some(status);
     }
     let _ = child.kill();
     child.wait().ok()
+}
+
+/// Waits up to `within` for `child` to exit; its exit status, or `None` if it still runs.
+pub fn exited(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn chat(model: &str, content: &str) -> Value {
@@ -549,16 +573,9 @@ impl NodeProcess {
 
     /// Waits for the process to exit on its own, up to `within`.
     pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        let child = self.child.as_mut()?;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let status = exited(self.child.as_mut()?, within)?;
+        self.child = None;
+        Some(status)
     }
 }
 

@@ -81,14 +81,8 @@ async fn transient_upstream_errors_are_retried_and_a_4xx_fails_at_once() {
     body["tools"] =
         json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=20"))
-        .bearer_auth(&user)
-        .header("x-request-id", "req-e2e-1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .submit_with(&user, &body, Some(20), &[("x-request-id", "req-e2e-1")])
+        .await;
     assert_eq!(response.status(), 200);
     let completion: Value = response.json().await.unwrap();
     // The request offered a tool, so the mock answered with a call to it.
@@ -107,13 +101,8 @@ async fn transient_upstream_errors_are_retried_and_a_4xx_fails_at_once() {
 
     mock.push_faults([Fault::Status(404, None)]);
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=20"))
-        .bearer_auth(&user)
-        .json(&chat("m", "no such model"))
-        .send()
-        .await
-        .unwrap();
+        .submit_with(&user, &chat("m", "no such model"), Some(20), &[])
+        .await;
     assert_eq!(response.status(), 404, "an upstream 4xx keeps its status");
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "model_not_found");

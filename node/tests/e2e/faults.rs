@@ -41,13 +41,8 @@ async fn every_upstream_fault_ends_as_the_rules_say_and_all_counts_agree() {
     for (faults, expected) in &cases {
         mock.push_faults(faults.clone());
         let response = gw
-            .http
-            .post(gw.url("/v1/chat/completions?wait=60"))
-            .bearer_auth(&user)
-            .json(&chat("m", "fault"))
-            .send()
-            .await
-            .unwrap();
+            .submit_with(&user, &chat("m", "fault"), Some(60), &[])
+            .await;
         let status = response.status().as_u16();
         let outcome = if status == 200 { "completed" } else { "failed" };
         assert_eq!(outcome, *expected, "faults {faults:?} gave {status}");
@@ -118,13 +113,8 @@ async fn a_retry_after_http_date_two_seconds_ahead_is_waited_for_despite_a_short
     );
     let run = || async {
         let response = gw
-            .http
-            .post(gw.url("/v1/chat/completions?wait=60"))
-            .bearer_auth(&user)
-            .json(&chat("m", "later"))
-            .send()
-            .await
-            .unwrap();
+            .submit_with(&user, &chat("m", "later"), Some(60), &[])
+            .await;
         response.status().as_u16()
     };
     // A first job, so that the node is up and the fault's date is not spent on its start.

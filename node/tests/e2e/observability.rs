@@ -160,17 +160,15 @@ async fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     let mut submitted = 0;
     for wave in 0..4 {
         flaky.push_faults([Fault::Status(500, None), Fault::Status(404, None)]);
-        let mut waiters = Vec::new();
-        for i in 0..6 {
-            let request = gw
-                .http
-                .post(gw.url("/v1/chat/completions?wait=20"))
-                .bearer_auth(&user)
-                .json(&chat("m", &format!("wave {wave} job {i}")));
-            waiters.push(request.send());
-        }
+        let bodies: Vec<Value> = (0..6)
+            .map(|i| chat("m", &format!("wave {wave} job {i}")))
+            .collect();
+        let waiters: Vec<_> = bodies
+            .iter()
+            .map(|body| gw.submit_with(&user, body, Some(20), &[]))
+            .collect();
         for waiter in waiters {
-            let status = waiter.await.unwrap().status().as_u16();
+            let status = waiter.await.status().as_u16();
             assert!([200, 404, 502].contains(&status), "{status}");
         }
         submitted += 6;
@@ -181,14 +179,13 @@ async fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
         let cancelled = gw.submit_id(&user, "unserved").await;
         gw.post_json(&user, &format!("/v1/jobs/{cancelled}/cancel"), &json!({}))
             .await;
-        gw.http
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&user)
-            .header("X-OBB-TTL", "1")
-            .json(&chat("unserved", "soon gone"))
-            .send()
-            .await
-            .unwrap();
+        gw.submit_with(
+            &user,
+            &chat("unserved", "soon gone"),
+            None,
+            &[("X-OBB-TTL", "1")],
+        )
+        .await;
         submitted += 2;
         let expected = f64::from(submitted);
         eventually(
@@ -211,14 +208,13 @@ async fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     );
     // Work left in the queue and in flight when the panels are read.
     for priority in ["1", "5"] {
-        gw.http
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&user)
-            .header("X-OBB-Priority", priority)
-            .json(&chat("unserved", "waits"))
-            .send()
-            .await
-            .unwrap();
+        gw.submit_with(
+            &user,
+            &chat("unserved", "waits"),
+            None,
+            &[("X-OBB-Priority", priority)],
+        )
+        .await;
     }
     flaky.push_faults([Fault::Delay(Duration::from_secs(120))]);
     gw.submit_id(&user, "slow").await;

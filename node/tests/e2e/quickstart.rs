@@ -8,19 +8,18 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
-use testkit::{eventually, free_port, gateway_bin, stop_child};
+use testkit::{exited, free_port, gateway_bin, stop_child};
 
 /// Waits (up to `within`) for the script to stop by itself, then collects what it printed.
-async fn run_to_end(child: Child, within: Duration) -> std::process::Output {
-    let child = Mutex::new(Some(child));
-    eventually(within, "quickstart.sh to stop", || {
-        let child = &child;
-        async move { child.lock().unwrap().as_mut()?.try_wait().ok().flatten() }
-    })
-    .await;
-    let child = child.lock().unwrap().take().unwrap();
+async fn run_to_end(mut child: Child, within: Duration) -> std::process::Output {
+    // A multi-threaded runtime: blocking this thread while the script runs stalls nothing.
+    let status = exited(&mut child, within);
+    assert!(
+        status.is_some(),
+        "timed out waiting for quickstart.sh to stop"
+    );
     child.wait_with_output().unwrap()
 }
 

@@ -75,14 +75,7 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
         "max_tokens": 12,
         "temperature": 0
     });
-    let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=120"))
-        .bearer_auth(&user)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let response = gw.submit_with(&user, &request, Some(120), &[]).await;
     assert_eq!(response.status(), 200);
     let completion: Value = response.json().await.unwrap();
     assert_eq!(completion["object"], "chat.completion");
@@ -99,14 +92,8 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
     let mut streamed = request.clone();
     streamed["stream"] = json!(true);
     let text = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .header("Prefer", "wait=120")
-        .bearer_auth(&user)
-        .json(&streamed)
-        .send()
+        .submit_with(&user, &streamed, None, &[("Prefer", "wait=120")])
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -27,13 +27,8 @@ fn llm(model: &str, base_url: &str, ca: Option<&Path>) -> String {
 /// Submits `model` with `?wait=60` and returns the status and the answer.
 async fn run_job(gw: &Gateway, user: &str, model: &str, content: &str) -> (u16, Value) {
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=60"))
-        .bearer_auth(user)
-        .json(&chat(model, content))
-        .send()
-        .await
-        .unwrap();
+        .submit_with(user, &chat(model, content), Some(60), &[])
+        .await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
