@@ -5,7 +5,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{App, State};
 use crate::metrics::Metrics;
-use crate::queue::{Queue, QueueSettings};
+use crate::queue::{Queue, QueueSettings, ReapPass, now_ms};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -46,6 +46,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     let reaper = Reaper {
         queue: Arc::clone(&queue),
         interval: Duration::from_millis(config.reaper_interval_ms),
+        lease: config.lease(),
     };
     let address = format!("{}:{}", config.host, config.port);
     let tls = config.tls_cert.clone().zip(config.tls_key.clone());
@@ -98,6 +99,18 @@ fn readable_pem(path: &std::path::Path) -> anyhow::Result<String> {
 struct Reaper {
     queue: Arc<Queue>,
     interval: Duration,
+    lease: Duration,
+}
+
+impl Reaper {
+    /// Whether the gateway stood still between two passes: more time went by than a tick
+    /// and a third of a lease (the process was frozen, or the machine paused), or the wall
+    /// clock, which leases are written in, jumped ahead of the monotonic one by as much.
+    /// Nodes could not heartbeat through it, so their leases must not lapse for it.
+    fn stalled(&self, monotonic: Duration, wall_ms: i64) -> bool {
+        let slack = self.lease / 3;
+        monotonic > self.interval + slack || wall_ms > (monotonic + slack).as_millis() as i64
+    }
 }
 
 #[async_trait]
@@ -109,13 +122,23 @@ impl BackgroundService for Reaper {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Retries due before the first pass, across a restart too, count as newly due.
         let mut since = 0;
+        let mut last = (tokio::time::Instant::now(), now_ms());
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            match self.queue.reap(since).await {
+            let now = (tokio::time::Instant::now(), now_ms());
+            let stalled = self.stalled(now.0 - last.0, now.1 - last.1);
+            last = now;
+            match self.queue.reap(ReapPass { since, stalled }).await {
                 Ok(report) => {
+                    if report.granted > 0 {
+                        tracing::warn!(
+                            leases = report.granted,
+                            "the gateway stood still; running jobs get a fresh lease"
+                        );
+                    }
                     if !report.is_quiet() {
                         tracing::info!(
                             requeued = report.requeued,
@@ -127,7 +150,9 @@ impl BackgroundService for Reaper {
                     if report.due > 0 {
                         self.queue.notifier().wake_nodes();
                     }
-                    since = report.at;
+                    // One tick of overlap: a retry made due just behind a backward clock
+                    // step is still found; counting one twice only wakes nodes twice.
+                    since = report.at - self.interval.as_millis() as i64;
                 }
                 Err(error) => tracing::warn!(error = %error.detail(), "reaper pass failed"),
             }

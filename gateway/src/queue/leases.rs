@@ -13,6 +13,17 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the reaper asks of one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapPass {
+    /// Unix ms: retries that fell due after this are counted as newly due.
+    pub since: i64,
+    /// The gateway stood still since the previous pass (it was frozen, its machine paused, or
+    /// its clock jumped ahead): nodes could not heartbeat meanwhile, so running jobs get a
+    /// fresh lease instead of being lapsed for it.
+    pub stalled: bool,
+}
+
 /// What one reaper pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReapReport {
@@ -23,6 +34,8 @@ pub struct ReapReport {
     pub due: usize,
     /// The pass's clock (Unix ms): the next pass counts due retries from here.
     pub at: i64,
+    /// Leases given a fresh grace period because the pass was `stalled`.
+    pub granted: usize,
 }
 
 impl ReapReport {
@@ -139,17 +152,25 @@ struct LeaseState {
     job_id: String,
     status: JobStatus,
     outcome_stored: bool,
+    holder: Option<String>,
+    /// Unix ms: the job's TTL.
+    expires_at: i64,
 }
 
 fn lease_state(ctx: &WriteCtx<'_>, lease_id: &str) -> Result<Option<LeaseState>, StoreError> {
     Ok(ctx
         .conn
-        .prepare_cached("SELECT id, status, result_lease_id IS ?1 FROM jobs WHERE lease_id = ?1")?
+        .prepare_cached(
+            "SELECT id, status, result_lease_id IS ?1, locked_by, expires_at
+             FROM jobs WHERE lease_id = ?1",
+        )?
         .query_row([lease_id], |row| {
             Ok(LeaseState {
                 job_id: row.get(0)?,
                 status: reads::status(row, 1)?,
                 outcome_stored: row.get(2)?,
+                holder: row.get(3)?,
+                expires_at: row.get(4)?,
             })
         })
         .optional()?)
@@ -191,7 +212,9 @@ pub fn heartbeat(
                 job_id,
                 status: JobStatus::Queued,
                 outcome_stored: false,
-            }) => {
+                holder,
+                expires_at,
+            }) if holder.as_deref() == Some(node_id) && expires_at > ctx.now => {
                 let effects = Effects {
                     lease: Some((lease_id, expires, node_id)),
                     ..Effects::default()
@@ -235,23 +258,37 @@ pub fn grant_grace(conn: &Connection, now: i64, lease: Duration) -> Result<usize
 
 /// One reaper pass: lapsed leases go back to the queue or fail (the attempt rule in
 /// `results`), queued jobs past their TTL expire, and retries whose backoff ended since
-/// `since` (Unix ms, the previous pass's clock) are counted so that nodes are woken. The
-/// store is the one record of due times, so none is forgotten, across restarts included.
-/// Bounded per pass so that a huge backlog cannot hold the writer long.
-pub fn reap(ctx: &mut WriteCtx<'_>, since: i64) -> Result<ReapReport, StoreError> {
+/// `pass.since` are counted so that nodes are woken. The store is the one record of due
+/// times, so none is forgotten, across restarts included. A lease on a job's last attempt
+/// fails it only one `lease` after it lapsed: no other node may take the job, so its holder,
+/// perhaps only late, keeps the chance to heartbeat or deliver. Bounded per pass so that a
+/// huge backlog cannot hold the writer long.
+pub fn reap(
+    ctx: &mut WriteCtx<'_>,
+    pass: ReapPass,
+    lease: Duration,
+) -> Result<ReapReport, StoreError> {
     const PER_PASS: i64 = 1000;
     let mut report = ReapReport {
         at: ctx.now,
         ..ReapReport::default()
     };
+    if pass.stalled {
+        report.granted = grant_grace(ctx.conn, ctx.now, lease)?;
+    }
+    let last_chance = ctx.now - lease.as_millis() as i64;
     let lapsed = ctx
         .conn
         .prepare_cached(
             // The planner, without statistics, would scan the whole queue index instead.
             "SELECT id FROM jobs INDEXED BY jobs_by_lease_expiry
-             WHERE status = 'processing' AND lease_expires_at < ?1 LIMIT ?2",
+             WHERE status = 'processing' AND lease_expires_at < ?1
+               AND (attempts < max_attempts OR lease_expires_at < ?3)
+             LIMIT ?2",
         )?
-        .query_map(params![ctx.now, PER_PASS], |row| row.get::<_, String>(0))?
+        .query_map(params![ctx.now, PER_PASS, last_chance], |row| {
+            row.get::<_, String>(0)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     for id in lapsed {
         match results::end_lost_run(ctx, &id, LostRun::LeaseLapsed)? {
@@ -285,13 +322,13 @@ pub fn reap(ctx: &mut WriteCtx<'_>, since: i64) -> Result<ReapReport, StoreError
             report.expired += 1;
         }
     }
-    report.due = ctx
-        .conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_by_not_before
+    report.due =
+        ctx.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM jobs INDEXED BY jobs_by_not_before
              WHERE status = 'queued' AND not_before > ?1 AND not_before <= ?2",
-        )?
-        .query_row(params![since, ctx.now], |row| row.get::<_, i64>(0))? as usize;
+            )?
+            .query_row(params![pass.since, ctx.now], |row| row.get::<_, i64>(0))? as usize;
     Ok(report)
 }
 
@@ -302,7 +339,7 @@ fn expiry_error(id: &str, attempts: u32, last_error: Option<&ErrorBody>) -> Erro
     let message = match (attempts, last_error) {
         (0, _) => format!("job `{id}` expired before a node ran it"),
         (n, Some(last)) => format!(
-            "job `{id}` expired waiting to be retried after {n} {runs}; the last attempt failed: {}",
+            "job `{id}` expired waiting to be retried after {n} {runs}; its last error: {}",
             last.message
         ),
         (n, None) => {
@@ -326,7 +363,7 @@ mod tests {
         let kept = expiry_error("job-1", 1, Some(&upstream));
         assert_eq!(
             kept.message,
-            "job `job-1` expired waiting to be retried after 1 attempt; the last attempt failed: upstream answered 503"
+            "job `job-1` expired waiting to be retried after 1 attempt; its last error: upstream answered 503"
         );
         assert_eq!(kept.code.as_deref(), Some("job_expired"));
         assert!(

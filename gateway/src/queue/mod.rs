@@ -23,7 +23,7 @@ pub use file_rows::{FileRecord, Order};
 pub use files::{FileStore, NewFile, StoredFile, Upload};
 pub use jobs::{NewJob, new_job_id};
 pub use keys::{KeyRow, MintedKey};
-pub use leases::ReapReport;
+pub use leases::{ReapPass, ReapReport};
 pub use model::{
     DepthRow, JobRecord, QueueEvent, QueueSettings, QueueSnapshot, StoreError, Visibility, now_ms,
 };
@@ -178,10 +178,13 @@ impl Queue {
     }
 
     /// Requeues or fails jobs whose lease expired, expires jobs that waited too long, and
-    /// counts the retries that became due since `since` (Unix ms, the last report's `at`).
-    pub async fn reap(&self, since: i64) -> Result<ReapReport, StoreError> {
+    /// counts the retries that became due since `pass.since`; see [`ReapPass`].
+    pub async fn reap(&self, pass: ReapPass) -> Result<ReapReport, StoreError> {
+        let lease = self.settings.lease;
         self.writer
-            .write_with(Durability::Relaxed, move |ctx| leases::reap(ctx, since))
+            .write_with(Durability::Relaxed, move |ctx| {
+                leases::reap(ctx, pass, lease)
+            })
             .await
     }
 

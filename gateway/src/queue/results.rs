@@ -330,7 +330,7 @@ mod tests {
         // and the upstream's 429 no longer describes how it ended.
         lease().await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        queue.reap(0).await.unwrap();
+        queue.reap(crate::queue::ReapPass::default()).await.unwrap();
         let failed = read().await.unwrap().unwrap();
         assert_eq!(
             (failed.status, failed.upstream_status),

@@ -87,6 +87,9 @@ CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
 -- The lease whose outcome (a result, a failure, a hand-back) is stored, so that a retried
 -- submit is told `duplicate` and a late one from a lapsed lease can still be accepted.
 ALTER TABLE jobs ADD COLUMN result_lease_id TEXT;
+-- A completed job's result came from its last lease: a submit retried across the upgrade is
+-- still told `duplicate`.
+UPDATE jobs SET result_lease_id = lease_id WHERE status = 'completed';
 -- Retries held back by backoff, by due time: the reaper finds those that became due.
 CREATE INDEX jobs_by_not_before ON jobs (not_before)
     WHERE status = 'queued' AND not_before IS NOT NULL;
