@@ -20,6 +20,24 @@ fn hand_back(job: &Value) -> Value {
     json!([{"id": job["id"], "lease_id": job["lease_id"], "status": "RELEASED", "retryable": true}])
 }
 
+/// Heartbeats `job`'s lease as node `node_id` and returns the answer.
+async fn heartbeat(gw: &Gateway, node_key: &str, node_id: &str, job: &Value) -> Value {
+    let body = json!({"node_id": node_id, "lease_ids": [job["lease_id"]]});
+    let (status, beat) = gw
+        .post_json(node_key, "/internal/queue/heartbeat", &body)
+        .await;
+    assert_eq!(status, 200, "heartbeat: {beat}");
+    beat
+}
+
+/// Waits until job `id`'s lease lapsed and the reaper put it back in the queue.
+async fn lapsed(gw: &Gateway, user_key: &str, id: &str) {
+    eventually(Duration::from_secs(10), "the lease to lapse", || async {
+        (gw.job(user_key, id).await["status"] == "queued").then_some(())
+    })
+    .await;
+}
+
 /// Leases one job, long-polling up to `wait` seconds; `None` when none came.
 async fn lease_one(gw: &Gateway, node: &str, wait: f64) -> Option<Value> {
     gw.fetch(node, "n", &["echo"], 1, wait)
@@ -138,13 +156,7 @@ async fn a_frozen_gateway_gives_running_jobs_a_fresh_lease_when_it_thaws() {
     gw.signal("-STOP");
     tokio::time::sleep(Duration::from_secs(4)).await;
     gw.signal("-CONT");
-    let (_, beat) = gw
-        .post_json(
-            &node,
-            "/internal/queue/heartbeat",
-            &json!({"node_id": "n", "lease_ids": [job["lease_id"]]}),
-        )
-        .await;
+    let beat = heartbeat(&gw, &node, "n", &job).await;
     assert_eq!(beat["extended"], json!([job["lease_id"]]));
     assert!(
         gw.fetch(&node, "other", &["echo"], 1, 0.0).await.is_empty(),
@@ -203,17 +215,8 @@ async fn only_the_node_that_held_a_lapsed_lease_can_revive_it() {
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     let id = gw.submit_id(&user, "echo").await;
     let job = lease_one(&gw, &node, 0.0).await.expect("a job");
-    eventually(Duration::from_secs(10), "the lease to lapse", || async {
-        (gw.job(&user, &id).await["status"] == "queued").then_some(())
-    })
-    .await;
-    let (_, beat) = gw
-        .post_json(
-            &node,
-            "/internal/queue/heartbeat",
-            &json!({"node_id": "impostor", "lease_ids": [job["lease_id"]]}),
-        )
-        .await;
+    lapsed(&gw, &user, &id).await;
+    let beat = heartbeat(&gw, &node, "impostor", &job).await;
     assert_eq!(beat["lost"], json!([job["lease_id"]]));
     assert_eq!(gw.job(&user, &id).await["status"], "queued");
 }
@@ -256,26 +259,14 @@ async fn the_last_lease_holder_keeps_its_job_while_no_other_node_took_it() {
     // A late result: the lease lapsed, the job went back to the queue, nobody took it.
     let late = gw.submit_id(&user, "echo").await;
     let job = lease_one(&gw, &node, 0.0).await.expect("a job");
-    eventually(Duration::from_secs(10), "the lease to lapse", || async {
-        (gw.job(&user, &late).await["status"] == "queued").then_some(())
-    })
-    .await;
+    lapsed(&gw, &user, &late).await;
     assert_eq!(gw.complete(&node, &job, "late but first").await, "accepted");
     assert_eq!(gw.job(&user, &late).await["status"], "completed");
     // A late heartbeat: the lease is the node's again, and the job is not run twice.
     let beaten = gw.submit_id(&user, "echo").await;
     let job = lease_one(&gw, &node, 0.0).await.expect("a job");
-    eventually(Duration::from_secs(10), "the lease to lapse", || async {
-        (gw.job(&user, &beaten).await["status"] == "queued").then_some(())
-    })
-    .await;
-    let (_, beat) = gw
-        .post_json(
-            &node,
-            "/internal/queue/heartbeat",
-            &json!({"node_id": "n", "lease_ids": [job["lease_id"]]}),
-        )
-        .await;
+    lapsed(&gw, &user, &beaten).await;
+    let beat = heartbeat(&gw, &node, "n", &job).await;
     assert_eq!(beat["extended"], json!([job["lease_id"]]));
     assert_eq!(beat["lease_ttl_ms"], 1000);
     assert_eq!(gw.job(&user, &beaten).await["status"], "processing");

@@ -2,6 +2,8 @@
 //! upstream (`testkit::mock`) on loopback, and one test against a real small LLM server.
 
 #[cfg(test)]
+mod attempts;
+#[cfg(test)]
 mod batch;
 #[cfg(test)]
 mod browser;
