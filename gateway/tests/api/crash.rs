@@ -108,15 +108,10 @@ async fn kill_9_during_10000_concurrent_submits_loses_no_acknowledged_job() {
         if acked_keys.contains(&key) {
             continue;
         }
+        let body = chat("echo", &format!("request {i}"));
         let response = gw
-            .http
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&user)
-            .header("Idempotency-Key", &key)
-            .json(&chat("echo", &format!("request {i}")))
-            .send()
-            .await
-            .unwrap();
+            .submit_with(&user, &body, None, &[("Idempotency-Key", &key)])
+            .await;
         assert_eq!(response.status(), 202);
     }
     let after = jobs_by_key(&gw.db());

@@ -89,15 +89,11 @@ async fn a_cors_preflight_is_answered_204_without_a_key() {
 async fn an_allowed_origin_reads_answers_and_errors_and_others_get_no_cors_headers() {
     let gw = Gateway::start(&[("OBB_CORS_ALLOWED_ORIGINS", PAGE)]).await;
     let user = gw.key("user").await;
-    let submit = |origin: &'static str, key: String| {
-        gw.http
-            .post(gw.url("/v1/chat/completions"))
-            .header("origin", origin)
-            .bearer_auth(key)
-            .json(&chat("echo", "hi"))
-            .send()
+    let submit = async |origin: &str, key: &str| {
+        gw.submit_with(key, &chat("echo", "hi"), None, &[("origin", origin)])
+            .await
     };
-    let allowed = submit(PAGE, user.clone()).await.unwrap();
+    let allowed = submit(PAGE, &user).await;
     assert_eq!(allowed.status(), 202);
     let headers = allowed.headers();
     assert_eq!(headers["access-control-allow-origin"], PAGE);
@@ -113,10 +109,10 @@ async fn an_allowed_origin_reads_answers_and_errors_and_others_get_no_cors_heade
         assert!(exposed.contains(name), "{exposed}");
     }
     // Errors are readable too, so that a page can show them.
-    let refused = submit(PAGE, "sk-wrong".to_owned()).await.unwrap();
+    let refused = submit(PAGE, "sk-wrong").await;
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.headers()["access-control-allow-origin"], PAGE);
-    let stranger = submit("https://evil.example", user.clone()).await.unwrap();
+    let stranger = submit("https://evil.example", &user).await;
     assert_eq!(stranger.status(), 202);
     assert!(
         stranger

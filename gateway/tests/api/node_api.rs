@@ -132,14 +132,13 @@ async fn a_waiting_fetch_is_woken_by_a_submit_for_its_model_only() {
     };
     gw.submit_id(&user, "unwanted").await;
     let wanted = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&user)
-        .header("x-request-id", "trace-123")
-        .json(&chat("wanted", "hi"))
-        .send()
-        .await
-        .unwrap();
+        .submit_with(
+            &user,
+            &chat("wanted", "hi"),
+            None,
+            &[("x-request-id", "trace-123")],
+        )
+        .await;
     assert_eq!(wanted.headers()["x-request-id"], "trace-123");
     let (body, waited) = fetcher.await.unwrap();
     assert!(

@@ -67,13 +67,8 @@ async fn waited_submit_returns_the_completion_exactly_as_the_node_sent_it() {
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     let worker = complete_in_background(&gw, node, "pong");
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=20"))
-        .bearer_auth(&user)
-        .json(&chat("echo", "ping"))
-        .send()
-        .await
-        .unwrap();
+        .submit_with(&user, &chat("echo", "ping"), Some(20), &[])
+        .await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-obb-queue-ms"));
     assert!(response.headers().contains_key("x-obb-processing-ms"));
@@ -91,14 +86,8 @@ async fn prefer_wait_streams_the_finished_completion_as_chunks() {
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .header("Prefer", "wait=20")
-        .bearer_auth(&user)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+        .submit_with(&user, &request, None, &[("Prefer", "wait=20")])
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.unwrap();
@@ -127,13 +116,8 @@ async fn a_wait_that_runs_out_answers_202_with_retry_after() {
     let user = gw.key("user").await;
     let started = Instant::now();
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=30"))
-        .bearer_auth(&user)
-        .json(&chat("echo", "nobody serves this"))
-        .send()
-        .await
-        .unwrap();
+        .submit_with(&user, &chat("echo", "nobody serves this"), Some(30), &[])
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the wait is capped by max_wait_seconds"
@@ -170,14 +154,7 @@ async fn failed_jobs_answer_waiters_with_the_error_and_no_retry() {
                 "error": {"message": "model `x` does not exist", "type": "invalid_request_error",
                           "param": null, "code": "model_not_found"}}),
         );
-        let response = gw
-            .http
-            .post(gw.url("/v1/chat/completions?wait=20"))
-            .bearer_auth(&user)
-            .json(&chat("x", "hi"))
-            .send()
-            .await
-            .unwrap();
+        let response = gw.submit_with(&user, &chat("x", "hi"), Some(20), &[]).await;
         assert_eq!(response.status(), expected);
         assert_eq!(response.headers()["x-should-retry"], "false");
         let body: Value = response.json().await.unwrap();
@@ -190,34 +167,29 @@ async fn failed_jobs_answer_waiters_with_the_error_and_no_retry() {
 async fn the_same_idempotency_key_returns_the_same_job_and_a_different_body_gets_422() {
     let gw = Gateway::start(&[]).await;
     let user = gw.key("user").await;
-    let send = |body: Value| {
-        gw.http
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&user)
-            .header("Idempotency-Key", "order-42")
-            .json(&body)
-            .send()
+    let send = async |body: Value| {
+        gw.submit_with(&user, &body, None, &[("Idempotency-Key", "order-42")])
+            .await
     };
-    let first: Value = send(chat("echo", "a")).await.unwrap().json().await.unwrap();
+    let first: Value = send(chat("echo", "a")).await.json().await.unwrap();
     // The same request with its keys in another order is the same request.
     let reordered = json!({"messages": [{"content": "a", "role": "user"}], "model": "echo"});
-    let again: Value = send(reordered).await.unwrap().json().await.unwrap();
+    let again: Value = send(reordered).await.json().await.unwrap();
     assert_eq!(first["id"], again["id"]);
-    let conflict = observed(send(chat("echo", "b")).await.unwrap()).await;
+    let conflict = observed(send(chat("echo", "b")).await).await;
     assert_json_snapshot!(conflict);
     let (_, list) = gw.get_json(&user, "/v1/jobs").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     // Another user's identical key is their own.
     let other = gw.key("user").await;
     let theirs: Value = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(&other)
-        .header("Idempotency-Key", "order-42")
-        .json(&chat("echo", "a"))
-        .send()
+        .submit_with(
+            &other,
+            &chat("echo", "a"),
+            None,
+            &[("Idempotency-Key", "order-42")],
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -231,20 +203,17 @@ async fn jobs_are_leased_by_priority_then_age() {
     let mut ids = Vec::new();
     for (priority, via_header) in [(5, true), (3, false), (1, true), (1, false)] {
         let mut body = chat("echo", "x");
-        let mut request = gw
-            .http
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(&user);
-        if via_header {
-            request = request.header("X-OBB-Priority", priority.to_string());
+        let priority_text = priority.to_string();
+        let header = [("X-OBB-Priority", priority_text.as_str())];
+        let headers: &[(&str, &str)] = if via_header {
+            &header
         } else {
-            body["metadata"] = json!({"obb_priority": priority.to_string()});
-        }
-        let job: Value = request
-            .json(&body)
-            .send()
+            body["metadata"] = json!({"obb_priority": priority_text});
+            &[]
+        };
+        let job: Value = gw
+            .submit_with(&user, &body, None, headers)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -261,14 +230,13 @@ async fn a_job_past_its_ttl_expires_and_its_waiter_hears_so() {
     let gw = Gateway::start(&[]).await;
     let user = gw.key("user").await;
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions?wait=20"))
-        .bearer_auth(&user)
-        .header("X-OBB-TTL", "1")
-        .json(&chat("nobody", "hi"))
-        .send()
-        .await
-        .unwrap();
+        .submit_with(
+            &user,
+            &chat("nobody", "hi"),
+            Some(20),
+            &[("X-OBB-TTL", "1")],
+        )
+        .await;
     let seen = observed(response).await;
     assert_json_snapshot!(seen, {".body.error.message" => "[message]"});
 }
@@ -280,14 +248,8 @@ async fn streamed(gw: &Gateway, user: &str) -> Vec<String> {
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
     let response = gw
-        .http
-        .post(gw.url("/v1/chat/completions"))
-        .header("Prefer", "wait=20")
-        .bearer_auth(user)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+        .submit_with(user, &request, None, &[("Prefer", "wait=20")])
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.unwrap();
