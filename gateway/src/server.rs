@@ -1,5 +1,5 @@
 //! The composition root of `start`: opens the store, and runs the HTTP service and the
-//! reaper as pingora services with our shutdown timings.
+//! reapers (jobs, and expired files) as pingora services with our shutdown timings.
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -48,6 +48,10 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         interval: Duration::from_millis(config.reaper_interval_ms),
         lease: config.lease(),
     };
+    let file_reaper = FileReaper {
+        queue: Arc::clone(&queue),
+        interval: Duration::from_millis(config.reaper_interval_ms.max(1000)),
+    };
     let address = format!("{}:{}", config.host, config.port);
     let tls = config.tls_cert.clone().zip(config.tls_key.clone());
     let state = Arc::new(State {
@@ -73,6 +77,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     }
     server.add_service(http);
     server.add_service(background_service("obb-reaper", reaper));
+    server.add_service(background_service("obb-file-reaper", file_reaper));
     Ok(server)
 }
 
@@ -155,6 +160,35 @@ impl BackgroundService for Reaper {
                     since = report.at - self.interval.as_millis() as i64;
                 }
                 Err(error) => tracing::warn!(error = %error.detail(), "reaper pass failed"),
+            }
+        }
+    }
+}
+
+/// Deletes files past their `expires_at`, a bounded number per pass so that a backlog
+/// never holds the writer for long.
+struct FileReaper {
+    queue: Arc<Queue>,
+    interval: Duration,
+}
+
+/// Files deleted per pass at most; a backlog goes in the passes that follow.
+const FILES_PER_PASS: usize = 100;
+
+#[async_trait]
+impl BackgroundService for FileReaper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.queue.files().reap(FILES_PER_PASS).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(files = deleted, "deleted expired files"),
+                Err(error) => tracing::warn!(error = %error.detail(), "file reaper pass failed"),
             }
         }
     }

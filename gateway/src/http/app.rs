@@ -6,7 +6,7 @@ use super::reply::{Body, Reply};
 use super::request::Request;
 use super::routes::{self, Route};
 use super::wait::Waited;
-use super::{Ctx, State, admin, body, cors, framing, node, sse, user};
+use super::{Ctx, State, admin, body, cors, files, framing, node, sse, upload, user};
 use crate::queue::Visibility;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,6 +84,11 @@ impl App {
         self.route(&ctx, route, req).await
     }
 
+    /// The largest file `POST /v1/files` takes.
+    fn max_file_bytes(&self) -> u64 {
+        upload::DEFAULT_MAX_BATCH_FILE_BYTES
+    }
+
     /// `GET /metrics`: open on loopback; elsewhere it needs the metrics token when one is set.
     async fn metrics(&self, ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         if let Some(token) = &self.state.config.metrics_token
@@ -130,6 +135,14 @@ impl App {
             Route::CreateKey => admin::create(ctx, req).await,
             Route::ListKeys => admin::list(ctx).await,
             Route::RevokeKey(id) => admin::revoke(ctx, id).await,
+            Route::ListFiles => files::list(ctx, req).await,
+            Route::GetFile(id) => files::get(ctx, id).await,
+            Route::DeleteFile(id) => files::delete(ctx, id).await,
+            Route::FileContent(id) => files::content(ctx, id).await,
+            // Taken before its body is read, in `process_new_http`.
+            Route::CreateFile => Err(ApiError::Internal(
+                "an upload reached the buffered request path".to_owned(),
+            )),
         }
     }
 }
@@ -288,22 +301,39 @@ impl HttpServerApp for App {
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .is_some_and(|addr| addr.ip().is_loopback());
-        let (route, waited, result) = match body::receive(&self.state, &mut session).await {
-            Ok(body) => {
-                let req = parse_request(&session, body, id.clone());
-                let handling = self.handle(&req, shutdown, peer_is_loopback);
-                tokio::pin!(handling);
-                // A long-poll must end when its client leaves: a node that gave up on a
-                // fetch must not be handed jobs it will never see.
-                tokio::select! {
-                    handled = &mut handling => handled,
-                    _ = session.read_body_or_idle(true) => {
-                        tracing::debug!(request_id = %id, "client went away before the answer");
-                        return None;
+        let uploading = matches!(
+            routes::resolve(
+                session.req_header().method.as_str(),
+                session.req_header().uri.path()
+            ),
+            Ok(Route::CreateFile)
+        );
+        let (route, waited, result) = if uploading {
+            // An upload streams its body to disk as it reads it, never whole.
+            let result = upload::receive(&self.state, &mut session, self.max_file_bytes()).await;
+            if result.is_err() {
+                // The body may be left unread.
+                session.set_keepalive(None);
+            }
+            ("create_file", Duration::ZERO, result)
+        } else {
+            match body::receive(&self.state, &mut session).await {
+                Ok(body) => {
+                    let req = parse_request(&session, body, id.clone());
+                    let handling = self.handle(&req, shutdown, peer_is_loopback);
+                    tokio::pin!(handling);
+                    // A long-poll must end when its client leaves: a node that gave up on a
+                    // fetch must not be handed jobs it will never see.
+                    tokio::select! {
+                        handled = &mut handling => handled,
+                        _ = session.read_body_or_idle(true) => {
+                            tracing::debug!(request_id = %id, "client went away before the answer");
+                            return None;
+                        }
                     }
                 }
+                Err(e) => ("unknown", Duration::ZERO, Err(e)),
             }
-            Err(e) => ("unknown", Duration::ZERO, Err(e)),
         };
         let mut error_kind = None;
         let mut reply = result.unwrap_or_else(|error| {
@@ -325,29 +355,43 @@ impl HttpServerApp for App {
         }
         let status = reply.status;
         let head = session.req_header().method == http::Method::HEAD;
-        let written = match &reply.body {
-            Body::Full {
-                content_type,
-                bytes,
-            } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
-            // Nothing of a stream is sent to HEAD, so nothing would notice its client leave.
-            Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
-                sse::headers_only(&mut session, &reply, &id).await
-            }
-            Body::JobEvents { job_id, who } => {
-                self.stream(job_id, who, shutdown, &id)
-                    .job_events(&mut session, &reply)
-                    .await
-            }
-            Body::ChatStream {
-                job_id,
-                who,
-                deadline,
-                include_usage,
-            } => {
-                self.stream(job_id, who, shutdown, &id)
-                    .chat(&mut session, &reply, *deadline, *include_usage)
-                    .await
+        let written = if let Body::File { file, len } = &mut reply.body {
+            files::write_content(
+                &mut session,
+                (reply.status, &reply.headers),
+                file,
+                *len,
+                &id,
+                head,
+            )
+            .await
+        } else {
+            match &reply.body {
+                // Written above, where the file can be read.
+                Body::File { .. } => false,
+                Body::Full {
+                    content_type,
+                    bytes,
+                } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
+                // Nothing of a stream is sent to HEAD, so nothing would notice its client leave.
+                Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
+                    sse::headers_only(&mut session, &reply, &id).await
+                }
+                Body::JobEvents { job_id, who } => {
+                    self.stream(job_id, who, shutdown, &id)
+                        .job_events(&mut session, &reply)
+                        .await
+                }
+                Body::ChatStream {
+                    job_id,
+                    who,
+                    deadline,
+                    include_usage,
+                } => {
+                    self.stream(job_id, who, shutdown, &id)
+                        .chat(&mut session, &reply, *deadline, *include_usage)
+                        .await
+                }
             }
         };
         let header = session.req_header();

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::request::Request;
 use super::routes::{self, Route};
 use super::{State, encoding, framing};
+use crate::auth::Principal;
 use bytes::Bytes;
 use pingora::protocols::http::ServerSession;
 
@@ -43,16 +44,9 @@ pub async fn receive(state: &State, session: &mut ServerSession) -> Result<Vec<u
             session.set_keepalive(None);
             return Err(refused);
         }
-        // Writing the `100` before the body is read must not cost the connection.
-        session.set_close_on_response_before_downstream_finish(false);
-        let continued = session.write_continue_response().await;
-        session.set_close_on_response_before_downstream_finish(true);
-        if let Err(e) = continued {
+        if let Err(e) = send_continue(session).await {
             session.set_keepalive(None);
-            return Err(ApiError::invalid(
-                format!("cannot answer `Expect: 100-continue`: {e}"),
-                None,
-            ));
+            return Err(e);
         }
     }
     match read_body(session, limit).await {
@@ -79,6 +73,65 @@ pub async fn decoded(req: &Request, limit: usize) -> Result<Option<Request>, Api
         body,
         ..req.clone()
     }))
+}
+
+/// Tells a client that sent `Expect: 100-continue` to send its body; nothing otherwise.
+pub async fn send_continue(session: &mut ServerSession) -> Result<(), ApiError> {
+    if !expects_continue(session) {
+        return Ok(());
+    }
+    // Writing the `100` before the body is read must not cost the connection.
+    session.set_close_on_response_before_downstream_finish(false);
+    let continued = session.write_continue_response().await;
+    session.set_close_on_response_before_downstream_finish(true);
+    continued
+        .map_err(|e| ApiError::invalid(format!("cannot answer `Expect: 100-continue`: {e}"), None))
+}
+
+/// For a route that streams its body: the framing rules and the caller's key, judged from
+/// the head alone, before a byte of the body is read, so that a stranger cannot upload.
+pub async fn authenticate_head(
+    state: &State,
+    session: &ServerSession,
+    roles: &[openbeepboop::Role],
+) -> Result<Principal, ApiError> {
+    framing::check_host(session).and_then(|()| framing::check_transfer_coding(session))?;
+    let principal = state
+        .auth
+        .authenticate(&state.queue, header(session, "authorization"))
+        .await?;
+    principal.require(roles)?;
+    Ok(principal)
+}
+
+/// The body as a stream of chunks, for a parser that reads as it goes. It yields to the
+/// runtime before each read, so that a consumer that polls until the stream is pending
+/// (multer does) takes each chunk as it comes instead of the connection's whole backlog.
+pub fn chunks(
+    session: &mut ServerSession,
+) -> impl futures_util::Stream<Item = Result<Bytes, Box<pingora::Error>>> + Send + '_ {
+    futures_util::stream::unfold(Some(session), |session| async move {
+        let session = session?;
+        tokio::task::yield_now().await;
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(session))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Reads and drops what is left of a body, up to `max` bytes. Returns whether it ended,
+/// which a connection needs to be reused.
+pub async fn drain(session: &mut ServerSession, max: usize) -> bool {
+    let mut left = max;
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if chunk.len() <= left => left -= chunk.len(),
+            Ok(None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// What can be judged from the headers alone: the declared size, the route, the key.
@@ -113,7 +166,7 @@ pub fn is_long_poll(session: &ServerSession) -> bool {
     }
 }
 
-fn declared_length(session: &ServerSession) -> Option<usize> {
+pub fn declared_length(session: &ServerSession) -> Option<usize> {
     header(session, "content-length").and_then(|v| v.trim().parse::<usize>().ok())
 }
 

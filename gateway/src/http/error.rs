@@ -51,6 +51,9 @@ pub enum ApiError {
     Conflict { message: String, code: &'static str },
     #[error("the request body is larger than the {limit} bytes allowed")]
     PayloadTooLarge { limit: usize },
+    /// An uploaded file over its purpose's limit (`max_batch_file_bytes`).
+    #[error("the file is larger than the {limit} bytes allowed (`max_batch_file_bytes`)")]
+    FileTooLarge { limit: u64 },
     /// A `Transfer-Encoding` other than `chunked` (RFC 9112 §6.1).
     #[error("unsupported `Transfer-Encoding` `{0}`; only `chunked` is implemented")]
     TransferCodingNotImplemented(String),
@@ -147,7 +150,7 @@ impl ApiError {
                 "method_not_allowed",
             ),
             Conflict { code, .. } => (409, "invalid_request_error", Some(code), "conflict"),
-            PayloadTooLarge { .. } | DecodedTooLarge { .. } => (
+            PayloadTooLarge { .. } | DecodedTooLarge { .. } | FileTooLarge { .. } => (
                 413,
                 "invalid_request_error",
                 Some("request_too_large"),
@@ -357,6 +360,7 @@ mod tests {
                 code: "x",
             },
             ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::FileTooLarge { limit: 1 },
             ApiError::TransferCodingNotImplemented("x".into()),
             ApiError::DecodedTooLarge { limit: 1 },
             ApiError::HeadTooLarge,

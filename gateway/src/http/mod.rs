@@ -9,6 +9,7 @@ mod body;
 mod cors;
 mod encoding;
 pub mod error;
+mod files;
 mod framing;
 mod node;
 mod policy;
@@ -16,6 +17,7 @@ mod reply;
 mod request;
 mod routes;
 mod sse;
+mod upload;
 mod user;
 mod wait;
 

@@ -46,7 +46,12 @@ impl Terms {
 
 /// `Idempotency-Key`, when sent: 1 to 255 characters.
 fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
-    match req.header("idempotency-key") {
+    idempotency_key_of(req.header("idempotency-key"))
+}
+
+/// The `Idempotency-Key` header's value, when sent: 1 to 255 characters.
+pub fn idempotency_key_of(header: Option<&str>) -> Result<Option<String>, ApiError> {
+    match header {
         Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY => {
             Err(ApiError::invalid(
                 format!("`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),

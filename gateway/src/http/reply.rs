@@ -20,6 +20,8 @@ pub enum Body {
         deadline: tokio::time::Instant,
         include_usage: bool,
     },
+    /// A stored file's bytes, read from disk as they are written out; `len` is its size.
+    File { file: tokio::fs::File, len: u64 },
 }
 
 pub struct Reply {

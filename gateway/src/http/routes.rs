@@ -26,6 +26,12 @@ pub enum Route {
     CreateKey,
     ListKeys,
     RevokeKey(String),
+    /// `POST /v1/files`: its body is streamed, never read whole (see `upload`).
+    CreateFile,
+    ListFiles,
+    GetFile(String),
+    DeleteFile(String),
+    FileContent(String),
 }
 
 /// Every [`Route::name`], and `unknown` for a request no route took: the metrics create
@@ -47,6 +53,11 @@ pub const ROUTE_NAMES: &[&str] = &[
     "node_submit",
     "admin_keys",
     "admin_key",
+    "create_file",
+    "list_files",
+    "get_file",
+    "delete_file",
+    "file_content",
     "unknown",
 ];
 
@@ -66,7 +77,12 @@ impl Route {
             | Route::StreamJob(_)
             | Route::Poll
             | Route::Models
-            | Route::Model(_) => Some(USERS),
+            | Route::Model(_)
+            | Route::CreateFile
+            | Route::ListFiles
+            | Route::GetFile(_)
+            | Route::DeleteFile(_)
+            | Route::FileContent(_) => Some(USERS),
             Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
             Route::CreateKey | Route::ListKeys | Route::RevokeKey(_) => Some(ADMINS),
         }
@@ -91,6 +107,11 @@ impl Route {
             Route::NodeSubmit => "node_submit",
             Route::CreateKey | Route::ListKeys => "admin_keys",
             Route::RevokeKey(_) => "admin_key",
+            Route::CreateFile => "create_file",
+            Route::ListFiles => "list_files",
+            Route::GetFile(_) => "get_file",
+            Route::DeleteFile(_) => "delete_file",
+            Route::FileContent(_) => "file_content",
         }
     }
 }
@@ -130,6 +151,26 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
                         .into_owned(),
                 )
             }),
+        ),
+        ["v1", "files"] => (
+            "GET, POST",
+            match method {
+                "GET" => Some(Route::ListFiles),
+                "POST" => Some(Route::CreateFile),
+                _ => None,
+            },
+        ),
+        ["v1", "files", id] => (
+            "GET, DELETE",
+            match method {
+                "GET" => Some(Route::GetFile((*id).to_owned())),
+                "DELETE" => Some(Route::DeleteFile((*id).to_owned())),
+                _ => None,
+            },
+        ),
+        ["v1", "files", id, "content"] => (
+            "GET",
+            (method == "GET").then(|| Route::FileContent((*id).to_owned())),
         ),
         ["internal", "queue", "fetch"] => ("POST", (method == "POST").then_some(Route::Fetch)),
         ["internal", "queue", "heartbeat"] => {
@@ -215,6 +256,19 @@ mod tests {
             Route::Preflight { allowed: "POST" }
         );
         assert_eq!(resolve("OPTIONS", "/nope").unwrap_err().status(), 404);
+        assert_eq!(resolve("POST", "/v1/files").unwrap(), Route::CreateFile);
+        assert_eq!(
+            resolve("HEAD", "/v1/files/file-1/content").unwrap(),
+            Route::FileContent("file-1".into())
+        );
+        assert_eq!(
+            resolve("DELETE", "/v1/files/file-1").unwrap(),
+            Route::DeleteFile("file-1".into())
+        );
+        assert_eq!(
+            resolve("PUT", "/v1/files/file-1").unwrap_err().status(),
+            405
+        );
     }
 
     #[test]
@@ -238,6 +292,11 @@ mod tests {
             Route::CreateKey,
             Route::ListKeys,
             Route::RevokeKey(id()),
+            Route::CreateFile,
+            Route::ListFiles,
+            Route::GetFile(id()),
+            Route::DeleteFile(id()),
+            Route::FileContent(id()),
         ];
         for route in routes {
             assert!(ROUTE_NAMES.contains(&route.name()), "{}", route.name());

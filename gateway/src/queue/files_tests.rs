@@ -53,7 +53,7 @@ async fn a_stored_file_reads_back_pages_and_deletes_row_then_bytes() {
     assert!(created);
     assert_eq!(first.bytes, 16);
     assert!(first.id.starts_with("file-"));
-    assert_eq!(names(files.dir()), [first.id.clone()]);
+    assert_eq!(names(files.dir()), [first.id.as_str()]);
     let (second, _) = store(files, b"x\n", new_file("a", None, Some(3600)))
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn a_stored_file_reads_back_pages_and_deletes_row_then_bytes() {
         files.get(first.id.clone(), Visibility::All).await,
         Err(StoreError::FileNotFound(_))
     ));
-    assert_eq!(names(files.dir()), [second.id.clone()]);
+    assert_eq!(names(files.dir()), [second.id.as_str()]);
 }
 
 #[tokio::test]
@@ -187,7 +187,7 @@ async fn an_abandoned_upload_leaves_nothing_and_a_restart_sweeps_what_a_crash_le
     std::fs::write(files_dir.join("file-0.part"), b"half").unwrap();
     std::fs::write(files_dir.join("file-1"), b"no row").unwrap();
     let queue = open(dir.path());
-    assert_eq!(names(queue.files().dir()), [kept.id.clone()]);
+    assert_eq!(names(queue.files().dir()), [kept.id.as_str()]);
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@ mod crash;
 #[cfg(test)]
 mod edge;
 #[cfg(test)]
+mod files;
+#[cfg(test)]
 mod jobs;
 #[cfg(test)]
 mod node_api;

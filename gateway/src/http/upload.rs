@@ -1,0 +1,296 @@
+//! `POST /v1/files`: a `multipart/form-data` upload streamed from the connection into the
+//! file store, chunk by chunk, never held whole. The caller is authenticated from the
+//! head before the body is read, and `Expect: 100-continue` is answered only then.
+//! Refused uploads leave nothing behind: the store's `Upload` removes its part when dropped.
+
+use super::error::ApiError;
+use super::reply::Reply;
+use super::{State, body, routes::Route};
+use crate::queue::NewFile;
+use openbeepboop::FilePurpose;
+use pingora::protocols::http::ServerSession;
+
+/// `max_batch_file_bytes`' default: OpenAI's 200 MB limit for a batch input.
+pub const DEFAULT_MAX_BATCH_FILE_BYTES: u64 = 200 * 1024 * 1024;
+/// Room in the body beside the file: the boundaries, part headers and the small fields.
+const FORM_OVERHEAD: u64 = 64 * 1024;
+/// The longest value of a text field.
+const MAX_TEXT_FIELD: u64 = 1024;
+const MAX_FILENAME: usize = 255;
+/// OpenAI's bounds of `expires_after[seconds]`: an hour to 30 days.
+const EXPIRY_SECONDS: std::ops::RangeInclusive<u64> = 3_600..=2_592_000;
+/// How long a `batch` file is kept without `expires_after`: 30 days, as OpenAI does.
+const BATCH_DEFAULT_EXPIRY: u64 = 2_592_000;
+const FIELDS: [&str; 4] = [
+    "file",
+    "purpose",
+    "expires_after[anchor]",
+    "expires_after[seconds]",
+];
+
+/// What the form said besides the file.
+#[derive(Default)]
+struct Form {
+    purpose: Option<String>,
+    anchor: Option<String>,
+    seconds: Option<String>,
+}
+
+/// Receives an upload and answers with the stored `file` object. On an error the body may
+/// be left unread, so the caller must not reuse the connection.
+pub async fn receive(
+    state: &State,
+    session: &mut ServerSession,
+    max_file: u64,
+) -> Result<Reply, ApiError> {
+    let roles = Route::CreateFile.roles().unwrap_or_default();
+    let principal = body::authenticate_head(state, session, roles).await?;
+    let boundary = boundary(body::header(session, "content-type"))?;
+    if let Some(coding) = body::header(session, "content-encoding")
+        .filter(|c| !c.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::UnsupportedEncoding(coding.to_owned()));
+    }
+    let idempotency_key =
+        super::policy::idempotency_key_of(body::header(session, "idempotency-key"))?;
+    let limit = max_file + FORM_OVERHEAD;
+    if body::declared_length(session).is_some_and(|n| n as u64 > limit) {
+        return Err(ApiError::FileTooLarge { limit: max_file });
+    }
+    body::send_continue(session).await?;
+
+    let store = state.queue.files();
+    let mut form = Form::default();
+    let mut upload = None;
+    let mut filename = String::new();
+    {
+        let constraints = multer::Constraints::new()
+            .allowed_fields(FIELDS.to_vec())
+            .size_limit(
+                FIELDS[1..]
+                    .iter()
+                    .fold(multer::SizeLimit::new().whole_stream(limit), |l, name| {
+                        l.for_field(*name, MAX_TEXT_FIELD)
+                    }),
+            );
+        let mut multipart =
+            multer::Multipart::with_constraints(body::chunks(session), boundary, constraints);
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| refused(e, max_file))?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            if name != "file" {
+                let value = field.text().await.map_err(|e| refused(e, max_file))?;
+                let slot = match name.as_str() {
+                    "purpose" => &mut form.purpose,
+                    "expires_after[anchor]" => &mut form.anchor,
+                    _ => &mut form.seconds,
+                };
+                if slot.replace(value).is_some() {
+                    return Err(ApiError::invalid(format!("`{name}` is given twice"), name));
+                }
+                continue;
+            }
+            if upload.is_some() {
+                return Err(ApiError::invalid(
+                    "send one `file`, not several",
+                    "file".to_owned(),
+                ));
+            }
+            filename = checked_filename(field.file_name())?;
+            let mut file = store.begin().await?;
+            while let Some(chunk) = field.chunk().await.map_err(|e| refused(e, max_file))? {
+                if file.bytes() + chunk.len() as u64 > max_file {
+                    return Err(ApiError::FileTooLarge { limit: max_file });
+                }
+                file.write(&chunk).await?;
+            }
+            upload = Some(file);
+        }
+    }
+    // The form has ended; an epilogue after its last boundary is read and dropped.
+    if !body::drain(session, FORM_OVERHEAD as usize).await {
+        return Err(ApiError::invalid(
+            "the body goes on after the form's end",
+            None,
+        ));
+    }
+    let purpose = purpose(form.purpose.as_deref())?;
+    let expires_after = expires_after(form.anchor.as_deref(), form.seconds.as_deref())?
+        .or((purpose == FilePurpose::Batch).then_some(BATCH_DEFAULT_EXPIRY));
+    let upload =
+        upload.ok_or_else(|| ApiError::invalid("`file` is required", "file".to_owned()))?;
+    let (record, _created) = store
+        .commit(
+            upload,
+            NewFile {
+                owner_key_id: principal.key_id,
+                purpose,
+                filename,
+                expires_after,
+                idempotency_key,
+            },
+        )
+        .await?;
+    Ok(Reply::json(200, &record.to_wire()))
+}
+
+/// The boundary of a `multipart/form-data` body; any other body is refused.
+fn boundary(content_type: Option<&str>) -> Result<String, ApiError> {
+    let is_form = content_type.is_some_and(|ct| {
+        ct.trim()
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data")
+    });
+    content_type
+        .filter(|_| is_form)
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "the body must be `multipart/form-data` with a boundary, holding `file` and `purpose`",
+                None,
+            )
+        })
+}
+
+/// The `file` part's filename: present, short, and `.jsonl`, the only kind a batch reads.
+fn checked_filename(name: Option<&str>) -> Result<String, ApiError> {
+    let name = name.map(str::trim).unwrap_or_default();
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            "`file` must be a file part with a filename",
+            "file".to_owned(),
+        ));
+    }
+    if name.chars().count() > MAX_FILENAME || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            format!(
+                "the filename must be at most {MAX_FILENAME} characters, without control characters"
+            ),
+            "file".to_owned(),
+        ));
+    }
+    if !name.to_ascii_lowercase().ends_with(".jsonl") {
+        return Err(ApiError::invalid(
+            format!("`{name}` is not a `.jsonl` file; files of purpose `batch` must be JSONL"),
+            "file".to_owned(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn purpose(value: Option<&str>) -> Result<FilePurpose, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Err(ApiError::invalid(
+            "`purpose` is required",
+            "purpose".to_owned(),
+        )),
+        Some("batch") => Ok(FilePurpose::Batch),
+        Some(other) => Err(ApiError::invalid(
+            format!(
+                "purpose `{other}` is not accepted; upload files with purpose `batch` (`batch_output` files are written by the gateway)"
+            ),
+            "purpose".to_owned(),
+        )),
+    }
+}
+
+/// `expires_after[anchor]` and `expires_after[seconds]`: both or neither.
+fn expires_after(anchor: Option<&str>, seconds: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match (anchor.map(str::trim), seconds.map(str::trim)) {
+        (None, None) => Ok(None),
+        (Some("created_at"), Some(seconds)) => seconds
+            .parse::<u64>()
+            .ok()
+            .filter(|s| EXPIRY_SECONDS.contains(s))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!(
+                        "`expires_after[seconds]` must be an integer from {} to {}, not `{seconds}`",
+                        EXPIRY_SECONDS.start(),
+                        EXPIRY_SECONDS.end()
+                    ),
+                    "expires_after[seconds]".to_owned(),
+                )
+            }),
+        (Some(anchor), Some(_)) => Err(ApiError::invalid(
+            format!("`expires_after[anchor]` must be `created_at`, not `{anchor}`"),
+            "expires_after[anchor]".to_owned(),
+        )),
+        _ => Err(ApiError::invalid(
+            "`expires_after` needs both `expires_after[anchor]` and `expires_after[seconds]`",
+            "expires_after".to_owned(),
+        )),
+    }
+}
+
+/// A multipart failure, as the client's error it is.
+fn refused(error: multer::Error, max_file: u64) -> ApiError {
+    use multer::Error::*;
+    match error {
+        StreamSizeExceeded { .. } => ApiError::FileTooLarge { limit: max_file },
+        FieldSizeExceeded { field_name, .. } => {
+            let name = field_name.unwrap_or_default();
+            ApiError::invalid(
+                format!("`{name}` is longer than the {MAX_TEXT_FIELD} bytes allowed"),
+                name,
+            )
+        }
+        UnknownField { field_name } => {
+            let name = field_name.unwrap_or_default();
+            ApiError::invalid(
+                format!(
+                    "unknown form field `{name}`; expected {}",
+                    FIELDS.join(", ")
+                ),
+                name,
+            )
+        }
+        StreamReadFailed(e) => {
+            ApiError::invalid(format!("cannot read the request body: {e}"), None)
+        }
+        other => ApiError::invalid(format!("malformed multipart body: {other}"), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_fields_are_judged_as_openai_does() {
+        assert!(boundary(Some("multipart/form-data; boundary=abc")).is_ok());
+        assert!(boundary(Some("application/json")).is_err());
+        assert!(boundary(Some("multipart/form-data")).is_err());
+        assert!(boundary(None).is_err());
+        assert_eq!(checked_filename(Some("in.JSONL")).unwrap(), "in.JSONL");
+        for bad in [None, Some(""), Some("in.csv"), Some("a\n.jsonl")] {
+            assert!(checked_filename(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(purpose(Some("batch")).unwrap(), FilePurpose::Batch);
+        for bad in [None, Some("batch_output"), Some("fine-tune")] {
+            assert!(purpose(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(expires_after(None, None).unwrap(), None);
+        assert_eq!(
+            expires_after(Some("created_at"), Some("3600")).unwrap(),
+            Some(3600)
+        );
+        for (anchor, seconds) in [
+            (Some("created_at"), Some("3599")),
+            (Some("created_at"), Some("2592001")),
+            (Some("created_at"), Some("soon")),
+            (Some("last_active_at"), Some("3600")),
+            (Some("created_at"), None),
+            (None, Some("3600")),
+        ] {
+            assert!(
+                expires_after(anchor, seconds).is_err(),
+                "{anchor:?} {seconds:?}"
+            );
+        }
+    }
+}
