@@ -1,7 +1,8 @@
 //! Gateway configuration: defaults, then `gateway.toml`, then `OBB_*` variables, then flags.
 //!
-//! Unknown keys in the file or in `OBB_*` variables are rejected with their name, so a typo
-//! never silently falls back to a default.
+//! Unknown keys in the file and unknown `OBB_*` variables are rejected with their name, so
+//! a typo never silently falls back to a default; the loader is `obb_config`, shared with
+//! the node.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -98,16 +99,41 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The file cannot be read, or a key or variable is unknown or of the wrong type.
+    #[error(transparent)]
+    Load(#[from] obb_config::LoadError),
     #[error("invalid config `{origin}`: {message}")]
     Invalid { origin: String, message: String },
     #[error("no home directory: set `OBB_DB` or pass `--db`")]
     NoHome,
 }
+
+/// `OBB_<KEY>`. The prefix is shared, so the variables of the node (`OBB_NODE_*`), of the
+/// log filter, of the clients and of the scripts that start a gateway are not settings;
+/// any other `OBB_*` variable must name one.
+const VARIABLES: obb_config::Namespace<'static> = obb_config::Namespace {
+    prefix: "OBB_",
+    sections: &[],
+    default_section: None,
+    not_settings: &[
+        "OBB_NODE_",
+        "OBB_LOG",
+        // The Python and Rust clients.
+        "OBB_API_KEY",
+        "OBB_BASE_URL",
+        // quickstart.sh.
+        "OBB_BIN_DIR",
+        "OBB_LLM_VENV",
+        "OBB_LLM_PORT",
+        "OBB_DEMO_LLM_PORTS",
+        // The tests: the real model's Python, and what the live SDK scripts are told.
+        "OBB_TEST_PYTHON",
+        "OBB_USER_KEY",
+        "OBB_JOB_ID",
+        "OBB_FAULT_",
+    ],
+    docs: "the gateway's configuration in README.md",
+};
 
 impl Config {
     /// Builds the config from an optional file and the given environment (usually
@@ -116,53 +142,16 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
-                    origin: path.display().to_string(),
-                    message: e.message().to_owned(),
-                })?
-            }
-            None => toml::Table::new(),
+        let every_key = Config {
+            db: Some(PathBuf::new()),
+            metrics_token: Some(String::new()),
+            tls_cert: Some(PathBuf::new()),
+            tls_key: Some(PathBuf::new()),
+            ..Config::default()
         };
-        let known = Config::keys();
-        for (name, value) in env {
-            // `OBB_*` is shared with the node (`OBB_NODE_*`) and the client (`OBB_API_KEY`),
-            // so only variables naming a gateway setting are taken.
-            let Some(key) = name.strip_prefix("OBB_").map(str::to_ascii_lowercase) else {
-                continue;
-            };
-            if known.contains(&key) {
-                let value = if key == "cors_allowed_origins" {
-                    env_list(&value)
-                } else {
-                    env_value(&value)
-                };
-                table.insert(key, value);
-            }
-        }
-        let origin = file.map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
-        let config: Config =
-            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
-                origin,
-                message: e.message().to_owned(),
-            })?;
+        let config = obb_config::load(file, env, &VARIABLES, &every_key)?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// The names of all settings, as TOML keys.
-    pub fn keys() -> Vec<String> {
-        let mut keys: Vec<String> = toml::Table::try_from(Config::default())
-            .map(|table| table.keys().cloned().collect())
-            .unwrap_or_default();
-        keys.push("db".to_owned());
-        keys.extend(["metrics_token", "tls_cert", "tls_key"].map(str::to_owned));
-        keys
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -251,29 +240,6 @@ pub fn default_config_file() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// Environment values are typed the way TOML would read them, so `OBB_PORT=9000` is a number
-/// and `OBB_HOST=::1` stays a string.
-fn env_value(raw: &str) -> toml::Value {
-    if let Ok(n) = raw.parse::<i64>() {
-        return toml::Value::Integer(n);
-    }
-    if let Ok(b) = raw.parse::<bool>() {
-        return toml::Value::Boolean(b);
-    }
-    toml::Value::String(raw.to_owned())
-}
-
-/// A comma-separated list, as `OBB_CORS_ALLOWED_ORIGINS=https://a.example,https://b.example`.
-fn env_list(raw: &str) -> toml::Value {
-    toml::Value::Array(
-        raw.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| toml::Value::String(s.to_owned()))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +291,8 @@ mod tests {
     fn unknown_file_keys_are_named_and_foreign_variables_ignored() {
         let config = Config::load(None, env(&[("OBB_API_KEY", "sk"), ("OBB_NODE_NAME", "n")]));
         assert_eq!(config.unwrap(), Config::default());
+        let err = Config::load(None, env(&[("OBB_PROT", "9000")])).unwrap_err();
+        assert!(err.to_string().contains("`OBB_PROT`"), "{err}");
         let err = Config::load(None, env(&[("OBB_PORT", "many")])).unwrap_err();
         assert!(err.to_string().contains("invalid type"), "{err}");
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -343,7 +311,10 @@ mod tests {
         assert!(err.to_string().contains("tls_key"), "{err}");
         assert!(Config::load(None, env(&[("OBB_STREAM_KEEPALIVE_SECONDS", "0")])).is_err());
         let missing = Config::load(Some(Path::new("/nonexistent/gateway.toml")), env(&[]));
-        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            missing,
+            Err(ConfigError::Load(obb_config::LoadError::Read { .. }))
+        ));
     }
 
     #[test]

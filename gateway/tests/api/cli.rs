@@ -160,3 +160,32 @@ fn openbeepboop_server_is_the_gateway_under_the_specs_name() {
         );
     }
 }
+
+#[test]
+fn an_unknown_obb_variable_is_rejected_by_name_and_other_programs_variables_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queue.db");
+    assert!(cli(&db, &["setup", "--yes"]).status.success());
+    let check = |env: &[(&str, &str)]| {
+        Command::new(gateway_bin())
+            .args(["start", "--check-config", "--db"])
+            .arg(&db)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let typo = check(&[("OBB_MAX_WAIT_SECOND", "5")]);
+    assert!(!typo.status.success());
+    assert!(
+        text(&typo)
+            .1
+            .contains("unknown environment variable `OBB_MAX_WAIT_SECOND`"),
+        "{typo:?}"
+    );
+    let shared = check(&[
+        ("OBB_NODE_CONCURRENCY", "2"),
+        ("OBB_API_KEY", "sk-obb-x"),
+        ("OBB_LOG", "warn"),
+    ]);
+    assert!(shared.status.success(), "{shared:?}");
+}

@@ -136,3 +136,27 @@ fn openbeepboop_node_is_the_node_under_the_specs_name() {
         );
     }
 }
+
+#[test]
+fn an_unknown_obb_node_variable_is_rejected_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node_config.toml");
+    std::fs::write(
+        &config,
+        "[server]\nurl = \"http://127.0.0.1:1\"\napi_key = \"k\"\n[node]\nmodels = [\"echo\"]\n",
+    )
+    .unwrap();
+    let check = Command::new(workspace_bin("obb-node"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("OBB_NODE_CONCURENCY", "2")
+        .env("OBB_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("unknown environment variable `OBB_NODE_CONCURENCY`"),
+        "{stderr}"
+    );
+}
