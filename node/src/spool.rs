@@ -7,7 +7,7 @@
 //! lapses, the gateway queues the job again, and it runs once more. An fsync per batch
 //! would put a disk flush on the path of every result.
 
-use openbeepboop::NodeResult;
+use openbeepboop::{NodeResult, NodeResultStatus};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -106,6 +106,17 @@ impl Spool {
             .collect()
     }
 
+    /// The leases of the oldest finished results (completed or failed, not hand-backs), at
+    /// most `limit`: they must be kept alive until the gateway has the results.
+    pub fn finished_leases(&self, limit: usize) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|s| s.result.status != NodeResultStatus::Released)
+            .take(limit)
+            .map(|s| s.result.lease_id.clone())
+            .collect()
+    }
+
     /// The oldest results whose JSON array fits in `max_bytes`, at most `max_count`; always
     /// at least the oldest one (which may not fit), unless the spool is empty.
     pub fn pack(&self, max_bytes: usize, max_count: usize) -> Vec<Spooled> {
@@ -163,7 +174,6 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openbeepboop::NodeResultStatus;
 
     fn result(id: &str) -> NodeResult {
         NodeResult {
@@ -198,6 +208,23 @@ mod tests {
         assert_eq!(left, vec!["b"]);
         assert!(!again.is_empty());
         assert_eq!(again.path(), path);
+    }
+
+    #[test]
+    fn the_leases_kept_alive_are_those_of_finished_results_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool.jsonl")).unwrap();
+        let mut released = result("r");
+        released.status = NodeResultStatus::Released;
+        released.result = None;
+        let mut failed = result("f");
+        failed.status = NodeResultStatus::Failed;
+        failed.result = None;
+        for spooled in [result("a"), released, failed, result("b")] {
+            spool.add(spooled).unwrap();
+        }
+        assert_eq!(spool.finished_leases(10), ["lease-a", "lease-f", "lease-b"]);
+        assert_eq!(spool.finished_leases(2), ["lease-a", "lease-f"]);
     }
 
     #[test]

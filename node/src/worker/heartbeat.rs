@@ -1,11 +1,12 @@
-//! The heartbeat task: extends the leases of running jobs, aborts those the gateway says are
-//! cancelled or lost, and logs the periodic summary. Its period comes from the lease's
+//! The heartbeat task: extends the leases of running jobs and of finished results waiting
+//! in the spool, aborts the jobs the gateway says are cancelled or lost, tells the submitter
+//! when the gateway answers again, and logs the periodic summary. Its period comes from the lease's
 //! length (`lease_ttl_ms`) and the monotonic clock, never from comparing the gateway's clock
 //! with ours.
 
+use super::submit::Delivery;
 use super::{ActiveJobs, Settings, Stats, lock};
 use crate::gateway::GatewayClient;
-use crate::spool::Spool;
 use openbeepboop::HeartbeatResponse;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,9 @@ use tokio::sync::watch;
 /// The shortest period, whatever a lease says: a floor against a gateway that answers a
 /// lease of a few milliseconds.
 const FLOOR: Duration = Duration::from_millis(100);
+/// The most leases of spooled results one heartbeat extends, oldest first (those are sent
+/// first): about 45 KB of lease ids.
+const SPOOLED_LEASES: usize = 1000;
 
 /// The heartbeat period in milliseconds, shared by whoever learns the lease's length (the
 /// fetch loop, the heartbeat task) and the heartbeat task that sleeps by it.
@@ -72,7 +76,7 @@ pub(super) struct Heartbeat {
     pub settings: Settings,
     pub period: Arc<Period>,
     pub stats: Arc<Stats>,
-    pub spool: Arc<Spool>,
+    pub delivery: Arc<Delivery>,
 }
 
 impl Heartbeat {
@@ -90,13 +94,25 @@ impl Heartbeat {
                 _ = stop.changed() => return,
             }
             last_beat = tokio::time::Instant::now();
-            let leases: Vec<String> = lock(&self.active).keys().cloned().collect();
+            let mut leases: Vec<String> = lock(&self.active).keys().cloned().collect();
             let in_flight = leases.len();
+            // A finished result keeps its job's lease until the gateway has it: a result
+            // held back by an outage must not find its lease lapsed, its job failed or run
+            // again, when the gateway returns.
+            leases.extend(self.delivery.spool.finished_leases(SPOOLED_LEASES));
             let beat = self
                 .gateway
                 .heartbeat(leases, &self.models, self.settings.concurrency);
-            match beat.await {
-                Ok(answer) => self.apply(&answer),
+            // A heartbeat hanging on a frozen gateway must not hold up the node's exit.
+            let answer = tokio::select! {
+                answer = beat => answer,
+                _ = stop.changed() => return,
+            };
+            match answer {
+                Ok(answer) => {
+                    self.delivery.gateway_answered();
+                    self.apply(&answer);
+                }
                 Err(error) => tracing::warn!(%error, "heartbeat failed"),
             }
             if last_summary.elapsed() >= self.settings.summary {
@@ -105,7 +121,7 @@ impl Heartbeat {
                     done = self.stats.done.load(Ordering::Relaxed),
                     failed = self.stats.failed.load(Ordering::Relaxed),
                     in_flight,
-                    spooled = self.spool.len(),
+                    spooled = self.delivery.spool.len(),
                     "summary"
                 );
             }

@@ -3,8 +3,8 @@
 //!
 //! Tasks: the fetch loop (here, in `Worker::run`), one task per job (`job`), the heartbeat
 //! task (`heartbeat`) and the submitter (`submit`). All of them end with `run`: the job
-//! tasks are joined or aborted, the heartbeat task is stopped, and the submitter ends once
-//! it is told no more results come and the spool is empty, or when the flush times out.
+//! tasks are joined or aborted, the submitter ends once it is told no more results come and
+//! the spool is empty, or when the flush times out, and then the heartbeat task is stopped.
 
 mod heartbeat;
 mod job;
@@ -142,7 +142,9 @@ struct Run {
     slots: Arc<Semaphore>,
     period: Arc<Period>,
     delivery: Arc<Delivery>,
-    submitter: JoinHandle<Result<(), GatewayError>>,
+    /// Taken once, by whoever awaits its end: the fetch loop when it stopped on a refusal,
+    /// or the flush. A `JoinHandle` must not be polled after it completed.
+    submitter: Option<JoinHandle<Result<(), GatewayError>>>,
     intake: watch::Sender<Intake>,
 }
 
@@ -169,7 +171,7 @@ impl Worker {
             stop,
             tasks: JoinSet::new(),
             delivery,
-            submitter,
+            submitter: Some(submitter),
             intake,
         };
         let (stop_heartbeat, heartbeat_stop) = watch::channel(false);
@@ -180,9 +182,11 @@ impl Worker {
         if aborting {
             run.hand_back().await;
         }
+        // The heartbeat outlives the flush: it keeps the leases of the results being
+        // delivered alive, and wakes the submitter when the gateway comes back.
+        let flushed = run.flush().await;
         let _ = stop_heartbeat.send(true);
         let _ = heartbeat.await;
-        let flushed = run.flush().await;
         let worker = &run.worker;
         let summary = Summary {
             done: worker.stats.done.load(Ordering::Relaxed),
@@ -217,7 +221,7 @@ impl Run {
             settings: self.worker.settings.clone(),
             period: Arc::clone(&self.period),
             stats: Arc::clone(&self.worker.stats),
-            spool: Arc::clone(&self.worker.spool),
+            delivery: Arc::clone(&self.delivery),
         }
     }
 
@@ -256,7 +260,8 @@ impl Run {
             if self.stopping() {
                 return None;
             }
-            if self.delivery.is_halted() || self.submitter.is_finished() {
+            if self.delivery.is_halted() || self.submitter.as_ref().is_none_or(|s| s.is_finished())
+            {
                 // The submitter only ends early on a refusal that stops the node.
                 return self.submitter_error().await;
             }
@@ -291,6 +296,7 @@ impl Run {
             match fetched {
                 Ok(jobs) if jobs.is_empty() => {
                     failures = 0;
+                    self.delivery.gateway_answered();
                     drop(permits);
                     if self.mode == Mode::Batch {
                         if self.tasks.is_empty() {
@@ -305,6 +311,7 @@ impl Run {
                 }
                 Ok(jobs) => {
                     failures = 0;
+                    self.delivery.gateway_answered();
                     self.start(jobs, permits);
                 }
                 Err(error) if error.is_permanent() || self.mode == Mode::Batch => {
@@ -325,8 +332,9 @@ impl Run {
         }
     }
 
+    /// Awaits the submitter's end and returns the refusal that ended it, if one did.
     async fn submitter_error(&mut self) -> Option<GatewayError> {
-        match (&mut self.submitter).await {
+        match self.submitter.take()?.await {
             Ok(Err(error)) => Some(error),
             _ => None,
         }
@@ -411,8 +419,12 @@ impl Run {
     /// did.
     async fn flush(&mut self) -> Result<(), GatewayError> {
         let _ = self.intake.send(Intake::Closed);
+        // Already awaited by the fetch loop, which returned its refusal.
+        let Some(mut submitter) = self.submitter.take() else {
+            return Ok(());
+        };
         let spooled = self.worker.spool.len();
-        if spooled > 0 && !self.submitter.is_finished() {
+        if spooled > 0 && !submitter.is_finished() {
             tracing::info!(
                 spooled,
                 "delivering the last results (signal again to leave them in the spool)"
@@ -435,7 +447,7 @@ impl Run {
             }
         };
         let finished = tokio::select! {
-            finished = tokio::time::timeout(within, &mut self.submitter) => finished.ok(),
+            finished = tokio::time::timeout(within, &mut submitter) => finished.ok(),
             _ = aborted => None,
         };
         match finished {
@@ -443,7 +455,7 @@ impl Run {
             Some(Err(_)) => Ok(()),
             None => {
                 // What it did not deliver stays in the spool for the next start.
-                self.submitter.abort();
+                submitter.abort();
                 Ok(())
             }
         }

@@ -5,8 +5,13 @@
 //! A submit the gateway can never take is not retried: a batch refused as too large (413)
 //! or malformed (400, 422) is split until the result at fault stands alone; a lone result
 //! too large for the gateway fails its job with `result_too_large` instead, and a lone
-//! malformed one is dropped with an error naming its job. A refused key (401, 403) or a
-//! missing route (404) stops the node.
+//! malformed one fails its job with `result_rejected` and the gateway's message; only a
+//! failure of the node's own making that is refused too is dropped, with an error naming
+//! its job. A refused key (401, 403) or a missing route (404) stops the node.
+//!
+//! A submit that could not reach the gateway is retried with a growing delay, cut short the
+//! moment a fetch or a heartbeat gets through again: the results' leases are kept alive by
+//! the heartbeat meanwhile, and should not wait a long delay out once the gateway is back.
 
 use super::Stats;
 use crate::gateway::{GatewayClient, GatewayError};
@@ -15,10 +20,13 @@ use crate::spool::{Spool, Spooled};
 use openbeepboop::{ErrorBody, NodeResult, NodeResultStatus, SubmitOutcomeKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// The most results in one submit (the gateway takes up to 1000).
 const MAX_RESULTS: usize = 500;
+/// The codes of the failures the node makes in place of a result the gateway cannot take.
+const TOO_LARGE: &str = "result_too_large";
+const REJECTED: &str = "result_rejected";
 /// The size a submit is packed to, in bytes, until a fetch answer says the gateway's limit.
 const DEFAULT_SUBMIT_BYTES: u64 = 4 * 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
@@ -38,6 +46,8 @@ pub(super) struct Delivery {
     /// The last reason a submit failed, for the message when the node stops with results
     /// still in the spool.
     last_error: Mutex<Option<GatewayError>>,
+    /// Woken when the gateway answered a fetch or a heartbeat while submits were failing.
+    back: Notify,
 }
 
 impl Delivery {
@@ -49,6 +59,7 @@ impl Delivery {
             metrics,
             stats,
             last_error: Mutex::new(None),
+            back: Notify::new(),
         };
         delivery.changed();
         delivery
@@ -124,6 +135,14 @@ impl Delivery {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
+    /// Says the gateway answered a fetch or a heartbeat: a submit waiting to be retried is
+    /// sent at once, and its delay starts over.
+    pub(super) fn gateway_answered(&self) {
+        if self.last_error().is_some() {
+            self.back.notify_one();
+        }
+    }
+
     /// Fails the job of a result that can never fit in a submit, in its place in the spool.
     fn too_large(&self, spooled: &Spooled, limit: Option<u64>, refusal: Option<&str>) {
         let result = &spooled.result;
@@ -138,12 +157,30 @@ impl Delivery {
             result.id, spooled.bytes
         );
         tracing::error!(job = %result.id, bytes = spooled.bytes, limit, "{message}; the job fails instead");
+        self.fail_in_place(result, message, TOO_LARGE);
+    }
+
+    /// Fails the job of a result the gateway refused as malformed (400, 422), with the
+    /// gateway's message, in its place in the spool: sending it again would get the same
+    /// answer, and dropping it would let the job's lease lapse and the job run again.
+    fn rejected(&self, spooled: &Spooled, status: u16, refusal: &str) {
+        let result = &spooled.result;
+        let message = format!(
+            "the gateway rejected the result of job `{}` ({status}): {refusal}",
+            result.id
+        );
+        tracing::error!(job = %result.id, status, "{message}; the job fails instead");
+        self.fail_in_place(result, message, REJECTED);
+    }
+
+    /// Puts a non-retryable failure with `message` and `code` in the place of `result`.
+    fn fail_in_place(&self, result: &NodeResult, message: String, code: &str) {
         let failure = NodeResult {
             id: result.id.clone(),
             lease_id: result.lease_id.clone(),
             status: NodeResultStatus::Failed,
             result: None,
-            error: Some(ErrorBody::new(message, "server_error").with_code("result_too_large")),
+            error: Some(ErrorBody::new(message, "server_error").with_code(code)),
             upstream_status: None,
             retryable: false,
         };
@@ -152,6 +189,17 @@ impl Delivery {
         }
         self.changed();
     }
+}
+
+/// Whether `result` is a failure the node made in place of a result the gateway refused:
+/// refused in its turn, it is dropped rather than replaced again.
+fn made_by_the_node(result: &NodeResult) -> bool {
+    result.status == NodeResultStatus::Failed
+        && result
+            .error
+            .as_ref()
+            .and_then(|e| e.code.as_deref())
+            .is_some_and(|code| code == TOO_LARGE || code == REJECTED)
 }
 
 /// The limit a 413's message names: the number before ` bytes`.
@@ -224,11 +272,13 @@ pub(super) async fn submit_loop(
                 if batch.len() > 1 {
                     tracing::warn!(status, %message, results = batch.len(), bytes, "the gateway refused a submit; sending it in halves");
                     split = Some(bytes / 2);
+                } else if made_by_the_node(&first.result) {
+                    tracing::error!(job = %first.result.id, status, %message, "the gateway refused the failure that replaced the job's result; it is dropped from the spool");
+                    delivery.forget(&batch);
                 } else if status == 413 {
                     delivery.too_large(first, limit, Some(&message));
                 } else {
-                    tracing::error!(job = %first.result.id, status, %message, "the gateway refused the job's result; it is dropped from the spool");
-                    delivery.forget(&batch);
+                    delivery.rejected(first, status, &message);
                 }
             }
             Err(error) if error.is_permanent() => {
@@ -240,8 +290,13 @@ pub(super) async fn submit_loop(
             Err(error) => {
                 tracing::warn!(%error, spooled = delivery.spool.len(), retry_in = ?delay, "results kept in the spool");
                 delivery.set_last_error(Some(error));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(LAST_RETRY);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => delay = (delay * 2).min(LAST_RETRY),
+                    () = delivery.back.notified() => {
+                        tracing::info!("the gateway answers again; sending the spool now");
+                        delay = FIRST_RETRY;
+                    }
+                }
             }
         }
     }
@@ -257,5 +312,35 @@ mod tests {
         assert_eq!(limit_in(message), Some(1_048_576));
         assert_eq!(limit_in("too large"), None);
         assert_eq!(limit_in("over the bytes allowed"), None);
+    }
+
+    #[test]
+    fn only_a_failure_the_node_made_in_place_of_a_refused_result_counts_as_its_own() {
+        let made = |status, code: Option<&str>| NodeResult {
+            id: "j".into(),
+            lease_id: "l".into(),
+            status,
+            result: None,
+            error: code.map(|code| ErrorBody::new("m", "server_error").with_code(code)),
+            upstream_status: None,
+            retryable: false,
+        };
+        assert!(made_by_the_node(&made(
+            NodeResultStatus::Failed,
+            Some(REJECTED)
+        )));
+        assert!(made_by_the_node(&made(
+            NodeResultStatus::Failed,
+            Some(TOO_LARGE)
+        )));
+        assert!(!made_by_the_node(&made(
+            NodeResultStatus::Failed,
+            Some("upstream_unavailable")
+        )));
+        assert!(!made_by_the_node(&made(NodeResultStatus::Failed, None)));
+        assert!(!made_by_the_node(&made(
+            NodeResultStatus::Completed,
+            Some(REJECTED)
+        )));
     }
 }

@@ -11,14 +11,17 @@ async fn run_with_a_node_name_of_129_characters_exits_at_once_naming_the_rule() 
     let (gw, _user, key, mock) = stack(&[]).await;
     let started = Instant::now();
     let mut node = run_node(&gw, &key, &mock, &"n".repeat(129), "models = [\"m\"]");
-    let status = node.wait(Duration::from_secs(10)).expect("the node exits");
+    let status = node.wait(Duration::from_secs(20)).expect("the node exits");
     let log = node.log();
     assert!(!status.success(), "{log}");
     assert!(
         log.contains("`node.name` must be 1 to 128 characters, not 129"),
         "{log}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    // "At once" includes starting a debug binary on a loaded machine; the 0 fetches below
+    // are what shows it never tried.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "at once, not {took:?}");
     assert_eq!(
         gw.metric("obb_http_requests_total", "route=\"node_fetch\"")
             .await,

@@ -138,11 +138,12 @@ async fn a_node_killed_with_a_submit_hanging_on_a_frozen_gateway_and_finished_re
     let spool = dir.path().join("spool.jsonl");
     let ids = submit_jobs(&gw, &user).await;
     // The jobs end one after another: the first result's submit hangs on the frozen
-    // gateway, and the two others finish behind it.
+    // gateway, and the two others finish behind it. The first ends 3 s after its call, so
+    // that the SIGSTOP lands before it on a loaded machine.
     mock.push_faults([
-        Fault::Delay(Duration::from_millis(1000)),
-        Fault::Delay(Duration::from_millis(1500)),
-        Fault::Delay(Duration::from_millis(2000)),
+        Fault::Delay(Duration::from_secs(3)),
+        Fault::Delay(Duration::from_secs(4)),
+        Fault::Delay(Duration::from_secs(5)),
     ]);
     let mut node = spool_node(&gw, &key, &mock, &spool, &[]);
     all_running(&mock, JOBS as u64).await;
@@ -176,7 +177,9 @@ async fn a_node_killed_while_retrying_a_submit_to_a_gateway_that_is_down_loses_n
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool.jsonl");
     let ids = submit_jobs(&gw, &user).await;
-    mock.set_delay(Duration::from_millis(1000));
+    // Long enough for the gateway's kill to land before the first result, on a loaded
+    // machine.
+    mock.set_delay(Duration::from_secs(3));
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let mut node = spool_node(&gw, &key, &mock, &spool, &["--metrics-addr", &metrics]);
@@ -221,7 +224,9 @@ async fn sigterm_during_an_outage_reports_the_spool_s_true_size() {
     let (mut gw, user, key, mock) = stack(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool.jsonl");
-    mock.set_delay(Duration::from_millis(1000));
+    // Long enough for the gateway's kill to land before the first result, on a loaded
+    // machine.
+    mock.set_delay(Duration::from_secs(3));
     let mut node = spool_node(&gw, &key, &mock, &spool, &[]);
     // One job delivered before the outage: the node finished four, and three stay.
     let first = gw.submit_id(&user, "m").await;
@@ -270,7 +275,8 @@ async fn a_restarted_node_delivers_its_spool_before_it_fetches_and_runs_none_of_
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool.jsonl");
     let ids = submit_jobs(&gw, &user).await;
-    mock.set_delay(Duration::from_millis(500));
+    // Long enough for the SIGSTOP to land before the first result, on a loaded machine.
+    mock.set_delay(Duration::from_secs(2));
     let mut node = spool_node(&gw, &key, &mock, &spool, &[]);
     all_running(&mock, JOBS as u64).await;
     gw.signal("-STOP");

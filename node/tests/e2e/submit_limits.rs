@@ -2,8 +2,10 @@
 //! `max_submit_bytes` at 1 MiB, thirty 60 KB results spooled during an outage reach the
 //! gateway in submits under the limit, and a 1.2 MB result fails its job with
 //! `result_too_large` instead of holding the others back; nothing runs upstream twice. A
-//! spooled result the gateway rejects (400) is dropped alone, with an error naming its job.
-//! A revoked node key stops the daemon with a message instead of hammering the gateway.
+//! spooled result the gateway rejects (400) fails its job alone with `result_rejected` and
+//! the gateway's message, so that the job is not run again. A refused node key (revoked:
+//! 401; a USER key: 403) or a server URL with no node API (404) stops the daemon with the
+//! gateway's message instead of hammering the gateway, and the results stay in the spool.
 
 use crate::stack;
 use serde_json::{Value, json};
@@ -23,6 +25,73 @@ fn spool_lines(path: &Path) -> usize {
         .lines()
         .filter(|line| !line.trim().is_empty())
         .count()
+}
+
+/// What an earlier run left in the spool at `spool`: the results of `count` jobs leased by
+/// `node`, each completed with "spooled {i}", except those `malformed` says, which are
+/// COMPLETED without a completion (the gateway rejects that with 400). Returns the jobs.
+async fn spool_left_behind(
+    gw: &Gateway,
+    user: &str,
+    key: &str,
+    node: &str,
+    count: usize,
+    spool: &Path,
+    malformed: impl Fn(usize) -> bool,
+) -> Vec<Value> {
+    for _ in 0..count {
+        gw.submit_id(user, "m").await;
+    }
+    let jobs = gw.fetch(key, node, &["m"], count as u32, 0.0).await;
+    assert_eq!(jobs.len(), count);
+    let lines: Vec<String> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let mut result =
+                json!({"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED"});
+            if !malformed(i) {
+                result["result"] = testkit::completion(&format!("spooled {i}"));
+            }
+            result.to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(spool, lines.concat()).unwrap();
+    jobs
+}
+
+/// The gateway's own words for a node submit to `path` with `key`, and their status.
+async fn gateway_says(gw: &Gateway, key: &str, path: &str) -> (u16, String) {
+    let response = gw
+        .http
+        .post(gw.url(path))
+        .bearer_auth(key)
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The daemon stops on its own, unsuccessfully and without a panic, its last line the
+/// error `said`, asked the gateway at most a few times, and keeps `spooled` results in the
+/// spool. Returns its log.
+fn stops_with(node: &mut NodeProcess, said: &str, spool: &Path, spooled: usize) -> String {
+    let status = node.wait(Duration::from_secs(20)).expect("the node stops");
+    let log = node.log();
+    assert!(!status.success(), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let last = log.lines().rev().find(|line| !line.trim().is_empty());
+    assert_eq!(last, Some(format!("error: {said}").as_str()), "{log}");
+    let refusals = log.matches(said).count();
+    assert!(refusals <= 4, "no hammering: {refusals} refusals\n{log}");
+    assert_eq!(spool_lines(spool), spooled, "the results are kept: {log}");
+    log
 }
 
 /// A node that takes all the jobs at once, its results spooled at `spool`.
@@ -52,7 +121,9 @@ async fn results_spooled_in_an_outage(
         small.push(submit(gw, user, &text).await);
     }
     let large = submit(gw, user, &"L".repeat(LARGE)).await;
-    mock.set_delay(Duration::from_millis(1500));
+    // Long enough for all 31 calls, one of them 1.2 MB, to be seen before the kill on a
+    // loaded machine: a result delivered before the outage would spoil the case.
+    mock.set_delay(Duration::from_secs(6));
     let node = wide_node(gw, key, mock, spool);
     let jobs = SMALL_JOBS as u64 + 1;
     eventually(
@@ -204,41 +275,73 @@ async fn a_revoked_node_key_stops_the_daemon_with_a_message_and_the_result_stays
         .await
         .unwrap();
     assert!(revoked.status().is_success(), "{}", revoked.status());
-    let status = node.wait(Duration::from_secs(20)).expect("the node stops");
-    let log = node.log();
-    assert!(!status.success(), "{log}");
-    assert!(log.contains("refused the node key (401)"), "{log}");
-    let refusals = log.matches("(401)").count();
-    assert!(refusals <= 4, "no hammering: {refusals} refusals\n{log}");
-    assert_eq!(spool_lines(&spool), 1, "the finished result is kept: {log}");
+    let (status, message) = gateway_says(&gw, &key, "/internal/queue/submit").await;
+    assert_eq!(status, 401, "{message}");
+    let said = format!("the gateway refused the node key (401): {message}");
+    stops_with(&mut node, &said, &spool, 1);
     assert_eq!(mock.calls(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_spooled_result_the_gateway_rejects_is_dropped_alone_and_the_others_are_delivered() {
+async fn a_user_key_as_the_node_key_stops_the_daemon_on_403_with_the_gateway_s_message_and_keeps_the_spool()
+ {
     let (gw, user, key, mock) = stack(&[]).await;
-    for _ in 0..3 {
-        gw.submit_id(&user, "m").await;
-    }
-    let jobs = gw.fetch(&key, "spooler", &["m"], 3, 0.0).await;
-    assert_eq!(jobs.len(), 3);
-    // What an earlier run left: the middle result is COMPLETED without a completion, which
-    // the gateway rejects with 400 however often it is sent.
-    let lines: Vec<String> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, job)| {
-            let mut result =
-                json!({"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED"});
-            if i != 1 {
-                result["result"] = testkit::completion(&format!("spooled {i}"));
-            }
-            result.to_string() + "\n"
-        })
-        .collect();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool.jsonl");
-    std::fs::write(&spool, lines.concat()).unwrap();
+    // Results in the spool make the submit the first request, so that the submitter is
+    // the one that meets the refusal.
+    spool_left_behind(&gw, &user, &key, "user-keyed", 2, &spool, |_| false).await;
+    let (status, message) = gateway_says(&gw, &user, "/internal/queue/submit").await;
+    assert_eq!(status, 403, "{message}");
+    let extra = format!("models = [\"m\"]\nspool = \"{}\"", spool.display());
+    let mut node = NodeProcess::start(
+        "run",
+        &NodeProcess::config(&gw, &user, "user-keyed", Some(&mock.base_url()), &extra),
+    );
+    let said = format!("the gateway refused the node key (403): {message}");
+    let log = stops_with(&mut node, &said, &spool, 2);
+    println!(
+        "figures: refusal=403 spooled_kept=2 panics=0 refusals={} last_line={said:?}",
+        log.matches(&said).count()
+    );
+    assert_eq!(mock.calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_url_without_the_node_api_stops_the_daemon_on_404_with_the_gateway_s_message_and_keeps_the_spool()
+ {
+    let (gw, user, key, mock) = stack(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    spool_left_behind(&gw, &user, &key, "misdirected", 2, &spool, |_| false).await;
+    let (status, message) = gateway_says(&gw, &key, "/bogus/internal/queue/submit").await;
+    assert_eq!(status, 404, "{message}");
+    let extra = format!("models = [\"m\"]\nspool = \"{}\"", spool.display());
+    let config = NodeProcess::config(&gw, &key, "misdirected", Some(&mock.base_url()), &extra)
+        .replace(
+            &format!("url = \"{}\"", gw.base),
+            &format!("url = \"{}/bogus\"", gw.base),
+        );
+    assert!(config.contains("/bogus"), "{config}");
+    let mut node = NodeProcess::start("run", &config);
+    let said = format!("the gateway rejected `/internal/queue/submit` (404): {message}");
+    let log = stops_with(&mut node, &said, &spool, 2);
+    println!(
+        "figures: refusal=404 spooled_kept=2 panics=0 refusals={} last_line={said:?}",
+        log.matches(&said).count()
+    );
+    assert_eq!(mock.calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spooled_result_the_gateway_rejects_fails_its_job_alone_with_the_gateway_s_message_and_the_others_are_delivered()
+ {
+    let (gw, user, key, mock) = stack(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool.jsonl");
+    // The middle result is COMPLETED without a completion, which the gateway rejects with
+    // 400 however often it is sent.
+    let jobs = spool_left_behind(&gw, &user, &key, "spooler", 3, &spool, |i| i == 1).await;
     let extra = format!("models = [\"m\"]\nspool = \"{}\"", spool.display());
     let node = NodeProcess::start(
         "run",
@@ -258,16 +361,30 @@ async fn a_spooled_result_the_gateway_rejects_is_dropped_alone_and_the_others_ar
         );
     }
     let bad = jobs[1]["id"].as_str().unwrap();
-    assert_eq!(gw.job(&user, bad).await["status"], "processing");
-    let log = node.log();
-    let dropped = log
-        .lines()
-        .filter(|line| line.contains("it is dropped from the spool"))
-        .collect::<Vec<_>>();
-    assert_eq!(dropped.len(), 1, "{log}");
+    let job = gw.job(&user, bad).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "not run again: {job}");
+    assert_eq!(job["error"]["code"], "result_rejected", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
     assert!(
-        dropped[0].contains(bad) && dropped[0].contains("status=400"),
+        message.starts_with(&format!(
+            "the gateway rejected the result of job `{bad}` (400): "
+        )),
+        "{message}"
+    );
+    let log = node.log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("the job fails instead"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(
+        failed[0].contains(bad) && failed[0].contains("(400)"),
         "{log}"
     );
+    assert!(!log.contains("dropped from the spool"), "{log}");
     assert_eq!(mock.calls(), 0, "nothing ran upstream");
+    println!(
+        "figures: rejected=1 status=400 failed_with=result_rejected attempts=1 others_completed=2 upstream_calls=0 message={message:?}"
+    );
 }
