@@ -24,19 +24,7 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         .map(|p| p.parse::<FilePurpose>())
         .transpose()
         .map_err(|e| ApiError::invalid(e, "purpose".to_owned()))?;
-    let limit = match req.query_param("limit") {
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("`limit` must be an integer from 1 to {MAX_PAGE}"),
-                    "limit".to_owned(),
-                )
-            })?,
-        None => MAX_PAGE,
-    };
+    let limit = super::request::page_limit(req, MAX_PAGE, MAX_PAGE)?;
     let order = match req.query_param("order") {
         None | Some("desc") => Order::Desc,
         Some("asc") => Order::Asc,

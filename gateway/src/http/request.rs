@@ -48,6 +48,23 @@ impl Request {
     }
 }
 
+/// The `limit` of a list request: from 1 to `max`, `default` when not given.
+pub fn page_limit(req: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
+    match req.query_param("limit") {
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("`limit` must be an integer from 1 to {max}"),
+                    Some("limit".to_owned()),
+                )
+            }),
+        None => Ok(default),
+    }
+}
+
 /// Parses JSON into `T` with errors that name the field, e.g. `messages[0].role`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {

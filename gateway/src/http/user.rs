@@ -221,19 +221,7 @@ pub async fn list_jobs(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> 
             .map_err(|e| ApiError::invalid(e, Some("status".to_owned())))?,
         None => Vec::new(),
     };
-    let limit = match req.query_param("limit") {
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("`limit` must be an integer from 1 to {MAX_PAGE}"),
-                    Some("limit".to_owned()),
-                )
-            })?,
-        None => DEFAULT_PAGE,
-    };
+    let limit = super::request::page_limit(req, DEFAULT_PAGE, MAX_PAGE)?;
     let after = req.query_param("after").map(str::to_owned);
     let (page, has_more) = ctx
         .state

@@ -1,6 +1,7 @@
 //! The `files` table: inserts (with the idempotency key's rule), reads, pages, deletes and
 //! the expired rows. Only SQL lives here; the bytes on disk are `files`' business.
 
+use super::reads::{self, owner_filter};
 use super::writer::WriteCtx;
 use super::{StoreError, Visibility};
 use openbeepboop::{FileObject, FilePurpose};
@@ -135,17 +136,6 @@ pub fn insert(ctx: &WriteCtx<'_>, file: &NewRow<'_>) -> Result<(FileRecord, bool
     ))
 }
 
-/// The owner condition (`AND …`) and its parameter, numbered `?{param}`.
-fn owner_filter(who: &Visibility, param: usize) -> (String, Option<Value>) {
-    match who {
-        Visibility::Owner(key_id) => (
-            format!("AND owner_key_id = ?{param}"),
-            Some(Value::Text(key_id.clone())),
-        ),
-        Visibility::All => (String::new(), None),
-    }
-}
-
 pub fn by_id(
     conn: &Connection,
     id: &str,
@@ -190,19 +180,11 @@ pub fn list(
             values.len()
         ));
     }
-    values.push(Value::Integer(limit as i64 + 1));
     let sql = format!(
-        "SELECT {COLUMNS} FROM files WHERE (?1 IS NULL OR 1) {} ORDER BY seq {direction} LIMIT ?{}",
+        "SELECT {COLUMNS} FROM files WHERE (?1 IS NULL OR 1) {} ORDER BY seq {direction}",
         conditions.join(" "),
-        values.len()
     );
-    let mut page = conn
-        .prepare_cached(&sql)?
-        .query_map(params_from_iter(values), record)?
-        .collect::<Result<Vec<_>, _>>()?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    Ok((page, has_more))
+    reads::page(conn, &sql, values, limit, record)
 }
 
 /// Deletes the row of a file `who` may see; `None` when there is none.

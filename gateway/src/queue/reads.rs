@@ -42,7 +42,7 @@ pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
 }
 
 /// The owner condition and its parameter, for queries that take `who` into account.
-fn owner_filter(who: &Visibility, param: usize) -> (String, Option<Value>) {
+pub fn owner_filter(who: &Visibility, param: usize) -> (String, Option<Value>) {
     match who {
         Visibility::Owner(key_id) => (
             format!("AND owner_key_id = ?{param}"),
@@ -104,19 +104,31 @@ pub fn list(
             values.len()
         ));
     }
-    values.push(Value::Integer(limit as i64 + 1));
     let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR 1) {} ORDER BY seq DESC LIMIT ?{}",
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR 1) {} ORDER BY seq DESC",
         conditions.join(" "),
-        values.len()
     );
-    let mut page = conn
+    page(conn, &sql, values, limit, record)
+}
+
+/// Runs `query` (without its `LIMIT`) for a page of at most `limit` rows, asking for one
+/// more to tell whether more follow.
+pub fn page<T>(
+    conn: &Connection,
+    query: &str,
+    mut values: Vec<Value>,
+    limit: usize,
+    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<(Vec<T>, bool), StoreError> {
+    values.push(Value::Integer(limit as i64 + 1));
+    let sql = format!("{query} LIMIT ?{}", values.len());
+    let mut rows = conn
         .prepare_cached(&sql)?
-        .query_map(params_from_iter(values), record)?
+        .query_map(params_from_iter(values), map)?
         .collect::<Result<Vec<_>, _>>()?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    Ok((page, has_more))
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, has_more))
 }
 
 pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreError> {
