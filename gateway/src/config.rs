@@ -27,6 +27,9 @@ pub struct Config {
     /// completions there, several per request, so it is sized for them rather than for
     /// prompts. Nodes learn it from the fetch answer and pack their submits under it.
     pub max_submit_bytes: usize,
+    /// The largest file `POST /v1/files` takes for purpose `batch`, in bytes (OpenAI's
+    /// limit, 200 MiB, by default); a larger upload gets 413 and leaves nothing behind.
+    pub max_batch_file_bytes: u64,
     /// How long a node holds a job between heartbeats.
     pub lease_seconds: u64,
     /// Runs of a job (first run plus retries) before it fails for good.
@@ -76,6 +79,7 @@ impl Default for Config {
             default_wait_seconds: 0,
             max_body_bytes: 16 * 1024 * 1024,
             max_submit_bytes: 64 * 1024 * 1024,
+            max_batch_file_bytes: 200 * 1024 * 1024,
             lease_seconds: 60,
             max_attempts: 3,
             job_ttl_seconds: 24 * 3600,
@@ -184,9 +188,10 @@ impl Config {
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
         }
-        if self.max_body_bytes == 0 || self.max_submit_bytes == 0 {
+        if self.max_body_bytes == 0 || self.max_submit_bytes == 0 || self.max_batch_file_bytes == 0
+        {
             return Err(invalid(
-                "`max_body_bytes` and `max_submit_bytes` must be positive",
+                "`max_body_bytes`, `max_submit_bytes` and `max_batch_file_bytes` must be positive",
             ));
         }
         Ok(())

@@ -84,11 +84,6 @@ impl App {
         self.route(&ctx, route, req).await
     }
 
-    /// The largest file `POST /v1/files` takes.
-    fn max_file_bytes(&self) -> u64 {
-        upload::DEFAULT_MAX_BATCH_FILE_BYTES
-    }
-
     /// `GET /metrics`: open on loopback; elsewhere it needs the metrics token when one is set.
     async fn metrics(&self, ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         if let Some(token) = &self.state.config.metrics_token
@@ -310,7 +305,7 @@ impl HttpServerApp for App {
         );
         let (route, waited, result) = if uploading {
             // An upload streams its body to disk as it reads it, never whole.
-            let result = upload::receive(&self.state, &mut session, self.max_file_bytes()).await;
+            let result = upload::receive(&self.state, &mut session, self.state.config.max_batch_file_bytes).await;
             if result.is_err() {
                 // The body may be left unread.
                 session.set_keepalive(None);

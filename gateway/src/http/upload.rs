@@ -10,8 +10,6 @@ use crate::queue::NewFile;
 use openbeepboop::FilePurpose;
 use pingora::protocols::http::ServerSession;
 
-/// `max_batch_file_bytes`' default: OpenAI's 200 MB limit for a batch input.
-pub const DEFAULT_MAX_BATCH_FILE_BYTES: u64 = 200 * 1024 * 1024;
 /// Room in the body beside the file: the boundaries, part headers and the small fields.
 const FORM_OVERHEAD: u64 = 64 * 1024;
 /// The longest value of a text field.

@@ -493,6 +493,23 @@ async fn bad_uploads_get_openai_errors_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn an_upload_over_max_batch_file_bytes_gets_413_naming_it_and_leaves_nothing() {
+    let gw = Gateway::start(&[("OBB_MAX_BATCH_FILE_BYTES", "1000")]).await;
+    let user = gw.key("user").await;
+    let (status, body) = upload(&gw, &user, form("{}\n".repeat(400), "in.jsonl", "batch")).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "the file is larger than the 1000 bytes allowed (`max_batch_file_bytes`)"
+    );
+    let (status, _) = upload(&gw, &user, form("{}\n".repeat(300), "in.jsonl", "batch")).await;
+    assert_eq!(status, 200, "a file within the limit is taken");
+    let (_, page) = gw.get_json(&user, "/v1/files").await;
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(stored(&gw).len(), 1, "the refused upload left nothing");
+}
+
+#[tokio::test]
 async fn an_upload_declared_over_the_limit_gets_413_before_its_body_is_sent() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = Gateway::start(&[]).await;
