@@ -1,9 +1,10 @@
 //! `node_config.toml`: the spec's `[server]`, `[llm]` and `[local_llm]` sections plus `[node]`.
 //!
-//! Defaults, then the file, then `OBB_NODE_*` variables: `OBB_NODE_SERVER_URL`,
-//! `OBB_NODE_LLM_MODEL`, `OBB_NODE_LOCAL_LLM_PORT`, `OBB_NODE_SERVER_CA_CERT`, and for
-//! `[node]` simply `OBB_NODE_CONCURRENCY` and so on. Unknown keys, in the file or the
-//! environment, are errors that name them, and so are PEM files that cannot be read.
+//! Defaults, then the file, then `OBB_NODE_*` variables (`obb_config`, shared with the
+//! gateway): `OBB_NODE_SERVER_URL`, `OBB_NODE_LLM_MODEL`, `OBB_NODE_LOCAL_LLM_PORT`,
+//! `OBB_NODE_SERVER_CA_CERT`, and for `[node]` simply `OBB_NODE_CONCURRENCY` and so on.
+//! Unknown keys, in the file or the environment, are errors that name them, and so are PEM
+//! files that cannot be read.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -178,15 +179,11 @@ impl Default for NodeSection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The file cannot be read, or a key or variable is unknown or of the wrong type.
+    #[error(transparent)]
+    Load(#[from] obb_config::LoadError),
     #[error("invalid config `{origin}`: {message}")]
     Invalid { origin: String, message: String },
-    #[error("unknown environment variable `{0}`; see the [node] settings in README.md")]
-    UnknownVariable(String),
     #[error("no node_config.toml found: pass `--config PATH`, or create one with `obb-node setup`")]
     NotFound,
     /// A PEM file named by a TLS key is missing, unreadable or holds the wrong thing.
@@ -207,9 +204,15 @@ pub enum ConfigError {
 /// The longest node name, in characters (not bytes): the gateway's limit on `node_id`.
 pub const MAX_NODE_NAME_CHARS: usize = 128;
 
-/// Sections whose keys are reached as `OBB_NODE_<SECTION>_<KEY>`; longest first, so that
-/// `local_llm_` wins over `llm_`.
-const SECTIONS: [&str; 3] = ["local_llm", "server", "llm"];
+/// `OBB_NODE_<SECTION>_<KEY>`, and `OBB_NODE_<KEY>` for `[node]`.
+const VARIABLES: obb_config::Namespace<'static> = obb_config::Namespace {
+    prefix: "OBB_NODE_",
+    // Longest first, so that `local_llm_` wins over `llm_`.
+    sections: &["local_llm", "server", "llm"],
+    default_section: Some("node"),
+    not_settings: &[],
+    docs: "the [node] settings in README.md",
+};
 
 impl NodeConfig {
     /// Reads a config file and applies the environment.
@@ -217,52 +220,8 @@ impl NodeConfig {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Invalid {
-                    origin: path.display().to_string(),
-                    message: e.message().to_owned(),
-                })?
-            }
-            None => toml::Table::new(),
-        };
-        let known = toml::Table::try_from(NodeConfig::with_every_key()).unwrap_or_default();
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("OBB_NODE_").map(str::to_ascii_lowercase) else {
-                continue;
-            };
-            let (section, key) = SECTIONS
-                .iter()
-                .find_map(|s| {
-                    rest.strip_prefix(&format!("{s}_"))
-                        .map(|k| (*s, k.to_owned()))
-                })
-                .unwrap_or(("node", rest.clone()));
-            let known_key = known
-                .get(section)
-                .and_then(toml::Value::as_table)
-                .is_some_and(|t| t.contains_key(&key));
-            if !known_key {
-                return Err(ConfigError::UnknownVariable(name));
-            }
-            let entry = table
-                .entry(section.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(section) = entry {
-                section.insert(key.clone(), env_value(&key, &value));
-            }
-        }
+        let config = obb_config::load(file, env, &VARIABLES, &NodeConfig::with_every_key())?;
         let origin = file.map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
-        let config = NodeConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::Invalid {
-                origin: origin.clone(),
-                message: e.message().to_owned(),
-            }
-        })?;
         config
             .validate()
             .map_err(|message| ConfigError::Invalid { origin, message })?;
@@ -368,31 +327,6 @@ fn host_name() -> String {
         .unwrap_or_else(|| "obb-node".to_owned())
 }
 
-/// Environment values are typed the way TOML would read them. Lists (`models`) are
-/// comma-separated; keys and certificates are always strings, even when they look like
-/// numbers.
-fn env_value(key: &str, raw: &str) -> toml::Value {
-    if key == "models" {
-        return toml::Value::Array(
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_owned()))
-                .collect(),
-        );
-    }
-    if key.ends_with("_cert") || key.ends_with("_key") {
-        return toml::Value::String(raw.to_owned());
-    }
-    if let Ok(n) = raw.parse::<i64>() {
-        return toml::Value::Integer(n);
-    }
-    if let Ok(b) = raw.parse::<bool>() {
-        return toml::Value::Boolean(b);
-    }
-    toml::Value::String(raw.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,7 +380,7 @@ mod tests {
         assert!(err.to_string().contains("http://"), "{err}");
         assert!(matches!(
             NodeConfig::load(Some(Path::new("/nonexistent.toml")), env(&[])),
-            Err(ConfigError::Read { .. })
+            Err(ConfigError::Load(obb_config::LoadError::Read { .. }))
         ));
     }
 
