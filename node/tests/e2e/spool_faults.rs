@@ -282,8 +282,9 @@ async fn a_restarted_node_delivers_its_spool_before_it_fetches_and_runs_none_of_
     gw.signal("-STOP");
     spooled(&spool, JOBS).await;
     kill(&mut node);
-    // Not a wait for a condition: the leases must lapse on the frozen gateway's clock, so
-    // that its reaper queues the jobs again the moment it runs.
+    // Not a wait for a condition: the leases run out on the frozen gateway's clock. Thawed,
+    // its reaper sees it stood still and grants them a fresh lease rather than queueing the
+    // jobs again; either way the restarted node must deliver before it fetches.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let node = spool_node(&gw, &key, &mock, &spool, &[]);
     eventually(
