@@ -13,11 +13,13 @@ use super::{StoreError, Visibility, now_ms};
 use openbeepboop::FilePurpose;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, BufWriter};
 
-/// Bytes gathered before a write to the file: few system calls, little memory.
+/// Bytes gathered before a write to the file: few system calls, little memory. The one
+/// buffer goes to the blocking thread that writes it and comes back, so an upload of any
+/// size costs this much memory, however fast its client sends.
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// The store's handle on the files: cheap to share.
@@ -59,7 +61,9 @@ pub struct Upload {
     part: PathBuf,
     done: PathBuf,
     dir: PathBuf,
-    out: Option<BufWriter<tokio::fs::File>>,
+    /// The open part and the bytes not yet written to it; `None` while a write runs.
+    out: Option<std::fs::File>,
+    buf: Vec<u8>,
     bytes: u64,
     hasher: Sha256,
     stage: Stage,
@@ -68,12 +72,28 @@ pub struct Upload {
 impl Upload {
     /// Appends `chunk` to the file.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let out = self.out.as_mut().ok_or(StoreError::Closed)?;
-        out.write_all(chunk)
-            .await
-            .map_err(|e| io_error("cannot write an uploaded file", e))?;
         self.hasher.update(chunk);
         self.bytes += chunk.len() as u64;
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered bytes on a blocking thread; the buffer comes back empty.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let mut file = self.out.take().ok_or(StoreError::Closed)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        let (file, buf) = blocking(move || {
+            file.write_all(&buf)?;
+            buf.clear();
+            Ok((file, buf))
+        })
+        .await
+        .map_err(|e| io_error("cannot write an uploaded file", e))?;
+        self.out = Some(file);
+        self.buf = buf;
         Ok(())
     }
 
@@ -84,23 +104,19 @@ impl Upload {
 
     /// Flushes, fsyncs and renames the part into place, and fsyncs the directory.
     async fn finish(&mut self) -> Result<String, StoreError> {
-        let mut out = self.out.take().ok_or(StoreError::Closed)?;
-        out.flush()
-            .await
-            .map_err(|e| io_error("cannot write an uploaded file", e))?;
-        let file = out.into_inner();
-        file.sync_all()
+        self.flush().await?;
+        let file = self.out.take().ok_or(StoreError::Closed)?;
+        blocking(move || file.sync_all())
             .await
             .map_err(|e| io_error("cannot sync an uploaded file", e))?;
-        drop(file);
-        tokio::fs::rename(&self.part, &self.done)
+        let (part, done) = (self.part.clone(), self.done.clone());
+        blocking(move || std::fs::rename(part, done))
             .await
             .map_err(|e| io_error("cannot move an uploaded file into place", e))?;
         self.stage = Stage::Renamed;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        blocking(move || std::fs::File::open(&dir)?.sync_all())
             .await
-            .map_err(|e| StoreError::ReadAborted(e.to_string()))?
             .map_err(|e| io_error("cannot sync the files directory", e))?;
         Ok(format!("{:x}", std::mem::take(&mut self.hasher).finalize()))
     }
@@ -119,6 +135,16 @@ impl Drop for Upload {
             tracing::warn!(%error, path = %leftover.display(), "cannot remove an unfinished file");
         }
     }
+}
+
+/// Runs file I/O on tokio's blocking threads. A task that did not finish (the runtime is
+/// shutting down) is an I/O error like any other.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn io_error(what: &'static str, source: std::io::Error) -> StoreError {
@@ -168,7 +194,8 @@ impl FileStore {
     pub async fn begin(&self) -> Result<Upload, StoreError> {
         let id = new_file_id();
         let part = self.dir.join(format!("{id}.part"));
-        let file = tokio::fs::File::create(&part)
+        let path = part.clone();
+        let file = blocking(move || std::fs::File::create(path))
             .await
             .map_err(|e| io_error("cannot create an uploaded file", e))?;
         Ok(Upload {
@@ -176,7 +203,8 @@ impl FileStore {
             id,
             part,
             dir: self.dir.clone(),
-            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            out: Some(file),
+            buf: Vec::with_capacity(2 * WRITE_BUFFER),
             bytes: 0,
             hasher: Sha256::new(),
             stage: Stage::Writing,
