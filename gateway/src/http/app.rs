@@ -305,7 +305,12 @@ impl HttpServerApp for App {
         );
         let (route, waited, result) = if uploading {
             // An upload streams its body to disk as it reads it, never whole.
-            let result = upload::receive(&self.state, &mut session, self.state.config.max_batch_file_bytes).await;
+            let result = upload::receive(
+                &self.state,
+                &mut session,
+                self.state.config.max_batch_file_bytes,
+            )
+            .await;
             if result.is_err() {
                 // The body may be left unread.
                 session.set_keepalive(None);
