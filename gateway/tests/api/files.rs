@@ -537,6 +537,62 @@ async fn an_upload_declared_over_the_limit_gets_413_before_its_body_is_sent() {
     assert!(stored(&gw).is_empty());
 }
 
+/// Reads from `socket` until `until` appears in what came, or 10 s pass.
+async fn read_until(socket: &mut tokio::net::TcpStream, until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        let mut buf = [0; 4096];
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_only_when_the_head_passes_and_chunked_uploads_work() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let address = gw.base.trim_start_matches("http://").to_owned();
+    let head = |auth: &str| {
+        format!(
+            "POST /v1/files HTTP/1.1\r\nHost: x\r\n{auth}\
+             Content-Type: multipart/form-data; boundary=b\r\n\
+             Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        )
+    };
+    let mut stranger = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stranger.write_all(head("").as_bytes()).await.unwrap();
+    let answer = read_until(&mut stranger, "}}").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "no 100 for a stranger: {answer}"
+    );
+
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let auth = format!("Authorization: Bearer {user}\r\n");
+    socket.write_all(head(&auth).as_bytes()).await.unwrap();
+    let go_on = read_until(&mut socket, "\r\n\r\n").await;
+    assert!(go_on.starts_with("HTTP/1.1 100"), "{go_on}");
+    let form = "--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+        --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"raw.jsonl\"\r\n\
+        Content-Type: application/jsonl\r\n\r\n{}\n{}\n\r\n--b--\r\n";
+    let (first, second) = form.split_at(60);
+    for piece in [first, second] {
+        let chunk = format!("{:x}\r\n{piece}\r\n", piece.len());
+        socket.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    socket.write_all(b"0\r\n\r\n").await.unwrap();
+    let answer = read_until(&mut socket, "status_details").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"filename\":\"raw.jsonl\""), "{answer}");
+    assert!(answer.contains("\"bytes\":6"), "{answer}");
+}
+
 #[tokio::test]
 async fn the_official_python_sdk_uploads_lists_reads_and_deletes_a_file() {
     let gw = Gateway::start(&[]).await;
