@@ -1,5 +1,6 @@
 //! Key management messages of `/admin/keys`.
 
+use crate::ids::KeyId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -61,7 +62,7 @@ pub struct CreateKeyRequest {
 /// A key as listed: never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyInfo {
-    pub id: String,
+    pub id: KeyId,
     pub object: String,
     pub name: String,
     pub role: Role,

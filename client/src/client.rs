@@ -3,6 +3,7 @@
 
 use crate::chat::{ChatCompletion, ChatCompletionRequest};
 use crate::error::ErrorEnvelope;
+use crate::ids::JobId;
 use crate::job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,7 +38,7 @@ pub enum Error {
     #[error("job `{}` expired before a node ran it", .0.id)]
     JobExpired(Box<Job>),
     #[error("job `{id}` did not finish within {waited:?}")]
-    JobTimeout { id: String, waited: Duration },
+    JobTimeout { id: JobId, waited: Duration },
     #[error("invalid client settings: {0}")]
     Config(String),
 }
@@ -322,7 +323,7 @@ pub struct JobHandle {
 }
 
 impl JobHandle {
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &JobId {
         &self.job.id
     }
 
@@ -392,14 +393,14 @@ pub struct Jobs<'a> {
 }
 
 impl Jobs<'_> {
-    pub async fn get(&self, id: &str) -> Result<Job, Error> {
+    pub async fn get(&self, id: &JobId) -> Result<Job, Error> {
         self.client
             .get_json(&format!("/v1/jobs/{id}"), REQUEST_TIMEOUT)
             .await
     }
 
     /// The jobs of `ids`, in order; ids the caller cannot see are `PollEntry::NotFound`.
-    pub async fn poll(&self, ids: &[String]) -> Result<Vec<PollEntry>, Error> {
+    pub async fn poll(&self, ids: &[JobId]) -> Result<Vec<PollEntry>, Error> {
         let mut found = Vec::with_capacity(ids.len());
         for part in ids.chunks(MAX_POLL_IDS) {
             let body = PollRequest { ids: part.to_vec() };
@@ -421,7 +422,7 @@ impl Jobs<'_> {
     /// Every job of the caller with `status` (any when `None`), newest first, all pages.
     pub async fn list(&self, status: Option<JobStatus>) -> Result<Vec<Job>, Error> {
         let mut jobs = Vec::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<JobId> = None;
         loop {
             let mut path = "/v1/jobs?limit=100".to_owned();
             if let Some(status) = status {
@@ -449,7 +450,7 @@ impl Jobs<'_> {
         let started = Instant::now();
         let mut jobs: Vec<Job> = handles.iter().map(|h| h.job.clone()).collect();
         loop {
-            let pending: Vec<String> = jobs
+            let pending: Vec<JobId> = jobs
                 .iter()
                 .filter(|j| !j.status.is_final())
                 .map(|j| j.id.clone())

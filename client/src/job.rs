@@ -1,6 +1,7 @@
 //! Job objects of the user API: `/v1/jobs`, `/v1/results/poll`.
 
 use crate::error::ErrorBody;
+use crate::ids::{JobId, NodeId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -69,7 +70,7 @@ impl FromStr for JobStatus {
 /// A job as the user API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    pub id: String,
+    pub id: JobId,
     /// Always `chat.completion.job`.
     pub object: String,
     pub model: String,
@@ -84,7 +85,7 @@ pub struct Job {
     pub attempts: u32,
     /// The node working on the job, while it is `processing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<NodeId>,
     /// The ChatCompletion exactly as the node returned it, once `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
@@ -98,8 +99,8 @@ pub struct Job {
 pub struct JobList {
     pub object: String,
     pub data: Vec<Job>,
-    pub first_id: Option<String>,
-    pub last_id: Option<String>,
+    pub first_id: Option<JobId>,
+    pub last_id: Option<JobId>,
     pub has_more: bool,
 }
 
@@ -108,7 +109,7 @@ pub struct JobList {
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
     #[serde(default)]
-    pub ids: Vec<String>,
+    pub ids: Vec<JobId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,7 +123,7 @@ pub struct PollResponse {
 pub enum PollEntry {
     Found(Box<Job>),
     NotFound {
-        id: String,
+        id: JobId,
         status: NotFound,
         error: ErrorBody,
     },

@@ -31,6 +31,7 @@ pub mod chat;
 pub mod client;
 pub mod error;
 pub mod file;
+pub mod ids;
 pub mod job;
 pub mod node;
 mod replay;
@@ -42,6 +43,7 @@ pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 pub use client::{Client, Error, JobHandle, SubmitOptions};
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use file::{FileDeleted, FileList, FileObject, FilePurpose};
+pub use ids::{JobId, KeyId, LeaseId, NodeId};
 pub use job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 pub use node::{
     FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob, NodeResult,

@@ -1,6 +1,7 @@
 //! The node API: `/internal/queue/fetch`, `/heartbeat` and `/submit`.
 
 use crate::error::ErrorBody;
+use crate::ids::{JobId, LeaseId, NodeId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -8,7 +9,7 @@ use serde_json::value::RawValue;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
-    pub node_id: String,
+    pub node_id: NodeId,
     pub models: Vec<String>,
     #[serde(default = "default_limit")]
     pub limit: u32,
@@ -34,11 +35,11 @@ pub struct FetchResponse {
 /// answer; `lease_expires_at` is the same instant on the gateway's clock, for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LeasedJob {
-    pub id: String,
+    pub id: JobId,
     pub model: String,
     /// The request body exactly as the user sent it.
     pub request_payload: Box<RawValue>,
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     /// Unix milliseconds, on the gateway's clock.
     pub lease_expires_at: i64,
     /// How long the lease lasts from the gateway's answer, in milliseconds. Nodes work from
@@ -55,9 +56,9 @@ pub struct LeasedJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
-    pub node_id: String,
+    pub node_id: NodeId,
     #[serde(default)]
-    pub lease_ids: Vec<String>,
+    pub lease_ids: Vec<LeaseId>,
     #[serde(default)]
     pub models: Vec<String>,
     #[serde(default)]
@@ -67,11 +68,11 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     /// Leases now extended to `lease_expires_at`.
-    pub extended: Vec<String>,
+    pub extended: Vec<LeaseId>,
     /// Leases whose job was cancelled: abort them.
-    pub cancelled: Vec<String>,
+    pub cancelled: Vec<LeaseId>,
     /// Leases that expired or were taken over: their results would be discarded.
-    pub lost: Vec<String>,
+    pub lost: Vec<LeaseId>,
     /// Unix milliseconds, on the gateway's clock.
     pub lease_expires_at: i64,
     /// How long the extended leases last from this answer, in milliseconds (see
@@ -84,8 +85,8 @@ pub struct HeartbeatResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeResult {
-    pub id: String,
-    pub lease_id: String,
+    pub id: JobId,
+    pub lease_id: LeaseId,
     pub status: NodeResultStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Box<RawValue>>,
@@ -114,7 +115,7 @@ pub struct SubmitResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitOutcome {
-    pub id: String,
+    pub id: JobId,
     pub outcome: SubmitOutcomeKind,
 }
 

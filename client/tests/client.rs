@@ -2,7 +2,7 @@
 
 use openbeepboop::chat::ChatMessage;
 use openbeepboop::job::PollEntry;
-use openbeepboop::{ChatCompletionRequest, Client, Error, JobStatus, SubmitOptions};
+use openbeepboop::{ChatCompletionRequest, Client, Error, JobId, JobStatus, SubmitOptions};
 use std::time::{Duration, SystemTime};
 use testkit::{Gateway, NodeProcess};
 
@@ -45,7 +45,7 @@ async fn every_client_method_works_against_a_real_gateway_and_node() {
     assert_eq!(completion.choices[0].message.text(), Some("echo: as a job"));
     assert_eq!(
         handle.id(),
-        client.jobs().get(handle.id()).await.unwrap().id
+        &client.jobs().get(handle.id()).await.unwrap().id
     );
 
     let requests: Vec<_> = (0..4).map(|i| hello("echo", &format!("n{i}"))).collect();
@@ -61,7 +61,7 @@ async fn every_client_method_works_against_a_real_gateway_and_node() {
         .create_many(requests, Some("rust-batch"))
         .await
         .unwrap();
-    let ids: Vec<&str> = batch.iter().map(|h| h.id()).collect();
+    let ids: Vec<&JobId> = batch.iter().map(|h| h.id()).collect();
     assert_eq!(
         ids,
         again.iter().map(|h| h.id()).collect::<Vec<_>>(),
@@ -88,7 +88,7 @@ async fn every_client_method_works_against_a_real_gateway_and_node() {
 
     let polled = client
         .jobs()
-        .poll(&[ids[0].to_owned(), "job-unknown".to_owned()])
+        .poll(&[ids[0].clone(), JobId::from("job-unknown")])
         .await
         .unwrap();
     assert!(matches!(&polled[0], PollEntry::Found(job) if job.status == JobStatus::Completed));
@@ -149,15 +149,15 @@ async fn errors_map_to_the_openai_kinds() {
     let client = Client::new(&gw.base, &user).unwrap();
     let bad = Client::new(&gw.base, "sk-obb-nope").unwrap();
     assert!(
-        matches!(bad.jobs().get("job-x").await, Err(Error::Authentication(m)) if m.contains("invalid API key"))
+        matches!(bad.jobs().get(&JobId::from("job-x")).await, Err(Error::Authentication(m)) if m.contains("invalid API key"))
     );
     let node = Client::new(&gw.base, &node_key).unwrap();
     assert!(matches!(
-        node.jobs().get("job-x").await,
+        node.jobs().get(&JobId::from("job-x")).await,
         Err(Error::PermissionDenied(_))
     ));
     assert!(matches!(
-        client.jobs().get("job-x").await,
+        client.jobs().get(&JobId::from("job-x")).await,
         Err(Error::NotFound(_))
     ));
     let empty = ChatCompletionRequest::new("echo", Vec::new());
@@ -198,7 +198,7 @@ async fn errors_map_to_the_openai_kinds() {
         .unwrap()
         .with_max_retries(1);
     assert!(matches!(
-        unreachable.jobs().get("x").await,
+        unreachable.jobs().get(&JobId::from("x")).await,
         Err(Error::ApiConnection(_))
     ));
 }
@@ -272,13 +272,13 @@ async fn transient_errors_are_retried_and_rate_limits_surface() {
     .await;
     let limited = Client::new(&base, "k").unwrap().with_max_retries(1);
     assert!(matches!(
-        limited.jobs().get("x").await,
+        limited.jobs().get(&JobId::from("x")).await,
         Err(Error::RateLimit(_))
     ));
     let (base, seen) = scripted(vec![answer(502, "x-should-retry: false\r\n")]).await;
     let failed = Client::new(&base, "k").unwrap();
     assert!(matches!(
-        failed.jobs().get("x").await,
+        failed.jobs().get(&JobId::from("x")).await,
         Err(Error::ApiStatus { status: 502, .. })
     ));
     assert_eq!(arrivals(&seen).len(), 1, "x-should-retry: false is final");
@@ -299,7 +299,10 @@ async fn a_retry_after_http_date_is_waited_for_and_a_past_one_is_not() {
     ])
     .await;
     let client = Client::new(&base, "k").unwrap();
-    assert_eq!(client.jobs().get("job-x").await.unwrap().id, "job-x");
+    assert_eq!(
+        client.jobs().get(&JobId::from("job-x")).await.unwrap().id,
+        "job-x"
+    );
     let times = arrivals(&seen);
     assert_eq!(
         times.len(),

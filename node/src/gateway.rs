@@ -4,8 +4,8 @@
 use crate::config::{ConfigError, ServerSection};
 use crate::tls;
 use openbeepboop::{
-    ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob,
-    NodeResult, SubmitOutcome, SubmitResponse,
+    ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeaseId,
+    LeasedJob, NodeId, NodeResult, SubmitOutcome, SubmitResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,7 +42,7 @@ pub struct GatewayClient {
     http: reqwest::Client,
     base: String,
     key: String,
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The gateway's `max_submit_bytes` from its last fetch answer, in bytes; 0 until known.
     submit_limit: AtomicU64,
 }
@@ -70,7 +70,7 @@ impl GatewayClient {
             http,
             base: server.url.trim_end_matches('/').to_owned(),
             key: key.to_owned(),
-            node_id: node_id.to_owned(),
+            node_id: NodeId::new(node_id),
             submit_limit: AtomicU64::new(0),
         })
     }
@@ -150,7 +150,7 @@ impl GatewayClient {
 
     pub async fn heartbeat(
         &self,
-        lease_ids: Vec<String>,
+        lease_ids: Vec<LeaseId>,
         models: &[String],
         capacity: u32,
     ) -> Result<HeartbeatResponse, GatewayError> {

@@ -7,7 +7,7 @@
 //! lapses, the gateway queues the job again, and it runs once more. An fsync per batch
 //! would put a disk flush on the path of every result.
 
-use openbeepboop::{NodeResult, NodeResultStatus};
+use openbeepboop::{JobId, LeaseId, NodeResult, NodeResultStatus};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,8 +26,8 @@ impl Spooled {
         Ok((Self { result, bytes }, line))
     }
 
-    fn is(&self, id: &str, lease: &str) -> bool {
-        self.result.id == id && self.result.lease_id == lease
+    fn is(&self, id: &JobId, lease: &LeaseId) -> bool {
+        self.result.id == *id && self.result.lease_id == *lease
     }
 }
 
@@ -108,7 +108,7 @@ impl Spool {
 
     /// The leases of the oldest finished results (completed or failed, not hand-backs), at
     /// most `limit`: they must be kept alive until the gateway has the results.
-    pub fn finished_leases(&self, limit: usize) -> Vec<String> {
+    pub fn finished_leases(&self, limit: usize) -> Vec<LeaseId> {
         self.lock()
             .iter()
             .filter(|s| s.result.status != NodeResultStatus::Released)
@@ -148,7 +148,7 @@ impl Spool {
     }
 
     /// Forgets delivered results (by id and lease) and rewrites the file atomically.
-    pub fn remove(&self, delivered: &[(String, String)]) -> std::io::Result<()> {
+    pub fn remove(&self, delivered: &[(JobId, LeaseId)]) -> std::io::Result<()> {
         let mut pending = self.lock();
         pending.retain(|s| !delivered.iter().any(|(id, lease)| s.is(id, lease)));
         self.rewrite(&pending)
@@ -177,8 +177,8 @@ mod tests {
 
     fn result(id: &str) -> NodeResult {
         NodeResult {
-            id: id.to_owned(),
-            lease_id: format!("lease-{id}"),
+            id: id.into(),
+            lease_id: format!("lease-{id}").into(),
             status: NodeResultStatus::Completed,
             result: serde_json::value::RawValue::from_string("{\"ok\":true}".to_owned()).ok(),
             error: None,
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(reopened.len(), 2);
         reopened.remove(&[("a".into(), "lease-a".into())]).unwrap();
         let again = Spool::open(&path).unwrap();
-        let left: Vec<String> = again.peek(10).into_iter().map(|r| r.id).collect();
+        let left: Vec<JobId> = again.peek(10).into_iter().map(|r| r.id).collect();
         assert_eq!(left, vec!["b"]);
         assert!(!again.is_empty());
         assert_eq!(again.path(), path);

@@ -27,7 +27,7 @@ fn check_node_id(node_id: &str) -> Result<(), ApiError> {
 /// queued (woken in-process by the writer) or the wait runs out.
 pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let fetch: FetchRequest = req.json()?;
-    check_node_id(&fetch.node_id)?;
+    check_node_id(fetch.node_id.as_str())?;
     if fetch.limit == 0 || fetch.limit > MAX_LEASE_BATCH {
         return Err(ApiError::invalid(
             format!("`limit` must be from 1 to {MAX_LEASE_BATCH}"),
@@ -53,7 +53,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             .state
             .queue
             .lease(
-                fetch.node_id.clone(),
+                fetch.node_id.to_string(),
                 ctx.principal_key_id().to_owned(),
                 fetch.models.clone(),
                 fetch.limit,
@@ -82,7 +82,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
 /// `POST /internal/queue/heartbeat`.
 pub async fn heartbeat(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     let heartbeat: HeartbeatRequest = req.json()?;
-    check_node_id(&heartbeat.node_id)?;
+    check_node_id(heartbeat.node_id.as_str())?;
     let response = ctx
         .state
         .queue

@@ -277,12 +277,15 @@ pub async fn poll(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         let found = ctx
             .state
             .queue
-            .jobs(request.ids.clone(), ctx.visibility())
+            .jobs(
+                request.ids.iter().map(ToString::to_string).collect(),
+                ctx.visibility(),
+            )
             .await?;
         request
             .ids
             .iter()
-            .map(|id| match found.iter().find(|r| &r.id == id) {
+            .map(|id| match found.iter().find(|r| *id == r.id.as_str()) {
                 Some(record) => PollEntry::Found(Box::new(record.to_wire())),
                 None => PollEntry::NotFound {
                     id: id.clone(),

@@ -1,7 +1,7 @@
 //! The `api_keys` table. Secrets never reach it: only argon2id hashes and lookup prefixes.
 
 use super::StoreError;
-use openbeepboop::{ApiKeyInfo, CreatedKey, Role};
+use openbeepboop::{ApiKeyInfo, CreatedKey, KeyId, Role};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// A freshly generated key, hashed by `auth`, ready to store.
@@ -30,7 +30,7 @@ const COLUMNS: &str = "id, name, role, prefix, created_at, revoked_at";
 fn info(row: &Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
     let role: String = row.get(2)?;
     Ok(ApiKeyInfo {
-        id: row.get(0)?,
+        id: KeyId::from(row.get::<_, String>(0)?),
         object: "api_key".to_owned(),
         name: row.get(1)?,
         role: role.parse().unwrap_or(Role::User),

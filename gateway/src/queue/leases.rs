@@ -7,7 +7,7 @@ use super::reads;
 use super::results::{self, LostRun};
 use super::writer::WriteCtx;
 use super::{QueueEvent, StoreError};
-use openbeepboop::{ErrorBody, HeartbeatResponse, JobStatus, LeasedJob};
+use openbeepboop::{ErrorBody, HeartbeatResponse, JobStatus, LeaseId, LeasedJob};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -134,10 +134,10 @@ pub fn lease(
                 source: Arc::new(e),
             })?;
         leased.push(LeasedJob {
-            id,
+            id: id.into(),
             model,
             request_payload,
-            lease_id,
+            lease_id: lease_id.into(),
             lease_expires_at: expires,
             lease_ttl_ms: lease.as_millis() as u64,
             attempt: attempts + 1,
@@ -182,7 +182,7 @@ fn lease_state(ctx: &WriteCtx<'_>, lease_id: &str) -> Result<Option<LeaseState>,
 pub fn heartbeat(
     ctx: &mut WriteCtx<'_>,
     node_id: &str,
-    lease_ids: &[String],
+    lease_ids: &[LeaseId],
     lease: Duration,
 ) -> Result<HeartbeatResponse, StoreError> {
     let expires = ctx.now + lease.as_millis() as i64;
@@ -193,7 +193,8 @@ pub fn heartbeat(
         lease_expires_at: expires,
         lease_ttl_ms: lease.as_millis() as u64,
     };
-    for lease_id in lease_ids {
+    for typed in lease_ids {
+        let lease_id = typed.as_str();
         let state = lease_state(ctx, lease_id)?;
         let extended = match state {
             Some(LeaseState {
@@ -231,15 +232,15 @@ pub fn heartbeat(
                 status: JobStatus::Cancelled,
                 ..
             }) => {
-                response.cancelled.push(lease_id.clone());
+                response.cancelled.push(typed.clone());
                 continue;
             }
             _ => false,
         };
         if extended {
-            response.extended.push(lease_id.clone());
+            response.extended.push(typed.clone());
         } else {
-            response.lost.push(lease_id.clone());
+            response.lost.push(typed.clone());
         }
     }
     Ok(response)

@@ -154,12 +154,12 @@ impl Queue {
             .write_with(Durability::Relaxed, move |ctx| {
                 leases::record_node(
                     ctx,
-                    &request.node_id,
+                    request.node_id.as_str(),
                     &key_id,
                     &request.models,
                     Some(request.capacity),
                 )?;
-                leases::heartbeat(ctx, &request.node_id, &request.lease_ids, lease)
+                leases::heartbeat(ctx, request.node_id.as_str(), &request.lease_ids, lease)
             })
             .await
     }

@@ -1,7 +1,7 @@
 //! The store's shared types: its error, the events and snapshots it reports, its settings
 //! and the job record it hands out. No SQL runs here.
 
-use openbeepboop::{ErrorBody, Job, JobStatus};
+use openbeepboop::{ErrorBody, Job, JobStatus, NodeId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -206,7 +206,7 @@ impl JobRecord {
     /// The job as the user API shows it. Times are Unix seconds, as in OpenAI objects.
     pub fn to_wire(&self) -> Job {
         Job {
-            id: self.id.clone(),
+            id: self.id.clone().into(),
             object: "chat.completion.job".to_owned(),
             model: self.model.clone(),
             status: self.status,
@@ -218,7 +218,8 @@ impl JobRecord {
             node: self
                 .locked_by
                 .clone()
-                .filter(|_| self.status == JobStatus::Processing),
+                .filter(|_| self.status == JobStatus::Processing)
+                .map(NodeId::from),
             result: self
                 .result_payload
                 .as_deref()

@@ -156,7 +156,8 @@ fn submit_one(
     item: &NodeResult,
     backoff_base: Duration,
 ) -> Result<SubmitOutcomeKind, StoreError> {
-    let Some(run) = run_of(ctx, &item.id)? else {
+    let id = item.id.as_str();
+    let Some(run) = run_of(ctx, id)? else {
         return Ok(SubmitOutcomeKind::Stale);
     };
     if run.lease_id.as_deref() != Some(item.lease_id.as_str()) {
@@ -175,17 +176,17 @@ fn submit_one(
     let lease = Some(item.lease_id.as_str());
     match (item.status, &item.result) {
         (NodeResultStatus::Released, _) if from == JobStatus::Processing => {
-            end_lost_run(ctx, &item.id, LostRun::HandedBack)?;
+            end_lost_run(ctx, id, LostRun::HandedBack)?;
         }
         // Already back in the queue: only remember that this lease has answered.
-        (NodeResultStatus::Released, _) => record_outcome(ctx, &item.id, lease, None, None)?,
+        (NodeResultStatus::Released, _) => record_outcome(ctx, id, lease, None, None)?,
         (NodeResultStatus::Completed, Some(result)) => {
             let effects = Effects {
                 result: Some(result.get()),
                 result_lease: lease,
                 ..Effects::default()
             };
-            if transition(ctx, &item.id, from, JobStatus::Completed, effects)?
+            if transition(ctx, id, from, JobStatus::Completed, effects)?
                 && let Some((prompt, completion)) = usage_of(result.get())
             {
                 ctx.events.push(QueueEvent::Tokens {
@@ -207,7 +208,7 @@ fn submit_one(
             if item.retryable && run.attempts < run.max_attempts {
                 let not_before = ctx.now + backoff(backoff_base, run.attempts).as_millis() as i64;
                 if from == JobStatus::Queued {
-                    record_outcome(ctx, &item.id, lease, error, Some(not_before))?;
+                    record_outcome(ctx, id, lease, error, Some(not_before))?;
                 } else {
                     let effects = Effects {
                         error,
@@ -215,7 +216,7 @@ fn submit_one(
                         result_lease: lease,
                         ..Effects::default()
                     };
-                    if transition(ctx, &item.id, from, JobStatus::Queued, effects)? {
+                    if transition(ctx, id, from, JobStatus::Queued, effects)? {
                         ctx.events.push(QueueEvent::Retried { model: run.model });
                     }
                 }
@@ -225,7 +226,7 @@ fn submit_one(
                     result_lease: lease,
                     ..Effects::default()
                 };
-                transition(ctx, &item.id, from, JobStatus::Failed, effects)?;
+                transition(ctx, id, from, JobStatus::Failed, effects)?;
             }
         }
     }

@@ -7,7 +7,7 @@
 use super::submit::Delivery;
 use super::{ActiveJobs, Settings, Stats, lock};
 use crate::gateway::GatewayClient;
-use openbeepboop::HeartbeatResponse;
+use openbeepboop::{HeartbeatResponse, LeaseId};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ impl Heartbeat {
                 _ = stop.changed() => return,
             }
             last_beat = tokio::time::Instant::now();
-            let mut leases: Vec<String> = lock(&self.active).keys().cloned().collect();
+            let mut leases: Vec<LeaseId> = lock(&self.active).keys().cloned().collect();
             let in_flight = leases.len();
             // A finished result keeps its job's lease until the gateway has it: a result
             // held back by an outage must not find its lease lapsed, its job failed or run

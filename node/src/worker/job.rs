@@ -69,7 +69,7 @@ impl JobContext {
         match (self.routing.target(&job.model), &self.upstream) {
             (Some(Target::Echo), _) => {
                 tracing::debug!(job = %job.id, "answered by the built-in echo model");
-                echo::complete(&job.request_payload, &job.id).map_err(|e| {
+                echo::complete(&job.request_payload, job.id.as_str()).map_err(|e| {
                     UpstreamError::Transient {
                         status: None,
                         message: format!("unreadable completion: {e}"),

@@ -17,7 +17,7 @@ use crate::spool::Spool;
 use crate::upstream::UpstreamClient;
 use heartbeat::{Heartbeat, Period};
 use job::{InFlight, JobContext};
-use openbeepboop::{LeasedJob, NodeResult, NodeResultStatus};
+use openbeepboop::{JobId, LeaseId, LeasedJob, NodeResult, NodeResultStatus};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -122,13 +122,13 @@ pub struct Worker {
 
 /// A job being executed: its id and the handle that aborts it.
 struct Active {
-    job_id: String,
+    job_id: JobId,
     abort: AbortHandle,
 }
 
-type ActiveJobs = Arc<Mutex<HashMap<String, Active>>>;
+type ActiveJobs = Arc<Mutex<HashMap<LeaseId, Active>>>;
 
-fn lock(active: &ActiveJobs) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+fn lock(active: &ActiveJobs) -> std::sync::MutexGuard<'_, HashMap<LeaseId, Active>> {
     active.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -396,7 +396,7 @@ impl Run {
     /// Aborts the jobs in flight and spools a `RELEASED` hand-back for each, which requeues
     /// it at once.
     async fn hand_back(&mut self) {
-        let handed_back: Vec<(String, Active)> = lock(&self.active).drain().collect();
+        let handed_back: Vec<(LeaseId, Active)> = lock(&self.active).drain().collect();
         for (lease_id, job) in handed_back {
             job.abort.abort();
             tracing::info!(job = %job.job_id, "handing the job back to the queue");

@@ -17,7 +17,7 @@ use super::Stats;
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::metrics::{NodeMetrics, Outcome};
 use crate::spool::{Spool, Spooled};
-use openbeepboop::{ErrorBody, NodeResult, NodeResultStatus, SubmitOutcomeKind};
+use openbeepboop::{ErrorBody, JobId, LeaseId, NodeResult, NodeResultStatus, SubmitOutcomeKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -92,7 +92,7 @@ impl Delivery {
     }
 
     fn forget(&self, results: &[Spooled]) {
-        let delivered: Vec<(String, String)> = results
+        let delivered: Vec<(JobId, LeaseId)> = results
             .iter()
             .map(|s| (s.result.id.clone(), s.result.lease_id.clone()))
             .collect();
