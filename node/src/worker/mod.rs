@@ -8,10 +8,13 @@
 
 mod heartbeat;
 mod job;
+mod settings;
 mod submit;
 
+pub use settings::{Mode, Settings, Stats, Stop, StopLevel, Summary, WorkerError};
+
 use crate::gateway::{GatewayClient, GatewayError};
-use crate::metrics::{NodeMetrics, Outcome};
+use crate::metrics::NodeMetrics;
 use crate::routing::Routing;
 use crate::spool::Spool;
 use crate::upstream::UpstreamClient;
@@ -19,96 +22,12 @@ use heartbeat::{Heartbeat, Period};
 use job::{InFlight, JobContext};
 use openbeepboop::{JobId, LeaseId, LeasedJob, NodeResult, NodeResultStatus};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use submit::{Delivery, Intake};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Work until told to stop.
-    Daemon,
-    /// Work until no queued job for our models is left.
-    Batch,
-}
-
-/// How far shutdown has gone; each signal moves it one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum StopLevel {
-    /// Working.
-    Running,
-    /// The first signal: lease nothing more, finish the jobs in flight, deliver.
-    Draining,
-    /// The second signal: abort the jobs in flight and hand them back.
-    Aborting,
-}
-
-impl StopLevel {
-    /// The level the next signal moves to.
-    pub fn next(self) -> Self {
-        match self {
-            Self::Running => Self::Draining,
-            Self::Draining | Self::Aborting => Self::Aborting,
-        }
-    }
-}
-
-pub type Stop = watch::Receiver<StopLevel>;
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub concurrency: u32,
-    pub batch_size: u32,
-    /// The longest heartbeat period; a third of the lease when that is shorter.
-    pub heartbeat: Duration,
-    pub fetch_wait: Duration,
-    pub summary: Duration,
-    /// How long the last results may take to reach the gateway before the node gives up
-    /// and leaves them in the spool; also how long a start waits to deliver what the spool
-    /// holds before the first fetch.
-    pub flush_timeout: Duration,
-}
-
-/// Jobs whose results the gateway answered for, by outcome.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub done: AtomicU64,
-    pub failed: AtomicU64,
-}
-
-impl Stats {
-    fn count(&self, outcome: Outcome) {
-        let counter = match outcome {
-            Outcome::Done => &self.done,
-            Outcome::Failed => &self.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    pub done: u64,
-    pub failed: u64,
-    pub seconds: f64,
-    /// Results still in the spool when the node stopped.
-    pub spooled: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error(transparent)]
-    Gateway(#[from] GatewayError),
-    #[error("{spooled} results could not be delivered and stay in the spool `{path}`: {cause}")]
-    Undelivered {
-        spooled: usize,
-        path: String,
-        cause: String,
-    },
-}
 
 pub struct Worker {
     pub gateway: Arc<GatewayClient>,
