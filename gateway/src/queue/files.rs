@@ -8,7 +8,7 @@
 
 use super::file_rows::{self, FileRecord, NewRow, Order};
 use super::pool::{self, ReadPool};
-use super::writer::Writer;
+use super::writer::{WriteCtx, Writer};
 use super::{StoreError, Visibility, now_ms};
 use openbeepboop::FilePurpose;
 use rusqlite::Connection;
@@ -216,16 +216,30 @@ impl FileStore {
     /// returned instead, and this one's bytes are removed.
     pub async fn commit(
         &self,
-        mut upload: Upload,
+        upload: Upload,
         file: NewFile,
     ) -> Result<(FileRecord, bool), StoreError> {
+        self.commit_with(upload, file, |_, _| Ok(()))
+            .await
+            .map(|(record, created, ())| (record, created))
+    }
+
+    /// [`FileStore::commit`], with `then` run in the same transaction once the row is in,
+    /// so that what refers to the file (a batch's `output_file_id`) is stored with it or
+    /// not at all: when `then` fails, neither the row nor the bytes stay.
+    pub async fn commit_with<T: Send + 'static>(
+        &self,
+        mut upload: Upload,
+        file: NewFile,
+        then: impl FnOnce(&mut WriteCtx<'_>, &FileRecord) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<(FileRecord, bool, T), StoreError> {
         let sha256 = upload.finish().await?;
         let request_hash = request_hash(&file, &sha256);
         let (id, bytes) = (upload.id.clone(), upload.bytes);
-        let (record, created) = self
+        let (record, created, extra) = self
             .writer
             .write(move |ctx| {
-                file_rows::insert(
+                let (record, created) = file_rows::insert(
                     ctx,
                     &NewRow {
                         id: &id,
@@ -238,13 +252,15 @@ impl FileStore {
                         request_hash: &request_hash,
                         expires_after: file.expires_after,
                     },
-                )
+                )?;
+                let extra = then(ctx, &record)?;
+                Ok((record, created, extra))
             })
             .await?;
         if created {
             upload.stage = Stage::Kept;
         }
-        Ok((record, created))
+        Ok((record, created, extra))
     }
 
     /// The row of a file `who` may see.

@@ -219,3 +219,47 @@ async fn the_reaper_deletes_expired_files_rows_and_bytes_a_bounded_number_per_pa
         .unwrap();
     assert_eq!(left.len(), 2);
 }
+
+#[tokio::test]
+async fn what_is_stored_with_a_file_fails_with_it_and_leaves_no_row_and_no_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    let files = queue.files();
+    let output = || NewFile {
+        purpose: FilePurpose::BatchOutput,
+        ..new_file("a", None, None)
+    };
+    let mut upload = files.begin().await.unwrap();
+    upload.write(b"{\"custom_id\":\"a\"}\n").await.unwrap();
+    let failed = files
+        .commit_with(upload, output(), |_, _| -> Result<(), _> {
+            Err(StoreError::Closed)
+        })
+        .await;
+    assert!(matches!(failed, Err(StoreError::Closed)), "{failed:?}");
+    assert!(names(files.dir()).is_empty(), "no bytes stay");
+    let (page, _) = files
+        .list(Visibility::All, None, 10, Order::Desc, None)
+        .await
+        .unwrap();
+    assert!(page.is_empty(), "no row stays");
+
+    let mut upload = files.begin().await.unwrap();
+    upload.write(b"{}\n").await.unwrap();
+    let (record, created, seen) = files
+        .commit_with(upload, output(), |ctx, record| {
+            let rows: i64 = ctx.conn.query_row(
+                "SELECT COUNT(*) FROM files WHERE id = ?1",
+                [&record.id],
+                |r| r.get(0),
+            )?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (created, seen, record.purpose),
+        (true, 1, FilePurpose::BatchOutput)
+    );
+    assert_eq!(names(files.dir()), [record.id.as_str()]);
+}
