@@ -1,2 +1,2 @@
-//! compat-tests holds no library code: its tests live in `tests/compat.rs`, its fixtures in
+//! compat-tests holds no library code: its tests live in `tests/compat/main.rs`, its fixtures in
 //! `fixtures/`, the recorder in `record/` and the live SDK scripts in `live/`.
