@@ -26,6 +26,7 @@
 //! ```
 
 pub mod admin;
+pub mod batch;
 pub mod chat;
 #[cfg(feature = "client")]
 pub mod client;
@@ -38,6 +39,11 @@ mod replay;
 pub mod retry_after;
 
 pub use admin::{ApiKeyInfo, CreateKeyRequest, CreatedKey, Role};
+pub use batch::{
+    Batch, BatchError, BatchErrors, BatchInputLine, BatchLineError, BatchList, BatchOutputLine,
+    BatchRequestCounts, BatchResponse, BatchStatus, BatchUsage, CreateBatchRequest,
+    OutputExpiresAfter,
+};
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList};
 #[cfg(feature = "client")]
 pub use client::{Client, Error, JobHandle, SubmitOptions};
