@@ -42,7 +42,7 @@ pub use admin::{ApiKeyInfo, CreateKeyRequest, CreatedKey, Role};
 pub use batch::{
     Batch, BatchError, BatchErrors, BatchInputLine, BatchLineError, BatchList, BatchOutputLine,
     BatchRequestCounts, BatchResponse, BatchStatus, BatchUsage, CreateBatchRequest,
-    OutputExpiresAfter,
+    InputTokensDetails, OutputExpiresAfter, OutputTokensDetails,
 };
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList};
 #[cfg(feature = "client")]

@@ -67,6 +67,13 @@ pub struct Config {
     /// While a `stream: true` request waits in the queue, an SSE comment is sent this often
     /// (seconds), so that proxies with idle timeouts keep the connection.
     pub stream_keepalive_seconds: u64,
+    /// The priority a batch's lines run at (1 first to 5), so interactive requests go first.
+    pub batch_priority: u8,
+    /// The `completion_window`s `POST /v1/batches` accepts (`<n>m`, `<n>h` or `<n>d`);
+    /// OpenAI accepts only `24h`.
+    pub batch_completion_windows: Vec<String>,
+    /// The most lines a batch's input file may have (OpenAI's limit, 50,000, by default).
+    pub max_batch_lines: usize,
 }
 
 impl Default for Config {
@@ -97,6 +104,9 @@ impl Default for Config {
             tls_key: None,
             cors_allowed_origins: Vec::new(),
             stream_keepalive_seconds: 15,
+            batch_priority: 4,
+            batch_completion_windows: vec!["24h".to_owned()],
+            max_batch_lines: 50_000,
         }
     }
 }
@@ -188,6 +198,21 @@ impl Config {
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
         }
+        if !(1..=5).contains(&self.batch_priority) {
+            return Err(invalid("`batch_priority` must be from 1 (first) to 5"));
+        }
+        if self.max_batch_lines == 0 {
+            return Err(invalid("`max_batch_lines` must be positive"));
+        }
+        if let Some(bad) = self
+            .batch_completion_windows
+            .iter()
+            .find(|w| window_seconds(w).is_none())
+        {
+            return Err(invalid(&format!(
+                "`batch_completion_windows` holds `{bad}`; use `<n>m`, `<n>h` or `<n>d`"
+            )));
+        }
         if self.max_body_bytes == 0 || self.max_submit_bytes == 0 || self.max_batch_file_bytes == 0
         {
             return Err(invalid(
@@ -218,12 +243,34 @@ impl Config {
         }
     }
 
+    /// The length of an allowed batch `completion_window`, or `None` when not allowed.
+    pub fn batch_window(&self, window: &str) -> Option<Duration> {
+        self.batch_completion_windows
+            .iter()
+            .any(|w| w == window)
+            .then(|| window_seconds(window))
+            .flatten()
+            .map(Duration::from_secs)
+    }
+
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds)
     }
 }
 
 /// `$XDG_DATA_HOME/openbeepboop/queue.db`, or `~/.local/share/openbeepboop/queue.db`.
+/// A window such as `24h`, `90m` or `7d`, in seconds.
+pub fn window_seconds(window: &str) -> Option<u64> {
+    let unit = match window.chars().last()? {
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let count: u64 = window[..window.len() - 1].parse().ok().filter(|n| *n > 0)?;
+    count.checked_mul(unit)
+}
+
 pub fn default_db_path(
     xdg_data_home: Option<PathBuf>,
     home: Option<PathBuf>,

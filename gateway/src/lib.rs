@@ -6,4 +6,5 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod queue;
+pub mod runner;
 pub mod server;

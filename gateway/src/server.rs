@@ -1,11 +1,12 @@
 //! The composition root of `start`: opens the store, and runs the HTTP service and the
-//! reapers (jobs, and expired files) as pingora services with our shutdown timings.
+//! reapers (jobs, and expired files) and the batch runner as pingora services with our shutdown timings.
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::http::{App, State};
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueSettings, ReapPass, now_ms};
+use crate::runner::{BatchRunner, RunnerSettings};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -52,6 +53,23 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         queue: Arc::clone(&queue),
         interval: Duration::from_millis(config.reaper_interval_ms.max(1000)),
     };
+    let batch_runner = BatchRunner::new(
+        Arc::clone(&queue),
+        Arc::new(|body: &[u8]| {
+            crate::http::parse_submit(body)
+                .map(|chat| chat.model)
+                .map_err(|refusal| {
+                    let error = refusal.envelope().error;
+                    (error.message, error.param)
+                })
+        }),
+        RunnerSettings {
+            priority: config.batch_priority,
+            max_lines: config.max_batch_lines,
+            max_line_bytes: config.max_body_bytes,
+            tick: Duration::from_millis(200),
+        },
+    );
     let address = format!("{}:{}", config.host, config.port);
     let tls = config.tls_cert.clone().zip(config.tls_key.clone());
     let state = Arc::new(State {
@@ -78,6 +96,10 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     server.add_service(http);
     server.add_service(background_service("obb-reaper", reaper));
     server.add_service(background_service("obb-file-reaper", file_reaper));
+    server.add_service(background_service(
+        "obb-batch-runner",
+        BatchService(batch_runner),
+    ));
     Ok(server)
 }
 
@@ -189,6 +211,26 @@ impl BackgroundService for FileReaper {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(files = deleted, "deleted expired files"),
                 Err(error) => tracing::warn!(error = %error.detail(), "file reaper pass failed"),
+            }
+        }
+    }
+}
+
+/// Runs the batch runner's passes until shutdown.
+struct BatchService(BatchRunner);
+
+#[async_trait]
+impl BackgroundService for BatchService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.0.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(error) = self.0.pass().await {
+                tracing::warn!(error = %error.detail(), "batch runner pass failed");
             }
         }
     }

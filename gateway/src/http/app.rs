@@ -6,7 +6,7 @@ use super::reply::{Body, Reply};
 use super::request::Request;
 use super::routes::{self, Route};
 use super::wait::Waited;
-use super::{Ctx, State, admin, body, cors, files, framing, node, sse, upload, user};
+use super::{Ctx, State, admin, batches, body, cors, files, framing, node, sse, upload, user};
 use crate::queue::Visibility;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -134,6 +134,10 @@ impl App {
             Route::GetFile(id) => files::get(ctx, id).await,
             Route::DeleteFile(id) => files::delete(ctx, id).await,
             Route::FileContent(id) => files::content(ctx, id).await,
+            Route::CreateBatch => batches::create(ctx, req).await,
+            Route::ListBatches => batches::list(ctx, req).await,
+            Route::GetBatch(id) => batches::get(ctx, id).await,
+            Route::CancelBatch(id) => batches::cancel(ctx, id).await,
             // Taken before its body is read, in `process_new_http`.
             Route::CreateFile => Err(ApiError::Internal(
                 "an upload reached the buffered request path".to_owned(),

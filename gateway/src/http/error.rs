@@ -271,6 +271,11 @@ impl From<StoreError> for ApiError {
             StoreError::JobNotFound(id) => ApiError::NotFound(format!("job `{id}` not found")),
             StoreError::KeyNotFound(id) => ApiError::NotFound(format!("key `{id}` not found")),
             StoreError::FileNotFound(id) => ApiError::NotFound(format!("file `{id}` not found")),
+            StoreError::BatchNotFound(id) => ApiError::NotFound(format!("batch `{id}` not found")),
+            StoreError::BatchNotCancellable { id, status } => ApiError::Conflict {
+                message: format!("batch `{id}` is {status} and cannot be cancelled"),
+                code: "batch_not_cancellable",
+            },
             // A full disk passes like a full database; any other file failure is ours.
             StoreError::FileIo { ref source, .. }
                 if source.kind() == std::io::ErrorKind::StorageFull =>
@@ -305,6 +310,7 @@ impl From<StoreError> for ApiError {
             | StoreError::DataDir { .. }
             | StoreError::WriterThread(_)
             | StoreError::IllegalTransition { .. }
+            | StoreError::IllegalBatchTransition { .. }
             | StoreError::Missing(_)
             | StoreError::FileIo { .. }
             | StoreError::TooNew { .. } => ApiError::Internal(error.detail()),

@@ -5,6 +5,7 @@
 
 mod admin;
 mod app;
+mod batches;
 mod body;
 mod cors;
 mod encoding;

@@ -64,7 +64,7 @@ pub fn idempotency_key_of(header: Option<&str>) -> Result<Option<String>, ApiErr
 
 /// The body is stored verbatim; its meaning (keys sorted) decides whether a retried submit
 /// with the same idempotency key is the same request.
-fn digest(body: &[u8]) -> String {
+pub fn digest(body: &[u8]) -> String {
     let canonical = serde_json::to_vec(&canonical(
         serde_json::from_slice::<Value>(body).unwrap_or_default(),
     ))

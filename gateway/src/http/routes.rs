@@ -32,6 +32,10 @@ pub enum Route {
     GetFile(String),
     DeleteFile(String),
     FileContent(String),
+    CreateBatch,
+    ListBatches,
+    GetBatch(String),
+    CancelBatch(String),
 }
 
 /// Every [`Route::name`], and `unknown` for a request no route took: the metrics create
@@ -58,6 +62,10 @@ pub const ROUTE_NAMES: &[&str] = &[
     "get_file",
     "delete_file",
     "file_content",
+    "create_batch",
+    "list_batches",
+    "get_batch",
+    "cancel_batch",
     "unknown",
 ];
 
@@ -82,7 +90,11 @@ impl Route {
             | Route::ListFiles
             | Route::GetFile(_)
             | Route::DeleteFile(_)
-            | Route::FileContent(_) => Some(USERS),
+            | Route::FileContent(_)
+            | Route::CreateBatch
+            | Route::ListBatches
+            | Route::GetBatch(_)
+            | Route::CancelBatch(_) => Some(USERS),
             Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
             Route::CreateKey | Route::ListKeys | Route::RevokeKey(_) => Some(ADMINS),
         }
@@ -112,6 +124,10 @@ impl Route {
             Route::GetFile(_) => "get_file",
             Route::DeleteFile(_) => "delete_file",
             Route::FileContent(_) => "file_content",
+            Route::CreateBatch => "create_batch",
+            Route::ListBatches => "list_batches",
+            Route::GetBatch(_) => "get_batch",
+            Route::CancelBatch(_) => "cancel_batch",
         }
     }
 }
@@ -171,6 +187,22 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
         ["v1", "files", id, "content"] => (
             "GET",
             (method == "GET").then(|| Route::FileContent((*id).to_owned())),
+        ),
+        ["v1", "batches"] => (
+            "GET, POST",
+            match method {
+                "GET" => Some(Route::ListBatches),
+                "POST" => Some(Route::CreateBatch),
+                _ => None,
+            },
+        ),
+        ["v1", "batches", id] => (
+            "GET",
+            (method == "GET").then(|| Route::GetBatch((*id).to_owned())),
+        ),
+        ["v1", "batches", id, "cancel"] => (
+            "POST",
+            (method == "POST").then(|| Route::CancelBatch((*id).to_owned())),
         ),
         ["internal", "queue", "fetch"] => ("POST", (method == "POST").then_some(Route::Fetch)),
         ["internal", "queue", "heartbeat"] => {
@@ -297,6 +329,10 @@ mod tests {
             Route::GetFile(id()),
             Route::DeleteFile(id()),
             Route::FileContent(id()),
+            Route::CreateBatch,
+            Route::ListBatches,
+            Route::GetBatch(id()),
+            Route::CancelBatch(id()),
         ];
         for route in routes {
             assert!(ROUTE_NAMES.contains(&route.name()), "{}", route.name());

@@ -5,6 +5,9 @@
 //! connections beside it (WAL lets them run concurrently). Every change of a job's status
 //! goes through [`jobs::transition`], which enforces the allowed transitions.
 
+mod batch_lines;
+mod batch_rows;
+mod batches;
 mod depth;
 mod file_rows;
 mod files;
@@ -19,6 +22,8 @@ mod results;
 mod schema;
 mod writer;
 
+pub use batch_lines::{LineCounts, LineRecord, NewLine};
+pub use batch_rows::{BatchFile, BatchRecord, NewBatch};
 pub use file_rows::{FileRecord, Order};
 pub use files::{FileStore, NewFile, StoredFile, Upload};
 pub use jobs::{NewJob, new_job_id};

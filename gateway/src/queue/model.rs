@@ -1,7 +1,7 @@
 //! The store's shared types: its error, the events and snapshots it reports, its settings
 //! and the job record it hands out. No SQL runs here.
 
-use openbeepboop::{ErrorBody, Job, JobStatus, NodeId};
+use openbeepboop::{BatchStatus, ErrorBody, Job, JobStatus, NodeId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,16 @@ pub enum StoreError {
     KeyNotFound(String),
     #[error("file `{0}` not found")]
     FileNotFound(String),
+    #[error("batch `{0}` not found")]
+    BatchNotFound(String),
+    #[error("batch `{id}` is {status} and cannot be cancelled")]
+    BatchNotCancellable { id: String, status: BatchStatus },
+    #[error("refused transition of batch `{id}` from {from} to {to}")]
+    IllegalBatchTransition {
+        id: String,
+        from: BatchStatus,
+        to: BatchStatus,
+    },
     /// The files directory failed: a write, a sync, a rename or an open.
     #[error("{what}")]
     FileIo {

@@ -124,6 +124,52 @@ CREATE UNIQUE INDEX files_by_idempotency_key ON files (owner_key_id, idempotency
 CREATE INDEX files_by_owner ON files (owner_key_id, seq);
 CREATE INDEX files_by_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
 ",
+    r"
+-- Batches of `/v1/batches`. Their request counts are not stored: they are counted from the
+-- line jobs on every read. Times are Unix ms.
+CREATE TABLE batches (
+    seq                  INTEGER PRIMARY KEY,
+    id                   TEXT NOT NULL UNIQUE,
+    owner_key_id         TEXT NOT NULL,
+    status               TEXT NOT NULL CHECK (status IN ('validating', 'failed', 'in_progress',
+                           'finalizing', 'completed', 'expired', 'cancelling', 'cancelled')),
+    endpoint             TEXT NOT NULL,
+    model                TEXT,
+    input_file_id        TEXT NOT NULL,
+    completion_window    TEXT NOT NULL,
+    metadata             TEXT,
+    output_expires_after INTEGER,
+    errors               TEXT,
+    output_file_id       TEXT,
+    error_file_id        TEXT,
+    usage                TEXT,
+    idempotency_key      TEXT,
+    request_hash         TEXT NOT NULL,
+    created_at           INTEGER NOT NULL,
+    expires_at           INTEGER NOT NULL,
+    in_progress_at       INTEGER,
+    finalizing_at        INTEGER,
+    completed_at         INTEGER,
+    failed_at            INTEGER,
+    expired_at           INTEGER,
+    cancelling_at        INTEGER,
+    cancelled_at         INTEGER
+);
+CREATE UNIQUE INDEX batches_by_idempotency_key ON batches (owner_key_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX batches_by_owner ON batches (owner_key_id, seq);
+-- What the runner has to do, without scanning finished batches.
+CREATE INDEX batches_active ON batches (status)
+    WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
+-- Each line of a batch is a job, keyed by batch and line number (never by `custom_id`, which
+-- only the user's file makes unique), so enqueueing again after a crash adds nothing.
+ALTER TABLE jobs ADD COLUMN batch_id TEXT;
+ALTER TABLE jobs ADD COLUMN custom_id TEXT;
+ALTER TABLE jobs ADD COLUMN line INTEGER;
+CREATE UNIQUE INDEX jobs_by_batch_line ON jobs (batch_id, line) WHERE batch_id IS NOT NULL;
+-- The live request counts: a covering index, counted without reading the rows.
+CREATE INDEX jobs_by_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
+",
 ];
 
 /// The schema version this gateway reads and writes.

@@ -15,14 +15,14 @@ use std::time::Duration;
 const LINES: &str = "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n\
 {\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}\n";
 
-fn form(content: impl Into<Vec<u8>>, filename: &str, purpose: &str) -> Form {
+pub(crate) fn form(content: impl Into<Vec<u8>>, filename: &str, purpose: &str) -> Form {
     Form::new().text("purpose", purpose.to_owned()).part(
         "file",
         Part::bytes(content.into()).file_name(filename.to_owned()),
     )
 }
 
-async fn upload(gw: &Gateway, key: &str, form: Form) -> (StatusCode, Value) {
+pub(crate) async fn upload(gw: &Gateway, key: &str, form: Form) -> (StatusCode, Value) {
     let response = gw
         .http
         .post(gw.url("/v1/files"))

@@ -9,6 +9,8 @@ mod auth;
 #[cfg(test)]
 mod bad_input;
 #[cfg(test)]
+mod batches;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod conformance;
