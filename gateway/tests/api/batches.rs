@@ -411,6 +411,11 @@ async fn survives_a_kill(lines: usize, kill_when_validating: bool) {
             (!jobs["data"].as_array().unwrap().is_empty()).then_some(())
         })
         .await;
+        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
+        assert_eq!(
+            batch["status"], "validating",
+            "killed while lines are queued"
+        );
     } else {
         batch_until(&gw, &user, &id, "in_progress").await;
         let jobs = gw.fetch(&node, "n1", &["echo"], 10, 5.0).await;
@@ -500,5 +505,47 @@ print("python batches passed with openai", openai.__version__)
         output.status.success() && stdout.contains("python batches passed"),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_expired_batch_keeps_its_finished_lines_and_ends_the_others_as_batch_expired() {
+    let gw = Gateway::start(&[("OBB_BATCH_COMPLETION_WINDOWS", "24h,1m")]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let file = upload(&gw, &user, jsonl(&["a", "b", "c"]), "batch").await;
+    let (status, created) = gw
+        .post_json(
+            &user,
+            "/v1/batches",
+            &json!({"input_file_id": file, "endpoint": CHAT, "completion_window": "1m"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    batch_until(&gw, &user, &id, "in_progress").await;
+    let jobs = gw.fetch(&node, "n1", &["echo"], 2, 5.0).await;
+    assert_eq!(
+        gw.report(&node, &json!([completed(&jobs[0])])).await,
+        "accepted"
+    );
+    let done = eventually(Duration::from_secs(90), "the batch expired", || async {
+        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
+        (batch["status"] == "expired").then_some(batch)
+    })
+    .await;
+    assert!(done["expired_at"].is_i64(), "{done}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 3, "completed": 1, "failed": 2})
+    );
+    let output = content(&gw, &user, &done["output_file_id"]).await;
+    assert_eq!(output.len(), 1, "the finished line stays");
+    let errors = content(&gw, &user, &done["error_file_id"]).await;
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["error"]["code"] == "batch_expired" && e["response"].is_null()),
+        "{errors:?}"
     );
 }
