@@ -39,6 +39,69 @@ fn submit(name: &'static str, body: Value) -> Case {
     )
 }
 
+fn create_batch(name: &'static str, body: Value) -> Case {
+    case(name, Method::POST, "/v1/batches", body.to_string(), 400)
+}
+
+/// `POST /v1/batches` and the other batch routes, refused: nothing is stored.
+fn batch_cases() -> Vec<Case> {
+    let chat = "/v1/chat/completions";
+    let get = |name, path: &str, expected| case(name, Method::GET, path, "", expected);
+    vec![
+        case("batch empty body", Method::POST, "/v1/batches", "", 400),
+        case(
+            "batch broken json",
+            Method::POST,
+            "/v1/batches",
+            "{\"input_file_id\":",
+            400,
+        ),
+        create_batch(
+            "batch without a file",
+            json!({"endpoint": chat, "completion_window": "24h"}),
+        ),
+        create_batch(
+            "batch unknown file",
+            json!({"input_file_id": "file-nope", "endpoint": chat, "completion_window": "24h"}),
+        ),
+        create_batch(
+            "batch unknown endpoint",
+            json!({"input_file_id": "file-nope", "endpoint": "/v1/embeddings", "completion_window": "24h"}),
+        ),
+        create_batch(
+            "batch unknown window",
+            json!({"input_file_id": "file-nope", "endpoint": chat, "completion_window": "48h"}),
+        ),
+        create_batch(
+            "batch metadata not strings",
+            json!({"input_file_id": "file-nope", "endpoint": chat, "completion_window": "24h",
+                "metadata": {"n": 1}}),
+        ),
+        create_batch(
+            "batch output expiry anchor",
+            json!({"input_file_id": "file-nope", "endpoint": chat, "completion_window": "24h",
+                "output_expires_after": {"anchor": "now", "seconds": 3600}}),
+        ),
+        get("batches limit zero", "/v1/batches?limit=0", 400),
+        get("batches limit huge", "/v1/batches?limit=101", 400),
+        get("unknown batch", "/v1/batches/batch_nope", 404),
+        case(
+            "cancel unknown batch",
+            Method::POST,
+            "/v1/batches/batch_nope/cancel",
+            "",
+            404,
+        ),
+        case(
+            "put on a batch",
+            Method::PUT,
+            "/v1/batches/batch_1",
+            "",
+            405,
+        ),
+    ]
+}
+
 fn cases() -> Vec<Case> {
     let mut deep = String::new();
     for _ in 0..200 {
@@ -506,6 +569,7 @@ async fn malformed_requests_get_4xx_envelopes_and_change_nothing() {
     let all: Vec<(Case, &str)> = cases()
         .into_iter()
         .map(|c| (c, admin.as_str()))
+        .chain(batch_cases().into_iter().map(|c| (c, admin.as_str())))
         .chain(node_cases().into_iter().map(|c| (c, node.as_str())))
         .collect();
     assert!(all.len() >= 60, "the table covers at least 60 cases");
@@ -549,4 +613,9 @@ async fn malformed_requests_get_4xx_envelopes_and_change_nothing() {
         "no key changed"
     );
     assert_eq!(gw.job(&admin, &existing).await["status"], "queued");
+    assert_eq!(
+        gw.get_json(&admin, "/v1/batches").await.1["data"],
+        json!([]),
+        "no batch stored"
+    );
 }
