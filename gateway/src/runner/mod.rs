@@ -127,3 +127,6 @@ impl BatchRunner {
         output::finish(&self.queue, &batch, batch.status, to).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -37,7 +37,7 @@ pub async fn finish(
 }
 
 /// Streams one of the batch's files from its lines and records it on the batch.
-async fn write(
+pub(super) async fn write(
     queue: &Queue,
     batch: &BatchRecord,
     which: BatchFile,
