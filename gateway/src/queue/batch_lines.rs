@@ -20,6 +20,8 @@ pub struct LineCounts {
     pub failed: u64,
     /// Queued or processing.
     pub open: u64,
+    /// Expired: past the batch's deadline, which is their TTL (among `failed` too).
+    pub expired: u64,
 }
 
 /// One validated line of a batch's input, ready to enqueue.
@@ -57,7 +59,11 @@ pub fn counts(conn: &Connection, batch_id: &str) -> Result<LineCounts, StoreErro
         counts.total += n;
         match reads::status(row, 0)? {
             JobStatus::Completed => counts.completed += n,
-            JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired => counts.failed += n,
+            JobStatus::Failed | JobStatus::Cancelled => counts.failed += n,
+            JobStatus::Expired => {
+                counts.failed += n;
+                counts.expired += n;
+            }
             JobStatus::Queued | JobStatus::Processing => counts.open += n,
         }
     }

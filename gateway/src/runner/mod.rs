@@ -65,11 +65,9 @@ impl BatchRunner {
     async fn advance(&self, batch: BatchRecord) -> Result<(), StoreError> {
         match batch.status {
             BatchStatus::Validating => validate::run(self, batch).await,
-            BatchStatus::InProgress if now_ms() >= batch.expires_at => {
-                self.end(batch, JobStatus::Expired, BatchStatus::Expired)
-                    .await
-            }
-            BatchStatus::InProgress if batch.counts.open == 0 => {
+            // Lines that all ended by themselves complete it, even when read after its
+            // deadline; a line that expired (its TTL is the deadline) expires it.
+            BatchStatus::InProgress if batch.counts.open == 0 && batch.counts.expired == 0 => {
                 self.queue
                     .move_batch(
                         batch.id.clone(),
@@ -80,6 +78,10 @@ impl BatchRunner {
                 self.complete(&batch).await
             }
             BatchStatus::Finalizing => self.complete(&batch).await,
+            BatchStatus::InProgress if now_ms() >= batch.expires_at || batch.counts.expired > 0 => {
+                self.end(batch, JobStatus::Expired, BatchStatus::Expired)
+                    .await
+            }
             BatchStatus::Cancelling => {
                 self.end(batch, JobStatus::Cancelled, BatchStatus::Cancelled)
                     .await

@@ -162,11 +162,11 @@ async fn open(
     runner: &BatchRunner,
     batch: &BatchRecord,
 ) -> Result<Result<Lines, BatchError>, StoreError> {
-    let owner = Visibility::Owner(batch.owner_key_id.clone());
+    // Whether the creator may read the file was settled at create (an admin may use any).
     let stored = match runner
         .queue
         .files()
-        .open(batch.input_file_id.clone(), owner)
+        .open(batch.input_file_id.clone(), Visibility::All)
         .await
     {
         Ok(stored) => stored,
