@@ -370,6 +370,26 @@ mod tests {
     }
 
     #[test]
+    fn batch_windows_are_minutes_hours_or_days_and_only_the_allowed_ones_count() {
+        assert_eq!(window_seconds("24h"), Some(86_400));
+        assert_eq!(window_seconds("90m"), Some(5_400));
+        assert_eq!(window_seconds("7d"), Some(604_800));
+        for bad in ["", "h", "0h", "24", "1.5h", "-1d", "24H"] {
+            assert_eq!(window_seconds(bad), None, "{bad}");
+        }
+        let config = Config::default();
+        assert_eq!(
+            config.batch_window("24h"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            config.batch_window("7d"),
+            None,
+            "OpenAI's 24h only, by default"
+        );
+    }
+
+    #[test]
     fn default_db_path_prefers_xdg_then_home() {
         let xdg = default_db_path(Some("/data".into()), Some("/home/u".into())).unwrap();
         assert_eq!(xdg, PathBuf::from("/data/openbeepboop/queue.db"));
