@@ -1,41 +1,82 @@
-"""Submit a JSONL file of chat requests and collect the results into another JSONL file,
-like OpenAI's Batch API, with nothing but the openbeepboop client.
+"""The OpenAI Batch API on the gateway, with the official `openai` SDK unchanged: upload a
+JSONL file of requests, create a batch, follow its `request_counts`, then write the results,
+in input order, to another JSONL file.
 
-Each input line is a ChatCompletion request, optionally with a `custom_id`. Each output line
-is `{"custom_id", "id", "status", "response"}` or `{..., "error"}`, in input order. Re-running
-with the same input submits nothing twice: the batch id comes from the file's content.
-
-    pip install -e python/
+Run it against a gateway with a node serving `echo` (see README.md):
+    pip install openai
     OBB_BASE_URL=http://127.0.0.1:8000 OBB_API_KEY=sk-obb-... \
         python examples/jsonl_batch.py examples/requests.jsonl results.jsonl
+
+Each input line is `{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}`.
+Each output line is `{"custom_id", "status": "completed", "response": <the ChatCompletion>}`
+or `{"custom_id", "status": "failed", "error": ...}`. Running it again with the same input
+finds the same batch (its Idempotency-Key comes from the file's content), so a run that was
+interrupted resumes waiting instead of submitting everything twice.
+(The `openbeepboop` package does all of this in one call: `Client().batches.run(path)`.)
 """
 import hashlib
 import json
+import os
 import sys
+import time
 
-from openbeepboop import Client
+from openai import OpenAI
+
+FINAL = ("completed", "failed", "expired", "cancelled")
 
 
 def main(source: str, target: str) -> None:
+    base = os.environ.get("OBB_BASE_URL", "http://127.0.0.1:8000")
+    client = OpenAI(base_url=f"{base}/v1", api_key=os.environ["OBB_API_KEY"])
     with open(source, "rb") as handle:
         raw = handle.read()
-    requests = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-    custom_ids = [request.pop("custom_id", f"request-{i}") for i, request in enumerate(requests)]
-    client = Client()
-    batch_id = "jsonl-" + hashlib.sha256(raw).hexdigest()[:24]
-    handles = client.chat.completions.create_many(requests, batch_id=batch_id)
-    print(f"submitted {len(handles)} jobs as batch {batch_id}", file=sys.stderr)
-    jobs = client.jobs.wait_all(handles, progress=True)
+    key = "jsonl-batch-" + hashlib.sha256(raw).hexdigest()[:32]
+
+    with open(source, "rb") as handle:
+        upload = client.files.create(
+            file=handle, purpose="batch", extra_headers={"Idempotency-Key": f"{key}-file"}
+        )
+    batch = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"source": os.path.basename(source)},
+        extra_headers={"Idempotency-Key": f"{key}-batch"},
+    )
+    while batch.status not in FINAL:
+        counts = batch.request_counts
+        done = counts.completed + counts.failed if counts else 0
+        print(f"\r{batch.id}: {batch.status}, {done}/{counts.total if counts else 0} done",
+              end="", file=sys.stderr, flush=True)
+        time.sleep(0.5)
+        batch = client.batches.retrieve(batch.id)
+    print(file=sys.stderr)
+    if batch.status == "failed":
+        for error in batch.errors.data:
+            print(f"line {error.line}: {error.message}", file=sys.stderr)
+        sys.exit(f"batch {batch.id} failed")
+
+    # Completed lines are in the output file, the others in the error file, in no set order.
+    lines = {}
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if file_id:
+            for text in client.files.content(file_id).text.splitlines():
+                line = json.loads(text)
+                lines[line["custom_id"]] = line
+    order = [json.loads(text)["custom_id"] for text in raw.decode().splitlines() if text.strip()]
     with open(target, "w") as out:
-        for custom_id, job in zip(custom_ids, jobs):
-            line = {"custom_id": custom_id, "id": job["id"], "status": job["status"]}
-            if job.is_completed:
-                line["response"] = job["result"]
+        for custom_id in order:
+            line = lines.get(custom_id) or {"error": {"code": "missing", "message": "no result"}}
+            response = line.get("response") or {}
+            if response.get("status_code") == 200:
+                record = {"custom_id": custom_id, "status": "completed", "response": response["body"]}
             else:
-                line["error"] = job.get("error")
-            out.write(json.dumps(line) + "\n")
-    done = sum(job.is_completed for job in jobs)
-    print(f"{done}/{len(jobs)} completed; results in {target}", file=sys.stderr)
+                record = {"custom_id": custom_id, "status": "failed",
+                          "error": line.get("error") or response.get("body")}
+            out.write(json.dumps(record) + "\n")
+    counts = batch.request_counts
+    print(f"batch {batch.id} {batch.status}: {counts.completed}/{counts.total} completed, "
+          f"{counts.failed} failed; results in {target}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BatchError,
+    BatchFailedError,
+    BatchLineError,
+    BatchTimeoutError,
     ConflictError,
     InternalServerError,
     JobCancelledError,
@@ -22,7 +26,7 @@ from ._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from ._protocol import Job, Obj
+from ._protocol import Batch, Job, Obj
 
 __all__ = [
     "APIConnectionError",
@@ -33,6 +37,11 @@ __all__ = [
     "AsyncJobHandle",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "BatchError",
+    "BatchFailedError",
+    "BatchLineError",
+    "BatchTimeoutError",
     "Client",
     "ConflictError",
     "InternalServerError",

@@ -2,24 +2,37 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Union
 
 import httpx
 
 from . import _errors
 from ._protocol import (
+    BATCH_PAGE,
+    CHAT_COMPLETIONS,
     LONG_POLL,
+    Batch,
+    BatchProgress,
     Job,
     Obj,
     Progress,
+    Requests,
+    batch_input,
+    batch_results,
+    batch_wait_step,
     chunks,
+    create_batch_body,
+    new_idempotency_key,
     outcome,
     retry_delay,
+    rewind,
     settings,
     should_retry,
     submit_request,
+    upload_parts,
 )
 
 
@@ -43,6 +56,8 @@ class AsyncClient:
         )
         self.chat = _AsyncChat(self)
         self.jobs = AsyncJobs(self)
+        self.files = AsyncFiles(self)
+        self.batches = AsyncBatches(self)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -62,9 +77,13 @@ class AsyncClient:
         params: Optional[Dict[str, Any]] = None,
         headers: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
+        files: Optional[Dict[str, Any]] = None,
+        data: Optional[Dict[str, str]] = None,
+        raw: bool = False,
     ) -> Any:
         attempt = 0
         while True:
+            rewind(files)
             try:
                 response = await self._http.request(
                     method,
@@ -72,6 +91,8 @@ class AsyncClient:
                     json=json,
                     params=params,
                     headers=headers,
+                    files=files,
+                    data=data,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as error:
@@ -95,7 +116,7 @@ class AsyncClient:
                 except ValueError:
                     body = response.text
                 raise _errors.status_error(response.status_code, body)
-            return response.json()
+            return response.content if raw else response.json()
 
 
 class AsyncJobHandle:
@@ -240,3 +261,128 @@ class AsyncJobs:
             )
             for job in await self.poll(pending):
                 jobs[job["id"]] = job
+
+
+class AsyncFiles:
+    """The Files API; see `Files`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        file: Any,
+        *,
+        purpose: str = "batch",
+        filename: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Obj:
+        files, data, opened = upload_parts(file, purpose, filename)
+        try:
+            return Obj(
+                await self._client.request(
+                    "POST", "/v1/files", files=files, data=data,
+                    headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
+                )
+            )
+        finally:
+            if opened is not None:
+                opened.close()
+
+    async def retrieve(self, file_id: str) -> Obj:
+        return Obj(await self._client.request("GET", f"/v1/files/{file_id}"))
+
+    async def content(self, file_id: str) -> bytes:
+        return await self._client.request("GET", f"/v1/files/{file_id}/content", raw=True)
+
+    async def delete(self, file_id: str) -> Obj:
+        return Obj(await self._client.request("DELETE", f"/v1/files/{file_id}"))
+
+
+class AsyncBatches:
+    """The Batch API; see `Batches`. A `progress` callable may be a coroutine function."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str = CHAT_COMPLETIONS,
+        completion_window: str = "24h",
+        metadata: Optional[Dict[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Batch:
+        body = create_batch_body(input_file_id, endpoint, completion_window, metadata)
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        return Batch(await self._client.request("POST", "/v1/batches", json=body, headers=headers))
+
+    async def retrieve(self, batch_id: str) -> Batch:
+        return Batch(await self._client.request("GET", f"/v1/batches/{batch_id}"))
+
+    async def cancel(self, batch_id: str) -> Batch:
+        return Batch(await self._client.request("POST", f"/v1/batches/{batch_id}/cancel"))
+
+    async def list(self, *, page_size: int = BATCH_PAGE) -> AsyncIterator[Batch]:
+        after = None
+        while True:
+            params: Dict[str, Any] = {"limit": page_size}
+            if after:
+                params["after"] = after
+            page = await self._client.request("GET", "/v1/batches", params=params)
+            for batch in page["data"]:
+                yield Batch(batch)
+            if not page["has_more"]:
+                return
+            after = page["last_id"]
+
+    async def wait(
+        self,
+        batch_id: str,
+        *,
+        poll_interval: float = 1.0,
+        timeout: Optional[float] = None,
+        progress: Union[bool, Callable[[Batch], Any]] = False,
+    ) -> Batch:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        report = BatchProgress(progress)
+        while True:
+            batch = await self.retrieve(batch_id)
+            reported = report(batch)
+            if inspect.isawaitable(reported):
+                await reported
+            pause = batch_wait_step(batch, deadline, timeout, poll_interval)
+            if pause is None:
+                return batch
+            await asyncio.sleep(pause)
+
+    async def results(self, batch: Batch, order: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        contents = [
+            await self._client.files.content(batch[field])
+            for field in ("output_file_id", "error_file_id")
+            if batch.get(field)
+        ]
+        return batch_results(batch, contents, order)
+
+    async def run(
+        self,
+        requests: Requests,
+        *,
+        endpoint: str = CHAT_COMPLETIONS,
+        completion_window: str = "24h",
+        metadata: Optional[Dict[str, str]] = None,
+        poll_interval: float = 1.0,
+        timeout: Optional[float] = None,
+        progress: Union[bool, Callable[[Batch], Any]] = True,
+    ) -> Dict[str, Any]:
+        content, filename, order = batch_input(requests, endpoint)
+        upload = await self._client.files.create(content, filename=filename)
+        batch = await self.create(
+            input_file_id=upload["id"], endpoint=endpoint,
+            completion_window=completion_window, metadata=metadata,
+        )
+        batch = await self.wait(
+            batch["id"], poll_interval=poll_interval, timeout=timeout, progress=progress
+        )
+        return await self.results(batch, order)

@@ -4,22 +4,34 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import httpx
 
 from . import _errors
 from ._protocol import (
+    BATCH_PAGE,
+    CHAT_COMPLETIONS,
     LONG_POLL,
+    Batch,
+    BatchProgress,
     Job,
     Obj,
     Progress,
+    Requests,
+    batch_input,
+    batch_results,
+    batch_wait_step,
     chunks,
+    create_batch_body,
+    new_idempotency_key,
     outcome,
     retry_delay,
+    rewind,
     settings,
     should_retry,
     submit_request,
+    upload_parts,
 )
 
 
@@ -48,6 +60,8 @@ class Client:
         )
         self.chat = _Chat(self)
         self.jobs = Jobs(self)
+        self.files = Files(self)
+        self.batches = Batches(self)
 
     def close(self) -> None:
         self._http.close()
@@ -67,10 +81,15 @@ class Client:
         params: Optional[Dict[str, Any]] = None,
         headers: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
+        files: Optional[Dict[str, Any]] = None,
+        data: Optional[Dict[str, str]] = None,
+        raw: bool = False,
     ) -> Any:
-        """Sends a request with retries and returns the decoded JSON answer."""
+        """Sends a request with retries and returns the decoded JSON answer (the bytes with
+        `raw`). `files` and `data` make a multipart body."""
         attempt = 0
         while True:
+            rewind(files)
             try:
                 response = self._http.request(
                     method,
@@ -78,6 +97,8 @@ class Client:
                     json=json,
                     params=params,
                     headers=headers,
+                    files=files,
+                    data=data,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TimeoutException as error:
@@ -100,7 +121,7 @@ class Client:
                     attempt += 1
                     continue
                 raise _errors.status_error(response.status_code, _decode(response))
-            return _decode(response)
+            return response.content if raw else _decode(response)
 
 
 def _decode(response: httpx.Response) -> Any:
@@ -270,3 +291,141 @@ class Jobs:
             )
             for job in self.poll(pending):
                 jobs[job["id"]] = job
+
+
+class Files:
+    """The Files API, for Batch API inputs and outputs."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        file: Any,
+        *,
+        purpose: str = "batch",
+        filename: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Obj:
+        """Uploads `file` (a path, bytes or an open binary file) and returns the file
+        object. The upload carries an Idempotency-Key, so a retry stores it once."""
+        files, data, opened = upload_parts(file, purpose, filename)
+        try:
+            return Obj(
+                self._client.request(
+                    "POST", "/v1/files", files=files, data=data,
+                    headers={"Idempotency-Key": idempotency_key or new_idempotency_key()},
+                )
+            )
+        finally:
+            if opened is not None:
+                opened.close()
+
+    def retrieve(self, file_id: str) -> Obj:
+        return Obj(self._client.request("GET", f"/v1/files/{file_id}"))
+
+    def content(self, file_id: str) -> bytes:
+        return self._client.request("GET", f"/v1/files/{file_id}/content", raw=True)
+
+    def delete(self, file_id: str) -> Obj:
+        return Obj(self._client.request("DELETE", f"/v1/files/{file_id}"))
+
+
+class Batches:
+    """The Batch API: `run` does it all (upload, create, wait, results); the other
+    methods are its steps."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str = CHAT_COMPLETIONS,
+        completion_window: str = "24h",
+        metadata: Optional[Dict[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Batch:
+        body = create_batch_body(input_file_id, endpoint, completion_window, metadata)
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        return Batch(self._client.request("POST", "/v1/batches", json=body, headers=headers))
+
+    def retrieve(self, batch_id: str) -> Batch:
+        return Batch(self._client.request("GET", f"/v1/batches/{batch_id}"))
+
+    def cancel(self, batch_id: str) -> Batch:
+        return Batch(self._client.request("POST", f"/v1/batches/{batch_id}/cancel"))
+
+    def list(self, *, page_size: int = BATCH_PAGE) -> Iterator[Batch]:
+        """Every batch of the caller, newest first, fetching pages as needed."""
+        after = None
+        while True:
+            params: Dict[str, Any] = {"limit": page_size}
+            if after:
+                params["after"] = after
+            page = self._client.request("GET", "/v1/batches", params=params)
+            for batch in page["data"]:
+                yield Batch(batch)
+            if not page["has_more"]:
+                return
+            after = page["last_id"]
+
+    def wait(
+        self,
+        batch_id: str,
+        *,
+        poll_interval: float = 1.0,
+        timeout: Optional[float] = None,
+        progress: Union[bool, Callable[[Batch], Any]] = False,
+    ) -> Batch:
+        """Reads the batch every `poll_interval` seconds until it ends, and returns it.
+        `progress=True` shows a bar of `request_counts` on stderr; a callable is called
+        with the batch at each read. Raises `BatchTimeoutError` after `timeout` seconds
+        (the batch goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        report = BatchProgress(progress)
+        while True:
+            batch = self.retrieve(batch_id)
+            report(batch)
+            pause = batch_wait_step(batch, deadline, timeout, poll_interval)
+            if pause is None:
+                return batch
+            time.sleep(pause)
+
+    def results(self, batch: Batch, order: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """The results of an ended batch keyed by custom_id: the response body of each
+        completed request, a `BatchLineError` (returned, not raised) for each other one.
+        Raises `BatchFailedError` for a batch that failed validation."""
+        contents = [
+            self._client.files.content(batch[field])
+            for field in ("output_file_id", "error_file_id")
+            if batch.get(field)
+        ]
+        return batch_results(batch, contents, order)
+
+    def run(
+        self,
+        requests: Requests,
+        *,
+        endpoint: str = CHAT_COMPLETIONS,
+        completion_window: str = "24h",
+        metadata: Optional[Dict[str, str]] = None,
+        poll_interval: float = 1.0,
+        timeout: Optional[float] = None,
+        progress: Union[bool, Callable[[Batch], Any]] = True,
+    ) -> Dict[str, Any]:
+        """Runs requests through the Batch API and returns their results keyed by
+        custom_id, in input order (see `results`).
+
+        `requests` is a list of request bodies (custom_ids `request-0`, `request-1`, ...,
+        unless a body has a `custom_id` field), of `(custom_id, body)` pairs, or the path
+        of a JSONL input file (`{"custom_id","method","url","body"}` lines)."""
+        content, filename, order = batch_input(requests, endpoint)
+        upload = self._client.files.create(content, filename=filename)
+        batch = self.create(
+            input_file_id=upload["id"], endpoint=endpoint,
+            completion_window=completion_window, metadata=metadata,
+        )
+        batch = self.wait(batch["id"], poll_interval=poll_interval, timeout=timeout, progress=progress)
+        return self.results(batch, order)

@@ -108,3 +108,51 @@ class JobExpiredError(JobError):
 
 class JobTimeoutError(JobError, TimeoutError):
     pass
+
+
+class BatchError(OpenBeepBoopError):
+    """A batch ended without results, or did not end in time. `.batch` is its last state."""
+
+    def __init__(self, message: str, batch: Any) -> None:
+        super().__init__(message)
+        self.batch = batch
+
+
+class BatchFailedError(BatchError):
+    """The batch failed validation: `.errors` lists `{code, message, param, line}`."""
+
+    @property
+    def errors(self) -> Any:
+        return (self.batch.get("errors") or {}).get("data") or []
+
+
+class BatchTimeoutError(BatchError, TimeoutError):
+    """The batch was still running when the wait ran out; it goes on, and
+    `batches.wait(error.batch.id)` resumes waiting."""
+
+
+class BatchLineError(OpenBeepBoopError):
+    """A line of a batch that ended without a completion. It is returned, not raised, as the
+    value of its `custom_id` in `batches.run`'s results: `status_code` and `body` for an
+    upstream's refusal, else `code` (`batch_expired`, `batch_cancelled`, ...)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        custom_id: str,
+        status_code: Optional[int] = None,
+        body: Any = None,
+        code: Optional[str] = None,
+        line: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.custom_id = custom_id
+        self.status_code = status_code
+        self.body = body
+        self.code = code
+        self.line = line
+
+    def __repr__(self) -> str:
+        return f"BatchLineError({self.message!r})"

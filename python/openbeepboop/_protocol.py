@@ -3,13 +3,14 @@ parsing, and the retry and wait rules. No I/O happens here."""
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import re
 import time
 import uuid
 from datetime import timezone
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _errors
 
@@ -185,3 +186,215 @@ class Progress:
         if done >= self.total:
             self.stream.write("\n")
         self.stream.flush()
+
+
+# The Batch API: `/v1/files` and `/v1/batches`.
+
+CHAT_COMPLETIONS = "/v1/chat/completions"
+BATCH_FINAL = ("completed", "failed", "expired", "cancelled")
+BATCH_PAGE = 100
+JSONL = "application/jsonl"
+
+Requests = Union[str, "os.PathLike[str]", Sequence[Any]]
+
+
+class Batch(Obj):
+    """A batch object of the gateway (OpenAI's shape)."""
+
+    @property
+    def is_finished(self) -> bool:
+        return self.get("status") in BATCH_FINAL
+
+
+def new_idempotency_key() -> str:
+    return f"obb-{uuid.uuid4().hex}"
+
+
+def upload_parts(file: Any, purpose: str, filename: Optional[str]) -> Tuple[Dict[str, Any], Dict[str, str], Any]:
+    """The multipart `files` and `data` of an upload, and the file this opened (to close).
+    `file` is a path, bytes, or an open binary file."""
+    opened = None
+    if isinstance(file, (str, os.PathLike)):
+        opened = content = open(file, "rb")
+        name = filename or os.path.basename(os.fspath(file))
+    else:
+        content = file
+        name = filename or os.path.basename(str(getattr(file, "name", ""))) or "requests.jsonl"
+    return {"file": (name, content, JSONL)}, {"purpose": purpose}, opened
+
+
+def rewind(files: Optional[Dict[str, Any]]) -> None:
+    """Puts the files of a multipart body back at their start, before a (re)send."""
+    for _, content, _ in (files or {}).values():
+        if hasattr(content, "seek"):
+            content.seek(0)
+
+
+def batch_item(index: int, item: Any) -> Tuple[str, Dict[str, Any]]:
+    """The custom_id and request body of one item of `batches.run`: a body (custom_id
+    `request-<index>`, or its own `custom_id` field), a `(custom_id, body)` pair, or a whole
+    input line `{"custom_id", "body", ...}`."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return str(item[0]), dict(item[1])
+    if not isinstance(item, dict):
+        raise TypeError(f"request {index} is neither a body, a (custom_id, body) pair nor a line")
+    if "body" in item and "custom_id" in item:
+        return str(item["custom_id"]), dict(item["body"])
+    body = dict(item)
+    return str(body.pop("custom_id", f"request-{index}")), body
+
+
+def batch_input(requests: Requests, endpoint: str) -> Tuple[Any, Optional[str], List[str]]:
+    """What `batches.run` uploads: a path as it is, or a list of requests as JSONL bytes,
+    with its filename and the custom_ids in input order."""
+    if isinstance(requests, (str, os.PathLike)):
+        return requests, None, custom_ids_of(requests)
+    ids: List[str] = []
+    lines: List[str] = []
+    for index, item in enumerate(requests):
+        custom_id, body = batch_item(index, item)
+        ids.append(custom_id)
+        line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+        lines.append(json.dumps(line, separators=(",", ":")) + "\n")
+    if not ids:
+        raise ValueError("a batch needs at least one request")
+    seen: set = set()
+    for custom_id in ids:
+        if custom_id in seen:
+            raise ValueError(f"custom_id `{custom_id}` is used twice: each request needs its own")
+        seen.add(custom_id)
+    return "".join(lines).encode(), "requests.jsonl", ids
+
+
+def custom_ids_of(path: Any) -> List[str]:
+    """The custom_ids of a JSONL input file, in order (lines the gateway will refuse are
+    skipped here: the batch fails with their line numbers)."""
+    ids: List[str] = []
+    with open(path, "rb") as handle:
+        for raw in handle:
+            try:
+                custom_id = json.loads(raw).get("custom_id")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(custom_id, str):
+                ids.append(custom_id)
+    return ids
+
+
+def create_batch_body(
+    input_file_id: str, endpoint: str, completion_window: str, metadata: Optional[Dict[str, str]]
+) -> Dict[str, Any]:
+    body: Dict[str, Any] = {
+        "input_file_id": input_file_id,
+        "endpoint": endpoint,
+        "completion_window": completion_window,
+    }
+    if metadata:
+        body["metadata"] = metadata
+    return body
+
+
+def batch_wait_step(batch: Batch, deadline: Optional[float], timeout: Optional[float], poll_interval: float) -> Optional[float]:
+    """None when the batch has ended, else how long to sleep before the next read; raises
+    `BatchTimeoutError` once `deadline` has passed."""
+    if batch.is_finished:
+        return None
+    if deadline is None:
+        return poll_interval
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        counts = batch.get("request_counts") or {}
+        raise _errors.BatchTimeoutError(
+            f"batch `{batch.get('id')}` is still {batch.get('status')} after {timeout} s "
+            f"({counts.get('completed', 0) + counts.get('failed', 0)}/{counts.get('total', 0)} done)",
+            batch,
+        )
+    return min(poll_interval, remaining)
+
+
+class BatchProgress:
+    """What `batches.wait` reports at each read: `progress` itself when it is a callable
+    (called with the batch; it may return an awaitable for `AsyncClient`), else with
+    `progress=True` a one-line bar on stderr of the lines done out of `request_counts.total`."""
+
+    def __init__(self, progress: Union[bool, Callable[[Batch], Any]], stream: Any = None) -> None:
+        import sys
+
+        self.callback = progress if callable(progress) else None
+        self.enabled = bool(progress)
+        self.stream = stream or sys.stderr
+        self.last = ""
+
+    def __call__(self, batch: Batch) -> Any:
+        if self.callback is not None:
+            return self.callback(batch)
+        if not self.enabled:
+            return None
+        counts = batch.get("request_counts") or {}
+        total = counts.get("total", 0)
+        failed = counts.get("failed", 0)
+        done = counts.get("completed", 0) + failed
+        width = 30
+        filled = min(width, int(width * done / total)) if total else 0
+        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} requests"
+        if failed:
+            text += f", {failed} failed"
+        text += f" ({batch.get('status')})"
+        if text != self.last:
+            self.stream.write(text + ("\n" if batch.is_finished else ""))
+            self.stream.flush()
+            self.last = text
+        return None
+
+
+def parse_jsonl(content: bytes) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in content.splitlines() if line.strip()]
+
+
+def line_outcome(line: Dict[str, Any]) -> Any:
+    """The response body of an output line, or the `BatchLineError` of an error line."""
+    custom_id = line.get("custom_id")
+    response = line.get("response")
+    error = line.get("error")
+    if response is not None and error is None and response.get("status_code", 200) < 400:
+        return wrap(response.get("body"))
+    if response is not None:
+        status, body = response.get("status_code"), response.get("body")
+        detail = body.get("error") if isinstance(body, dict) else None
+        detail = detail if isinstance(detail, dict) else {}
+        return _errors.BatchLineError(
+            f"request `{custom_id}` failed with status {status}: {detail.get('message', body)}",
+            custom_id=custom_id, status_code=status, body=wrap(body), code=detail.get("code"),
+            line=wrap(line),
+        )
+    error = error or {}
+    return _errors.BatchLineError(
+        f"request `{custom_id}` failed: {error.get('code')}: {error.get('message')}",
+        custom_id=custom_id, code=error.get("code"), line=wrap(line),
+    )
+
+
+def batch_results(batch: Batch, contents: Sequence[bytes], order: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """The results of an ended batch keyed by custom_id, from its output and error files'
+    contents: in `order` when given (then in file order), each the response body or a
+    `BatchLineError`. A failed batch raises `BatchFailedError`."""
+    if batch.get("status") == "failed":
+        errors = (batch.get("errors") or {}).get("data") or []
+        shown = "; ".join(f"line {e.get('line')}: {e.get('message')}" for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise _errors.BatchFailedError(f"batch `{batch.get('id')}` failed: {shown}{more}", batch)
+    found: Dict[str, Any] = {}
+    for content in contents:
+        for line in parse_jsonl(content):
+            found[line.get("custom_id")] = line_outcome(line)
+    results: Dict[str, Any] = {}
+    for custom_id in order or ():
+        if custom_id in found:
+            results[custom_id] = found.pop(custom_id)
+        else:
+            results[custom_id] = _errors.BatchLineError(
+                f"request `{custom_id}` has no result in batch `{batch.get('id')}` ({batch.get('status')})",
+                custom_id=custom_id, code="missing_result",
+            )
+    results.update(found)
+    return results
