@@ -341,7 +341,8 @@ class BatchProgress:
             text += f", {failed} failed"
         text += f" ({batch.get('status')})"
         if text != self.last:
-            self.stream.write(text + ("\n" if batch.is_finished else ""))
+            # Padded to cover the longer line it overwrites.
+            self.stream.write(text.ljust(len(self.last)) + ("\n" if batch.is_finished else ""))
             self.stream.flush()
             self.last = text
         return None

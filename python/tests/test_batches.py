@@ -30,7 +30,8 @@ def test_run_takes_a_list_and_returns_the_results_by_custom_id_in_order(client, 
     assert results["request-1"].choices[0].message.content == "echo: one"
     assert results["mine"].choices[0].message.content == "echo: pair"
     assert results["own"].choices[0].message.content == "echo: field"
-    assert "5/5 requests (completed)\n" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "5/5 requests (completed)" in err and err.endswith("\n")
 
 
 def test_run_takes_a_jsonl_path_and_the_steps_work_alone(client, tmp_path):
@@ -162,7 +163,8 @@ def test_the_progress_bar_and_results_by_themselves():
     bar(Batch(status="completed", request_counts=counts(3, 1, 4)))
     text = out.getvalue()
     assert text.count("2/4 requests, 1 failed (in_progress)") == 1, "an unchanged line is not redrawn"
-    assert text.endswith("[" + "#" * 30 + "] 4/4 requests, 1 failed (completed)\n")
+    final = "\r[" + "#" * 30 + "] 4/4 requests, 1 failed (completed)"
+    assert text.endswith(final + "  \n"), "padded over the longer line before"
     assert BatchProgress(False)(Batch(status="completed")) is None
     assert batch_wait_step(Batch(status="in_progress"), None, None, 0.5) == 0.5, "no deadline"
     assert batch_wait_step(Batch(status="expired"), None, None, 0.5) is None
