@@ -58,6 +58,12 @@ DASHBOARDS = {
          "Jobs cancelled by their owners."),
         ("Retries per second, by model", f"sum by (model) (rate(obb_job_retries_total[{RI}]))", "{{model}}", "ops",
          "Jobs sent back to the queue: retryable upstream failures and lapsed leases."),
+        ("Batches by status", "sum by (status) (obb_batches)", "{{status}}", "short",
+         "Batches of the Batch API stored now, by status: validating, in_progress, finalizing, completed, failed, expired, cancelling, cancelled."),
+        ("Batch lines finished per second, by status", f"sum by (status) (rate(obb_batch_lines_finished_total[{RI}]))", "{{status}}", "ops",
+         "Batch lines reaching a final status; the failed share is the batches' error rate (waiting and running lines are in the queue's depth)."),
+        ("Batch file bytes written per second", f"sum by (file) (rate(obb_batch_output_bytes_total[{RI}]))", "{{file}}", "Bps",
+         "Bytes written into batches' output and error files as they finish."),
     ]),
     "nodes": ("OpenBeepBoop / Nodes", [
         ("Nodes alive", "max(obb_nodes_alive)", "alive", "short",

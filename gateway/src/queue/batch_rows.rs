@@ -365,6 +365,37 @@ pub enum BatchFile {
     Error,
 }
 
+impl BatchFile {
+    pub const ALL: [BatchFile; 2] = [BatchFile::Output, BatchFile::Error];
+
+    /// Its name in metrics' labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchFile::Output => "output",
+            BatchFile::Error => "error",
+        }
+    }
+}
+
+/// How many batches are in each status, for the metrics. Batches are few (each holds up to
+/// 50,000 lines), so counting the table at a scrape costs far less than the jobs it holds.
+pub fn count_by_status(conn: &Connection) -> Result<Vec<(BatchStatus, i64)>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM batches GROUP BY status")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut counts = Vec::new();
+    for row in rows {
+        let (status, count) = row?;
+        // A status this build does not know is left out rather than failing the scrape.
+        if let Ok(status) = status.parse::<BatchStatus>() {
+            counts.push((status, count));
+        }
+    }
+    Ok(counts)
+}
+
 /// Records a batch's output or error file, in the file row's transaction.
 pub fn set_file(
     ctx: &WriteCtx<'_>,

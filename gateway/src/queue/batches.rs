@@ -4,7 +4,7 @@
 use super::batch_lines::{self, LineRecord, NewLine};
 use super::batch_rows::{self, BatchFile, BatchRecord, NewBatch};
 use super::files::{NewFile, Upload};
-use super::{Queue, StoreError, Visibility};
+use super::{Queue, QueueEvent, StoreError, Visibility};
 use openbeepboop::{BatchError, BatchStatus, ErrorBody, JobStatus};
 
 /// Lines ended per writer operation when a batch is cancelled or expires.
@@ -158,7 +158,12 @@ impl Queue {
         let (record, _, ()) = self
             .files
             .commit_with(upload, file, move |ctx, record| {
-                batch_rows::set_file(ctx, &batch_id, which, &record.id)
+                batch_rows::set_file(ctx, &batch_id, which, &record.id)?;
+                ctx.events.push(QueueEvent::BatchFileStored {
+                    file: which,
+                    bytes: record.bytes,
+                });
+                Ok(())
             })
             .await?;
         Ok(record.id)

@@ -66,6 +66,7 @@ struct Moved {
     created_at: i64,
     locked_at: Option<i64>,
     node: Option<String>,
+    in_batch: bool,
 }
 
 /// The one place a job's status changes. Returns false when the job was not in `from`
@@ -102,7 +103,7 @@ pub fn transition(
              not_before = ?12, finished_at = ?13,
              result_lease_id = COALESCE(?14, result_lease_id)
          WHERE id = ?1 AND status = ?2
-         RETURNING model, priority, created_at, locked_at, locked_by",
+         RETURNING model, priority, created_at, locked_at, locked_by, batch_id IS NOT NULL",
     )?.query_row(params![
         id,
         from.as_str(),
@@ -124,9 +125,14 @@ pub fn transition(
         created_at: row.get(2)?,
         locked_at: row.get(3)?,
         node: row.get(4)?,
+        in_batch: row.get(5)?,
     })).optional()?;
     let changed = moved.is_some();
     if let Some(moved) = moved {
+        if to.is_final() && moved.in_batch {
+            ctx.events
+                .push(QueueEvent::BatchLineFinished { status: to });
+        }
         if to.is_final() {
             ctx.events.push(QueueEvent::Finished {
                 model: moved.model.clone(),

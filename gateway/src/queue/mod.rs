@@ -256,13 +256,19 @@ impl Queue {
     pub async fn snapshot(&self, alive: Duration) -> Result<QueueSnapshot, StoreError> {
         let now = now_ms();
         let since = now - alive.as_millis() as i64;
-        let (oldest, nodes_alive) = self
-            .read(move |conn| reads::oldest_and_alive(conn, since))
+        let ((oldest, nodes_alive), batches) = self
+            .read(move |conn| {
+                Ok((
+                    reads::oldest_and_alive(conn, since)?,
+                    batch_rows::count_by_status(conn)?,
+                ))
+            })
             .await?;
         Ok(QueueSnapshot {
             depth: self.depth.rows(),
             oldest_queued_ms: oldest.map(|created| now - created),
             nodes_alive,
+            batches,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The store's shared types: its error, the events and snapshots it reports, its settings
 //! and the job record it hands out. No SQL runs here.
 
+use super::batch_rows::BatchFile;
 use openbeepboop::{BatchStatus, ErrorBody, Job, JobStatus, NodeId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -140,6 +141,15 @@ pub enum QueueEvent {
     LeaseExpired {
         model: String,
     },
+    /// A job that is a batch's line reached a final status; it has its `Finished` too.
+    BatchLineFinished {
+        status: JobStatus,
+    },
+    /// A batch's output or error file of `bytes` was stored.
+    BatchFileStored {
+        file: BatchFile,
+        bytes: u64,
+    },
 }
 
 /// One row of the queue's depth: how many jobs of a model and priority are in a status.
@@ -158,6 +168,8 @@ pub struct QueueSnapshot {
     pub depth: Vec<DepthRow>,
     pub oldest_queued_ms: Option<i64>,
     pub nodes_alive: i64,
+    /// Batches by status, read from the `batches` table; statuses with none may be absent.
+    pub batches: Vec<(BatchStatus, i64)>,
 }
 
 /// Who may see a job: its owner only, or anyone (an admin).

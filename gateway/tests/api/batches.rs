@@ -188,6 +188,28 @@ async fn a_batch_runs_every_line_as_a_job_and_writes_its_output_and_error_files(
         ".*.id" => "[id]", ".*.response.request_id" => "[id]",
     });
 
+    // The metrics count only what was committed: one completed batch, its three lines, and
+    // the bytes of both files it wrote.
+    assert_eq!(gw.metric("obb_batches", "status=\"completed\"").await, 1.0);
+    assert_eq!(
+        gw.metric("obb_batches", "status=\"in_progress\"").await,
+        0.0
+    );
+    let lines = (
+        gw.metric("obb_batch_lines_finished_total", "status=\"completed\"")
+            .await,
+        gw.metric("obb_batch_lines_finished_total", "status=\"failed\"")
+            .await,
+    );
+    assert_eq!(lines, (1.0, 2.0));
+    let output = gw
+        .metric("obb_batch_output_bytes_total", "file=\"output\"")
+        .await;
+    let errors = gw
+        .metric("obb_batch_output_bytes_total", "file=\"error\"")
+        .await;
+    assert!(output > 0.0 && errors > 0.0, "{output} {errors}");
+
     let (_, page) = gw.get_json(&user, "/v1/batches?limit=1").await;
     assert_eq!(page["object"], "list");
     assert_eq!(page["data"][0]["id"], id.as_str());
