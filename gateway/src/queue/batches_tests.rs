@@ -100,3 +100,46 @@ fn final_batch_statuses_never_change() {
     assert!(allowed(BatchStatus::Validating, BatchStatus::InProgress));
     assert!(!allowed(BatchStatus::Validating, BatchStatus::Completed));
 }
+
+#[tokio::test]
+async fn ended_lines_are_reported_for_the_metrics_and_the_snapshot_counts_batches_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    Queue::setup(&path).unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let on_commit: crate::queue::OnCommit = Arc::new(move |_, batch: &[QueueEvent]| {
+        seen.lock().unwrap().extend_from_slice(batch);
+    });
+    let queue = Queue::open(&path, QueueSettings::default(), on_commit).unwrap();
+    let (batch, _) = queue.create_batch(new_batch()).await.unwrap();
+    let lines = (1..=2).map(line).collect();
+    queue.enqueue_lines(batch.clone(), lines, 4).await.unwrap();
+    queue
+        .cancel_batch(batch.id.clone(), Visibility::All)
+        .await
+        .unwrap();
+    let error = ErrorBody::new("cancelled", "invalid_request_error");
+    queue
+        .end_batch_lines(batch.id.clone(), JobStatus::Cancelled, error)
+        .await
+        .unwrap();
+    // A later commit: the writer reports each commit's events before it starts the next.
+    let id = batch.id.clone();
+    let moved = queue.move_batch(id, BatchStatus::Cancelling, BatchStatus::Cancelled);
+    assert!(moved.await.unwrap());
+    let ended = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|event| {
+            **event
+                == QueueEvent::BatchLineFinished {
+                    status: JobStatus::Cancelled,
+                }
+        })
+        .count();
+    assert_eq!(ended, 2);
+    let snapshot = queue.snapshot(std::time::Duration::from_secs(60)).await;
+    assert_eq!(snapshot.unwrap().batches, vec![(BatchStatus::Cancelled, 1)]);
+}
