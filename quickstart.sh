@@ -118,7 +118,10 @@ else
 fi
 
 # Everything started from here on is stopped on Ctrl-C, and on any failure: the node first,
-# so that it finishes its jobs while the gateway still answers.
+# so that it finishes its jobs while the gateway still answers. Each runs in its own session
+# (setsid): a terminal's Ctrl-C reaches this script alone, not every process at once, which
+# would stop the gateway under a draining node and make the node's own stop a second signal
+# (abort).
 gateway_pid=""
 node_pid=""
 llm_pid=""
@@ -138,7 +141,7 @@ on_signal() {
   stop_all
   exit 0
 }
-trap on_signal INT TERM
+trap on_signal INT TERM HUP
 trap stop_all EXIT
 
 if $smollm2; then
@@ -153,11 +156,11 @@ if $smollm2; then
   fi
   llm_port="${OBB_LLM_PORT:-$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
   llm_log="$data/llama-server.log"
-  "$venv/bin/python" scripts/serve_smollm2.py "$llm_port" SmolLM2-135M-Instruct > "$llm_log" 2>&1 &
+  setsid "$venv/bin/python" scripts/serve_smollm2.py "$llm_port" SmolLM2-135M-Instruct > "$llm_log" 2>&1 &
   llm_pid=$!
 fi
 
-OBB_LOG=warn "$gateway" start --host 127.0.0.1 --port "$port" --db "$db" &
+OBB_LOG=warn setsid "$gateway" start --host 127.0.0.1 --port "$port" --db "$db" &
 gateway_pid=$!
 deadline=$((SECONDS + 20))
 until curl -fsS --max-time 1 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
@@ -197,7 +200,7 @@ node_config="$config_dir/quickstart_node_config.toml"
     printf '[node]\nname = "quickstart-node"\nmodels = ["echo"]\n'
   fi
 } > "$node_config"
-OBB_LOG=warn "$node" run --config "$node_config" &
+OBB_LOG=warn setsid "$node" run --config "$node_config" &
 node_pid=$!
 
 if $smollm2; then

@@ -6,6 +6,7 @@
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -52,6 +53,9 @@ impl Quickstart {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // Its own process group, as a terminal gives a foreground command, so that
+            // `stop` can press Ctrl-C the way a terminal does.
+            .process_group(0)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -106,9 +110,16 @@ impl Quickstart {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
-    /// Ctrl-C, as the script says; returns whether it exited cleanly.
-    pub fn stop(self) -> bool {
-        stop_child(self.child, "-INT", Duration::from_secs(20)).is_some_and(|s| s.success())
+    /// Ctrl-C as a terminal sends it, to the whole foreground process group; returns
+    /// whether the script exited cleanly within 20 s.
+    pub fn stop(mut self) -> bool {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+        let status = exited(&mut self.child, Duration::from_secs(20));
+        if status.is_none() {
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        }
+        status.is_some_and(|s| s.success())
     }
 }
 
@@ -161,6 +172,60 @@ async fn quickstart_serves_a_demo_job_with_echo_and_stops_on_ctrl_c() {
     assert_eq!(response.status(), 200);
     let port = run.port;
     assert!(run.stop(), "Ctrl-C stops it cleanly");
+    assert!(
+        !answers(format!("http://127.0.0.1:{port}/healthz")).await,
+        "the gateway stopped with the script"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_with_a_job_in_flight_lets_the_node_finish_it_before_the_gateway_stops() {
+    // A local LLM server (the labelled mock) that the script finds and uses.
+    let llm = testkit::mock::MockUpstream::start(&["m"]).await.unwrap();
+    let llm_port = llm
+        .base_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/v1")
+        .to_owned();
+    let run = Quickstart::start(&llm_port, &[], &[]);
+    let user = run.key("user:");
+    assert!(user.starts_with("sk-obb-"), "{}", run.output);
+    llm.set_delay(Duration::from_secs(3));
+    let calls = llm.calls();
+    let url = format!("http://127.0.0.1:{}/v1/chat/completions?wait=30", run.port);
+    let waiting = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&user)
+            .json(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .send()
+            .await
+    });
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the job to reach the upstream",
+        || async { (llm.calls() > calls).then_some(()) },
+    )
+    .await;
+    let port = run.port;
+    let stopped = tokio::task::spawn_blocking(move || run.stop());
+    let answer = waiting
+        .await
+        .unwrap()
+        .expect("the waiting client gets an answer");
+    assert_eq!(
+        answer.status(),
+        200,
+        "the job finished before the gateway stopped"
+    );
+    assert!(
+        stopped.await.unwrap(),
+        "Ctrl-C stops it cleanly, within 20 s"
+    );
     assert!(
         !answers(format!("http://127.0.0.1:{port}/healthz")).await,
         "the gateway stopped with the script"
