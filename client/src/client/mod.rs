@@ -1,10 +1,17 @@
 //! The Rust user library: submit chat completions as jobs and collect the results, with
 //! the same shape as the Python package.
 
+mod batches;
+mod files;
 mod jobs;
 
+pub use batches::{
+    BatchRequests, BatchResults, Batches, CHAT_COMPLETIONS, LineError, Progress, RunOptions,
+};
+pub use files::{Files, Upload};
 pub use jobs::{JobHandle, Jobs};
 
+use crate::batch::Batch;
 use crate::chat::ChatCompletionRequest;
 use crate::error::ErrorEnvelope;
 use crate::ids::JobId;
@@ -45,6 +52,15 @@ pub enum Error {
     JobTimeout { id: JobId, waited: Duration },
     #[error("invalid client settings: {0}")]
     Config(String),
+    /// The batch failed validation: its `errors.data` name each bad line (1-based).
+    #[error("batch `{}` failed: {}", .0.id, batches::failure_summary(.0))]
+    BatchFailed(Box<Batch>),
+    /// The batch had not ended after `waited`; it goes on running on the gateway.
+    #[error("batch `{}` is still {} after {waited:?}", .batch.id, .batch.status)]
+    BatchTimeout { batch: Box<Batch>, waited: Duration },
+    /// A local input could not be read or made into a batch.
+    #[error("invalid batch input: {0}")]
+    Input(String),
 }
 
 fn error_message(job: &Job) -> &str {
@@ -126,7 +142,17 @@ impl Client {
         Jobs { client: self }
     }
 
-    /// Sends a request, retrying transient failures with backoff and `Retry-After`.
+    /// The Files API (`/v1/files`), for Batch API inputs and outputs.
+    pub fn files(&self) -> Files<'_> {
+        Files { client: self }
+    }
+
+    /// The Batch API (`/v1/batches`); `run` uploads, creates, waits and collects results.
+    pub fn batches(&self) -> Batches<'_> {
+        Batches { client: self }
+    }
+
+    /// Sends a JSON request and reads a JSON answer, retrying as `send_raw` does.
     async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -135,6 +161,27 @@ impl Client {
         headers: &[(&str, String)],
         timeout: Duration,
     ) -> Result<T, Error> {
+        let body = body
+            .map(|b| serde_json::to_vec(b).map(|bytes| ("application/json".to_owned(), bytes)))
+            .transpose()
+            .map_err(|e| Error::Config(format!("unserializable request: {e}")))?;
+        let (status, bytes) = self.send_raw(method, path, body, headers, timeout).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::ApiStatus {
+            status,
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    /// Sends a request with a body of its content type, retrying transient failures with
+    /// backoff and `Retry-After`; the status and bytes of a success.
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(String, Vec<u8>)>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), Error> {
         let mut attempt = 0;
         loop {
             let mut request = self
@@ -146,8 +193,10 @@ impl Client {
             for (name, value) in headers {
                 request = request.header(*name, value);
             }
-            if let Some(body) = body {
-                request = request.json(body);
+            if let Some((content_type, bytes)) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.clone());
             }
             let retry = match request.send().await {
                 Err(error) => {
@@ -168,19 +217,16 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| crate::retry_after::parse(v, SystemTime::now()))
                         .map(|delay| delay.min(MAX_RETRY_AFTER));
-                    let text = response
-                        .text()
+                    let bytes = response
+                        .bytes()
                         .await
                         .map_err(|e| Error::ApiConnection(e.to_string()))?;
                     if status < 400 {
-                        return serde_json::from_str(&text).map_err(|e| Error::ApiStatus {
-                            status,
-                            message: format!("unreadable answer: {e}"),
-                        });
+                        return Ok((status, bytes.to_vec()));
                     }
                     let transient = (status == 429 || status >= 500) && !no_retry;
                     if !transient || attempt >= self.inner.max_retries {
-                        return Err(status_error(status, &text));
+                        return Err(status_error(status, &String::from_utf8_lossy(&bytes)));
                     }
                     retry_after
                 }
