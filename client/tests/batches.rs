@@ -101,7 +101,7 @@ async fn a_run_returns_results_in_input_order_and_reports_moving_counts() {
         Some(json!({"run": "rust"}).as_object().cloned().unwrap())
     );
 
-    // The Files API on its own: the same upload again is the same file, by its key.
+    // The Files API on its own: the same upload again is another file (keys are per call).
     let upload = openbeepboop::client::Upload::Bytes {
         filename: "mine.jsonl".to_owned(),
         bytes: b"{\"x\":1}\n".to_vec(),
@@ -116,10 +116,9 @@ async fn a_run_returns_results_in_input_order_and_reports_moving_counts() {
         .create(upload, FilePurpose::Batch)
         .await
         .unwrap();
-    assert_eq!(
-        (file.filename.as_str(), file.bytes, &again.id),
-        ("mine.jsonl", 8, &file.id)
-    );
+    assert_eq!((file.filename.as_str(), file.bytes), ("mine.jsonl", 8));
+    assert_ne!(again.id, file.id);
+    assert!(client.files().delete(&again.id).await.unwrap().deleted);
     assert_eq!(client.files().retrieve(&file.id).await.unwrap(), file);
     assert_eq!(
         client.files().content(&file.id).await.unwrap(),

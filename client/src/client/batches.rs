@@ -2,7 +2,7 @@
 //! and `run`, which uploads requests, waits with progress and returns results by
 //! `custom_id`. It mirrors the Python client's `batches`; it must not parse chat bodies.
 
-use super::files::content_key;
+use super::files::idempotency_key;
 use super::{Client, Error, REQUEST_TIMEOUT, Upload};
 use crate::batch::{Batch, BatchList, BatchOutputLine, BatchStatus, CreateBatchRequest};
 use crate::file::FilePurpose;
@@ -122,12 +122,10 @@ pub struct Batches<'a> {
 }
 
 impl Batches<'_> {
-    /// Creates a batch (status `validating`). Its Idempotency-Key is derived from the
-    /// request, so a retry, or the same create again, returns the first batch.
+    /// Creates a batch (status `validating`). A fresh Idempotency-Key, reused by the
+    /// client's retries, makes a retried create one batch.
     pub async fn create(&self, request: &CreateBatchRequest) -> Result<Batch, Error> {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| Error::Input(format!("unserializable batch: {e}")))?;
-        let key = content_key("batch", &[&body]);
+        let key = idempotency_key();
         self.client
             .send(
                 reqwest::Method::POST,

@@ -40,14 +40,11 @@ pub struct Files<'a> {
 
 impl Files<'_> {
     /// Uploads with `purpose` (`batch` for Batch API inputs) and returns the file object.
-    /// The upload carries an Idempotency-Key derived from its purpose, filename and bytes,
-    /// so a retry, or the same upload again, stores the file once.
+    /// The upload carries a fresh Idempotency-Key, which the client's own retries reuse: a
+    /// retried upload is stored once, and uploading the same bytes again is a new file.
     pub async fn create(&self, upload: Upload, purpose: FilePurpose) -> Result<FileObject, Error> {
         let (filename, bytes) = upload.read().await?;
-        let key = content_key(
-            "file",
-            &[purpose.as_str().as_bytes(), filename.as_bytes(), &bytes],
-        );
+        let key = idempotency_key();
         let boundary = format!("obb-{}", uuid::Uuid::new_v4().simple());
         let body = multipart(&boundary, purpose, &filename, &bytes);
         let (status, answer) = self
@@ -107,31 +104,7 @@ fn multipart(boundary: &str, purpose: FilePurpose, filename: &str, bytes: &[u8])
     body
 }
 
-/// An Idempotency-Key of `kind` derived from `parts`: FNV-1a, 128 bits, each part preceded
-/// by its length so that no two splits of the same bytes collide.
-pub(super) fn content_key(kind: &str, parts: &[&[u8]]) -> String {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let mut hash = OFFSET;
-    for part in parts {
-        for byte in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
-            hash ^= u128::from(*byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-    }
-    format!("obb-{kind}-{hash:032x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_keys_follow_the_content_and_its_splits() {
-        let key = content_key("file", &[b"batch", b"a.jsonl", b"{}"]);
-        assert_eq!(key, content_key("file", &[b"batch", b"a.jsonl", b"{}"]));
-        assert_ne!(key, content_key("file", &[b"batch", b"a.jsonl", b"{ }"]));
-        assert_ne!(key, content_key("file", &[b"batcha", b".jsonl", b"{}"]));
-        assert_ne!(key, content_key("batch", &[b"batch", b"a.jsonl", b"{}"]));
-    }
+/// A fresh Idempotency-Key for one call; the client's retries of that call reuse it.
+pub(super) fn idempotency_key() -> String {
+    format!("obb-{}", uuid::Uuid::new_v4().simple())
 }
