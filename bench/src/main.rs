@@ -4,7 +4,9 @@
 //!     cargo build --release --workspace    # obb-gateway and obb-node sit next to obb-bench
 //!     target/release/obb-bench --out bench.json                 # every suite
 //!     target/release/obb-bench --quick submit e2e               # a smoke run
+//!     target/release/obb-bench batch                            # the Batch API, 50,000 lines
 
+mod batch;
 mod drive;
 mod median;
 mod stats;
@@ -38,7 +40,7 @@ pub struct Args {
     /// Run each suite this many times and report the median of every figure
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Suites to run: submit, e2e, wait, scale, real, soak [default: all but real and soak]
+    /// Suites to run: submit, e2e, wait, scale, real, soak, batch [default: all but real, soak and batch]
     pub suites: Vec<String>,
 }
 
@@ -50,8 +52,11 @@ async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value
         "scale" => suites::scale(args).await,
         "real" => suites::real_model(args).await,
         "soak" => suites::soak(args).await,
+        "batch" => batch::batch(args).await,
         other => {
-            anyhow::bail!("unknown suite `{other}`; use submit, e2e, wait, scale, real or soak")
+            anyhow::bail!(
+                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak or batch"
+            )
         }
     }
 }

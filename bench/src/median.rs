@@ -65,6 +65,10 @@ pub fn lines(prefix: &str, value: &Value, out: &mut Vec<String>) {
                 "overhead",
                 "rss_mib",
                 "bytes_per_job",
+                "rss_max_mib",
+                "vm_hwm_mib",
+                "upload_s",
+                "queued_s",
             ];
             if wanted.iter().any(|w| prefix.contains(w)) {
                 out.push(format!("{prefix} = {:.2}", n.as_f64().unwrap_or(f64::NAN)));

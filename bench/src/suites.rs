@@ -1,4 +1,5 @@
-//! The five suites. Each starts what it needs, measures, prints rows and returns JSON.
+//! Every suite but the Batch API (batch.rs): each starts what it needs, measures, prints
+//! rows and returns JSON.
 
 use crate::Args;
 use crate::drive::drive;
