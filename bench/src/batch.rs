@@ -203,6 +203,19 @@ pub async fn batch(args: &Args) -> anyhow::Result<Value> {
         "the output file has {newlines} lines, not {lines}"
     );
     let download_mb_s = bytes as f64 / 1e6 / download_s;
+
+    // For contrast, the same read on the idle gateway once the batch has ended.
+    let mut idle = Vec::new();
+    for _ in 0..if args.quick { 20 } else { 500 } {
+        let one = Instant::now();
+        let response = http.get(&retrieve).bearer_auth(&user).send().await?;
+        let ok = response.status() == 200;
+        response.bytes().await?;
+        if ok {
+            idle.push(one.elapsed());
+        }
+    }
+    let idle = Latencies::new(idle);
     stop.store(true, Ordering::Relaxed);
     let (rss_max, rss_samples) = sampler.await?;
     let hwm = status_mib(pid, "VmHWM");
@@ -230,6 +243,16 @@ pub async fn batch(args: &Args) -> anyhow::Result<Value> {
     );
     row(
         "batch",
+        "retrieve once it has ended",
+        &format!(
+            "p50 {:.2} ms  p99 {:.2} ms  ({} reads)",
+            idle.percentile(50.0),
+            idle.percentile(99.0),
+            idle.count()
+        ),
+    );
+    row(
+        "batch",
         "output download",
         &format!(
             "{download_mb_s:.0} MB/s  ({:.1} MB in {download_s:.2} s)",
@@ -246,7 +269,7 @@ pub async fn batch(args: &Args) -> anyhow::Result<Value> {
     Ok(
         json!({"lines": lines, "file_mb": file_mb, "upload_s": upload_s, "queued_s": queued_s,
         "run_s": run_s, "run_s_by_stamps": by_stamps, "lines_per_s": lines_per_s,
-        "retrieve": retrieve.summary(), "output_mb": bytes as f64 / 1e6, "download_s": download_s,
+        "retrieve": retrieve.summary(), "retrieve_idle": idle.summary(), "output_mb": bytes as f64 / 1e6, "download_s": download_s,
         "download_mb_per_s": download_mb_s, "rss_start_mib": rss_start, "rss_max_mib": rss_max,
         "rss_samples": rss_samples, "vm_hwm_mib": hwm}),
     )
