@@ -66,7 +66,7 @@ struct Moved {
     created_at: i64,
     locked_at: Option<i64>,
     node: Option<String>,
-    in_batch: bool,
+    batch_id: Option<String>,
 }
 
 /// The one place a job's status changes. Returns false when the job was not in `from`
@@ -103,7 +103,7 @@ pub fn transition(
              not_before = ?12, finished_at = ?13,
              result_lease_id = COALESCE(?14, result_lease_id)
          WHERE id = ?1 AND status = ?2
-         RETURNING model, priority, created_at, locked_at, locked_by, batch_id IS NOT NULL",
+         RETURNING model, priority, created_at, locked_at, locked_by, batch_id",
     )?.query_row(params![
         id,
         from.as_str(),
@@ -125,11 +125,14 @@ pub fn transition(
         created_at: row.get(2)?,
         locked_at: row.get(3)?,
         node: row.get(4)?,
-        in_batch: row.get(5)?,
+        batch_id: row.get(5)?,
     })).optional()?;
     let changed = moved.is_some();
     if let Some(moved) = moved {
-        if to.is_final() && moved.in_batch {
+        if to.is_final()
+            && let Some(batch_id) = &moved.batch_id
+        {
+            count_line_ending(ctx, batch_id, to)?;
             ctx.events
                 .push(QueueEvent::BatchLineFinished { status: to });
         }
@@ -154,6 +157,21 @@ pub fn transition(
         });
     }
     Ok(changed)
+}
+
+/// Moves a batch's line counts by one line that reached final status `to`, in the same
+/// transaction: a final status never changes, so each line is counted once.
+fn count_line_ending(ctx: &WriteCtx<'_>, batch_id: &str, to: JobStatus) -> Result<(), StoreError> {
+    let completed = i64::from(to == JobStatus::Completed);
+    let expired = i64::from(to == JobStatus::Expired);
+    ctx.conn
+        .prepare_cached(
+            "UPDATE batches SET lines_completed = lines_completed + ?2,
+                 lines_failed = lines_failed + 1 - ?2, lines_expired = lines_expired + ?3
+             WHERE id = ?1",
+        )?
+        .execute(params![batch_id, completed, expired])?;
+    Ok(())
 }
 
 /// A new job id: time-ordered, so ids sort by submission.

@@ -170,6 +170,22 @@ CREATE UNIQUE INDEX jobs_by_batch_line ON jobs (batch_id, line) WHERE batch_id I
 -- The live request counts: a covering index, counted without reading the rows.
 CREATE INDEX jobs_by_batch_status ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;
 ",
+    r"
+-- A batch's line counts, moved in the same transaction as each line's enqueue and ending,
+-- so a read costs one row instead of a count over the batch's lines (4 ms at 50,000).
+ALTER TABLE batches ADD COLUMN lines_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN lines_completed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN lines_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batches ADD COLUMN lines_expired INTEGER NOT NULL DEFAULT 0;
+UPDATE batches SET
+    lines_total = (SELECT COUNT(*) FROM jobs WHERE jobs.batch_id = batches.id),
+    lines_completed = (SELECT COUNT(*) FROM jobs
+        WHERE jobs.batch_id = batches.id AND jobs.status = 'completed'),
+    lines_failed = (SELECT COUNT(*) FROM jobs
+        WHERE jobs.batch_id = batches.id AND jobs.status IN ('failed', 'cancelled', 'expired')),
+    lines_expired = (SELECT COUNT(*) FROM jobs
+        WHERE jobs.batch_id = batches.id AND jobs.status = 'expired');
+",
 ];
 
 /// The schema version this gateway reads and writes.
