@@ -38,6 +38,17 @@ async fn lapsed(gw: &Gateway, user_key: &str, id: &str) {
     .await;
 }
 
+/// A gateway with 1 s leases and a reaper every 100 ms, and a USER and a NODE key.
+async fn short_leases() -> (Gateway, String, String) {
+    let gw = Gateway::start(&[
+        ("OBB_LEASE_SECONDS", "1"),
+        ("OBB_REAPER_INTERVAL_MS", "100"),
+    ])
+    .await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    (gw, user, node)
+}
+
 /// Leases one job, long-polling up to `wait` seconds; `None` when none came.
 async fn lease_one(gw: &Gateway, node: &str, wait: f64) -> Option<Value> {
     gw.fetch(node, "n", &["echo"], 1, wait)
@@ -207,12 +218,7 @@ async fn a_lapse_on_the_last_attempt_leaves_its_holder_one_more_lease_before_the
 
 #[tokio::test]
 async fn only_the_node_that_held_a_lapsed_lease_can_revive_it() {
-    let gw = Gateway::start(&[
-        ("OBB_LEASE_SECONDS", "1"),
-        ("OBB_REAPER_INTERVAL_MS", "100"),
-    ])
-    .await;
-    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let (gw, user, node) = short_leases().await;
     let id = gw.submit_id(&user, "echo").await;
     let job = lease_one(&gw, &node, 0.0).await.expect("a job");
     lapsed(&gw, &user, &id).await;
@@ -250,12 +256,7 @@ async fn a_result_finished_while_the_gateway_was_down_is_accepted_and_the_job_ru
 
 #[tokio::test]
 async fn the_last_lease_holder_keeps_its_job_while_no_other_node_took_it() {
-    let gw = Gateway::start(&[
-        ("OBB_LEASE_SECONDS", "1"),
-        ("OBB_REAPER_INTERVAL_MS", "100"),
-    ])
-    .await;
-    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let (gw, user, node) = short_leases().await;
     // A late result: the lease lapsed, the job went back to the queue, nobody took it.
     let late = gw.submit_id(&user, "echo").await;
     let job = lease_one(&gw, &node, 0.0).await.expect("a job");
@@ -276,12 +277,7 @@ async fn the_last_lease_holder_keeps_its_job_while_no_other_node_took_it() {
 
 #[tokio::test]
 async fn submit_outcomes_say_duplicate_only_for_this_leases_stored_outcome() {
-    let gw = Gateway::start(&[
-        ("OBB_LEASE_SECONDS", "1"),
-        ("OBB_REAPER_INTERVAL_MS", "100"),
-    ])
-    .await;
-    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let (gw, user, node) = short_leases().await;
     let id = gw.submit_id(&user, "echo").await;
     let first = lease_one(&gw, &node, 0.0).await.expect("a job");
     let failure = retryable_failure(&first, "503");

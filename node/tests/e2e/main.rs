@@ -70,3 +70,13 @@ pub fn run_node(
         &NodeProcess::config(gw, key, name, Some(&upstream.base_url()), extra),
     )
 }
+
+/// The results a node's spool file at `path` holds: its non-blank JSON lines.
+#[cfg(test)]
+pub fn spool_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count()
+}

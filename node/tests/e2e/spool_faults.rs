@@ -5,7 +5,7 @@
 //! job's upstream is called exactly once per lease it had (a lapsed lease is a new
 //! attempt). A SIGTERM in an outage reports the spool's true size.
 
-use crate::stack;
+use crate::{spool_lines, stack};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -13,14 +13,6 @@ use testkit::mock::{Fault, MockUpstream};
 use testkit::{Gateway, NodeProcess, eventually, free_port};
 
 const JOBS: usize = 3;
-
-fn spool_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .count()
-}
 
 /// A node that takes the three jobs in one fetch, its results spooled at `spool`.
 fn spool_node(

@@ -7,7 +7,7 @@
 //! 401; a USER key: 403) or a server URL with no node API (404) stops the daemon with the
 //! gateway's message instead of hammering the gateway, and the results stay in the spool.
 
-use crate::stack;
+use crate::{spool_lines, stack};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -18,14 +18,6 @@ const LIMIT: usize = 1024 * 1024;
 const SMALL: usize = 60 * 1024;
 const SMALL_JOBS: usize = 30;
 const LARGE: usize = 1_200_000;
-
-fn spool_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .count()
-}
 
 /// What an earlier run left in the spool at `spool`: the results of `count` jobs leased by
 /// `node`, each completed with "spooled {i}", except those `malformed` says, which are
