@@ -55,14 +55,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     };
     let batch_runner = BatchRunner::new(
         Arc::clone(&queue),
-        Arc::new(|body: &[u8]| {
-            crate::http::parse_submit(body)
-                .map(|chat| chat.model)
-                .map_err(|refusal| {
-                    let error = refusal.envelope().error;
-                    (error.message, error.param)
-                })
-        }),
+        Arc::new(check_line_body),
         RunnerSettings {
             priority: config.batch_priority,
             max_lines: config.max_batch_lines,
@@ -234,4 +227,15 @@ impl BackgroundService for BatchService {
             }
         }
     }
+}
+
+/// A batch line's `body`, judged as `POST /v1/chat/completions` judges its body: the
+/// runner's [`crate::runner::LineCheck`], and the `batch_line` fuzz target's.
+pub fn check_line_body(body: &[u8]) -> Result<String, (String, Option<String>)> {
+    crate::http::parse_submit(body)
+        .map(|chat| chat.model)
+        .map_err(|refusal| {
+            let error = refusal.envelope().error;
+            (error.message, error.param)
+        })
 }

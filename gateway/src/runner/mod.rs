@@ -10,6 +10,8 @@
 mod output;
 mod validate;
 
+pub use validate::judge_line;
+
 use crate::queue::{BatchRecord, Queue, StoreError, now_ms};
 use openbeepboop::{BatchStatus, ErrorBody, JobStatus};
 use std::sync::Arc;
@@ -17,7 +19,9 @@ use std::time::Duration;
 
 /// Judges a line's `body` as a direct request would be judged: its model, or the message
 /// and parameter of its refusal.
-pub type LineCheck = Arc<dyn Fn(&[u8]) -> Result<String, (String, Option<String>)> + Send + Sync>;
+pub type LineCheck = Arc<BodyCheck>;
+/// The check behind a [`LineCheck`].
+pub type BodyCheck = dyn Fn(&[u8]) -> Result<String, (String, Option<String>)> + Send + Sync;
 
 /// What the runner needs besides the store.
 pub struct RunnerSettings {

@@ -1,5 +1,6 @@
 //! The runner on a real store: a batch from its input file to its output, and a restart in
-//! the middle of finalizing (the output file stored, the status not yet moved).
+//! the middle of finalizing (the output file stored, the status not yet moved), and the
+//! wording of a bad line.
 
 use super::*;
 use crate::queue::{FileRecord, NewFile, Order, QueueSettings, Visibility};
@@ -141,4 +142,55 @@ async fn a_restart_after_the_output_file_was_stored_completes_without_writing_it
     assert_eq!(done.usage.map(|u| u.total_tokens), Some(9));
     let text = std::fs::read_to_string(queue.files().dir().join(&files[0].id)).unwrap();
     assert_eq!(text.lines().count(), 3);
+}
+
+/// Judges one line of the chat endpoint with a direct request's check.
+fn judged(line: &serde_json::Value) -> Result<crate::queue::NewLine, openbeepboop::BatchError> {
+    let text = line.to_string();
+    let check = crate::server::check_line_body;
+    judge_line(
+        &check,
+        "/v1/chat/completions",
+        7,
+        text.as_bytes(),
+        &mut Default::default(),
+    )
+}
+
+#[test]
+fn a_line_missing_a_field_is_told_which_one_is_missing() {
+    use serde_json::json;
+    let body = json!({"model": "echo", "messages": [{"role": "user", "content": "x"}]});
+    let full = json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+        "body": body});
+    let line = judged(&full).unwrap();
+    assert_eq!((line.line, line.model.as_str()), (7, "echo"));
+    for field in ["custom_id", "method", "url", "body"] {
+        let mut partial = full.clone();
+        partial.as_object_mut().unwrap().remove(field);
+        let error = judged(&partial).unwrap_err();
+        let message = error.message.unwrap();
+        assert!(
+            message.starts_with(&format!("missing `{field}`: each line must have ")),
+            "{message}"
+        );
+        assert_eq!((error.param.as_deref(), error.line), (Some(field), Some(7)));
+    }
+    let mut get = full.clone();
+    get["method"] = json!("GET");
+    let error = judged(&get).unwrap_err();
+    assert_eq!(
+        (error.code.as_deref(), error.message.as_deref()),
+        (
+            Some("invalid_method"),
+            Some("`method` must be `POST`, not `GET`")
+        )
+    );
+    let mut bad_body = full.clone();
+    bad_body["body"] = json!({"model": "echo"});
+    let error = judged(&bad_body).unwrap_err();
+    assert_eq!(
+        (error.code.as_deref(), error.param.as_deref()),
+        (Some("invalid_request"), Some("body.messages"))
+    );
 }

@@ -2,7 +2,7 @@
 //! enqueue them in chunks), never held whole. Any bad line fails the batch, with its
 //! 1-based number.
 
-use super::BatchRunner;
+use super::{BatchRunner, BodyCheck};
 use crate::queue::{BatchRecord, NewLine, StoreError, Visibility};
 use openbeepboop::{BatchError, FilePurpose};
 use serde_json::Value;
@@ -99,7 +99,7 @@ pub async fn run(runner: &BatchRunner, batch: BatchRecord) -> Result<(), StoreEr
             ));
             break;
         }
-        match judge(runner, &batch.endpoint, number, text, &mut seen) {
+        match judge_line(&*runner.check, &batch.endpoint, number, text, &mut seen) {
             Ok(line) => {
                 model.get_or_insert(line.model);
             }
@@ -127,11 +127,14 @@ pub async fn run(runner: &BatchRunner, batch: BatchRecord) -> Result<(), StoreEr
     let mut chunk = Vec::with_capacity(CHUNK);
     loop {
         let next = match lines.next().await {
-            Ok(Some((number, text))) => judge(runner, &batch.endpoint, number, text, &mut seen)
-                .map_err(|_| StoreError::FileIo {
-                    what: "a batch's input file changed between its two reads",
-                    source: std::sync::Arc::new(std::io::Error::other(batch.id.clone())),
-                })?,
+            Ok(Some((number, text))) => {
+                judge_line(&*runner.check, &batch.endpoint, number, text, &mut seen).map_err(
+                    |_| StoreError::FileIo {
+                        what: "a batch's input file changed between its two reads",
+                        source: std::sync::Arc::new(std::io::Error::other(batch.id.clone())),
+                    },
+                )?
+            }
             Ok(None) => break,
             Err(stop) => {
                 let error = stopped(stop, runner.settings.max_line_bytes)?;
@@ -213,9 +216,11 @@ fn stopped(stop: Stop, max: usize) -> Result<BatchError, StoreError> {
 }
 
 /// One line judged: `{custom_id, method: "POST", url: <endpoint>, body}`, its `custom_id`
-/// new in the file, its body a valid request that does not stream.
-fn judge(
-    runner: &BatchRunner,
+/// new in the file (`seen` holds the earlier ones), its body a valid request that does not
+/// stream, as `check` (a direct request's check) judges it. Any bytes get a verdict; a
+/// refusal carries a code, a message, the line's number and, but for bad JSON, its field.
+pub fn judge_line(
+    check: &BodyCheck,
     endpoint: &str,
     number: u64,
     text: &[u8],
@@ -239,32 +244,70 @@ fn judge(
     };
     let custom_id = match line.get("custom_id") {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        _ => {
+        None => {
             return Err(bad(
                 "missing_custom_id",
-                "the line needs a non-empty string `custom_id`".to_owned(),
+                "missing `custom_id`: each line must have a non-empty string `custom_id`"
+                    .to_owned(),
+                Some("custom_id"),
+            ));
+        }
+        Some(_) => {
+            return Err(bad(
+                "missing_custom_id",
+                "`custom_id` must be a non-empty string".to_owned(),
                 Some("custom_id"),
             ));
         }
     };
-    if line.get("method").and_then(Value::as_str) != Some("POST") {
-        return Err(bad(
-            "invalid_method",
-            "`method` must be `POST`".to_owned(),
-            Some("method"),
-        ));
+    match line.get("method") {
+        Some(Value::String(method)) if method == "POST" => {}
+        None => {
+            return Err(bad(
+                "invalid_method",
+                "missing `method`: each line must have `\"method\": \"POST\"`".to_owned(),
+                Some("method"),
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                "invalid_method",
+                format!("`method` must be `POST`, not `{}`", shown(other)),
+                Some("method"),
+            ));
+        }
     }
-    let url = line.get("url").and_then(Value::as_str).unwrap_or_default();
-    if url != endpoint {
-        return Err(bad(
-            "mismatched_url",
-            format!("`url` `{url}` differs from the batch's endpoint `{endpoint}`"),
-            Some("url"),
-        ));
+    match line.get("url") {
+        Some(Value::String(url)) if url == endpoint => {}
+        None => {
+            return Err(bad(
+                "mismatched_url",
+                format!("missing `url`: each line must have `\"url\": \"{endpoint}\"`"),
+                Some("url"),
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                "mismatched_url",
+                format!(
+                    "`url` `{}` differs from the batch's endpoint `{endpoint}`",
+                    shown(other)
+                ),
+                Some("url"),
+            ));
+        }
     }
     let body = match line.remove("body") {
         Some(body @ Value::Object(_)) => body,
-        _ => {
+        None => {
+            return Err(bad(
+                "invalid_body",
+                "missing `body`: each line must have a `body`, the request as a JSON object"
+                    .to_owned(),
+                Some("body"),
+            ));
+        }
+        Some(_) => {
             return Err(bad(
                 "invalid_body",
                 "`body` must be a JSON object".to_owned(),
@@ -280,7 +323,7 @@ fn judge(
         ));
     }
     let payload = serde_json::to_string(&body).unwrap_or_default();
-    let model = (runner.check)(payload.as_bytes()).map_err(|(message, param)| {
+    let model = check(payload.as_bytes()).map_err(|(message, param)| {
         let param = param.map(|p| format!("body.{p}"));
         bad("invalid_request", message, param.as_deref())
     })?;
@@ -297,4 +340,17 @@ fn judge(
         model,
         payload,
     })
+}
+
+/// A field's value in a message: a string as itself, anything else as JSON, cut short.
+fn shown(value: &Value) -> String {
+    const MAX: usize = 100;
+    let text = match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
 }

@@ -236,6 +236,7 @@ async fn a_batch_with_bad_lines_fails_with_their_line_numbers_and_queues_nothing
         streaming.to_string(),
         json!({"custom_id": "m", "method": "POST", "url": CHAT, "body": {"model": "echo"}})
             .to_string(),
+        json!({"custom_id": "n", "url": CHAT, "body": {}}).to_string(),
     ];
     let file = upload(&gw, &user, lines.join("\n") + "\n", "batch").await;
     let id = create(&gw, &user, &file).await["id"]
