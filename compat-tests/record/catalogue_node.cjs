@@ -8,6 +8,10 @@ const SDK = "node";
 const MODEL = "gpt-4o-mini";
 const [USER, BAD, NODE] = ["sk-obb-compat-user", "sk-obb-compat-bad", "sk-obb-compat-node"];
 const HI = [{ role: "user", content: "Hello!" }];
+const LINES = [MODEL, MODEL].map((model, i) => `${JSON.stringify({ custom_id: `${SDK}-${i}`, method: "POST",
+  url: "/v1/chat/completions", body: { model, messages: [{ role: "user", content: `Line ${i}` }] } })}\n`).join("");
+// A model no node serves: its batch stays in_progress until cancelled.
+const STUCK = LINES.replaceAll(MODEL, "compat-unserved");
 const TOOLS = [{ type: "function", function: { name: "lookup", description: "Look a word up",
   parameters: { type: "object", properties: { query: { type: "string" } }, required: ["query"] } } }];
 
@@ -28,6 +32,7 @@ async function record(name, call, fail = []) {
 async function main() {
   const waited = new OpenAI({ baseURL: `${base}/v1`, apiKey: USER, defaultQuery: { wait: "30" }, maxRetries: 2 });
   const prefer = new OpenAI({ baseURL: `${base}/v1`, apiKey: USER, defaultHeaders: { Prefer: "wait=30" } });
+  const plain = new OpenAI({ baseURL: `${base}/v1`, apiKey: USER });
   const chat = (extra) => waited.chat.completions.create({ model: MODEL, messages: HI, ...extra });
 
   await record("plain_chat", () => chat({}));
@@ -56,6 +61,28 @@ async function main() {
   await record("job_get", () => waited.get("/jobs/job-recorded"));
   await record("job_cancel", () => waited.post("/jobs/job-recorded/cancel"));
   await record("results_poll", () => waited.post("/results/poll", { body: { ids: ["job-recorded"] } }));
+  await record("batch_flow", async () => {
+    const uploaded = await plain.files.create({ file: await OpenAI.toFile(Buffer.from(LINES), "input.jsonl",
+      { type: "application/jsonl" }), purpose: "batch" });
+    await plain.files.retrieve(uploaded.id);
+    await plain.files.list({ purpose: "batch", limit: 1 });
+    const batch = await plain.batches.create({ input_file_id: uploaded.id, endpoint: "/v1/chat/completions",
+      completion_window: "24h", metadata: { sdk: SDK } });
+    const done = await plain.batches.retrieve(batch.id);
+    await plain.batches.list({ limit: 1 });
+    await (await plain.files.content(done.output_file_id)).text();
+    await plain.files.delete(uploaded.id);
+  });
+  await record("batch_cancel", async () => {
+    const uploaded = await plain.files.create({ file: await OpenAI.toFile(Buffer.from(STUCK), "stuck.jsonl",
+      { type: "application/jsonl" }), purpose: "batch" });
+    const batch = await plain.batches.create({ input_file_id: uploaded.id, endpoint: "/v1/chat/completions",
+      completion_window: "24h" });
+    await plain.batches.retrieve(batch.id);
+    await plain.batches.cancel(batch.id);
+  });
+  await record("batch_unknown_file", () => plain.batches.create({ input_file_id: "file-unknown",
+    endpoint: "/v1/chat/completions", completion_window: "24h" }));
   await record("bad_key", () => new OpenAI({ baseURL: `${base}/v1`, apiKey: BAD, maxRetries: 0 }).models.list());
   await record("wrong_role", () => new OpenAI({ baseURL: `${base}/v1`, apiKey: NODE, maxRetries: 0 })
     .chat.completions.create({ model: MODEL, messages: HI }));

@@ -35,6 +35,7 @@ def case(name, fail=()):
 
 waited = OpenAI(base_url=f"{base}/v1", api_key=USER, default_query={"wait": 30}, max_retries=2)
 prefer = OpenAI(base_url=f"{base}/v1", api_key=USER, default_headers={"Prefer": "wait=30"})
+plain = OpenAI(base_url=f"{base}/v1", api_key=USER)
 
 case("plain_chat")(lambda: waited.chat.completions.create(model=MODEL, messages=HI))
 case("multi_turn")(lambda: waited.chat.completions.create(model=MODEL, messages=[
@@ -65,6 +66,36 @@ case("models_list")(lambda: list(waited.models.list()))
 case("job_get")(lambda: waited.get("/jobs/job-recorded", cast_to=object))
 case("job_cancel")(lambda: waited.post("/jobs/job-recorded/cancel", cast_to=object))
 case("results_poll")(lambda: waited.post("/results/poll", body={"ids": ["job-recorded"]}, cast_to=object))
+LINES = "".join(json.dumps({"custom_id": f"{SDK}-{i}", "method": "POST", "url": "/v1/chat/completions",
+                             "body": {"model": model, "messages": [{"role": "user", "content": f"Line {i}"}]}}) + "\n"
+                 for i, model in enumerate([MODEL, MODEL]))
+# A model no node serves: its batch stays in_progress until cancelled.
+STUCK = LINES.replace(MODEL, "compat-unserved")
+
+
+def batch_flow():
+    uploaded = plain.files.create(file=("input.jsonl", LINES.encode(), "application/jsonl"), purpose="batch")
+    plain.files.retrieve(uploaded.id)
+    plain.files.list(purpose="batch", limit=1)
+    batch = plain.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h", metadata={"sdk": SDK})
+    done = plain.batches.retrieve(batch.id)
+    plain.batches.list(limit=1)
+    plain.files.content(done.output_file_id).text
+    plain.files.delete(uploaded.id)
+
+
+def batch_cancel():
+    uploaded = plain.files.create(file=("stuck.jsonl", STUCK.encode(), "application/jsonl"), purpose="batch")
+    batch = plain.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    plain.batches.retrieve(batch.id)
+    plain.batches.cancel(batch.id)
+
+
+case("batch_flow")(batch_flow)
+case("batch_cancel")(batch_cancel)
+case("batch_unknown_file")(lambda: plain.batches.create(
+    input_file_id="file-unknown", endpoint="/v1/chat/completions", completion_window="24h"))
 case("bad_key")(lambda: OpenAI(base_url=f"{base}/v1", api_key=BAD, max_retries=0).models.list())
 case("wrong_role")(lambda: OpenAI(base_url=f"{base}/v1", api_key=NODE, max_retries=0).chat.completions.create(
     model=MODEL, messages=HI))

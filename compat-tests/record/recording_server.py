@@ -1,12 +1,18 @@
 """A small server that records what the official OpenAI SDKs send, for compat-tests.
 
-It answers like OpenAI would (completions, streams, tool calls, models, errors) so the SDKs
-carry on, and writes one fixture per case. Control endpoints, used by the catalogue scripts
+It answers like OpenAI would (completions, streams, tool calls, models, errors, and the Files
+and Batch APIs' objects and pages) so the SDKs carry on, and writes one fixture per case. A
+multipart body is kept as its exact text (`body_text`), since its boundary is in the recorded
+content type. The Files and Batch answers are kept too (`answer`: status and body): replay maps the ids minted
+here (`file-recorded-NN`, `batch_recorded-NN`) to the gateway's, and waits for a retrieved
+batch to reach the status recorded here. A batch whose lines all name a model served here
+(`gpt-4o-mini`) is `completed` when first retrieved; any other stays `in_progress`. Control endpoints, used by the catalogue scripts
 between SDK calls:
     POST /__case {"name", "sdk", "version", "fail": [429, ...]}   start a case
     POST /__end                                                    write its fixture
 Usage: python recording_server.py PORT FIXTURES_DIR
 """
+import itertools
 import json
 import pathlib
 import sys
@@ -21,7 +27,110 @@ ROLES = {"sk-obb-compat-user": "user", "sk-obb-compat-bad": "bad", "sk-obb-compa
 JOB = {"id": "job-recorded", "object": "chat.completion.job", "model": "gpt-4o-mini", "status": "completed",
        "priority": 3, "created_at": 1700000000, "updated_at": 1700000000, "expires_at": 1700086400, "attempts": 1}
 
+SERVED = {"gpt-4o-mini"}
+TIME = 1700000000
+
 state = {"case": None, "requests": [], "fail": []}
+files, batches = {}, {}  # id -> (object, content) and id -> batch object, in creation order
+minted = itertools.count(1)
+
+
+def error(status, message, code, param=None, kind="invalid_request_error"):
+    return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def multipart(content_type, raw):
+    """The fields of a multipart/form-data body: name -> (filename, bytes)."""
+    boundary = content_type.split("boundary=", 1)[1].strip('"').encode()
+    fields = {}
+    for part in raw.split(b"--" + boundary)[1:-1]:
+        head, _, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        disposition = next(line for line in head.decode().split("\r\n")
+                           if line.lower().startswith("content-disposition"))
+        params = dict(p.strip().split("=", 1) for p in disposition.split(";")[1:])
+        fields[params["name"].strip('"')] = (params.get("filename", "").strip('"'), value.removesuffix(b"\r\n"))
+    return fields
+
+
+def store_file(filename, purpose, content):
+    file = {"id": f"file-recorded-{next(minted):02d}", "object": "file", "bytes": len(content), "created_at": TIME,
+            "expires_at": None, "filename": filename, "purpose": purpose, "status": "processed",
+            "status_details": None}
+    files[file["id"]] = (file, content)
+    return file
+
+
+def page(items, query):
+    """OpenAI's cursor page of `items` (oldest first), newest first."""
+    data = list(reversed(items))[:int(query.get("limit", 10000))]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(data) < len(items)}
+
+
+def advance(batch):
+    """A batch of served lines completes when first looked at, with an output file."""
+    lines = [json.loads(line) for line in files[batch["input_file_id"]][1].splitlines() if line.strip()]
+    batch["request_counts"]["total"] = len(lines)
+    if batch["status"] != "validating":
+        return batch
+    batch.update(status="in_progress", in_progress_at=TIME, model=lines[0]["body"]["model"])
+    if all(line["body"]["model"] in SERVED for line in lines):
+        output = "".join(json.dumps({"id": f"batch_req_{i}", "custom_id": line["custom_id"], "response": {
+            "status_code": 200, "request_id": f"req_{i}", "body": completion(line["body"])}, "error": None}) + "\n"
+            for i, line in enumerate(lines))
+        out = store_file(f"{batch['id']}_output.jsonl", "batch_output", output.encode())
+        batch.update(status="completed", finalizing_at=TIME, completed_at=TIME, output_file_id=out["id"],
+                     request_counts={"total": len(lines), "completed": len(lines), "failed": 0},
+                     usage={"input_tokens": len(lines), "input_tokens_details": {"cached_tokens": 0},
+                            "output_tokens": len(lines), "output_tokens_details": {"reasoning_tokens": 0},
+                            "total_tokens": 2 * len(lines)})
+    return batch
+
+
+def files_and_batches(method, path, query, content_type, raw):
+    """The Files and Batch APIs, as (status, answer); None for another route."""
+    parts = path.strip("/").split("/")[1:]
+    if parts == ["files"] and method == "POST":
+        fields = multipart(content_type, raw)
+        filename, content = fields["file"]
+        return 200, store_file(filename, fields["purpose"][1].decode(), content)
+    if parts == ["files"]:
+        return 200, page([f for f, _ in files.values() if query.get("purpose") in (None, f["purpose"])], query)
+    if parts[0] == "files":
+        if parts[1] not in files:
+            return error(404, f"file `{parts[1]}` not found", "file_not_found")
+        file, content = files[parts[1]]
+        if parts[2:] == ["content"]:
+            return 200, content
+        if method == "DELETE":
+            del files[parts[1]]
+            return 200, {"id": file["id"], "object": "file", "deleted": True}
+        return 200, file
+    if parts == ["batches"] and method == "POST":
+        body = json.loads(raw)
+        if body["input_file_id"] not in files:
+            return error(400, f"input file `{body['input_file_id']}` not found", "invalid_request",
+                         "input_file_id")
+        batch = {"id": f"batch_recorded-{next(minted):02d}", "object": "batch", "endpoint": body["endpoint"],
+                 "model": None, "input_file_id": body["input_file_id"],
+                 "completion_window": body["completion_window"], "status": "validating", "errors": None,
+                 "output_file_id": None, "error_file_id": None, "created_at": TIME, "in_progress_at": None,
+                 "expires_at": TIME + 86400, "finalizing_at": None, "completed_at": None, "failed_at": None,
+                 "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": None,
+                 "metadata": body.get("metadata")}
+        batches[batch["id"]] = batch
+        return 200, batch
+    if parts == ["batches"]:
+        return 200, page(list(batches.values()), query)
+    if parts[0] == "batches":
+        if parts[1] not in batches:
+            return error(404, f"batch `{parts[1]}` not found", "batch_not_found")
+        batch = advance(batches[parts[1]])
+        if parts[2:] == ["cancel"]:
+            batch.update(status="cancelling", cancelling_at=TIME)
+        return 200, batch
+    return None
 
 
 def completion(body):
@@ -54,10 +163,22 @@ class Recorder(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def read_body(self):
+        if (self.headers.get("transfer-encoding") or "").lower() != "chunked":
+            length = int(self.headers.get("content-length") or 0)
+            return self.rfile.read(length) if length else b""
+        raw = b""
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            raw += self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        return raw
+
     def handle_any(self):
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
+        raw = self.read_body()
+        content_type = self.headers.get("content-type") or ""
+        body = json.loads(raw) if raw and not content_type.startswith("multipart/") else None
         url = urlsplit(self.path)
         if url.path == "/__case":
             state.update(case=body, requests=[], fail=list(body.get("fail", [])))
@@ -71,14 +192,17 @@ class Recorder(BaseHTTPRequestHandler):
             out.write_text(json.dumps(fixture, indent=2, sort_keys=True) + "\n")
             return self.reply(200, {})
         token = (self.headers.get("authorization") or "").removeprefix("Bearer ").strip()
-        state["requests"].append({
+        recorded = {
             "method": self.command,
             "path": url.path,
             "query": dict(parse_qsl(url.query)),
             "headers": {k: self.headers[k] for k in KEPT_HEADERS if self.headers.get(k) is not None},
             "auth": ROLES.get(token, "unknown"),
             "body": body,
-        })
+        }
+        if raw and body is None:
+            recorded["body_text"] = raw.decode()  # exact bytes; a body that is not UTF-8 fails here
+        state["requests"].append(recorded)
         if state["fail"]:
             status = state["fail"].pop(0)
             error = {"error": {"message": "recorded fault", "type": "server_error", "param": None, "code": None}}
@@ -103,6 +227,14 @@ class Recorder(BaseHTTPRequestHandler):
                 events = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(end)}\n\ndata: [DONE]\n\n"
                 return self.reply(200, events.encode(), "text/event-stream")
             return self.reply(200, done)
+        answer = files_and_batches(self.command, url.path, dict(parse_qsl(url.query)), content_type, raw)
+        if answer is not None:
+            status, payload = answer
+            if isinstance(payload, bytes):
+                recorded["answer"] = {"status": status, "body_text": payload.decode()}
+                return self.reply(status, payload, "application/octet-stream")
+            recorded["answer"] = {"status": status, "body": json.loads(json.dumps(payload))}
+            return self.reply(status, payload)
         if url.path == "/v1/results/poll":
             return self.reply(200, {"jobs": [JOB]})
         if url.path.startswith("/v1/jobs/"):

@@ -2,6 +2,7 @@ use crate::shapes;
 use crate::stack::Stack;
 use serde_json::{Map, Value, json};
 use std::path::Path;
+use std::time::Duration;
 
 /// Every fixture, as (sdk, case, fixture).
 fn fixtures() -> Vec<(String, String, Value)> {
@@ -33,8 +34,7 @@ fn redact(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             for (key, field) in fields.iter_mut() {
-                if ["id", "created", "created_at", "updated_at", "expires_at"]
-                    .contains(&key.as_str())
+                if (["id", "created"].contains(&key.as_str()) || key.ends_with("_at"))
                     && !field.is_null()
                 {
                     *field = json!("[redacted]");
@@ -44,93 +44,265 @@ fn redact(value: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
-        Value::String(text) => *text = redact_job_ids(text),
+        Value::String(text) => *text = redact_ids(text),
         _ => {}
     }
 }
 
-/// Replaces `job-<32 hex digits>` inside messages.
-fn redact_job_ids(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("job-") {
-        let (head, tail) = rest.split_at(at + 4);
-        out.push_str(head);
-        let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
-        if hex == 32 {
-            out.push_str("[redacted]");
-            rest = &tail[32..];
-        } else {
-            rest = tail;
+/// Replaces the gateway's ids (a prefix and 32 hex digits) inside strings.
+fn redact_ids(text: &str) -> String {
+    ["job-", "file-", "batch_", "batch_req_"]
+        .iter()
+        .fold(text.to_owned(), |text, prefix| {
+            let mut out = String::with_capacity(text.len());
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(prefix) {
+                let (head, tail) = rest.split_at(at + prefix.len());
+                out.push_str(head);
+                let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
+                if hex == 32 {
+                    out.push_str("[redacted]");
+                    rest = &tail[32..];
+                } else {
+                    rest = tail;
+                }
+            }
+            out.push_str(rest);
+            out
+        })
+}
+
+/// The ids a fixture names, mapped to the gateway's: the seed job for `job-recorded`, and each
+/// id the recording server minted (`file-recorded-NN`, `batch_recorded-NN`) to the one the
+/// gateway gave in the same place of the same answer.
+struct Ids(Vec<(String, String)>);
+
+impl Ids {
+    fn new(finished_job: &str) -> Self {
+        Self(vec![("job-recorded".to_owned(), finished_job.to_owned())])
+    }
+
+    fn minted(text: &str) -> bool {
+        text.contains("recorded-")
+    }
+
+    /// Learns from an answer that is one object (a page's order is the gateway's own).
+    fn learn(&mut self, recorded: &Value, live: &Value) {
+        let (Some(recorded), Some(live)) = (recorded.as_object(), live.as_object()) else {
+            return;
+        };
+        if recorded.get("object") == Some(&json!("list")) {
+            return;
+        }
+        for (key, value) in recorded {
+            let (Some(ours), Some(theirs)) = (value.as_str(), live[key].as_str()) else {
+                continue;
+            };
+            if Self::minted(ours) && !self.0.iter().any(|(known, _)| known == ours) {
+                self.0.push((ours.to_owned(), theirs.to_owned()));
+            }
         }
     }
-    out.push_str(rest);
-    out
+
+    fn apply(&self, text: &str) -> String {
+        let mapped = self.0.iter().fold(text.to_owned(), |text, (ours, theirs)| {
+            text.replace(ours, theirs)
+        });
+        assert!(
+            !Self::minted(&mapped),
+            "`{mapped}` names a recorded id that no earlier answer gave"
+        );
+        mapped
+    }
+}
+
+/// An answer as replay sees it: status, the headers that matter, and the body (a stream's
+/// events and a file's JSON lines as lists).
+struct Answer {
+    status: u16,
+    headers: Map<String, Value>,
+    body: Value,
+}
+
+async fn send(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
+    let path = ids.apply(recorded["path"].as_str().unwrap());
+    let method =
+        reqwest::Method::from_bytes(recorded["method"].as_str().unwrap().as_bytes()).unwrap();
+    let query: Vec<(String, String)> = recorded["query"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), ids.apply(v.as_str().unwrap_or_default())))
+        .collect();
+    let mut request = stack
+        .gw
+        .http
+        .request(method, stack.gw.url(&path))
+        .query(&query);
+    for (name, value) in recorded["headers"].as_object().unwrap() {
+        request = request.header(name, value.as_str().unwrap());
+    }
+    request = request.bearer_auth(stack.key_for(recorded["auth"].as_str().unwrap()));
+    if let Some(text) = recorded["body_text"].as_str() {
+        // A multipart body is sent byte for byte: its boundary is in the recorded content type.
+        request = request.body(text.to_owned());
+    } else if !recorded["body"].is_null() {
+        request = request.body(ids.apply(&recorded["body"].to_string()));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let mut headers = Map::new();
+    for name in [
+        "content-type",
+        "content-disposition",
+        "x-should-retry",
+        "retry-after",
+    ] {
+        if let Some(value) = response.headers().get(name) {
+            headers.insert(name.to_owned(), json!(value.to_str().unwrap()));
+        }
+    }
+    let stream = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "text/event-stream");
+    let text = response.text().await.unwrap();
+    let body: Value = if stream {
+        Value::Array(
+            text.split("\n\n")
+                .filter_map(|e| e.strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
+                .collect(),
+        )
+    } else if path.ends_with("/content") && status == 200 {
+        Value::Array(
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect(),
+        )
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| json!(text))
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Replays `recorded`. A batch's retrieve is repeated, as an SDK user polls, until the batch
+/// reaches the status the recording server answered.
+async fn replay(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
+    let wanted = recorded["answer"]["body"]["status"].as_str();
+    let retrieve = recorded["method"] == "GET"
+        && recorded["answer"]["body"]["object"] == "batch"
+        && recorded["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/v1/batches/"));
+    match wanted.filter(|_| retrieve) {
+        None => send(stack, recorded, ids).await,
+        Some(wanted) => {
+            testkit::eventually(
+                Duration::from_secs(30),
+                &format!("the batch to be `{wanted}`"),
+                || async {
+                    let answer = send(stack, recorded, ids).await;
+                    (answer.body["status"] == wanted).then_some(answer)
+                },
+            )
+            .await
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
     let stack = Stack::start().await;
     let all = fixtures();
-    assert_eq!(all.len(), 36, "18 cases from each SDK");
+    assert_eq!(all.len(), 42, "21 cases from each SDK");
     for (sdk, case, fixture) in all {
+        let mut ids = Ids::new(&stack.finished_job);
         for (index, recorded) in fixture["requests"].as_array().unwrap().iter().enumerate() {
-            let path = recorded["path"]
-                .as_str()
-                .unwrap()
-                .replace("job-recorded", &stack.finished_job);
-            let method =
-                reqwest::Method::from_bytes(recorded["method"].as_str().unwrap().as_bytes())
-                    .unwrap();
-            let query: Vec<(String, String)> = recorded["query"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect();
-            let mut request = stack
-                .gw
-                .http
-                .request(method, stack.gw.url(&path))
-                .query(&query);
-            for (name, value) in recorded["headers"].as_object().unwrap() {
-                request = request.header(name, value.as_str().unwrap());
-            }
-            request = request.bearer_auth(stack.key_for(recorded["auth"].as_str().unwrap()));
-            if !recorded["body"].is_null() {
-                request = request.body(
-                    recorded["body"]
-                        .to_string()
-                        .replace("job-recorded", &stack.finished_job),
-                );
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let mut headers = Map::new();
-            for name in ["content-type", "x-should-retry", "retry-after"] {
-                if let Some(value) = response.headers().get(name) {
-                    headers.insert(name.to_owned(), json!(value.to_str().unwrap()));
-                }
-            }
-            let stream = response
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v == "text/event-stream");
-            let text = response.text().await.unwrap();
-            let body: Value = if stream {
-                Value::Array(
-                    text.split("\n\n")
-                        .filter_map(|e| e.strip_prefix("data: "))
-                        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
-                        .collect(),
-                )
+            let Answer {
+                status,
+                headers,
+                body,
+            } = replay(&stack, recorded, &ids).await;
+            if case.starts_with("batch_") {
+                check_batch_api(&sdk, recorded, status, &body);
+                ids.learn(&recorded["answer"]["body"], &body);
             } else {
-                serde_json::from_str(&text).unwrap_or_else(|_| json!(text))
-            };
-            check(&case, status, &body);
+                check(&case, status, &body);
+            }
             let mut seen = json!({"status": status, "headers": headers, "body": body});
             redact(&mut seen);
             insta::assert_json_snapshot!(format!("{sdk}__{case}__{index}"), seen);
+        }
+    }
+}
+
+/// What a Files or Batch API call must give the SDK: the status the recording server (like
+/// OpenAI) answered, each field of its answer in the same JSON type, the same values where
+/// they do not depend on time or ids, and for a batch's output file, a chat completion for
+/// each input line under its `custom_id`.
+fn check_batch_api(sdk: &str, recorded: &Value, status: u16, body: &Value) {
+    let what = format!("{} {}", recorded["method"], recorded["path"]);
+    let answer = &recorded["answer"];
+    assert_eq!(
+        Some(u64::from(status)),
+        answer["status"].as_u64(),
+        "{what}: {body}"
+    );
+    if let Some(text) = answer["body_text"].as_str() {
+        let lines = body.as_array().unwrap();
+        let custom_ids: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["custom_id"].clone())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            custom_ids.len(),
+            "one output line per input line"
+        );
+        for (number, (line, custom_id)) in lines.iter().zip(custom_ids).enumerate() {
+            assert_eq!(line["custom_id"], custom_id);
+            assert_eq!(custom_id, format!("{sdk}-{number}"));
+            assert_eq!(line["response"]["status_code"], 200);
+            assert!(line["error"].is_null());
+            shapes::chat_completion(&line["response"]["body"]);
+            assert_eq!(
+                line["response"]["body"]["choices"][0]["message"]["content"],
+                format!("mock: Line {number}")
+            );
+        }
+        return;
+    }
+    let answer = &answer["body"];
+    if answer.get("error").is_some() {
+        shapes::error(body);
+        assert_eq!(body["error"]["param"], answer["error"]["param"], "{what}");
+        return;
+    }
+    shapes::like(answer, body, &what);
+    let objects: Vec<(&Value, &Value)> = match answer["data"].as_array() {
+        Some(data) => data.iter().zip(body["data"].as_array().unwrap()).collect(),
+        None => vec![(answer, body)],
+    };
+    for (ours, theirs) in objects {
+        for field in [
+            "object",
+            "bytes",
+            "filename",
+            "purpose",
+            "status",
+            "deleted",
+            "endpoint",
+            "completion_window",
+            "model",
+            "metadata",
+            "request_counts",
+        ] {
+            assert_eq!(ours.get(field), theirs.get(field), "{what}: `{field}`");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What the official SDKs need from a response to parse it: the fields and types of their
-//! `ChatCompletion`, `ChatCompletionChunk`, `Model` page and error classes.
+//! `ChatCompletion`, `ChatCompletionChunk`, `Model` page, error classes, and the Files and
+//! Batch APIs' objects.
 
 use serde_json::Value;
 
@@ -87,4 +88,30 @@ pub fn error(body: &Value) {
         error.get("param").is_some() && error.get("code").is_some(),
         "{body}"
     );
+}
+
+/// Checks that `live` has every field of `recorded` (what the recording server answered, as
+/// OpenAI does), each of the same JSON type where both are set: what an SDK's `FileObject`,
+/// `Batch` and their pages need.
+pub fn like(recorded: &Value, live: &Value, what: &str) {
+    match (recorded, live) {
+        (Value::Object(ours), Value::Object(theirs)) => {
+            for (key, value) in ours {
+                let field = theirs
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{what}: `{key}` is missing from {live}"));
+                like(value, field, &format!("{what}.{key}"));
+            }
+        }
+        (Value::Array(ours), Value::Array(theirs)) => {
+            for (ours, theirs) in ours.iter().zip(theirs) {
+                like(ours, theirs, &format!("{what}[]"));
+            }
+        }
+        (Value::Null, _) | (_, Value::Null) => {}
+        (Value::Number(_), Value::Number(_))
+        | (Value::String(_), Value::String(_))
+        | (Value::Bool(_), Value::Bool(_)) => {}
+        _ => panic!("{what}: {live} is not of the type of {recorded}"),
+    }
 }
