@@ -22,6 +22,23 @@ async function rejects(promise, Class, status) {
   throw new Error(`expected ${Class.name}`);
 }
 
+// Calls `call` until `done(result)`, as an SDK user polls, failing past the deadline.
+async function until(call, done, deadlineMs = 60_000) {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const result = await call();
+    if (done(result)) return result;
+    assert.ok(Date.now() < deadline, `still ${JSON.stringify(result)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function ids(page) {
+  const found = [];
+  for await (const item of page) found.push(item.id);
+  return found;
+}
+
 async function main() {
   const base = `${env.OBB_BASE_URL}/v1`;
   const waited = new OpenAI({ baseURL: base, apiKey: env.OBB_USER_KEY, defaultQuery: { wait: "30" } });
@@ -84,6 +101,61 @@ async function main() {
   assert.equal((await waited.get(`/jobs/${env.OBB_JOB_ID}`)).status, "completed");
   await rejects(waited.post(`/jobs/${env.OBB_JOB_ID}/cancel`), OpenAI.ConflictError, 409);
   assert.equal((await waited.post("/results/poll", { body: { ids: [env.OBB_JOB_ID] } })).jobs[0].status, "completed");
+
+  // The Batch API, end to end: upload, create, poll until completed, list, the output file read
+  // line by line, a cancel, a delete, and an unknown input file.
+  const lines = [0, 1, 2].map((i) => `${JSON.stringify({ custom_id: `live-${i}`, method: "POST", url: "/v1/chat/completions",
+    body: { model: MODEL, messages: [{ role: "user", content: `Line ${i}` }] } })}\n`).join("");
+  const upload = async (text, name) => plain.files.create({
+    file: await OpenAI.toFile(Buffer.from(text), name, { type: "application/jsonl" }), purpose: "batch" });
+  const uploaded = await upload(lines, "input.jsonl");
+  assert.match(uploaded.id, /^file-/);
+  assert.deepEqual([uploaded.object, uploaded.purpose, uploaded.filename, uploaded.bytes],
+    ["file", "batch", "input.jsonl", Buffer.byteLength(lines)]);
+  assert.deepEqual(await plain.files.retrieve(uploaded.id), uploaded);
+  assert.ok((await ids(plain.files.list({ purpose: "batch" }))).includes(uploaded.id));
+  const batch = await plain.batches.create({ input_file_id: uploaded.id, endpoint: "/v1/chat/completions",
+    completion_window: "24h", metadata: { run: "live-node" } });
+  assert.match(batch.id, /^batch_/);
+  assert.deepEqual([batch.status, batch.input_file_id, batch.endpoint, batch.metadata],
+    ["validating", uploaded.id, "/v1/chat/completions", { run: "live-node" }]);
+  const done = await until(() => plain.batches.retrieve(batch.id),
+    (b) => !["validating", "in_progress", "finalizing"].includes(b.status));
+  assert.equal(done.status, "completed");
+  assert.deepEqual(done.request_counts, { total: 3, completed: 3, failed: 0 });
+  assert.ok(done.completed_at !== null && done.error_file_id === null);
+  assert.ok((await ids(plain.batches.list({ limit: 1 }))).includes(batch.id)); // pages on through `after`
+  const text = await (await plain.files.content(done.output_file_id)).text();
+  const output = new Map(text.trim().split("\n").map((line) => JSON.parse(line)).map((line) => [line.custom_id, line]));
+  assert.deepEqual([...output.keys()].sort(), ["live-0", "live-1", "live-2"]);
+  for (const [customId, line] of output) {
+    assert.equal(line.response.status_code, 200);
+    assert.equal(line.error, null);
+    assert.equal(line.response.body.object, "chat.completion");
+    assert.equal(line.response.body.choices[0].message.content, `mock: Line ${customId.replace("live-", "")}`);
+  }
+  const outputFile = await plain.files.retrieve(done.output_file_id);
+  assert.deepEqual([outputFile.purpose, outputFile.bytes], ["batch_output", Buffer.byteLength(text)]);
+
+  // A model no node serves: the second batch waits in_progress until it is cancelled.
+  const stuck = await upload(lines.replaceAll(MODEL, "live-unserved"), "stuck.jsonl");
+  const second = await plain.batches.create({ input_file_id: stuck.id, endpoint: "/v1/chat/completions", completion_window: "24h" });
+  await until(() => plain.batches.retrieve(second.id), (b) => b.status === "in_progress");
+  const cancelling = await plain.batches.cancel(second.id);
+  assert.equal(cancelling.id, second.id);
+  assert.ok(["cancelling", "cancelled"].includes(cancelling.status), cancelling.status);
+  const cancelled = await until(() => plain.batches.retrieve(second.id), (b) => b.status !== "cancelling");
+  assert.equal(cancelled.status, "cancelled");
+  assert.notEqual(cancelled.cancelled_at, null);
+  const listed = await ids(plain.batches.list());
+  assert.ok(listed.includes(second.id) && listed.indexOf(second.id) < listed.indexOf(batch.id), "newest first");
+
+  const deleted = await plain.files.delete(uploaded.id);
+  assert.deepEqual([deleted.id, deleted.object, deleted.deleted], [uploaded.id, "file", true]);
+  await rejects(plain.files.retrieve(uploaded.id), OpenAI.NotFoundError, 404);
+  const unknown = await rejects(plain.batches.create({ input_file_id: "file-unknown", endpoint: "/v1/chat/completions",
+    completion_window: "24h" }), OpenAI.BadRequestError, 400);
+  assert.equal(unknown.param, "input_file_id");
 
   const bad = await rejects(new OpenAI({ baseURL: base, apiKey: "sk-obb-bad", maxRetries: 0 }).models.list(), OpenAI.AuthenticationError, 401);
   assert.equal(bad.code, "invalid_api_key");

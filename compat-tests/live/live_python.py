@@ -3,9 +3,11 @@ For each call it asserts what the SDK hands the caller. Run by compat-tests (tes
 with OBB_BASE_URL, OBB_USER_KEY, OBB_NODE_KEY, OBB_FAULT_429_URL, OBB_FAULT_503_URL and OBB_JOB_ID."""
 import json
 import os
+import time
 
 import openai
 from openai import OpenAI
+from openai.types.chat import ChatCompletion
 
 env = os.environ
 MODEL = "gpt-4o-mini"
@@ -17,6 +19,15 @@ base = f"{env['OBB_BASE_URL']}/v1"
 waited = OpenAI(base_url=base, api_key=env["OBB_USER_KEY"], default_query={"wait": 30})
 prefer = OpenAI(base_url=base, api_key=env["OBB_USER_KEY"], default_headers={"Prefer": "wait=30"})
 chat = lambda **extra: waited.chat.completions.create(**{"model": MODEL, "messages": HI, **extra})  # noqa: E731
+
+
+def until(call, done, deadline_seconds=60):
+    """Calls `call` until `done(result)`, as an SDK user polls, failing past the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while not done(result := call()):
+        assert time.monotonic() < deadline, f"still {result}"
+        time.sleep(0.05)
+    return result
 
 
 def raises(call, cls, status):
@@ -83,6 +94,53 @@ assert job["status"] == "completed"
 raises(lambda: waited.post(f"/jobs/{env['OBB_JOB_ID']}/cancel", cast_to=object), openai.ConflictError, 409)
 polled = waited.post("/results/poll", body={"ids": [env["OBB_JOB_ID"]]}, cast_to=object)
 assert polled["jobs"][0]["status"] == "completed"
+
+# The Batch API, end to end: upload, create, poll until completed, list, the output file read
+# line by line, a cancel, a delete, and an unknown input file.
+LINES = "".join(json.dumps({"custom_id": f"live-{i}", "method": "POST", "url": "/v1/chat/completions",
+                            "body": {"model": model, "messages": [{"role": "user", "content": f"Line {i}"}]}}) + "\n"
+                for i, model in enumerate([MODEL, MODEL, MODEL])).encode()
+uploaded = plain.files.create(file=("input.jsonl", LINES, "application/jsonl"), purpose="batch")
+assert uploaded.id.startswith("file-")
+assert (uploaded.object, uploaded.purpose, uploaded.filename, uploaded.bytes) == ("file", "batch", "input.jsonl", len(LINES))
+assert plain.files.retrieve(uploaded.id) == uploaded
+assert uploaded.id in [f.id for f in plain.files.list(purpose="batch")]
+batch = plain.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                             metadata={"run": "live-python"})
+assert batch.id.startswith("batch_") and batch.status == "validating"
+assert (batch.input_file_id, batch.endpoint, batch.metadata) == (uploaded.id, "/v1/chat/completions", {"run": "live-python"})
+done = until(lambda: plain.batches.retrieve(batch.id), lambda b: b.status not in ("validating", "in_progress", "finalizing"))
+assert done.status == "completed", done
+assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (3, 3, 0)
+assert done.completed_at is not None and done.error_file_id is None
+assert batch.id in [b.id for b in plain.batches.list(limit=1)]  # iterating pages on through `after`
+output = {line["custom_id"]: line for line in map(json.loads, plain.files.content(done.output_file_id).text.splitlines())}
+assert sorted(output) == ["live-0", "live-1", "live-2"]
+for custom_id, line in output.items():
+    assert line["response"]["status_code"] == 200 and line["error"] is None
+    completion = ChatCompletion.model_validate(line["response"]["body"])
+    assert completion.choices[0].message.content == f"mock: Line {custom_id.removeprefix('live-')}"
+output_file = plain.files.retrieve(done.output_file_id)
+assert (output_file.purpose, output_file.bytes) == ("batch_output", len(plain.files.content(done.output_file_id).content))
+
+# A model no node serves: the second batch waits in_progress until it is cancelled.
+stuck = plain.files.create(file=("stuck.jsonl", LINES.replace(MODEL.encode(), b"live-unserved"), "application/jsonl"),
+                           purpose="batch")
+second = plain.batches.create(input_file_id=stuck.id, endpoint="/v1/chat/completions", completion_window="24h")
+until(lambda: plain.batches.retrieve(second.id), lambda b: b.status == "in_progress")
+cancelling = plain.batches.cancel(second.id)
+assert cancelling.id == second.id and cancelling.status in ("cancelling", "cancelled"), cancelling
+cancelled = until(lambda: plain.batches.retrieve(second.id), lambda b: b.status != "cancelling")
+assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None, cancelled
+listed = [b.id for b in plain.batches.list()]
+assert listed.index(second.id) < listed.index(batch.id), "newest first"
+
+deleted = plain.files.delete(uploaded.id)
+assert (deleted.id, deleted.object, deleted.deleted) == (uploaded.id, "file", True)
+raises(lambda: plain.files.retrieve(uploaded.id), openai.NotFoundError, 404)
+unknown = raises(lambda: plain.batches.create(input_file_id="file-unknown", endpoint="/v1/chat/completions",
+                                              completion_window="24h"), openai.BadRequestError, 400)
+assert unknown.param == "input_file_id", unknown.body
 
 bad = raises(lambda: OpenAI(base_url=base, api_key="sk-obb-bad", max_retries=0).models.list(),
              openai.AuthenticationError, 401)

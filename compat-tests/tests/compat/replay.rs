@@ -1,3 +1,6 @@
+//! The SDKs' recorded requests replayed against the stack: ids the recorder minted mapped to
+//! the gateway's, each answer checked for what the SDK parses, and snapshotted.
+
 use crate::shapes;
 use crate::stack::Stack;
 use serde_json::{Map, Value, json};
