@@ -1,5 +1,6 @@
 //! Job objects of the user API: `/v1/jobs`, `/v1/results/poll`.
 
+use crate::endpoint::Endpoint;
 use crate::error::ErrorBody;
 use crate::ids::{JobId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -71,8 +72,12 @@ impl FromStr for JobStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
-    /// Always `chat.completion.job`.
+    /// `chat.completion.job`, `embedding.job` or `text_completion.job`, after its endpoint.
     pub object: String,
+    /// The path the job was submitted to; absent from older gateways, whose jobs were all
+    /// chat completions.
+    #[serde(default)]
+    pub endpoint: Endpoint,
     pub model: String,
     pub status: JobStatus,
     pub priority: u8,
@@ -86,7 +91,8 @@ pub struct Job {
     /// The node working on the job, while it is `processing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeId>,
-    /// The ChatCompletion exactly as the node returned it, once `completed`.
+    /// The endpoint's answer (a ChatCompletion, an embeddings list, a text completion)
+    /// exactly as the node returned it, once `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// Why the job did not complete, once `failed`, `cancelled` or `expired`.

@@ -28,6 +28,9 @@
 pub mod admin;
 pub mod batch;
 pub mod chat;
+pub mod completions;
+pub mod embeddings;
+pub mod endpoint;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod error;
@@ -47,6 +50,9 @@ pub use batch::{
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList};
 #[cfg(feature = "client")]
 pub use client::{Client, Error, JobHandle, SubmitOptions};
+pub use completions::{CompletionRequest, TextCompletion};
+pub use embeddings::{EmbeddingInput, EmbeddingRequest};
+pub use endpoint::Endpoint;
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use file::{FileDeleted, FileList, FileObject, FilePurpose};
 pub use ids::{JobId, KeyId, LeaseId, NodeId};

@@ -1,5 +1,6 @@
 //! The node API: `/internal/queue/fetch`, `/heartbeat` and `/submit`.
 
+use crate::endpoint::Endpoint;
 use crate::error::ErrorBody;
 use crate::ids::{JobId, LeaseId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,21 @@ pub struct FetchRequest {
     /// Seconds to hold the request open while no job matches.
     #[serde(default)]
     pub wait: f64,
+    /// The endpoints the node serves; only their jobs are leased. Empty (what nodes that
+    /// predate endpoints send, by leaving it out) means `/v1/chat/completions` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl FetchRequest {
+    /// The endpoints to lease jobs of: those named, or chat completions when none are.
+    pub fn served(&self) -> Vec<Endpoint> {
+        if self.endpoints.is_empty() {
+            vec![Endpoint::ChatCompletions]
+        } else {
+            self.endpoints.clone()
+        }
+    }
 }
 
 fn default_limit() -> u32 {
@@ -37,6 +53,10 @@ pub struct FetchResponse {
 pub struct LeasedJob {
     pub id: JobId,
     pub model: String,
+    /// The path the job was submitted to, which the node calls on its upstream. Absent
+    /// from older gateways, whose jobs were all chat completions.
+    #[serde(default)]
+    pub endpoint: Endpoint,
     /// The request body exactly as the user sent it.
     pub request_payload: Box<RawValue>,
     pub lease_id: LeaseId,

@@ -229,11 +229,12 @@ impl BackgroundService for BatchService {
     }
 }
 
-/// A batch line's `body`, judged as `POST /v1/chat/completions` judges its body: the
-/// runner's [`crate::runner::LineCheck`], and the `batch_line` fuzz target's.
-pub fn check_line_body(body: &[u8]) -> Result<String, (String, Option<String>)> {
-    crate::http::parse_submit(body)
-        .map(|chat| chat.model)
+/// A batch line's `body`, judged as a direct request to the batch's `endpoint` judges its
+/// body: the runner's [`crate::runner::LineCheck`], and the `batch_line` fuzz target's.
+pub fn check_line_body(endpoint: &str, body: &[u8]) -> Result<String, (String, Option<String>)> {
+    let endpoint: openbeepboop::Endpoint = endpoint.parse().map_err(|e| (e, None))?;
+    crate::http::parse_for(endpoint, body)
+        .map(|judged| judged.model)
         .map_err(|refusal| {
             let error = refusal.envelope().error;
             (error.message, error.param)

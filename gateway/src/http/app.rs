@@ -110,7 +110,7 @@ impl App {
         match route {
             Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
             Route::Metrics => self.metrics(ctx, req).await,
-            Route::Submit => user::submit(ctx, req).await,
+            Route::Submit(endpoint) => user::submit(ctx, req, *endpoint).await,
             Route::ListJobs => user::list_jobs(ctx, req).await,
             Route::GetJob(id) => user::get_job(ctx, req, id).await,
             Route::CancelJob(id) => user::cancel(ctx, id).await,

@@ -161,7 +161,7 @@ pub fn is_long_poll(session: &ServerSession) -> bool {
         || header(session, "prefer").is_some_and(|p| p.contains("wait"));
     match routes::resolve(request.method.as_str(), request.uri.path()) {
         Ok(Route::Fetch | Route::StreamJob(_)) => true,
-        Ok(Route::Submit | Route::GetJob(_)) => waits,
+        Ok(Route::Submit(_) | Route::GetJob(_)) => waits,
         _ => false,
     }
 }

@@ -9,6 +9,7 @@ mod batches;
 mod body;
 mod cors;
 mod encoding;
+mod endpoints;
 pub mod error;
 mod files;
 mod framing;
@@ -25,6 +26,7 @@ mod wait;
 pub use app::App;
 pub use error::ERROR_LABELS;
 pub use routes::ROUTE_NAMES;
+pub use endpoints::{Judged, parse_for};
 pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};

@@ -52,10 +52,11 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         let jobs = ctx
             .state
             .queue
-            .lease(
+            .lease_serving(
                 fetch.node_id.to_string(),
                 ctx.principal_key_id().to_owned(),
                 fetch.models.clone(),
+                fetch.served(),
                 fetch.limit,
             )
             .await?;

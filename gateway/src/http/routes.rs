@@ -1,13 +1,14 @@
 //! The route table: which handler serves which method and path, and who may call it.
 
 use super::error::ApiError;
-use openbeepboop::Role;
+use openbeepboop::{Endpoint, Role};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
     Metrics,
-    Submit,
+    /// A request that becomes a job of this endpoint.
+    Submit(Endpoint),
     ListJobs,
     GetJob(String),
     CancelJob(String),
@@ -44,6 +45,8 @@ pub const ROUTE_NAMES: &[&str] = &[
     "healthz",
     "metrics",
     "chat_completions",
+    "embeddings",
+    "completions",
     "list_jobs",
     "get_job",
     "cancel_job",
@@ -78,7 +81,7 @@ impl Route {
     pub fn roles(&self) -> Option<&'static [Role]> {
         match self {
             Route::Health | Route::Metrics | Route::Preflight { .. } => None,
-            Route::Submit
+            Route::Submit(_)
             | Route::ListJobs
             | Route::GetJob(_)
             | Route::CancelJob(_)
@@ -105,7 +108,11 @@ impl Route {
         match self {
             Route::Health => "healthz",
             Route::Metrics => "metrics",
-            Route::Submit => "chat_completions",
+            Route::Submit(Endpoint::ChatCompletions) => "chat_completions",
+            Route::Submit(Endpoint::Embeddings) => "embeddings",
+            Route::Submit(Endpoint::Completions) => "completions",
+            // Not routed yet; named ahead so the match stays exhaustive.
+            Route::Submit(Endpoint::Responses) => "unknown",
             Route::ListJobs => "list_jobs",
             Route::GetJob(_) => "get_job",
             Route::CancelJob(_) => "cancel_job",
@@ -142,7 +149,18 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
     let (allowed, route): (&'static str, Option<Route>) = match segments.as_slice() {
         ["healthz"] => ("GET", (method == "GET").then_some(Route::Health)),
         ["metrics"] => ("GET", (method == "GET").then_some(Route::Metrics)),
-        ["v1", "chat", "completions"] => ("POST", (method == "POST").then_some(Route::Submit)),
+        ["v1", "chat", "completions"] => (
+            "POST",
+            (method == "POST").then_some(Route::Submit(Endpoint::ChatCompletions)),
+        ),
+        ["v1", "embeddings"] => (
+            "POST",
+            (method == "POST").then_some(Route::Submit(Endpoint::Embeddings)),
+        ),
+        ["v1", "completions"] => (
+            "POST",
+            (method == "POST").then_some(Route::Submit(Endpoint::Completions)),
+        ),
         ["v1", "jobs"] => ("GET", (method == "GET").then_some(Route::ListJobs)),
         ["v1", "jobs", id] => (
             "GET",
@@ -309,7 +327,9 @@ mod tests {
         let routes = [
             Route::Health,
             Route::Metrics,
-            Route::Submit,
+            Route::Submit(Endpoint::ChatCompletions),
+            Route::Submit(Endpoint::Embeddings),
+            Route::Submit(Endpoint::Completions),
             Route::ListJobs,
             Route::GetJob(id()),
             Route::CancelJob(id()),

@@ -9,7 +9,7 @@ use super::wait::{self, Woke};
 use crate::queue::JobWatch;
 use crate::queue::{JobRecord, Visibility};
 use bytes::Bytes;
-use openbeepboop::{ChatCompletion, ErrorBody, JobStatus};
+use openbeepboop::{ChatCompletion, Endpoint, ErrorBody, JobStatus, TextCompletion};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use std::time::Duration;
@@ -35,21 +35,38 @@ fn frame(out: &mut String, name: Option<&str>, data: &str) {
     out.push_str("\n\n");
 }
 
-/// A finished completion replayed as the events a streaming server sends, `[DONE]` last.
-/// A body that is not a completion is passed on whole, as one event, rather than lost.
-pub fn replay(result: &str, include_usage: bool) -> String {
+/// A finished completion replayed as the events a streaming server sends, `[DONE]` last:
+/// `chat.completion.chunk`s, or `text_completion` chunks for `/v1/completions`. A body that
+/// is not a completion is passed on whole, as one event, rather than lost.
+pub fn replay(endpoint: Endpoint, result: &str, include_usage: bool) -> String {
     let mut body = String::new();
-    match serde_json::from_str::<ChatCompletion>(result) {
-        Ok(completion) => {
-            for chunk in completion.to_chunks(include_usage) {
-                frame(
-                    &mut body,
-                    None,
-                    &serde_json::to_string(&chunk).unwrap_or_default(),
-                );
+    let chunks: Option<Vec<String>> = match endpoint {
+        Endpoint::Completions => serde_json::from_str::<TextCompletion>(result)
+            .ok()
+            .map(|completion| {
+                completion
+                    .to_chunks(include_usage)
+                    .iter()
+                    .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+                    .collect()
+            }),
+        _ => serde_json::from_str::<ChatCompletion>(result)
+            .ok()
+            .map(|completion| {
+                completion
+                    .to_chunks(include_usage)
+                    .iter()
+                    .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+                    .collect()
+            }),
+    };
+    match chunks {
+        Some(chunks) => {
+            for chunk in chunks {
+                frame(&mut body, None, &chunk);
             }
         }
-        Err(_) => frame(&mut body, None, result),
+        None => frame(&mut body, None, result),
     }
     frame(&mut body, None, "[DONE]");
     body
@@ -254,7 +271,11 @@ impl Stream<'_> {
                 "server_error",
             )),
             (Some(r), _) if r.status == JobStatus::Completed => {
-                replay(r.result_payload.as_deref().unwrap_or("{}"), include_usage)
+                replay(
+                    r.endpoint,
+                    r.result_payload.as_deref().unwrap_or("{}"),
+                    include_usage,
+                )
             }
             (Some(r), _) if r.status.is_final() => {
                 error_event(&r.error.clone().unwrap_or_else(|| {
@@ -296,10 +317,14 @@ mod tests {
     #[test]
     fn a_replay_ends_with_done_and_a_foreign_body_stays_one_event() {
         let completion = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
-        let events = replay(completion, false);
+        let events = replay(Endpoint::ChatCompletions, completion, false);
         assert!(events.ends_with("data: [DONE]\n\n"));
         assert!(events.contains("chat.completion.chunk"));
-        let foreign = replay("{\"odd\":\n1}", false);
+        let foreign = replay(Endpoint::ChatCompletions, "{\"odd\":\n1}", false);
+        let text = r#"{"id":"t","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"hi","finish_reason":"stop"}]}"#;
+        let events = replay(Endpoint::Completions, text, false);
+        assert_eq!(events.matches("\"object\":\"text_completion\"").count(), 2);
+        assert!(events.ends_with("data: [DONE]\n\n"));
         assert_eq!(foreign, "data: {\"odd\": 1}\n\ndata: [DONE]\n\n");
     }
 

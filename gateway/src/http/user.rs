@@ -1,6 +1,7 @@
 //! The user API: submit, wait, read, list, poll, cancel, stream and models.
 
 use super::Ctx;
+use super::endpoints::parse_for;
 use super::error::ApiError;
 use super::policy;
 use super::reply::{Body, Reply};
@@ -8,8 +9,8 @@ use super::request::Request;
 use super::wait::{wait_for_final, wait_with};
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
-    ChatCompletionRequest, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest,
-    PollResponse,
+    ChatCompletionRequest, Endpoint, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry,
+    PollRequest, PollResponse,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -33,10 +34,11 @@ pub fn parse_submit(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     Ok(chat)
 }
 
-/// `POST /v1/chat/completions`.
-pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
-    let chat = parse_submit(&req.body)?;
-    let stream = chat.stream.unwrap_or(false);
+/// `POST /v1/chat/completions`, `/v1/embeddings` and `/v1/completions`: each body is
+/// judged by its endpoint's rules, then queued, waited and answered alike.
+pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<Reply, ApiError> {
+    let judged = parse_for(endpoint, &req.body)?;
+    let stream = judged.stream;
     let max_wait = Duration::from_secs(ctx.state.config.max_wait_seconds);
     let wait = match req.wait(max_wait)? {
         // A stream is always answered as a stream, never as a JSON 202: it is held up to
@@ -46,13 +48,14 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         Some(wait) => wait,
         None => Duration::from_secs(ctx.state.config.default_wait_seconds),
     };
-    let terms = policy::Terms::of(req, chat.metadata.as_ref(), &ctx.state.config)?;
+    let terms = policy::Terms::of(req, judged.metadata.as_ref(), &ctx.state.config)?;
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = NewJob {
         id: new_job_id(),
         owner_key_id: ctx.principal_key_id().to_owned(),
-        model: chat.model.clone(),
+        model: judged.model.clone(),
+        endpoint,
         priority: terms.priority,
         payload,
         request_hash: terms.request_hash,
@@ -84,12 +87,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         drop(watch);
         wait_for_final(ctx, &record.id, first_wait).await?
     };
-    let include_usage = chat
-        .extra
-        .get("stream_options")
-        .and_then(|options| options.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let include_usage = judged.include_usage;
     if stream && !record.status.is_final() {
         return Ok(Reply {
             status: 200,
@@ -114,12 +112,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
 }
 
 fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {
-    if chat.model.trim().is_empty() || chat.model.chars().count() > 256 {
-        return Err(ApiError::invalid(
-            "`model` must be a non-empty name of at most 256 characters",
-            Some("model".to_owned()),
-        ));
-    }
+    super::endpoints::check_model(&chat.model)?;
     if chat.messages.is_empty() {
         return Err(ApiError::invalid(
             "`messages` must contain at least one message",
@@ -175,7 +168,7 @@ fn finished(record: &JobRecord, stream: bool, include_usage: bool) -> Result<Rep
     };
     match (record.status, &record.result_payload) {
         (JobStatus::Completed, Some(result)) if stream => {
-            Ok(timing(sse_replay(result, include_usage)))
+            Ok(timing(sse_replay(record.endpoint, result, include_usage)))
         }
         (JobStatus::Completed, Some(result)) => Ok(timing(Reply::raw(
             200,
@@ -188,11 +181,11 @@ fn finished(record: &JobRecord, stream: bool, include_usage: bool) -> Result<Rep
 }
 
 /// A finished completion replayed as the `text/event-stream` a streaming server sends.
-fn sse_replay(result: &str, include_usage: bool) -> Reply {
+fn sse_replay(endpoint: Endpoint, result: &str, include_usage: bool) -> Reply {
     Reply::raw(
         200,
         "text/event-stream",
-        super::sse::replay(result, include_usage).into_bytes(),
+        super::sse::replay(endpoint, result, include_usage).into_bytes(),
     )
     .header("cache-control", "no-cache".to_owned())
 }

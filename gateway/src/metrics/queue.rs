@@ -3,7 +3,7 @@
 
 use super::{Collectors, SECONDS, counter, histogram, single};
 use crate::queue::{CommitStats, QueueEvent, QueueSnapshot};
-use openbeepboop::JobStatus;
+use openbeepboop::{Endpoint, JobStatus};
 use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use prometheus::{IntGaugeVec, Opts};
 
@@ -34,13 +34,13 @@ impl QueueMetrics {
         Self {
             jobs_submitted: counter(
                 "obb_jobs_submitted_total",
-                "Jobs accepted by the gateway.",
-                &["model"],
+                "Jobs accepted by the gateway, by model and endpoint.",
+                &["model", "endpoint"],
             ),
             jobs_finished: counter(
                 "obb_jobs_finished_total",
-                "Jobs that reached a final status.",
-                &["model", "status"],
+                "Jobs that reached a final status, by model, endpoint and status.",
+                &["model", "endpoint", "status"],
             ),
             node_jobs_finished: counter(
                 "obb_node_jobs_finished_total",
@@ -145,12 +145,16 @@ impl QueueMetrics {
     /// Creates a model's series at zero, so that its retries, lapsed leases and endings
     /// read 0 until they happen. Cheap when they exist already.
     fn seen(&self, model: &str) {
-        self.jobs_submitted.with_label_values(&[model]);
         self.retries.with_label_values(&[model]);
         self.lease_expirations.with_label_values(&[model]);
-        for status in JobStatus::ALL.iter().filter(|s| s.is_final()) {
-            self.jobs_finished
-                .with_label_values(&[model, status.as_str()]);
+        // The endpoints jobs can be submitted to: a bounded set, known up front.
+        for endpoint in Endpoint::QUEUED {
+            self.jobs_submitted
+                .with_label_values(&[model, endpoint.as_str()]);
+            for status in JobStatus::ALL.iter().filter(|s| s.is_final()) {
+                self.jobs_finished
+                    .with_label_values(&[model, endpoint.as_str(), status.as_str()]);
+            }
         }
         for kind in ["prompt", "completion"] {
             self.tokens.with_label_values(&[model, kind]);
@@ -165,9 +169,11 @@ impl QueueMetrics {
     /// Records one committed event of the jobs; the batches' events are not theirs.
     pub fn record(&self, event: &QueueEvent) {
         match event {
-            QueueEvent::Submitted { model } => {
+            QueueEvent::Submitted { model, endpoint } => {
                 self.seen(model);
-                self.jobs_submitted.with_label_values(&[model]).inc();
+                self.jobs_submitted
+                    .with_label_values(&[model, endpoint.as_str()])
+                    .inc();
             }
             // Leased too: a job submitted before a restart is first seen here.
             QueueEvent::Leased { model, waited_ms } => {
@@ -178,13 +184,14 @@ impl QueueMetrics {
             }
             QueueEvent::Finished {
                 model,
+                endpoint,
                 status,
                 node,
                 processing_ms,
                 total_ms,
             } => {
                 self.jobs_finished
-                    .with_label_values(&[model, status.as_str()])
+                    .with_label_values(&[model, endpoint.as_str(), status.as_str()])
                     .inc();
                 if let Some(node) = node {
                     self.node_jobs_finished

@@ -1,6 +1,6 @@
 use super::*;
 use crate::queue::{BatchFile, DepthRow};
-use openbeepboop::{BatchStatus, JobStatus};
+use openbeepboop::{BatchStatus, Endpoint, JobStatus};
 use std::time::Duration;
 
 /// Asserts that the exposition of `snapshot` holds every one of `lines`.
@@ -32,7 +32,10 @@ fn bounded_series_render_at_zero_before_any_event() {
             "obb_batch_output_bytes_total{file=\"error\"} 0",
         ],
     );
-    let submitted = [QueueEvent::Submitted { model: "m".into() }];
+    let submitted = [QueueEvent::Submitted {
+        model: "m".into(),
+        endpoint: Endpoint::ChatCompletions,
+    }];
     metrics.record_commit(
         CommitStats {
             ops: 1,
@@ -46,7 +49,7 @@ fn bounded_series_render_at_zero_before_any_event() {
         &[
             "obb_job_retries_total{model=\"m\"} 0",
             "obb_lease_expirations_total{model=\"m\"} 0",
-            "obb_jobs_finished_total{model=\"m\",status=\"failed\"} 0",
+            "obb_jobs_finished_total{endpoint=\"/v1/embeddings\",model=\"m\",status=\"failed\"} 0",
             "obb_tokens_total{kind=\"completion\",model=\"m\"} 0",
         ],
     );
@@ -61,13 +64,17 @@ fn events_and_snapshots_appear_in_the_exposition() {
             latency: Duration::from_millis(2),
         },
         &[
-            QueueEvent::Submitted { model: "m".into() },
+            QueueEvent::Submitted {
+                model: "m".into(),
+                endpoint: Endpoint::Embeddings,
+            },
             QueueEvent::Leased {
                 model: "m".into(),
                 waited_ms: 40,
             },
             QueueEvent::Finished {
                 model: "m".into(),
+                endpoint: Endpoint::ChatCompletions,
                 status: JobStatus::Cancelled,
                 node: Some("n1".into()),
                 processing_ms: Some(5),
@@ -75,6 +82,7 @@ fn events_and_snapshots_appear_in_the_exposition() {
             },
             QueueEvent::Finished {
                 model: "m".into(),
+                endpoint: Endpoint::ChatCompletions,
                 status: JobStatus::Expired,
                 node: None,
                 processing_ms: None,
@@ -119,7 +127,8 @@ fn events_and_snapshots_appear_in_the_exposition() {
         &metrics,
         &snapshot,
         &[
-            "obb_jobs_submitted_total{model=\"m\"} 1",
+            "obb_jobs_submitted_total{endpoint=\"/v1/embeddings\",model=\"m\"} 1",
+            "obb_jobs_submitted_total{endpoint=\"/v1/chat/completions\",model=\"m\"} 0",
             "obb_tokens_total{kind=\"prompt\",model=\"m\"} 7",
             "obb_queue_depth{model=\"m\",priority=\"1\",status=\"queued\"} 4",
             "obb_jobs_in_flight 2",

@@ -8,7 +8,7 @@ use super::notify::Change;
 use super::reads;
 use super::writer::WriteCtx;
 use super::{QueueEvent, StoreError};
-use openbeepboop::{BatchStatus, ErrorBody, JobStatus};
+use openbeepboop::{BatchStatus, Endpoint, ErrorBody, JobStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A batch's lines by how far they got.
@@ -92,6 +92,10 @@ pub fn enqueue_lines(
     if status.as_deref() != Some(BatchStatus::Validating.as_str()) {
         return Ok(0);
     }
+    // Only the endpoints `/v1/batches` accepts were stored; the column's check agrees.
+    let endpoint: Endpoint = batch.endpoint.parse().map_err(|message: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+    })?;
     let mut added = 0;
     for line in lines {
         let id = jobs::new_job_id();
@@ -100,8 +104,8 @@ pub fn enqueue_lines(
             .prepare_cached(
                 "INSERT OR IGNORE INTO jobs (id, owner_key_id, model, status, priority,
                      request_payload, request_hash, request_id, max_attempts, created_at,
-                     updated_at, expires_at, batch_id, custom_id, line)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, '', ?1, ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
+                     updated_at, expires_at, batch_id, custom_id, line, endpoint)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, '', ?1, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 id,
@@ -115,6 +119,7 @@ pub fn enqueue_lines(
                 batch.id,
                 line.custom_id,
                 line.line as i64,
+                endpoint.as_str(),
             ])?;
         if inserted > 0 {
             added += 1;
@@ -127,6 +132,7 @@ pub fn enqueue_lines(
             });
             ctx.events.push(QueueEvent::Submitted {
                 model: line.model.clone(),
+                endpoint,
             });
         }
     }

@@ -5,7 +5,7 @@
 use super::reads::{self, JOB_COLUMNS};
 use super::writer::WriteCtx;
 use super::{Change, JobRecord, QueueEvent, StoreError, Visibility};
-use openbeepboop::{ErrorBody, JobStatus};
+use openbeepboop::{Endpoint, ErrorBody, JobStatus};
 use rusqlite::{OptionalExtension, params};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ pub struct NewJob {
     pub id: String,
     pub owner_key_id: String,
     pub model: String,
+    pub endpoint: Endpoint,
     pub priority: u8,
     /// The request body exactly as received.
     pub payload: String,
@@ -62,6 +63,7 @@ pub struct Effects<'a> {
 /// What a status change reads back from the row it changed.
 struct Moved {
     model: String,
+    endpoint: Endpoint,
     priority: u8,
     created_at: i64,
     locked_at: Option<i64>,
@@ -103,7 +105,7 @@ pub fn transition(
              not_before = ?12, finished_at = ?13,
              result_lease_id = COALESCE(?14, result_lease_id)
          WHERE id = ?1 AND status = ?2
-         RETURNING model, priority, created_at, locked_at, locked_by, batch_id",
+         RETURNING model, priority, created_at, locked_at, locked_by, batch_id, endpoint",
     )?.query_row(params![
         id,
         from.as_str(),
@@ -126,6 +128,7 @@ pub fn transition(
         locked_at: row.get(3)?,
         node: row.get(4)?,
         batch_id: row.get(5)?,
+        endpoint: reads::endpoint(row, 6)?,
     })).optional()?;
     let changed = moved.is_some();
     if let Some(moved) = moved {
@@ -139,6 +142,7 @@ pub fn transition(
         if to.is_final() {
             ctx.events.push(QueueEvent::Finished {
                 model: moved.model.clone(),
+                endpoint: moved.endpoint,
                 status: to,
                 node: moved.node,
                 processing_ms: moved
@@ -192,7 +196,7 @@ pub fn enqueue(
                  WHERE owner_key_id = ?1 AND idempotency_key = ?2"
             ))?
             .query_row(params![job.owner_key_id, key], |row| {
-                Ok((reads::record(row)?, row.get::<_, String>(15)?))
+                Ok((reads::record(row)?, row.get::<_, String>(16)?))
             })
             .optional()?;
         if let Some((record, hash)) = existing {
@@ -209,8 +213,8 @@ pub fn enqueue(
         .prepare_cached(
             "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
                  request_hash, idempotency_key, request_id, max_attempts, created_at, updated_at,
-                 expires_at)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+                 expires_at, endpoint)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
         )?
         .execute(params![
             id,
@@ -224,6 +228,7 @@ pub fn enqueue(
             max_attempts,
             ctx.now,
             expires_at,
+            job.endpoint.as_str(),
         ])?;
     ctx.changes.push(Change {
         job_id: id.clone(),
@@ -234,11 +239,13 @@ pub fn enqueue(
     });
     ctx.events.push(QueueEvent::Submitted {
         model: job.model.clone(),
+        endpoint: job.endpoint,
     });
     let record = JobRecord {
         id,
         owner_key_id: job.owner_key_id.clone(),
         model: job.model.clone(),
+        endpoint: job.endpoint,
         status: JobStatus::Queued,
         priority: job.priority,
         created_at: ctx.now,

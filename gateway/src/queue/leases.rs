@@ -7,7 +7,7 @@ use super::reads;
 use super::results::{self, LostRun};
 use super::writer::WriteCtx;
 use super::{QueueEvent, StoreError};
-use openbeepboop::{ErrorBody, HeartbeatResponse, JobStatus, LeaseId, LeasedJob};
+use openbeepboop::{Endpoint, ErrorBody, HeartbeatResponse, JobStatus, LeaseId, LeasedJob};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -65,39 +65,55 @@ pub fn record_node(
     Ok(())
 }
 
-/// Leases the best queued jobs: highest priority (lowest number) first, then oldest.
+/// `?first, ?first+1, …` for `count` values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Leases the best queued jobs of `models` (`*`: any) and `endpoints`: highest priority
+/// (lowest number) first, then oldest.
 pub fn lease(
     ctx: &mut WriteCtx<'_>,
     node_id: &str,
     models: &[String],
+    endpoints: &[Endpoint],
     limit: u32,
     lease: Duration,
 ) -> Result<Vec<LeasedJob>, StoreError> {
     let any_model = models.iter().any(|m| m == "*");
-    if limit == 0 || (models.is_empty() && !any_model) {
+    if limit == 0 || (models.is_empty() && !any_model) || endpoints.is_empty() {
         return Ok(Vec::new());
     }
+    let mut values: Vec<rusqlite::types::Value> = vec![ctx.now.into(), i64::from(limit).into()];
     let model_filter = if any_model {
         String::new()
     } else {
-        format!(
-            "AND model IN ({})",
-            (0..models.len())
-                .map(|i| format!("?{}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        let filter = format!("AND model IN ({})", placeholders(values.len() + 1, models.len()));
+        values.extend(models.iter().map(|m| m.clone().into()));
+        filter
+    };
+    // A node serving every endpoint leases in plain queue order, through the index every
+    // lease has always used.
+    let every_endpoint = Endpoint::ALL.iter().all(|e| endpoints.contains(e));
+    let endpoint_filter = if every_endpoint {
+        String::new()
+    } else {
+        let filter = format!(
+            "AND endpoint IN ({})",
+            placeholders(values.len() + 1, endpoints.len())
+        );
+        values.extend(endpoints.iter().map(|e| e.as_str().to_owned().into()));
+        filter
     };
     let sql = format!(
-        "SELECT id, model, request_payload, attempts, request_id, created_at FROM jobs
-         WHERE status = 'queued' {model_filter}
+        "SELECT id, model, request_payload, attempts, request_id, created_at, endpoint FROM jobs
+         WHERE status = 'queued' {model_filter} {endpoint_filter}
            AND expires_at > ?1 AND (not_before IS NULL OR not_before <= ?1)
          ORDER BY priority, seq LIMIT ?2"
     );
-    let mut values: Vec<rusqlite::types::Value> = vec![ctx.now.into(), i64::from(limit).into()];
-    if !any_model {
-        values.extend(models.iter().map(|m| m.clone().into()));
-    }
     let candidates = ctx
         .conn
         .prepare_cached(&sql)?
@@ -109,12 +125,13 @@ pub fn lease(
                 row.get::<_, u32>(3)?,
                 row.get::<_, Option<String>>(4)?,
                 row.get::<_, i64>(5)?,
+                reads::endpoint(row, 6)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let expires = ctx.now + lease.as_millis() as i64;
     let mut leased = Vec::with_capacity(candidates.len());
-    for (id, model, payload, attempts, request_id, created_at) in candidates {
+    for (id, model, payload, attempts, request_id, created_at, endpoint) in candidates {
         let lease_id = format!("lease-{}", uuid::Uuid::new_v4().simple());
         let effects = Effects {
             lease: Some((&lease_id, expires, node_id)),
@@ -136,6 +153,7 @@ pub fn lease(
         leased.push(LeasedJob {
             id: id.into(),
             model,
+            endpoint,
             request_payload,
             lease_id: lease_id.into(),
             lease_expires_at: expires,

@@ -37,7 +37,7 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
 use openbeepboop::{
-    ApiKeyInfo, CreatedKey, HeartbeatRequest, HeartbeatResponse, JobStatus, LeasedJob, NodeResult,
+    ApiKeyInfo, CreatedKey, Endpoint, HeartbeatRequest, HeartbeatResponse, JobStatus, LeasedJob, NodeResult,
     Role, SubmitOutcome,
 };
 use std::path::Path;
@@ -132,7 +132,8 @@ impl Queue {
             .await
     }
 
-    /// Leases up to `limit` queued jobs of `models` (`*` is any) to a node.
+    /// Leases up to `limit` queued jobs of `models` (`*` is any), of any endpoint, to a
+    /// node.
     pub async fn lease(
         &self,
         node_id: String,
@@ -140,11 +141,24 @@ impl Queue {
         models: Vec<String>,
         limit: u32,
     ) -> Result<Vec<LeasedJob>, StoreError> {
+        self.lease_serving(node_id, key_id, models, Endpoint::ALL.to_vec(), limit)
+            .await
+    }
+
+    /// Leases up to `limit` queued jobs of `models` (`*` is any) and `endpoints` to a node.
+    pub async fn lease_serving(
+        &self,
+        node_id: String,
+        key_id: String,
+        models: Vec<String>,
+        endpoints: Vec<Endpoint>,
+        limit: u32,
+    ) -> Result<Vec<LeasedJob>, StoreError> {
         let lease = self.settings.lease;
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
                 leases::record_node(ctx, &node_id, &key_id, &models, None)?;
-                leases::lease(ctx, &node_id, &models, limit, lease)
+                leases::lease(ctx, &node_id, &models, &endpoints, limit, lease)
             })
             .await
     }

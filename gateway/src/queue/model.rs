@@ -2,7 +2,7 @@
 //! and the job record it hands out. No SQL runs here.
 
 use super::batch_rows::BatchFile;
-use openbeepboop::{BatchStatus, ErrorBody, Job, JobStatus, NodeId};
+use openbeepboop::{BatchStatus, Endpoint, ErrorBody, Job, JobStatus, NodeId};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,6 +115,7 @@ impl From<rusqlite::Error> for StoreError {
 pub enum QueueEvent {
     Submitted {
         model: String,
+        endpoint: Endpoint,
     },
     /// A job was leased after waiting `waited_ms` since it was submitted.
     Leased {
@@ -124,6 +125,7 @@ pub enum QueueEvent {
     /// A job reached a final status.
     Finished {
         model: String,
+        endpoint: Endpoint,
         status: JobStatus,
         node: Option<String>,
         processing_ms: Option<i64>,
@@ -207,6 +209,7 @@ pub struct JobRecord {
     pub id: String,
     pub owner_key_id: String,
     pub model: String,
+    pub endpoint: Endpoint,
     pub status: JobStatus,
     pub priority: u8,
     pub created_at: i64,
@@ -229,7 +232,8 @@ impl JobRecord {
     pub fn to_wire(&self) -> Job {
         Job {
             id: self.id.clone().into(),
-            object: "chat.completion.job".to_owned(),
+            object: self.endpoint.job_object().to_owned(),
+            endpoint: self.endpoint,
             model: self.model.clone(),
             status: self.status,
             priority: self.priority,

@@ -1,12 +1,13 @@
 //! Job reads. They run on pooled connections, never on the writer's.
 
 use super::{DepthRow, JobRecord, StoreError, Visibility};
-use openbeepboop::{ErrorBody, JobStatus};
+use openbeepboop::{Endpoint, ErrorBody, JobStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Value};
 
 /// The columns [`record`] reads, in its order.
 pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, created_at, updated_at, \
-     expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, upstream_status";
+     expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, upstream_status, \
+     endpoint";
 
 /// The status in column `index`. An unreadable one is an error, never a guess.
 pub fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<JobStatus> {
@@ -38,6 +39,19 @@ pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         result_payload: row.get(12)?,
         error: error.and_then(|text| serde_json::from_str::<ErrorBody>(&text).ok()),
         upstream_status: row.get(14)?,
+        endpoint: endpoint(row, 15)?,
+    })
+}
+
+/// The endpoint in column `index`. An unreadable one is an error, never a guess.
+pub fn endpoint(row: &Row<'_>, index: usize) -> rusqlite::Result<Endpoint> {
+    let text: String = row.get(index)?;
+    text.parse().map_err(|message: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            message.into(),
+        )
     })
 }
 

@@ -310,6 +310,7 @@ mod tests {
             id: new_job_id(),
             owner_key_id: "k".into(),
             model: "m".into(),
+            endpoint: openbeepboop::Endpoint::ChatCompletions,
             priority: 3,
             payload: "{}".into(),
             request_hash: String::new(),

@@ -186,6 +186,17 @@ UPDATE batches SET
     lines_expired = (SELECT COUNT(*) FROM jobs
         WHERE jobs.batch_id = batches.id AND jobs.status = 'expired');
 ",
+    r"
+-- The endpoint a job was submitted to, which its node calls on the upstream. Every job
+-- before this was a chat completion. `/v1/responses` is allowed ahead of its routes.
+ALTER TABLE jobs ADD COLUMN endpoint TEXT NOT NULL DEFAULT '/v1/chat/completions'
+    CHECK (endpoint IN ('/v1/chat/completions', '/v1/embeddings', '/v1/completions',
+                        '/v1/responses'));
+-- A node that serves some endpoints only leases in queue order among theirs, without
+-- reading past the others' jobs. Partial, so only queued jobs cost a write here.
+CREATE INDEX jobs_queued_by_endpoint ON jobs (endpoint, model, priority, seq)
+    WHERE status = 'queued';
+",
 ];
 
 /// The schema version this gateway reads and writes.
@@ -311,5 +322,36 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(kept, [Some(429), None, None, None]);
+    }
+
+    #[test]
+    fn migration_9_makes_every_earlier_job_a_chat_completion_and_refuses_unknown_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
+                 request_hash, max_attempts, created_at, updated_at, expires_at)
+             VALUES ('old', 'k', 'm', 'queued', 3, '{}', '', 3, 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_existing(&path).unwrap();
+        let endpoint: String = conn
+            .query_row("SELECT endpoint FROM jobs WHERE id = 'old'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(endpoint, "/v1/chat/completions");
+        let refused = conn.execute(
+            "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
+                 request_hash, max_attempts, created_at, updated_at, expires_at, endpoint)
+             VALUES ('new', 'k', 'm', 'queued', 3, '{}', '', 3, 0, 0, 0, '/v1/images')",
+            [],
+        );
+        assert!(refused.is_err(), "an unknown endpoint is refused");
     }
 }

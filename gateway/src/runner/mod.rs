@@ -17,11 +17,12 @@ use openbeepboop::{BatchStatus, ErrorBody, JobStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Judges a line's `body` as a direct request would be judged: its model, or the message
-/// and parameter of its refusal.
+/// Judges a line's `body` as a direct request to the batch's endpoint would be judged: its
+/// model, or the message and parameter of its refusal.
 pub type LineCheck = Arc<BodyCheck>;
-/// The check behind a [`LineCheck`].
-pub type BodyCheck = dyn Fn(&[u8]) -> Result<String, (String, Option<String>)> + Send + Sync;
+/// The check behind a [`LineCheck`]: the endpoint, then the body.
+pub type BodyCheck =
+    dyn Fn(&str, &[u8]) -> Result<String, (String, Option<String>)> + Send + Sync;
 
 /// What the runner needs besides the store.
 pub struct RunnerSettings {

@@ -323,7 +323,7 @@ pub fn judge_line(
         ));
     }
     let payload = serde_json::to_string(&body).unwrap_or_default();
-    let model = check(payload.as_bytes()).map_err(|(message, param)| {
+    let model = check(endpoint, payload.as_bytes()).map_err(|(message, param)| {
         let param = param.map(|p| format!("body.{p}"));
         bad("invalid_request", message, param.as_deref())
     })?;
