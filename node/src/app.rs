@@ -67,6 +67,8 @@ pub async fn build(
         settings: Settings {
             concurrency: node.concurrency,
             batch_size: node.batch_size,
+            endpoints: config.endpoints(),
+            embeddings_pack_max: node.embeddings_pack_max,
             heartbeat: Duration::from_secs(node.heartbeat_seconds),
             fetch_wait: Duration::from_secs(node.fetch_wait_seconds),
             summary: Duration::from_secs(node.summary_seconds),

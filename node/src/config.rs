@@ -6,6 +6,7 @@
 //! Unknown keys, in the file or the environment, are errors that name them, and so are PEM
 //! files that cannot be read.
 
+use openbeepboop::Endpoint;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,6 +117,20 @@ impl Preset {
         }
     }
 
+    /// The endpoints the server answers out of the box. llama.cpp's server embeds only
+    /// when started with `--embeddings`, and a vLLM server runs either a generative or an
+    /// embedding model: name `/v1/embeddings` in `[node] endpoints` for those.
+    pub fn endpoints(self) -> &'static [Endpoint] {
+        match self {
+            Preset::Ollama | Preset::Lmstudio => &[
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Embeddings,
+            ],
+            Preset::Llamacpp | Preset::Vllm => &[Endpoint::ChatCompletions, Endpoint::Completions],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Preset::Ollama => "Ollama",
@@ -140,6 +155,13 @@ pub struct NodeSection {
     pub models: Vec<String>,
     /// Gateway model name -> upstream model name.
     pub aliases: BTreeMap<String, String>,
+    /// The endpoints whose jobs the node leases and forwards to the same path upstream
+    /// (`/v1/chat/completions`, `/v1/embeddings`, `/v1/completions`). Empty: the preset's,
+    /// or what an `[llm]` API serves (all three); chat only with no upstream (`echo`).
+    pub endpoints: Vec<Endpoint>,
+    /// Embeddings jobs of one model and the same parameters sent as one upstream call, at
+    /// most; 1 sends each alone.
+    pub embeddings_pack_max: u32,
     /// Heartbeat period; shortened to a third of the lease when leases are shorter.
     pub heartbeat_seconds: u64,
     /// The longest one upstream call may take.
@@ -165,6 +187,8 @@ impl Default for NodeSection {
             concurrency: 4,
             models: Vec::new(),
             aliases: BTreeMap::new(),
+            endpoints: Vec::new(),
+            embeddings_pack_max: 64,
             heartbeat_seconds: 20,
             request_timeout_seconds: 600,
             connect_timeout_seconds: 10,
@@ -255,6 +279,14 @@ impl NodeConfig {
         if node.batch_size == 0 || node.concurrency == 0 {
             return Err("`node.batch_size` and `node.concurrency` must be positive".to_owned());
         }
+        if node.embeddings_pack_max == 0 {
+            return Err("`node.embeddings_pack_max` must be positive (1 packs nothing)".to_owned());
+        }
+        if node.endpoints.contains(&Endpoint::Responses) {
+            return Err(
+                "`node.endpoints`: `/v1/responses` is not served by this obb-node yet".to_owned(),
+            );
+        }
         if node.heartbeat_seconds == 0 || node.request_timeout_seconds == 0 {
             return Err(
                 "`node.heartbeat_seconds` and `node.request_timeout_seconds` must be positive"
@@ -280,6 +312,29 @@ impl NodeConfig {
             );
         }
         Ok(())
+    }
+
+    /// The endpoints the node serves: `[node] endpoints`, else the default for its
+    /// upstream (see [`NodeSection::endpoints`]).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        if !self.node.endpoints.is_empty() {
+            let mut endpoints = self.node.endpoints.clone();
+            endpoints.sort();
+            endpoints.dedup();
+            return endpoints;
+        }
+        let hosted = self.llm.base_url.is_some()
+            || self
+                .llm
+                .model
+                .as_deref()
+                .is_some_and(|m| m != crate::routing::ECHO_MODEL);
+        match (self.local_llm.enabled, self.local_llm.preset) {
+            (true, Some(preset)) => preset.endpoints().to_vec(),
+            (true, None) => vec![Endpoint::ChatCompletions, Endpoint::Completions],
+            (false, _) if hosted => Endpoint::QUEUED.to_vec(),
+            (false, _) => vec![Endpoint::ChatCompletions],
+        }
     }
 
     /// The node's id at the gateway.
@@ -398,6 +453,39 @@ mod tests {
             "{err}"
         );
         assert!(named(" ").is_err());
+    }
+
+    #[test]
+    fn endpoints_come_from_the_config_else_from_the_preset_or_the_upstream() {
+        let load = |pairs: &[(&str, &str)]| NodeConfig::load(None, env(pairs)).unwrap();
+        assert_eq!(load(&[]).endpoints(), vec![Endpoint::ChatCompletions]);
+        assert_eq!(load(&[]).node.embeddings_pack_max, 64);
+        let ollama = load(&[
+            ("OBB_NODE_LOCAL_LLM_ENABLED", "true"),
+            ("OBB_NODE_LOCAL_LLM_PRESET", "ollama"),
+        ]);
+        assert!(ollama.endpoints().contains(&Endpoint::Embeddings));
+        let llamacpp = load(&[
+            ("OBB_NODE_LOCAL_LLM_ENABLED", "true"),
+            ("OBB_NODE_LOCAL_LLM_PRESET", "llamacpp"),
+        ]);
+        assert!(!llamacpp.endpoints().contains(&Endpoint::Embeddings));
+        let api = load(&[("OBB_NODE_LLM_BASE_URL", "http://127.0.0.1:9/v1")]);
+        assert_eq!(api.endpoints(), Endpoint::QUEUED.to_vec());
+        let named = load(&[(
+            "OBB_NODE_ENDPOINTS",
+            "/v1/embeddings, /v1/chat/completions",
+        )]);
+        assert_eq!(
+            named.endpoints(),
+            vec![Endpoint::ChatCompletions, Endpoint::Embeddings]
+        );
+        let err = NodeConfig::load(None, env(&[("OBB_NODE_ENDPOINTS", "/v1/images")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("/v1/images"), "{err}");
+        let err = NodeConfig::load(None, env(&[("OBB_NODE_EMBEDDINGS_PACK_MAX", "0")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("embeddings_pack_max"), "{err}");
     }
 
     #[test]

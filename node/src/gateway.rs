@@ -4,7 +4,7 @@
 use crate::config::{ConfigError, ServerSection};
 use crate::tls;
 use openbeepboop::{
-    ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeaseId,
+    Endpoint, ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeaseId,
     LeasedJob, NodeId, NodeResult, SubmitOutcome, SubmitResponse,
 };
 use serde::Serialize;
@@ -117,10 +117,12 @@ impl GatewayClient {
         })
     }
 
-    /// Leases up to `limit` jobs of `models`, waiting up to `wait` for one to arrive.
+    /// Leases up to `limit` jobs of `models` and `endpoints`, waiting up to `wait` for one
+    /// to arrive.
     pub async fn fetch(
         &self,
         models: &[String],
+        endpoints: &[Endpoint],
         limit: u32,
         wait: Duration,
     ) -> Result<Vec<LeasedJob>, GatewayError> {
@@ -129,6 +131,7 @@ impl GatewayClient {
             models: models.to_vec(),
             limit,
             wait: wait.as_secs_f64(),
+            endpoints: endpoints.to_vec(),
         };
         let response: FetchResponse = self
             .post(

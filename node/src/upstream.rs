@@ -5,7 +5,7 @@
 use crate::config::ConfigError;
 use crate::routing::Upstream;
 use crate::tls;
-use openbeepboop::ErrorBody;
+use openbeepboop::{Endpoint, ErrorBody};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -188,10 +188,11 @@ impl UpstreamClient {
             .unwrap_or_default())
     }
 
-    /// Runs one chat completion, retrying transient errors. The completion keeps the
-    /// upstream's body verbatim.
+    /// Runs one job's request on `endpoint`'s path, retrying transient errors. The
+    /// completion keeps the upstream's body verbatim.
     pub async fn complete(
         &self,
+        endpoint: Endpoint,
         payload: &RawValue,
         model: &str,
         request_id: Option<&str>,
@@ -205,7 +206,7 @@ impl UpstreamClient {
         })?;
         let mut attempt = 0;
         loop {
-            match self.complete_once(&body, request_id).await {
+            match self.complete_once(endpoint, &body, request_id).await {
                 Ok(text) => return Ok(text),
                 Err((error, retry_after)) => {
                     let transient = matches!(error, UpstreamError::Transient { .. });
@@ -223,10 +224,11 @@ impl UpstreamClient {
 
     async fn complete_once(
         &self,
+        endpoint: Endpoint,
         body: &[u8],
         request_id: Option<&str>,
     ) -> Result<Completion, (UpstreamError, Option<Duration>)> {
-        let url = format!("{}/chat/completions", self.upstream.base_url);
+        let url = format!("{}{}", self.upstream.base_url, endpoint.upstream_path());
         let mut request = self
             .authorized(self.http.post(&url))
             .header("content-type", "application/json")
@@ -384,7 +386,10 @@ mod tests {
         )
         .unwrap();
         let payload = RawValue::from_string(r#"{"messages":[]}"#.to_owned()).unwrap();
-        let error = client.complete(&payload, "m", None).await.unwrap_err();
+        let error = client
+            .complete(Endpoint::ChatCompletions, &payload, "m", None)
+            .await
+            .unwrap_err();
         assert_eq!(error.kind(), "invalid_answer");
         assert!(error.to_string().contains("not a JSON object"), "{error}");
         assert_eq!(mock.calls(), 1, "a broken answer is not asked for again");

@@ -136,8 +136,14 @@ impl Heartbeat {
         let mut jobs = lock(&self.active);
         for lease in answer.cancelled.iter().chain(&answer.lost) {
             if let Some(job) = jobs.remove(lease) {
-                job.abort.abort();
-                tracing::info!(job = %job.job_id, "aborted: the job was cancelled or its lease lost");
+                // A pack's call goes on while another of its jobs is still wanted; this
+                // job's part of the answer is dropped, as it is no longer active.
+                if jobs.values().any(|other| other.task == job.task) {
+                    tracing::info!(job = %job.job_id, "dropped from its pack: the job was cancelled or its lease lost");
+                } else {
+                    job.abort.abort();
+                    tracing::info!(job = %job.job_id, "aborted: the job was cancelled or its lease lost");
+                }
             }
         }
     }

@@ -4,8 +4,9 @@
 use crate::echo;
 use crate::metrics::NodeMetrics;
 use crate::routing::{Routing, Target};
+use super::pack;
 use crate::upstream::{Completion, UpstreamClient, UpstreamError};
-use openbeepboop::{ErrorBody, LeasedJob, NodeResult, NodeResultStatus};
+use openbeepboop::{Endpoint, ErrorBody, LeasedJob, NodeResult, NodeResultStatus};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,34 +40,118 @@ impl JobContext {
     pub(super) async fn run(&self, job: LeasedJob) -> NodeResult {
         let started = Instant::now();
         let outcome = self.execute(&job).await;
-        let elapsed = started.elapsed();
+        self.observe(started, &job.model);
+        self.log(&job, &outcome, started, 1);
+        result_of(job, outcome)
+    }
+
+    /// Runs a unit: a job alone as [`Self::run`], or a pack of embeddings jobs as one
+    /// upstream call whose answer is split back into each job's result.
+    pub(super) async fn run_unit(&self, mut unit: pack::Unit) -> Vec<NodeResult> {
+        if unit.len() == 1
+            && let Some(job) = unit.pop()
+        {
+            return vec![self.run(job).await];
+        }
+        let started = Instant::now();
+        let outcomes = self.execute_pack(&unit).await;
+        let size = unit.len();
+        if let Some(first) = unit.first() {
+            self.observe(started, &first.model);
+        }
+        unit.into_iter()
+            .zip(outcomes)
+            .map(|(job, outcome)| {
+                self.log(&job, &outcome, started, size);
+                result_of(job, outcome)
+            })
+            .collect()
+    }
+
+    fn observe(&self, started: Instant, model: &str) {
         self.metrics
             .upstream_latency
-            .with_label_values(&[job.model.as_str()])
-            .observe(elapsed.as_secs_f64());
-        let latency_ms = elapsed.as_millis() as u64;
-        match &outcome {
+            .with_label_values(&[model])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn log(
+        &self,
+        job: &LeasedJob,
+        outcome: &Result<Completion, UpstreamError>,
+        started: Instant,
+        packed: usize,
+    ) {
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let endpoint = job.endpoint.name();
+        match outcome {
             Ok(completion) => tracing::info!(
                 job = %job.id,
                 model = %job.model,
+                endpoint,
+                packed,
                 latency_ms,
                 prompt_tokens = completion.prompt_tokens,
                 completion_tokens = completion.completion_tokens,
                 "job completed"
             ),
             Err(error) => {
-                tracing::warn!(job = %job.id, model = %job.model, latency_ms, kind = error.kind(), %error, "job failed");
+                tracing::warn!(job = %job.id, model = %job.model, endpoint, packed, latency_ms, kind = error.kind(), %error, "job failed");
                 self.metrics
                     .upstream_errors
                     .with_label_values(&[error.kind()])
                     .inc();
             }
         }
-        result_of(job, outcome)
+    }
+
+    /// One upstream call for a pack: every job fails alike when the call fails, and only a
+    /// job whose part of the answer is missing fails when the rest is there.
+    async fn execute_pack(&self, jobs: &[LeasedJob]) -> Vec<Result<Completion, UpstreamError>> {
+        let Some((body, parts)) = pack::packed_request(jobs) else {
+            // Not packable after all (the plan only packs readable bodies): run each alone.
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                outcomes.push(self.execute(job).await);
+            }
+            return outcomes;
+        };
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let packed = LeasedJob {
+            id: first.id.clone(),
+            model: first.model.clone(),
+            endpoint: Endpoint::Embeddings,
+            request_payload: body,
+            lease_id: first.lease_id.clone(),
+            lease_expires_at: first.lease_expires_at,
+            lease_ttl_ms: first.lease_ttl_ms,
+            attempt: first.attempt,
+            request_id: first.request_id.clone(),
+        };
+        tracing::debug!(jobs = jobs.len(), model = %first.model, "embeddings packed into one call");
+        match self.execute(&packed).await {
+            Ok(answer) => pack::split(&answer, 200, &parts),
+            Err(error) => jobs.iter().map(|_| Err(error.clone())).collect(),
+        }
     }
 
     async fn execute(&self, job: &LeasedJob) -> Result<Completion, UpstreamError> {
         match (self.routing.target(&job.model), &self.upstream) {
+            (Some(Target::Echo), _) if job.endpoint != Endpoint::ChatCompletions => {
+                Err(UpstreamError::Rejected {
+                    status: 400,
+                    error: ErrorBody::new(
+                        format!(
+                            "the built-in `echo` model answers only `/v1/chat/completions`, not `{}`",
+                            job.endpoint
+                        ),
+                        "invalid_request_error",
+                    )
+                    .with_code("unsupported_endpoint"),
+                })
+            }
             (Some(Target::Echo), _) => {
                 tracing::debug!(job = %job.id, "answered by the built-in echo model");
                 echo::complete(&job.request_payload, job.id.as_str()).map_err(|e| {
@@ -78,7 +163,12 @@ impl JobContext {
             }
             (Some(Target::Upstream(name)), Some(upstream)) => {
                 upstream
-                    .complete(&job.request_payload, name, job.request_id.as_deref())
+                    .complete(
+                        job.endpoint,
+                        &job.request_payload,
+                        name,
+                        job.request_id.as_deref(),
+                    )
                     .await
             }
             _ => Err(UpstreamError::Rejected {

@@ -8,6 +8,7 @@
 
 mod heartbeat;
 mod job;
+mod pack;
 mod settings;
 mod submit;
 
@@ -20,7 +21,7 @@ use crate::spool::Spool;
 use crate::upstream::UpstreamClient;
 use heartbeat::{Heartbeat, Period};
 use job::{InFlight, JobContext};
-use openbeepboop::{JobId, LeaseId, LeasedJob, NodeResult, NodeResultStatus};
+use openbeepboop::{Endpoint, JobId, LeaseId, LeasedJob, NodeResult, NodeResultStatus};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -39,10 +40,12 @@ pub struct Worker {
     pub metrics: Arc<NodeMetrics>,
 }
 
-/// A job being executed: its id and the handle that aborts it.
+/// A job being executed: its id, the handle that aborts its task, and that task's number
+/// (the jobs of a pack share one task, aborted only once none of them is wanted).
 struct Active {
     job_id: JobId,
     abort: AbortHandle,
+    task: u64,
 }
 
 type ActiveJobs = Arc<Mutex<HashMap<LeaseId, Active>>>;
@@ -65,6 +68,8 @@ struct Run {
     /// or the flush. A `JoinHandle` must not be polled after it completed.
     submitter: Option<JoinHandle<Result<(), GatewayError>>>,
     intake: watch::Sender<Intake>,
+    /// The number the next task gets (see [`Active::task`]).
+    next_task: u64,
 }
 
 impl Worker {
@@ -92,6 +97,7 @@ impl Worker {
             delivery,
             submitter: Some(submitter),
             intake,
+            next_task: 0,
         };
         let (stop_heartbeat, heartbeat_stop) = watch::channel(false);
         let heartbeat = tokio::spawn(run.heartbeat().run(heartbeat_stop));
@@ -173,6 +179,7 @@ impl Run {
     /// Returns the error that stops the node, if one did.
     async fn fetch_loop(&mut self) -> Option<GatewayError> {
         let models = self.worker.routing.names();
+        let endpoints = self.worker.settings.endpoints.clone();
         let mut failures = 0u32;
         loop {
             while self.tasks.try_join_next().is_some() {}
@@ -207,7 +214,7 @@ impl Run {
             let gateway = Arc::clone(&self.worker.gateway);
             let delivery = Arc::clone(&self.delivery);
             let fetched = tokio::select! {
-                fetched = gateway.fetch(&models, permits.len() as u32, wait) => fetched,
+                fetched = gateway.fetch(&models, &endpoints, permits.len() as u32, wait) => fetched,
                 _ = self.stop.changed() => continue,
                 // Checked at the top of the loop.
                 () = delivery.halted() => continue,
@@ -228,9 +235,10 @@ impl Run {
                         }
                     }
                 }
-                Ok(jobs) => {
+                Ok(mut jobs) => {
                     failures = 0;
                     self.delivery.gateway_answered();
+                    jobs.extend(self.fill_packs(&models, &jobs).await);
                     self.start(jobs, permits);
                 }
                 Err(error) if error.is_permanent() || self.mode == Mode::Batch => {
@@ -259,17 +267,53 @@ impl Run {
         }
     }
 
-    /// Starts one task per leased job.
+    /// When a fetch brought embeddings jobs, leases more of them at once (up to a full
+    /// pack, without waiting), so that they share upstream calls. A failed fill only means
+    /// smaller packs.
+    async fn fill_packs(&self, models: &[String], jobs: &[LeasedJob]) -> Vec<LeasedJob> {
+        let pack_max = self.worker.settings.embeddings_pack_max;
+        let embeddings = jobs
+            .iter()
+            .filter(|job| job.endpoint == Endpoint::Embeddings)
+            .count() as u32;
+        if embeddings == 0 || pack_max <= embeddings || self.stopping() {
+            return Vec::new();
+        }
+        // The gateway leases at most 256 jobs per fetch.
+        let limit = (pack_max - embeddings).min(256);
+        match self
+            .worker
+            .gateway
+            .fetch(models, &[Endpoint::Embeddings], limit, Duration::ZERO)
+            .await
+        {
+            Ok(more) => more,
+            Err(error) => {
+                tracing::debug!(%error, "no more embeddings jobs leased to pack");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Starts one task per unit: a job alone, or a pack of embeddings jobs. Units beyond the
+    /// slots taken for the fetch (a fill, or packs that could not merge) wait for a slot in
+    /// their task, their leases heartbeated meanwhile.
     fn start(&mut self, jobs: Vec<LeasedJob>, permits: Vec<OwnedSemaphorePermit>) {
         if let Some(first) = jobs.first() {
             self.period
                 .learn(first.lease_ttl_ms, first.lease_expires_at);
         }
+        let units = pack::plan(jobs, self.worker.settings.embeddings_pack_max);
         let node_id: Arc<str> = Arc::from(self.worker.gateway.node_id.as_str());
         let mut active = lock(&self.active);
-        for (job, permit) in jobs.into_iter().zip(permits) {
-            let lease_id = job.lease_id.clone();
-            let job_id = job.id.clone();
+        let mut permits = permits.into_iter();
+        for unit in units {
+            let permit = permits.next();
+            let slots = Arc::clone(&self.slots);
+            let leases: Vec<(LeaseId, JobId)> = unit
+                .iter()
+                .map(|job| (job.lease_id.clone(), job.id.clone()))
+                .collect();
             let context = JobContext {
                 node_id: Arc::clone(&node_id),
                 upstream: self.worker.upstream.clone(),
@@ -279,19 +323,36 @@ impl Run {
             let delivery = Arc::clone(&self.delivery);
             let jobs = Arc::clone(&self.active);
             let abort = self.tasks.spawn(async move {
+                let permit = match permit {
+                    Some(permit) => Some(permit),
+                    None => slots.acquire_owned().await.ok(),
+                };
                 let _running = InFlight::enter(&context.metrics);
-                let result = context.run(job).await;
+                let results = context.run_unit(unit).await;
                 // Spooled under the lock of the active jobs: a hand-back or an abort either
                 // finds the job running, or its result already in the spool, never both. A
                 // job the gateway cancelled or took away keeps no result.
                 let mut jobs = lock(&jobs);
-                if jobs.remove(&result.lease_id).is_some() {
-                    delivery.keep(result);
+                for result in results {
+                    if jobs.remove(&result.lease_id).is_some() {
+                        delivery.keep(result);
+                    }
                 }
                 drop(jobs);
                 drop(permit);
             });
-            active.insert(lease_id, Active { job_id, abort });
+            let task = self.next_task;
+            self.next_task += 1;
+            for (lease_id, job_id) in leases {
+                active.insert(
+                    lease_id,
+                    Active {
+                        job_id,
+                        abort: abort.clone(),
+                        task,
+                    },
+                );
+            }
         }
     }
 

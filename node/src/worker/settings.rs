@@ -42,6 +42,10 @@ pub type Stop = watch::Receiver<StopLevel>;
 pub struct Settings {
     pub concurrency: u32,
     pub batch_size: u32,
+    /// The endpoints whose jobs this node leases.
+    pub endpoints: Vec<openbeepboop::Endpoint>,
+    /// Embeddings jobs sent as one upstream call, at most (`[node] embeddings_pack_max`).
+    pub embeddings_pack_max: u32,
     /// The longest heartbeat period; a third of the lease when that is shorter.
     pub heartbeat: Duration,
     pub fetch_wait: Duration,
