@@ -2,6 +2,11 @@
 //! LLM: it answers `mock: <last user message>` and can be told to be slow, fail, rate-limit
 //! or answer garbage. It counts calls and the most calls it saw in flight at once. It can
 //! serve over TLS (tokio-rustls, with a certificate the test makes) and answer compressed.
+//!
+//! Besides `/v1/chat/completions` it serves `/v1/completions` (`mock: <prompt>`) and
+//! `/v1/embeddings`, whose vectors are made from each input alone ([`mock_embedding`]), so a
+//! test can tell whose vectors a job got; an input text holding `mock:drop` is left out of
+//! the answer, as a part that failed. It is a mock: none of this is a model.
 
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -17,7 +22,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// What the next chat call does instead of answering normally.
+/// What the next call (chat, completions or embeddings) does instead of answering normally.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Answer with this status and an OpenAI error body, with an optional `Retry-After`.
@@ -89,8 +94,12 @@ pub struct MockState {
     faults: Mutex<VecDeque<Fault>>,
     delay: Mutex<Duration>,
     models: Mutex<Vec<String>>,
-    /// The last chat request's `x-request-id` and body.
+    /// The last request's `x-request-id` and body.
     pub last_request: Mutex<Option<(Option<String>, Value)>>,
+    /// The inputs of each embeddings call, in order of arrival.
+    embedding_calls: Mutex<Vec<usize>>,
+    /// The path of each call, in order of arrival.
+    paths: Mutex<Vec<String>>,
     /// The `Accept-Encoding` of the last request that sent one.
     accept_encoding: Mutex<Option<String>>,
     /// The coding every answer is sent in, if any.
@@ -184,7 +193,7 @@ impl MockUpstream {
         lock(&self.state.accept_encoding).clone()
     }
 
-    /// Queues faults for the next chat calls, in order.
+    /// Queues faults for the next calls (of any endpoint), in order.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         lock(&self.state.faults).extend(faults);
     }
@@ -205,6 +214,16 @@ impl MockUpstream {
 
     pub fn max_in_flight(&self) -> u64 {
         self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many inputs each `/v1/embeddings` call carried, in order.
+    pub fn embedding_calls(&self) -> Vec<usize> {
+        lock(&self.state.embedding_calls).clone()
+    }
+
+    /// The path of each call (`/v1/embeddings`, …), in order.
+    pub fn paths(&self) -> Vec<String> {
+        lock(&self.state.paths).clone()
     }
 }
 
@@ -345,9 +364,17 @@ async fn respond(
             json!({"object": "list", "data": data}).to_string(),
         );
     }
-    if !request_line.starts_with("POST ") || !request_line.contains("/chat/completions") {
+    let path = request_line.split(' ').nth(1).unwrap_or_default();
+    let kind = match path.strip_prefix("/v1") {
+        Some("/chat/completions") => Kind::Chat,
+        Some("/completions") => Kind::Completions,
+        Some("/embeddings") => Kind::Embeddings,
+        _ => Kind::Unknown,
+    };
+    if !request_line.starts_with("POST ") || kind == Kind::Unknown {
         return (404, Vec::new(), json!({"error": {"message": "not found", "type": "invalid_request_error", "param": null, "code": null}}).to_string());
     }
+    lock(&state.paths).push(path.to_owned());
     state.calls.fetch_add(1, Ordering::SeqCst);
     lock(&state.arrivals).push(SystemTime::now());
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -372,12 +399,113 @@ async fn respond(
             fault_answer(status, Some(retry_after))
         }
         Some(Fault::InvalidJson) => (200, Vec::new(), "{\"choices\": [".to_owned()),
-        _ => (
-            200,
-            Vec::new(),
-            answer(&request, state.calls.load(Ordering::SeqCst)).to_string(),
-        ),
+        _ => {
+            let call = state.calls.load(Ordering::SeqCst);
+            let body = match kind {
+                Kind::Embeddings => {
+                    let inputs = embedding_inputs(&request["input"]);
+                    lock(&state.embedding_calls).push(inputs.len());
+                    embeddings_answer(&request, &inputs)
+                }
+                Kind::Completions => completions_answer(&request, call),
+                Kind::Chat | Kind::Unknown => answer(&request, call),
+            };
+            (200, Vec::new(), body.to_string())
+        }
     }
+}
+
+/// Which endpoint a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completions,
+    Embeddings,
+    Unknown,
+}
+
+/// The inputs of an embeddings request, each as a text or a token array.
+fn embedding_inputs(input: &Value) -> Vec<Value> {
+    match input {
+        Value::Array(items) if items.iter().all(Value::is_number) && !items.is_empty() => {
+            vec![input.clone()]
+        }
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// The mock's vector for one input, made from that input alone: its length, the sum of
+/// its bytes (or tokens) and its first byte (or token). Not an embedding of any meaning.
+pub fn mock_embedding(input: &Value) -> Vec<f64> {
+    let numbers: Vec<u64> = match input {
+        Value::String(text) => text.bytes().map(u64::from).collect(),
+        Value::Array(tokens) => tokens.iter().filter_map(Value::as_u64).collect(),
+        _ => Vec::new(),
+    };
+    vec![
+        numbers.len() as f64,
+        numbers.iter().sum::<u64>() as f64,
+        numbers.first().copied().unwrap_or(0) as f64,
+    ]
+}
+
+/// The mock's token count of one input: words of a text, or the tokens of a token array.
+pub fn mock_tokens(input: &Value) -> u64 {
+    match input {
+        Value::String(text) => text.split_whitespace().count().max(1) as u64,
+        Value::Array(tokens) => tokens.len() as u64,
+        _ => 0,
+    }
+}
+
+fn embeddings_answer(request: &Value, inputs: &[Value]) -> Value {
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, input)| !input.as_str().is_some_and(|t| t.contains("mock:drop")))
+        .map(|(index, input)| {
+            json!({"object": "embedding", "index": index, "embedding": mock_embedding(input)})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(mock_tokens).sum();
+    json!({
+        "object": "list", "data": data, "model": request["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    })
+}
+
+fn completions_answer(request: &Value, call: u64) -> Value {
+    let prompts: Vec<String> = match &request["prompt"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect(),
+        Value::Array(items) if items.iter().all(Value::is_number) => {
+            vec![format!("{} tokens", items.len())]
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|t| format!("{} tokens", t.as_array().map_or(0, Vec::len)))
+            .collect(),
+        _ => vec![String::new()],
+    };
+    let choices: Vec<Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(index, prompt)| {
+            json!({"text": format!("mock: {prompt}"), "index": index, "logprobs": null,
+                   "finish_reason": "stop"})
+        })
+        .collect();
+    let n = choices.len() as u64;
+    json!({
+        "id": format!("cmpl-mock-{call}"), "object": "text_completion",
+        "created": 1_700_000_000, "model": request["model"], "system_fingerprint": "mock",
+        "choices": choices,
+        "usage": {"prompt_tokens": 3 * n, "completion_tokens": 2 * n, "total_tokens": 5 * n}
+    })
 }
 
 /// An OpenAI error answer with `status`, and `Retry-After: <retry_after>` when given.

@@ -15,7 +15,7 @@ fn open(dir: &std::path::Path) -> Arc<Queue> {
 fn runner(queue: &Arc<Queue>) -> BatchRunner {
     BatchRunner::new(
         Arc::clone(queue),
-        Arc::new(|_: &[u8]| Ok("echo".to_owned())),
+        Arc::new(|_: &str, _: &[u8]| Ok("echo".to_owned())),
         RunnerSettings {
             priority: 4,
             max_lines: 100,

@@ -66,7 +66,7 @@ fn batch_cases() -> Vec<Case> {
         ),
         create_batch(
             "batch unknown endpoint",
-            json!({"input_file_id": "file-nope", "endpoint": "/v1/embeddings", "completion_window": "24h"}),
+            json!({"input_file_id": "file-nope", "endpoint": "/v1/images/generations", "completion_window": "24h"}),
         ),
         create_batch(
             "batch unknown window",
@@ -618,4 +618,68 @@ async fn malformed_requests_get_4xx_envelopes_and_change_nothing() {
         json!([]),
         "no batch stored"
     );
+}
+
+/// Bodies `/v1/embeddings` and `/v1/completions` refuse, and the field each refusal names.
+fn endpoint_cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
+    let e = "/v1/embeddings";
+    let c = "/v1/completions";
+    vec![
+        (e, json!({"input": "x"}), Some("model")),
+        (e, json!({"model": "", "input": "x"}), Some("model")),
+        (e, json!({"model": "e"}), Some("input")),
+        (e, json!({"model": "e", "input": ""}), Some("input")),
+        (e, json!({"model": "e", "input": []}), Some("input")),
+        (e, json!({"model": "e", "input": null}), Some("input")),
+        (e, json!({"model": "e", "input": {"text": "x"}}), Some("input")),
+        (e, json!({"model": "e", "input": ["a", ""]}), Some("input[1]")),
+        (e, json!({"model": "e", "input": ["a", 1]}), Some("input[1]")),
+        (e, json!({"model": "e", "input": [1, -1]}), Some("input[1]")),
+        (e, json!({"model": "e", "input": [1, 4_294_967_296_u64]}), Some("input[1]")),
+        (e, json!({"model": "e", "input": [[1], [2, "x"]]}), Some("input[1][1]")),
+        (e, json!({"model": "e", "input": [[1], []]}), Some("input[1]")),
+        (e, json!({"model": "e", "input": vec!["x"; 2049]}), Some("input")),
+        (e, json!({"model": "e", "input": "x", "encoding_format": "int8"}), Some("encoding_format")),
+        (e, json!({"model": "e", "input": "x", "dimensions": 0}), Some("dimensions")),
+        (e, json!({"model": "e", "input": "x", "dimensions": "8"}), Some("dimensions")),
+        (e, json!({"model": "e", "input": "x", "stream": true}), Some("stream")),
+        (e, json!({"model": "e", "input": "x", "metadata": "p"}), Some("metadata")),
+        (c, json!({"prompt": "x"}), Some("model")),
+        (c, json!({"model": "c"}), Some("prompt")),
+        (c, json!({"model": "c", "prompt": null}), Some("prompt")),
+        (c, json!({"model": "c", "prompt": 7}), Some("prompt")),
+        (c, json!({"model": "c", "prompt": []}), Some("prompt")),
+        (c, json!({"model": "c", "prompt": ["a", 1]}), Some("prompt[1]")),
+        (c, json!({"model": "c", "prompt": [1, "a"]}), Some("prompt[1]")),
+        (c, json!({"model": "c", "prompt": [[1], []]}), Some("prompt[1]")),
+        (c, json!({"model": "c", "prompt": "x", "stream": "yes"}), Some("stream")),
+        (c, json!({"model": "c", "prompt": "x", "metadata": {"obb_priority": "9"}}), Some("metadata.obb_priority")),
+    ]
+}
+
+#[tokio::test]
+async fn embeddings_and_completions_refusals_name_the_field_and_store_nothing() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let mut envelopes = Vec::new();
+    for (path, body, param) in endpoint_cases() {
+        let (status, answer) = gw.post_json(&user, path, &body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        let error = &answer["error"];
+        assert_eq!(error["type"], "invalid_request_error", "{path} {body}: {answer}");
+        assert_eq!(error["param"].as_str(), param, "{path} {body}: {answer}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && !message.ends_with('.'),
+            "{path} {body}: {answer}"
+        );
+        if envelopes.len() < 4 && [Some("input[1]"), Some("prompt[1]"), Some("input")].contains(&param) {
+            envelopes.push(json!({"path": path, "status": status.as_u16(), "body": answer}));
+        }
+    }
+    insta::assert_json_snapshot!(envelopes);
+    let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
+    assert_eq!(jobs["data"], json!([]), "no job stored");
+    let (_, chat_only) = gw.post_json(&user, "/v1/embeddings/x", &json!({})).await;
+    assert_eq!(chat_only["error"]["type"], "invalid_request_error");
 }

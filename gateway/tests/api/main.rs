@@ -19,6 +19,8 @@ mod crash;
 #[cfg(test)]
 mod edge;
 #[cfg(test)]
+mod endpoints;
+#[cfg(test)]
 mod files;
 #[cfg(test)]
 mod jobs;

@@ -1,0 +1,421 @@
+//! `/v1/embeddings` and `/v1/completions` as jobs, with the tests as the node: their job
+//! objects, leases by endpoint, waiting, idempotency, priority and TTL, the replayed
+//! `text_completion` stream, cancel and events, metrics, and batches of them.
+
+use crate::files;
+use crate::harness::{Gateway, eventually, observed};
+use insta::assert_json_snapshot;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const EMBEDDINGS: &str = "/v1/embeddings";
+const COMPLETIONS: &str = "/v1/completions";
+
+fn embedding_list(vectors: &[&[f64]]) -> Value {
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| json!({"object": "embedding", "index": index, "embedding": v}))
+        .collect();
+    json!({"object": "list", "data": data, "model": "e",
+           "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+}
+
+fn text_completion(text: &str) -> Value {
+    json!({"id": "cmpl-test", "object": "text_completion", "created": 1_700_000_000,
+           "model": "c", "system_fingerprint": "fp_test",
+           "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "length"}],
+           "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}})
+}
+
+/// Leases the next job of `endpoints` as node `bg` (waiting for it) and completes it with
+/// `result`; returns the leased job.
+fn answer_in_background(
+    gw: &Gateway,
+    node: String,
+    endpoints: Value,
+    result: Value,
+) -> tokio::task::JoinHandle<Value> {
+    let base = gw.base.clone();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let fetched: Value = http
+            .post(format!("{base}/internal/queue/fetch"))
+            .bearer_auth(&node)
+            .json(&json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20,
+                          "endpoints": endpoints}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job = fetched["jobs"][0].clone();
+        http.post(format!("{base}/internal/queue/submit"))
+            .bearer_auth(&node)
+            .json(&json!([{"id": job["id"], "lease_id": job["lease_id"],
+                           "status": "COMPLETED", "result": result}]))
+            .send()
+            .await
+            .unwrap();
+        job
+    })
+}
+
+async fn post(gw: &Gateway, key: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = gw.http.post(gw.url(path)).bearer_auth(key).json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("post")
+}
+
+async fn fetch(gw: &Gateway, node: &str, endpoints: Option<Value>) -> Vec<Value> {
+    let mut body = json!({"node_id": "n", "models": ["*"], "limit": 10});
+    if let Some(endpoints) = endpoints {
+        body["endpoints"] = endpoints;
+    }
+    let (status, answer) = gw.post_json(node, "/internal/queue/fetch", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn embeddings_and_completions_submits_return_202_with_their_job_objects() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let redactions = |seen: &Value| {
+        let mut seen = seen.clone();
+        let id = seen["body"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(seen["headers"]["location"], format!("/v1/jobs/{id}"));
+        for field in ["id", "created_at", "updated_at", "expires_at"] {
+            seen["body"][field] = json!("[redacted]");
+        }
+        seen["headers"]["location"] = json!("[location]");
+        seen
+    };
+    let embeddings = post(
+        &gw,
+        &user,
+        EMBEDDINGS,
+        &json!({"model": "e", "input": ["a", "b"], "encoding_format": "float"}),
+        &[],
+    )
+    .await;
+    assert_json_snapshot!("embeddings_job", redactions(&observed(embeddings).await));
+    let completions = post(
+        &gw,
+        &user,
+        COMPLETIONS,
+        &json!({"model": "c", "prompt": "Once", "max_tokens": 4}),
+        &[],
+    )
+    .await;
+    assert_json_snapshot!("completions_job", redactions(&observed(completions).await));
+}
+
+#[tokio::test]
+async fn a_fetch_leases_only_the_endpoints_the_node_names_and_a_node_naming_none_gets_chat() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let embeddings = post(&gw, &user, EMBEDDINGS, &json!({"model": "m", "input": "x"}), &[]).await;
+    let embeddings: Value = embeddings.json().await.unwrap();
+    let completions = post(&gw, &user, COMPLETIONS, &json!({"model": "m", "prompt": "x"}), &[]).await;
+    let completions: Value = completions.json().await.unwrap();
+    let chat = gw.submit_id(&user, "m").await;
+
+    let old = fetch(&gw, &node, None).await;
+    assert_eq!(old.len(), 1, "a node that names no endpoint is a chat node: {old:?}");
+    assert_eq!(old[0]["id"], chat.as_str());
+    assert_eq!(old[0]["endpoint"], "/v1/chat/completions");
+
+    let leased = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(
+        (&leased[0]["id"], &leased[0]["endpoint"]),
+        (&embeddings["id"], &json!(EMBEDDINGS))
+    );
+    assert_eq!(leased[0]["request_payload"], json!({"model": "m", "input": "x"}));
+    let rest = fetch(&gw, &node, Some(json!(["/v1/chat/completions", COMPLETIONS]))).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["id"], completions["id"]);
+
+    let (status, refused) = gw
+        .post_json(
+            &node,
+            "/internal/queue/fetch",
+            &json!({"node_id": "n", "models": ["*"], "endpoints": ["/v1/images"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+}
+
+#[tokio::test]
+async fn a_waited_embeddings_submit_answers_with_the_nodes_list_verbatim() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let list = embedding_list(&[&[0.5, 1.5]]);
+    let worker = answer_in_background(&gw, node.clone(), json!([EMBEDDINGS]), list.clone());
+    let response = post(
+        &gw,
+        &user,
+        &format!("{EMBEDDINGS}?wait=20"),
+        &json!({"model": "e", "input": "hello"}),
+        &[("x-obb-priority", "1"), ("x-obb-ttl", "600")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer, list, "the node's answer, verbatim");
+    let leased = worker.await.unwrap();
+    let job = gw.job(&user, leased["id"].as_str().unwrap()).await;
+    assert_eq!(job["priority"], 1);
+    assert_eq!(
+        job["expires_at"].as_i64().unwrap() - job["created_at"].as_i64().unwrap(),
+        600
+    );
+
+    // `Prefer: wait`, and an idempotency key: the retry is the same job.
+    let worker = answer_in_background(&gw, node.clone(), json!([EMBEDDINGS]), list.clone());
+    let body = json!({"model": "e", "input": [1, 2, 3]});
+    let headers = [("prefer", "wait=20"), ("idempotency-key", "emb-1")];
+    let first = post(&gw, &user, EMBEDDINGS, &body, &headers).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.json::<Value>().await.unwrap(), list);
+    worker.await.unwrap();
+    let again = post(&gw, &user, EMBEDDINGS, &body, &headers).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), list, "the first job's answer");
+    let (_, jobs) = gw.get_json(&user, "/v1/jobs?limit=10").await;
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 2, "the retry made no job");
+    let conflict = post(&gw, &user, EMBEDDINGS, &json!({"model": "e", "input": "other"}), &headers).await;
+    assert_eq!(conflict.status(), 422);
+}
+
+#[tokio::test]
+async fn a_streamed_completion_is_replayed_as_text_completion_chunks() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let worker = answer_in_background(
+        &gw,
+        node,
+        json!([COMPLETIONS]),
+        text_completion(" upon a time"),
+    );
+    let response = post(
+        &gw,
+        &user,
+        COMPLETIONS,
+        &json!({"model": "c", "prompt": "Once", "stream": true,
+                "stream_options": {"include_usage": true}}),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(joined, " upon a time");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 5);
+    assert_json_snapshot!(chunks, {"[].created" => "[time]"});
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_embeddings_job_is_cancelled_polled_and_streamed_like_a_chat_job() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let response = post(&gw, &user, EMBEDDINGS, &json!({"model": "e", "input": "x"}), &[]).await;
+    let job: Value = response.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    let (status, cancelled) = gw
+        .post_json(&user, &format!("/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["object"].as_str()),
+        (Some("cancelled"), Some("embedding.job"))
+    );
+    let (_, polled) = gw
+        .post_json(&user, "/v1/results/poll", &json!({"ids": [id]}))
+        .await;
+    assert_eq!(polled["jobs"][0]["endpoint"], EMBEDDINGS);
+    let events = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{id}/stream")))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.starts_with("event: cancelled\ndata: "), "{events}");
+    assert!(events.contains("\"endpoint\":\"/v1/embeddings\""), "{events}");
+    let waited = post(
+        &gw,
+        &user,
+        &format!("{EMBEDDINGS}?wait=1"),
+        &json!({"model": "e", "input": "y"}),
+        &[],
+    )
+    .await;
+    assert_eq!(waited.status(), 202, "not done within the wait: the job object");
+}
+
+#[tokio::test]
+async fn metrics_count_submits_and_endings_by_endpoint() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    post(&gw, &user, EMBEDDINGS, &json!({"model": "m", "input": "x"}), &[]).await;
+    post(&gw, &user, EMBEDDINGS, &json!({"model": "m", "input": "y"}), &[]).await;
+    post(&gw, &user, COMPLETIONS, &json!({"model": "m", "prompt": "x"}), &[]).await;
+    let leased = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
+    assert_eq!(leased.len(), 2);
+    gw.post_json(
+        &node,
+        "/internal/queue/submit",
+        &json!([{"id": leased[0]["id"], "lease_id": leased[0]["lease_id"],
+                 "status": "COMPLETED", "result": embedding_list(&[&[1.0]])}]),
+    )
+    .await;
+    let count = |name: &'static str, labels: &'static str| {
+        let gw = &gw;
+        async move { gw.metric(name, labels).await }
+    };
+    assert_eq!(
+        count("obb_jobs_submitted_total", "endpoint=\"/v1/embeddings\"").await,
+        2.0
+    );
+    assert_eq!(
+        count("obb_jobs_submitted_total", "endpoint=\"/v1/completions\"").await,
+        1.0
+    );
+    assert_eq!(
+        count("obb_jobs_submitted_total", "endpoint=\"/v1/chat/completions\"").await,
+        0.0
+    );
+    assert_eq!(
+        count(
+            "obb_jobs_finished_total",
+            "endpoint=\"/v1/embeddings\",model=\"m\",status=\"completed\""
+        )
+        .await,
+        1.0
+    );
+    let text = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let endpoints: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("obb_jobs_submitted_total{"))
+        .filter_map(|l| l.split("endpoint=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        endpoints.into_iter().collect::<Vec<_>>(),
+        vec!["/v1/chat/completions", "/v1/completions", "/v1/embeddings"],
+        "the label takes the fixed set only"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let lines: String = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            json!({"custom_id": id, "method": "POST", "url": EMBEDDINGS,
+                   "body": {"model": "e", "input": format!("text {id}")}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let (status, file) =
+        files::upload(&gw, &user, files::form(lines, "in.jsonl", "batch")).await;
+    assert_eq!(status, 200, "{file}");
+    let (status, batch) = gw
+        .post_json(
+            &user,
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": EMBEDDINGS,
+                    "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["endpoint"], EMBEDDINGS);
+    let leased = eventually(Duration::from_secs(20), "the lines to be queued", || async {
+        let jobs = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
+        (!jobs.is_empty()).then_some(jobs)
+    })
+    .await;
+    assert_eq!(leased.len(), 3);
+    let results: Vec<Value> = leased
+        .iter()
+        .map(|job| {
+            assert_eq!(job["endpoint"], EMBEDDINGS);
+            json!({"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
+                   "result": embedding_list(&[&[1.0]])})
+        })
+        .collect();
+    gw.post_json(&node, "/internal/queue/submit", &json!(results)).await;
+    let id = batch["id"].as_str().unwrap();
+    let done = eventually(Duration::from_secs(20), "the batch to complete", || async {
+        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
+        (batch["status"] == "completed").then_some(batch)
+    })
+    .await;
+    assert_eq!(done["request_counts"], json!({"total": 3, "completed": 3, "failed": 0}));
+    let output = gw
+        .http
+        .get(gw.url(&format!("/v1/files/{}/content", done["output_file_id"].as_str().unwrap())))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut custom_ids: Vec<String> = output
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            assert_eq!(l["response"]["body"]["object"], "list");
+            l["custom_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    custom_ids.sort();
+    assert_eq!(custom_ids, ["a", "b", "c"], "one output line per input line");
+
+    // A line whose body is not a valid embeddings request fails the batch, naming its field.
+    let bad = json!({"custom_id": "x", "method": "POST", "url": EMBEDDINGS,
+                     "body": {"model": "e", "input": ["ok", 7]}})
+    .to_string();
+    let (_, file) = files::upload(&gw, &user, files::form(bad, "bad.jsonl", "batch")).await;
+    let (_, batch) = gw
+        .post_json(
+            &user,
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": EMBEDDINGS,
+                    "completion_window": "24h"}),
+        )
+        .await;
+    let id = batch["id"].as_str().unwrap();
+    let failed = eventually(Duration::from_secs(20), "the batch to fail", || async {
+        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
+        (batch["status"] == "failed").then_some(batch)
+    })
+    .await;
+    assert_eq!(failed["errors"]["data"][0]["param"], "body.input[1]", "{failed}");
+    assert_eq!(failed["errors"]["data"][0]["line"], 1);
+}
