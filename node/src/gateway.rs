@@ -131,7 +131,13 @@ impl GatewayClient {
             models: models.to_vec(),
             limit,
             wait: wait.as_secs_f64(),
-            endpoints: endpoints.to_vec(),
+            // A chat-only node names none, as nodes did before endpoints: gateways that
+            // predate them refuse the unknown field.
+            endpoints: if endpoints == [Endpoint::ChatCompletions] {
+                Vec::new()
+            } else {
+                endpoints.to_vec()
+            },
         };
         let response: FetchResponse = self
             .post(

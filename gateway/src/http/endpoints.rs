@@ -86,10 +86,11 @@ fn embeddings(body: &[u8]) -> Result<Judged, ApiError> {
         None | Some(Value::Null) => {}
         Some(Value::String(format)) if ENCODING_FORMATS.contains(&format.as_str()) => {}
         Some(other) => {
+            let shown = other.as_str().map_or_else(|| other.to_string(), str::to_owned);
             return Err(ApiError::invalid(
                 format!(
-                    "invalid `encoding_format` {other}; expected one of {}",
-                    ENCODING_FORMATS.join(", ")
+                    "`encoding_format` must be `{}`, not `{shown}`",
+                    ENCODING_FORMATS.join("` or `")
                 ),
                 Some("encoding_format".to_owned()),
             ));

@@ -95,9 +95,10 @@ pub fn lease(
         values.extend(models.iter().map(|m| m.clone().into()));
         filter
     };
-    // A node serving every endpoint leases in plain queue order, through the index every
-    // lease has always used.
-    let every_endpoint = Endpoint::ALL.iter().all(|e| endpoints.contains(e));
+    // A node serving every endpoint the gateway queues jobs for leases in plain queue order,
+    // through the index every lease has always used; one serving fewer goes through
+    // `jobs_queued_by_endpoint`.
+    let every_endpoint = Endpoint::QUEUED.iter().all(|e| endpoints.contains(e));
     let endpoint_filter = if every_endpoint {
         String::new()
     } else {

@@ -327,7 +327,10 @@ impl Run {
                     Some(permit) => Some(permit),
                     None => slots.acquire_owned().await.ok(),
                 };
-                let _running = InFlight::enter(&context.metrics);
+                let _running: Vec<InFlight> = unit
+                    .iter()
+                    .map(|_| InFlight::enter(&context.metrics))
+                    .collect();
                 let results = context.run_unit(unit).await;
                 // Spooled under the lock of the active jobs: a hand-back or an abort either
                 // finds the job running, or its result already in the spool, never both. A
