@@ -261,7 +261,7 @@ async fn request_level_problems_are_400s_and_store_nothing() {
     let file = upload(&gw, &user, jsonl(&["a"]), "batch").await;
     let cases = [
         (
-            json!({"input_file_id": file, "endpoint": "/v1/embeddings", "completion_window": "24h"}),
+            json!({"input_file_id": file, "endpoint": "/v1/images/generations", "completion_window": "24h"}),
             "endpoint",
         ),
         (
