@@ -158,6 +158,11 @@ mod tests {
         let last = chunks.last().unwrap();
         assert!(last.choices.is_empty());
         assert_eq!(last.usage.as_ref().unwrap()["total_tokens"], 3);
-        assert!(completion.to_chunks(false).iter().all(|c| c.usage.is_none()));
+        assert!(
+            completion
+                .to_chunks(false)
+                .iter()
+                .all(|c| c.usage.is_none())
+        );
     }
 }

@@ -88,7 +88,10 @@ impl FromStr for Endpoint {
             .find(|endpoint| endpoint.as_str() == s)
             .ok_or_else(|| {
                 let known: Vec<&str> = Endpoint::ALL.iter().map(|e| e.as_str()).collect();
-                format!("unknown endpoint `{s}`; expected one of {}", known.join(", "))
+                format!(
+                    "unknown endpoint `{s}`; expected one of {}",
+                    known.join(", ")
+                )
             })
     }
 }

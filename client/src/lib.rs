@@ -28,11 +28,11 @@
 pub mod admin;
 pub mod batch;
 pub mod chat;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod completions;
 pub mod embeddings;
 pub mod endpoint;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod error;
 pub mod file;
 pub mod ids;

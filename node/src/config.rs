@@ -472,19 +472,15 @@ mod tests {
         assert!(!llamacpp.endpoints().contains(&Endpoint::Embeddings));
         let api = load(&[("OBB_NODE_LLM_BASE_URL", "http://127.0.0.1:9/v1")]);
         assert_eq!(api.endpoints(), Endpoint::QUEUED.to_vec());
-        let named = load(&[(
-            "OBB_NODE_ENDPOINTS",
-            "/v1/embeddings, /v1/chat/completions",
-        )]);
+        let named = load(&[("OBB_NODE_ENDPOINTS", "/v1/embeddings, /v1/chat/completions")]);
         assert_eq!(
             named.endpoints(),
             vec![Endpoint::ChatCompletions, Endpoint::Embeddings]
         );
-        let err = NodeConfig::load(None, env(&[("OBB_NODE_ENDPOINTS", "/v1/images")]))
-            .unwrap_err();
+        let err = NodeConfig::load(None, env(&[("OBB_NODE_ENDPOINTS", "/v1/images")])).unwrap_err();
         assert!(err.to_string().contains("/v1/images"), "{err}");
-        let err = NodeConfig::load(None, env(&[("OBB_NODE_EMBEDDINGS_PACK_MAX", "0")]))
-            .unwrap_err();
+        let err =
+            NodeConfig::load(None, env(&[("OBB_NODE_EMBEDDINGS_PACK_MAX", "0")])).unwrap_err();
         assert!(err.to_string().contains("embeddings_pack_max"), "{err}");
     }
 

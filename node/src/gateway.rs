@@ -4,8 +4,8 @@
 use crate::config::{ConfigError, ServerSection};
 use crate::tls;
 use openbeepboop::{
-    Endpoint, ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeaseId,
-    LeasedJob, NodeId, NodeResult, SubmitOutcome, SubmitResponse,
+    Endpoint, ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse,
+    LeaseId, LeasedJob, NodeId, NodeResult, SubmitOutcome, SubmitResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

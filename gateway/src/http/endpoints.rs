@@ -86,7 +86,9 @@ fn embeddings(body: &[u8]) -> Result<Judged, ApiError> {
         None | Some(Value::Null) => {}
         Some(Value::String(format)) if ENCODING_FORMATS.contains(&format.as_str()) => {}
         Some(other) => {
-            let shown = other.as_str().map_or_else(|| other.to_string(), str::to_owned);
+            let shown = other
+                .as_str()
+                .map_or_else(|| other.to_string(), str::to_owned);
             return Err(ApiError::invalid(
                 format!(
                     "`encoding_format` must be `{}`, not `{shown}`",
@@ -182,7 +184,12 @@ mod tests {
 
     #[test]
     fn embeddings_take_openais_four_input_shapes_and_name_the_bad_field() {
-        for input in [json!("a"), json!(["a", "b"]), json!([1, 2]), json!([[1], [2]])] {
+        for input in [
+            json!("a"),
+            json!(["a", "b"]),
+            json!([1, 2]),
+            json!([[1], [2]]),
+        ] {
             let body = json!({"model": "e", "input": input, "encoding_format": "float"});
             let judged = parse_for(Endpoint::Embeddings, body.to_string().as_bytes()).unwrap();
             assert_eq!((judged.model.as_str(), judged.stream), ("e", false));
@@ -195,7 +202,11 @@ mod tests {
             Some("input[1]")
         );
         assert_eq!(
-            param(e, json!({"model": "e", "input": "a", "encoding_format": "int8"})).as_deref(),
+            param(
+                e,
+                json!({"model": "e", "input": "a", "encoding_format": "int8"})
+            )
+            .as_deref(),
             Some("encoding_format")
         );
         assert_eq!(
@@ -216,13 +227,21 @@ mod tests {
         let judged = parse_for(Endpoint::Completions, body.to_string().as_bytes()).unwrap();
         assert!(judged.stream && judged.include_usage);
         assert!(judged.metadata.is_some());
-        for prompt in [json!(""), json!(["a", "b"]), json!([1, 2]), json!([[1], [2, 3]])] {
+        for prompt in [
+            json!(""),
+            json!(["a", "b"]),
+            json!([1, 2]),
+            json!([[1], [2, 3]]),
+        ] {
             let body = json!({"model": "c", "prompt": prompt});
             assert!(parse_for(Endpoint::Completions, body.to_string().as_bytes()).is_ok());
         }
         let c = Endpoint::Completions;
         assert_eq!(param(c, json!({"model": "c"})).as_deref(), Some("prompt"));
-        assert_eq!(param(c, json!({"model": "c", "prompt": []})).as_deref(), Some("prompt"));
+        assert_eq!(
+            param(c, json!({"model": "c", "prompt": []})).as_deref(),
+            Some("prompt")
+        );
         assert_eq!(
             param(c, json!({"model": "c", "prompt": ["a", 1]})).as_deref(),
             Some("prompt[1]")

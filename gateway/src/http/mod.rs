@@ -24,9 +24,9 @@ mod user;
 mod wait;
 
 pub use app::App;
+pub use endpoints::{Judged, parse_for};
 pub use error::ERROR_LABELS;
 pub use routes::ROUTE_NAMES;
-pub use endpoints::{Judged, parse_for};
 pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};

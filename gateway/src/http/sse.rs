@@ -41,15 +41,17 @@ fn frame(out: &mut String, name: Option<&str>, data: &str) {
 pub fn replay(endpoint: Endpoint, result: &str, include_usage: bool) -> String {
     let mut body = String::new();
     let chunks: Option<Vec<String>> = match endpoint {
-        Endpoint::Completions => serde_json::from_str::<TextCompletion>(result)
-            .ok()
-            .map(|completion| {
-                completion
-                    .to_chunks(include_usage)
-                    .iter()
-                    .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
-                    .collect()
-            }),
+        Endpoint::Completions => {
+            serde_json::from_str::<TextCompletion>(result)
+                .ok()
+                .map(|completion| {
+                    completion
+                        .to_chunks(include_usage)
+                        .iter()
+                        .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+                        .collect()
+                })
+        }
         _ => serde_json::from_str::<ChatCompletion>(result)
             .ok()
             .map(|completion| {
@@ -270,13 +272,11 @@ impl Stream<'_> {
                 format!("job `{}` could not be read; {poll}", self.job_id),
                 "server_error",
             )),
-            (Some(r), _) if r.status == JobStatus::Completed => {
-                replay(
-                    r.endpoint,
-                    r.result_payload.as_deref().unwrap_or("{}"),
-                    include_usage,
-                )
-            }
+            (Some(r), _) if r.status == JobStatus::Completed => replay(
+                r.endpoint,
+                r.result_payload.as_deref().unwrap_or("{}"),
+                include_usage,
+            ),
             (Some(r), _) if r.status.is_final() => {
                 error_event(&r.error.clone().unwrap_or_else(|| {
                     ErrorBody::new(

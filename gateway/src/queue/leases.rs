@@ -91,7 +91,10 @@ pub fn lease(
     let model_filter = if any_model {
         String::new()
     } else {
-        let filter = format!("AND model IN ({})", placeholders(values.len() + 1, models.len()));
+        let filter = format!(
+            "AND model IN ({})",
+            placeholders(values.len() + 1, models.len())
+        );
         values.extend(models.iter().map(|m| m.clone().into()));
         filter
     };

@@ -37,8 +37,8 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
 use openbeepboop::{
-    ApiKeyInfo, CreatedKey, Endpoint, HeartbeatRequest, HeartbeatResponse, JobStatus, LeasedJob, NodeResult,
-    Role, SubmitOutcome,
+    ApiKeyInfo, CreatedKey, Endpoint, HeartbeatRequest, HeartbeatResponse, JobStatus, LeasedJob,
+    NodeResult, Role, SubmitOutcome,
 };
 use std::path::Path;
 use std::sync::Arc;

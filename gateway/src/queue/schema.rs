@@ -343,7 +343,9 @@ mod tests {
         drop(conn);
         let conn = open_existing(&path).unwrap();
         let endpoint: String = conn
-            .query_row("SELECT endpoint FROM jobs WHERE id = 'old'", [], |r| r.get(0))
+            .query_row("SELECT endpoint FROM jobs WHERE id = 'old'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(endpoint, "/v1/chat/completions");
         let refused = conn.execute(

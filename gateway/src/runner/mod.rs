@@ -21,8 +21,7 @@ use std::time::Duration;
 /// model, or the message and parameter of its refusal.
 pub type LineCheck = Arc<BodyCheck>;
 /// The check behind a [`LineCheck`]: the endpoint, then the body.
-pub type BodyCheck =
-    dyn Fn(&str, &[u8]) -> Result<String, (String, Option<String>)> + Send + Sync;
+pub type BodyCheck = dyn Fn(&str, &[u8]) -> Result<String, (String, Option<String>)> + Send + Sync;
 
 /// What the runner needs besides the store.
 pub struct RunnerSettings {

@@ -631,29 +631,97 @@ fn endpoint_cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
         (e, json!({"model": "e", "input": ""}), Some("input")),
         (e, json!({"model": "e", "input": []}), Some("input")),
         (e, json!({"model": "e", "input": null}), Some("input")),
-        (e, json!({"model": "e", "input": {"text": "x"}}), Some("input")),
-        (e, json!({"model": "e", "input": ["a", ""]}), Some("input[1]")),
-        (e, json!({"model": "e", "input": ["a", 1]}), Some("input[1]")),
+        (
+            e,
+            json!({"model": "e", "input": {"text": "x"}}),
+            Some("input"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": ["a", ""]}),
+            Some("input[1]"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": ["a", 1]}),
+            Some("input[1]"),
+        ),
         (e, json!({"model": "e", "input": [1, -1]}), Some("input[1]")),
-        (e, json!({"model": "e", "input": [1, 4_294_967_296_u64]}), Some("input[1]")),
-        (e, json!({"model": "e", "input": [[1], [2, "x"]]}), Some("input[1][1]")),
-        (e, json!({"model": "e", "input": [[1], []]}), Some("input[1]")),
-        (e, json!({"model": "e", "input": vec!["x"; 2049]}), Some("input")),
-        (e, json!({"model": "e", "input": "x", "encoding_format": "int8"}), Some("encoding_format")),
-        (e, json!({"model": "e", "input": "x", "dimensions": 0}), Some("dimensions")),
-        (e, json!({"model": "e", "input": "x", "dimensions": "8"}), Some("dimensions")),
-        (e, json!({"model": "e", "input": "x", "stream": true}), Some("stream")),
-        (e, json!({"model": "e", "input": "x", "metadata": "p"}), Some("metadata")),
+        (
+            e,
+            json!({"model": "e", "input": [1, 4_294_967_296_u64]}),
+            Some("input[1]"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": [[1], [2, "x"]]}),
+            Some("input[1][1]"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": [[1], []]}),
+            Some("input[1]"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": vec!["x"; 2049]}),
+            Some("input"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": "x", "encoding_format": "int8"}),
+            Some("encoding_format"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": "x", "dimensions": 0}),
+            Some("dimensions"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": "x", "dimensions": "8"}),
+            Some("dimensions"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": "x", "stream": true}),
+            Some("stream"),
+        ),
+        (
+            e,
+            json!({"model": "e", "input": "x", "metadata": "p"}),
+            Some("metadata"),
+        ),
         (c, json!({"prompt": "x"}), Some("model")),
         (c, json!({"model": "c"}), Some("prompt")),
         (c, json!({"model": "c", "prompt": null}), Some("prompt")),
         (c, json!({"model": "c", "prompt": 7}), Some("prompt")),
         (c, json!({"model": "c", "prompt": []}), Some("prompt")),
-        (c, json!({"model": "c", "prompt": ["a", 1]}), Some("prompt[1]")),
-        (c, json!({"model": "c", "prompt": [1, "a"]}), Some("prompt[1]")),
-        (c, json!({"model": "c", "prompt": [[1], []]}), Some("prompt[1]")),
-        (c, json!({"model": "c", "prompt": "x", "stream": "yes"}), Some("stream")),
-        (c, json!({"model": "c", "prompt": "x", "metadata": {"obb_priority": "9"}}), Some("metadata.obb_priority")),
+        (
+            c,
+            json!({"model": "c", "prompt": ["a", 1]}),
+            Some("prompt[1]"),
+        ),
+        (
+            c,
+            json!({"model": "c", "prompt": [1, "a"]}),
+            Some("prompt[1]"),
+        ),
+        (
+            c,
+            json!({"model": "c", "prompt": [[1], []]}),
+            Some("prompt[1]"),
+        ),
+        (
+            c,
+            json!({"model": "c", "prompt": "x", "stream": "yes"}),
+            Some("stream"),
+        ),
+        (
+            c,
+            json!({"model": "c", "prompt": "x", "metadata": {"obb_priority": "9"}}),
+            Some("metadata.obb_priority"),
+        ),
     ]
 }
 
@@ -667,7 +735,10 @@ async fn embeddings_and_completions_refusals_name_the_field_and_store_nothing() 
         let (status, answer) = gw.post_json(&user, path, &body).await;
         assert_eq!(status, 400, "{path} {body}: {answer}");
         let error = &answer["error"];
-        assert_eq!(error["type"], "invalid_request_error", "{path} {body}: {answer}");
+        assert_eq!(
+            error["type"], "invalid_request_error",
+            "{path} {body}: {answer}"
+        );
         assert_eq!(error["param"].as_str(), param, "{path} {body}: {answer}");
         let message = error["message"].as_str().unwrap_or_default();
         assert!(

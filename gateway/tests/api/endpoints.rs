@@ -42,8 +42,10 @@ fn answer_in_background(
         let fetched: Value = http
             .post(format!("{base}/internal/queue/fetch"))
             .bearer_auth(&node)
-            .json(&json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20,
-                          "endpoints": endpoints}))
+            .json(
+                &json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20,
+                          "endpoints": endpoints}),
+            )
             .send()
             .await
             .unwrap()
@@ -62,7 +64,13 @@ fn answer_in_background(
     })
 }
 
-async fn post(gw: &Gateway, key: &str, path: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn post(
+    gw: &Gateway,
+    key: &str,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut request = gw.http.post(gw.url(path)).bearer_auth(key).json(body);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -118,14 +126,32 @@ async fn embeddings_and_completions_submits_return_202_with_their_job_objects() 
 async fn a_fetch_leases_only_the_endpoints_the_node_names_and_a_node_naming_none_gets_chat() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
-    let embeddings = post(&gw, &user, EMBEDDINGS, &json!({"model": "m", "input": "x"}), &[]).await;
+    let embeddings = post(
+        &gw,
+        &user,
+        EMBEDDINGS,
+        &json!({"model": "m", "input": "x"}),
+        &[],
+    )
+    .await;
     let embeddings: Value = embeddings.json().await.unwrap();
-    let completions = post(&gw, &user, COMPLETIONS, &json!({"model": "m", "prompt": "x"}), &[]).await;
+    let completions = post(
+        &gw,
+        &user,
+        COMPLETIONS,
+        &json!({"model": "m", "prompt": "x"}),
+        &[],
+    )
+    .await;
     let completions: Value = completions.json().await.unwrap();
     let chat = gw.submit_id(&user, "m").await;
 
     let old = fetch(&gw, &node, None).await;
-    assert_eq!(old.len(), 1, "a node that names no endpoint is a chat node: {old:?}");
+    assert_eq!(
+        old.len(),
+        1,
+        "a node that names no endpoint is a chat node: {old:?}"
+    );
     assert_eq!(old[0]["id"], chat.as_str());
     assert_eq!(old[0]["endpoint"], "/v1/chat/completions");
 
@@ -135,8 +161,16 @@ async fn a_fetch_leases_only_the_endpoints_the_node_names_and_a_node_naming_none
         (&leased[0]["id"], &leased[0]["endpoint"]),
         (&embeddings["id"], &json!(EMBEDDINGS))
     );
-    assert_eq!(leased[0]["request_payload"], json!({"model": "m", "input": "x"}));
-    let rest = fetch(&gw, &node, Some(json!(["/v1/chat/completions", COMPLETIONS]))).await;
+    assert_eq!(
+        leased[0]["request_payload"],
+        json!({"model": "m", "input": "x"})
+    );
+    let rest = fetch(
+        &gw,
+        &node,
+        Some(json!(["/v1/chat/completions", COMPLETIONS])),
+    )
+    .await;
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["id"], completions["id"]);
 
@@ -185,10 +219,25 @@ async fn a_waited_embeddings_submit_answers_with_the_nodes_list_verbatim() {
     worker.await.unwrap();
     let again = post(&gw, &user, EMBEDDINGS, &body, &headers).await;
     assert_eq!(again.status(), 200);
-    assert_eq!(again.json::<Value>().await.unwrap(), list, "the first job's answer");
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        list,
+        "the first job's answer"
+    );
     let (_, jobs) = gw.get_json(&user, "/v1/jobs?limit=10").await;
-    assert_eq!(jobs["data"].as_array().unwrap().len(), 2, "the retry made no job");
-    let conflict = post(&gw, &user, EMBEDDINGS, &json!({"model": "e", "input": "other"}), &headers).await;
+    assert_eq!(
+        jobs["data"].as_array().unwrap().len(),
+        2,
+        "the retry made no job"
+    );
+    let conflict = post(
+        &gw,
+        &user,
+        EMBEDDINGS,
+        &json!({"model": "e", "input": "other"}),
+        &headers,
+    )
+    .await;
     assert_eq!(conflict.status(), 422);
 }
 
@@ -237,7 +286,14 @@ async fn a_streamed_completion_is_replayed_as_text_completion_chunks() {
 async fn an_embeddings_job_is_cancelled_polled_and_streamed_like_a_chat_job() {
     let gw = Gateway::start(&[]).await;
     let user = gw.key("user").await;
-    let response = post(&gw, &user, EMBEDDINGS, &json!({"model": "e", "input": "x"}), &[]).await;
+    let response = post(
+        &gw,
+        &user,
+        EMBEDDINGS,
+        &json!({"model": "e", "input": "x"}),
+        &[],
+    )
+    .await;
     let job: Value = response.json().await.unwrap();
     let id = job["id"].as_str().unwrap();
     let (status, cancelled) = gw
@@ -263,7 +319,10 @@ async fn an_embeddings_job_is_cancelled_polled_and_streamed_like_a_chat_job() {
         .await
         .unwrap();
     assert!(events.starts_with("event: cancelled\ndata: "), "{events}");
-    assert!(events.contains("\"endpoint\":\"/v1/embeddings\""), "{events}");
+    assert!(
+        events.contains("\"endpoint\":\"/v1/embeddings\""),
+        "{events}"
+    );
     let waited = post(
         &gw,
         &user,
@@ -272,16 +331,41 @@ async fn an_embeddings_job_is_cancelled_polled_and_streamed_like_a_chat_job() {
         &[],
     )
     .await;
-    assert_eq!(waited.status(), 202, "not done within the wait: the job object");
+    assert_eq!(
+        waited.status(),
+        202,
+        "not done within the wait: the job object"
+    );
 }
 
 #[tokio::test]
 async fn metrics_count_submits_and_endings_by_endpoint() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
-    post(&gw, &user, EMBEDDINGS, &json!({"model": "m", "input": "x"}), &[]).await;
-    post(&gw, &user, EMBEDDINGS, &json!({"model": "m", "input": "y"}), &[]).await;
-    post(&gw, &user, COMPLETIONS, &json!({"model": "m", "prompt": "x"}), &[]).await;
+    post(
+        &gw,
+        &user,
+        EMBEDDINGS,
+        &json!({"model": "m", "input": "x"}),
+        &[],
+    )
+    .await;
+    post(
+        &gw,
+        &user,
+        EMBEDDINGS,
+        &json!({"model": "m", "input": "y"}),
+        &[],
+    )
+    .await;
+    post(
+        &gw,
+        &user,
+        COMPLETIONS,
+        &json!({"model": "m", "prompt": "x"}),
+        &[],
+    )
+    .await;
     let leased = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
     assert_eq!(leased.len(), 2);
     gw.post_json(
@@ -304,7 +388,11 @@ async fn metrics_count_submits_and_endings_by_endpoint() {
         1.0
     );
     assert_eq!(
-        count("obb_jobs_submitted_total", "endpoint=\"/v1/chat/completions\"").await,
+        count(
+            "obb_jobs_submitted_total",
+            "endpoint=\"/v1/chat/completions\""
+        )
+        .await,
         0.0
     );
     assert_eq!(
@@ -315,7 +403,15 @@ async fn metrics_count_submits_and_endings_by_endpoint() {
         .await,
         1.0
     );
-    let text = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let endpoints: std::collections::BTreeSet<&str> = text
         .lines()
         .filter(|l| l.starts_with("obb_jobs_submitted_total{"))
@@ -341,8 +437,7 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
                 + "\n"
         })
         .collect();
-    let (status, file) =
-        files::upload(&gw, &user, files::form(lines, "in.jsonl", "batch")).await;
+    let (status, file) = files::upload(&gw, &user, files::form(lines, "in.jsonl", "batch")).await;
     assert_eq!(status, 200, "{file}");
     let (status, batch) = gw
         .post_json(
@@ -354,10 +449,14 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
         .await;
     assert_eq!(status, 200, "{batch}");
     assert_eq!(batch["endpoint"], EMBEDDINGS);
-    let leased = eventually(Duration::from_secs(20), "the lines to be queued", || async {
-        let jobs = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
-        (!jobs.is_empty()).then_some(jobs)
-    })
+    let leased = eventually(
+        Duration::from_secs(20),
+        "the lines to be queued",
+        || async {
+            let jobs = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
+            (!jobs.is_empty()).then_some(jobs)
+        },
+    )
     .await;
     assert_eq!(leased.len(), 3);
     let results: Vec<Value> = leased
@@ -368,17 +467,24 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
                    "result": embedding_list(&[&[1.0]])})
         })
         .collect();
-    gw.post_json(&node, "/internal/queue/submit", &json!(results)).await;
+    gw.post_json(&node, "/internal/queue/submit", &json!(results))
+        .await;
     let id = batch["id"].as_str().unwrap();
     let done = eventually(Duration::from_secs(20), "the batch to complete", || async {
         let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
         (batch["status"] == "completed").then_some(batch)
     })
     .await;
-    assert_eq!(done["request_counts"], json!({"total": 3, "completed": 3, "failed": 0}));
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 3, "completed": 3, "failed": 0})
+    );
     let output = gw
         .http
-        .get(gw.url(&format!("/v1/files/{}/content", done["output_file_id"].as_str().unwrap())))
+        .get(gw.url(&format!(
+            "/v1/files/{}/content",
+            done["output_file_id"].as_str().unwrap()
+        )))
         .bearer_auth(&user)
         .send()
         .await
@@ -395,7 +501,11 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
         })
         .collect();
     custom_ids.sort();
-    assert_eq!(custom_ids, ["a", "b", "c"], "one output line per input line");
+    assert_eq!(
+        custom_ids,
+        ["a", "b", "c"],
+        "one output line per input line"
+    );
 
     // A line whose body is not a valid embeddings request fails the batch, naming its field.
     let bad = json!({"custom_id": "x", "method": "POST", "url": EMBEDDINGS,
@@ -416,6 +526,9 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
         (batch["status"] == "failed").then_some(batch)
     })
     .await;
-    assert_eq!(failed["errors"]["data"][0]["param"], "body.input[1]", "{failed}");
+    assert_eq!(
+        failed["errors"]["data"][0]["param"], "body.input[1]",
+        "{failed}"
+    );
     assert_eq!(failed["errors"]["data"][0]["line"], 1);
 }

@@ -1,10 +1,10 @@
 //! One job's run: the upstream call (or the built-in echo), its log line and metrics, and
 //! the `NodeResult` the gateway takes. It neither spools nor sends; the task that runs it does.
 
+use super::pack;
 use crate::echo;
 use crate::metrics::NodeMetrics;
 use crate::routing::{Routing, Target};
-use super::pack;
 use crate::upstream::{Completion, UpstreamClient, UpstreamError};
 use openbeepboop::{Endpoint, ErrorBody, LeasedJob, NodeResult, NodeResultStatus};
 use std::sync::Arc;

@@ -238,7 +238,11 @@ mod tests {
         let e = Endpoint::Embeddings;
         let jobs = vec![
             job(0, e, json!({"model": "a", "input": "x"})),
-            job(1, Endpoint::ChatCompletions, json!({"model": "a", "messages": []})),
+            job(
+                1,
+                Endpoint::ChatCompletions,
+                json!({"model": "a", "messages": []}),
+            ),
             job(2, e, json!({"model": "a", "input": ["y", "z"]})),
             job(3, e, json!({"model": "b", "input": "x"})),
             job(4, e, json!({"model": "a", "input": [1, 2]})),
@@ -261,7 +265,11 @@ mod tests {
             .collect();
         assert_eq!(
             ids(&plan(jobs, 2)),
-            vec![vec!["job-0", "job-1"], vec!["job-2", "job-3"], vec!["job-4"]]
+            vec![
+                vec!["job-0", "job-1"],
+                vec!["job-2", "job-3"],
+                vec!["job-4"]
+            ]
         );
         let jobs: Vec<LeasedJob> = (0..3)
             .map(|n| job(n, e, json!({"model": "a", "input": "x"})))
@@ -284,8 +292,16 @@ mod tests {
     fn a_packed_answer_splits_into_each_jobs_own_vectors_and_usage() {
         let e = Endpoint::Embeddings;
         let jobs = vec![
-            job(0, e, json!({"model": "a", "input": "ab", "encoding_format": "float"})),
-            job(1, e, json!({"model": "a", "input": ["cd", "ef"], "encoding_format": "float"})),
+            job(
+                0,
+                e,
+                json!({"model": "a", "input": "ab", "encoding_format": "float"}),
+            ),
+            job(
+                1,
+                e,
+                json!({"model": "a", "input": ["cd", "ef"], "encoding_format": "float"}),
+            ),
         ];
         let (body, parts) = packed_request(&jobs).unwrap();
         let body: Value = serde_json::from_str(body.get()).unwrap();
@@ -305,14 +321,23 @@ mod tests {
             .iter()
             .map(|r| serde_json::from_str(r.as_ref().unwrap().body.get()).unwrap())
             .collect();
-        assert_eq!(own[0]["data"], json!([{"object": "embedding", "index": 0, "embedding": [0.0]}]));
+        assert_eq!(
+            own[0]["data"],
+            json!([{"object": "embedding", "index": 0, "embedding": [0.0]}])
+        );
         assert_eq!(
             own[1]["data"],
             json!([{"object": "embedding", "index": 0, "embedding": [1.0]},
                    {"object": "embedding", "index": 1, "embedding": [2.0]}])
         );
-        assert_eq!(own[0]["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
-        assert_eq!(own[1]["usage"], json!({"prompt_tokens": 6, "total_tokens": 6}));
+        assert_eq!(
+            own[0]["usage"],
+            json!({"prompt_tokens": 3, "total_tokens": 3})
+        );
+        assert_eq!(
+            own[1]["usage"],
+            json!({"prompt_tokens": 6, "total_tokens": 6})
+        );
         assert_eq!(own[1]["model"], "up");
         assert_eq!(split[1].as_ref().unwrap().prompt_tokens, 6);
     }
@@ -320,8 +345,16 @@ mod tests {
     #[test]
     fn a_missing_part_fails_only_its_job() {
         let parts = [
-            JobPart { start: 0, count: 1, weight: 1 },
-            JobPart { start: 1, count: 1, weight: 1 },
+            JobPart {
+                start: 0,
+                count: 1,
+                weight: 1,
+            },
+            JobPart {
+                start: 1,
+                count: 1,
+                weight: 1,
+            },
         ];
         let answer = Completion::parse(
             json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}]})

@@ -72,13 +72,20 @@ async fn queued_embeddings_share_one_upstream_call_and_each_job_gets_its_own_vec
                 json!({"object": "embedding", "index": index, "embedding": mock_embedding(item)})
             })
             .collect();
-        assert_eq!(result["data"], json!(own), "job {id} got exactly its own vectors");
+        assert_eq!(
+            result["data"],
+            json!(own),
+            "job {id} got exactly its own vectors"
+        );
         let share = result["usage"]["prompt_tokens"].as_u64().unwrap();
         assert_eq!(result["usage"]["total_tokens"].as_u64(), Some(share));
         prompt_tokens += share;
     }
     let expected: u64 = inputs.iter().flat_map(items).map(|i| mock_tokens(&i)).sum();
-    assert_eq!(prompt_tokens, expected, "the shares add up to the call's usage");
+    assert_eq!(
+        prompt_tokens, expected,
+        "the shares add up to the call's usage"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,9 +100,15 @@ async fn a_part_missing_from_a_packed_answer_fails_only_its_job() {
     assert!(log.contains("batch done: 2 completed, 1 failed"), "{log}");
     assert_eq!(mock.embedding_calls(), vec![3]);
     let statuses: Vec<Value> = futures_statuses(&gw, &user, &ids).await;
-    assert_eq!(statuses, vec![json!("completed"), json!("failed"), json!("completed")]);
+    assert_eq!(
+        statuses,
+        vec![json!("completed"), json!("failed"), json!("completed")]
+    );
     let failed = gw.job(&user, &ids[1]).await;
-    assert_eq!(failed["error"]["code"], "upstream_invalid_response", "{failed}");
+    assert_eq!(
+        failed["error"]["code"], "upstream_invalid_response",
+        "{failed}"
+    );
     let kept = gw.job(&user, &ids[2]).await;
     assert_eq!(
         kept["result"]["data"],
