@@ -532,3 +532,47 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
     );
     assert_eq!(failed["errors"]["data"][0]["line"], 1);
 }
+
+#[tokio::test]
+async fn a_held_completion_stream_gets_text_completion_chunks_once_its_job_ends() {
+    let gw = Gateway::start(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    // No node yet: the headers come with the first keep-alive, the job still queued.
+    let response = post(
+        &gw,
+        &user,
+        COMPLETIONS,
+        &json!({"model": "c", "prompt": "Once", "stream": true}),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let job_id = response.headers()["x-obb-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(gw.job(&user, &job_id).await["status"], "queued");
+    let leased = fetch(&gw, &node, Some(json!([COMPLETIONS]))).await;
+    assert_eq!(leased[0]["id"], job_id.as_str());
+    gw.post_json(
+        &node,
+        "/internal/queue/submit",
+        &json!([{"id": leased[0]["id"], "lease_id": leased[0]["lease_id"],
+                 "status": "COMPLETED", "result": text_completion(" upon")}]),
+    )
+    .await;
+    let text = response.text().await.unwrap();
+    let data: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"), "{text}");
+    assert_eq!(chunks[0]["choices"][0]["text"], " upon");
+    assert_eq!(chunks[1]["choices"][0]["finish_reason"], "length");
+}
