@@ -81,6 +81,9 @@ async fn serve(
             for model in models {
                 println!("serves {model}");
             }
+            for endpoint in &worker.settings.endpoints {
+                println!("serves {endpoint}");
+            }
             Ok(())
         }
         Command::Batch => {
@@ -96,7 +99,13 @@ async fn serve(
             Ok(())
         }
         Command::Run | Command::Setup(_) => {
-            tracing::info!(node = %name, models = ?worker.routing.names(), "node started");
+            let endpoints: Vec<&str> = worker
+                .settings
+                .endpoints
+                .iter()
+                .map(|e| e.as_str())
+                .collect();
+            tracing::info!(node = %name, models = ?worker.routing.names(), ?endpoints, "node started");
             let summary = worker
                 .run(Mode::Daemon, stop_signals())
                 .await

@@ -182,6 +182,22 @@ async fn a_legacy_completion_goes_to_the_upstreams_completions_path_and_back_ver
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_leases_only_the_endpoints_it_serves() {
     let (gw, user, key, mock) = stack(&[]).await;
+    let mut check = NodeProcess::start(
+        "check",
+        &NodeProcess::config(&gw, &key, "n", Some(&mock.base_url()), "models = [\"m\"]"),
+    );
+    assert!(
+        check
+            .wait(Duration::from_secs(30))
+            .is_some_and(|s| s.success())
+    );
+    for endpoint in ["/v1/chat/completions", "/v1/embeddings", "/v1/completions"] {
+        assert!(
+            check.log().contains(&format!("serves {endpoint}")),
+            "an [llm] API serves all three: {}",
+            check.log()
+        );
+    }
     let chat = gw.submit_id(&user, "m").await;
     let embeddings = queue(
         &gw,
