@@ -572,7 +572,10 @@ async fn a_held_completion_stream_gets_text_completion_chunks_once_its_job_ends(
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "text_completion"), "{text}");
+    assert!(
+        chunks.iter().all(|c| c["object"] == "text_completion"),
+        "{text}"
+    );
     assert_eq!(chunks[0]["choices"][0]["text"], " upon");
     assert_eq!(chunks[1]["choices"][0]["finish_reason"], "length");
 }
