@@ -241,3 +241,50 @@ async fn futures_statuses(gw: &Gateway, user: &str, ids: &[String]) -> Vec<Value
     }
     statuses
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_cancelled_while_its_pack_runs_is_dropped_and_the_others_complete() {
+    let (gw, user, key, mock) = stack(&[("OBB_LEASE_SECONDS", "3")]).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let body = json!({"model": "m", "input": format!("input {n}")});
+        ids.push(queue(&gw, &user, "/v1/embeddings", body).await);
+    }
+    // Long enough for heartbeats (a third of the lease) to come while the call runs.
+    mock.set_delay(Duration::from_secs(5));
+    let mut node = NodeProcess::start(
+        "batch",
+        &NodeProcess::config(
+            &gw,
+            &key,
+            "packer",
+            Some(&mock.base_url()),
+            "models = [\"m\"]",
+        ),
+    );
+    testkit::eventually(Duration::from_secs(20), "the pack's call", || async {
+        (mock.calls() == 1).then_some(())
+    })
+    .await;
+    let (status, _) = gw
+        .post_json(&user, &format!("/v1/jobs/{}/cancel", ids[1]), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let status = node.wait(Duration::from_secs(60)).expect("batch exits");
+    assert!(status.success(), "{}", node.log());
+    assert!(
+        node.log().contains("dropped from its pack"),
+        "{}",
+        node.log()
+    );
+    assert_eq!(
+        mock.embedding_calls(),
+        vec![3],
+        "the call was not cut short"
+    );
+    let statuses = futures_statuses(&gw, &user, &ids).await;
+    assert_eq!(
+        statuses,
+        vec![json!("completed"), json!("cancelled"), json!("completed")]
+    );
+}
