@@ -73,21 +73,16 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// Leases the best queued jobs of `models` (`*`: any) and `endpoints`: highest priority
-/// (lowest number) first, then oldest.
-pub fn lease(
-    ctx: &mut WriteCtx<'_>,
-    node_id: &str,
+/// The query of the jobs a lease may take, and its values: queued, of `models` (none
+/// named with `*`) and `endpoints`, due, by priority then age.
+fn candidates_query(
+    now: i64,
     models: &[String],
     endpoints: &[Endpoint],
     limit: u32,
-    lease: Duration,
-) -> Result<Vec<LeasedJob>, StoreError> {
+) -> (String, Vec<rusqlite::types::Value>) {
     let any_model = models.iter().any(|m| m == "*");
-    if limit == 0 || (models.is_empty() && !any_model) || endpoints.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut values: Vec<rusqlite::types::Value> = vec![ctx.now.into(), i64::from(limit).into()];
+    let mut values: Vec<rusqlite::types::Value> = vec![now.into(), i64::from(limit).into()];
     let model_filter = if any_model {
         String::new()
     } else {
@@ -118,6 +113,24 @@ pub fn lease(
            AND expires_at > ?1 AND (not_before IS NULL OR not_before <= ?1)
          ORDER BY priority, seq LIMIT ?2"
     );
+    (sql, values)
+}
+
+/// Leases the best queued jobs of `models` (`*`: any) and `endpoints`: highest priority
+/// (lowest number) first, then oldest.
+pub fn lease(
+    ctx: &mut WriteCtx<'_>,
+    node_id: &str,
+    models: &[String],
+    endpoints: &[Endpoint],
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<LeasedJob>, StoreError> {
+    let any_model = models.iter().any(|m| m == "*");
+    if limit == 0 || (models.is_empty() && !any_model) || endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (sql, values) = candidates_query(ctx.now, models, endpoints, limit);
     let candidates = ctx
         .conn
         .prepare_cached(&sql)?
@@ -375,6 +388,31 @@ fn expiry_error(id: &str, attempts: u32, last_error: Option<&ErrorBody>) -> Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How SQLite runs the lease query for these models and endpoints.
+    fn plan(models: &[&str], endpoints: &[Endpoint]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap();
+        let models: Vec<String> = models.iter().map(|m| (*m).to_owned()).collect();
+        let (sql, values) = candidates_query(0, &models, endpoints, 4);
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = statement
+            .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn a_lease_reads_through_an_index_in_queue_order_whatever_the_endpoints() {
+        // Every endpoint: the index leases always used, and no filter on the endpoint.
+        let all = plan(&["m"], &Endpoint::QUEUED);
+        assert!(all.contains("jobs_by_queue_order"), "{all}");
+        assert!(!all.contains("TEMP B-TREE"), "{all}");
+        // One endpoint of one model: the partial index, in order, without a sort.
+        let one = plan(&["m"], &[Endpoint::Embeddings]);
+        assert!(one.contains("jobs_queued_by_endpoint"), "{one}");
+        assert!(!one.contains("TEMP B-TREE"), "{one}");
+    }
 
     #[test]
     fn an_expiry_says_whether_a_node_ran_the_job_and_keeps_the_last_error() {
