@@ -238,7 +238,10 @@ impl Run {
                 Ok(mut jobs) => {
                     failures = 0;
                     self.delivery.gateway_answered();
-                    jobs.extend(self.fill_packs(&models, &jobs).await);
+                    if jobs.len() == permits.len() {
+                        // A full answer: more may be queued to share the packs' calls.
+                        jobs.extend(self.fill_packs(&models, &jobs).await);
+                    }
                     self.start(jobs, permits);
                 }
                 Err(error) if error.is_permanent() || self.mode == Mode::Batch => {
@@ -267,7 +270,7 @@ impl Run {
         }
     }
 
-    /// When a fetch brought embeddings jobs, leases more of them at once (up to a full
+    /// When a full fetch brought embeddings jobs, leases more of them at once (up to a full
     /// pack, without waiting), so that they share upstream calls. A failed fill only means
     /// smaller packs.
     async fn fill_packs(&self, models: &[String], jobs: &[LeasedJob]) -> Vec<LeasedJob> {
