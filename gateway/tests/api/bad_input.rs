@@ -756,6 +756,7 @@ async fn embeddings_and_completions_refusals_name_the_field_and_store_nothing() 
     insta::assert_json_snapshot!(envelopes);
     let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
     assert_eq!(jobs["data"], json!([]), "no job stored");
-    let (_, chat_only) = gw.post_json(&user, "/v1/embeddings/x", &json!({})).await;
-    assert_eq!(chat_only["error"]["type"], "invalid_request_error");
+    let (status, unknown) = gw.post_json(&user, "/v1/embeddings/x", &json!({})).await;
+    assert_eq!(status, 404);
+    assert_eq!(unknown["error"]["type"], "invalid_request_error");
 }

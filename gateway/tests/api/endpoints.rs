@@ -375,20 +375,18 @@ async fn metrics_count_submits_and_endings_by_endpoint() {
                  "status": "COMPLETED", "result": embedding_list(&[&[1.0]])}]),
     )
     .await;
-    let count = |name: &'static str, labels: &'static str| {
-        let gw = &gw;
-        async move { gw.metric(name, labels).await }
-    };
     assert_eq!(
-        count("obb_jobs_submitted_total", "endpoint=\"/v1/embeddings\"").await,
+        gw.metric("obb_jobs_submitted_total", "endpoint=\"/v1/embeddings\"")
+            .await,
         2.0
     );
     assert_eq!(
-        count("obb_jobs_submitted_total", "endpoint=\"/v1/completions\"").await,
+        gw.metric("obb_jobs_submitted_total", "endpoint=\"/v1/completions\"")
+            .await,
         1.0
     );
     assert_eq!(
-        count(
+        gw.metric(
             "obb_jobs_submitted_total",
             "endpoint=\"/v1/chat/completions\""
         )
@@ -396,7 +394,7 @@ async fn metrics_count_submits_and_endings_by_endpoint() {
         0.0
     );
     assert_eq!(
-        count(
+        gw.metric(
             "obb_jobs_finished_total",
             "endpoint=\"/v1/embeddings\",model=\"m\",status=\"completed\""
         )
