@@ -25,6 +25,7 @@ mod wait;
 pub use app::App;
 pub use error::ERROR_LABELS;
 pub use routes::ROUTE_NAMES;
+pub use upload::parse_upload;
 pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};
