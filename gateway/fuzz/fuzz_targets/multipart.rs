@@ -26,17 +26,28 @@ fuzz_target!(|data: &[u8]| {
         [] => Some("multipart/form-data; boundary=B"),
         head => std::str::from_utf8(head).ok(),
     };
-    let size = if piece == 0 { body.len().max(1) } else { usize::from(piece % 64) + 1 };
+    let size = if piece == 0 {
+        body.len().max(1)
+    } else {
+        usize::from(piece % 64) + 1
+    };
     let chunks = body
         .chunks(size)
         .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
         .collect::<Vec<_>>();
-    match block_on(parse_upload(content_type, futures::stream::iter(chunks), MAX_FILE)) {
+    match block_on(parse_upload(
+        content_type,
+        futures::stream::iter(chunks),
+        MAX_FILE,
+    )) {
         Ok(bytes) => assert!(bytes <= MAX_FILE, "{bytes} bytes"),
         Err(error) => {
             assert!((400..500).contains(&error.status()), "{error}");
             let envelope = error.envelope().error;
-            assert!(!envelope.message.is_empty() && !envelope.kind.is_empty(), "{error}");
+            assert!(
+                !envelope.message.is_empty() && !envelope.kind.is_empty(),
+                "{error}"
+            );
         }
     }
 });
