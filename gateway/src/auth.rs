@@ -4,7 +4,10 @@
 //! SHA-256 digest of its text. Key rows are cached too, so a request with a known key touches
 //! no database. The cache is tied to the key generation, a counter that a trigger moves on
 //! every change to a key: a revocation over the admin API clears it at once, and one made by
-//! the CLI in another process is seen within [`RECHECK_EVERY`].
+//! the CLI in another process is seen within [`RECHECK_EVERY`]. The `obb-key-watch` service
+//! reads the generation twice in that time ([`Authenticator::recheck_now`]), so a request
+//! finds the cache fresh and reads nothing; it reads the generation itself only when the
+//! watch falls behind.
 
 use crate::queue::{KeyRow, MintedKey, Queue, StoreError};
 use argon2::Argon2;
@@ -255,6 +258,14 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Reads the key generation now and counts it as the periodic recheck: what the
+    /// `obb-key-watch` service runs every half [`RECHECK_EVERY`], so that no request waits
+    /// for that read.
+    pub async fn recheck_now(&self, queue: &Queue) -> Result<(), AuthError> {
+        self.lock_rows().checked_at = Some(Instant::now());
+        self.recheck(queue).await
+    }
+
     /// The row of the key with `prefix`, from the cache when it is fresh.
     async fn row(&self, queue: &Queue, prefix: &str) -> Result<Option<KeyRow>, AuthError> {
         let due = {
@@ -328,6 +339,34 @@ mod tests {
             "a row read before the latest change is not cached"
         );
         assert_eq!(cache.generation, 3);
+    }
+
+    #[tokio::test]
+    async fn a_recheck_off_the_request_path_applies_a_revocation_made_in_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        Queue::setup(&path).unwrap();
+        let queue = Queue::open(
+            &path,
+            crate::queue::QueueSettings::default(),
+            Arc::new(|_, _| {}),
+        )
+        .unwrap();
+        let key = mint_key().unwrap();
+        let created = crate::queue::offline::create_key(&path, &key, "u", Role::User).unwrap();
+        let auth = Authenticator::new().unwrap();
+        let bearer = format!("Bearer {}", key.token);
+        let principal = auth.authenticate(&queue, Some(&bearer)).await.unwrap();
+        assert_eq!(principal.key_id, created.info.id.as_str());
+
+        // The CLI revokes the key through its own connection; the cached row still passes.
+        crate::queue::offline::revoke_key(&path, created.info.id.as_str()).unwrap();
+        assert!(auth.authenticate(&queue, Some(&bearer)).await.is_ok());
+        auth.recheck_now(&queue).await.unwrap();
+        assert!(matches!(
+            auth.authenticate(&queue, Some(&bearer)).await,
+            Err(AuthError::Refused(Refusal::Revoked))
+        ));
     }
 
     #[test]

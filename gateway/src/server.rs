@@ -1,5 +1,6 @@
 //! The composition root of `start`: opens the store, and runs the HTTP service and the
-//! reapers (jobs, and expired files) and the batch runner as pingora services with our shutdown timings.
+//! reapers (jobs, and expired files), the key watch and the batch runner as pingora services
+//! with our shutdown timings.
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -71,6 +72,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         metrics,
         config,
     });
+    let key_watch = KeyWatch(Arc::clone(&state));
     let mut http = Service::new("obb-http".to_owned(), App::new(state));
     match tls {
         // pingora's rustls listener; plain HTTP stays the default.
@@ -87,6 +89,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         }
     }
     server.add_service(http);
+    server.add_service(background_service("obb-key-watch", key_watch));
     server.add_service(background_service("obb-reaper", reaper));
     server.add_service(background_service("obb-file-reaper", file_reaper));
     server.add_service(background_service(
@@ -204,6 +207,28 @@ impl BackgroundService for FileReaper {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(files = deleted, "deleted expired files"),
                 Err(error) => tracing::warn!(error = %error.detail(), "file reaper pass failed"),
+            }
+        }
+    }
+}
+
+/// Reads the key generation every half `auth::RECHECK_EVERY`, so that requests find the key
+/// cache fresh and never wait for that read themselves (one in fifty of a client polling
+/// every 5 ms did, behind a pooled read).
+struct KeyWatch(Arc<State>);
+
+#[async_trait]
+impl BackgroundService for KeyWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(crate::auth::RECHECK_EVERY / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(error) = self.0.auth.recheck_now(&self.0.queue).await {
+                tracing::warn!(%error, "cannot read the key generation");
             }
         }
     }

@@ -27,6 +27,7 @@ pub use app::App;
 pub use endpoints::{Judged, parse_for};
 pub use error::ERROR_LABELS;
 pub use routes::ROUTE_NAMES;
+pub use upload::parse_upload;
 pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};

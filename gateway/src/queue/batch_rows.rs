@@ -227,6 +227,16 @@ pub fn by_id(
     found.map(|b| with_counts(conn, b)).transpose()
 }
 
+/// The batch in row `seq`, with its live counts, whoever owns it: what the writer re-reads
+/// after a commit changed the row (see `live_batches`).
+pub fn by_seq(conn: &Connection, seq: i64) -> Result<Option<BatchRecord>, StoreError> {
+    let found = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM batches WHERE seq = ?1"))?
+        .query_row([seq], record)
+        .optional()?;
+    found.map(|b| with_counts(conn, b)).transpose()
+}
+
 /// A page of the batches `who` may see, newest first, older than the batch `after`.
 pub fn list(
     conn: &Connection,

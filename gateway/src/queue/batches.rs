@@ -19,8 +19,13 @@ impl Queue {
             .await
     }
 
-    /// A batch `who` may see, with its live request counts.
+    /// A batch `who` may see, with its live request counts. A batch not yet ended is read
+    /// from memory, as the writer's last commit left it (see `live_batches`); the others,
+    /// which no longer change, from the database.
     pub async fn batch(&self, id: String, who: Visibility) -> Result<BatchRecord, StoreError> {
+        if let Some(batch) = self.live_batches.get(&id, &who) {
+            return Ok(batch);
+        }
         self.read(move |conn| {
             batch_rows::by_id(conn, &id, &who)?.ok_or(StoreError::BatchNotFound(id))
         })

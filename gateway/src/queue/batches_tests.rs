@@ -143,3 +143,151 @@ async fn ended_lines_are_reported_for_the_metrics_and_the_snapshot_counts_batche
     let snapshot = queue.snapshot(std::time::Duration::from_secs(60)).await;
     assert_eq!(snapshot.unwrap().batches, vec![(BatchStatus::Cancelled, 1)]);
 }
+
+/// The batch as the database has it, bypassing `live_batches`.
+async fn stored(queue: &Queue, id: &str) -> BatchRecord {
+    let id = id.to_owned();
+    queue
+        .read(move |conn| Ok(batch_rows::by_id(conn, &id, &Visibility::All)?.unwrap()))
+        .await
+        .unwrap()
+}
+
+/// Ends line `n` of a batch (1-based) the way a node's result does: through
+/// `jobs::transition`, which moves the batch's counts in the same transaction.
+async fn complete_line(queue: &Queue, batch_id: &str, n: u64) {
+    let job = queue
+        .batch_lines(batch_id.to_owned(), n - 1, 1)
+        .await
+        .unwrap();
+    let job_id = job[0].job_id.clone();
+    let effects = || super::super::jobs::Effects {
+        result: Some("{}"),
+        ..Default::default()
+    };
+    queue
+        .writer
+        .write(move |ctx| {
+            super::super::jobs::transition(
+                ctx,
+                &job_id,
+                JobStatus::Queued,
+                JobStatus::Completed,
+                effects(),
+            )
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_running_batch_is_read_from_memory_exactly_as_stored_and_an_ended_one_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    let (batch, _) = queue.create_batch(new_batch()).await.unwrap();
+    let id = batch.id.clone();
+    let read = || queue.batch(id.clone(), Visibility::All);
+    assert_eq!(queue.live_batches.len(), 1, "a new batch is in memory");
+    assert_eq!(read().await.unwrap(), stored(&queue, &id).await);
+
+    let lines = (1..=3).map(line).collect();
+    queue.enqueue_lines(batch.clone(), lines, 4).await.unwrap();
+    assert!(queue.start_batch(id.clone(), "echo".into()).await.unwrap());
+    let running = read().await.unwrap();
+    assert_eq!(running, stored(&queue, &id).await);
+    assert_eq!(
+        (running.status, running.model.as_deref()),
+        (BatchStatus::InProgress, Some("echo"))
+    );
+    assert_eq!((running.counts.total, running.counts.open), (3, 3));
+
+    // Each line's ending is read at once, with the count the same commit moved.
+    for n in 1..=3 {
+        complete_line(&queue, &id, n).await;
+        let live = read().await.unwrap();
+        assert_eq!(live, stored(&queue, &id).await);
+        assert_eq!((live.counts.completed, live.counts.open), (n, 3 - n));
+    }
+
+    let to = |from, to| queue.move_batch(id.clone(), from, to);
+    assert!(
+        to(BatchStatus::InProgress, BatchStatus::Finalizing)
+            .await
+            .unwrap()
+    );
+    assert_eq!(read().await.unwrap().status, BatchStatus::Finalizing);
+    assert!(
+        to(BatchStatus::Finalizing, BatchStatus::Completed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(queue.live_batches.len(), 0, "an ended batch leaves memory");
+    let ended = read().await.unwrap();
+    assert_eq!(ended, stored(&queue, &id).await);
+    assert_eq!(
+        (ended.status, ended.counts.completed),
+        (BatchStatus::Completed, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_change_rolled_back_with_its_operation_never_reaches_the_batch_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    let (batch, _) = queue.create_batch(new_batch()).await.unwrap();
+    let id = batch.id.clone();
+    let failed = queue
+        .writer
+        .write(move |ctx| -> Result<(), StoreError> {
+            ctx.conn.execute(
+                "UPDATE batches SET lines_total = 99, status = 'in_progress' WHERE id = ?1",
+                [&id],
+            )?;
+            Err(StoreError::Closed)
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(queue.live_batches.len(), 1);
+    let read = queue
+        .batch(batch.id.clone(), Visibility::All)
+        .await
+        .unwrap();
+    assert_eq!(read, stored(&queue, &batch.id).await);
+    assert_eq!(
+        (read.status, read.counts.total),
+        (BatchStatus::Validating, 0)
+    );
+}
+
+#[tokio::test]
+async fn after_a_restart_a_running_batch_is_read_from_memory_with_its_stored_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    let (batch, _) = queue.create_batch(new_batch()).await.unwrap();
+    let lines = (1..=2).map(line).collect();
+    queue.enqueue_lines(batch.clone(), lines, 4).await.unwrap();
+    assert!(
+        queue
+            .start_batch(batch.id.clone(), "echo".into())
+            .await
+            .unwrap()
+    );
+    complete_line(&queue, &batch.id, 1).await;
+    drop(queue);
+
+    let path = dir.path().join("queue.db");
+    let queue = Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap();
+    assert_eq!(queue.live_batches.len(), 1, "loaded when the store opens");
+    let read = queue
+        .batch(batch.id.clone(), Visibility::All)
+        .await
+        .unwrap();
+    assert_eq!(read, stored(&queue, &batch.id).await);
+    assert_eq!((read.counts.completed, read.counts.open), (1, 1));
+    assert!(matches!(
+        queue
+            .batch(batch.id.clone(), Visibility::Owner("someone else".into()))
+            .await,
+        Err(StoreError::BatchNotFound(_))
+    ));
+}

@@ -14,6 +14,7 @@ mod files;
 mod jobs;
 mod keys;
 mod leases;
+mod live_batches;
 mod model;
 mod notify;
 mod pool;
@@ -51,6 +52,8 @@ pub struct Queue {
     pool: pool::ReadPool,
     notifier: Arc<Notifier>,
     depth: Arc<depth::Depth>,
+    /// The batches not yet ended, kept true by the writer after each commit.
+    live_batches: Arc<live_batches::LiveBatches>,
     settings: QueueSettings,
     files: FileStore,
 }
@@ -78,12 +81,17 @@ impl Queue {
         let notifier = Arc::new(Notifier::default());
         // Counted once here, before the writer runs; from then on its commits move it.
         let depth = Arc::new(depth::Depth::seeded(reads::depth(&conn)?));
+        // Loaded once here too; from then on the writer re-reads each batch a commit changed.
+        let live_batches = Arc::new(live_batches::LiveBatches::seeded(batch_rows::active(
+            &conn,
+        )?));
         let files_dir = FileStore::prepare(path, &conn)?;
         let writer = Writer::spawn(
             conn,
             Observers {
                 notifier: Arc::clone(&notifier),
                 depth: Arc::clone(&depth),
+                batches: Arc::clone(&live_batches),
             },
             settings.max_commit_batch,
             on_commit,
@@ -96,6 +104,7 @@ impl Queue {
             pool,
             notifier,
             depth,
+            live_batches,
             settings,
             files,
         })

@@ -7,6 +7,7 @@
 //! its change is on disk, and concurrent callers share one fsync.
 
 use super::depth::Depth;
+use super::live_batches::{LiveBatches, Touched};
 use super::notify::{Change, Notifier};
 use super::{QueueEvent, StoreError, now_ms};
 use rusqlite::Connection;
@@ -66,9 +67,21 @@ impl Writer {
         on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
         let (sender, receiver) = mpsc::unbounded_channel();
+        // Installed before the first operation, so no change to a batch goes unseen.
+        let touched = Touched::default();
+        touched.watch(&conn)?;
         std::thread::Builder::new()
             .name("obb-sqlite-writer".to_owned())
-            .spawn(move || run(conn, receiver, &observers, max_batch, on_commit.as_ref()))
+            .spawn(move || {
+                run(
+                    conn,
+                    receiver,
+                    &observers,
+                    &touched,
+                    max_batch,
+                    on_commit.as_ref(),
+                );
+            })
             .map_err(|e| StoreError::WriterThread(Arc::new(e)))?;
         Ok(Self { ops: sender })
     }
@@ -119,16 +132,19 @@ impl Writer {
     }
 }
 
-/// What learns of every committed change: the waiters and the depth counts.
+/// What learns of every committed change: the waiters, the depth counts and the batches not
+/// yet ended.
 pub struct Observers {
     pub notifier: Arc<Notifier>,
     pub depth: Arc<Depth>,
+    pub batches: Arc<LiveBatches>,
 }
 
 fn run(
     mut conn: Connection,
     mut receiver: mpsc::UnboundedReceiver<(Durability, Op)>,
     observers: &Observers,
+    touched: &Touched,
     max_batch: usize,
     on_commit: &(dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync),
 ) {
@@ -163,6 +179,13 @@ fn run(
         let started = Instant::now();
         let ops = batch.len();
         let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..));
+        // Rows of `batches` the group's statements changed, whether or not they were rolled
+        // back: re-read, they show what is committed. Before any caller hears `Ok`, so it
+        // reads its own change.
+        let batches = touched.take();
+        if !batches.is_empty() {
+            observers.batches.refresh(&conn, &batches);
+        }
         match outcome {
             Ok((changes, events)) => {
                 observers.depth.apply(&changes);

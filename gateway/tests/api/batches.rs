@@ -1,6 +1,6 @@
 //! The Batch API against the real gateway: the whole flow with the tests as the node, bad
-//! lines, cancel, ownership, request-level refusals, kills during validation and the run,
-//! and the official Python SDK.
+//! lines, cancel, ownership, request-level refusals, kills during validation, the run and
+//! finalizing, and the official Python SDK.
 
 use crate::files;
 use crate::harness::{Gateway, eventually};
@@ -474,6 +474,117 @@ async fn a_gateway_killed_during_validation_resumes_and_queues_each_line_once() 
 #[tokio::test]
 async fn a_gateway_killed_during_the_run_resumes_and_keeps_one_result_per_line() {
     survives_a_kill(30, false).await;
+}
+
+/// The batch's status as its row holds it, read from the database file while the gateway
+/// is down.
+fn stored_status(gw: &Gateway, id: &str) -> String {
+    let db = rusqlite::Connection::open_with_flags(
+        gw.db(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .expect("the database opens read-only");
+    db.query_row("SELECT status FROM batches WHERE id = ?1", [id], |row| {
+        row.get(0)
+    })
+    .expect("the batch's row")
+}
+
+/// The names in the data directory's `files/`, sorted.
+fn stored_files(gw: &Gateway) -> Vec<String> {
+    let dir = gw.db().parent().expect("a data dir").join("files");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("files/")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_gateway_killed_while_finalizing_resumes_and_writes_each_line_once() {
+    // Results big enough (10 MB in all) that writing the output file takes a while (about a
+    // second in a debug build): the kill lands in it.
+    const LINES: usize = 1_200;
+    let padding = "x".repeat(8 * 1024);
+    let mut gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let ids: Vec<String> = (0..LINES).map(|i| format!("line-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let file = upload(&gw, &user, jsonl(&refs), "batch").await;
+    let id = create(&gw, &user, &file).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    batch_until(&gw, &user, &id, "in_progress").await;
+    assert_eq!(stored_files(&gw), std::slice::from_ref(&file));
+    run_lines(&gw, &node, LINES, |job| {
+        let text = job["request_payload"]["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("");
+        json!({"id": job["id"], "lease_id": job["lease_id"], "status": "COMPLETED",
+            "result": testkit::completion(&format!("{text} {padding}"))})
+    })
+    .await;
+    // The output file being written is a part beside the input file.
+    let part = eventually(
+        Duration::from_secs(30),
+        "the output's part file",
+        || async {
+            stored_files(&gw)
+                .into_iter()
+                .find(|name| name.ends_with(".part"))
+        },
+    )
+    .await;
+    gw.stop_with("-KILL");
+    let status = stored_status(&gw, &id);
+    assert!(
+        stored_files(&gw).contains(&part),
+        "killed before {part} was complete"
+    );
+    assert_eq!(
+        status, "finalizing",
+        "killed while {part} was written, before the batch completed"
+    );
+
+    gw.spawn().await;
+    let done = batch_until(&gw, &user, &id, "completed").await;
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": LINES, "completed": LINES, "failed": 0})
+    );
+    assert!(done["error_file_id"].is_null(), "{done}");
+    let output_id = done["output_file_id"].as_str().unwrap().to_owned();
+    let output = content(&gw, &user, &done["output_file_id"]).await;
+    assert_eq!(output.len(), LINES, "one output line per completed line");
+    let by_id = by_custom_id(&output);
+    assert_eq!(by_id.len(), LINES, "each custom_id once");
+    assert!(
+        by_id["line-7"]["response"]["body"]["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("line-7 ")),
+        "each line keeps its own result"
+    );
+    // Nothing of the interrupted write is left: no part, no file without its batch.
+    let mut kept = vec![file, output_id];
+    kept.sort();
+    assert_eq!(stored_files(&gw), kept);
+    let (_, listed) = gw.get_json(&gw.admin, "/v1/files?order=asc").await;
+    let rows: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert!(rows.iter().all(|r| kept.iter().any(|k| k == r)), "{listed}");
 }
 
 #[tokio::test]
