@@ -244,7 +244,7 @@ cat <<TXT
   curl -s "http://127.0.0.1:$port/v1/chat/completions?wait=60" -H "Authorization: Bearer $user_key" \\
     -d '{"model":"$model","messages":[{"role":"user","content":"Hello!"}]}'
 
-==> or with the OpenAI Python SDK (pip install openai)
+==> or with the OpenAI Python SDK (in a venv: python3 -m venv sdk && sdk/bin/pip install openai)
   from openai import OpenAI
   client = OpenAI(base_url="http://127.0.0.1:$port/v1", api_key="$user_key", default_query={"wait": 60})
   print(client.chat.completions.create(model="$model", messages=[{"role": "user", "content": "Hello!"}]).choices[0].message.content)

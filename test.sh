@@ -108,7 +108,8 @@ without_coverage() {
 
 if $run; then
   step "cargo test --workspace"
-  cargo test --workspace
+  # Every test binary runs even when one fails, so one failure does not hide the others.
+  cargo test --workspace --no-fail-fast
 
   step "the Python client: pytest (python/)"
   # The binaries come from target/debug, which cargo test has just built.

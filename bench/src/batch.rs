@@ -5,7 +5,7 @@
 //! as if they ran on other machines (see `remote`).
 
 use crate::Args;
-use crate::remote::{MockHost, renice_process};
+use crate::remote::{MockHost, check_reniced, renice_process};
 use crate::stats::{Latencies, row, status_mib};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -101,6 +101,7 @@ pub async fn batch(args: &Args) -> anyhow::Result<Value> {
         }
     };
     renice_nodes();
+    check_reniced()?;
     let mut file = String::with_capacity(lines as usize * 520);
     for i in 0..lines {
         file.push_str(&line(i));
@@ -189,6 +190,7 @@ pub async fn batch(args: &Args) -> anyhow::Result<Value> {
         .await;
     };
     let ended_s = started.elapsed().as_secs_f64();
+    check_reniced()?;
     let queued_s = queued_s.unwrap_or(ended_s);
     let counts = &done["request_counts"];
     anyhow::ensure!(

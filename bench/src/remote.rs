@@ -3,6 +3,7 @@
 //! boxes would be. Nothing here changes what the suite sends or times.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use testkit::mock::MockUpstream;
 
 /// The mock upstream on its own threads, so that its requests never queue ahead of the
@@ -49,6 +50,7 @@ impl Drop for MockHost {
 /// thread. Threads it starts later inherit their parent thread's value.
 pub fn renice_process(pid: u32, nice: u8) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        RENICE_FAILED.store(true, Ordering::Relaxed);
         return;
     };
     for task in tasks.flatten() {
@@ -58,8 +60,22 @@ pub fn renice_process(pid: u32, nice: u8) {
     }
 }
 
-/// Sets thread `tid` (the calling thread when `None`) to `nice`. A failure leaves the thread
-/// as it was: the suite still runs, and `renice` says why on stderr.
+/// Whether any `renice` failed: the figures would then not be at the nice value they claim.
+static RENICE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// An error when any thread could not be set to its nice value, so that no figure is
+/// labelled with a priority it did not run at.
+pub fn check_reniced() -> anyhow::Result<()> {
+    if RENICE_FAILED.load(Ordering::Relaxed) {
+        anyhow::bail!(
+            "`renice` failed for a node or mock thread (see stderr): --nodes-nice not applied"
+        );
+    }
+    Ok(())
+}
+
+/// Sets thread `tid` (the calling thread when `None`) to `nice`. A failure is recorded for
+/// [`check_reniced`], and `renice` says why on stderr.
 fn renice_thread(tid: Option<&str>, nice: u8) {
     let own;
     let tid = match tid {
@@ -71,12 +87,19 @@ fn renice_thread(tid: Option<&str>, nice: u8) {
                 .and_then(|link| link.file_name()?.to_str().map(str::to_owned));
             match &own {
                 Some(tid) => tid,
-                None => return,
+                None => {
+                    RENICE_FAILED.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
         }
     };
-    let _ = Command::new("renice")
+    let done = Command::new("renice")
         .args(["-n", &nice.to_string(), "-p", tid])
         .stdout(std::process::Stdio::null())
-        .status();
+        .status()
+        .is_ok_and(|status| status.success());
+    if !done {
+        RENICE_FAILED.store(true, Ordering::Relaxed);
+    }
 }

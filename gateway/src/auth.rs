@@ -261,9 +261,15 @@ impl Authenticator {
     /// Reads the key generation now and counts it as the periodic recheck: what the
     /// `obb-key-watch` service runs every half [`RECHECK_EVERY`], so that no request waits
     /// for that read.
+    /// Counted only when the read succeeded: while the database fails, requests read the
+    /// generation themselves and answer its error, instead of trusting a stale cache.
     pub async fn recheck_now(&self, queue: &Queue) -> Result<(), AuthError> {
-        self.lock_rows().checked_at = Some(Instant::now());
-        self.recheck(queue).await
+        let started = Instant::now();
+        self.recheck(queue).await?;
+        let mut rows = self.lock_rows();
+        // A request may have claimed a later recheck meanwhile; keep the later one.
+        rows.checked_at = Some(rows.checked_at.map_or(started, |at| at.max(started)));
+        Ok(())
     }
 
     /// The row of the key with `prefix`, from the cache when it is fresh.
@@ -359,9 +365,8 @@ mod tests {
         let principal = auth.authenticate(&queue, Some(&bearer)).await.unwrap();
         assert_eq!(principal.key_id, created.info.id.as_str());
 
-        // The CLI revokes the key through its own connection; the cached row still passes.
+        // The CLI revokes the key through its own connection; the watch's recheck applies it.
         crate::queue::offline::revoke_key(&path, created.info.id.as_str()).unwrap();
-        assert!(auth.authenticate(&queue, Some(&bearer)).await.is_ok());
         auth.recheck_now(&queue).await.unwrap();
         assert!(matches!(
             auth.authenticate(&queue, Some(&bearer)).await,

@@ -222,13 +222,23 @@ impl BackgroundService for KeyWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(crate::auth::RECHECK_EVERY / 2);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Said once when reads start failing and once when they work again, not 8 times a second.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            if let Err(error) = self.0.auth.recheck_now(&self.0.queue).await {
-                tracing::warn!(%error, "cannot read the key generation");
+            match self.0.auth.recheck_now(&self.0.queue).await {
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "cannot read the key generation; requests read it themselves");
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the key generation is read again");
+                }
+                _ => {}
             }
         }
     }

@@ -178,11 +178,14 @@ async fn send(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
                 .collect(),
         )
     } else if path.ends_with("/content") && status == 200 {
-        Value::Array(
-            text.lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect(),
-        )
+        // Output lines come in no promised order (OpenAI's rule): sorted by `custom_id` so
+        // the snapshot does not depend on it.
+        let mut lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        lines.sort_by(|a, b| a["custom_id"].to_string().cmp(&b["custom_id"].to_string()));
+        Value::Array(lines)
     } else {
         serde_json::from_str(&text).unwrap_or_else(|_| json!(text))
     };
@@ -267,9 +270,15 @@ fn check_batch_api(sdk: &str, recorded: &Value, status: u16, body: &Value) {
             custom_ids.len(),
             "one output line per input line"
         );
-        for (number, (line, custom_id)) in lines.iter().zip(custom_ids).enumerate() {
-            assert_eq!(line["custom_id"], custom_id);
+        // Matched on `custom_id`, as clients must: the order is not promised.
+        for (number, custom_id) in custom_ids.into_iter().enumerate() {
             assert_eq!(custom_id, format!("{sdk}-{number}"));
+            let found: Vec<&Value> = lines
+                .iter()
+                .filter(|line| line["custom_id"] == custom_id)
+                .collect();
+            assert_eq!(found.len(), 1, "{custom_id} once in the output");
+            let line = found[0];
             assert_eq!(line["response"]["status_code"], 200);
             assert!(line["error"].is_null());
             shapes::chat_completion(&line["response"]["body"]);

@@ -1,11 +1,12 @@
-//! Fuzzes the batch line judge: the input is a file's lines, judged in order as the runner
-//! judges them, for the endpoint its first byte picks. Every line gets a verdict, never a
-//! panic; every refusal carries a code, a message and the line's number, and names its field
-//! unless the line is not JSON.
+//! Fuzzes the batch line judge: the input is a file, cut into lines, stripped of their line
+//! breaks and numbered as the runner reads them (blank lines skipped but counted), and judged
+//! in order, for the endpoint its first byte picks. Every line gets a verdict, never a panic;
+//! every refusal carries a code, a message and the line's number, and names its field unless
+//! the line is not JSON.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use obb_gateway::runner::judge_line;
+use obb_gateway::runner::{is_blank, judge_line, strip_line_break};
 use obb_gateway::server::check_line_body;
 use std::collections::HashSet;
 
@@ -17,8 +18,14 @@ fuzz_target!(|data: &[u8]| {
         .first()
         .map_or(0, |b| usize::from(*b) % ENDPOINTS.len())];
     let mut seen = HashSet::new();
-    for (index, text) in data.split(|b| *b == b'\n').enumerate() {
+    // `split_inclusive` keeps each `\n`, as the runner's `read_until` does.
+    for (index, raw) in data.split_inclusive(|b| *b == b'\n').enumerate() {
         let number = index as u64 + 1;
+        let text = strip_line_break(raw);
+        assert!(!text.ends_with(b"\n") && !text.ends_with(b"\r"));
+        if is_blank(text) {
+            continue;
+        }
         match judge_line(&check_line_body, endpoint, number, text, &mut seen) {
             Ok(line) => {
                 // An accepted line is a request the direct check accepts, with its model.
@@ -41,8 +48,14 @@ fuzz_target!(|data: &[u8]| {
                 let named = error.param.as_deref().is_some_and(|p| !p.is_empty());
                 match code {
                     "invalid_json_line" => assert!(error.param.is_none(), "{error:?}"),
-                    // A direct request's refusal names a field where it can.
-                    "invalid_request" => {}
+                    // A direct request's refusal: its message is the direct check's own,
+                    // word for word, for the endpoint the line was judged for.
+                    "invalid_request" => {
+                        let line: serde_json::Value = serde_json::from_slice(text).unwrap();
+                        let body = serde_json::to_vec(&line["body"]).unwrap();
+                        let (direct, _) = check_line_body(endpoint, &body).unwrap_err();
+                        assert_eq!(message, direct);
+                    }
                     _ => assert!(named, "{error:?}"),
                 }
             }

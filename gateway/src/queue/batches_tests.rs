@@ -291,3 +291,43 @@ async fn after_a_restart_a_running_batch_is_read_from_memory_with_its_stored_cou
         Err(StoreError::BatchNotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_batch_row_that_is_gone_empties_memory_and_its_owner_reads_the_rest_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    let (gone, _) = queue.create_batch(new_batch()).await.unwrap();
+    let (kept, _) = queue.create_batch(new_batch()).await.unwrap();
+    let owner = || Visibility::Owner("k".into());
+    assert_eq!(
+        queue.live_batches.get(&kept.id, &owner()).map(|b| b.id),
+        Some(kept.id.clone()),
+        "its owner reads it from memory"
+    );
+    assert!(
+        queue
+            .live_batches
+            .get(&kept.id, &Visibility::Owner("x".into()))
+            .is_none()
+    );
+
+    let id = gone.id.clone();
+    queue
+        .writer
+        .write(move |ctx| -> Result<(), StoreError> {
+            ctx.conn
+                .execute("DELETE FROM batches WHERE id = ?1", [&id])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(queue.live_batches.len(), 0, "nothing stale is kept");
+    assert!(matches!(
+        queue.batch(gone.id.clone(), owner()).await,
+        Err(StoreError::BatchNotFound(_))
+    ));
+    assert_eq!(
+        queue.batch(kept.id.clone(), owner()).await.unwrap(),
+        stored(&queue, &kept.id).await
+    );
+}

@@ -49,15 +49,18 @@ impl LiveBatches {
     }
 
     /// Reads the rows `seqs` of `batches` again after a commit, on the writer's connection,
-    /// and publishes them: a batch not yet ended is replaced, an ended one leaves.
+    /// and publishes them: a batch not yet ended is replaced, an ended one leaves. A row that
+    /// is gone (no code deletes batches today) cannot be matched to its id here, so everything
+    /// is dropped, as on an error.
     pub fn refresh(&self, conn: &Connection, seqs: &[i64]) {
-        let read: Result<Vec<BatchRecord>, StoreError> = seqs
+        let read: Result<Option<Vec<BatchRecord>>, StoreError> = seqs
             .iter()
-            .filter_map(|&seq| batch_rows::by_seq(conn, seq).transpose())
+            .map(|&seq| batch_rows::by_seq(conn, seq))
             .collect();
         let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
         match read {
-            Ok(batches) => {
+            Ok(None) => by_id.clear(),
+            Ok(Some(batches)) => {
                 for batch in batches {
                     if batch.status.is_final() {
                         by_id.remove(&batch.id);

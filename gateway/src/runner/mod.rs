@@ -10,7 +10,7 @@
 mod output;
 mod validate;
 
-pub use validate::judge_line;
+pub use validate::{is_blank, judge_line, strip_line_break};
 
 use crate::queue::{BatchRecord, Queue, StoreError, now_ms};
 use openbeepboop::{BatchStatus, ErrorBody, JobStatus};

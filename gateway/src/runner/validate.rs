@@ -43,17 +43,31 @@ impl Lines {
                 return Ok(None);
             }
             self.number += 1;
-            while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
-                self.buf.pop();
-            }
+            let len = strip_line_break(&self.buf).len();
+            self.buf.truncate(len);
             if self.buf.len() > self.max {
                 return Err(Stop::TooLong(self.number));
             }
-            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+            if !is_blank(&self.buf) {
                 return Ok(Some((self.number, &self.buf)));
             }
         }
     }
+}
+
+/// A line as read, up to and including its `\n`, without its line break (`\n`, `\r\n`, or
+/// any run of both at its end).
+pub fn strip_line_break(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .iter()
+        .rposition(|b| !matches!(b, b'\n' | b'\r'))
+        .map_or(0, |last| last + 1);
+    &raw[..end]
+}
+
+/// Whether a line holds only ASCII whitespace: such lines are skipped, but still numbered.
+pub fn is_blank(text: &[u8]) -> bool {
+    text.iter().all(u8::is_ascii_whitespace)
 }
 
 fn problem(line: u64, code: &str, message: String, param: Option<&str>) -> BatchError {

@@ -42,7 +42,10 @@ impl Quickstart {
         let home = tempfile::tempdir().unwrap();
         let port = free_port();
         let bin_dir: PathBuf = gateway_bin().parent().unwrap().to_owned();
-        let mut child = Command::new("bash")
+        // SIGINT at its default even when the tests were started with it ignored (`nohup`,
+        // `&` in a script): bash cannot trap a signal ignored when it started.
+        let mut child = Command::new("env")
+            .args(["--default-signal=INT", "bash"])
             .arg(script())
             .args(args)
             .env("OBB_BIN_DIR", bin_dir)
