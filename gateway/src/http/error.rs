@@ -290,9 +290,9 @@ impl From<StoreError> for ApiError {
                 message: format!("job `{id}` is already {status} and cannot be cancelled"),
                 code: "job_already_final",
             },
-            StoreError::IdempotencyConflict(key) => ApiError::IdempotencyMismatch(format!(
-                "idempotency key `{key}` was already used with a different request body"
-            )),
+            StoreError::IdempotencyConflict { .. } => {
+                ApiError::IdempotencyMismatch(error.to_string())
+            }
             // Conditions that pass: space freed, a lock released, a restart finished.
             StoreError::DiskFull(_)
             | StoreError::Busy(_)

@@ -176,7 +176,10 @@ pub fn insert(ctx: &WriteCtx<'_>, batch: &NewBatch) -> Result<(BatchRecord, bool
             return if hash == batch.request_hash {
                 Ok((with_counts(ctx.conn, record)?, false))
             } else {
-                Err(StoreError::IdempotencyConflict(key.clone()))
+                Err(StoreError::IdempotencyConflict {
+                    key: key.clone(),
+                    used_on: None,
+                })
             };
         }
     }

@@ -95,7 +95,10 @@ pub fn insert(ctx: &WriteCtx<'_>, file: &NewRow<'_>) -> Result<(FileRecord, bool
             return if hash == file.request_hash {
                 Ok((record, false))
             } else {
-                Err(StoreError::IdempotencyConflict(key.to_owned()))
+                Err(StoreError::IdempotencyConflict {
+                    key: key.to_owned(),
+                    used_on: None,
+                })
             };
         }
     }

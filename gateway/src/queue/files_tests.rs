@@ -153,7 +153,7 @@ async fn a_retried_upload_returns_the_first_file_and_a_different_one_conflicts()
     assert_eq!((again.id.as_str(), created), (first.id.as_str(), false));
     let other = store(files, b"other\n", new_file("a", Some("k1"), None)).await;
     assert!(
-        matches!(other, Err(StoreError::IdempotencyConflict(_))),
+        matches!(other, Err(StoreError::IdempotencyConflict { .. })),
         "{other:?}"
     );
     // Another owner's key is another key.

@@ -199,11 +199,21 @@ pub fn enqueue(
                 Ok((reads::record(row)?, row.get::<_, String>(16)?))
             })
             .optional()?;
+        // The digest covers the body alone (stored keys keep their digests); the same body
+        // sent to another endpoint is another request all the same.
         if let Some((record, hash)) = existing {
-            return if hash == job.request_hash {
-                Ok((record, false))
+            return if hash != job.request_hash {
+                Err(StoreError::IdempotencyConflict {
+                    key: key.clone(),
+                    used_on: None,
+                })
+            } else if record.endpoint != job.endpoint {
+                Err(StoreError::IdempotencyConflict {
+                    key: key.clone(),
+                    used_on: Some(record.endpoint),
+                })
             } else {
-                Err(StoreError::IdempotencyConflict(key.clone()))
+                Ok((record, false))
             };
         }
     }

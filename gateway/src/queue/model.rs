@@ -54,8 +54,13 @@ pub enum StoreError {
     },
     #[error("the job store is shutting down")]
     Closed,
-    #[error("idempotency key `{0}` was already used with a different request body")]
-    IdempotencyConflict(String),
+    /// The owner already used the key for another request: another body, or, for a job,
+    /// the same body sent to another endpoint (`used_on`, the earlier request's).
+    #[error("idempotency key `{key}` was already used {}", used_with(*.used_on))]
+    IdempotencyConflict {
+        key: String,
+        used_on: Option<Endpoint>,
+    },
     #[error("job `{0}` not found")]
     JobNotFound(String),
     #[error("job `{id}` is already {status}")]
@@ -81,6 +86,14 @@ pub enum StoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
+}
+
+/// What an idempotency conflict's request differed in.
+fn used_with(used_on: Option<Endpoint>) -> String {
+    match used_on {
+        Some(endpoint) => format!("for a request to `{endpoint}`"),
+        None => "with a different request body".to_owned(),
+    }
 }
 
 impl StoreError {

@@ -242,6 +242,43 @@ async fn a_waited_embeddings_submit_answers_with_the_nodes_list_verbatim() {
 }
 
 #[tokio::test]
+async fn the_same_idempotency_key_and_body_on_another_endpoint_gets_422_and_stores_nothing() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    // A body both endpoints accept: extra fields pass, `prompt` and `input` are each one's.
+    let body = json!({"model": "m", "prompt": "same", "input": "same"});
+    let headers = [("idempotency-key", "both-1")];
+    let first = post(&gw, &user, COMPLETIONS, &body, &headers).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["endpoint"], COMPLETIONS);
+
+    let conflict = observed(post(&gw, &user, EMBEDDINGS, &body, &headers).await).await;
+    assert_json_snapshot!("idempotency_key_used_on_another_endpoint", conflict);
+    let (_, jobs) = gw.get_json(&user, "/v1/jobs?limit=10").await;
+    let ids: Vec<&Value> = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["id"])
+        .collect();
+    assert_eq!(ids, [&first["id"]], "the refused submit stored no job");
+    assert!(
+        fetch(&gw, &node, Some(json!([EMBEDDINGS])))
+            .await
+            .is_empty(),
+        "no embeddings job to lease"
+    );
+    // The key still names its first request.
+    let again: Value = post(&gw, &user, COMPLETIONS, &body, &headers)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], first["id"]);
+}
+
+#[tokio::test]
 async fn a_streamed_completion_is_replayed_as_text_completion_chunks() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
