@@ -240,7 +240,7 @@ impl Run {
                     self.delivery.gateway_answered();
                     if jobs.len() == permits.len() {
                         // A full answer: more may be queued to share the packs' calls.
-                        jobs.extend(self.fill_packs(&models, &jobs).await);
+                        jobs.extend(self.fill_packs(&jobs).await);
                     }
                     self.start(jobs, permits);
                 }
@@ -273,13 +273,26 @@ impl Run {
     /// When a full fetch brought embeddings jobs, leases more of them at once (up to a full
     /// pack, without waiting), so that they share upstream calls. A failed fill only means
     /// smaller packs.
-    async fn fill_packs(&self, models: &[String], jobs: &[LeasedJob]) -> Vec<LeasedJob> {
+    ///
+    /// Only the models of the embeddings jobs just leased are filled: a job of another
+    /// model could join no pack, and would wait for a slot holding its lease, ahead of
+    /// work the queue ranks before it. A job of the same model with other parameters (say
+    /// `dimensions`) still waits so; it is not handed back, which would spend an attempt.
+    async fn fill_packs(&self, jobs: &[LeasedJob]) -> Vec<LeasedJob> {
         let pack_max = self.worker.settings.embeddings_pack_max;
-        let embeddings = jobs
+        let mut models: Vec<String> = Vec::new();
+        let mut embeddings = 0u32;
+        for job in jobs
             .iter()
             .filter(|job| job.endpoint == Endpoint::Embeddings)
-            .count() as u32;
-        if embeddings == 0 || pack_max <= embeddings || self.stopping() {
+        {
+            embeddings += 1;
+            // A job whose model is literally `*` stays alone: a fetch reads `*` as any model.
+            if job.model != "*" && !models.contains(&job.model) {
+                models.push(job.model.clone());
+            }
+        }
+        if models.is_empty() || pack_max <= embeddings || self.stopping() {
             return Vec::new();
         }
         // The gateway leases at most 256 jobs per fetch.
@@ -287,7 +300,7 @@ impl Run {
         match self
             .worker
             .gateway
-            .fetch(models, &[Endpoint::Embeddings], limit, Duration::ZERO)
+            .fetch(&models, &[Endpoint::Embeddings], limit, Duration::ZERO)
             .await
         {
             Ok(more) => more,

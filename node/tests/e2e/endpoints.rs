@@ -1,11 +1,12 @@
 //! Jobs of other endpoints than chat through real nodes: embeddings packed into one
-//! upstream call and split back, legacy completions forwarded to their own path, and nodes
-//! that lease only the endpoints they serve.
+//! upstream call and split back (a fill leasing only the models it can pack), legacy
+//! completions forwarded to their own path, and nodes that lease only the endpoints they
+//! serve.
 
 use crate::stack;
 use serde_json::{Value, json};
 use std::time::Duration;
-use testkit::mock::{Fault, mock_embedding, mock_tokens};
+use testkit::mock::{Fault, MockUpstream, mock_embedding, mock_tokens};
 use testkit::{Gateway, NodeProcess};
 
 /// `POST path` as `key`, answered 202: the job's id.
@@ -286,5 +287,74 @@ async fn a_job_cancelled_while_its_pack_runs_is_dropped_and_the_others_complete(
     assert_eq!(
         statuses,
         vec![json!("completed"), json!("cancelled"), json!("completed")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pack_fill_leases_no_job_of_another_model_to_wait_ahead_of_the_queue() {
+    let gw = Gateway::start(&[]).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let mock = MockUpstream::start(&["a", "b"])
+        .await
+        .expect("the mock upstream starts");
+    let first = queue(
+        &gw,
+        &user,
+        "/v1/embeddings",
+        json!({"model": "a", "input": "a0"}),
+    )
+    .await;
+    let mut others = Vec::new();
+    for n in 0..3 {
+        let body = json!({"model": "b", "input": format!("b{n}")});
+        others.push(queue(&gw, &user, "/v1/embeddings", body).await);
+    }
+    // The first call is held, so that what the node leased with it can be seen meanwhile.
+    mock.push_faults([Fault::Delay(Duration::from_secs(10))]);
+    let mut node = NodeProcess::start(
+        "batch",
+        &NodeProcess::config(
+            &gw,
+            &key,
+            "packer",
+            Some(&mock.base_url()),
+            "models = [\"a\", \"b\"]\nconcurrency = 1\nbatch_size = 1",
+        ),
+    );
+    testkit::eventually(Duration::from_secs(20), "the first job's call", || async {
+        (mock.calls() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(gw.job(&user, &first).await["status"], "processing");
+    assert_eq!(
+        futures_statuses(&gw, &user, &others).await,
+        vec![json!("queued"); 3],
+        "a fill leases no job that cannot join the running pack"
+    );
+    // Work the queue ranks first, submitted while the call runs, goes before them.
+    let urgent = queue(
+        &gw,
+        &user,
+        "/v1/chat/completions",
+        json!({"model": "a", "messages": [{"role": "user", "content": "now"}],
+               "metadata": {"obb_priority": "1"}}),
+    )
+    .await;
+    let status = node.wait(Duration::from_secs(60)).expect("batch exits");
+    assert!(status.success(), "{}", node.log());
+    assert_eq!(
+        mock.paths(),
+        vec!["/v1/embeddings", "/v1/chat/completions", "/v1/embeddings"]
+    );
+    assert_eq!(
+        mock.embedding_calls(),
+        vec![1, 3],
+        "model b's jobs still share a call"
+    );
+    let mut all = others.clone();
+    all.extend([first, urgent]);
+    assert_eq!(
+        futures_statuses(&gw, &user, &all).await,
+        vec![json!("completed"); 5]
     );
 }
