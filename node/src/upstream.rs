@@ -197,13 +197,14 @@ impl UpstreamClient {
         model: &str,
         request_id: Option<&str>,
     ) -> Result<Completion, UpstreamError> {
-        let body = forwarded_body(payload, model).map_err(|e| UpstreamError::Rejected {
-            status: 400,
-            error: ErrorBody::new(
-                format!("the job's request is not a JSON object: {e}"),
-                "invalid_request_error",
-            ),
-        })?;
+        let body =
+            forwarded_body(endpoint, payload, model).map_err(|e| UpstreamError::Rejected {
+                status: 400,
+                error: ErrorBody::new(
+                    format!("the job's request is not a JSON object: {e}"),
+                    "invalid_request_error",
+                ),
+            })?;
         let mut attempt = 0;
         loop {
             match self.complete_once(endpoint, &body, request_id).await {
@@ -282,11 +283,24 @@ impl UpstreamClient {
     }
 }
 
-/// The job's body with `model` set to the upstream's name. A streamed request is asked for
-/// whole: the gateway stores complete completions and replays streams from them.
-pub fn forwarded_body(payload: &RawValue, model: &str) -> Result<Vec<u8>, serde_json::Error> {
+/// The job's body as `endpoint` upstream takes it, with `model` set to the upstream's name.
+/// A streamed request is asked for whole: the gateway stores complete completions and
+/// replays streams from them. `metadata`, where a submit may carry the gateway's terms
+/// (`obb_priority`, `obb_ttl_seconds`), goes only where OpenAI takes it: embeddings and
+/// legacy completions refuse the field.
+pub fn forwarded_body(
+    endpoint: Endpoint,
+    payload: &RawValue,
+    model: &str,
+) -> Result<Vec<u8>, serde_json::Error> {
     let mut body: Map<String, Value> = serde_json::from_str(payload.get())?;
     body.insert("model".to_owned(), Value::String(model.to_owned()));
+    match endpoint {
+        Endpoint::Embeddings | Endpoint::Completions => {
+            body.remove("metadata");
+        }
+        Endpoint::ChatCompletions | Endpoint::Responses => {}
+    }
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         body.insert("stream".to_owned(), Value::Bool(false));
         body.remove("stream_options");
@@ -323,14 +337,17 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_body_keeps_every_field_but_model_and_stream() {
         let raw = RawValue::from_string(
-            r#"{"model":"alias","messages":[],"temperature":0.3,"stream":true,"stream_options":{"include_usage":true},"tools":[]}"#.to_owned(),
+            r#"{"model":"alias","messages":[],"temperature":0.3,"stream":true,"stream_options":{"include_usage":true},"tools":[],"metadata":{"obb_priority":"1"}}"#.to_owned(),
         )
         .unwrap();
-        let body: Value = serde_json::from_slice(&forwarded_body(&raw, "real").unwrap()).unwrap();
+        let chat = Endpoint::ChatCompletions;
+        let body: Value =
+            serde_json::from_slice(&forwarded_body(chat, &raw, "real").unwrap()).unwrap();
         assert_eq!(body["model"], "real");
         assert_eq!(body["stream"], false);
         assert!(body.get("stream_options").is_none());
@@ -338,7 +355,30 @@ mod tests {
         assert!(body["tools"].is_array());
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(keys[0], "model", "key order is kept");
-        assert!(forwarded_body(&RawValue::from_string("[1]".into()).unwrap(), "m").is_err());
+        assert_eq!(
+            body["metadata"]["obb_priority"], "1",
+            "chat takes `metadata`"
+        );
+        let not_json = RawValue::from_string("[1]".into()).unwrap();
+        assert!(forwarded_body(chat, &not_json, "m").is_err());
+    }
+
+    #[test]
+    fn embeddings_and_legacy_completions_go_up_without_metadata() {
+        let raw = RawValue::from_string(
+            r#"{"model":"alias","input":"x","prompt":"y","metadata":{"obb_ttl_seconds":"60"}}"#
+                .to_owned(),
+        )
+        .unwrap();
+        for endpoint in [Endpoint::Embeddings, Endpoint::Completions] {
+            let body: Value =
+                serde_json::from_slice(&forwarded_body(endpoint, &raw, "real").unwrap()).unwrap();
+            assert!(body.get("metadata").is_none(), "{endpoint}: {body}");
+            assert_eq!(
+                (&body["input"], &body["prompt"]),
+                (&json!("x"), &json!("y"))
+            );
+        }
     }
 
     #[test]

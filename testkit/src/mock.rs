@@ -399,6 +399,12 @@ async fn respond(
             fault_answer(status, Some(retry_after))
         }
         Some(Fault::InvalidJson) => (200, Vec::new(), "{\"choices\": [".to_owned()),
+        // As OpenAI does: only chat takes `metadata`.
+        _ if kind != Kind::Chat && request.get("metadata").is_some() => {
+            let body = json!({"error": {"message": "Unrecognized request argument supplied: metadata",
+                "type": "invalid_request_error", "param": null, "code": null}});
+            (400, Vec::new(), body.to_string())
+        }
         _ => {
             let call = state.calls.load(Ordering::SeqCst);
             let body = match kind {

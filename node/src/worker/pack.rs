@@ -20,7 +20,8 @@ pub(super) type Unit = Vec<LeasedJob>;
 /// call.
 struct Packable {
     inputs: EmbeddingInput,
-    /// The model, the kind of input and every other field: jobs pack only when equal.
+    /// The model, the kind of input and every other field but `metadata` (the gateway's
+    /// terms, never sent upstream): jobs pack only when equal.
     key: String,
 }
 
@@ -31,6 +32,7 @@ fn packable(job: &LeasedJob) -> Option<Packable> {
     let mut body: Map<String, Value> = serde_json::from_str(job.request_payload.get()).ok()?;
     let inputs = EmbeddingInput::read(&body.remove("input")?).ok()?;
     body.remove("model");
+    body.remove("metadata");
     let rest = serde_json::to_string(&body).ok()?;
     Some(Packable {
         key: format!("{}\n{}\n{rest}", job.model, inputs.is_text()),
@@ -248,12 +250,18 @@ mod tests {
             job(4, e, json!({"model": "a", "input": [1, 2]})),
             job(5, e, json!({"model": "a", "input": "w", "dimensions": 8})),
             job(6, e, json!({"model": "a", "input": "v"})),
+            // `metadata` holds the gateway's terms and never goes upstream.
+            job(
+                7,
+                e,
+                json!({"model": "a", "input": "u", "metadata": {"obb_priority": "1"}}),
+            ),
         ];
         let units = plan(jobs, 64);
         assert_eq!(
             ids(&units),
             vec![
-                vec!["job-0", "job-2", "job-6"],
+                vec!["job-0", "job-2", "job-6", "job-7"],
                 vec!["job-1"],
                 vec!["job-3"],
                 vec!["job-4"],

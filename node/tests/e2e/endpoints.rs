@@ -358,3 +358,48 @@ async fn a_pack_fill_leases_no_job_of_another_model_to_wait_ahead_of_the_queue()
         vec![json!("completed"); 5]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_never_goes_upstream_and_jobs_differing_only_in_it_share_a_call() {
+    let (gw, user, key, mock) = stack(&[]).await;
+    let mut ids = Vec::new();
+    for (n, metadata) in [
+        json!({"obb_priority": "2"}),
+        json!({"obb_ttl_seconds": "900", "team": "search"}),
+        Value::Null,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = json!({"model": "m", "input": format!("text {n}")});
+        if !metadata.is_null() {
+            body["metadata"] = metadata;
+        }
+        ids.push(queue(&gw, &user, "/v1/embeddings", body).await);
+    }
+    // The mock refuses `metadata` on these endpoints, as OpenAI does.
+    let log = run_batch(&gw, &key, &mock.base_url(), "models = [\"m\"]");
+    assert!(log.contains("batch done: 3 completed, 0 failed"), "{log}");
+    assert_eq!(mock.embedding_calls(), vec![3], "one call for the three");
+    let (_, sent) = mock.state.last_request.lock().unwrap().clone().unwrap();
+    assert!(sent.get("metadata").is_none(), "{sent}");
+    assert_eq!(sent["input"], json!(["text 0", "text 1", "text 2"]));
+    for id in &ids {
+        assert_eq!(gw.job(&user, id).await["status"], "completed");
+    }
+
+    let completion = queue(
+        &gw,
+        &user,
+        "/v1/completions",
+        json!({"model": "m", "prompt": "Once", "metadata": {"obb_priority": "1"}}),
+    )
+    .await;
+    let log = run_batch(&gw, &key, &mock.base_url(), "models = [\"m\"]");
+    assert!(log.contains("batch done: 1 completed, 0 failed"), "{log}");
+    let (_, sent) = mock.state.last_request.lock().unwrap().clone().unwrap();
+    assert!(sent.get("metadata").is_none(), "{sent}");
+    assert_eq!(sent["prompt"], "Once");
+    let job = gw.job(&user, &completion).await;
+    assert_eq!(job["result"]["choices"][0]["text"], "mock: Once");
+}
