@@ -224,8 +224,11 @@ impl Gateway {
             self.base = format!("{}://127.0.0.1:{}", self.scheme, self.port);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
+                // The health check alone could be answered by another test's gateway
+                // that holds the port while this one fails to bind it.
                 if let Ok(r) = self.http.get(self.url("/healthz")).send().await
                     && r.status() == StatusCode::OK
+                    && self.pid().is_some_and(|pid| listens(pid, self.port))
                 {
                     return;
                 }
@@ -407,21 +410,57 @@ impl Drop for Gateway {
     }
 }
 
-/// Whether `127.0.0.1:port` accepts connections within `within`; false as soon as `child`
-/// exits, so that a server that failed to start is known at once.
+/// Whether `child` itself listens on `127.0.0.1:port` within `within`; false as soon as
+/// `child` exits, so that a server that failed to start is known at once. A connect probe
+/// is not enough: while nginx retries a `bind` that failed, the port may belong to another
+/// test's server, which would answer the probe and then vanish under this test.
 pub async fn listening(child: &mut Child, port: u16, within: Duration) -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if child.try_wait().ok().flatten().is_some() {
             return false;
         }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if listens(child.id(), port) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Whether process `pid` holds a TCP socket in state LISTEN on local port `port` (Linux:
+/// the socket inodes of `/proc/net/tcp{,6}` matched against `/proc/<pid>/fd`).
+fn listens(pid: u32, port: u16) -> bool {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let ours = fields.get(3)? == &"0A"
+                        && u16::from_str_radix(local_port, 16).ok()? == port;
+                    ours.then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| {
+                    inodes
+                        .iter()
+                        .any(|inode| target.as_os_str() == inode.as_str())
+                })
+        })
+        .unwrap_or(false)
 }
 
 /// Sends `signal` (`-INT`, `-TERM`, …) to `child` and waits up to `within` for it to exit;

@@ -416,9 +416,17 @@ async fn a_cancelled_batch_keeps_its_finished_lines_and_ends_the_others() {
     assert_eq!(status, 200, "cancelling again is harmless");
 }
 
-/// Kills the gateway at `moment`, restarts it, runs the rest: one result per line.
-async fn survives_a_kill(lines: usize, kill_when_validating: bool) {
-    let mut gw = Gateway::start(&[]).await;
+/// A gateway with a user and a node key, and a batch of `lines` lines `line-0`… created.
+struct Created {
+    gw: Gateway,
+    user: String,
+    node: String,
+    file: String,
+    id: String,
+}
+
+async fn created_batch(lines: usize) -> Created {
+    let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     let ids: Vec<String> = (0..lines).map(|i| format!("line-{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -427,6 +435,24 @@ async fn survives_a_kill(lines: usize, kill_when_validating: bool) {
         .as_str()
         .unwrap()
         .to_owned();
+    Created {
+        gw,
+        user,
+        node,
+        file,
+        id,
+    }
+}
+
+/// Kills the gateway at `moment`, restarts it, runs the rest: one result per line.
+async fn survives_a_kill(lines: usize, kill_when_validating: bool) {
+    let Created {
+        mut gw,
+        user,
+        node,
+        id,
+        ..
+    } = created_batch(lines).await;
     if kill_when_validating {
         // As soon as some lines are queued, before all are.
         eventually(Duration::from_secs(20), "some lines queued", || async {
@@ -513,15 +539,13 @@ async fn a_gateway_killed_while_finalizing_resumes_and_writes_each_line_once() {
     // second in a debug build): the kill lands in it.
     const LINES: usize = 1_200;
     let padding = "x".repeat(8 * 1024);
-    let mut gw = Gateway::start(&[]).await;
-    let (user, node) = (gw.key("user").await, gw.key("node").await);
-    let ids: Vec<String> = (0..LINES).map(|i| format!("line-{i}")).collect();
-    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let file = upload(&gw, &user, jsonl(&refs), "batch").await;
-    let id = create(&gw, &user, &file).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Created {
+        mut gw,
+        user,
+        node,
+        file,
+        id,
+    } = created_batch(LINES).await;
     batch_until(&gw, &user, &id, "in_progress").await;
     assert_eq!(stored_files(&gw), std::slice::from_ref(&file));
     run_lines(&gw, &node, LINES, |job| {
