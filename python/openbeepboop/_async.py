@@ -13,7 +13,9 @@ from . import _errors
 from ._protocol import (
     BATCH_PAGE,
     CHAT_COMPLETIONS,
+    EMBEDDINGS,
     LONG_POLL,
+    RESPONSES,
     Batch,
     BatchProgress,
     Job,
@@ -25,9 +27,12 @@ from ._protocol import (
     batch_wait_step,
     chunks,
     create_batch_body,
+    embeddings_request,
     new_idempotency_key,
     outcome,
     retry_delay,
+    response_job,
+    responses_request,
     rewind,
     settings,
     should_retry,
@@ -55,6 +60,8 @@ class AsyncClient:
             headers={"Authorization": f"Bearer {self.api_key}"},
         )
         self.chat = _AsyncChat(self)
+        self.embeddings = AsyncEmbeddings(self)
+        self.responses = AsyncResponses(self)
         self.jobs = AsyncJobs(self)
         self.files = AsyncFiles(self)
         self.batches = AsyncBatches(self)
@@ -204,6 +211,52 @@ class AsyncCompletions:
 class _AsyncChat:
     def __init__(self, client: AsyncClient) -> None:
         self.completions = AsyncCompletions(client)
+
+
+class AsyncEmbeddings:
+    """`client.embeddings`: embeddings requests as jobs; see `Embeddings`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        model: str,
+        input: Union[str, List[str], List[int], List[List[int]]],
+        idempotency_key: Optional[str] = None,
+        priority: Optional[int] = None,
+        ttl: Optional[float] = None,
+        **fields: Any,
+    ) -> AsyncJobHandle:
+        """Submits an embeddings request and returns at once with its job handle; see
+        `Embeddings.create` for the shapes of `input` and of the result."""
+        body, headers = embeddings_request(model, input, idempotency_key, priority, ttl, fields)
+        job = await self._client.request("POST", EMBEDDINGS, json=body, headers=headers)
+        return AsyncJobHandle(self._client, job)
+
+
+class AsyncResponses:
+    """`client.responses`: Responses API requests as jobs; see `Responses`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        model: str,
+        input: Union[str, List[Dict[str, Any]]],
+        idempotency_key: Optional[str] = None,
+        priority: Optional[int] = None,
+        ttl: Optional[float] = None,
+        **fields: Any,
+    ) -> AsyncJobHandle:
+        """Submits a Responses API request in the background and returns at once with its
+        job handle (id `resp_...`, status `queued`); see `Responses.create`."""
+        body, headers = responses_request(model, input, idempotency_key, priority, ttl, fields)
+        response = await self._client.request("POST", RESPONSES, json=body, headers=headers)
+        return AsyncJobHandle(self._client, response_job(response))
 
 
 class AsyncJobs:

@@ -12,7 +12,9 @@ from . import _errors
 from ._protocol import (
     BATCH_PAGE,
     CHAT_COMPLETIONS,
+    EMBEDDINGS,
     LONG_POLL,
+    RESPONSES,
     Batch,
     BatchProgress,
     Job,
@@ -24,9 +26,12 @@ from ._protocol import (
     batch_wait_step,
     chunks,
     create_batch_body,
+    embeddings_request,
     new_idempotency_key,
     outcome,
     retry_delay,
+    response_job,
+    responses_request,
     rewind,
     settings,
     should_retry,
@@ -59,6 +64,8 @@ class Client:
             headers={"Authorization": f"Bearer {self.api_key}"},
         )
         self.chat = _Chat(self)
+        self.embeddings = Embeddings(self)
+        self.responses = Responses(self)
         self.jobs = Jobs(self)
         self.files = Files(self)
         self.batches = Batches(self)
@@ -230,6 +237,70 @@ class Completions:
 class _Chat:
     def __init__(self, client: Client) -> None:
         self.completions = Completions(client)
+
+
+class Embeddings:
+    """`client.embeddings`: embeddings requests as jobs."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        model: str,
+        input: Union[str, List[str], List[int], List[List[int]]],
+        idempotency_key: Optional[str] = None,
+        priority: Optional[int] = None,
+        ttl: Optional[float] = None,
+        **fields: Any,
+    ) -> JobHandle:
+        """Submits an embeddings request (`POST /v1/embeddings`) and returns at once with
+        its job handle (status `queued`).
+
+        `input` is a text, a list of texts, a list of token ids or a list of token-id lists
+        (at most 2,048 items). `handle.get()` returns OpenAI's embeddings list: `.data[i]`
+        is input `i`'s `{"object": "embedding", "index": i, "embedding": [float, ...]}`
+        (a base64 string with `encoding_format="base64"`), and `.usage` counts
+        `prompt_tokens` and `total_tokens`. Any other OpenAI field (`dimensions`,
+        `encoding_format`, `user`) passes through. `priority` is 1 (first) to 5, `ttl` the
+        seconds the job may wait in the queue. A node sends jobs of one model and the same
+        fields upstream together, as one call."""
+        body, headers = embeddings_request(model, input, idempotency_key, priority, ttl, fields)
+        return JobHandle(self._client, self._client.request("POST", EMBEDDINGS, json=body, headers=headers))
+
+
+class Responses:
+    """`client.responses`: Responses API requests as jobs."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        model: str,
+        input: Union[str, List[Dict[str, Any]]],
+        idempotency_key: Optional[str] = None,
+        priority: Optional[int] = None,
+        ttl: Optional[float] = None,
+        **fields: Any,
+    ) -> JobHandle:
+        """Submits a Responses API request (`POST /v1/responses`) in the background and
+        returns at once with its job handle.
+
+        The handle's id is the response id (`resp_...`), which `/v1/jobs/{id}` also reads,
+        and its status `queued`; `handle.job.response` is the queued response object the
+        gateway answered. `handle.get()` returns the finished response object: `.status`,
+        `.output` (its items; a message's text is `.output[i].content[j].text`) and
+        `.usage` (`input_tokens`, `output_tokens`, `total_tokens`). `input` is a text or a
+        list of input items; any other OpenAI field (`instructions`, `max_output_tokens`,
+        `temperature`, `tools`, ...) passes through. `background` is always true and
+        `stream` is dropped. `priority` is 1 (first) to 5, `ttl` the seconds the job may
+        wait in the queue."""
+        body, headers = responses_request(model, input, idempotency_key, priority, ttl, fields)
+        response = self._client.request("POST", RESPONSES, json=body, headers=headers)
+        return JobHandle(self._client, response_job(response))
 
 
 class Jobs:

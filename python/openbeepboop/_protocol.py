@@ -74,6 +74,27 @@ def settings(base_url: Optional[str], api_key: Optional[str]) -> Tuple[str, str]
     return base, key
 
 
+def submit_headers(
+    idempotency_key: Optional[str], priority: Optional[int], ttl: Optional[float]
+) -> Dict[str, str]:
+    """The headers of a submit to any endpoint. Every submit carries an Idempotency-Key, so
+    that a retry after a lost answer never creates a second job; `priority` is 1 (first) to
+    5, `ttl` the seconds a job may wait in the queue."""
+    headers = {"Idempotency-Key": idempotency_key or f"obb-{uuid.uuid4().hex}"}
+    if priority is not None:
+        headers["X-OBB-Priority"] = str(priority)
+    if ttl is not None:
+        headers["X-OBB-TTL"] = str(ttl)
+    return headers
+
+
+def without_stream(fields: Dict[str, Any]) -> Dict[str, Any]:
+    """`fields` less `stream` and `stream_options`: this client submits jobs and reads their
+    results, and the gateway answers a `stream: true` request with an event stream rather
+    than a job."""
+    return {k: v for k, v in fields.items() if k not in ("stream", "stream_options")}
+
+
 def submit_request(
     model: str,
     messages: List[Dict[str, Any]],
@@ -82,18 +103,64 @@ def submit_request(
     ttl: Optional[float],
     fields: Dict[str, Any],
 ) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """The body and headers of a submit. Every submit carries an Idempotency-Key, so that
-    a retry after a lost answer never creates a second job. `stream` and `stream_options`
-    are dropped: this client submits jobs and reads their results, and the gateway answers a
-    `stream: true` request with an event stream rather than a job."""
-    fields = {k: v for k, v in fields.items() if k not in ("stream", "stream_options")}
-    body = {"model": model, "messages": messages, **fields}
-    headers = {"Idempotency-Key": idempotency_key or f"obb-{uuid.uuid4().hex}"}
-    if priority is not None:
-        headers["X-OBB-Priority"] = str(priority)
-    if ttl is not None:
-        headers["X-OBB-TTL"] = str(ttl)
-    return body, headers
+    """The body and headers of a chat completion submit (see `submit_headers`);
+    `stream` and `stream_options` are dropped (see `without_stream`)."""
+    body = {"model": model, "messages": messages, **without_stream(fields)}
+    return body, submit_headers(idempotency_key, priority, ttl)
+
+
+EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+
+
+def embeddings_request(
+    model: str,
+    input: Any,
+    idempotency_key: Optional[str],
+    priority: Optional[int],
+    ttl: Optional[float],
+    fields: Dict[str, Any],
+) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The body and headers of an embeddings submit (`POST /v1/embeddings`). `input` is
+    sent as given: a text, a list of texts, a list of token ids or a list of token-id
+    lists; the gateway refuses any other shape with a 400 naming the item at fault."""
+    return {"model": model, "input": input, **fields}, submit_headers(idempotency_key, priority, ttl)
+
+
+def responses_request(
+    model: str,
+    input: Any,
+    idempotency_key: Optional[str],
+    priority: Optional[int],
+    ttl: Optional[float],
+    fields: Dict[str, Any],
+) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The body and headers of a Responses API submit (`POST /v1/responses`). `background`
+    is always true, so that the gateway answers at once with the queued response rather
+    than holding the request until it is done; `stream` and `stream_options` are dropped
+    (see `without_stream`). `input` is a text or a list of input items, as OpenAI takes it."""
+    body = {"model": model, "input": input, **without_stream(fields), "background": True}
+    return body, submit_headers(idempotency_key, priority, ttl)
+
+
+# A response's `status` -> the status of its job.
+_RESPONSE_STATUS = {"in_progress": "processing"}
+
+
+def response_job(response: Dict[str, Any]) -> Dict[str, Any]:
+    """The job a background response stands for, as `/v1/jobs/{id}` would show it before
+    its next read: the response's id is the job's id, its `queued` status the job's (an
+    `in_progress` response is a `processing` job), and the response itself is kept under
+    `response`."""
+    return {
+        "id": response["id"],
+        "object": "response.job",
+        "endpoint": RESPONSES,
+        "model": response.get("model"),
+        "status": _RESPONSE_STATUS.get(response.get("status"), response.get("status")),
+        "created_at": response.get("created_at"),
+        "response": response,
+    }
 
 
 def should_retry(status: int, headers: Any) -> bool:
