@@ -119,15 +119,22 @@ impl Preset {
 
     /// The endpoints the server answers out of the box. llama.cpp's server embeds only
     /// when started with `--embeddings`, and a vLLM server runs either a generative or an
-    /// embedding model: name `/v1/embeddings` in `[node] endpoints` for those.
+    /// embedding model: name `/v1/embeddings` in `[node] endpoints` for those. Every one
+    /// that chats serves `/v1/responses` too: natively, or translated to chat completions
+    /// where the server has no such route.
     pub fn endpoints(self) -> &'static [Endpoint] {
         match self {
             Preset::Ollama | Preset::Lmstudio => &[
                 Endpoint::ChatCompletions,
-                Endpoint::Completions,
                 Endpoint::Embeddings,
+                Endpoint::Completions,
+                Endpoint::Responses,
             ],
-            Preset::Llamacpp | Preset::Vllm => &[Endpoint::ChatCompletions, Endpoint::Completions],
+            Preset::Llamacpp | Preset::Vllm => &[
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Responses,
+            ],
         }
     }
 
@@ -156,8 +163,10 @@ pub struct NodeSection {
     /// Gateway model name -> upstream model name.
     pub aliases: BTreeMap<String, String>,
     /// The endpoints whose jobs the node leases and forwards to the same path upstream
-    /// (`/v1/chat/completions`, `/v1/embeddings`, `/v1/completions`). Empty: the preset's,
-    /// or what an `[llm]` API serves (all three); chat only with no upstream (`echo`).
+    /// (`/v1/chat/completions`, `/v1/embeddings`, `/v1/completions`, `/v1/responses`; the
+    /// last is translated to chat completions where the upstream lacks it). Empty: the
+    /// preset's, or what an `[llm]` API serves (all four); chat and responses with no
+    /// upstream (`echo`).
     pub endpoints: Vec<Endpoint>,
     /// Embeddings jobs of one model and the same parameters sent as one upstream call, at
     /// most; 1 sends each alone.
@@ -282,11 +291,6 @@ impl NodeConfig {
         if node.embeddings_pack_max == 0 {
             return Err("`node.embeddings_pack_max` must be positive (1 packs nothing)".to_owned());
         }
-        if node.endpoints.contains(&Endpoint::Responses) {
-            return Err(
-                "`node.endpoints`: `/v1/responses` is not served by this obb-node yet".to_owned(),
-            );
-        }
         if node.heartbeat_seconds == 0 || node.request_timeout_seconds == 0 {
             return Err(
                 "`node.heartbeat_seconds` and `node.request_timeout_seconds` must be positive"
@@ -331,9 +335,13 @@ impl NodeConfig {
                 .is_some_and(|m| m != crate::routing::ECHO_MODEL);
         match (self.local_llm.enabled, self.local_llm.preset) {
             (true, Some(preset)) => preset.endpoints().to_vec(),
-            (true, None) => vec![Endpoint::ChatCompletions, Endpoint::Completions],
+            (true, None) => vec![
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Responses,
+            ],
             (false, _) if hosted => Endpoint::QUEUED.to_vec(),
-            (false, _) => vec![Endpoint::ChatCompletions],
+            (false, _) => vec![Endpoint::ChatCompletions, Endpoint::Responses],
         }
     }
 
@@ -458,7 +466,11 @@ mod tests {
     #[test]
     fn endpoints_come_from_the_config_else_from_the_preset_or_the_upstream() {
         let load = |pairs: &[(&str, &str)]| NodeConfig::load(None, env(pairs)).unwrap();
-        assert_eq!(load(&[]).endpoints(), vec![Endpoint::ChatCompletions]);
+        assert_eq!(
+            load(&[]).endpoints(),
+            vec![Endpoint::ChatCompletions, Endpoint::Responses],
+            "the echo model answers both"
+        );
         assert_eq!(load(&[]).node.embeddings_pack_max, 64);
         let ollama = load(&[
             ("OBB_NODE_LOCAL_LLM_ENABLED", "true"),
@@ -470,6 +482,14 @@ mod tests {
             ("OBB_NODE_LOCAL_LLM_PRESET", "llamacpp"),
         ]);
         assert!(!llamacpp.endpoints().contains(&Endpoint::Embeddings));
+        for preset in Preset::ALL {
+            assert!(
+                preset.endpoints().contains(&Endpoint::Responses),
+                "{preset:?} chats, so it serves /v1/responses, natively or translated"
+            );
+        }
+        let local = load(&[("OBB_NODE_LOCAL_LLM_ENABLED", "true")]);
+        assert!(local.endpoints().contains(&Endpoint::Responses));
         let api = load(&[("OBB_NODE_LLM_BASE_URL", "http://127.0.0.1:9/v1")]);
         assert_eq!(api.endpoints(), Endpoint::QUEUED.to_vec());
         let named = load(&[("OBB_NODE_ENDPOINTS", "/v1/embeddings, /v1/chat/completions")]);
@@ -477,6 +497,8 @@ mod tests {
             named.endpoints(),
             vec![Endpoint::ChatCompletions, Endpoint::Embeddings]
         );
+        let responses = load(&[("OBB_NODE_ENDPOINTS", "/v1/responses")]);
+        assert_eq!(responses.endpoints(), vec![Endpoint::Responses]);
         let err = NodeConfig::load(None, env(&[("OBB_NODE_ENDPOINTS", "/v1/images")])).unwrap_err();
         assert!(err.to_string().contains("/v1/images"), "{err}");
         let err =

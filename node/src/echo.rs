@@ -1,7 +1,9 @@
 //! The built-in `echo` model: answers with the last user message, without any upstream.
-//! It exists for demos and smoke tests, and says so in every reply.
+//! It exists for demos and smoke tests, and says so in every reply. A Responses request is
+//! answered through the same translation a chat-only upstream gets.
 
-use crate::upstream::Completion;
+use crate::responses;
+use crate::upstream::{Completion, UpstreamError};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -53,6 +55,19 @@ pub fn complete(payload: &RawValue, job_id: &str) -> Result<Completion, serde_js
     })
 }
 
+/// A Responses `response` whose output text is `echo: <last user message>`.
+pub fn respond(payload: &RawValue, job_id: &str) -> Result<Completion, UpstreamError> {
+    let request = responses::parse_request(payload)?;
+    let chat = responses::to_chat(&request, "echo")?;
+    let unreadable = |e: serde_json::Error| UpstreamError::Invalid {
+        status: 200,
+        message: format!("the echo model's answer is unreadable: {e}"),
+    };
+    let chat = serde_json::value::to_raw_value(&chat).map_err(unreadable)?;
+    let answer = complete(&chat, job_id).map_err(unreadable)?;
+    responses::completion_from_chat(&request, &answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +92,32 @@ mod tests {
                 .contains("echo")
         );
         assert_eq!(reply["usage"]["total_tokens"], 3);
+    }
+
+    #[test]
+    fn echo_answers_a_responses_request_with_a_response() {
+        let payload = RawValue::from_string(
+            r#"{"model":"echo","instructions":"ignored","input":[{"role":"user","content":[{"type":"input_text","text":"hello there"}]}]}"#.to_owned(),
+        )
+        .unwrap();
+        let completion = respond(&payload, "job-2").unwrap();
+        let response: Value = serde_json::from_str(completion.body.get()).unwrap();
+        assert_eq!(response["object"], "response");
+        assert_eq!(response["status"], "completed");
+        assert_eq!(
+            response["output"][0]["content"][0]["text"],
+            "echo: hello there"
+        );
+        assert_eq!(response["usage"]["input_tokens"], 2);
+        assert_eq!(response["usage"]["output_tokens"], 3);
+        assert_eq!(completion.prompt_tokens, 2);
+        let refused =
+            RawValue::from_string(r#"{"input":"x","tools":[{"type":"web_search"}]}"#.to_owned())
+                .unwrap();
+        let error = respond(&refused, "job-3").unwrap_err();
+        assert!(
+            matches!(error, UpstreamError::Rejected { status: 400, .. }),
+            "{error:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod echo;
 pub mod gateway;
 pub mod metrics;
+pub mod responses;
 pub mod routing;
 pub mod setup;
 pub mod spool;

@@ -3,8 +3,10 @@
 //! or answer garbage. It counts calls and the most calls it saw in flight at once. It can
 //! serve over TLS (tokio-rustls, with a certificate the test makes) and answer compressed.
 //!
-//! Besides `/v1/chat/completions` it serves `/v1/completions` (`mock: <prompt>`) and
-//! `/v1/embeddings`, whose vectors are made from each input alone ([`mock_embedding`]), so a
+//! Besides `/v1/chat/completions` it serves `/v1/completions` (`mock: <prompt>`),
+//! `/v1/responses` (a `response` whose output text is `mock: <last user text>`; it can be
+//! told to lack the route and answer 404, as llama.cpp's server does for a path it does not
+//! know) and `/v1/embeddings`, whose vectors are made from each input alone ([`mock_embedding`]), so a
 //! test can tell whose vectors a job got; an input text holding `mock:drop` is left out of
 //! the answer, as a part that failed. It is a mock: none of this is a model.
 
@@ -12,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -104,6 +106,8 @@ pub struct MockState {
     accept_encoding: Mutex<Option<String>>,
     /// The coding every answer is sent in, if any.
     coding: Mutex<Option<Coding>>,
+    /// `/v1/responses` answers 404, as on a server that predates the Responses API.
+    lacks_responses: AtomicBool,
 }
 
 pub struct MockUpstream {
@@ -201,6 +205,20 @@ impl MockUpstream {
     /// Delays every normal answer.
     pub fn set_delay(&self, delay: Duration) {
         *lock(&self.state.delay) = delay;
+    }
+
+    /// Whether `/v1/responses` exists; when it does not, calls to it get llama.cpp's 404
+    /// (`paths` still lists them, `calls` does not count them).
+    pub fn set_responses_route(&self, exists: bool) {
+        self.state.lacks_responses.store(!exists, Ordering::SeqCst);
+    }
+
+    /// The calls to `path` (`/v1/responses`, …) so far.
+    pub fn calls_to(&self, path: &str) -> usize {
+        lock(&self.state.paths)
+            .iter()
+            .filter(|p| *p == path)
+            .count()
     }
 
     pub fn calls(&self) -> u64 {
@@ -369,8 +387,16 @@ async fn respond(
         Some("/chat/completions") => Kind::Chat,
         Some("/completions") => Kind::Completions,
         Some("/embeddings") => Kind::Embeddings,
+        Some("/responses") => Kind::Responses,
         _ => Kind::Unknown,
     };
+    if kind == Kind::Responses && state.lacks_responses.load(Ordering::SeqCst) {
+        lock(&state.paths).push(path.to_owned());
+        // llama.cpp's answer to a path it does not serve.
+        let body =
+            json!({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}});
+        return (404, Vec::new(), body.to_string());
+    }
     if !request_line.starts_with("POST ") || kind == Kind::Unknown {
         return (404, Vec::new(), json!({"error": {"message": "not found", "type": "invalid_request_error", "param": null, "code": null}}).to_string());
     }
@@ -399,8 +425,10 @@ async fn respond(
             fault_answer(status, Some(retry_after))
         }
         Some(Fault::InvalidJson) => (200, Vec::new(), "{\"choices\": [".to_owned()),
-        // As OpenAI does: only chat takes `metadata`.
-        _ if kind != Kind::Chat && request.get("metadata").is_some() => {
+        // As OpenAI does: embeddings and legacy completions refuse `metadata`.
+        _ if matches!(kind, Kind::Completions | Kind::Embeddings)
+            && request.get("metadata").is_some() =>
+        {
             let body = json!({"error": {"message": "Unrecognized request argument supplied: metadata",
                 "type": "invalid_request_error", "param": null, "code": null}});
             (400, Vec::new(), body.to_string())
@@ -414,6 +442,7 @@ async fn respond(
                     embeddings_answer(&request, &inputs)
                 }
                 Kind::Completions => completions_answer(&request, call),
+                Kind::Responses => responses_answer(&request, call),
                 Kind::Chat | Kind::Unknown => answer(&request, call),
             };
             (200, Vec::new(), body.to_string())
@@ -427,6 +456,7 @@ enum Kind {
     Chat,
     Completions,
     Embeddings,
+    Responses,
     Unknown,
 }
 
@@ -511,6 +541,39 @@ fn completions_answer(request: &Value, call: u64) -> Value {
         "created": 1_700_000_000, "model": request["model"], "system_fingerprint": "mock",
         "choices": choices,
         "usage": {"prompt_tokens": 3 * n, "completion_tokens": 2 * n, "total_tokens": 5 * n}
+    })
+}
+
+/// A Responses `response` (OpenAI's shape, trimmed) answering `mock: <last user text>`.
+fn responses_answer(request: &Value, call: u64) -> Value {
+    let text_of = |content: &Value| match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let last_user = match &request["input"] {
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items
+            .iter()
+            .rev()
+            .find(|item| item["role"] == "user")
+            .map(|item| text_of(&item["content"]))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    json!({
+        "id": format!("resp_mock_{call}"), "object": "response", "created_at": 1_700_000_000,
+        "status": "completed", "error": null, "incomplete_details": null,
+        "model": request["model"], "instructions": request["instructions"],
+        "output": [{"type": "message", "id": format!("msg_mock_{call}"), "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": format!("mock: {last_user}"), "annotations": []}]}],
+        "usage": {"input_tokens": 3, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 5}
     })
 }
 

@@ -139,12 +139,16 @@ impl JobContext {
 
     async fn execute(&self, job: &LeasedJob) -> Result<Completion, UpstreamError> {
         match (self.routing.target(&job.model), &self.upstream) {
+            (Some(Target::Echo), _) if job.endpoint == Endpoint::Responses => {
+                tracing::debug!(job = %job.id, "answered by the built-in echo model");
+                echo::respond(&job.request_payload, job.id.as_str())
+            }
             (Some(Target::Echo), _) if job.endpoint != Endpoint::ChatCompletions => {
                 Err(UpstreamError::Rejected {
                     status: 400,
                     error: ErrorBody::new(
                         format!(
-                            "the built-in `echo` model answers only `/v1/chat/completions`, not `{}`",
+                            "the built-in `echo` model answers only `/v1/chat/completions` and `/v1/responses`, not `{}`",
                             job.endpoint
                         ),
                         "invalid_request_error",

@@ -1,14 +1,18 @@
 //! Calls an OpenAI-compatible server: forwards the job's body with only the model mapped,
 //! retries transient errors with backoff and jitter, and honours `Retry-After`. Answers may
-//! come compressed (gzip, br, deflate, zstd); one that is not a JSON object is final.
+//! come compressed (gzip, br, deflate, zstd); one that is not a JSON object is final. A
+//! `/v1/responses` job goes to `/responses`, or, where the upstream has no such route, is
+//! translated to `/chat/completions` ([`crate::responses`]).
 
 use crate::config::ConfigError;
+use crate::responses;
 use crate::routing::Upstream;
 use crate::tls;
 use openbeepboop::{Endpoint, ErrorBody};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A completion as the node needs it, read once: the upstream's body verbatim (for the
@@ -21,14 +25,21 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// Reads an answer that must be a JSON object; its `usage` may be missing or odd.
+    /// Reads an answer that must be a JSON object; its `usage` may be missing or odd, and
+    /// counts tokens as chat does (`prompt_tokens`, `completion_tokens`) or as the
+    /// Responses API does (`input_tokens`, `output_tokens`).
     pub fn parse(text: String) -> Result<Self, serde_json::Error> {
         let body = RawValue::from_string(text)?;
         let Head { usage } = serde_json::from_str(body.get())?;
-        let tokens = |name: &str| usage.as_ref().and_then(|u| u[name].as_u64()).unwrap_or(0);
+        let tokens = |chat: &str, responses: &str| {
+            let usage = usage.as_ref();
+            usage
+                .and_then(|u| u[chat].as_u64().or_else(|| u[responses].as_u64()))
+                .unwrap_or(0)
+        };
         Ok(Self {
-            prompt_tokens: tokens("prompt_tokens"),
-            completion_tokens: tokens("completion_tokens"),
+            prompt_tokens: tokens("prompt_tokens", "input_tokens"),
+            completion_tokens: tokens("completion_tokens", "output_tokens"),
             body,
         })
     }
@@ -117,6 +128,9 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     upstream: Upstream,
     retry: RetryPolicy,
+    /// Set once `/responses` answered 404 where `/chat/completions` did not: the upstream
+    /// lacks the route, so later Responses jobs are translated without asking again.
+    no_responses_route: AtomicBool,
 }
 
 impl UpstreamClient {
@@ -143,6 +157,7 @@ impl UpstreamClient {
             http,
             upstream,
             retry,
+            no_responses_route: AtomicBool::new(false),
         })
     }
 
@@ -188,8 +203,15 @@ impl UpstreamClient {
             .unwrap_or_default())
     }
 
+    /// Whether this upstream was found to lack `/responses`, so that Responses jobs are
+    /// translated to chat completions.
+    pub fn translates_responses(&self) -> bool {
+        self.no_responses_route.load(Ordering::Relaxed)
+    }
+
     /// Runs one job's request on `endpoint`'s path, retrying transient errors. The
-    /// completion keeps the upstream's body verbatim.
+    /// completion keeps the upstream's body verbatim, but for a Responses job answered
+    /// through chat completions, whose answer is translated into a response.
     pub async fn complete(
         &self,
         endpoint: Endpoint,
@@ -197,6 +219,9 @@ impl UpstreamClient {
         model: &str,
         request_id: Option<&str>,
     ) -> Result<Completion, UpstreamError> {
+        if endpoint == Endpoint::Responses && self.translates_responses() {
+            return self.translated(payload, model, request_id, false).await;
+        }
         let body =
             forwarded_body(endpoint, payload, model).map_err(|e| UpstreamError::Rejected {
                 status: 400,
@@ -205,9 +230,52 @@ impl UpstreamClient {
                     "invalid_request_error",
                 ),
             })?;
+        let answer = self.post(endpoint.upstream_path(), &body, request_id).await;
+        match answer {
+            Err(UpstreamError::Rejected { status: 404, .. }) if endpoint == Endpoint::Responses => {
+                self.translated(payload, model, request_id, true).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// A Responses job through `/chat/completions`. `after_404`: a first try at
+    /// `/responses` got 404; unless chat answers 404 too (an unknown model, say), the route
+    /// is missing, and that is remembered. A 404 from both fails with chat's error.
+    async fn translated(
+        &self,
+        payload: &RawValue,
+        model: &str,
+        request_id: Option<&str>,
+        after_404: bool,
+    ) -> Result<Completion, UpstreamError> {
+        let request = responses::parse_request(payload)?;
+        let chat = responses::to_chat(&request, model)?;
+        let body = serde_json::to_vec(&chat).map_err(|e| UpstreamError::Invalid {
+            status: 200,
+            message: format!("cannot write the translated request: {e}"),
+        })?;
+        let answer = self.post("/chat/completions", &body, request_id).await;
+        let chat_404 = matches!(answer, Err(UpstreamError::Rejected { status: 404, .. }));
+        if after_404 && !chat_404 && !self.no_responses_route.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                upstream = %self.upstream.base_url,
+                "the upstream has no /v1/responses: translating Responses jobs to chat completions"
+            );
+        }
+        responses::completion_from_chat(&request, &answer?)
+    }
+
+    /// POSTs `body` to `path` under the base URL, retrying transient errors.
+    async fn post(
+        &self,
+        path: &str,
+        body: &[u8],
+        request_id: Option<&str>,
+    ) -> Result<Completion, UpstreamError> {
         let mut attempt = 0;
         loop {
-            match self.complete_once(endpoint, &body, request_id).await {
+            match self.complete_once(path, body, request_id).await {
                 Ok(text) => return Ok(text),
                 Err((error, retry_after)) => {
                     let transient = matches!(error, UpstreamError::Transient { .. });
@@ -225,11 +293,11 @@ impl UpstreamClient {
 
     async fn complete_once(
         &self,
-        endpoint: Endpoint,
+        path: &str,
         body: &[u8],
         request_id: Option<&str>,
     ) -> Result<Completion, (UpstreamError, Option<Duration>)> {
-        let url = format!("{}{}", self.upstream.base_url, endpoint.upstream_path());
+        let url = format!("{}{path}", self.upstream.base_url);
         let mut request = self
             .authorized(self.http.post(&url))
             .header("content-type", "application/json")
@@ -287,7 +355,8 @@ impl UpstreamClient {
 /// A streamed request is asked for whole: the gateway stores complete completions and
 /// replays streams from them. `metadata`, where a submit may carry the gateway's terms
 /// (`obb_priority`, `obb_ttl_seconds`), goes only where OpenAI takes it: embeddings and
-/// legacy completions refuse the field.
+/// legacy completions refuse the field. A Responses request loses what is the gateway's
+/// business: `background`, and `previous_response_id`, which it has expanded into `input`.
 pub fn forwarded_body(
     endpoint: Endpoint,
     payload: &RawValue,
@@ -299,9 +368,14 @@ pub fn forwarded_body(
         Endpoint::Embeddings | Endpoint::Completions => {
             body.remove("metadata");
         }
-        Endpoint::ChatCompletions | Endpoint::Responses => {}
+        Endpoint::Responses => {
+            body.remove("background");
+            body.remove("previous_response_id");
+        }
+        Endpoint::ChatCompletions => {}
     }
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+    if endpoint == Endpoint::Responses || body.get("stream").and_then(Value::as_bool) == Some(true)
+    {
         body.insert("stream".to_owned(), Value::Bool(false));
         body.remove("stream_options");
     }
@@ -335,138 +409,4 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_body_keeps_every_field_but_model_and_stream() {
-        let raw = RawValue::from_string(
-            r#"{"model":"alias","messages":[],"temperature":0.3,"stream":true,"stream_options":{"include_usage":true},"tools":[],"metadata":{"obb_priority":"1"}}"#.to_owned(),
-        )
-        .unwrap();
-        let chat = Endpoint::ChatCompletions;
-        let body: Value =
-            serde_json::from_slice(&forwarded_body(chat, &raw, "real").unwrap()).unwrap();
-        assert_eq!(body["model"], "real");
-        assert_eq!(body["stream"], false);
-        assert!(body.get("stream_options").is_none());
-        assert_eq!(body["temperature"], 0.3);
-        assert!(body["tools"].is_array());
-        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
-        assert_eq!(keys[0], "model", "key order is kept");
-        assert_eq!(
-            body["metadata"]["obb_priority"], "1",
-            "chat takes `metadata`"
-        );
-        let not_json = RawValue::from_string("[1]".into()).unwrap();
-        assert!(forwarded_body(chat, &not_json, "m").is_err());
-    }
-
-    #[test]
-    fn embeddings_and_legacy_completions_go_up_without_metadata() {
-        let raw = RawValue::from_string(
-            r#"{"model":"alias","input":"x","prompt":"y","metadata":{"obb_ttl_seconds":"60"}}"#
-                .to_owned(),
-        )
-        .unwrap();
-        for endpoint in [Endpoint::Embeddings, Endpoint::Completions] {
-            let body: Value =
-                serde_json::from_slice(&forwarded_body(endpoint, &raw, "real").unwrap()).unwrap();
-            assert!(body.get("metadata").is_none(), "{endpoint}: {body}");
-            assert_eq!(
-                (&body["input"], &body["prompt"]),
-                (&json!("x"), &json!("y"))
-            );
-        }
-    }
-
-    #[test]
-    fn errors_are_sorted_into_transient_and_final() {
-        let final_error = classify(
-            404,
-            r#"{"error":{"message":"model `x` not found","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
-            "u",
-        );
-        match final_error {
-            UpstreamError::Rejected { status, error } => {
-                assert_eq!(status, 404);
-                assert_eq!(error.code.as_deref(), Some("model_not_found"));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(classify(429, "slow down", "u").kind(), "rate_limited");
-        for status in [400, 429, 503] {
-            assert!(UpstreamError::KINDS.contains(&classify(status, "", "u").kind()));
-        }
-        assert_eq!(classify(503, "", "u").kind(), "server_error");
-        assert_eq!(classify(400, "plain text", "u").to_string(), "plain text");
-    }
-
-    #[tokio::test]
-    async fn a_success_that_is_not_json_is_final_and_called_once() {
-        let mock = testkit::mock::MockUpstream::start(&["m"]).await.unwrap();
-        mock.push_faults([testkit::mock::Fault::InvalidJson]);
-        let upstream = Upstream {
-            base_url: mock.base_url(),
-            api_key: None,
-            key_source: None,
-            section: "llm",
-            ca_cert: None,
-        };
-        let retry = RetryPolicy {
-            max_retries: 3,
-            backoff: Duration::from_millis(1),
-        };
-        let client = UpstreamClient::new(
-            upstream,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-            retry,
-        )
-        .unwrap();
-        let payload = RawValue::from_string(r#"{"messages":[]}"#.to_owned()).unwrap();
-        let error = client
-            .complete(Endpoint::ChatCompletions, &payload, "m", None)
-            .await
-            .unwrap_err();
-        assert_eq!(error.kind(), "invalid_answer");
-        assert!(error.to_string().contains("not a JSON object"), "{error}");
-        assert_eq!(mock.calls(), 1, "a broken answer is not asked for again");
-    }
-
-    #[test]
-    fn a_completion_is_read_once_for_its_body_and_token_counts() {
-        let text = r#"{"id":"c", "usage":{"prompt_tokens":3,"completion_tokens":5},"choices":[]}"#;
-        let completion = Completion::parse(text.to_owned()).unwrap();
-        assert_eq!(completion.body.get(), text, "the body is kept verbatim");
-        assert_eq!(
-            (completion.prompt_tokens, completion.completion_tokens),
-            (3, 5)
-        );
-        let odd = Completion::parse(r#"{"usage":{"prompt_tokens":null}}"#.to_owned()).unwrap();
-        assert_eq!((odd.prompt_tokens, odd.completion_tokens), (0, 0));
-        for not_an_object in ["[{\"usage\":null}]", "1", "{\"a\":", "{} x"] {
-            assert!(
-                Completion::parse(not_an_object.to_owned()).is_err(),
-                "{not_an_object}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_stays_capped() {
-        let policy = RetryPolicy {
-            max_retries: 3,
-            backoff: Duration::from_millis(100),
-        };
-        for attempt in 0..20 {
-            let delay = backoff(&policy, attempt);
-            let ceiling = (policy.backoff * (1u32 << attempt.min(10))).min(Duration::from_secs(30));
-            assert!(
-                delay >= ceiling / 2 && delay <= ceiling,
-                "{attempt}: {delay:?}"
-            );
-        }
-    }
-}
+mod tests;
