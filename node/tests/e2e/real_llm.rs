@@ -11,13 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::{Gateway, NodeProcess, free_port};
 
-struct LlamaServer {
+pub(crate) struct LlamaServer {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl LlamaServer {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let python = testkit::installed::model_python();
         let script = testkit::installed::root().join("scripts/serve_smollm2.py");
         let port = free_port();
