@@ -19,12 +19,13 @@ def test_the_python_client_example_runs(stack):
 ROOT = EXAMPLES.parent
 
 
-def run_example(stack, *command, timeout=120):
+def run_example(stack, *command, timeout=120, env=None):
     env = {
         **os.environ,
         "OBB_BASE_URL": stack.base_url,
         "OBB_API_KEY": stack.user,
         "NODE_PATH": str(ROOT / "target" / "node-sdk" / "node_modules"),
+        **(env or {}),
     }
     done = subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
@@ -72,3 +73,10 @@ def test_the_jsonl_batch_example_runs_the_batch_api_with_the_sdk(stack, tmp_path
     assert [line["custom_id"] for line in lines] == ["greeting", "question", "farewell"]
     assert [line["status"] for line in lines] == ["completed"] * 3
     assert lines[1]["response"]["choices"][0]["message"]["content"] == "echo: What is a queue?"
+
+
+def test_the_embeddings_example_runs_with_the_sdk(upstream_stack):
+    out = run_example(upstream_stack, sys.executable, str(EXAMPLES / "embeddings.py"), env={"OBB_EMBEDDING_MODEL": "m"})
+    assert "one: 3 dimensions, 10 prompt tokens" in out, out  # the mock's vectors have 3
+    assert "many: 3 vectors, indexes [0, 1, 2]" in out
+    assert "concurrent: 16 requests, 16 vectors" in out
