@@ -30,6 +30,8 @@ mod quickstart;
 #[cfg(test)]
 mod real_llm;
 #[cfg(test)]
+mod responses_node;
+#[cfg(test)]
 mod responses_upstream;
 #[cfg(test)]
 mod setup;
