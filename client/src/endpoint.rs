@@ -33,14 +33,9 @@ impl Endpoint {
         Endpoint::Responses,
     ];
 
-    /// The endpoints the gateway queues jobs for today; `/v1/responses` is not one yet. A
-    /// node serving all of these leases without an endpoint filter, so an endpoint that
-    /// starts making jobs must join this list.
-    pub const QUEUED: [Endpoint; 3] = [
-        Endpoint::ChatCompletions,
-        Endpoint::Embeddings,
-        Endpoint::Completions,
-    ];
+    /// The endpoints the gateway queues jobs for. A node serving all of these leases
+    /// without an endpoint filter, so an endpoint that starts making jobs must join this list.
+    pub const QUEUED: [Endpoint; 4] = Endpoint::ALL;
 
     /// The path, as users call it.
     pub fn as_str(self) -> &'static str {

@@ -6,10 +6,13 @@ use super::reply::{Body, Reply};
 use super::request::Request;
 use super::routes::{self, Route};
 use super::wait::Waited;
-use super::{Ctx, State, admin, batches, body, cors, files, framing, node, sse, upload, user};
+use super::{
+    Ctx, State, admin, batches, body, cors, files, framing, node, responses, sse, upload, user,
+};
 use crate::queue::Visibility;
 use async_trait::async_trait;
 use bytes::Bytes;
+use openbeepboop::Endpoint;
 use pingora::apps::{HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
@@ -110,7 +113,12 @@ impl App {
         match route {
             Route::Health => Ok(Reply::json(200, &serde_json::json!({"status": "ok"}))),
             Route::Metrics => self.metrics(ctx, req).await,
+            Route::Submit(Endpoint::Responses) => responses::create(ctx, req).await,
             Route::Submit(endpoint) => user::submit(ctx, req, *endpoint).await,
+            Route::GetResponse(id) => responses::retrieve(ctx, req, id).await,
+            Route::CancelResponse(id) => responses::cancel(ctx, id).await,
+            Route::DeleteResponse(id) => responses::delete(ctx, id).await,
+            Route::ResponseInputItems(id) => responses::input_items(ctx, req, id).await,
             Route::ListJobs => user::list_jobs(ctx, req).await,
             Route::GetJob(id) => user::get_job(ctx, req, id).await,
             Route::CancelJob(id) => user::cancel(ctx, id).await,

@@ -12,7 +12,12 @@ use openbeepboop::{BatchList, CreateBatchRequest, FilePurpose};
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 /// The endpoints batch lines may call: those that queue jobs.
-pub const ENDPOINTS: &[&str] = &["/v1/chat/completions", "/v1/embeddings", "/v1/completions"];
+pub const ENDPOINTS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/responses",
+];
 /// OpenAI's bounds of `output_expires_after.seconds`: an hour to 30 days.
 const OUTPUT_EXPIRY: std::ops::RangeInclusive<u64> = 3600..=2_592_000;
 /// OpenAI's bounds of `metadata`.

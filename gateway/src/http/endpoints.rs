@@ -1,5 +1,5 @@
 //! The judgement of a submit body for each endpoint that queues jobs: chat completions
-//! (in `user`), embeddings and legacy completions. Free of I/O, like `parse_submit`, so that
+//! (in `user`), embeddings, legacy completions and responses. Free of I/O, like `parse_submit`, so that
 //! the batch runner judges a line's body exactly as a direct request's.
 
 use super::error::ApiError;
@@ -40,10 +40,7 @@ pub fn parse_for(endpoint: Endpoint, body: &[u8]) -> Result<Judged, ApiError> {
         }
         Endpoint::Embeddings => embeddings(body),
         Endpoint::Completions => completions(body),
-        Endpoint::Responses => Err(ApiError::invalid(
-            "`/v1/responses` is not queued by this gateway yet",
-            None,
-        )),
+        Endpoint::Responses => responses(body),
     }
 }
 
@@ -134,6 +131,94 @@ fn completions(body: &[u8]) -> Result<Judged, ApiError> {
     })
 }
 
+/// A Responses request (OpenAI's `POST /v1/responses`): `model`; `input` a string or a
+/// non-empty array of items (objects with a `type` or a `role`); the flags and numbers it
+/// shares with chat of the right JSON type. `previous_response_id` is only checked for
+/// shape here: the handler reads the response it names.
+fn responses(body: &[u8]) -> Result<Judged, ApiError> {
+    let request: Map<String, Value> = super::request::parse_json(body)?;
+    let refuse =
+        |message: String, param: &str| Err(ApiError::invalid(message, Some(param.to_owned())));
+    let model = match request.get("model") {
+        Some(Value::String(model)) => model.clone(),
+        _ => {
+            return refuse(
+                "`model` is required and must be a string".to_owned(),
+                "model",
+            );
+        }
+    };
+    check_model(&model)?;
+    match request.get("input") {
+        Some(Value::String(_)) => {}
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                let typed = item.as_object().is_some_and(|item| {
+                    item.get("type").is_some_and(Value::is_string)
+                        || item.get("role").is_some_and(Value::is_string)
+                });
+                if !typed {
+                    return refuse(
+                        "each input item must be an object with a `type` or a `role`".to_owned(),
+                        &format!("input[{i}]"),
+                    );
+                }
+            }
+        }
+        Some(Value::Array(_)) => {
+            return refuse("`input` must not be an empty array".to_owned(), "input");
+        }
+        None | Some(Value::Null) => {
+            return refuse(
+                "`input` is required: a string or an array of input items".to_owned(),
+                "input",
+            );
+        }
+        Some(_) => {
+            return refuse(
+                "`input` must be a string or an array of input items".to_owned(),
+                "input",
+            );
+        }
+    }
+    for flag in ["background", "stream", "store", "parallel_tool_calls"] {
+        if !matches!(request.get(flag), None | Some(Value::Null | Value::Bool(_))) {
+            return refuse(format!("`{flag}` must be a boolean"), flag);
+        }
+    }
+    for text in ["instructions", "previous_response_id", "user"] {
+        if !matches!(
+            request.get(text),
+            None | Some(Value::Null | Value::String(_))
+        ) {
+            return refuse(format!("`{text}` must be a string"), text);
+        }
+    }
+    if let Some(max) = request.get("max_output_tokens").filter(|v| !v.is_null())
+        && max.as_u64().is_none_or(|max| max < 1)
+    {
+        return refuse(
+            "`max_output_tokens` must be a positive integer".to_owned(),
+            "max_output_tokens",
+        );
+    }
+    if !matches!(
+        request.get("tools"),
+        None | Some(Value::Null | Value::Array(_))
+    ) {
+        return refuse("`tools` must be an array".to_owned(), "tools");
+    }
+    Ok(Judged {
+        metadata: metadata(&request)?,
+        stream: request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        include_usage: false,
+        model,
+    })
+}
+
 /// A prompt as OpenAI takes it: a string, or a non-empty array of strings, of token ids,
 /// or of token arrays.
 fn check_prompt(prompt: &Value) -> Result<(), ApiError> {
@@ -217,6 +302,52 @@ mod tests {
             param(e, json!({"model": "e", "input": "a", "stream": true})).as_deref(),
             Some("stream")
         );
+    }
+
+    #[test]
+    fn responses_take_a_string_or_items_and_name_the_bad_field() {
+        for input in [
+            json!("hi"),
+            json!([{"role": "user", "content": "hi"}]),
+            json!([{"type": "function_call_output", "call_id": "c", "output": "1"}]),
+        ] {
+            let body =
+                json!({"model": "r", "input": input, "stream": true, "metadata": {"a": "b"}});
+            let judged = parse_for(Endpoint::Responses, body.to_string().as_bytes()).unwrap();
+            assert!(judged.stream && judged.metadata.is_some());
+            assert_eq!(judged.model, "r");
+        }
+        let r = Endpoint::Responses;
+        for (body, field) in [
+            (json!({"input": "x"}), "model"),
+            (json!({"model": "r"}), "input"),
+            (json!({"model": "r", "input": []}), "input"),
+            (json!({"model": "r", "input": 3}), "input"),
+            (json!({"model": "r", "input": ["x"]}), "input[0]"),
+            (
+                json!({"model": "r", "input": "x", "background": "yes"}),
+                "background",
+            ),
+            (
+                json!({"model": "r", "input": "x", "instructions": 1}),
+                "instructions",
+            ),
+            (
+                json!({"model": "r", "input": "x", "previous_response_id": 1}),
+                "previous_response_id",
+            ),
+            (
+                json!({"model": "r", "input": "x", "max_output_tokens": 0}),
+                "max_output_tokens",
+            ),
+            (json!({"model": "r", "input": "x", "tools": {}}), "tools"),
+            (
+                json!({"model": "r", "input": "x", "metadata": []}),
+                "metadata",
+            ),
+        ] {
+            assert_eq!(param(r, body.clone()).as_deref(), Some(field), "{body}");
+        }
     }
 
     #[test]

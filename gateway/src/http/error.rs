@@ -290,6 +290,7 @@ impl From<StoreError> for ApiError {
                 message: format!("job `{id}` is already {status} and cannot be cancelled"),
                 code: "job_already_final",
             },
+            StoreError::InBatch { .. } => ApiError::invalid(error.to_string(), None),
             StoreError::IdempotencyConflict { .. } => {
                 ApiError::IdempotencyMismatch(error.to_string())
             }

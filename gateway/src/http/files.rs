@@ -25,15 +25,10 @@ pub async fn list(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         .transpose()
         .map_err(|e| ApiError::invalid(e, "purpose".to_owned()))?;
     let limit = super::request::page_limit(req, MAX_PAGE, MAX_PAGE)?;
-    let order = match req.query_param("order") {
-        None | Some("desc") => Order::Desc,
-        Some("asc") => Order::Asc,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!("`order` must be `asc` or `desc`, not `{other}`"),
-                "order".to_owned(),
-            ));
-        }
+    let order = if super::request::descending(req)? {
+        Order::Desc
+    } else {
+        Order::Asc
     };
     let after = req.query_param("after").map(str::to_owned);
     let (page, has_more) = ctx

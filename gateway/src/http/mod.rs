@@ -17,6 +17,7 @@ mod node;
 mod policy;
 mod reply;
 mod request;
+mod responses;
 mod routes;
 mod sse;
 mod upload;

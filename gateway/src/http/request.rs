@@ -65,6 +65,18 @@ pub fn page_limit(req: &Request, default: usize, max: usize) -> Result<usize, Ap
     }
 }
 
+/// A list's `order`: `desc` (the default, newest first, as OpenAI's lists) or `asc`.
+pub fn descending(req: &Request) -> Result<bool, ApiError> {
+    match req.query_param("order") {
+        None | Some("desc") => Ok(true),
+        Some("asc") => Ok(false),
+        Some(other) => Err(ApiError::invalid(
+            format!("`order` must be `asc` or `desc`, not `{other}`"),
+            Some("order".to_owned()),
+        )),
+    }
+}
+
 /// Parses JSON into `T` with errors that name the field, e.g. `messages[0].role`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {

@@ -37,6 +37,10 @@ pub enum Route {
     ListBatches,
     GetBatch(String),
     CancelBatch(String),
+    GetResponse(String),
+    CancelResponse(String),
+    DeleteResponse(String),
+    ResponseInputItems(String),
 }
 
 /// Every [`Route::name`], and `unknown` for a request no route took: the metrics create
@@ -47,6 +51,11 @@ pub const ROUTE_NAMES: &[&str] = &[
     "chat_completions",
     "embeddings",
     "completions",
+    "responses",
+    "get_response",
+    "cancel_response",
+    "delete_response",
+    "response_input_items",
     "list_jobs",
     "get_job",
     "cancel_job",
@@ -97,7 +106,11 @@ impl Route {
             | Route::CreateBatch
             | Route::ListBatches
             | Route::GetBatch(_)
-            | Route::CancelBatch(_) => Some(USERS),
+            | Route::CancelBatch(_)
+            | Route::GetResponse(_)
+            | Route::CancelResponse(_)
+            | Route::DeleteResponse(_)
+            | Route::ResponseInputItems(_) => Some(USERS),
             Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
             Route::CreateKey | Route::ListKeys | Route::RevokeKey(_) => Some(ADMINS),
         }
@@ -111,8 +124,11 @@ impl Route {
             Route::Submit(Endpoint::ChatCompletions) => "chat_completions",
             Route::Submit(Endpoint::Embeddings) => "embeddings",
             Route::Submit(Endpoint::Completions) => "completions",
-            // Not routed yet; named ahead so the match stays exhaustive.
-            Route::Submit(Endpoint::Responses) => "unknown",
+            Route::Submit(Endpoint::Responses) => "responses",
+            Route::GetResponse(_) => "get_response",
+            Route::CancelResponse(_) => "cancel_response",
+            Route::DeleteResponse(_) => "delete_response",
+            Route::ResponseInputItems(_) => "response_input_items",
             Route::ListJobs => "list_jobs",
             Route::GetJob(_) => "get_job",
             Route::CancelJob(_) => "cancel_job",
@@ -160,6 +176,26 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
         ["v1", "completions"] => (
             "POST",
             (method == "POST").then_some(Route::Submit(Endpoint::Completions)),
+        ),
+        ["v1", "responses"] => (
+            "POST",
+            (method == "POST").then_some(Route::Submit(Endpoint::Responses)),
+        ),
+        ["v1", "responses", id] => (
+            "GET, DELETE",
+            match method {
+                "GET" => Some(Route::GetResponse((*id).to_owned())),
+                "DELETE" => Some(Route::DeleteResponse((*id).to_owned())),
+                _ => None,
+            },
+        ),
+        ["v1", "responses", id, "cancel"] => (
+            "POST",
+            (method == "POST").then(|| Route::CancelResponse((*id).to_owned())),
+        ),
+        ["v1", "responses", id, "input_items"] => (
+            "GET",
+            (method == "GET").then(|| Route::ResponseInputItems((*id).to_owned())),
         ),
         ["v1", "jobs"] => ("GET", (method == "GET").then_some(Route::ListJobs)),
         ["v1", "jobs", id] => (
@@ -319,6 +355,15 @@ mod tests {
             resolve("PUT", "/v1/files/file-1").unwrap_err().status(),
             405
         );
+        assert_eq!(
+            resolve("DELETE", "/v1/responses/resp_1").unwrap(),
+            Route::DeleteResponse("resp_1".into())
+        );
+        assert_eq!(
+            resolve("GET", "/v1/responses/resp_1/input_items").unwrap(),
+            Route::ResponseInputItems("resp_1".into())
+        );
+        assert_eq!(resolve("GET", "/v1/responses").unwrap_err().status(), 405);
     }
 
     #[test]
@@ -330,6 +375,11 @@ mod tests {
             Route::Submit(Endpoint::ChatCompletions),
             Route::Submit(Endpoint::Embeddings),
             Route::Submit(Endpoint::Completions),
+            Route::Submit(Endpoint::Responses),
+            Route::GetResponse(id()),
+            Route::CancelResponse(id()),
+            Route::DeleteResponse(id()),
+            Route::ResponseInputItems(id()),
             Route::ListJobs,
             Route::GetJob(id()),
             Route::CancelJob(id()),

@@ -20,7 +20,7 @@ const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 /// One event in the `text/event-stream` framing every stream here uses: an optional
 /// `event:` line, one `data:` line, and the blank line that ends the event. A line break
 /// in `data` would end the line early, so it becomes a space.
-fn frame(out: &mut String, name: Option<&str>, data: &str) {
+pub(super) fn frame(out: &mut String, name: Option<&str>, data: &str) {
     if let Some(name) = name {
         out.push_str("event: ");
         out.push_str(name);
@@ -170,6 +170,21 @@ impl Stream<'_> {
             .flatten()
     }
 
+    /// The Responses event stream of the finished response, read with its request.
+    async fn response_events(&self) -> Option<String> {
+        let (record, payload) = self
+            .state
+            .queue
+            .job_with_request(self.job_id.to_owned(), self.who.clone())
+            .await
+            .ok()
+            .flatten()?;
+        let request = serde_json::from_str(&payload).unwrap_or_default();
+        Some(super::responses::replay(&super::responses::present(
+            &record, &request,
+        )))
+    }
+
     /// Ticks every `stream_keepalive_seconds`, first one period from now. One timer for the
     /// whole stream: events in between do not push the next keep-alive back, so a job that
     /// changes often cannot starve them.
@@ -272,6 +287,16 @@ impl Stream<'_> {
                 format!("job `{}` could not be read; {poll}", self.job_id),
                 "server_error",
             )),
+            // A response's stream ends with its own events, `response.failed` included.
+            (Some(r), _) if r.endpoint == Endpoint::Responses && r.status.is_final() => {
+                match self.response_events().await {
+                    Some(events) => events,
+                    None => error_event(&ErrorBody::new(
+                        format!("response `{}` could not be read; {poll}", self.job_id),
+                        "server_error",
+                    )),
+                }
+            }
             (Some(r), _) if r.status == JobStatus::Completed => replay(
                 r.endpoint,
                 r.result_payload.as_deref().unwrap_or("{}"),

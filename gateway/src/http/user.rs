@@ -1,7 +1,7 @@
 //! The user API: submit, wait, read, list, poll, cancel, stream and models.
 
 use super::Ctx;
-use super::endpoints::parse_for;
+use super::endpoints::{Judged, parse_for};
 use super::error::ApiError;
 use super::policy;
 use super::reply::{Body, Reply};
@@ -38,21 +38,55 @@ pub fn parse_submit(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
 /// judged by its endpoint's rules, then queued, waited and answered alike.
 pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<Reply, ApiError> {
     let judged = parse_for(endpoint, &req.body)?;
-    let stream = judged.stream;
+    let default_wait = Duration::from_secs(ctx.state.config.default_wait_seconds);
+    let wait = submit_wait(ctx, req, judged.stream, default_wait)?;
+    let payload = String::from_utf8(req.body.clone())
+        .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
+    let job = new_job(ctx, req, &judged, endpoint, new_job_id(), payload)?;
+    match hold(ctx, job, wait, &judged).await? {
+        Held::Streaming(reply) => Ok(reply),
+        Held::Pending(record) => Ok(pending(&record)),
+        Held::Ended(record) => {
+            let reply = finished(&record, judged.stream, judged.include_usage)?;
+            Ok(if judged.stream {
+                reply.header("x-obb-job-id", record.id.clone())
+            } else {
+                reply
+            })
+        }
+    }
+}
+
+/// How long a submit is held: `?wait` or `Prefer: wait`, else `default`. A stream is always
+/// answered as a stream, never as a JSON 202: it is held up to `max_wait_seconds` even
+/// when it asks for no wait.
+pub(super) fn submit_wait(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    stream: bool,
+    default: Duration,
+) -> Result<Duration, ApiError> {
     let max_wait = Duration::from_secs(ctx.state.config.max_wait_seconds);
-    let wait = match req.wait(max_wait)? {
-        // A stream is always answered as a stream, never as a JSON 202: it is held up to
-        // `max_wait_seconds` even when it asks for no wait.
+    Ok(match req.wait(max_wait)? {
         Some(wait) if stream && wait.is_zero() => max_wait,
         None if stream => max_wait,
         Some(wait) => wait,
-        None => Duration::from_secs(ctx.state.config.default_wait_seconds),
-    };
+        None => default,
+    })
+}
+
+/// The job a judged submit makes, with the terms its headers and metadata ask for.
+pub(super) fn new_job(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    judged: &Judged,
+    endpoint: Endpoint,
+    id: String,
+    payload: String,
+) -> Result<NewJob, ApiError> {
     let terms = policy::Terms::of(req, judged.metadata.as_ref(), &ctx.state.config)?;
-    let payload = String::from_utf8(req.body.clone())
-        .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
-    let job = NewJob {
-        id: new_job_id(),
+    Ok(NewJob {
+        id,
         owner_key_id: ctx.principal_key_id().to_owned(),
         model: judged.model.clone(),
         endpoint,
@@ -62,15 +96,33 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
         idempotency_key: terms.idempotency_key,
         request_id: Some(req.request_id.clone()),
         ttl: terms.ttl,
-    };
+    })
+}
+
+/// Where a held submit stands when its wait is over.
+pub(super) enum Held {
+    /// A stream whose job had not ended when its headers were due: the reply streams.
+    Streaming(Reply),
+    /// Not ended (a zero wait, or the wait ran out).
+    Pending(JobRecord),
+    /// Ended, in any final status.
+    Ended(JobRecord),
+}
+
+/// Queues `job` and holds for up to `wait`. A stream's headers are due at its first
+/// keep-alive; a job that ends before then is answered whole, with its real status.
+pub(super) async fn hold(
+    ctx: &Ctx<'_>,
+    job: NewJob,
+    wait: Duration,
+    judged: &Judged,
+) -> Result<Held, ApiError> {
     if wait.is_zero() {
         let (record, _created) = ctx.state.queue.enqueue(job).await?;
-        return Ok(pending(&record));
+        return Ok(Held::Pending(record));
     }
     let deadline = tokio::time::Instant::now() + wait;
-    // A stream's headers are due at its first keep-alive; a job that ends before then is
-    // answered whole, with its real status.
-    let first_wait = if stream {
+    let first_wait = if judged.stream {
         wait.min(Duration::from_secs(
             ctx.state.config.stream_keepalive_seconds,
         ))
@@ -87,28 +139,25 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
         drop(watch);
         wait_for_final(ctx, &record.id, first_wait).await?
     };
-    let include_usage = judged.include_usage;
-    if stream && !record.status.is_final() {
-        return Ok(Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control", "no-cache".to_owned()),
-                ("x-obb-job-id", record.id.clone()),
-            ],
-            body: Body::ChatStream {
-                job_id: record.id.clone(),
-                who: ctx.visibility(),
-                deadline,
-                include_usage,
-            },
-        });
+    if record.status.is_final() {
+        return Ok(Held::Ended(record));
     }
-    let reply = finished(&record, stream, include_usage)?;
-    Ok(if stream {
-        reply.header("x-obb-job-id", record.id.clone())
-    } else {
-        reply
-    })
+    if !judged.stream {
+        return Ok(Held::Pending(record));
+    }
+    Ok(Held::Streaming(Reply {
+        status: 200,
+        headers: vec![
+            ("cache-control", "no-cache".to_owned()),
+            ("x-obb-job-id", record.id.clone()),
+        ],
+        body: Body::ChatStream {
+            job_id: record.id.clone(),
+            who: ctx.visibility(),
+            deadline,
+            include_usage: judged.include_usage,
+        },
+    }))
 }
 
 fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {

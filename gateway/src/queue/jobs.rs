@@ -183,6 +183,12 @@ pub fn new_job_id() -> String {
     format!("job-{}", uuid::Uuid::now_v7().simple())
 }
 
+/// A new response id (`resp_…`, the Responses API's prefix), time-ordered like a job's:
+/// a job of `/v1/responses` is known by it on every route.
+pub fn new_response_id() -> String {
+    format!("resp_{}", uuid::Uuid::now_v7().simple())
+}
+
 pub fn enqueue(
     ctx: &mut WriteCtx<'_>,
     job: &NewJob,
@@ -293,6 +299,34 @@ pub fn cancel(ctx: &mut WriteCtx<'_>, id: &str, who: &Visibility) -> Result<JobR
     };
     transition(ctx, id, record.status, JobStatus::Cancelled, effects)?;
     reads::job(ctx.conn, id, who)?.ok_or_else(|| StoreError::JobNotFound(id.to_owned()))
+}
+
+/// Deletes a job `who` may see, cancelling it first when it has not ended, so that its
+/// waiters and a node still running it hear that it is gone. Returns the job as it was
+/// before the delete (cancelled, when it was still running). A batch's line is refused.
+pub fn delete(ctx: &mut WriteCtx<'_>, id: &str, who: &Visibility) -> Result<JobRecord, StoreError> {
+    let batch_id: Option<String> = ctx
+        .conn
+        .prepare_cached("SELECT batch_id FROM jobs WHERE id = ?1")?
+        .query_row(params![id], |row| row.get(0))
+        .optional()?
+        .flatten();
+    if let Some(batch_id) = batch_id {
+        return Err(StoreError::InBatch {
+            id: id.to_owned(),
+            batch_id,
+        });
+    }
+    let record = cancel(ctx, id, who).or_else(|error| match error {
+        StoreError::AlreadyFinal { .. } => {
+            reads::job(ctx.conn, id, who)?.ok_or_else(|| StoreError::JobNotFound(id.to_owned()))
+        }
+        other => Err(other),
+    })?;
+    ctx.conn
+        .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+        .execute(params![id])?;
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub use batch_lines::{LineCounts, LineRecord, NewLine};
 pub use batch_rows::{BatchFile, BatchRecord, NewBatch};
 pub use file_rows::{FileRecord, Order};
 pub use files::{FileStore, NewFile, StoredFile, Upload};
-pub use jobs::{NewJob, new_job_id};
+pub use jobs::{NewJob, new_job_id, new_response_id};
 pub use keys::{KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport};
 pub use model::{
@@ -205,6 +205,13 @@ impl Queue {
             .await
     }
 
+    /// Deletes a job (cancelled first if it had not ended); see [`jobs::delete`].
+    pub async fn delete(&self, id: String, who: Visibility) -> Result<JobRecord, StoreError> {
+        self.writer
+            .write(move |ctx| jobs::delete(ctx, &id, &who))
+            .await
+    }
+
     /// Requeues or fails jobs whose lease expired, expires jobs that waited too long, and
     /// counts the retries that became due since `pass.since`; see [`ReapPass`].
     pub async fn reap(&self, pass: ReapPass) -> Result<ReapReport, StoreError> {
@@ -251,6 +258,16 @@ impl Queue {
 
     pub async fn job(&self, id: String, who: Visibility) -> Result<Option<JobRecord>, StoreError> {
         self.read(move |conn| reads::job(conn, &id, &who)).await
+    }
+
+    /// The job and its request body as submitted.
+    pub async fn job_with_request(
+        &self,
+        id: String,
+        who: Visibility,
+    ) -> Result<Option<(JobRecord, String)>, StoreError> {
+        self.read(move |conn| reads::job_with_request(conn, &id, &who))
+            .await
     }
 
     /// The jobs among `ids` that `who` may see, in no particular order.

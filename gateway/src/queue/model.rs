@@ -65,6 +65,9 @@ pub enum StoreError {
     JobNotFound(String),
     #[error("job `{id}` is already {status}")]
     AlreadyFinal { id: String, status: JobStatus },
+    /// A batch's line is deleted only with its batch: its counts and files refer to it.
+    #[error("job `{id}` is line of batch `{batch_id}` and is deleted only with it")]
+    InBatch { id: String, batch_id: String },
     #[error("key `{0}` not found")]
     KeyNotFound(String),
     #[error("file `{0}` not found")]

@@ -78,6 +78,25 @@ pub fn job(conn: &Connection, id: &str, who: &Visibility) -> Result<Option<JobRe
         .optional()?)
 }
 
+/// The job and the request it was submitted with, as stored.
+pub fn job_with_request(
+    conn: &Connection,
+    id: &str,
+    who: &Visibility,
+) -> Result<Option<(JobRecord, String)>, StoreError> {
+    let (owner, owner_value) = owner_filter(who, 2);
+    let mut values = vec![Value::Text(id.to_owned())];
+    values.extend(owner_value);
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS}, request_payload FROM jobs WHERE id = ?1 {owner}"
+        ))?
+        .query_row(params_from_iter(values), |row| {
+            Ok((record(row)?, row.get::<_, String>(16)?))
+        })
+        .optional()?)
+}
+
 pub fn jobs(
     conn: &Connection,
     ids: &[String],

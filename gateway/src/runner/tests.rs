@@ -194,3 +194,39 @@ fn a_line_missing_a_field_is_told_which_one_is_missing() {
         (Some("invalid_request"), Some("body.messages"))
     );
 }
+
+#[test]
+fn a_responses_line_is_judged_as_a_direct_request_and_may_not_ask_for_background() {
+    use serde_json::json;
+    let judge = |body: serde_json::Value| {
+        let line = json!({"custom_id": "r", "method": "POST", "url": "/v1/responses",
+                          "body": body});
+        judge_line(
+            &crate::server::check_line_body,
+            "/v1/responses",
+            3,
+            line.to_string().as_bytes(),
+            &mut Default::default(),
+        )
+    };
+    let line = judge(json!({"model": "m", "input": "hi", "background": false})).unwrap();
+    assert_eq!(line.model, "m");
+    for (field, value) in [
+        ("background", json!(true)),
+        ("previous_response_id", json!("resp_1")),
+    ] {
+        let mut body = json!({"model": "m", "input": "hi"});
+        body[field] = value;
+        let error = judge(body).unwrap_err();
+        assert_eq!(
+            (error.code.as_deref(), error.param.as_deref(), error.line),
+            (
+                Some("invalid_request"),
+                Some(format!("body.{field}").as_str()),
+                Some(3)
+            )
+        );
+    }
+    let error = judge(json!({"model": "m", "input": []})).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("body.input"));
+}

@@ -336,6 +336,26 @@ pub fn judge_line(
             Some("body.stream"),
         ));
     }
+    // A batch line is already run in the background, and a conversation is read from
+    // stored responses only by a direct request.
+    for (field, why) in [
+        ("background", "batch lines run in the background already"),
+        (
+            "previous_response_id",
+            "batch lines cannot continue a stored response",
+        ),
+    ] {
+        if body
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        {
+            return Err(bad(
+                "invalid_request",
+                format!("`{field}` is not allowed in a batch line: {why}"),
+                Some(&format!("body.{field}")),
+            ));
+        }
+    }
     let payload = serde_json::to_string(&body).unwrap_or_default();
     let model = check(endpoint, payload.as_bytes()).map_err(|(message, param)| {
         let param = param.map(|p| format!("body.{p}"));

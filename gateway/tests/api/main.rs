@@ -29,4 +29,6 @@ mod node_api;
 #[cfg(test)]
 mod queue_faults;
 #[cfg(test)]
+mod responses;
+#[cfg(test)]
 mod submit;
