@@ -73,19 +73,28 @@ impl TextCompletion {
     /// Replays a finished completion as the chunks OpenAI's legacy stream sends: each is a
     /// `text_completion` object. Each choice, in index order, gets one chunk with its whole
     /// `text` (and its `logprobs`), then one with empty text and its `finish_reason`
-    /// (`stop` when the upstream named none). Unknown top-level fields ride on the first
+    /// (`stop` when the upstream named none). `system_fingerprint` and `service_tier` are on
+    /// every chunk, as OpenAI sends them; other unknown top-level fields ride on the first
     /// chunk only. Usage comes last, in a chunk with no choices, when `include_usage`
     /// asks for it, as `stream_options` does.
     pub fn to_chunks(&self, include_usage: bool) -> Vec<TextCompletion> {
-        let mut once = self.extra.clone();
-        let mut chunk = |choices: Vec<TextChoice>, usage: Option<Value>| TextCompletion {
-            id: self.id.clone(),
-            object: text_completion(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage,
-            extra: std::mem::take(&mut once),
+        let (every, mut once): (Map<String, Value>, Map<String, Value>) = self
+            .extra
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .partition(|(key, _)| crate::replay::EVERY_CHUNK.contains(&key.as_str()));
+        let mut chunk = |choices: Vec<TextChoice>, usage: Option<Value>| {
+            let mut extra = every.clone();
+            extra.append(&mut once);
+            TextCompletion {
+                id: self.id.clone(),
+                object: text_completion(),
+                created: self.created,
+                model: self.model.clone(),
+                choices,
+                usage,
+                extra,
+            }
         };
         let mut sorted: Vec<&TextChoice> = self.choices.iter().collect();
         sorted.sort_by_key(|choice| choice.index);
@@ -129,7 +138,7 @@ mod tests {
     fn a_completion_replays_as_text_then_finish_per_choice_and_usage_last() {
         let completion: TextCompletion = serde_json::from_value(json!({
             "id": "cmpl-1", "object": "text_completion", "created": 7, "model": "m",
-            "system_fingerprint": "fp",
+            "system_fingerprint": "fp", "odd": 1,
             "choices": [
                 {"text": " world", "index": 1, "logprobs": null, "finish_reason": "length"},
                 {"text": "hello", "index": 0, "logprobs": null}
@@ -154,7 +163,9 @@ mod tests {
         );
         assert!(chunks.iter().all(|c| c.object == "text_completion"));
         assert_eq!(chunks[0].extra["system_fingerprint"], "fp");
-        assert!(chunks[1].extra.is_empty(), "unknown fields ride once");
+        assert_eq!(chunks[1].extra["system_fingerprint"], "fp", "on every chunk");
+        assert_eq!(chunks[0].extra["odd"], 1);
+        assert!(!chunks[1].extra.contains_key("odd"), "unknown fields ride once");
         let last = chunks.last().unwrap();
         assert!(last.choices.is_empty());
         assert_eq!(last.usage.as_ref().unwrap()["total_tokens"], 3);

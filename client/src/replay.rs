@@ -5,7 +5,7 @@ use crate::chat::{ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Usag
 use serde_json::{Map, Value};
 
 /// Top-level fields OpenAI repeats on every chunk of a stream.
-const EVERY_CHUNK: [&str; 2] = ["system_fingerprint", "service_tier"];
+pub(crate) const EVERY_CHUNK: [&str; 2] = ["system_fingerprint", "service_tier"];
 
 impl ChatCompletion {
     /// Replays a finished completion as the chunks a streaming server would have sent, in
