@@ -454,7 +454,12 @@ async fn metrics_count_submits_and_endings_by_endpoint() {
         .collect();
     assert_eq!(
         endpoints.into_iter().collect::<Vec<_>>(),
-        vec!["/v1/chat/completions", "/v1/completions", "/v1/embeddings"],
+        vec![
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/responses"
+        ],
         "the label takes the fixed set only"
     );
 }
