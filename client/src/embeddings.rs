@@ -1,5 +1,5 @@
-//! OpenAI's `POST /v1/embeddings`: the request, and its `input` read into one of the four
-//! shapes OpenAI accepts.
+//! OpenAI's `POST /v1/embeddings`: the request, its `input` read into one of the four
+//! shapes OpenAI accepts, and the answer (a list of embeddings).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -34,6 +34,74 @@ impl EmbeddingRequest {
             extra: Map::new(),
         }
     }
+
+    /// Sets any other field of OpenAI's request (`dimensions`, `encoding_format`, `user`).
+    #[must_use]
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+/// OpenAI's answer to `POST /v1/embeddings` (`"object": "list"`): one embedding per input,
+/// `data[i]` for input `i`. Read leniently: what a server leaves out gets a default, and
+/// unknown fields are kept in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingList {
+    #[serde(default = "list")]
+    pub object: String,
+    #[serde(default)]
+    pub data: Vec<Embedding>,
+    #[serde(default)]
+    pub model: String,
+    /// `prompt_tokens` and `total_tokens`; absent from some servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<EmbeddingUsage>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn list() -> String {
+    "list".to_owned()
+}
+
+/// One input's embedding (`"object": "embedding"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    /// The input's position in the request's `input`, from 0.
+    #[serde(default)]
+    pub index: u32,
+    pub embedding: EmbeddingVector,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A vector as `encoding_format` asked: floats (`float`, the default), or the base64 of
+/// little-endian `f32`s (`base64`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f64>),
+    Base64(String),
+}
+
+impl EmbeddingVector {
+    /// The floats of a `float` vector; `None` for a base64 one.
+    pub fn as_floats(&self) -> Option<&[f64]> {
+        match self {
+            Self::Float(values) => Some(values),
+            Self::Base64(_) => None,
+        }
+    }
+}
+
+/// Tokens an embeddings call read: `prompt_tokens`, and `total_tokens`, which is the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
 }
 
 /// The four shapes of `input`: one text, texts, one token array, token arrays.
@@ -225,5 +293,30 @@ mod tests {
         assert_eq!(param(json!(null)), "input");
         let many: Vec<&str> = vec!["x"; 2049];
         assert_eq!(param(json!(many)), "input");
+    }
+
+    #[test]
+    fn an_embeddings_answer_reads_float_and_base64_vectors_and_keeps_unknown_fields() {
+        let answer = json!({"object": "list", "model": "m", "data": [
+            {"object": "embedding", "index": 0, "embedding": [0.5, -1.0]},
+            {"object": "embedding", "index": 1, "embedding": "AACAPw=="}],
+            "usage": {"prompt_tokens": 3, "total_tokens": 3}, "id": "x"});
+        let list: EmbeddingList = serde_json::from_value(answer.clone()).unwrap();
+        assert_eq!(list.data[0].embedding.as_floats(), Some(&[0.5, -1.0][..]));
+        assert_eq!(list.data[1].embedding.as_floats(), None);
+        assert_eq!(list.usage.map(|u| u.prompt_tokens), Some(3));
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            answer,
+            "a round trip keeps it all"
+        );
+        let bare: EmbeddingList =
+            serde_json::from_value(json!({"data": [{"embedding": [1.0]}]})).unwrap();
+        assert_eq!((bare.object.as_str(), bare.data[0].index), ("list", 0));
+        let request = EmbeddingRequest::new("m", "hi").field("dimensions", 8);
+        assert_eq!(
+            serde_json::to_value(request).unwrap(),
+            json!({"model": "m", "input": "hi", "dimensions": 8})
+        );
     }
 }

@@ -39,6 +39,7 @@ pub mod ids;
 pub mod job;
 pub mod node;
 mod replay;
+pub mod responses;
 pub mod retry_after;
 
 pub use admin::{ApiKeyInfo, CreateKeyRequest, CreatedKey, Role};
@@ -51,7 +52,7 @@ pub use chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model
 #[cfg(feature = "client")]
 pub use client::{Client, Error, JobHandle, SubmitOptions};
 pub use completions::{CompletionRequest, TextCompletion};
-pub use embeddings::{EmbeddingInput, EmbeddingRequest};
+pub use embeddings::{EmbeddingInput, EmbeddingList, EmbeddingRequest};
 pub use endpoint::Endpoint;
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use file::{FileDeleted, FileList, FileObject, FilePurpose};
@@ -61,3 +62,4 @@ pub use node::{
     FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob, NodeResult,
     NodeResultStatus, SubmitOutcome, SubmitOutcomeKind, SubmitResponse,
 };
+pub use responses::{Response, ResponseRequest};

@@ -5,6 +5,7 @@ use super::{Client, Error, LONG_POLL, MAX_POLL_IDS, REQUEST_TIMEOUT};
 use crate::chat::ChatCompletion;
 use crate::ids::JobId;
 use crate::job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
+use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 /// A submitted job.
 pub struct JobHandle {
@@ -36,6 +37,13 @@ impl JobHandle {
     /// Waits (by long-polling) until the job ends, and returns its completion, or the error
     /// of its ending, or `JobTimeout` after `timeout`.
     pub async fn get(&mut self, timeout: Duration) -> Result<ChatCompletion, Error> {
+        self.get_as(timeout).await
+    }
+
+    /// Like [`get`](Self::get), for a job of any endpoint: its result read as `T`, say an
+    /// [`EmbeddingList`](crate::embeddings::EmbeddingList), a
+    /// [`Response`](crate::responses::Response) or a `serde_json::Value`.
+    pub async fn get_as<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T, Error> {
         let started = Instant::now();
         loop {
             let remaining = timeout.saturating_sub(started.elapsed());
@@ -62,13 +70,20 @@ impl JobHandle {
     }
 }
 
-/// The completion of a finished job, or the error its ending deserves.
-pub fn outcome(job: Job) -> Result<ChatCompletion, Error> {
+/// The result of a finished job read as `T`, or the error its ending deserves.
+pub fn outcome<T: DeserializeOwned>(job: Job) -> Result<T, Error> {
     match job.status {
         JobStatus::Completed => match &job.result {
             Some(result) => serde_json::from_value(result.clone()).map_err(|e| Error::ApiStatus {
                 status: 200,
-                message: format!("the result of `{}` is not a ChatCompletion: {e}", job.id),
+                message: format!(
+                    "the result of `{}` is not a {}: {e}",
+                    job.id,
+                    std::any::type_name::<T>()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or_default()
+                ),
             }),
             None => Err(Error::JobFailed(Box::new(job))),
         },

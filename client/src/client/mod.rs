@@ -2,14 +2,19 @@
 //! the same shape as the Python package.
 
 mod batches;
+mod embeddings;
 mod files;
 mod jobs;
+mod responses;
+mod submit;
 
 pub use batches::{
     BatchRequests, BatchResults, Batches, CHAT_COMPLETIONS, LineError, Progress, RunOptions,
 };
+pub use embeddings::Embeddings;
 pub use files::{Files, Upload};
 pub use jobs::{JobHandle, Jobs};
+pub use responses::Responses;
 
 use crate::batch::Batch;
 use crate::chat::ChatCompletionRequest;
