@@ -83,6 +83,33 @@ async function main() {
   });
   await record("batch_unknown_file", () => plain.batches.create({ input_file_id: "file-unknown",
     endpoint: "/v1/chat/completions", completion_window: "24h" }));
+  await record("responses_background", async () => {
+    const queued = await plain.responses.create({ model: MODEL, input: "Hello!", background: true });
+    await plain.responses.retrieve(queued.id);
+    for await (const _ of plain.responses.inputItems.list(queued.id)) { /* drain */ }
+    await plain.responses.delete(queued.id);
+  });
+  await record("responses_create", async () => {
+    const first = await plain.responses.create({ model: MODEL, input: "Hello!" });
+    await plain.responses.create({ model: MODEL, input: "And again?", previous_response_id: first.id });
+  });
+  // A model no node serves: the response stays queued until it is cancelled.
+  await record("responses_cancel", async () => {
+    const queued = await plain.responses.create({ model: "compat-unserved", input: "Hello!", background: true });
+    await plain.responses.cancel(queued.id);
+  });
+  await record("responses_stream", async () => {
+    for await (const _ of await plain.responses.create({ model: MODEL, input: "Hello!", stream: true })) { /* drain */ }
+  });
+  // The SDK asks for base64 vectors unless told otherwise; `wait` makes the answer the list.
+  await record("embeddings", () => plain.embeddings.create({ model: MODEL, input: ["Hello!", "a queue"] },
+    { query: { wait: 30 } }));
+  await record("embeddings_float", () => waited.embeddings.create({ model: MODEL, input: "Hello!", encoding_format: "float" }));
+  await record("completions", () => waited.completions.create({ model: MODEL, prompt: "Say this is a test",
+    max_tokens: 16, temperature: 0 }));
+  await record("completions_stream", async () => {
+    for await (const _ of await waited.completions.create({ model: MODEL, prompt: "Say this is a test", stream: true })) { /* drain */ }
+  });
   await record("bad_key", () => new OpenAI({ baseURL: `${base}/v1`, apiKey: BAD, maxRetries: 0 }).models.list());
   await record("wrong_role", () => new OpenAI({ baseURL: `${base}/v1`, apiKey: NODE, maxRetries: 0 })
     .chat.completions.create({ model: MODEL, messages: HI }));

@@ -96,6 +96,38 @@ case("batch_flow")(batch_flow)
 case("batch_cancel")(batch_cancel)
 case("batch_unknown_file")(lambda: plain.batches.create(
     input_file_id="file-unknown", endpoint="/v1/chat/completions", completion_window="24h"))
+
+
+def responses_background():
+    queued = plain.responses.create(model=MODEL, input="Hello!", background=True)
+    plain.responses.retrieve(queued.id)
+    list(plain.responses.input_items.list(queued.id))
+    plain.responses.delete(queued.id)
+
+
+def responses_create():
+    first = plain.responses.create(model=MODEL, input="Hello!")
+    plain.responses.create(model=MODEL, input="And again?", previous_response_id=first.id)
+
+
+def responses_cancel():
+    # A model no node serves: the response stays queued until it is cancelled.
+    queued = plain.responses.create(model="compat-unserved", input="Hello!", background=True)
+    plain.responses.cancel(queued.id)
+
+
+case("responses_background")(responses_background)
+case("responses_create")(responses_create)
+case("responses_cancel")(responses_cancel)
+case("responses_stream")(lambda: list(plain.responses.create(model=MODEL, input="Hello!", stream=True)))
+# The SDK asks for base64 vectors unless told otherwise; `wait` makes the answer the list.
+case("embeddings")(lambda: plain.embeddings.create(model=MODEL, input=["Hello!", "a queue"],
+                                                   extra_query={"wait": 30}))
+case("embeddings_float")(lambda: waited.embeddings.create(model=MODEL, input="Hello!", encoding_format="float"))
+case("completions")(lambda: waited.completions.create(model=MODEL, prompt="Say this is a test", max_tokens=16,
+                                                      temperature=0))
+case("completions_stream")(lambda: list(waited.completions.create(model=MODEL, prompt="Say this is a test",
+                                                                 stream=True)))
 case("bad_key")(lambda: OpenAI(base_url=f"{base}/v1", api_key=BAD, max_retries=0).models.list())
 case("wrong_role")(lambda: OpenAI(base_url=f"{base}/v1", api_key=NODE, max_retries=0).chat.completions.create(
     model=MODEL, messages=HI))

@@ -1,17 +1,24 @@
 """A small server that records what the official OpenAI SDKs send, for compat-tests.
 
-It answers like OpenAI would (completions, streams, tool calls, models, errors, and the Files
-and Batch APIs' objects and pages) so the SDKs carry on, and writes one fixture per case. A
+It answers like OpenAI would (chat and legacy completions, their streams, tool calls,
+embeddings, models, errors, the Files and Batch APIs' objects and pages, and the Responses
+API's objects and event stream) so the SDKs carry on, and writes one fixture per case. A
 multipart body is kept as its exact text (`body_text`), since its boundary is in the recorded
-content type. The Files and Batch answers are kept too (`answer`: status and body): replay maps the ids minted
-here (`file-recorded-NN`, `batch_recorded-NN`) to the gateway's, and waits for a retrieved
-batch to reach the status recorded here. A batch whose lines all name a model served here
-(`gpt-4o-mini`) is `completed` when first retrieved; any other stays `in_progress`. Control endpoints, used by the catalogue scripts
-between SDK calls:
+content type. The Files, Batch and Responses answers (but a stream) are kept too (`answer`:
+status and body): replay maps the ids minted here (`file-recorded-NN`, `batch_recorded-NN`,
+`resp_recorded-NN`) to the gateway's, and waits for a retrieved batch or response to reach
+the status recorded here. A batch whose lines all name a model served here (`gpt-4o-mini`)
+is `completed` when first retrieved; any other stays `in_progress`. A background response is
+`queued` when created and, if its model is served here, `completed` when first retrieved;
+one of another model stays `queued` until cancelled. Embeddings come as base64 when asked
+for (the SDKs' default), as OpenAI sends them. Control endpoints, used by the catalogue
+scripts between SDK calls:
     POST /__case {"name", "sdk", "version", "fail": [429, ...]}   start a case
     POST /__end                                                    write its fixture
 Usage: python recording_server.py PORT FIXTURES_DIR
 """
+import array
+import base64
 import itertools
 import json
 import pathlib
@@ -32,6 +39,7 @@ TIME = 1700000000
 
 state = {"case": None, "requests": [], "fail": []}
 files, batches = {}, {}  # id -> (object, content) and id -> batch object, in creation order
+responses = {}  # id -> (response object, its request with the conversation so far)
 minted = itertools.count(1)
 
 
@@ -133,6 +141,129 @@ def files_and_batches(method, path, query, content_type, raw):
     return None
 
 
+def last_input_text(body):
+    """The text of the last user input of a Responses request."""
+    given = body.get("input")
+    if isinstance(given, str):
+        return given
+    for item in reversed(given or []):
+        if item.get("role") == "user":
+            content = item.get("content")
+            return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+    return ""
+
+
+def response_object(rid, body, status):
+    """OpenAI's `response` object for `body` in `status`; a completed one has its output."""
+    done = status == "completed"
+    message = {"id": f"msg_rec_{rid[-2:]}", "type": "message", "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": f"recorded: {last_input_text(body)}",
+                            "annotations": [], "logprobs": []}]}
+    usage = {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 1,
+             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 2}
+    return {"id": rid, "object": "response", "created_at": TIME, "status": status,
+            "background": bool(body.get("background")), "error": None, "incomplete_details": None,
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "model": body["model"], "output": [message] if done else [], "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"), "store": True, "temperature": 1.0,
+            "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+            "truncation": "disabled", "usage": usage if done else None, "metadata": body.get("metadata") or {}}
+
+
+def response_events(response):
+    """The Responses event stream of a completed `response`, as OpenAI sends it: every event
+    named in its `event:` line and its data's `type`, numbered by `sequence_number`; no [DONE]."""
+    opening = dict(response, status="in_progress", output=[], usage=None)
+    message = response["output"][0]
+    part = message["content"][0]
+    at = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+    events = [
+        ("response.created", {"response": opening}),
+        ("response.in_progress", {"response": opening}),
+        ("response.output_item.added", {"output_index": 0, "item": dict(message, status="in_progress", content=[])}),
+        ("response.content_part.added", dict(at, part=dict(part, text=""))),
+        ("response.output_text.delta", dict(at, delta=part["text"], logprobs=[])),
+        ("response.output_text.done", dict(at, text=part["text"], logprobs=[])),
+        ("response.content_part.done", dict(at, part=part)),
+        ("response.output_item.done", {"output_index": 0, "item": message}),
+        ("response.completed", {"response": response}),
+    ]
+    return "".join(f"event: {kind}\ndata: {json.dumps(dict(data, type=kind, sequence_number=n))}\n\n"
+                   for n, (kind, data) in enumerate(events))
+
+
+def responses_api(method, path, body):
+    """The Responses API, as (status, answer); None for another route. A stream's answer is
+    its events as bytes."""
+    parts = path.strip("/").split("/")[1:]
+    if parts == ["responses"] and method == "POST":
+        rid = f"resp_recorded-{next(minted):02d}"
+        request = dict(body)
+        previous = responses.get(body.get("previous_response_id"))
+        if body.get("previous_response_id") and not previous:
+            return error(400, f"previous response `{body['previous_response_id']}` not found",
+                         "previous_response_not_found", "previous_response_id")
+        if body.get("background"):
+            response = response_object(rid, body, "queued")
+        else:
+            response = response_object(rid, body, "completed")
+        responses[rid] = (response, request)
+        if body.get("stream"):
+            return 200, response_events(response).encode()
+        return 200, response
+    if parts[0] != "responses":
+        return None
+    if parts[1] not in responses:
+        return error(404, f"Response with id '{parts[1]}' not found.", None, "response_id")
+    response, request = responses[parts[1]]
+    if method == "DELETE":
+        del responses[parts[1]]
+        return 200, {"id": response["id"], "object": "response", "deleted": True}
+    if parts[2:] == ["cancel"]:
+        if response["status"] not in ("queued", "in_progress"):
+            return error(400, "Only responses that are queued or in progress can be cancelled.", None)
+        response.update(status="cancelled")
+        return 200, response
+    if parts[2:] == ["input_items"]:
+        given = request["input"]
+        items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+        data = [{"id": f"msg_rec_in_{i}", "type": "message", "role": item["role"],
+                 "content": [{"type": "input_text", "text": item["content"]}]
+                 if isinstance(item["content"], str) else item["content"]}
+                for i, item in enumerate(items)]
+        return 200, {"object": "list", "data": list(reversed(data)), "first_id": data[-1]["id"],
+                     "last_id": data[0]["id"], "has_more": False}
+    if response["status"] == "queued" and response["model"] in SERVED:
+        response.update(response_object(response["id"], request, "completed"))
+    return 200, response
+
+
+def embeddings(body):
+    """An embeddings list with a vector per input; base64 (little-endian float32s) when asked."""
+    given = body["input"]
+    inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given
+    data = []
+    for index, text in enumerate(inputs):
+        vector = [float(len(text)), 0.5, -0.25]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(array.array("f", vector).tobytes()).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    return {"object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}}
+
+
+def text_completion(body):
+    """A legacy `text_completion`, and its stream's chunks."""
+    prompt = body["prompt"] if isinstance(body["prompt"], str) else " ".join(map(str, body["prompt"]))
+    done = {"id": "cmpl-rec", "object": "text_completion", "created": TIME, "model": body["model"],
+            "system_fingerprint": None, "choices": [
+                {"text": f"recorded: {prompt}", "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    chunks = [dict(done, choices=[dict(done["choices"][0], finish_reason=None)], usage=None),
+              dict(done, choices=[dict(done["choices"][0], text="", finish_reason="stop")], usage=None)]
+    return done, "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
 def completion(body):
     last = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
     if body.get("tools") and body["messages"][-1].get("role") != "tool":
@@ -227,7 +358,17 @@ class Recorder(BaseHTTPRequestHandler):
                 events = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(end)}\n\ndata: [DONE]\n\n"
                 return self.reply(200, events.encode(), "text/event-stream")
             return self.reply(200, done)
-        answer = files_and_batches(self.command, url.path, dict(parse_qsl(url.query)), content_type, raw)
+        if url.path == "/v1/embeddings":
+            return self.reply(200, embeddings(body))
+        if url.path == "/v1/completions":
+            done, events = text_completion(body)
+            if body.get("stream"):
+                return self.reply(200, events.encode(), "text/event-stream")
+            return self.reply(200, done)
+        answer = responses_api(self.command, url.path, body)
+        if answer is not None and isinstance(answer[1], bytes):
+            return self.reply(answer[0], answer[1], "text/event-stream")
+        answer = answer or files_and_batches(self.command, url.path, dict(parse_qsl(url.query)), content_type, raw)
         if answer is not None:
             status, payload = answer
             if isinstance(payload, bytes):
