@@ -52,7 +52,10 @@ pub fn replay(endpoint: Endpoint, result: &str, include_usage: bool) -> String {
                         .collect()
                 })
         }
-        _ => serde_json::from_str::<ChatCompletion>(result)
+        // Neither streams here: embeddings refuse `stream: true` at submit, and a response's
+        // events are written from its `response` object (`responses::replay`).
+        Endpoint::Embeddings | Endpoint::Responses => None,
+        Endpoint::ChatCompletions => serde_json::from_str::<ChatCompletion>(result)
             .ok()
             .map(|completion| {
                 completion

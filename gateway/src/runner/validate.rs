@@ -80,6 +80,20 @@ fn problem(line: u64, code: &str, message: String, param: Option<&str>) -> Batch
 }
 
 /// Validates and enqueues the batch's lines, then starts it; or fails it.
+/// OpenAI's limit of embedding inputs across all the lines of an embeddings batch.
+pub const MAX_EMBEDDING_INPUTS: usize = 50_000;
+
+/// How many inputs a judged line's body brings to an embeddings batch; 0 elsewhere.
+fn embedding_inputs(endpoint: &str, payload: &str) -> usize {
+    if endpoint != openbeepboop::Endpoint::Embeddings.as_str() {
+        return 0;
+    }
+    serde_json::from_str::<Value>(payload)
+        .ok()
+        .and_then(|body| openbeepboop::embeddings::EmbeddingInput::read(&body["input"]).ok())
+        .map_or(0, |input| input.len())
+}
+
 pub async fn run(runner: &BatchRunner, batch: BatchRecord) -> Result<(), StoreError> {
     let queue = &runner.queue;
     let mut lines = match open(runner, &batch).await? {
@@ -90,6 +104,7 @@ pub async fn run(runner: &BatchRunner, batch: BatchRecord) -> Result<(), StoreEr
     let mut seen = HashSet::new();
     let mut errors = Vec::new();
     let mut count = 0usize;
+    let mut inputs = 0usize;
     let mut model = None;
     loop {
         let (number, text) = match lines.next().await {
@@ -115,6 +130,18 @@ pub async fn run(runner: &BatchRunner, batch: BatchRecord) -> Result<(), StoreEr
         }
         match judge_line(&*runner.check, &batch.endpoint, number, text, &mut seen) {
             Ok(line) => {
+                inputs += embedding_inputs(&batch.endpoint, &line.payload);
+                if inputs > MAX_EMBEDDING_INPUTS {
+                    errors.push(problem(
+                        number,
+                        "too_many_embedding_inputs",
+                        format!(
+                            "the batch's lines hold more than {MAX_EMBEDDING_INPUTS} embedding inputs in all (OpenAI's limit for an embeddings batch)"
+                        ),
+                        Some("body.input"),
+                    ));
+                    break;
+                }
                 model.get_or_insert(line.model);
             }
             Err(error) if errors.len() < MAX_ERRORS => errors.push(error),

@@ -619,3 +619,42 @@ async fn a_held_completion_stream_gets_text_completion_chunks_once_its_job_ends(
     assert_eq!(chunks[0]["choices"][0]["text"], " upon");
     assert_eq!(chunks[1]["choices"][0]["finish_reason"], "length");
 }
+
+#[tokio::test]
+async fn an_embeddings_batch_of_more_than_50000_inputs_in_all_fails_at_the_line_that_passes_it() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    // 2048 inputs a line (OpenAI's most per request): line 25 brings the sum past 50,000.
+    let inputs = vec!["a"; 2048];
+    let lines: String = (1..=26)
+        .map(|n| {
+            json!({"custom_id": format!("c{n}"), "method": "POST", "url": EMBEDDINGS,
+                   "body": {"model": "e", "input": inputs}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let (status, file) = files::upload(&gw, &user, files::form(lines, "in.jsonl", "batch")).await;
+    assert_eq!(status, 200, "{file}");
+    let (status, batch) = gw
+        .post_json(
+            &user,
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": EMBEDDINGS,
+                    "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let id = batch["id"].as_str().unwrap();
+    let failed = eventually(Duration::from_secs(20), "the batch to fail", || async {
+        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
+        (batch["status"] == "failed").then_some(batch)
+    })
+    .await;
+    let error = &failed["errors"]["data"][0];
+    assert_eq!(error["code"], "too_many_embedding_inputs", "{failed}");
+    assert_eq!(error["line"], 25);
+    assert_eq!(error["param"], "body.input");
+    let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
+    assert_eq!(jobs["data"], json!([]), "no line was queued");
+}
