@@ -412,6 +412,18 @@ mod tests {
         let one = plan(&["m"], &[Endpoint::Embeddings]);
         assert!(one.contains("jobs_queued_by_endpoint"), "{one}");
         assert!(!one.contains("TEMP B-TREE"), "{one}");
+        // Several endpoints (llama.cpp's default: all but embeddings): queue order, the
+        // other endpoints' jobs skipped as they come, never a sort of every queued job.
+        let several = plan(
+            &["m"],
+            &[
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Responses,
+            ],
+        );
+        assert!(!several.contains("TEMP B-TREE"), "{several}");
+        assert!(several.contains("USING INDEX"), "{several}");
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl Queue {
     }
 
     /// Leases up to `limit` queued jobs of `models` (`*` is any), of any endpoint, to a
-    /// node.
+    /// node: the unit tests' shorthand for [`Queue::lease_serving`].
+    #[cfg(test)]
     pub async fn lease(
         &self,
         node_id: String,
