@@ -505,3 +505,44 @@ async fn bad_responses_requests_name_their_field_and_store_nothing() {
         (400, &json!("order"))
     );
 }
+
+#[tokio::test]
+async fn a_response_takes_idempotency_priority_and_ttl_like_any_job() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let body = json!({"model": "m", "input": "once", "background": true});
+    let send = || {
+        gw.http
+            .post(gw.url(RESPONSES))
+            .bearer_auth(&user)
+            .header("Idempotency-Key", "resp-key-1")
+            .header("X-OBB-Priority", "1")
+            .header("X-OBB-TTL", "600")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let again: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        first["id"], again["id"],
+        "the same key and body: the same response"
+    );
+    let id = first["id"].as_str().unwrap();
+    let job = gw.job(&user, id).await;
+    assert_eq!(job["priority"], 1);
+    assert_eq!(
+        job["expires_at"].as_i64().unwrap() - job["created_at"].as_i64().unwrap(),
+        600
+    );
+    // The same key for another request is refused.
+    let reused = gw
+        .http
+        .post(gw.url("/v1/completions"))
+        .bearer_auth(&user)
+        .header("Idempotency-Key", "resp-key-1")
+        .json(&json!({"model": "m", "prompt": "once"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 422);
+}
