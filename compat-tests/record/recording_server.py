@@ -158,7 +158,7 @@ def response_object(rid, body, status):
     done = status == "completed"
     message = {"id": f"msg_rec_{rid[-2:]}", "type": "message", "status": "completed", "role": "assistant",
                "content": [{"type": "output_text", "text": f"recorded: {last_input_text(body)}",
-                            "annotations": [], "logprobs": []}]}
+                            "annotations": []}]}
     usage = {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 1,
              "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 2}
     return {"id": rid, "object": "response", "created_at": TIME, "status": status,

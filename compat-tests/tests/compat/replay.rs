@@ -37,7 +37,7 @@ fn redact(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             for (key, field) in fields.iter_mut() {
-                if (["id", "created"].contains(&key.as_str()) || key.ends_with("_at"))
+                if (["id", "created", "item_id"].contains(&key.as_str()) || key.ends_with("_at"))
                     && !field.is_null()
                 {
                     *field = json!("[redacted]");
@@ -54,7 +54,7 @@ fn redact(value: &mut Value) {
 
 /// Replaces the gateway's ids (a prefix and 32 hex digits) inside strings.
 fn redact_ids(text: &str) -> String {
-    ["job-", "file-", "batch_", "batch_req_"]
+    ["job-", "file-", "batch_", "batch_req_", "resp_", "msg_"]
         .iter()
         .fold(text.to_owned(), |text, prefix| {
             let mut out = String::with_capacity(text.len());
@@ -76,8 +76,8 @@ fn redact_ids(text: &str) -> String {
 }
 
 /// The ids a fixture names, mapped to the gateway's: the seed job for `job-recorded`, and each
-/// id the recording server minted (`file-recorded-NN`, `batch_recorded-NN`) to the one the
-/// gateway gave in the same place of the same answer.
+/// id the recording server minted (`file-recorded-NN`, `batch_recorded-NN`,
+/// `resp_recorded-NN`) to the one the gateway gave in the same place of the same answer.
 struct Ids(Vec<(String, String)>);
 
 impl Ids {
@@ -103,6 +103,16 @@ impl Ids {
             };
             if Self::minted(ours) && !self.0.iter().any(|(known, _)| known == ours) {
                 self.0.push((ours.to_owned(), theirs.to_owned()));
+            }
+        }
+    }
+
+    /// Checks that every id `recorded` names at its top level is, in `live`, the gateway's
+    /// id it maps to: a response's `previous_response_id`, a batch's `input_file_id`.
+    fn check_same(&self, recorded: &Value, live: &Value, what: &str) {
+        for (key, value) in recorded.as_object().into_iter().flatten() {
+            if let Some(ours) = value.as_str().filter(|v| Self::minted(v)) {
+                assert_eq!(live[key], self.apply(ours), "{what}: `{key}`");
             }
         }
     }
@@ -168,15 +178,10 @@ async fn send(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
     let stream = response
         .headers()
         .get("content-type")
-        .is_some_and(|v| v == "text/event-stream");
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let text = response.text().await.unwrap();
     let body: Value = if stream {
-        Value::Array(
-            text.split("\n\n")
-                .filter_map(|e| e.strip_prefix("data: "))
-                .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
-                .collect(),
-        )
+        server_sent_events(&text)
     } else if path.ends_with("/content") && status == 200 {
         // Output lines come in no promised order (OpenAI's rule): sorted by `custom_id` so
         // the snapshot does not depend on it.
@@ -196,21 +201,52 @@ async fn send(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
     }
 }
 
-/// Replays `recorded`. A batch's retrieve is repeated, as an SDK user polls, until the batch
-/// reaches the status the recording server answered.
+/// A stream's events as the SDKs read them: each event's data (JSON where it parses), or
+/// `{"event", "data"}` where the event is named in an `event:` line (the Responses API's);
+/// comments (keep-alives) are no events.
+fn server_sent_events(text: &str) -> Value {
+    let events = text.split("\n\n").filter_map(|block| {
+        let (mut name, mut data) = (None, Vec::new());
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event: ") {
+                name = Some(value);
+            } else if let Some(value) = line.strip_prefix("data: ") {
+                data.push(value);
+            }
+        }
+        if data.is_empty() {
+            return None;
+        }
+        let data = data.join("\n");
+        let data = serde_json::from_str(&data).unwrap_or_else(|_| json!(data));
+        Some(match name {
+            Some(name) => json!({"event": name, "data": data}),
+            None => data,
+        })
+    });
+    Value::Array(events.collect())
+}
+
+/// Replays `recorded`. A batch's or a response's retrieve is repeated, as an SDK user polls,
+/// until it reaches the status the recording server answered.
 async fn replay(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
     let wanted = recorded["answer"]["body"]["status"].as_str();
     let retrieve = recorded["method"] == "GET"
-        && recorded["answer"]["body"]["object"] == "batch"
-        && recorded["path"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("/v1/batches/"));
+        && ["batch", "response"].contains(
+            &recorded["answer"]["body"]["object"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        && recorded["path"].as_str().is_some_and(|p| {
+            p.strip_prefix("/v1/")
+                .is_some_and(|rest| rest.split('/').count() == 2)
+        });
     match wanted.filter(|_| retrieve) {
         None => send(stack, recorded, ids).await,
         Some(wanted) => {
             testkit::eventually(
                 Duration::from_secs(30),
-                &format!("the batch to be `{wanted}`"),
+                &format!("{} to be `{wanted}`", recorded["path"]),
                 || async {
                     let answer = send(stack, recorded, ids).await;
                     (answer.body["status"] == wanted).then_some(answer)
@@ -225,7 +261,7 @@ async fn replay(stack: &Stack, recorded: &Value, ids: &Ids) -> Answer {
 async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
     let stack = Stack::start().await;
     let all = fixtures();
-    assert_eq!(all.len(), 42, "21 cases from each SDK");
+    assert_eq!(all.len(), 58, "29 cases from each SDK");
     for (sdk, case, fixture) in all {
         let mut ids = Ids::new(&stack.finished_job);
         for (index, recorded) in fixture["requests"].as_array().unwrap().iter().enumerate() {
@@ -234,9 +270,13 @@ async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
                 headers,
                 body,
             } = replay(&stack, recorded, &ids).await;
-            if case.starts_with("batch_") {
-                check_batch_api(&sdk, recorded, status, &body);
+            if recorded.get("answer").is_some() {
+                check_recorded_answer(&sdk, recorded, status, &body);
                 ids.learn(&recorded["answer"]["body"], &body);
+                ids.check_same(&recorded["answer"]["body"], &body, &case);
+                if body["object"] == "response" && body.get("deleted").is_none() {
+                    check_response(&case, index, &body);
+                }
             } else {
                 check(&case, status, &body);
             }
@@ -247,11 +287,11 @@ async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
     }
 }
 
-/// What a Files or Batch API call must give the SDK: the status the recording server (like
-/// OpenAI) answered, each field of its answer in the same JSON type, the same values where
-/// they do not depend on time or ids, and for a batch's output file, a chat completion for
-/// each input line under its `custom_id`.
-fn check_batch_api(sdk: &str, recorded: &Value, status: u16, body: &Value) {
+/// What a Files, Batch or Responses API call must give the SDK: the status the recording
+/// server (like OpenAI) answered, each field of its answer in the same JSON type, the same
+/// values where they do not depend on time or ids, and for a batch's output file, a chat
+/// completion for each input line under its `custom_id`.
+fn check_recorded_answer(sdk: &str, recorded: &Value, status: u16, body: &Value) {
     let what = format!("{} {}", recorded["method"], recorded["path"]);
     let answer = &recorded["answer"];
     assert_eq!(
@@ -290,7 +330,7 @@ fn check_batch_api(sdk: &str, recorded: &Value, status: u16, body: &Value) {
         return;
     }
     let answer = &answer["body"];
-    if answer.get("error").is_some() {
+    if answer.get("error").is_some_and(|e| !e.is_null()) {
         shapes::error(body);
         assert_eq!(body["error"]["param"], answer["error"]["param"], "{what}");
         return;
@@ -313,15 +353,70 @@ fn check_batch_api(sdk: &str, recorded: &Value, status: u16, body: &Value) {
             "model",
             "metadata",
             "request_counts",
+            "background",
+            "role",
+            "content",
         ] {
             assert_eq!(ours.get(field), theirs.get(field), "{what}: `{field}`");
         }
     }
 }
 
+/// What a `response` must give the SDK beyond the recorded answer's fields: the output text
+/// the mock answers once it has completed (the last user input, after `mock: `), none before.
+fn check_response(case: &str, index: usize, body: &Value) {
+    let text = shapes::response(body);
+    match body["status"].as_str() {
+        Some("completed") => {
+            let asked = if (case, index) == ("responses_create", 1) {
+                "And again?"
+            } else {
+                "Hello!"
+            };
+            assert_eq!(text, format!("mock: {asked}"), "{case}: {body}");
+        }
+        _ => assert!(body["output"].as_array().unwrap().is_empty(), "{body}"),
+    }
+}
+
 /// What each case must give the SDK.
 fn check(case: &str, status: u16, body: &Value) {
     match case {
+        "embeddings" | "embeddings_float" => {
+            assert_eq!(status, 200, "{case}: {body}");
+            let inputs = if case == "embeddings" {
+                vec!["Hello!", "a queue"]
+            } else {
+                vec!["Hello!"]
+            };
+            let vectors = shapes::embedding_list(body);
+            let expected: Vec<Vec<f64>> = inputs
+                .iter()
+                .map(|input| testkit::mock::mock_embedding(&json!(input)))
+                .collect();
+            assert_eq!(
+                vectors, expected,
+                "the mock's vector of each input, in order"
+            );
+        }
+        "completions" => {
+            assert_eq!(status, 200, "{case}: {body}");
+            assert_eq!(shapes::text_completion(body), "mock: Say this is a test");
+        }
+        "completions_stream" => {
+            assert_eq!(status, 200, "{case}: {body}");
+            let events = body.as_array().unwrap();
+            assert_eq!(
+                shapes::text_completion_stream(events),
+                "mock: Say this is a test"
+            );
+        }
+        "responses_stream" => {
+            assert_eq!(status, 200, "{case}: {body}");
+            let (text, done) = shapes::response_events(body.as_array().unwrap());
+            assert_eq!(text, "mock: Hello!");
+            assert_eq!(done["status"], "completed");
+        }
         "bad_key" => {
             assert_eq!(status, 401);
             shapes::error(body);

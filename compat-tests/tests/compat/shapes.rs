@@ -1,6 +1,7 @@
 //! What the official SDKs need from a response to parse it: the fields and types of their
-//! `ChatCompletion`, `ChatCompletionChunk`, `Model` page, error classes, and the Files and
-//! Batch APIs' objects.
+//! `ChatCompletion`, `ChatCompletionChunk`, `Model` page, error classes, the Files and
+//! Batch APIs' objects, `CreateEmbeddingResponse`, the legacy `Completion` and its chunks,
+//! and the Responses API's `Response` and stream events.
 
 use serde_json::Value;
 
@@ -114,4 +115,163 @@ pub fn like(recorded: &Value, live: &Value, what: &str) {
         | (Value::Bool(_), Value::Bool(_)) => {}
         _ => panic!("{what}: {live} is not of the type of {recorded}"),
     }
+}
+
+/// An embeddings `list` (`CreateEmbeddingResponse`); returns each vector as floats, decoding
+/// a base64 one (little-endian `f32`s) as the SDKs do.
+pub fn embedding_list(body: &Value) -> Vec<Vec<f64>> {
+    assert_eq!(body["object"], "list", "{body}");
+    string(&body["model"], "model");
+    for field in ["prompt_tokens", "total_tokens"] {
+        integer(&body["usage"][field], field);
+    }
+    let data = body["data"].as_array().expect("data is a list");
+    data.iter()
+        .enumerate()
+        .map(|(index, item)| {
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], index, "{body}");
+            match &item["embedding"] {
+                Value::Array(numbers) => numbers
+                    .iter()
+                    .map(|n| n.as_f64().expect("a vector of numbers"))
+                    .collect(),
+                Value::String(encoded) => base64_floats(encoded),
+                other => panic!("an embedding is a list or base64: {other}"),
+            }
+        })
+        .collect()
+}
+
+/// Little-endian `f32`s in standard base64, as OpenAI sends `encoding_format: base64`.
+fn base64_floats(encoded: &str) -> Vec<f64> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = Vec::new();
+    let (mut bits, mut held) = (0u32, 0u32);
+    for symbol in encoded.bytes().filter(|&b| b != b'=') {
+        let value = ALPHABET.iter().position(|&a| a == symbol).expect("base64");
+        bits = (bits << 6) | u32::try_from(value).unwrap();
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            bytes.push(u8::try_from((bits >> held) & 0xff).unwrap());
+        }
+    }
+    bytes
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect()
+}
+
+/// A legacy `text_completion` (`Completion`); returns its first choice's text.
+pub fn text_completion(body: &Value) -> String {
+    string(&body["id"], "id");
+    assert_eq!(body["object"], "text_completion", "{body}");
+    integer(&body["created"], "created");
+    string(&body["model"], "model");
+    let choices = body["choices"].as_array().expect("choices is a list");
+    assert!(!choices.is_empty());
+    for choice in choices {
+        integer(&choice["index"], "choices[].index");
+        string(&choice["text"], "choices[].text");
+        string(&choice["finish_reason"], "choices[].finish_reason");
+    }
+    choices[0]["text"].as_str().unwrap().to_owned()
+}
+
+/// A legacy completion stream: `text_completion` chunks, then `[DONE]`; returns the text
+/// they join to.
+pub fn text_completion_stream(events: &[Value]) -> String {
+    assert_eq!(
+        events.last(),
+        Some(&Value::String("[DONE]".to_owned())),
+        "a stream ends with [DONE]"
+    );
+    let mut text = String::new();
+    for chunk in &events[..events.len() - 1] {
+        string(&chunk["id"], "chunk.id");
+        assert_eq!(chunk["object"], "text_completion", "{chunk}");
+        integer(&chunk["created"], "chunk.created");
+        for choice in chunk["choices"].as_array().expect("chunk choices") {
+            integer(&choice["index"], "chunk.choices[].index");
+            assert!(choice["finish_reason"].is_null() || choice["finish_reason"].is_string());
+            text.push_str(choice["text"].as_str().expect("chunk text"));
+        }
+    }
+    text
+}
+
+/// A Responses API `response` (the fields the SDKs' `Response` requires); returns what
+/// their `output_text` property joins: every `output_text` part of every message.
+pub fn response(body: &Value) -> String {
+    string(&body["id"], "id");
+    assert_eq!(body["object"], "response", "{body}");
+    assert!(body["created_at"].is_number(), "created_at: {body}");
+    string(&body["model"], "model");
+    string(&body["status"], "status");
+    assert!(body["parallel_tool_calls"].is_boolean(), "{body}");
+    assert!(body["tools"].is_array(), "{body}");
+    assert!(
+        body["tool_choice"].is_string() || body["tool_choice"].is_object(),
+        "{body}"
+    );
+    let mut text = String::new();
+    for item in body["output"].as_array().expect("output is a list") {
+        string(&item["type"], "output[].type");
+        if item["type"] != "message" {
+            continue;
+        }
+        string(&item["id"], "output[].id");
+        assert_eq!(item["role"], "assistant");
+        string(&item["status"], "output[].status");
+        for part in item["content"].as_array().expect("content is a list") {
+            if part["type"] == "output_text" {
+                assert!(part["annotations"].is_array(), "{part}");
+                text.push_str(part["text"].as_str().expect("output_text.text"));
+            }
+        }
+    }
+    if body["status"] == "completed" {
+        let usage = &body["usage"];
+        for field in ["input_tokens", "output_tokens", "total_tokens"] {
+            integer(&usage[field], field);
+        }
+        integer(
+            &usage["input_tokens_details"]["cached_tokens"],
+            "cached_tokens",
+        );
+        integer(
+            &usage["output_tokens_details"]["reasoning_tokens"],
+            "reasoning_tokens",
+        );
+    }
+    text
+}
+
+/// A Responses event stream, as `{"event", "data"}` pairs: each event named in its `event:`
+/// line and its data's `type`, numbered from 0, opening with `response.created` and ending
+/// with `response.completed`, and no `[DONE]`. Returns the text the
+/// `response.output_text.delta` events join to and the completed response.
+pub fn response_events(events: &[Value]) -> (String, Value) {
+    assert!(!events.is_empty(), "a stream has events");
+    let mut text = String::new();
+    for (number, event) in events.iter().enumerate() {
+        let (name, data) = (&event["event"], &event["data"]);
+        string(name, "event");
+        assert_eq!(&data["type"], name, "{event}");
+        assert_eq!(data["sequence_number"], number, "{event}");
+        if name == "response.output_text.delta" {
+            string(&data["item_id"], "delta.item_id");
+            integer(&data["output_index"], "delta.output_index");
+            integer(&data["content_index"], "delta.content_index");
+            text.push_str(data["delta"].as_str().expect("delta"));
+        }
+    }
+    assert_eq!(events[0]["event"], "response.created");
+    assert_eq!(events[0]["data"]["response"]["status"], "in_progress");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "response.completed");
+    let done = last["data"]["response"].clone();
+    assert_eq!(response(&done), text, "the deltas join to the output text");
+    (text, done)
 }
