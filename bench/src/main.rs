@@ -6,9 +6,11 @@
 //!     target/release/obb-bench --quick submit e2e               # a smoke run
 //!     target/release/obb-bench batch                            # the Batch API, 50,000 lines
 //!     target/release/obb-bench batch --nodes-nice 10            # ... its nodes as if remote
+//!     target/release/obb-bench embeddings                       # embeddings packed vs not
 
 mod batch;
 mod drive;
+mod embeddings;
 mod median;
 mod remote;
 mod stats;
@@ -27,7 +29,7 @@ pub struct Args {
     /// Tiny counts: checks that every suite still works, measures nothing worth keeping
     #[arg(long)]
     pub quick: bool,
-    /// Upstream latency of the mock, in milliseconds, for the end-to-end suite
+    /// Upstream latency of the mock, in milliseconds, for the end-to-end and embeddings suites
     #[arg(long, default_value_t = 0)]
     pub upstream_ms: u64,
     /// Jobs queued for the large scale point (the small one is 1,000)
@@ -46,7 +48,8 @@ pub struct Args {
     /// Run each suite this many times and report the median of every figure
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Suites to run: submit, e2e, wait, scale, real, soak, batch [default: all but real, soak and batch]
+    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings [default: submit,
+    /// e2e, wait and scale]
     pub suites: Vec<String>,
 }
 
@@ -59,9 +62,10 @@ async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value
         "real" => suites::real_model(args).await,
         "soak" => suites::soak(args).await,
         "batch" => batch::batch(args).await,
+        "embeddings" => embeddings::embeddings(args).await,
         other => {
             anyhow::bail!(
-                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak or batch"
+                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch or embeddings"
             )
         }
     }

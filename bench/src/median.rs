@@ -69,6 +69,8 @@ pub fn lines(prefix: &str, value: &Value, out: &mut Vec<String>) {
                 "vm_hwm_mib",
                 "upload_s",
                 "queued_s",
+                "upstream_calls",
+                "speedup",
             ];
             if wanted.iter().any(|w| prefix.contains(w)) {
                 out.push(format!("{prefix} = {:.2}", n.as_f64().unwrap_or(f64::NAN)));
