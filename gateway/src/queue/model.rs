@@ -262,12 +262,23 @@ impl JobRecord {
                 .clone()
                 .filter(|_| self.status == JobStatus::Processing)
                 .map(NodeId::from),
-            result: self
-                .result_payload
-                .as_deref()
-                .and_then(|text| serde_json::from_str(text).ok()),
+            result: self.result(),
             error: self.error.clone(),
         }
+    }
+
+    /// The stored answer; a response's under the response's own id and time, as
+    /// `GET /v1/responses/{id}` shows it, not the upstream's.
+    fn result(&self) -> Option<serde_json::Value> {
+        let mut result: serde_json::Value =
+            serde_json::from_str(self.result_payload.as_deref()?).ok()?;
+        if self.endpoint == Endpoint::Responses
+            && let Some(fields) = result.as_object_mut()
+        {
+            fields.insert("id".to_owned(), self.id.clone().into());
+            fields.insert("created_at".to_owned(), (self.created_at / 1000).into());
+        }
+        Some(result)
     }
 }
 

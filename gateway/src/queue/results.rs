@@ -263,12 +263,14 @@ fn record_outcome(
 }
 
 /// The token counts of a completion's `usage`, when it has one.
+/// The token counts of an answer's `usage`: chat's and completions' `prompt_tokens` and
+/// `completion_tokens`, or a response's `input_tokens` and `output_tokens`.
 fn usage_of(completion: &str) -> Option<(u64, u64)> {
     #[derive(serde::Deserialize)]
     struct Usage {
-        #[serde(default)]
+        #[serde(default, alias = "input_tokens")]
         prompt_tokens: u64,
-        #[serde(default)]
+        #[serde(default, alias = "output_tokens")]
         completion_tokens: u64,
     }
     #[derive(serde::Deserialize)]

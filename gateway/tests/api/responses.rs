@@ -135,6 +135,15 @@ async fn a_background_response_is_queued_then_in_progress_then_completed_under_i
     assert_eq!(done["usage"]["total_tokens"], 6);
     assert_eq!(done["background"], true);
     assert_json_snapshot!("response_completed", redacted(done));
+    // The job's result is the response under its own id too, and its tokens are counted.
+    let job = gw.job(&user, &id).await;
+    assert_eq!(job["result"]["id"], id.as_str());
+    assert_eq!(job["result"]["output"][0]["content"][0]["text"], "Hi!");
+    assert_eq!(
+        gw.metric("obb_tokens_total", "kind=\"completion\",model=\"m\"")
+            .await,
+        2.0
+    );
 
     // Another user's response, or a chat job's id, is no response of theirs.
     let other = gw.key("user").await;
