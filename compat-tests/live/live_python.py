@@ -142,6 +142,69 @@ unknown = raises(lambda: plain.batches.create(input_file_id="file-unknown", endp
                                               completion_window="24h"), openai.BadRequestError, 400)
 assert unknown.param == "input_file_id", unknown.body
 
+# The Responses API: a background response polled until completed, its input items, its
+# delete; one answered at once and a follow-up through previous_response_id; a cancel; the
+# event stream, raw and through the SDK's stream helper.
+queued = plain.responses.create(model=MODEL, input="Hello!", background=True)
+assert queued.id.startswith("resp_") and (queued.object, queued.status, queued.background) == ("response", "queued", True)
+assert queued.output_text == "", queued
+done = until(lambda: plain.responses.retrieve(queued.id), lambda r: r.status in ("completed", "incomplete", "failed"))
+assert (done.id, done.status, done.output_text) == (queued.id, "completed", "mock: Hello!"), done
+assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens > 0, done.usage
+given = list(plain.responses.input_items.list(queued.id))
+assert [(i.type, i.role, [c.text for c in i.content]) for i in given] == [("message", "user", ["Hello!"])], given
+assert plain.responses.delete(queued.id) is None
+raises(lambda: plain.responses.retrieve(queued.id), openai.NotFoundError, 404)
+
+answered = plain.responses.create(model=MODEL, input="Hello!")
+assert (answered.status, answered.output_text, answered.background) == ("completed", "mock: Hello!", False), answered
+assert answered.output[0].type == "message" and answered.output[0].role == "assistant"
+again = plain.responses.create(model=MODEL, input="And again?", previous_response_id=answered.id)
+assert (again.status, again.output_text, again.previous_response_id) == ("completed", "mock: And again?", answered.id)
+turns = [(i.role, [c.text for c in i.content]) for i in plain.responses.input_items.list(again.id, order="asc")]
+assert turns == [("user", ["Hello!"]), ("assistant", ["mock: Hello!"]), ("user", ["And again?"])], turns
+
+# A model no node serves: the response stays queued until it is cancelled. Cancelling again
+# answers the cancelled response (idempotent, as OpenAI's); a completed one is a conflict.
+waiting = plain.responses.create(model="live-unserved", input="Hello!", background=True)
+cancelled = plain.responses.cancel(waiting.id)
+assert (cancelled.id, cancelled.status, cancelled.output_text) == (waiting.id, "cancelled", ""), cancelled
+assert plain.responses.retrieve(waiting.id).status == "cancelled"
+assert plain.responses.cancel(waiting.id).status == "cancelled"
+raises(lambda: plain.responses.cancel(answered.id), openai.ConflictError, 409)
+
+events = list(plain.responses.create(model=MODEL, input="Hello!", stream=True))
+kinds = [event.type for event in events]
+assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+assert [event.sequence_number for event in events] == list(range(len(events)))
+assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "mock: Hello!"
+assert events[-1].response.output_text == "mock: Hello!" and events[-1].response.status == "completed"
+with plain.responses.stream(model=MODEL, input="Hello!") as stream:
+    deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    final = stream.get_final_response()
+assert deltas == final.output_text == "mock: Hello!", final
+
+# Embeddings through `wait`: the SDK asks for base64 unless told otherwise and hands the
+# caller floats either way; the mock's vector is (bytes, their sum, the first byte).
+def mock_embedding(text):
+    data = text.encode()
+    return [float(len(data)), float(sum(data)), float(data[0])]
+
+
+vectors = plain.embeddings.create(model=MODEL, input=["Hello!", "a queue"], extra_query={"wait": 30})
+assert vectors.object == "list" and [e.index for e in vectors.data] == [0, 1]
+assert [e.embedding for e in vectors.data] == [mock_embedding("Hello!"), mock_embedding("a queue")], vectors
+floats = waited.embeddings.create(model=MODEL, input="Hello!", encoding_format="float")
+assert floats.data[0].embedding == mock_embedding("Hello!") and floats.usage.total_tokens > 0
+
+# Legacy completions through `wait`, and streamed (without any wait) in chunks that join to the text.
+completed = waited.completions.create(model=MODEL, prompt="Say this is a test", max_tokens=16, temperature=0)
+assert completed.object == "text_completion" and completed.choices[0].finish_reason == "stop"
+assert completed.choices[0].text == "mock: Say this is a test", completed
+pieces = list(plain.completions.create(model=MODEL, prompt="Say this is a test", stream=True))
+assert pieces and all(piece.object == "text_completion" for piece in pieces)
+assert "".join(p.choices[0].text for p in pieces if p.choices) == completed.choices[0].text
+
 bad = raises(lambda: OpenAI(base_url=base, api_key="sk-obb-bad", max_retries=0).models.list(),
              openai.AuthenticationError, 401)
 assert bad.body["code"] == "invalid_api_key"
