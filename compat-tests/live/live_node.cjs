@@ -157,6 +157,78 @@ async function main() {
     completion_window: "24h" }), OpenAI.BadRequestError, 400);
   assert.equal(unknown.param, "input_file_id");
 
+  // The Responses API: a background response polled until completed, its input items, its
+  // delete; one answered at once and a follow-up through previous_response_id; a cancel; the
+  // event stream, raw and through the SDK's stream helper.
+  const queued = await plain.responses.create({ model: MODEL, input: "Hello!", background: true });
+  assert.match(queued.id, /^resp_/);
+  assert.deepEqual([queued.object, queued.status, queued.background, queued.output_text], ["response", "queued", true, ""]);
+  const finished = await until(() => plain.responses.retrieve(queued.id), (r) => ["completed", "incomplete", "failed"].includes(r.status));
+  assert.deepEqual([finished.id, finished.status, finished.output_text], [queued.id, "completed", "mock: Hello!"]);
+  assert.ok(finished.usage.total_tokens > 0);
+  assert.equal(finished.usage.total_tokens, finished.usage.input_tokens + finished.usage.output_tokens);
+  const given = [];
+  for await (const item of plain.responses.inputItems.list(queued.id)) given.push([item.type, item.role, item.content.map((c) => c.text)]);
+  assert.deepEqual(given, [["message", "user", ["Hello!"]]]);
+  await plain.responses.delete(queued.id);
+  await rejects(plain.responses.retrieve(queued.id), OpenAI.NotFoundError, 404);
+
+  const answered = await plain.responses.create({ model: MODEL, input: "Hello!" });
+  assert.deepEqual([answered.status, answered.output_text, answered.background], ["completed", "mock: Hello!", false]);
+  assert.deepEqual([answered.output[0].type, answered.output[0].role], ["message", "assistant"]);
+  const again = await plain.responses.create({ model: MODEL, input: "And again?", previous_response_id: answered.id });
+  assert.deepEqual([again.status, again.output_text, again.previous_response_id], ["completed", "mock: And again?", answered.id]);
+  const conversation = [];
+  for await (const item of plain.responses.inputItems.list(again.id, { order: "asc" })) conversation.push([item.role, item.content.map((c) => c.text)]);
+  assert.deepEqual(conversation, [["user", ["Hello!"]], ["assistant", ["mock: Hello!"]], ["user", ["And again?"]]]);
+
+  // A model no node serves: the response stays queued until it is cancelled. Cancelling again
+  // answers the cancelled response (idempotent, as OpenAI's); a completed one is a conflict.
+  const waiting = await plain.responses.create({ model: "live-unserved", input: "Hello!", background: true });
+  const cancelledResponse = await plain.responses.cancel(waiting.id);
+  assert.deepEqual([cancelledResponse.id, cancelledResponse.status], [waiting.id, "cancelled"]);
+  assert.equal((await plain.responses.retrieve(waiting.id)).status, "cancelled");
+  assert.equal((await plain.responses.cancel(waiting.id)).status, "cancelled");
+  await rejects(plain.responses.cancel(answered.id), OpenAI.ConflictError, 409);
+
+  const events = [];
+  for await (const event of await plain.responses.create({ model: MODEL, input: "Hello!", stream: true })) events.push(event);
+  assert.equal(events[0].type, "response.created");
+  assert.equal(events.at(-1).type, "response.completed");
+  assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, n) => n));
+  assert.equal(events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""), "mock: Hello!");
+  assert.equal(events.at(-1).response.status, "completed");
+  const helper = plain.responses.stream({ model: MODEL, input: "Hello!" });
+  let deltas = "";
+  for await (const event of helper) if (event.type === "response.output_text.delta") deltas += event.delta;
+  const final = await helper.finalResponse();
+  assert.deepEqual([deltas, final.output_text, final.status], ["mock: Hello!", "mock: Hello!", "completed"]);
+
+  // Embeddings through `wait`: the SDK asks for base64 unless told otherwise and hands the
+  // caller floats either way; the mock's vector is (bytes, their sum, the first byte).
+  const mockEmbedding = (text) => { const data = Buffer.from(text); return [data.length, data.reduce((a, b) => a + b, 0), data[0]]; };
+  const vectors = await plain.embeddings.create({ model: MODEL, input: ["Hello!", "a queue"] }, { query: { wait: 30 } });
+  assert.equal(vectors.object, "list");
+  assert.deepEqual(vectors.data.map((e) => e.index), [0, 1]);
+  assert.deepEqual(vectors.data.map((e) => Array.from(e.embedding)), [mockEmbedding("Hello!"), mockEmbedding("a queue")]);
+  const floats = await waited.embeddings.create({ model: MODEL, input: "Hello!", encoding_format: "float" });
+  assert.deepEqual(floats.data[0].embedding, mockEmbedding("Hello!"));
+  assert.ok(floats.usage.total_tokens > 0);
+
+  // Legacy completions through `wait`, and streamed (without any wait) in chunks that join to the text.
+  const completed = await waited.completions.create({ model: MODEL, prompt: "Say this is a test", max_tokens: 16, temperature: 0 });
+  assert.deepEqual([completed.object, completed.choices[0].finish_reason, completed.choices[0].text],
+    ["text_completion", "stop", "mock: Say this is a test"]);
+  let pieces = "";
+  let chunkCount = 0;
+  for await (const piece of await plain.completions.create({ model: MODEL, prompt: "Say this is a test", stream: true })) {
+    assert.equal(piece.object, "text_completion");
+    pieces += piece.choices[0]?.text || "";
+    chunkCount += 1;
+  }
+  assert.ok(chunkCount > 0);
+  assert.equal(pieces, completed.choices[0].text);
+
   const bad = await rejects(new OpenAI({ baseURL: base, apiKey: "sk-obb-bad", maxRetries: 0 }).models.list(), OpenAI.AuthenticationError, 401);
   assert.equal(bad.code, "invalid_api_key");
   await rejects(new OpenAI({ baseURL: base, apiKey: env.OBB_NODE_KEY, maxRetries: 0 }).chat.completions.create({ model: MODEL, messages: HI }),
