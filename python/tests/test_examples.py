@@ -80,3 +80,11 @@ def test_the_embeddings_example_runs_with_the_sdk(upstream_stack):
     assert "one: 3 dimensions, 10 prompt tokens" in out, out  # the mock's vectors have 3
     assert "many: 3 vectors, indexes [0, 1, 2]" in out
     assert "concurrent: 16 requests, 16 vectors" in out
+
+
+def test_the_responses_background_example_runs_with_the_sdk(stack):
+    out = run_example(stack, sys.executable, str(EXAMPLES / "responses_background.py"))
+    assert "queued: resp_" in out and " queued\n" in out, out
+    assert "polled: completed: echo: What does a queue keep?" in out
+    assert "streamed: echo: Stream this one." in out
+    assert "follow-up: echo: And what does it give back?" in out
