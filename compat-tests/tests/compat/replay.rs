@@ -263,27 +263,57 @@ async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
     let all = fixtures();
     assert_eq!(all.len(), 58, "29 cases from each SDK");
     for (sdk, case, fixture) in all {
-        let mut ids = Ids::new(&stack.finished_job);
-        for (index, recorded) in fixture["requests"].as_array().unwrap().iter().enumerate() {
-            let Answer {
-                status,
-                headers,
-                body,
-            } = replay(&stack, recorded, &ids).await;
-            if recorded.get("answer").is_some() {
-                check_recorded_answer(&sdk, recorded, status, &body);
-                ids.learn(&recorded["answer"]["body"], &body);
-                ids.check_same(&recorded["answer"]["body"], &body, &case);
-                if body["object"] == "response" && body.get("deleted").is_none() {
-                    check_response(&case, index, &body);
-                }
-            } else {
-                check(&case, status, &body);
+        replay_case(&stack, &sdk, &case, &fixture, "").await;
+    }
+}
+
+/// The Responses API's cases again, on an upstream that has no `/v1/responses` (as
+/// llama.cpp's server): the node translates each job to a chat completion, and the SDKs get
+/// the same shapes and text.
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_responses_requests_get_answers_the_sdks_can_parse_when_the_node_translates_them_to_chat()
+ {
+    let stack = Stack::translating_responses().await;
+    let cases: Vec<_> = fixtures()
+        .into_iter()
+        .filter(|(_, case, _)| case.starts_with("responses_"))
+        .collect();
+    assert_eq!(cases.len(), 8, "4 Responses cases from each SDK");
+    for (sdk, case, fixture) in cases {
+        replay_case(&stack, &sdk, &case, &fixture, "translated__").await;
+    }
+    assert_eq!(
+        stack.upstream_calls_to("/v1/responses"),
+        1,
+        "the node tries the route once"
+    );
+    // The seed job, then per SDK: the background response, the two created, the streamed.
+    assert_eq!(stack.upstream_calls_to("/v1/chat/completions"), 1 + 2 * 4);
+}
+
+/// Replays one fixture's requests in order, checks each answer and snapshots it under
+/// `{prefix}{sdk}__{case}__{index}`.
+async fn replay_case(stack: &Stack, sdk: &str, case: &str, fixture: &Value, prefix: &str) {
+    let mut ids = Ids::new(&stack.finished_job);
+    for (index, recorded) in fixture["requests"].as_array().unwrap().iter().enumerate() {
+        let Answer {
+            status,
+            headers,
+            body,
+        } = replay(stack, recorded, &ids).await;
+        if recorded.get("answer").is_some() {
+            check_recorded_answer(sdk, recorded, status, &body);
+            ids.learn(&recorded["answer"]["body"], &body);
+            ids.check_same(&recorded["answer"]["body"], &body, case);
+            if body["object"] == "response" && body.get("deleted").is_none() {
+                check_response(case, index, &body);
             }
-            let mut seen = json!({"status": status, "headers": headers, "body": body});
-            redact(&mut seen);
-            insta::assert_json_snapshot!(format!("{sdk}__{case}__{index}"), seen);
+        } else {
+            check(case, status, &body);
         }
+        let mut seen = json!({"status": status, "headers": headers, "body": body});
+        redact(&mut seen);
+        insta::assert_json_snapshot!(format!("{prefix}{sdk}__{case}__{index}"), seen);
     }
 }
 

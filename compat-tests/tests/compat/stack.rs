@@ -14,7 +14,7 @@ pub struct Stack {
     pub user: String,
     pub node_key: String,
     pub finished_job: String,
-    _mock: MockUpstream,
+    mock: MockUpstream,
     _node: NodeProcess,
 }
 
@@ -26,9 +26,25 @@ impl Stack {
 
     /// The stack with a node serving `models`; the first one runs the seed job.
     pub async fn serving(models: &[&str]) -> Self {
+        Self::on(models, MockUpstream::start(models).await.unwrap()).await
+    }
+
+    /// The stack with a node serving `MODEL` on an upstream without `/v1/responses` (as
+    /// llama.cpp's server), so that the node translates Responses jobs to chat completions.
+    pub async fn translating_responses() -> Self {
+        let mock = MockUpstream::start(&[MODEL]).await.unwrap();
+        mock.set_responses_route(false);
+        Self::on(&[MODEL], mock).await
+    }
+
+    /// The calls the upstream has had to `path` (`/v1/chat/completions`, …).
+    pub fn upstream_calls_to(&self, path: &str) -> usize {
+        self.mock.calls_to(path)
+    }
+
+    async fn on(models: &[&str], mock: MockUpstream) -> Self {
         let gw = Gateway::start(&[]).await;
         let (user, node_key) = (gw.key("user").await, gw.key("node").await);
-        let mock = MockUpstream::start(models).await.unwrap();
         let listed: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
         let node = NodeProcess::start(
             "run",
@@ -48,7 +64,7 @@ impl Stack {
             user,
             node_key,
             finished_job,
-            _mock: mock,
+            mock,
             _node: node,
         }
     }
