@@ -198,6 +198,14 @@ async function main() {
   assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, n) => n));
   assert.equal(events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""), "mock: Hello!");
   assert.equal(events.at(-1).response.status, "completed");
+  // A background response's stream, asked for right after it is created: held, if the node has
+  // not answered it yet, until it has.
+  const later = await plain.responses.create({ model: MODEL, input: "Hello!", background: true });
+  const resumed = [];
+  for await (const event of await plain.responses.retrieve(later.id, { stream: true })) resumed.push(event);
+  assert.deepEqual([resumed[0].type, resumed.at(-1).type], ["response.created", "response.completed"]);
+  assert.equal(resumed.at(-1).response.id, later.id);
+  assert.equal(resumed.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""), "mock: Hello!");
   const helper = plain.responses.stream({ model: MODEL, input: "Hello!" });
   let deltas = "";
   for await (const event of helper) if (event.type === "response.output_text.delta") deltas += event.delta;

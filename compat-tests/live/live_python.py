@@ -179,6 +179,13 @@ assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kin
 assert [event.sequence_number for event in events] == list(range(len(events)))
 assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "mock: Hello!"
 assert events[-1].response.output_text == "mock: Hello!" and events[-1].response.status == "completed"
+# A background response's stream, asked for right after it is created: held, if the node has
+# not answered it yet, until it has.
+later = plain.responses.create(model=MODEL, input="Hello!", background=True)
+resumed = list(plain.responses.retrieve(later.id, stream=True))
+assert [resumed[0].type, resumed[-1].type] == ["response.created", "response.completed"], resumed
+assert resumed[-1].response.id == later.id and resumed[-1].response.output_text == "mock: Hello!"
+assert "".join(e.delta for e in resumed if e.type == "response.output_text.delta") == "mock: Hello!"
 with plain.responses.stream(model=MODEL, input="Hello!") as stream:
     deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
     final = stream.get_final_response()
