@@ -271,8 +271,7 @@ async fn recorded_sdk_requests_get_answers_the_sdks_can_parse() {
 /// llama.cpp's server): the node translates each job to a chat completion, and the SDKs get
 /// the same shapes and text.
 #[tokio::test(flavor = "multi_thread")]
-async fn recorded_responses_requests_get_answers_the_sdks_can_parse_when_the_node_translates_them_to_chat()
- {
+async fn responses_translated_to_chat_give_the_sdks_the_same_answers() {
     let stack = Stack::translating_responses().await;
     let cases: Vec<_> = fixtures()
         .into_iter()

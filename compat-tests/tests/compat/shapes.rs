@@ -275,3 +275,10 @@ pub fn response_events(events: &[Value]) -> (String, Value) {
     assert_eq!(response(&done), text, "the deltas join to the output text");
     (text, done)
 }
+
+#[test]
+fn base64_vectors_decode_as_little_endian_f32s() {
+    // 1.0 is 0x3f800000 and 0.5 is 0x3f000000, sent least significant byte first.
+    assert_eq!(base64_floats("AACAPwAAAD8="), [1.0, 0.5]);
+    assert_eq!(base64_floats("AAAAwA=="), [-2.0]);
+}
