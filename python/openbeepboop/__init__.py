@@ -1,5 +1,5 @@
-"""OpenBeepBoop's Python client: submit OpenAI-shaped chat completions as durable jobs and
-collect the results."""
+"""OpenBeepBoop's Python client: submit OpenAI-shaped chat completions, embeddings and
+Responses API requests as durable jobs and collect the results."""
 from ._async import AsyncClient, AsyncJobHandle
 from ._client import Client, JobHandle
 from ._errors import (
@@ -26,7 +26,7 @@ from ._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
-from ._protocol import Batch, Job, Obj
+from ._protocol import Batch, Job, Obj, Response
 
 __all__ = [
     "APIConnectionError",
@@ -57,5 +57,6 @@ __all__ = [
     "OpenBeepBoopError",
     "PermissionDeniedError",
     "RateLimitError",
+    "Response",
     "UnprocessableEntityError",
 ]

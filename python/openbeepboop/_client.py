@@ -291,9 +291,9 @@ class Responses:
 
         The handle's id is the response id (`resp_...`), which `/v1/jobs/{id}` also reads,
         and its status `queued`; `handle.job.response` is the queued response object the
-        gateway answered. `handle.get()` returns the finished response object: `.status`,
-        `.output` (its items; a message's text is `.output[i].content[j].text`) and
-        `.usage` (`input_tokens`, `output_tokens`, `total_tokens`). `input` is a text or a
+        gateway answered. `handle.get()` returns the finished response object (a
+        `Response`): `.status`, `.output` (its items), `.output_text` (the text of its
+        messages, joined) and `.usage` (`input_tokens`, `output_tokens`, `total_tokens`). `input` is a text or a
         list of input items; any other OpenAI field (`instructions`, `max_output_tokens`,
         `temperature`, `tools`, ...) passes through. `background` is always true and
         `stream` is dropped. `priority` is 1 (first) to 5, `ttl` the seconds the job may

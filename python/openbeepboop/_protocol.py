@@ -213,10 +213,30 @@ def retry_delay(attempt: int, headers: Any = None) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
+class Response(Obj):
+    """A Responses API `response` object: `.id` (`resp_...`), `.status`, `.output` (its
+    items), `.usage` (`input_tokens`, `output_tokens`, `total_tokens`)."""
+
+    @property
+    def output_text(self) -> str:
+        """The text of every `output_text` part of every output message, joined, as the
+        OpenAI SDK's `response.output_text` gives it."""
+        return "".join(
+            part.get("text", "")
+            for item in self.get("output") or []
+            if item.get("type") == "message"
+            for part in item.get("content") or []
+            if part.get("type") == "output_text"
+        )
+
+
 def outcome(job: Job) -> Obj:
-    """The completion of a finished job, or the exception its ending deserves."""
+    """The result of a finished job (a `Response` for a response's job), or the exception
+    its ending deserves."""
     status = job.get("status")
     if status == "completed":
+        if job.get("endpoint") == "/v1/responses":
+            return Response(job["result"])
         return wrap(job["result"])
     error = job.error
     message = f"job `{job.get('id')}` {status}"

@@ -19,7 +19,8 @@ def test_create_returns_the_queued_response_as_a_job_and_get_returns_the_finishe
     assert handle.job.response.object == "response"
     result = handle.get(timeout=30)
     assert (result.object, result.status) == ("response", "completed")
-    assert result.output[0].content[0].text == "mock: Hello, responses"
+    assert result.output[0].content[0].text == result.output_text == "mock: Hello, responses"
+    assert isinstance(result, obb.Response)
     assert result.usage.total_tokens == 5
     assert handle.status == "completed"
     job = client.jobs.get(handle.id)
@@ -55,6 +56,10 @@ def test_the_request_is_always_background_and_a_response_maps_onto_its_job():
     running = response_job({"id": "resp_1", "status": "in_progress", "model": "m", "created_at": 7})
     assert (running["id"], running["status"], running["endpoint"]) == ("resp_1", "processing", "/v1/responses")
     assert response_job({"id": "resp_2", "status": "queued"})["status"] == "queued"
+    parts = [{"type": "reasoning"}, {"type": "message", "content": [
+        {"type": "output_text", "text": "a"}, {"type": "refusal"}, {"type": "output_text", "text": "b"}]}]
+    assert obb.Response({"output": parts}).output_text == "ab"
+    assert obb.Response({"status": "failed"}).output_text == ""
 
 
 async def test_the_async_client_creates_response_jobs_too(upstream_stack):
@@ -62,5 +67,5 @@ async def test_the_async_client_creates_response_jobs_too(upstream_stack):
         handle = await client.responses.create(model="m", input="async hello")
         assert handle.id.startswith("resp_") and handle.status == "queued"
         result = await handle.get(timeout=30)
-        assert result.output[0].content[0].text == "mock: async hello"
+        assert result.output_text == "mock: async hello"
         assert (await client.jobs.get(handle.id)).endpoint == "/v1/responses"
