@@ -501,7 +501,19 @@ fn embeddings_answer(request: &Value, inputs: &[Value]) -> Value {
         .enumerate()
         .filter(|(_, input)| !input.as_str().is_some_and(|t| t.contains("mock:drop")))
         .map(|(index, input)| {
-            json!({"object": "embedding", "index": index, "embedding": mock_embedding(input)})
+            let vector = mock_embedding(input);
+            // As OpenAI does: `base64` is the vector's little-endian `f32`s, encoded.
+            let embedding = if request["encoding_format"] == "base64" {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = vector
+                    .iter()
+                    .flat_map(|x| (*x as f32).to_le_bytes())
+                    .collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
     let tokens: u64 = inputs.iter().map(mock_tokens).sum();

@@ -145,19 +145,10 @@ pub fn embedding_list(body: &Value) -> Vec<Vec<f64>> {
 
 /// Little-endian `f32`s in standard base64, as OpenAI sends `encoding_format: base64`.
 fn base64_floats(encoded: &str) -> Vec<f64> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bytes = Vec::new();
-    let (mut bits, mut held) = (0u32, 0u32);
-    for symbol in encoded.bytes().filter(|&b| b != b'=') {
-        let value = ALPHABET.iter().position(|&a| a == symbol).expect("base64");
-        bits = (bits << 6) | u32::try_from(value).unwrap();
-        held += 6;
-        if held >= 8 {
-            held -= 8;
-            bytes.push(u8::try_from((bits >> held) & 0xff).unwrap());
-        }
-    }
-    bytes
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64")
         .chunks_exact(4)
         .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
         .collect()
