@@ -55,15 +55,17 @@ pub fn replay(endpoint: Endpoint, result: &str, include_usage: bool) -> String {
         // Neither streams here: embeddings refuse `stream: true` at submit, and a response's
         // events are written from its `response` object (`responses::replay`).
         Endpoint::Embeddings | Endpoint::Responses => None,
-        Endpoint::ChatCompletions => serde_json::from_str::<ChatCompletion>(result)
-            .ok()
-            .map(|completion| {
-                completion
-                    .to_chunks(include_usage)
-                    .iter()
-                    .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
-                    .collect()
-            }),
+        Endpoint::ChatCompletions => {
+            serde_json::from_str::<ChatCompletion>(result)
+                .ok()
+                .map(|completion| {
+                    completion
+                        .to_chunks(include_usage)
+                        .iter()
+                        .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+                        .collect()
+                })
+        }
     };
     match chunks {
         Some(chunks) => {
