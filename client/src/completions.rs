@@ -163,9 +163,15 @@ mod tests {
         );
         assert!(chunks.iter().all(|c| c.object == "text_completion"));
         assert_eq!(chunks[0].extra["system_fingerprint"], "fp");
-        assert_eq!(chunks[1].extra["system_fingerprint"], "fp", "on every chunk");
+        assert_eq!(
+            chunks[1].extra["system_fingerprint"], "fp",
+            "on every chunk"
+        );
         assert_eq!(chunks[0].extra["odd"], 1);
-        assert!(!chunks[1].extra.contains_key("odd"), "unknown fields ride once");
+        assert!(
+            !chunks[1].extra.contains_key("odd"),
+            "unknown fields ride once"
+        );
         let last = chunks.last().unwrap();
         assert!(last.choices.is_empty());
         assert_eq!(last.usage.as_ref().unwrap()["total_tokens"], 3);
