@@ -68,6 +68,12 @@ async fn an_embeddings_job_returns_the_handle_chat_does_and_each_input_gets_its_
     );
     assert_eq!(list.usage.map(|u| u.prompt_tokens), Some(4));
     assert_eq!(one.status(), JobStatus::Completed);
+    let not_chat = one.get(WAIT).await.err().unwrap();
+    assert!(
+        matches!(&not_chat, Error::ApiStatus { status: 200, message }
+            if message.contains("is not a ChatCompletion")),
+        "get reads a chat completion, and says when the result is none: {not_chat}"
+    );
 
     let texts = vec!["first".to_owned(), "second text".to_owned()];
     let request = EmbeddingRequest::many("m", texts.clone()).field("encoding_format", "float");
