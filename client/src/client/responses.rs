@@ -91,3 +91,36 @@ fn job_of(response: Response, priority: u8) -> Job {
         error: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_responses_status_maps_onto_its_jobs() {
+        let job = |status: &str| {
+            let response: Response = serde_json::from_value(
+                json!({"id": "resp_1", "status": status, "model": "m", "created_at": 7}),
+            )
+            .unwrap();
+            job_of(response, 2)
+        };
+        let queued = job("queued");
+        assert_eq!(
+            (queued.id.as_str(), queued.status, queued.priority),
+            ("resp_1", JobStatus::Queued, 2)
+        );
+        assert_eq!((queued.created_at, queued.updated_at), (7, 7));
+        assert_eq!(queued.endpoint, Endpoint::Responses);
+        for (status, expected) in [
+            ("in_progress", JobStatus::Processing),
+            ("completed", JobStatus::Completed),
+            ("incomplete", JobStatus::Completed),
+            ("failed", JobStatus::Failed),
+            ("cancelled", JobStatus::Cancelled),
+        ] {
+            assert_eq!(job(status).status, expected, "{status}");
+        }
+    }
+}
