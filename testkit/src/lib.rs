@@ -394,6 +394,44 @@ impl Gateway {
             .to_owned()
     }
 
+    /// Plays a node in the background: leases the next job of `endpoints` (waiting up to
+    /// 20 s for one), then reports it with the fields `outcome(job)` gives (`status`,
+    /// `result` or `error`, …; its `id` and `lease_id` are added). Returns the leased job.
+    pub fn answer_next(
+        &self,
+        node_key: &str,
+        endpoints: Value,
+        outcome: impl FnOnce(&Value) -> Value + Send + 'static,
+    ) -> tokio::task::JoinHandle<Value> {
+        let (http, base, node) = (self.http.clone(), self.base.clone(), node_key.to_owned());
+        tokio::spawn(async move {
+            let fetched: Value = http
+                .post(format!("{base}/internal/queue/fetch"))
+                .bearer_auth(&node)
+                .json(
+                    &json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20,
+                              "endpoints": endpoints}),
+                )
+                .send()
+                .await
+                .expect("fetch")
+                .json()
+                .await
+                .expect("fetch answer");
+            let job = fetched["jobs"][0].clone();
+            let mut report = outcome(&job);
+            report["id"] = job["id"].clone();
+            report["lease_id"] = job["lease_id"].clone();
+            http.post(format!("{base}/internal/queue/submit"))
+                .bearer_auth(&node)
+                .json(&json!([report]))
+                .send()
+                .await
+                .expect("submit");
+            job
+        })
+    }
+
     pub async fn job(&self, key: &str, id: &str) -> Value {
         let (status, body) = self.get_json(key, &format!("/v1/jobs/{id}")).await;
         assert_eq!(status, 200, "job: {body}");

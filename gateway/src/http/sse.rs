@@ -41,30 +41,12 @@ pub(super) fn frame(out: &mut String, name: Option<&str>, data: &str) {
 pub fn replay(endpoint: Endpoint, result: &str, include_usage: bool) -> String {
     let mut body = String::new();
     let chunks: Option<Vec<String>> = match endpoint {
-        Endpoint::Completions => {
-            serde_json::from_str::<TextCompletion>(result)
-                .ok()
-                .map(|completion| {
-                    completion
-                        .to_chunks(include_usage)
-                        .iter()
-                        .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
-                        .collect()
-                })
-        }
+        Endpoint::Completions => chunks_of(result, |c: &TextCompletion| c.to_chunks(include_usage)),
         // Neither streams here: embeddings refuse `stream: true` at submit, and a response's
         // events are written from its `response` object (`responses::replay`).
         Endpoint::Embeddings | Endpoint::Responses => None,
         Endpoint::ChatCompletions => {
-            serde_json::from_str::<ChatCompletion>(result)
-                .ok()
-                .map(|completion| {
-                    completion
-                        .to_chunks(include_usage)
-                        .iter()
-                        .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
-                        .collect()
-                })
+            chunks_of(result, |c: &ChatCompletion| c.to_chunks(include_usage))
         }
     };
     match chunks {
@@ -77,6 +59,20 @@ pub fn replay(endpoint: Endpoint, result: &str, include_usage: bool) -> String {
     }
     frame(&mut body, None, "[DONE]");
     body
+}
+
+/// `result` read as `T` and cut into chunks, each as JSON; `None` when it is not a `T`.
+fn chunks_of<T: serde::de::DeserializeOwned, C: serde::Serialize>(
+    result: &str,
+    to_chunks: impl Fn(&T) -> Vec<C>,
+) -> Option<Vec<String>> {
+    let completion = serde_json::from_str::<T>(result).ok()?;
+    Some(
+        to_chunks(&completion)
+            .iter()
+            .map(|chunk| serde_json::to_string(chunk).unwrap_or_default())
+            .collect(),
+    )
 }
 
 /// An `error` event in OpenAI's envelope, which the SDKs raise as an `APIError`.

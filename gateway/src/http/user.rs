@@ -145,19 +145,35 @@ pub(super) async fn hold(
     if !judged.stream {
         return Ok(Held::Pending(record));
     }
-    Ok(Held::Streaming(Reply {
+    Ok(Held::Streaming(streaming(
+        ctx,
+        &record.id,
+        deadline,
+        judged.include_usage,
+    )))
+}
+
+/// The reply that streams job `id`'s events once it ends (keep-alives until then, up to
+/// `deadline`); `x-obb-job-id` names the job.
+pub(super) fn streaming(
+    ctx: &Ctx<'_>,
+    id: &str,
+    deadline: tokio::time::Instant,
+    include_usage: bool,
+) -> Reply {
+    Reply {
         status: 200,
         headers: vec![
             ("cache-control", "no-cache".to_owned()),
-            ("x-obb-job-id", record.id.clone()),
+            ("x-obb-job-id", id.to_owned()),
         ],
         body: Body::ChatStream {
-            job_id: record.id.clone(),
+            job_id: id.to_owned(),
             who: ctx.visibility(),
             deadline,
-            include_usage: judged.include_usage,
+            include_usage,
         },
-    }))
+    }
 }
 
 fn validate(chat: &ChatCompletionRequest) -> Result<(), ApiError> {

@@ -58,32 +58,12 @@ async fn finish(gw: &Gateway, node: &str, job: &Value, result: Value) {
 
 /// Leases the next Responses job in the background and answers it with `text`.
 fn answer_in_background(gw: &Gateway, node: &str, text: &str) -> tokio::task::JoinHandle<Value> {
-    let (base, node, text) = (gw.base.clone(), node.to_owned(), text.to_owned());
-    tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        let fetched: Value = http
-            .post(format!("{base}/internal/queue/fetch"))
-            .bearer_auth(&node)
-            .json(
-                &json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20,
-                          "endpoints": [RESPONSES]}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let job = fetched["jobs"][0].clone();
-        http.post(format!("{base}/internal/queue/submit"))
-            .bearer_auth(&node)
-            .json(&json!([{"id": job["id"], "lease_id": job["lease_id"],
-                           "status": "COMPLETED", "result": answer(&text)}]))
-            .send()
-            .await
-            .unwrap();
-        job
-    })
+    let answer = answer(text);
+    gw.answer_next(
+        node,
+        json!([RESPONSES]),
+        move |_| json!({"status": "COMPLETED", "result": answer}),
+    )
 }
 
 fn redacted(mut response: Value) -> Value {
@@ -170,35 +150,11 @@ async fn without_background_the_create_is_held_and_answered_with_the_finished_re
     assert_eq!(worker.await.unwrap()["id"], done["id"]);
 
     // A request the upstream refused is answered with its error, as chat's are.
-    let refusing = {
-        let (base, node) = (gw.base.clone(), node.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let fetched: Value = http
-                .post(format!("{base}/internal/queue/fetch"))
-                .bearer_auth(&node)
-                .json(
-                    &json!({"node_id": "bg", "models": ["*"], "limit": 1, "wait": 20,
-                              "endpoints": [RESPONSES]}),
-                )
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let job = &fetched["jobs"][0];
-            http.post(format!("{base}/internal/queue/submit"))
-                .bearer_auth(&node)
-                .json(&json!([{"id": job["id"], "lease_id": job["lease_id"],
-                               "status": "FAILED", "upstream_status": 400,
-                               "error": {"message": "bad tool", "type": "invalid_request_error",
-                                         "param": "tools", "code": null}}]))
-                .send()
-                .await
-                .unwrap();
-        })
-    };
+    let refusing = gw.answer_next(&node, json!([RESPONSES]), |_| {
+        json!({"status": "FAILED", "upstream_status": 400,
+               "error": {"message": "bad tool", "type": "invalid_request_error",
+                         "param": "tools", "code": null}})
+    });
     let (status, refused) = create(&gw, &user, &json!({"model": "m", "input": "x"})).await;
     refusing.await.unwrap();
     assert_eq!(status, 400, "{refused}");

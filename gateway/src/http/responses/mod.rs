@@ -9,9 +9,9 @@ mod object;
 
 use super::Ctx;
 use super::error::ApiError;
-use super::reply::{Body, Reply};
+use super::reply::Reply;
 use super::request::Request;
-use super::user::{Held, hold, new_job, submit_wait};
+use super::user::{Held, hold, new_job, streaming, submit_wait};
 use crate::queue::{JobRecord, new_response_id};
 use object::Request as Stored;
 use openbeepboop::Endpoint;
@@ -125,20 +125,11 @@ pub async fn retrieve(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, A
     match req.query_param("stream") {
         None | Some("false") => Ok(Reply::json(200, &present(&record, &request))),
         Some("true") if record.status.is_final() => Ok(stream_replay(&record, &request)),
-        Some("true") => Ok(Reply {
-            status: 200,
-            headers: vec![
-                ("cache-control", "no-cache".to_owned()),
-                ("x-obb-job-id", record.id.clone()),
-            ],
-            body: Body::ChatStream {
-                job_id: record.id.clone(),
-                who: ctx.visibility(),
-                deadline: tokio::time::Instant::now()
-                    + Duration::from_secs(ctx.state.config.max_wait_seconds),
-                include_usage: false,
-            },
-        }),
+        Some("true") => {
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_secs(ctx.state.config.max_wait_seconds);
+            Ok(streaming(ctx, &record.id, deadline, false))
+        }
         Some(other) => Err(ApiError::invalid(
             format!("`stream` must be `true` or `false`, not `{other}`"),
             Some("stream".to_owned()),
