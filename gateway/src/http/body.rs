@@ -9,6 +9,7 @@ use super::routes::{self, Route};
 use super::{State, encoding, framing};
 use crate::auth::Principal;
 use bytes::Bytes;
+use openbeepboop::Endpoint;
 use pingora::protocols::http::ServerSession;
 
 /// A request header's value, when it is text.
@@ -151,17 +152,21 @@ async fn admit(state: &State, session: &ServerSession, limit: usize) -> Result<(
     Ok(())
 }
 
-/// A node fetch, a waited request (`?wait`, `Prefer: wait`) or a job's event stream.
+/// A node fetch, a waited request (`?wait`, `Prefer: wait`), a job's event stream, or a
+/// Responses create (held by default, unless in the background) or stream.
 pub fn is_long_poll(session: &ServerSession) -> bool {
     let request = session.req_header();
-    let waits = request
-        .uri
-        .query()
-        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "wait"))
-        || header(session, "prefer").is_some_and(|p| p.contains("wait"));
+    let asks = |name: &str| {
+        request
+            .uri
+            .query()
+            .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name))
+    };
+    let waits = asks("wait") || header(session, "prefer").is_some_and(|p| p.contains("wait"));
     match routes::resolve(request.method.as_str(), request.uri.path()) {
-        Ok(Route::Fetch | Route::StreamJob(_)) => true,
+        Ok(Route::Fetch | Route::StreamJob(_) | Route::Submit(Endpoint::Responses)) => true,
         Ok(Route::Submit(_) | Route::GetJob(_)) => waits,
+        Ok(Route::GetResponse(_)) => asks("stream"),
         _ => false,
     }
 }

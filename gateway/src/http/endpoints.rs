@@ -1,9 +1,9 @@
 //! The judgement of a submit body for each endpoint that queues jobs: chat completions
-//! (in `user`), embeddings, legacy completions and responses. Free of I/O, like `parse_submit`, so that
+//! (in `chat`), embeddings, legacy completions and responses. Free of I/O, like `parse_submit`, so that
 //! the batch runner judges a line's body exactly as a direct request's.
 
+use super::chat::parse_submit;
 use super::error::ApiError;
-use super::user::parse_submit;
 use openbeepboop::embeddings::EmbeddingInput;
 use openbeepboop::{CompletionRequest, EmbeddingRequest, Endpoint};
 use serde_json::{Map, Value};
@@ -132,9 +132,11 @@ fn completions(body: &[u8]) -> Result<Judged, ApiError> {
 }
 
 /// A Responses request (OpenAI's `POST /v1/responses`): `model`; `input` a string or a
-/// non-empty array of items (objects with a `type` or a `role`); the flags and numbers it
-/// shares with chat of the right JSON type. `previous_response_id` is only checked for
-/// shape here: the handler reads the response it names.
+/// non-empty array of items (objects with a `type` or a `role`); `background`, `stream`,
+/// `store` and `parallel_tool_calls` booleans; `instructions` and `user` strings;
+/// `max_output_tokens` positive; `temperature` (0–2) and `top_p` (0–1) numbers;
+/// `tool_choice` a string or an object; `tools` an array. `previous_response_id` is only
+/// checked for shape here: the handler reads the response it names.
 fn responses(body: &[u8]) -> Result<Judged, ApiError> {
     let request: Map<String, Value> = super::request::parse_json(body)?;
     let refuse =
@@ -200,6 +202,25 @@ fn responses(body: &[u8]) -> Result<Judged, ApiError> {
         return refuse(
             "`max_output_tokens` must be a positive integer".to_owned(),
             "max_output_tokens",
+        );
+    }
+    for (number, most) in [("temperature", 2.0), ("top_p", 1.0)] {
+        if let Some(value) = request.get(number).filter(|v| !v.is_null())
+            && value.as_f64().is_none_or(|v| !(0.0..=most).contains(&v))
+        {
+            return refuse(
+                format!("`{number}` must be a number from 0 to {most}"),
+                number,
+            );
+        }
+    }
+    if !matches!(
+        request.get("tool_choice"),
+        None | Some(Value::Null | Value::String(_) | Value::Object(_))
+    ) {
+        return refuse(
+            "`tool_choice` must be a string or an object".to_owned(),
+            "tool_choice",
         );
     }
     if !matches!(
@@ -341,6 +362,19 @@ mod tests {
                 "max_output_tokens",
             ),
             (json!({"model": "r", "input": "x", "tools": {}}), "tools"),
+            (
+                json!({"model": "r", "input": "x", "temperature": "hot"}),
+                "temperature",
+            ),
+            (
+                json!({"model": "r", "input": "x", "temperature": 3}),
+                "temperature",
+            ),
+            (json!({"model": "r", "input": "x", "top_p": 1.5}), "top_p"),
+            (
+                json!({"model": "r", "input": "x", "tool_choice": 1}),
+                "tool_choice",
+            ),
             (
                 json!({"model": "r", "input": "x", "metadata": []}),
                 "metadata",

@@ -7,6 +7,7 @@ mod admin;
 mod app;
 mod batches;
 mod body;
+mod chat;
 mod cors;
 mod encoding;
 mod endpoints;
@@ -25,11 +26,11 @@ mod user;
 mod wait;
 
 pub use app::App;
+pub use chat::parse_submit;
 pub use endpoints::{Judged, parse_for};
 pub use error::ERROR_LABELS;
 pub use routes::ROUTE_NAMES;
 pub use upload::parse_upload;
-pub use user::parse_submit;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::Config;

@@ -98,7 +98,12 @@ pub fn enqueue_lines(
     })?;
     let mut added = 0;
     for line in lines {
-        let id = jobs::new_job_id();
+        // A response's id is its job's, so that a line's answer can be read and continued
+        // through `/v1/responses` like any other.
+        let id = match endpoint {
+            Endpoint::Responses => jobs::new_response_id(),
+            _ => jobs::new_job_id(),
+        };
         let inserted = ctx
             .conn
             .prepare_cached(

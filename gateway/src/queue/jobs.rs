@@ -305,6 +305,10 @@ pub fn cancel(ctx: &mut WriteCtx<'_>, id: &str, who: &Visibility) -> Result<JobR
 /// waiters and a node still running it hear that it is gone. Returns the job as it was
 /// before the delete (cancelled, when it was still running). A batch's line is refused.
 pub fn delete(ctx: &mut WriteCtx<'_>, id: &str, who: &Visibility) -> Result<JobRecord, StoreError> {
+    // Another owner's job is as absent as a missing one, batch line or not.
+    if reads::job(ctx.conn, id, who)?.is_none() {
+        return Err(StoreError::JobNotFound(id.to_owned()));
+    }
     let batch_id: Option<String> = ctx
         .conn
         .prepare_cached("SELECT batch_id FROM jobs WHERE id = ?1")?

@@ -262,7 +262,6 @@ fn record_outcome(
     Ok(())
 }
 
-/// The token counts of a completion's `usage`, when it has one.
 /// The token counts of an answer's `usage`: chat's and completions' `prompt_tokens` and
 /// `completion_tokens`, or a response's `input_tokens` and `output_tokens`.
 fn usage_of(completion: &str) -> Option<(u64, u64)> {

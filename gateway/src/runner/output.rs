@@ -87,16 +87,25 @@ pub(super) async fn write(
 fn entry_id(line: &LineRecord) -> String {
     format!(
         "batch_req_{}",
-        line.job_id.strip_prefix("job-").unwrap_or(&line.job_id)
+        line.job_id
+            .strip_prefix("job-")
+            .or_else(|| line.job_id.strip_prefix("resp_"))
+            .unwrap_or(&line.job_id)
     )
 }
 
 fn output_line(line: &LineRecord) -> BatchOutputLine {
-    let body = line
+    let mut body = line
         .result_payload
         .as_deref()
         .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or(Value::Null);
+    // A response is known by its job's id, as `/v1/responses/{id}` reads it.
+    if line.job_id.starts_with("resp_")
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.insert("id".to_owned(), Value::String(line.job_id.clone()));
+    }
     BatchOutputLine {
         id: entry_id(line),
         custom_id: line.custom_id.clone(),

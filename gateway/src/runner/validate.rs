@@ -79,7 +79,6 @@ fn problem(line: u64, code: &str, message: String, param: Option<&str>) -> Batch
     }
 }
 
-/// Validates and enqueues the batch's lines, then starts it; or fails it.
 /// OpenAI's limit of embedding inputs across all the lines of an embeddings batch.
 pub const MAX_EMBEDDING_INPUTS: usize = 50_000;
 
@@ -94,6 +93,7 @@ fn embedding_inputs(endpoint: &str, payload: &str) -> usize {
         .map_or(0, |input| input.len())
 }
 
+/// Validates and enqueues the batch's lines, then starts it; or fails it.
 pub async fn run(runner: &BatchRunner, batch: BatchRecord) -> Result<(), StoreError> {
     let queue = &runner.queue;
     let mut lines = match open(runner, &batch).await? {
@@ -363,8 +363,9 @@ pub fn judge_line(
             Some("body.stream"),
         ));
     }
-    // A batch line is already run in the background, and a conversation is read from
+    // A Responses line is already run in the background, and a conversation is read from
     // stored responses only by a direct request.
+    let responses = endpoint == openbeepboop::Endpoint::Responses.as_str();
     for (field, why) in [
         ("background", "batch lines run in the background already"),
         (
@@ -372,9 +373,10 @@ pub fn judge_line(
             "batch lines cannot continue a stored response",
         ),
     ] {
-        if body
-            .get(field)
-            .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
+        if responses
+            && body
+                .get(field)
+                .is_some_and(|v| !v.is_null() && v != &Value::Bool(false))
         {
             return Err(bad(
                 "invalid_request",

@@ -511,3 +511,96 @@ async fn a_response_takes_idempotency_priority_and_ttl_like_any_job() {
         .unwrap();
     assert_eq!(reused.status(), 422);
 }
+
+#[tokio::test]
+async fn a_responses_batch_line_is_a_response_that_can_be_read_and_continued() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let line = json!({"custom_id": "r1", "method": "POST", "url": RESPONSES,
+                      "body": {"model": "m", "input": "From a batch"}});
+    let (status, file) = crate::files::upload(
+        &gw,
+        &user,
+        crate::files::form(format!("{line}\n"), "in.jsonl", "batch"),
+    )
+    .await;
+    assert_eq!(status, 200, "{file}");
+    let (status, batch) = gw
+        .post_json(
+            &user,
+            "/v1/batches",
+            &json!({"input_file_id": file["id"], "endpoint": RESPONSES,
+                    "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let leased = answer_in_background(&gw, &node, "Batched.").await.unwrap();
+    let id = leased["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("resp_"), "{id}");
+    let batch_id = batch["id"].as_str().unwrap();
+    let done = crate::harness::eventually(
+        std::time::Duration::from_secs(20),
+        "the batch to complete",
+        || async {
+            let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{batch_id}")).await;
+            (batch["status"] == "completed").then_some(batch)
+        },
+    )
+    .await;
+    let output = gw
+        .http
+        .get(gw.url(&format!(
+            "/v1/files/{}/content",
+            done["output_file_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let entry: Value = serde_json::from_str(output.trim()).unwrap();
+    assert_eq!(entry["response"]["body"]["id"], id.as_str(), "{entry}");
+    let (status, read) = gw.get_json(&user, &format!("{RESPONSES}/{id}")).await;
+    assert_eq!(
+        (status.as_u16(), &read["status"]),
+        (200, &json!("completed"))
+    );
+    let (status, next) = create(
+        &gw,
+        &user,
+        &json!({"model": "m", "input": "More", "previous_response_id": id, "background": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+}
+
+#[tokio::test]
+async fn a_held_create_whose_client_hangs_up_stops_waiting_at_once() {
+    let gw = Gateway::start(&[("OBB_MAX_WAIT_SECONDS", "600")]).await;
+    let user = gw.key("user").await;
+    let before = gw.metric("obb_http_requests_in_flight", "").await;
+    // Held (no `background`), then abandoned: the client's timeout closes the connection.
+    let abandoned = gw
+        .http
+        .post(gw.url(RESPONSES))
+        .bearer_auth(&user)
+        .timeout(std::time::Duration::from_millis(300))
+        .json(&json!({"model": "m", "input": "nobody waits for me"}))
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "held past the client's timeout");
+    crate::harness::eventually(
+        std::time::Duration::from_secs(10),
+        "the abandoned request to end",
+        || async {
+            let now = gw.metric("obb_http_requests_in_flight", "").await;
+            (now <= before).then_some(())
+        },
+    )
+    .await;
+    // The response itself stays queued for a node.
+    let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
+    assert_eq!(jobs["data"][0]["status"], "queued");
+}

@@ -270,33 +270,14 @@ impl Run {
         }
     }
 
-    /// When a full fetch brought embeddings jobs, leases more of them at once (up to a full
-    /// pack, without waiting), so that they share upstream calls. A failed fill only means
-    /// smaller packs.
-    ///
-    /// Only the models of the embeddings jobs just leased are filled: a job of another
-    /// model could join no pack, and would wait for a slot holding its lease, ahead of
-    /// work the queue ranks before it. A job of the same model with other parameters (say
-    /// `dimensions`) still waits so; it is not handed back, which would spend an attempt.
+    /// When a full fetch brought embeddings jobs, leases more of them at once (see
+    /// [`pack::fill_for`]), without waiting. A failed fill only means smaller packs.
     async fn fill_packs(&self, jobs: &[LeasedJob]) -> Vec<LeasedJob> {
         let pack_max = self.worker.settings.embeddings_pack_max;
-        let mut models: Vec<String> = Vec::new();
-        let mut embeddings = 0u32;
-        for job in jobs
-            .iter()
-            .filter(|job| job.endpoint == Endpoint::Embeddings)
-        {
-            embeddings += 1;
-            // A job whose model is literally `*` stays alone: a fetch reads `*` as any model.
-            if job.model != "*" && !models.contains(&job.model) {
-                models.push(job.model.clone());
-            }
-        }
-        if models.is_empty() || pack_max <= embeddings || self.stopping() {
+        let Some((models, limit)) = pack::fill_for(jobs, pack_max).filter(|_| !self.stopping())
+        else {
             return Vec::new();
-        }
-        // The gateway leases at most 256 jobs per fetch.
-        let limit = (pack_max - embeddings).min(256);
+        };
         match self
             .worker
             .gateway

@@ -70,6 +70,33 @@ pub(super) fn plan(jobs: Vec<LeasedJob>, pack_max: u32) -> Vec<Unit> {
     units
 }
 
+/// What to lease to fill the packs of a full fetch: the models of its embeddings jobs and
+/// how many more jobs (up to a full pack, and the gateway's 256 per fetch); `None` when
+/// there is nothing to fill.
+///
+/// Only the models of the embeddings jobs just leased are filled: a job of another model
+/// could join no pack, and would wait for a slot holding its lease, ahead of work the
+/// queue ranks before it. A job of the same model with other parameters (say
+/// `dimensions`) still waits so; it is not handed back, which would spend an attempt.
+pub(super) fn fill_for(jobs: &[LeasedJob], pack_max: u32) -> Option<(Vec<String>, u32)> {
+    let mut models: Vec<String> = Vec::new();
+    let mut embeddings = 0u32;
+    for job in jobs
+        .iter()
+        .filter(|job| job.endpoint == Endpoint::Embeddings)
+    {
+        embeddings += 1;
+        // A job whose model is literally `*` stays alone: a fetch reads `*` as any model.
+        if job.model != "*" && !models.contains(&job.model) {
+            models.push(job.model.clone());
+        }
+    }
+    if models.is_empty() || pack_max <= embeddings {
+        return None;
+    }
+    Some((models, (pack_max - embeddings).min(256)))
+}
+
 /// The packed request: the first job's body with `input` the array of every job's inputs,
 /// in order, and the number of inputs each job brought.
 pub(super) fn packed_request(jobs: &[LeasedJob]) -> Option<(Box<RawValue>, Vec<JobPart>)> {
@@ -233,6 +260,37 @@ mod tests {
             .iter()
             .map(|u| u.iter().map(|j| j.id.to_string()).collect())
             .collect()
+    }
+
+    #[test]
+    fn a_fill_asks_for_the_models_just_leased_up_to_a_full_pack() {
+        let e = Endpoint::Embeddings;
+        let chat = || {
+            job(
+                9,
+                Endpoint::ChatCompletions,
+                json!({"model": "c", "messages": []}),
+            )
+        };
+        let jobs = vec![
+            job(0, e, json!({"model": "a", "input": "x"})),
+            job(1, e, json!({"model": "b", "input": "x"})),
+            job(2, e, json!({"model": "a", "input": "y"})),
+            chat(),
+        ];
+        assert_eq!(
+            fill_for(&jobs, 64),
+            Some((vec!["a".to_owned(), "b".to_owned()], 61))
+        );
+        assert_eq!(fill_for(&jobs, 3), None, "already a full pack's worth");
+        assert_eq!(fill_for(&jobs, 1000).map(|(_, limit)| limit), Some(256));
+        assert_eq!(
+            fill_for(&[chat()], 64),
+            None,
+            "no embeddings: nothing to fill"
+        );
+        let any = job(3, e, json!({"model": "*", "input": "x"}));
+        assert_eq!(fill_for(&[any], 64), None, "`*` would lease any model");
     }
 
     #[test]
