@@ -8,7 +8,8 @@
 //! told to lack the route and answer 404, as llama.cpp's server does for a path it does not
 //! know) and `/v1/embeddings`, whose vectors are made from each input alone ([`mock_embedding`]), so a
 //! test can tell whose vectors a job got; an input text holding `mock:drop` is left out of
-//! the answer, as a part that failed. It is a mock: none of this is a model.
+//! the answer, as a part that failed, and one holding `mock:reject` gets the whole call a
+//! 400, as an input the upstream cannot take. It is a mock: none of this is a model.
 
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -431,6 +432,17 @@ async fn respond(
         {
             let body = json!({"error": {"message": "Unrecognized request argument supplied: metadata",
                 "type": "invalid_request_error", "param": null, "code": null}});
+            (400, Vec::new(), body.to_string())
+        }
+        // As an upstream refuses an input it cannot take (too long, say): the whole call.
+        _ if kind == Kind::Embeddings
+            && embedding_inputs(&request["input"])
+                .iter()
+                .any(|input| input.as_str().is_some_and(|t| t.contains("mock:reject"))) =>
+        {
+            lock(&state.embedding_calls).push(embedding_inputs(&request["input"]).len());
+            let body = json!({"error": {"message": "an input is too long (mock:reject)",
+                "type": "invalid_request_error", "param": "input", "code": null}});
             (400, Vec::new(), body.to_string())
         }
         _ => {

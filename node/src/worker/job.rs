@@ -105,16 +105,14 @@ impl JobContext {
         }
     }
 
-    /// One upstream call for a pack: every job fails alike when the call fails, and only a
-    /// job whose part of the answer is missing fails when the rest is there.
+    /// One upstream call for a pack: only a job whose part of the answer is missing fails
+    /// when the rest is there. When the upstream refuses the whole call (a 4xx), one job's
+    /// input may be at fault, and packs mix owners: each job is then sent alone, so that
+    /// only the jobs the upstream refuses fail. Any other failure fails every job alike.
     async fn execute_pack(&self, jobs: &[LeasedJob]) -> Vec<Result<Completion, UpstreamError>> {
         let Some((body, parts)) = pack::packed_request(jobs) else {
             // Not packable after all (the plan only packs readable bodies): run each alone.
-            let mut outcomes = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                outcomes.push(self.execute(job).await);
-            }
-            return outcomes;
+            return self.execute_each(jobs).await;
         };
         let Some(first) = jobs.first() else {
             return Vec::new();
@@ -133,8 +131,25 @@ impl JobContext {
         tracing::debug!(jobs = jobs.len(), model = %first.model, "embeddings packed into one call");
         match self.execute(&packed).await {
             Ok(answer) => pack::split(&answer, 200, &parts),
+            Err(UpstreamError::Rejected { status, .. }) if jobs.len() > 1 => {
+                tracing::debug!(
+                    status,
+                    jobs = jobs.len(),
+                    "a packed call was refused; sending each job alone"
+                );
+                self.execute_each(jobs).await
+            }
             Err(error) => jobs.iter().map(|_| Err(error.clone())).collect(),
         }
+    }
+
+    /// Each job alone, one after the other (they hold one slot between them).
+    async fn execute_each(&self, jobs: &[LeasedJob]) -> Vec<Result<Completion, UpstreamError>> {
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(self.execute(job).await);
+        }
+        outcomes
     }
 
     async fn execute(&self, job: &LeasedJob) -> Result<Completion, UpstreamError> {

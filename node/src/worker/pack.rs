@@ -2,9 +2,9 @@
 //! upstream as one call with an array `input`, and the answer is split back, so that each
 //! job gets exactly its own vectors (re-indexed from 0) and its share of `usage`.
 //!
-//! A job's part that the answer lacks fails only that job; an error answer to the whole
-//! call fails every job of the pack. Nothing here does I/O: `JobContext::run_pack` calls
-//! the upstream.
+//! A job's part that the answer lacks fails only that job; what an error answer to the
+//! whole call does is `JobContext::execute_pack`'s (a 4xx: each job again alone). Nothing
+//! here does I/O.
 
 use crate::upstream::{Completion, UpstreamError};
 use openbeepboop::embeddings::EmbeddingInput;

@@ -118,17 +118,49 @@ async fn a_part_missing_from_a_packed_answer_fails_only_its_job() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_error_for_a_packed_call_fails_every_job_of_the_pack() {
+async fn a_refused_packed_call_is_sent_again_job_by_job_so_only_the_refused_input_fails() {
+    let (gw, user, key, mock) = stack(&[]).await;
+    let mut ids = Vec::new();
+    for input in ["input 0", "mock:reject this one", "input 2"] {
+        let body = json!({"model": "m", "input": input});
+        ids.push(queue(&gw, &user, "/v1/embeddings", body).await);
+    }
+    let log = run_batch(&gw, &key, &mock.base_url(), "models = [\"m\"]");
+    assert!(log.contains("batch done: 2 completed, 1 failed"), "{log}");
+    assert_eq!(
+        mock.embedding_calls(),
+        vec![3, 1, 1, 1],
+        "the pack, then each job alone"
+    );
+    let statuses: Vec<Value> = futures_statuses(&gw, &user, &ids).await;
+    assert_eq!(
+        statuses,
+        vec![json!("completed"), json!("failed"), json!("completed")]
+    );
+    let refused = gw.job(&user, &ids[1]).await;
+    assert_eq!(
+        refused["error"]["message"], "an input is too long (mock:reject)",
+        "{refused}"
+    );
+    let kept = gw.job(&user, &ids[2]).await;
+    assert_eq!(
+        kept["result"]["data"],
+        json!([{"object": "embedding", "index": 0, "embedding": mock_embedding(&json!("input 2"))}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_every_job_gets_fails_every_job_of_the_pack() {
     let (gw, user, key, mock) = stack(&[]).await;
     let mut ids = Vec::new();
     for n in 0..3 {
         let body = json!({"model": "m", "input": format!("input {n}")});
         ids.push(queue(&gw, &user, "/v1/embeddings", body).await);
     }
-    mock.push_faults([Fault::Status(400, None)]);
+    mock.push_faults([400, 400, 400, 400].map(|status| Fault::Status(status, None)));
     let log = run_batch(&gw, &key, &mock.base_url(), "models = [\"m\"]");
     assert!(log.contains("batch done: 0 completed, 3 failed"), "{log}");
-    assert_eq!(mock.calls(), 1, "one call, refused once for all");
+    assert_eq!(mock.calls(), 4, "the pack, then each job alone");
     for id in &ids {
         let job = gw.job(&user, id).await;
         assert_eq!(job["status"], "failed");
