@@ -72,7 +72,8 @@ impl FromStr for JobStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
-    /// `chat.completion.job`, `embedding.job` or `text_completion.job`, after its endpoint.
+    /// `chat.completion.job`, `embedding.job`, `text_completion.job` or `response.job`, after
+    /// its endpoint.
     pub object: String,
     /// The path the job was submitted to; absent from older gateways, whose jobs were all
     /// chat completions.

@@ -144,7 +144,13 @@ def responses_request(
 
 
 # A response's `status` -> the status of its job.
-_RESPONSE_STATUS = {"in_progress": "processing"}
+_RESPONSE_STATUS = {
+    "in_progress": "processing",
+    "completed": "completed",
+    "incomplete": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 
 
 def response_job(response: Dict[str, Any]) -> Dict[str, Any]:
@@ -157,7 +163,7 @@ def response_job(response: Dict[str, Any]) -> Dict[str, Any]:
         "object": "response.job",
         "endpoint": RESPONSES,
         "model": response.get("model"),
-        "status": _RESPONSE_STATUS.get(response.get("status"), response.get("status")),
+        "status": _RESPONSE_STATUS.get(response.get("status"), "queued"),
         "created_at": response.get("created_at"),
         "response": response,
     }

@@ -304,16 +304,7 @@ impl Completions<'_> {
     ) -> Result<JobHandle, Error> {
         request.stream = None;
         request.extra.remove("stream_options");
-        let key = options
-            .idempotency_key
-            .unwrap_or_else(|| format!("obb-{}", uuid::Uuid::new_v4().simple()));
-        let mut headers = vec![("Idempotency-Key", key)];
-        if let Some(priority) = options.priority {
-            headers.push(("X-OBB-Priority", priority.to_string()));
-        }
-        if let Some(ttl) = options.ttl {
-            headers.push(("X-OBB-TTL", ttl.as_secs_f64().to_string()));
-        }
+        let headers = submit::headers(options);
         let job: Job = self
             .client
             .send(
