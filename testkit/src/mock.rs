@@ -103,6 +103,8 @@ pub struct MockState {
     embedding_calls: Mutex<Vec<usize>>,
     /// The path of each call, in order of arrival.
     paths: Mutex<Vec<String>>,
+    /// The last message of each chat call, in order of arrival.
+    chat_messages: Mutex<Vec<String>>,
     /// The `Accept-Encoding` of the last request that sent one.
     accept_encoding: Mutex<Option<String>>,
     /// The coding every answer is sent in, if any.
@@ -238,6 +240,12 @@ impl MockUpstream {
     /// How many inputs each `/v1/embeddings` call carried, in order.
     pub fn embedding_calls(&self) -> Vec<usize> {
         lock(&self.state.embedding_calls).clone()
+    }
+
+    /// The last message's text of each chat call, in order of arrival: the order in which
+    /// the node ran the jobs.
+    pub fn chat_messages(&self) -> Vec<String> {
+        lock(&self.state.chat_messages).clone()
     }
 
     /// The path of each call (`/v1/embeddings`, …), in order.
@@ -407,6 +415,15 @@ async fn respond(
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if kind == Kind::Chat {
+        let last = request["messages"]
+            .as_array()
+            .and_then(|messages| messages.last())
+            .and_then(|message| message["content"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        lock(&state.chat_messages).push(last);
+    }
     *lock(&state.last_request) = Some((request_id, request.clone()));
     let fault = lock(&state.faults).pop_front();
     let delay = match &fault {

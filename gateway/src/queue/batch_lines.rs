@@ -134,6 +134,8 @@ pub fn enqueue_lines(
                 from: None,
                 model: line.model.clone(),
                 priority,
+                owner: batch.owner_key_id.clone(),
+                endpoint,
             });
             ctx.events.push(QueueEvent::Submitted {
                 model: line.model.clone(),

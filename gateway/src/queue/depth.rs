@@ -80,6 +80,8 @@ mod tests {
             from,
             model: "m".into(),
             priority: 3,
+            owner: "k".into(),
+            endpoint: openbeepboop::Endpoint::ChatCompletions,
         }
     }
 

@@ -62,6 +62,7 @@ pub struct Effects<'a> {
 
 /// What a status change reads back from the row it changed.
 struct Moved {
+    owner: String,
     model: String,
     endpoint: Endpoint,
     priority: u8,
@@ -105,7 +106,8 @@ pub fn transition(
              not_before = ?12, finished_at = ?13,
              result_lease_id = COALESCE(?14, result_lease_id)
          WHERE id = ?1 AND status = ?2
-         RETURNING model, priority, created_at, locked_at, locked_by, batch_id, endpoint",
+         RETURNING model, priority, created_at, locked_at, locked_by, batch_id, endpoint,
+             owner_key_id",
     )?.query_row(params![
         id,
         from.as_str(),
@@ -129,6 +131,7 @@ pub fn transition(
         node: row.get(4)?,
         batch_id: row.get(5)?,
         endpoint: reads::endpoint(row, 6)?,
+        owner: row.get(7)?,
     })).optional()?;
     let changed = moved.is_some();
     if let Some(moved) = moved {
@@ -158,6 +161,8 @@ pub fn transition(
             from: Some(from),
             model: moved.model,
             priority: moved.priority,
+            owner: moved.owner,
+            endpoint: moved.endpoint,
         });
     }
     Ok(changed)
@@ -252,6 +257,8 @@ pub fn enqueue(
         from: None,
         model: job.model.clone(),
         priority: job.priority,
+        owner: job.owner_key_id.clone(),
+        endpoint: job.endpoint,
     });
     ctx.events.push(QueueEvent::Submitted {
         model: job.model.clone(),

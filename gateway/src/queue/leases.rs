@@ -2,6 +2,7 @@
 //! (lapsed leases, expired jobs, retries that became due) and the grace period leases get
 //! when the gateway starts. Runs inside the writer's transactions.
 
+use super::fair::{Fair, Filter, Lane, Taken};
 use super::jobs::{Effects, transition};
 use super::reads;
 use super::results::{self, LostRun};
@@ -10,6 +11,7 @@ use super::{QueueEvent, StoreError};
 use openbeepboop::{Endpoint, ErrorBody, HeartbeatResponse, JobStatus, LeaseId, LeasedJob};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +110,7 @@ fn candidates_query(
         filter
     };
     let sql = format!(
-        "SELECT id, model, request_payload, attempts, request_id, created_at, endpoint FROM jobs
+        "SELECT {CANDIDATE_COLUMNS} FROM jobs
          WHERE status = 'queued' {model_filter} {endpoint_filter}
            AND expires_at > ?1 AND (not_before IS NULL OR not_before <= ?1)
          ORDER BY priority, seq LIMIT ?2"
@@ -116,70 +118,197 @@ fn candidates_query(
     (sql, values)
 }
 
-/// Leases the best queued jobs of `models` (`*`: any) and `endpoints`: highest priority
-/// (lowest number) first, then oldest.
+/// What a node asks a lease for.
+pub struct Asked<'a> {
+    pub node_id: &'a str,
+    /// `*`: any model.
+    pub models: &'a [String],
+    pub endpoints: &'a [Endpoint],
+    pub limit: u32,
+    pub lease: Duration,
+}
+
+/// Keys picked whose lane queries found nothing (their jobs backing off, or expired and not
+/// yet reaped) before a lease stops asking the fair share and fills the rest in queue order.
+const MAX_MISSES: usize = 16;
+
+/// A queued job read for leasing.
+struct Candidate {
+    id: String,
+    model: String,
+    payload: String,
+    attempts: u32,
+    request_id: Option<String>,
+    created_at: i64,
+    endpoint: Endpoint,
+    seq: i64,
+}
+
+fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+    Ok(Candidate {
+        id: row.get(0)?,
+        model: row.get(1)?,
+        payload: row.get(2)?,
+        attempts: row.get(3)?,
+        request_id: row.get(4)?,
+        created_at: row.get(5)?,
+        endpoint: reads::endpoint(row, 6)?,
+        seq: row.get(7)?,
+    })
+}
+
+/// The columns [`candidate`] reads, in its order.
+const CANDIDATE_COLUMNS: &str =
+    "id, model, request_payload, attempts, request_id, created_at, endpoint, seq";
+
+/// Leases up to `asked.limit` queued jobs the node serves: the highest priority (lowest
+/// number) first; within a priority, shared between the keys with work queued in
+/// proportion to their weight (see `fair`), each key's jobs oldest first.
 pub fn lease(
     ctx: &mut WriteCtx<'_>,
-    node_id: &str,
-    models: &[String],
-    endpoints: &[Endpoint],
-    limit: u32,
-    lease: Duration,
+    fair: &Fair,
+    asked: &Asked<'_>,
 ) -> Result<Vec<LeasedJob>, StoreError> {
-    let any_model = models.iter().any(|m| m == "*");
-    if limit == 0 || (models.is_empty() && !any_model) || endpoints.is_empty() {
+    let any_model = asked.models.iter().any(|m| m == "*");
+    if asked.limit == 0 || (asked.models.is_empty() && !any_model) || asked.endpoints.is_empty() {
         return Ok(Vec::new());
     }
-    let (sql, values) = candidates_query(ctx.now, models, endpoints, limit);
+    let filter = Filter {
+        models: asked.models,
+        endpoints: asked.endpoints,
+    };
+    let mut leased = Vec::new();
+    // What this lease took: the counts learn of it only when it commits.
+    let mut taken = Taken::new();
+    let mut misses = 0;
+    for priority in 1..=5u8 {
+        let mut skip = HashSet::new();
+        while (leased.len() as u32) < asked.limit {
+            let room = asked.limit - leased.len() as u32;
+            let Some(pick) = fair.pick(priority, &filter, &taken, &skip, room) else {
+                break;
+            };
+            let mut candidates = Vec::new();
+            for lane in &pick.lanes {
+                candidates.extend(lane_candidates(ctx, &pick.key, lane, priority, pick.grant)?);
+            }
+            candidates.sort_by_key(|c| c.seq);
+            candidates.truncate(pick.grant as usize);
+            let before = leased.len();
+            for candidate in candidates {
+                let lane = (candidate.model.clone(), candidate.endpoint);
+                if let Some(job) = take(ctx, candidate, asked)? {
+                    *taken.entry((pick.key.clone(), lane)).or_default() += 1;
+                    leased.push(job);
+                }
+            }
+            let got = (leased.len() - before) as u32;
+            if got == 0 {
+                skip.insert(pick.key);
+                misses += 1;
+                if misses > MAX_MISSES {
+                    // Bounded work whatever the counts say: the rest in plain queue order.
+                    let room = asked.limit - leased.len() as u32;
+                    leased.extend(in_queue_order(ctx, asked, room)?);
+                    return Ok(leased);
+                }
+                continue;
+            }
+            fair.charge(priority, &pick.key, got);
+        }
+    }
+    Ok(leased)
+}
+
+/// Up to `limit` of `key`'s queued jobs of `lane` in band `priority` that may run now,
+/// oldest first, through `jobs_queued_by_owner` (every column an equality: no sort).
+fn lane_candidates(
+    ctx: &WriteCtx<'_>,
+    key: &str,
+    (model, endpoint): &Lane,
+    priority: u8,
+    limit: u32,
+) -> Result<Vec<Candidate>, StoreError> {
+    Ok(ctx
+        .conn
+        .prepare_cached(&lane_query())?
+        .query_map(
+            rusqlite::params![key, model, endpoint.as_str(), priority, ctx.now, limit],
+            candidate,
+        )?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn lane_query() -> String {
+    format!(
+        "SELECT {CANDIDATE_COLUMNS} FROM jobs INDEXED BY jobs_queued_by_owner
+         WHERE owner_key_id = ?1 AND model = ?2 AND endpoint = ?3 AND priority = ?4
+           AND status = 'queued'
+           AND expires_at > ?5 AND (not_before IS NULL OR not_before <= ?5)
+         ORDER BY seq LIMIT ?6"
+    )
+}
+
+/// Up to `limit` jobs in plain queue order, whoever queued them.
+fn in_queue_order(
+    ctx: &mut WriteCtx<'_>,
+    asked: &Asked<'_>,
+    limit: u32,
+) -> Result<Vec<LeasedJob>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let (sql, values) = candidates_query(ctx.now, asked.models, asked.endpoints, limit);
     let candidates = ctx
         .conn
         .prepare_cached(&sql)?
-        .query_map(params_from_iter(values), |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, u32>(3)?,
-                row.get::<_, Option<String>>(4)?,
-                row.get::<_, i64>(5)?,
-                reads::endpoint(row, 6)?,
-            ))
-        })?
+        .query_map(params_from_iter(values), candidate)?
         .collect::<Result<Vec<_>, _>>()?;
-    let expires = ctx.now + lease.as_millis() as i64;
     let mut leased = Vec::with_capacity(candidates.len());
-    for (id, model, payload, attempts, request_id, created_at, endpoint) in candidates {
-        let lease_id = format!("lease-{}", uuid::Uuid::new_v4().simple());
-        let effects = Effects {
-            lease: Some((&lease_id, expires, node_id)),
-            count_attempt: true,
-            ..Effects::default()
-        };
-        if !transition(ctx, &id, JobStatus::Queued, JobStatus::Processing, effects)? {
-            continue;
-        }
-        ctx.events.push(QueueEvent::Leased {
-            model: model.clone(),
-            waited_ms: ctx.now - created_at,
-        });
-        let request_payload =
-            RawValue::from_string(payload).map_err(|e| StoreError::CorruptPayload {
-                id: id.clone(),
-                source: Arc::new(e),
-            })?;
-        leased.push(LeasedJob {
-            id: id.into(),
-            model,
-            endpoint,
-            request_payload,
-            lease_id: lease_id.into(),
-            lease_expires_at: expires,
-            lease_ttl_ms: lease.as_millis() as u64,
-            attempt: attempts + 1,
-            request_id,
-        });
+    for candidate in candidates {
+        leased.extend(take(ctx, candidate, asked)?);
     }
     Ok(leased)
+}
+
+/// Moves one candidate to `processing` under a new lease; `None` when another change moved
+/// it first.
+fn take(
+    ctx: &mut WriteCtx<'_>,
+    candidate: Candidate,
+    asked: &Asked<'_>,
+) -> Result<Option<LeasedJob>, StoreError> {
+    let expires = ctx.now + asked.lease.as_millis() as i64;
+    let lease_id = format!("lease-{}", uuid::Uuid::new_v4().simple());
+    let effects = Effects {
+        lease: Some((&lease_id, expires, asked.node_id)),
+        count_attempt: true,
+        ..Effects::default()
+    };
+    let id = candidate.id;
+    if !transition(ctx, &id, JobStatus::Queued, JobStatus::Processing, effects)? {
+        return Ok(None);
+    }
+    ctx.events.push(QueueEvent::Leased {
+        model: candidate.model.clone(),
+        waited_ms: ctx.now - candidate.created_at,
+    });
+    let request_payload =
+        RawValue::from_string(candidate.payload).map_err(|e| StoreError::CorruptPayload {
+            id: id.clone(),
+            source: Arc::new(e),
+        })?;
+    Ok(Some(LeasedJob {
+        id: id.into(),
+        model: candidate.model,
+        endpoint: candidate.endpoint,
+        request_payload,
+        lease_id: lease_id.into(),
+        lease_expires_at: expires,
+        lease_ttl_ms: asked.lease.as_millis() as u64,
+        attempt: candidate.attempts + 1,
+        request_id: candidate.request_id,
+    }))
 }
 
 /// The job a lease was issued for, and whether that lease's outcome is already stored.
@@ -386,6 +515,10 @@ fn expiry_error(id: &str, attempts: u32, last_error: Option<&ErrorBody>) -> Erro
 }
 
 #[cfg(test)]
+#[path = "leases_tests.rs"]
+mod fair_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -424,6 +557,25 @@ mod tests {
         );
         assert!(!several.contains("TEMP B-TREE"), "{several}");
         assert!(several.contains("USING INDEX"), "{several}");
+    }
+
+    #[test]
+    fn a_keys_lane_is_read_in_queue_order_through_its_index_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", lane_query()))
+            .unwrap()
+            .query_map(
+                rusqlite::params!["k", "m", "/v1/chat/completions", 3, 0, 4],
+                |row| row.get::<_, String>(3),
+            )
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("; ");
+        assert!(plan.contains("jobs_queued_by_owner"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
     #[test]

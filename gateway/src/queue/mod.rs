@@ -9,6 +9,7 @@ mod batch_lines;
 mod batch_rows;
 mod batches;
 mod depth;
+mod fair;
 mod file_rows;
 mod files;
 mod jobs;
@@ -52,6 +53,8 @@ pub struct Queue {
     pool: pool::ReadPool,
     notifier: Arc<Notifier>,
     depth: Arc<depth::Depth>,
+    /// Queued jobs by key, for the fair share's leases; kept true by the writer.
+    fair: Arc<fair::Fair>,
     /// The batches not yet ended, kept true by the writer after each commit.
     live_batches: Arc<live_batches::LiveBatches>,
     settings: QueueSettings,
@@ -81,6 +84,7 @@ impl Queue {
         let notifier = Arc::new(Notifier::default());
         // Counted once here, before the writer runs; from then on its commits move it.
         let depth = Arc::new(depth::Depth::seeded(reads::depth(&conn)?));
+        let fair = Arc::new(reads::fair_share(&conn)?);
         // Loaded once here too; from then on the writer re-reads each batch a commit changed.
         let live_batches = Arc::new(live_batches::LiveBatches::seeded(batch_rows::active(
             &conn,
@@ -91,6 +95,7 @@ impl Queue {
             Observers {
                 notifier: Arc::clone(&notifier),
                 depth: Arc::clone(&depth),
+                fair: Arc::clone(&fair),
                 batches: Arc::clone(&live_batches),
             },
             settings.max_commit_batch,
@@ -104,6 +109,7 @@ impl Queue {
             pool,
             notifier,
             depth,
+            fair,
             live_batches,
             settings,
             files,
@@ -165,10 +171,18 @@ impl Queue {
         limit: u32,
     ) -> Result<Vec<LeasedJob>, StoreError> {
         let lease = self.settings.lease;
+        let fair = Arc::clone(&self.fair);
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
                 leases::record_node(ctx, &node_id, &key_id, &models, None)?;
-                leases::lease(ctx, &node_id, &models, &endpoints, limit, lease)
+                let asked = leases::Asked {
+                    node_id: &node_id,
+                    models: &models,
+                    endpoints: &endpoints,
+                    limit,
+                    lease,
+                };
+                leases::lease(ctx, &fair, &asked)
             })
             .await
     }

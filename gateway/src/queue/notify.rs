@@ -3,7 +3,7 @@
 //! The writer publishes here only after a commit, so a woken task always reads the change.
 //! Nothing here touches the database.
 
-use openbeepboop::JobStatus;
+use openbeepboop::{Endpoint, JobStatus};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::{Notify, broadcast};
@@ -17,6 +17,10 @@ pub struct Change {
     pub from: Option<JobStatus>,
     pub model: String,
     pub priority: u8,
+    /// The key that submitted the job, and the endpoint it was submitted to: the fair
+    /// share counts queued jobs by both.
+    pub owner: String,
+    pub endpoint: Endpoint,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +127,8 @@ mod tests {
                 from: Some(JobStatus::Processing),
                 model: "m".into(),
                 priority: 3,
+                owner: "k".into(),
+                endpoint: Endpoint::ChatCompletions,
             }]);
             assert_eq!(watch.changed().await, Some(JobStatus::Completed));
         }
@@ -139,6 +145,8 @@ mod tests {
             from: None,
             model: "m".into(),
             priority: 3,
+            owner: "k".into(),
+            endpoint: Endpoint::ChatCompletions,
         }]);
         tokio::time::timeout(Duration::from_secs(1), woken)
             .await

@@ -199,6 +199,34 @@ pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The fair share's starting point: queued jobs counted by key, priority, model and
+/// endpoint (an index-only scan of `jobs_queued_by_owner`), and the weights of the keys
+/// whose weight is not 1.
+pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT owner_key_id, priority, model, endpoint, COUNT(*)
+             FROM jobs INDEXED BY jobs_queued_by_owner WHERE status = 'queued'
+             GROUP BY owner_key_id, model, endpoint, priority",
+        )?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, u8>(1)?,
+                (row.get::<_, String>(2)?, endpoint(row, 3)?),
+                row.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let weights = conn
+        .prepare_cached("SELECT id, weight FROM api_keys WHERE weight != 1")?
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(super::fair::Fair::seeded(rows, weights))
+}
+
 /// The creation time of the oldest queued job, and how many nodes were seen since
 /// `alive_since`: the parts of a queue snapshot that are read, not counted in memory.
 pub fn oldest_and_alive(

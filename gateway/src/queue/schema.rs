@@ -197,6 +197,14 @@ ALTER TABLE jobs ADD COLUMN endpoint TEXT NOT NULL DEFAULT '/v1/chat/completions
 CREATE INDEX jobs_queued_by_endpoint ON jobs (endpoint, model, priority, seq)
     WHERE status = 'queued';
 ",
+    r"
+-- Fair share: one key's queued jobs of one model and endpoint in one priority band, in
+-- queue order, which the fair lease reads; and each key's share, its weight.
+CREATE INDEX jobs_queued_by_owner ON jobs (owner_key_id, model, endpoint, priority, seq)
+    WHERE status = 'queued';
+ALTER TABLE api_keys ADD COLUMN weight INTEGER NOT NULL DEFAULT 1
+    CHECK (weight BETWEEN 1 AND 1000);
+",
 ];
 
 /// The schema version this gateway reads and writes.

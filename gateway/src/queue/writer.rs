@@ -7,6 +7,7 @@
 //! its change is on disk, and concurrent callers share one fsync.
 
 use super::depth::Depth;
+use super::fair::Fair;
 use super::live_batches::{LiveBatches, Touched};
 use super::notify::{Change, Notifier};
 use super::{QueueEvent, StoreError, now_ms};
@@ -132,11 +133,12 @@ impl Writer {
     }
 }
 
-/// What learns of every committed change: the waiters, the depth counts and the batches not
-/// yet ended.
+/// What learns of every committed change: the waiters, the depth counts, the fair share's
+/// counts and the batches not yet ended.
 pub struct Observers {
     pub notifier: Arc<Notifier>,
     pub depth: Arc<Depth>,
+    pub fair: Arc<Fair>,
     pub batches: Arc<LiveBatches>,
 }
 
@@ -189,6 +191,7 @@ fn run(
         match outcome {
             Ok((changes, events)) => {
                 observers.depth.apply(&changes);
+                observers.fair.apply(&changes);
                 observers.notifier.publish(&changes);
                 for finish in finishes {
                     finish(None);

@@ -18,6 +18,8 @@ mod endpoints;
 #[cfg(test)]
 mod examples;
 #[cfg(test)]
+mod fair_share;
+#[cfg(test)]
 mod faults;
 #[cfg(test)]
 mod limits;

@@ -1,0 +1,414 @@
+//! Fair share between keys: within a priority band, leases go to the keys with queued work
+//! in proportion to their `weight`, by stride scheduling. Each key has a *pass* per band; a
+//! lease of `n` jobs advances it by `n × STRIDE / weight`, and the key with the lowest pass
+//! is served next. A key that starts queueing again joins at the band's *virtual time* (the
+//! pass at which the band last served a key), so an idle spell earns it no burst, and a key
+//! that arrives behind another's long backlog is served next, not after it.
+//!
+//! The counts (queued jobs per band, key, model and endpoint) live in memory: taken once from
+//! the database when the store opens, then moved by every committed status change, as the
+//! depth is. The passes are not stored: fairness starts afresh with the process. Nothing here
+//! does I/O; `leases::lease` reads the jobs a [`Pick`] names.
+
+use super::notify::Change;
+use openbeepboop::{Endpoint, JobStatus};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+/// The jobs of one model and endpoint: what a node may or may not serve.
+pub type Lane = (String, Endpoint);
+
+/// The pass a lease advances a key of weight 1 by. Large, so that a weight up to 1000 still
+/// advances its key by a whole number.
+const STRIDE: u64 = 1 << 20;
+/// Priorities 1 (first) to 5.
+const BANDS: usize = 5;
+
+#[derive(Debug, Default)]
+pub struct Fair {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    bands: [Band; BANDS],
+    /// Keys whose weight is not 1.
+    weights: HashMap<String, u32>,
+}
+
+#[derive(Debug, Default)]
+struct Band {
+    /// The pass at which the band last served a key.
+    vtime: u64,
+    /// Keys with queued jobs in the band.
+    keys: HashMap<String, KeyQueue>,
+    /// The same keys, lowest pass first: the order they are served in.
+    order: BTreeSet<(u64, String)>,
+}
+
+#[derive(Debug, Default)]
+struct KeyQueue {
+    pass: u64,
+    queued: i64,
+    lanes: BTreeMap<Lane, i64>,
+}
+
+/// What a lease may take: the node's models (`*`: any) and endpoints.
+pub struct Filter<'a> {
+    pub models: &'a [String],
+    pub endpoints: &'a [Endpoint],
+}
+
+impl Filter<'_> {
+    fn serves(&self, (model, endpoint): &Lane) -> bool {
+        self.endpoints.contains(endpoint) && self.models.iter().any(|m| m == "*" || m == model)
+    }
+}
+
+/// The key a lease takes from next: the lanes of it the node serves that still hold jobs,
+/// and how many jobs it may take before another key's turn (at least 1).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub key: String,
+    pub lanes: Vec<Lane>,
+    pub grant: u32,
+}
+
+/// Jobs a lease in progress took already, by key and lane: the counts learn of them only
+/// when the lease commits.
+pub type Taken = HashMap<(String, Lane), u32>;
+
+fn band_of(priority: u8) -> usize {
+    usize::from(priority.clamp(1, BANDS as u8) - 1)
+}
+
+impl Fair {
+    /// Starts from the queued jobs counted in the database, as `(key, priority, model,
+    /// endpoint, count)` rows, and the keys' weights.
+    pub fn seeded(rows: Vec<(String, u8, Lane, i64)>, weights: HashMap<String, u32>) -> Self {
+        let mut state = State {
+            weights: weights.into_iter().filter(|(_, w)| *w != 1).collect(),
+            ..State::default()
+        };
+        for (key, priority, lane, count) in rows {
+            state.add(priority, &key, lane, count);
+        }
+        Self {
+            state: Mutex::new(state),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the counts by the changes of one committed group.
+    pub fn apply(&self, changes: &[Change]) {
+        let mut state = self.state();
+        for change in changes {
+            let lane = || (change.model.clone(), change.endpoint);
+            if change.from == Some(JobStatus::Queued) {
+                state.add(change.priority, &change.owner, lane(), -1);
+            }
+            if change.status == JobStatus::Queued {
+                state.add(change.priority, &change.owner, lane(), 1);
+            }
+        }
+    }
+
+    /// Sets a key's weight (1 to 1000); its next leases advance it by the new stride.
+    pub fn set_weight(&self, key: &str, weight: u32) {
+        let mut state = self.state();
+        if weight == 1 {
+            state.weights.remove(key);
+        } else {
+            state.weights.insert(key.to_owned(), weight.clamp(1, 1000));
+        }
+    }
+
+    /// The key to lease from next in band `priority`: the lowest pass among keys with jobs
+    /// in a lane `filter` serves, beyond those `taken` already, and not in `skip`. Its grant
+    /// runs until its pass would pass the runner-up's, within `room` and what it has.
+    pub fn pick(
+        &self,
+        priority: u8,
+        filter: &Filter<'_>,
+        taken: &Taken,
+        skip: &HashSet<String>,
+        room: u32,
+    ) -> Option<Pick> {
+        let state = self.state();
+        let band = &state.bands[band_of(priority)];
+        let mut eligible = band.order.iter().filter_map(|(pass, key)| {
+            if skip.contains(key) {
+                return None;
+            }
+            let queue = band.keys.get(key)?;
+            let mut lanes = Vec::new();
+            let mut available = 0u32;
+            for (lane, count) in &queue.lanes {
+                if !filter.serves(lane) {
+                    continue;
+                }
+                let gone = taken
+                    .get(&(key.clone(), lane.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let left = u32::try_from(*count).unwrap_or(0).saturating_sub(gone);
+                if left > 0 {
+                    available += left;
+                    lanes.push(lane.clone());
+                }
+            }
+            (available > 0).then_some((*pass, key, lanes, available))
+        });
+        let (pass, key, lanes, available) = eligible.next()?;
+        let stride = state.stride(key);
+        let turn = match eligible.next() {
+            Some((runner_up, ..)) => {
+                u32::try_from((runner_up.saturating_sub(pass)) / stride + 1).unwrap_or(u32::MAX)
+            }
+            None => room,
+        };
+        Some(Pick {
+            key: key.clone(),
+            lanes,
+            grant: turn.min(room).min(available).max(1),
+        })
+    }
+
+    /// Advances `key`'s pass in band `priority` by `leased` jobs.
+    pub fn charge(&self, priority: u8, key: &str, leased: u32) {
+        let mut state = self.state();
+        let stride = state.stride(key);
+        let band = &mut state.bands[band_of(priority)];
+        let Some(queue) = band.keys.get_mut(key) else {
+            return;
+        };
+        band.order.remove(&(queue.pass, key.to_owned()));
+        band.vtime = band.vtime.max(queue.pass);
+        queue.pass += u64::from(leased) * stride;
+        band.order.insert((queue.pass, key.to_owned()));
+    }
+
+    /// The queued counts by band, key and lane, for tests that compare them with a fresh
+    /// count from the database.
+    #[cfg(test)]
+    pub fn counts(&self) -> BTreeMap<(u8, String, Lane), i64> {
+        let state = self.state();
+        let mut counts = BTreeMap::new();
+        for (index, band) in state.bands.iter().enumerate() {
+            for (key, queue) in &band.keys {
+                for (lane, count) in &queue.lanes {
+                    counts.insert((index as u8 + 1, key.clone(), lane.clone()), *count);
+                }
+            }
+        }
+        counts
+    }
+}
+
+impl State {
+    fn stride(&self, key: &str) -> u64 {
+        STRIDE / u64::from(self.weights.get(key).copied().unwrap_or(1).max(1))
+    }
+
+    /// Moves `key`'s count of `lane` in band `priority` by `by`. A key that had nothing
+    /// queued joins at the band's virtual time; one left with nothing leaves the band.
+    fn add(&mut self, priority: u8, key: &str, lane: Lane, by: i64) {
+        let band = &mut self.bands[band_of(priority)];
+        if by < 0 && !band.keys.contains_key(key) {
+            return;
+        }
+        let queue = band.keys.entry(key.to_owned()).or_default();
+        if queue.queued <= 0 && by > 0 {
+            band.order.remove(&(queue.pass, key.to_owned()));
+            queue.pass = queue.pass.max(band.vtime);
+            band.order.insert((queue.pass, key.to_owned()));
+        }
+        queue.queued += by;
+        let count = queue.lanes.entry(lane.clone()).or_default();
+        *count += by;
+        if *count <= 0 {
+            queue.lanes.remove(&lane);
+        }
+        if queue.queued <= 0 {
+            band.order.remove(&(queue.pass, key.to_owned()));
+            band.keys.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: Endpoint = Endpoint::ChatCompletions;
+
+    fn lane(model: &str) -> Lane {
+        (model.to_owned(), CHAT)
+    }
+
+    fn fair(rows: &[(&str, u8, &str, i64)]) -> Fair {
+        let rows = rows
+            .iter()
+            .map(|(key, priority, model, count)| {
+                ((*key).to_owned(), *priority, lane(model), *count)
+            })
+            .collect();
+        Fair::seeded(rows, HashMap::new())
+    }
+
+    fn any() -> Vec<String> {
+        vec!["*".to_owned()]
+    }
+
+    fn change(key: &str, from: Option<JobStatus>, status: JobStatus) -> Change {
+        Change {
+            job_id: "j".into(),
+            status,
+            from,
+            model: "m".into(),
+            priority: 3,
+            owner: key.into(),
+            endpoint: CHAT,
+        }
+    }
+
+    /// Leases one job at a time, `n` times, each committed before the next: the key picked,
+    /// charged, and its job moved to processing. Returns the keys in order.
+    fn serve(fair: &Fair, priority: u8, n: usize) -> Vec<String> {
+        let models = any();
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        let mut order = Vec::new();
+        for _ in 0..n {
+            let Some(pick) = fair.pick(priority, &filter, &Taken::new(), &HashSet::new(), 1) else {
+                break;
+            };
+            fair.charge(priority, &pick.key, 1);
+            let mut leased = change(&pick.key, Some(JobStatus::Queued), JobStatus::Processing);
+            leased.priority = priority;
+            fair.apply(&[leased]);
+            order.push(pick.key);
+        }
+        order
+    }
+
+    #[test]
+    fn a_key_alone_is_granted_every_slot_it_has_jobs_for() {
+        let fair = fair(&[("a", 3, "m", 10)]);
+        let models = any();
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        let pick = fair
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
+            .unwrap();
+        assert_eq!((pick.key.as_str(), pick.grant), ("a", 8));
+        let pick = fair
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 64)
+            .unwrap();
+        assert_eq!(pick.grant, 10, "no more than it has");
+        assert_eq!(
+            fair.pick(2, &filter, &Taken::new(), &HashSet::new(), 8),
+            None
+        );
+    }
+
+    #[test]
+    fn keys_of_equal_weight_alternate_and_a_weight_of_3_gets_3_for_1() {
+        let fair = fair(&[("a", 3, "m", 100), ("b", 3, "m", 100)]);
+        let order = serve(&fair, 3, 6);
+        assert_eq!(order, ["a", "b", "a", "b", "a", "b"]);
+        fair.set_weight("a", 3);
+        let order = serve(&fair, 3, 40);
+        let a = order.iter().filter(|k| *k == "a").count();
+        assert_eq!((a, 40 - a), (30, 10), "{order:?}");
+    }
+
+    #[test]
+    fn a_key_that_arrives_behind_a_backlog_is_served_next_without_banked_credit() {
+        let fair = fair(&[("a", 3, "m", 400)]);
+        assert_eq!(serve(&fair, 3, 20), vec!["a"; 20]);
+        // B's jobs arrive: it joins at the band's time, not behind A's 380.
+        let queued = |key: &str| change(key, None, JobStatus::Queued);
+        fair.apply(&[queued("b"), queued("b")]);
+        let order = serve(&fair, 3, 4);
+        assert_eq!(order, ["b", "a", "b", "a"]);
+        // Its two jobs done, B has nothing queued and leaves; back later, it has no credit
+        // for the time it was away: it alternates with A again, no burst.
+        assert_eq!(serve(&fair, 3, 3), ["a", "a", "a"]);
+        fair.apply(&[queued("b"), queued("b"), queued("b")]);
+        let order = serve(&fair, 3, 4);
+        assert_eq!(order.iter().filter(|k| *k == "b").count(), 2, "{order:?}");
+    }
+
+    #[test]
+    fn a_lane_the_node_does_not_serve_does_not_block_another_key() {
+        let fair = fair(&[("a", 3, "x", 5), ("b", 3, "y", 5)]);
+        let models = vec!["y".to_owned()];
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        let pick = fair
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 4)
+            .unwrap();
+        assert_eq!(
+            (pick.key.as_str(), pick.lanes.clone()),
+            ("b", vec![lane("y")])
+        );
+        let embeddings_only = Filter {
+            models: &any(),
+            endpoints: &[Endpoint::Embeddings],
+        };
+        assert_eq!(
+            fair.pick(3, &embeddings_only, &Taken::new(), &HashSet::new(), 4),
+            None
+        );
+    }
+
+    #[test]
+    fn the_grant_stops_where_the_runner_up_would_go_first() {
+        let fair = fair(&[("a", 3, "m", 50), ("b", 3, "m", 50)]);
+        let models = any();
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        // Tied: one each in turn.
+        let pick = fair
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
+            .unwrap();
+        assert_eq!(pick.grant, 1);
+        // B three strides ahead: A may take 4 before B's turn (ties go to the lower name).
+        fair.charge(3, "b", 3);
+        let pick = fair
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
+            .unwrap();
+        assert_eq!((pick.key.as_str(), pick.grant), ("a", 4));
+    }
+
+    #[test]
+    fn changes_move_the_counts_and_an_emptied_key_leaves_its_band() {
+        let fair = fair(&[("a", 1, "m", 1)]);
+        let mut leased = change("a", Some(JobStatus::Queued), JobStatus::Processing);
+        leased.priority = 1;
+        fair.apply(std::slice::from_ref(&leased));
+        assert!(fair.counts().is_empty());
+        let requeued = Change {
+            status: JobStatus::Queued,
+            from: Some(JobStatus::Processing),
+            ..leased
+        };
+        fair.apply(&[requeued]);
+        assert_eq!(
+            fair.counts().into_iter().collect::<Vec<_>>(),
+            vec![((1, "a".to_owned(), lane("m")), 1)]
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The fair share on a real SQLite file: leases between keys, and the in-memory counts
+//! against a fresh count from the database after every kind of change.
+
+use crate::queue::{NewJob, Queue, QueueSettings, ReapPass, Visibility, new_job_id};
+use openbeepboop::{Endpoint, LeasedJob, NodeResult, NodeResultStatus};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn open(dir: &std::path::Path, settings: QueueSettings) -> Queue {
+    let path = dir.join("queue.db");
+    Queue::setup(&path).unwrap();
+    Queue::open(&path, settings, Arc::new(|_, _| {})).unwrap()
+}
+
+fn job(owner: &str, priority: u8) -> NewJob {
+    NewJob {
+        id: new_job_id(),
+        owner_key_id: owner.into(),
+        model: "m".into(),
+        endpoint: Endpoint::ChatCompletions,
+        priority,
+        payload: "{}".into(),
+        request_hash: String::new(),
+        idempotency_key: None,
+        request_id: None,
+        ttl: Duration::from_secs(600),
+    }
+}
+
+async fn queue_jobs(queue: &Queue, owner: &str, priority: u8, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(queue.enqueue(job(owner, priority)).await.unwrap().0.id);
+    }
+    ids
+}
+
+async fn lease(queue: &Queue, limit: u32) -> Vec<LeasedJob> {
+    queue
+        .lease("n".into(), "node".into(), vec!["*".into()], limit)
+        .await
+        .unwrap()
+}
+
+fn result(job: &LeasedJob, status: NodeResultStatus, retryable: bool) -> NodeResult {
+    NodeResult {
+        id: job.id.clone(),
+        lease_id: job.lease_id.clone(),
+        status,
+        result: (status == NodeResultStatus::Completed)
+            .then(|| serde_json::value::RawValue::from_string("{}".to_owned()).unwrap()),
+        error: None,
+        upstream_status: None,
+        retryable,
+    }
+}
+
+async fn complete(queue: &Queue, jobs: &[LeasedJob]) {
+    let results = jobs
+        .iter()
+        .map(|job| result(job, NodeResultStatus::Completed, false))
+        .collect();
+    queue.submit(results).await.unwrap();
+}
+
+/// The in-memory counts equal a fresh count of the database's queued jobs.
+fn assert_counts_true(queue: &Queue, dir: &std::path::Path) {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let fresh = crate::queue::reads::fair_share(&conn).unwrap();
+    assert_eq!(queue.fair.counts(), fresh.counts());
+}
+
+#[tokio::test]
+async fn b_queued_behind_400_of_a_gets_its_5_within_the_next_12_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path(), QueueSettings::default());
+    queue_jobs(&queue, "a", 3, 400).await;
+    // A node of two slots is at work on A's backlog when B queues 5.
+    let first = lease(&queue, 2).await;
+    complete(&queue, &first).await;
+    let b = queue_jobs(&queue, "b", 3, 5).await;
+    let mut order = Vec::new();
+    while order.iter().filter(|owner| **owner == "b").count() < 5 {
+        let leased = lease(&queue, 2).await;
+        assert!(!leased.is_empty());
+        for job in &leased {
+            order.push(if b.contains(&job.id.to_string()) {
+                "b"
+            } else {
+                "a"
+            });
+        }
+        complete(&queue, &leased).await;
+    }
+    assert!(
+        order.len() <= 12,
+        "A went {} times first: {order:?}",
+        order.len() - 5
+    );
+    assert_counts_true(&queue, dir.path());
+}
+
+#[tokio::test]
+async fn a_higher_priority_goes_first_whatever_the_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path(), QueueSettings::default());
+    queue_jobs(&queue, "a", 3, 3).await;
+    let urgent = queue_jobs(&queue, "b", 1, 2).await;
+    let leased = lease(&queue, 2).await;
+    let ids: Vec<String> = leased.iter().map(|j| j.id.to_string()).collect();
+    assert_eq!(ids, urgent);
+    // One key alone gets a whole fetch, oldest first.
+    let rest = lease(&queue, 8).await;
+    assert_eq!(rest.len(), 3);
+}
+
+#[tokio::test]
+async fn the_counts_stay_true_through_every_kind_of_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = QueueSettings {
+        max_attempts: 3,
+        retry_backoff_base: Duration::ZERO,
+        lease: Duration::from_millis(1),
+        ..QueueSettings::default()
+    };
+    let queue = open(dir.path(), settings);
+    let a = queue_jobs(&queue, "a", 3, 6).await;
+    queue_jobs(&queue, "b", 2, 3).await;
+    assert_counts_true(&queue, dir.path());
+    // Leased, completed, failed for a retry (queued again), cancelled, deleted.
+    let leased = lease(&queue, 4).await;
+    assert_counts_true(&queue, dir.path());
+    complete(&queue, &leased[..1]).await;
+    queue
+        .submit(vec![result(&leased[1], NodeResultStatus::Failed, true)])
+        .await
+        .unwrap();
+    assert_counts_true(&queue, dir.path());
+    queue.cancel(a[5].clone(), Visibility::All).await.unwrap();
+    queue.delete(a[4].clone(), Visibility::All).await.unwrap();
+    assert_counts_true(&queue, dir.path());
+    // Leases that lapse put their jobs back in the queue.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    queue.reap(ReapPass::default()).await.unwrap();
+    assert_counts_true(&queue, dir.path());
+    // And a store opened again counts the same.
+    drop(queue);
+    let again = open(dir.path(), QueueSettings::default());
+    assert_counts_true(&again, dir.path());
+}
