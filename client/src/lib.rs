@@ -37,6 +37,7 @@ pub mod error;
 pub mod file;
 pub mod ids;
 pub mod job;
+pub mod limits;
 pub mod node;
 mod replay;
 pub mod responses;
@@ -58,6 +59,7 @@ pub use error::{ErrorBody, ErrorEnvelope};
 pub use file::{FileDeleted, FileList, FileObject, FilePurpose};
 pub use ids::{JobId, KeyId, LeaseId, NodeId};
 pub use job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
+pub use limits::KeyLimits;
 pub use node::{
     FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob, NodeResult,
     NodeResultStatus, SubmitOutcome, SubmitOutcomeKind, SubmitResponse,

@@ -252,10 +252,13 @@ impl Authenticator {
 
     /// Reads the key generation now, dropping cached rows if any key changed. Call it after
     /// changing a key in this process, so the change applies to the very next request.
-    pub async fn recheck(&self, queue: &Queue) -> Result<(), AuthError> {
+    /// Returns whether a key changed since the last read.
+    pub async fn recheck(&self, queue: &Queue) -> Result<bool, AuthError> {
         let generation = queue.key_generation().await?;
-        self.lock_rows().observe(generation);
-        Ok(())
+        let mut rows = self.lock_rows();
+        let moved = generation > rows.generation;
+        rows.observe(generation);
+        Ok(moved)
     }
 
     /// Reads the key generation now and counts it as the periodic recheck: what the
@@ -263,13 +266,14 @@ impl Authenticator {
     /// for that read.
     /// Counted only when the read succeeded: while the database fails, requests read the
     /// generation themselves and answer its error, instead of trusting a stale cache.
-    pub async fn recheck_now(&self, queue: &Queue) -> Result<(), AuthError> {
+    /// Returns whether a key changed since the last read.
+    pub async fn recheck_now(&self, queue: &Queue) -> Result<bool, AuthError> {
         let started = Instant::now();
-        self.recheck(queue).await?;
+        let moved = self.recheck(queue).await?;
         let mut rows = self.lock_rows();
         // A request may have claimed a later recheck meanwhile; keep the later one.
         rows.checked_at = Some(rows.checked_at.map_or(started, |at| at.max(started)));
-        Ok(())
+        Ok(moved)
     }
 
     /// The row of the key with `prefix`, from the cache when it is fresh.

@@ -1,7 +1,7 @@
 //! Command-line types of `obb-gateway`. Parsing only: no behaviour lives here.
 
 use clap::{Args, Parser, Subcommand};
-use openbeepboop::Role;
+use openbeepboop::{KeyLimits, Role};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -83,4 +83,93 @@ pub enum KeysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Show a key's limits and weight, or change those given (`none`: no limit). A running
+    /// gateway takes the change within 250 ms. Prints the limits as JSON.
+    Limits {
+        id: String,
+        #[command(flatten)]
+        set: LimitArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A limit on the command line: a number, or `none` for no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T>(pub Option<T>);
+
+fn setting<T: std::str::FromStr>(text: &str) -> Result<Setting<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    if text == "none" {
+        return Ok(Setting(None));
+    }
+    text.parse()
+        .map(|value| Setting(Some(value)))
+        .map_err(|e| format!("`{text}`: {e}; give a number, or `none` for no limit"))
+}
+
+/// The limits `keys limits` may change; those not given stay as they are.
+#[derive(Debug, Args, Default)]
+pub struct LimitArgs {
+    /// Submits per minute (over it: 429).
+    #[arg(long, value_parser = setting::<u32>)]
+    pub requests_per_minute: Option<Setting<u32>>,
+    /// Tokens per minute (over it, the key's jobs wait in the queue).
+    #[arg(long, value_parser = setting::<u32>)]
+    pub tokens_per_minute: Option<Setting<u32>>,
+    /// Jobs queued at once (over it: 429).
+    #[arg(long, value_parser = setting::<u32>)]
+    pub max_queued_jobs: Option<Setting<u32>>,
+    /// Jobs running at once (over it, the key's jobs wait in the queue).
+    #[arg(long, value_parser = setting::<u32>)]
+    pub max_concurrent_jobs: Option<Setting<u32>>,
+    /// The key's share of leases against other keys with work queued (1 to 1000).
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// The first priority the key may ask for (1 runs first).
+    #[arg(long, value_parser = setting::<u8>)]
+    pub max_priority: Option<Setting<u8>>,
+    /// The priority of a request that names none.
+    #[arg(long, value_parser = setting::<u8>)]
+    pub default_priority: Option<Setting<u8>>,
+    /// The label of the key's own gauges.
+    #[arg(long, value_parser = setting::<String>)]
+    pub metrics_label: Option<Setting<String>>,
+}
+
+impl LimitArgs {
+    /// Writes the limits given into `limits`; returns whether any was given.
+    pub fn apply(&self, limits: &mut KeyLimits) -> bool {
+        let mut given = false;
+        let mut set = |field: &mut Option<u32>, value: &Option<Setting<u32>>| {
+            if let Some(Setting(value)) = value {
+                *field = *value;
+                given = true;
+            }
+        };
+        set(&mut limits.requests_per_minute, &self.requests_per_minute);
+        set(&mut limits.tokens_per_minute, &self.tokens_per_minute);
+        set(&mut limits.max_queued_jobs, &self.max_queued_jobs);
+        set(&mut limits.max_concurrent_jobs, &self.max_concurrent_jobs);
+        for (field, value) in [
+            (&mut limits.max_priority, &self.max_priority),
+            (&mut limits.default_priority, &self.default_priority),
+        ] {
+            if let Some(Setting(value)) = value {
+                *field = *value;
+                given = true;
+            }
+        }
+        if let Some(weight) = self.weight {
+            limits.weight = weight;
+            given = true;
+        }
+        if let Some(Setting(label)) = &self.metrics_label {
+            limits.metrics_label.clone_from(label);
+            given = true;
+        }
+        given
+    }
 }

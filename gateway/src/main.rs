@@ -167,6 +167,17 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let key = offline::revoke_key(&db, &id)?;
             println!("revoked {} ({})", key.id, key.name);
         }
+        KeysCommand::Limits { id, set, store } => {
+            let db = load(&store)?.db_path()?;
+            let mut limits = offline::key_limits(&db, &id)?;
+            if set.apply(&mut limits) {
+                limits.check().map_err(|(field, message)| {
+                    anyhow::anyhow!("--{}: {message}", field.replace('_', "-"))
+                })?;
+                limits = offline::set_key_limits(&db, &id, &limits)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&limits)?);
+        }
     }
     Ok(())
 }

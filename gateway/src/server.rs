@@ -229,16 +229,24 @@ impl BackgroundService for KeyWatch {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            match self.0.auth.recheck_now(&self.0.queue).await {
+            let rechecked = self.0.auth.recheck_now(&self.0.queue).await;
+            match &rechecked {
                 Err(error) if !failing => {
                     failing = true;
                     tracing::warn!(%error, "cannot read the key generation; requests read it themselves");
                 }
-                Ok(()) if failing => {
+                Ok(_) if failing => {
                     failing = false;
                     tracing::info!("the key generation is read again");
                 }
                 _ => {}
+            }
+            // A key changed, perhaps by `obb-gateway keys limits` in another process: the
+            // fair share takes the weights as stored.
+            if matches!(rechecked, Ok(true))
+                && let Err(error) = self.0.queue.reload_weights().await
+            {
+                tracing::warn!(%error, "cannot re-read the keys' weights");
             }
         }
     }

@@ -4,7 +4,7 @@ use super::Ctx;
 use super::error::ApiError;
 use super::reply::Reply;
 use super::request::Request;
-use openbeepboop::CreateKeyRequest;
+use openbeepboop::{CreateKeyRequest, KeyLimits};
 use serde_json::json;
 
 /// `POST /admin/keys`: the only time the key's secret is shown.
@@ -36,4 +36,26 @@ pub async fn revoke(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     let key = ctx.state.queue.revoke_key(id.to_owned()).await?;
     ctx.state.auth.recheck(&ctx.state.queue).await?;
     Ok(Reply::json(200, &key))
+}
+
+/// `GET /admin/keys/{id}/limits`.
+pub async fn limits(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
+    let limits = ctx.state.queue.key_limits(id.to_owned()).await?;
+    Ok(Reply::json(200, &limits))
+}
+
+/// `PUT /admin/keys/{id}/limits`: replaces the key's limits (a field left out is no
+/// limit), effective at the key's next request and its jobs' next lease.
+pub async fn set_limits(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
+    let limits: KeyLimits = req.json()?;
+    limits
+        .check()
+        .map_err(|(field, message)| ApiError::invalid(message, Some(field.to_owned())))?;
+    let stored = ctx
+        .state
+        .queue
+        .set_key_limits(id.to_owned(), limits)
+        .await?;
+    ctx.state.auth.recheck(&ctx.state.queue).await?;
+    Ok(Reply::json(200, &stored))
 }

@@ -138,6 +138,8 @@ impl App {
             Route::CreateKey => admin::create(ctx, req).await,
             Route::ListKeys => admin::list(ctx).await,
             Route::RevokeKey(id) => admin::revoke(ctx, id).await,
+            Route::KeyLimits(id) => admin::limits(ctx, id).await,
+            Route::SetKeyLimits(id) => admin::set_limits(ctx, req, id).await,
             Route::ListFiles => files::list(ctx, req).await,
             Route::GetFile(id) => files::get(ctx, id).await,
             Route::DeleteFile(id) => files::delete(ctx, id).await,

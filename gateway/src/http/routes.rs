@@ -27,6 +27,8 @@ pub enum Route {
     CreateKey,
     ListKeys,
     RevokeKey(String),
+    KeyLimits(String),
+    SetKeyLimits(String),
     /// `POST /v1/files`: its body is streamed, never read whole (see `upload`).
     CreateFile,
     ListFiles,
@@ -69,6 +71,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "node_submit",
     "admin_keys",
     "admin_key",
+    "admin_key_limits",
     "create_file",
     "list_files",
     "get_file",
@@ -112,7 +115,11 @@ impl Route {
             | Route::DeleteResponse(_)
             | Route::ResponseInputItems(_) => Some(USERS),
             Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
-            Route::CreateKey | Route::ListKeys | Route::RevokeKey(_) => Some(ADMINS),
+            Route::CreateKey
+            | Route::ListKeys
+            | Route::RevokeKey(_)
+            | Route::KeyLimits(_)
+            | Route::SetKeyLimits(_) => Some(ADMINS),
         }
     }
 
@@ -142,6 +149,7 @@ impl Route {
             Route::NodeSubmit => "node_submit",
             Route::CreateKey | Route::ListKeys => "admin_keys",
             Route::RevokeKey(_) => "admin_key",
+            Route::KeyLimits(_) | Route::SetKeyLimits(_) => "admin_key_limits",
             Route::CreateFile => "create_file",
             Route::ListFiles => "list_files",
             Route::GetFile(_) => "get_file",
@@ -277,6 +285,14 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
             "DELETE",
             (method == "DELETE").then(|| Route::RevokeKey((*id).to_owned())),
         ),
+        ["admin", "keys", id, "limits"] => (
+            "GET, PUT",
+            match method {
+                "GET" => Some(Route::KeyLimits((*id).to_owned())),
+                "PUT" => Some(Route::SetKeyLimits((*id).to_owned())),
+                _ => None,
+            },
+        ),
         _ => {
             return Err(ApiError::NotFound(format!(
                 "no route for `{method} {}`",
@@ -394,6 +410,8 @@ mod tests {
             Route::CreateKey,
             Route::ListKeys,
             Route::RevokeKey(id()),
+            Route::KeyLimits(id()),
+            Route::SetKeyLimits(id()),
             Route::CreateFile,
             Route::ListFiles,
             Route::GetFile(id()),

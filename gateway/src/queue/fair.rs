@@ -126,6 +126,11 @@ impl Fair {
         }
     }
 
+    /// Takes every key's weight anew, as stored: after a change made by another process.
+    pub fn set_weights(&self, weights: Vec<(String, u32)>) {
+        self.state().weights = weights.into_iter().filter(|(_, w)| *w != 1).collect();
+    }
+
     /// The key to lease from next in band `priority`: the lowest pass among keys with jobs
     /// in a lane `filter` serves, beyond those `taken` already, and not in `skip`. Its grant
     /// runs until its pass would pass the runner-up's, within `room` and what it has.

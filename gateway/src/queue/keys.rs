@@ -1,7 +1,7 @@
 //! The `api_keys` table. Secrets never reach it: only argon2id hashes and lookup prefixes.
 
 use super::StoreError;
-use openbeepboop::{ApiKeyInfo, CreatedKey, KeyId, Role};
+use openbeepboop::{ApiKeyInfo, CreatedKey, KeyId, KeyLimits, Role};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// A freshly generated key, hashed by `auth`, ready to store.
@@ -110,4 +110,65 @@ pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
     let mut statement =
         conn.prepare_cached("SELECT generation FROM api_key_generation WHERE id = 1")?;
     Ok(statement.query_row([], |row| row.get(0))?)
+}
+
+/// The limit columns, in the order [`limits_of`] reads them.
+const LIMIT_COLUMNS: &str = "requests_per_minute, tokens_per_minute, max_queued_jobs, \
+     max_concurrent_jobs, weight, max_priority, default_priority, metrics_label";
+
+fn limits_of(row: &Row<'_>) -> rusqlite::Result<KeyLimits> {
+    Ok(KeyLimits {
+        requests_per_minute: row.get(0)?,
+        tokens_per_minute: row.get(1)?,
+        max_queued_jobs: row.get(2)?,
+        max_concurrent_jobs: row.get(3)?,
+        weight: row.get(4)?,
+        max_priority: row.get(5)?,
+        default_priority: row.get(6)?,
+        metrics_label: row.get(7)?,
+    })
+}
+
+/// Key `id`'s limits; `KeyNotFound` for no such key.
+pub fn limits(conn: &Connection, id: &str) -> Result<KeyLimits, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {LIMIT_COLUMNS} FROM api_keys WHERE id = ?1"
+    ))?
+    .query_row([id], limits_of)
+    .optional()?
+    .ok_or_else(|| StoreError::KeyNotFound(id.to_owned()))
+}
+
+/// Replaces key `id`'s limits with `limits` (checked by the caller); returns them as stored.
+pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLimits, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE api_keys SET requests_per_minute = ?2, tokens_per_minute = ?3,
+                 max_queued_jobs = ?4, max_concurrent_jobs = ?5, weight = ?6, max_priority = ?7,
+                 default_priority = ?8, metrics_label = ?9
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            new.requests_per_minute,
+            new.tokens_per_minute,
+            new.max_queued_jobs,
+            new.max_concurrent_jobs,
+            new.weight,
+            new.max_priority,
+            new.default_priority,
+            new.metrics_label,
+        ])?;
+    if changed == 0 {
+        return Err(StoreError::KeyNotFound(id.to_owned()));
+    }
+    limits(conn, id)
+}
+
+/// Every key's weight that is not 1, for the fair share.
+pub fn weights(conn: &Connection) -> Result<Vec<(String, u32)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, weight FROM api_keys WHERE weight != 1")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?)
 }

@@ -39,8 +39,8 @@ pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
 use openbeepboop::{
-    ApiKeyInfo, CreatedKey, Endpoint, HeartbeatRequest, HeartbeatResponse, JobStatus, LeasedJob,
-    NodeResult, Role, SubmitOutcome,
+    ApiKeyInfo, CreatedKey, Endpoint, HeartbeatRequest, HeartbeatResponse, JobStatus, KeyLimits,
+    LeasedJob, NodeResult, Role, SubmitOutcome,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -262,6 +262,34 @@ impl Queue {
             .await
     }
 
+    /// Key `id`'s limits.
+    pub async fn key_limits(&self, id: String) -> Result<KeyLimits, StoreError> {
+        self.read(move |conn| keys::limits(conn, &id)).await
+    }
+
+    /// Replaces key `id`'s limits; its weight counts from its next lease.
+    pub async fn set_key_limits(
+        &self,
+        id: String,
+        limits: KeyLimits,
+    ) -> Result<KeyLimits, StoreError> {
+        let fair = Arc::clone(&self.fair);
+        self.writer
+            .write(move |ctx| {
+                let stored = keys::set_limits(ctx.conn, &id, &limits)?;
+                fair.set_weight(&id, stored.weight);
+                Ok(stored)
+            })
+            .await
+    }
+
+    /// Re-reads every key's weight, after keys changed in another process.
+    pub async fn reload_weights(&self) -> Result<(), StoreError> {
+        let weights = self.read(keys::weights).await?;
+        self.fair.set_weights(weights);
+        Ok(())
+    }
+
     /// The key generation: it moves whenever any key changes, in this process or another.
     pub async fn key_generation(&self) -> Result<i64, StoreError> {
         self.read(keys::generation).await
@@ -353,6 +381,19 @@ pub mod offline {
 
     pub fn revoke_key(path: &Path, id: &str) -> Result<ApiKeyInfo, StoreError> {
         keys::revoke(&schema::open_existing(path)?, now_ms(), id)
+    }
+
+    pub fn key_limits(path: &Path, id: &str) -> Result<KeyLimits, StoreError> {
+        keys::limits(&schema::open_existing(path)?, id)
+    }
+
+    /// Replaces key `id`'s limits; a running gateway takes them within its key recheck.
+    pub fn set_key_limits(
+        path: &Path,
+        id: &str,
+        limits: &KeyLimits,
+    ) -> Result<KeyLimits, StoreError> {
+        keys::set_limits(&schema::open_existing(path)?, id, limits)
     }
 
     /// Whether an unrevoked admin key exists, so `setup` does not mint one per run.

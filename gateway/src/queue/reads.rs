@@ -218,12 +218,7 @@ pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let weights = conn
-        .prepare_cached("SELECT id, weight FROM api_keys WHERE weight != 1")?
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let weights = super::keys::weights(conn)?.into_iter().collect();
     Ok(super::fair::Fair::seeded(rows, weights))
 }
 

@@ -204,6 +204,15 @@ CREATE INDEX jobs_queued_by_owner ON jobs (owner_key_id, model, endpoint, priori
     WHERE status = 'queued';
 ALTER TABLE api_keys ADD COLUMN weight INTEGER NOT NULL DEFAULT 1
     CHECK (weight BETWEEN 1 AND 1000);
+-- A key's limits (NULL: none), stored with it: the generation trigger tells every
+-- gateway of a change.
+ALTER TABLE api_keys ADD COLUMN requests_per_minute INTEGER CHECK (requests_per_minute > 0);
+ALTER TABLE api_keys ADD COLUMN tokens_per_minute INTEGER CHECK (tokens_per_minute > 0);
+ALTER TABLE api_keys ADD COLUMN max_queued_jobs INTEGER CHECK (max_queued_jobs >= 0);
+ALTER TABLE api_keys ADD COLUMN max_concurrent_jobs INTEGER CHECK (max_concurrent_jobs > 0);
+ALTER TABLE api_keys ADD COLUMN max_priority INTEGER CHECK (max_priority BETWEEN 1 AND 5);
+ALTER TABLE api_keys ADD COLUMN default_priority INTEGER CHECK (default_priority BETWEEN 1 AND 5);
+ALTER TABLE api_keys ADD COLUMN metrics_label TEXT;
 ",
 ];
 

@@ -25,6 +25,8 @@ mod files;
 #[cfg(test)]
 mod jobs;
 #[cfg(test)]
+mod limits;
+#[cfg(test)]
 mod node_api;
 #[cfg(test)]
 mod queue_faults;

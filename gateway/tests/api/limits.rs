@@ -1,0 +1,164 @@
+//! A key's limits and weight through the admin API and the CLI, and the weight's effect on
+//! the share of leases.
+
+use crate::harness::{Gateway, cli};
+use serde_json::{Value, json};
+
+async fn put_limits(gw: &Gateway, key: &str, id: &str, limits: &Value) -> (u16, Value) {
+    let response = gw
+        .http
+        .put(gw.url(&format!("/admin/keys/{id}/limits")))
+        .bearer_auth(key)
+        .json(limits)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The id (`key_…`) of the key whose secret is `secret`.
+async fn id_of(gw: &Gateway, secret: &str) -> String {
+    let (_, keys) = gw.get_json(&gw.admin, "/admin/keys").await;
+    keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| secret.starts_with(key["prefix"].as_str().unwrap()))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_reads_and_replaces_a_keys_limits_and_bad_ones_are_named() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let id = id_of(&gw, &user).await;
+    let (status, limits) = gw
+        .get_json(&gw.admin, &format!("/admin/keys/{id}/limits"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(limits["weight"], 1);
+    assert_eq!(limits["requests_per_minute"], Value::Null);
+    let wanted = json!({"requests_per_minute": 60, "max_queued_jobs": 500, "weight": 3,
+                        "max_priority": 2, "default_priority": 4, "metrics_label": "team_a"});
+    let (status, stored) = put_limits(&gw, &gw.admin, &id, &wanted).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["weight"], 3);
+    let (_, read) = gw
+        .get_json(&gw.admin, &format!("/admin/keys/{id}/limits"))
+        .await;
+    assert_eq!(read, stored);
+    // PUT replaces the whole object: what is left out is no limit.
+    let (_, replaced) = put_limits(&gw, &gw.admin, &id, &json!({"weight": 2})).await;
+    assert_eq!(replaced["requests_per_minute"], Value::Null);
+
+    for (body, param) in [
+        (json!({"weight": 0}), "weight"),
+        (json!({"max_priority": 9}), "max_priority"),
+        (
+            json!({"max_priority": 3, "default_priority": 1}),
+            "default_priority",
+        ),
+    ] {
+        let (status, refused) = put_limits(&gw, &gw.admin, &id, &body).await;
+        assert_eq!(
+            (status, &refused["error"]["param"]),
+            (400, &json!(param)),
+            "{body}"
+        );
+    }
+    let (status, unknown) = put_limits(&gw, &gw.admin, &id, &json!({"wieght": 2})).await;
+    assert_eq!(status, 400, "{unknown}");
+    let (_, kept) = gw
+        .get_json(&gw.admin, &format!("/admin/keys/{id}/limits"))
+        .await;
+    assert_eq!(kept, replaced, "a refused change stores nothing");
+    let (status, _) = put_limits(&gw, &gw.admin, "key_nope", &json!({})).await;
+    assert_eq!(status, 404);
+    let (status, _) = put_limits(&gw, &user, &id, &json!({})).await;
+    assert_eq!(status, 403, "a user cannot set limits");
+}
+
+#[tokio::test]
+async fn the_cli_changes_only_the_limits_given_and_a_running_gateway_leases_by_the_weight() {
+    let gw = Gateway::start(&[]).await;
+    let (a, b, node) = (
+        gw.key("user").await,
+        gw.key("user").await,
+        gw.key("node").await,
+    );
+    let b_id = id_of(&gw, &b).await;
+    let set = cli(
+        &gw.db(),
+        &[
+            "keys",
+            "limits",
+            &b_id,
+            "--weight",
+            "3",
+            "--requests-per-minute",
+            "60",
+        ],
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&set.stdout).unwrap();
+    assert_eq!(
+        (
+            printed["weight"].clone(),
+            printed["requests_per_minute"].clone()
+        ),
+        (json!(3), json!(60))
+    );
+    let cleared = cli(
+        &gw.db(),
+        &["keys", "limits", &b_id, "--requests-per-minute", "none"],
+    );
+    let printed: Value = serde_json::from_slice(&cleared.stdout).unwrap();
+    assert_eq!(
+        (
+            printed["weight"].clone(),
+            printed["requests_per_minute"].clone()
+        ),
+        (json!(3), Value::Null)
+    );
+    let refused = cli(&gw.db(), &["keys", "limits", &b_id, "--weight", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--weight"));
+
+    // The running gateway takes the weight from the store: B's jobs get 3 leases for each
+    // one of A's.
+    for _ in 0..40 {
+        gw.submit_with(&a, &crate::harness::chat("m", "a"), Some(0), &[])
+            .await;
+        gw.submit_with(&b, &crate::harness::chat("m", "b"), Some(0), &[])
+            .await;
+    }
+    // The CLI's change reaches the running gateway within a key recheck (125 ms); eight
+    // leases of one job each are then six of B's and two of A's.
+    let b_leases = crate::harness::eventually(
+        std::time::Duration::from_secs(10),
+        "B to get 3 leases for each of A's",
+        || async {
+            let mut b_leases = 0;
+            for _ in 0..8 {
+                let leased = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
+                let id = leased[0]["id"].as_str().unwrap().to_owned();
+                let (status, _) = gw.get_json(&b, &format!("/v1/jobs/{id}")).await;
+                if status == 200 {
+                    b_leases += 1;
+                }
+                gw.complete(&node, &leased[0], "done").await;
+            }
+            (b_leases == 6).then_some(b_leases)
+        },
+    )
+    .await;
+    assert_eq!(b_leases, 6);
+}
