@@ -9,7 +9,7 @@
 //! finds the cache fresh and reads nothing; it reads the generation itself only when the
 //! watch falls behind.
 
-use crate::queue::{KeyRow, MintedKey, Queue, StoreError};
+use crate::queue::{KeyPriorities, KeyRow, MintedKey, Queue, StoreError};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use openbeepboop::Role;
@@ -35,6 +35,7 @@ pub struct Principal {
     pub key_id: String,
     pub name: String,
     pub role: Role,
+    pub priorities: KeyPriorities,
 }
 
 /// Why a caller is turned away: the caller's fault, unlike the rest of [`AuthError`].
@@ -198,11 +199,18 @@ impl Authenticator {
         if row.revoked {
             return Err(Refusal::Revoked.into());
         }
-        let KeyRow { id, name, role, .. } = row;
+        let KeyRow {
+            id,
+            name,
+            role,
+            priorities,
+            ..
+        } = row;
         Ok(Principal {
             key_id: id,
             name,
             role,
+            priorities,
         })
     }
 
@@ -252,13 +260,11 @@ impl Authenticator {
 
     /// Reads the key generation now, dropping cached rows if any key changed. Call it after
     /// changing a key in this process, so the change applies to the very next request.
-    /// Returns whether a key changed since the last read.
-    pub async fn recheck(&self, queue: &Queue) -> Result<bool, AuthError> {
+    /// Returns the generation read.
+    pub async fn recheck(&self, queue: &Queue) -> Result<i64, AuthError> {
         let generation = queue.key_generation().await?;
-        let mut rows = self.lock_rows();
-        let moved = generation > rows.generation;
-        rows.observe(generation);
-        Ok(moved)
+        self.lock_rows().observe(generation);
+        Ok(generation)
     }
 
     /// Reads the key generation now and counts it as the periodic recheck: what the
@@ -266,14 +272,14 @@ impl Authenticator {
     /// for that read.
     /// Counted only when the read succeeded: while the database fails, requests read the
     /// generation themselves and answer its error, instead of trusting a stale cache.
-    /// Returns whether a key changed since the last read.
-    pub async fn recheck_now(&self, queue: &Queue) -> Result<bool, AuthError> {
+    /// Returns the generation read.
+    pub async fn recheck_now(&self, queue: &Queue) -> Result<i64, AuthError> {
         let started = Instant::now();
-        let moved = self.recheck(queue).await?;
+        let generation = self.recheck(queue).await?;
         let mut rows = self.lock_rows();
         // A request may have claimed a later recheck meanwhile; keep the later one.
         rows.checked_at = Some(rows.checked_at.map_or(started, |at| at.max(started)));
-        Ok(moved)
+        Ok(generation)
     }
 
     /// The row of the key with `prefix`, from the cache when it is fresh.
@@ -335,6 +341,7 @@ mod tests {
             role: Role::User,
             hash: String::new(),
             revoked: false,
+            priorities: KeyPriorities::default(),
         };
         let mut cache = RowCache::default();
         assert!(

@@ -224,6 +224,9 @@ impl BackgroundService for KeyWatch {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Said once when reads start failing and once when they work again, not 8 times a second.
         let mut failing = false;
+        // The generation whose weights the fair share holds. Its own, not the key cache's:
+        // a request may read a new generation first.
+        let mut weighed = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -243,10 +246,13 @@ impl BackgroundService for KeyWatch {
             }
             // A key changed, perhaps by `obb-gateway keys limits` in another process: the
             // fair share takes the weights as stored.
-            if matches!(rechecked, Ok(true))
-                && let Err(error) = self.0.queue.reload_weights().await
+            if let Ok(generation) = rechecked
+                && weighed != Some(generation)
             {
-                tracing::warn!(%error, "cannot re-read the keys' weights");
+                match self.0.queue.reload_weights().await {
+                    Ok(()) => weighed = Some(generation),
+                    Err(error) => tracing::warn!(%error, "cannot re-read the keys' weights"),
+                }
             }
         }
     }

@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use super::request::{Request, parse_seconds};
 use crate::config::Config;
+use crate::queue::KeyPriorities;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -22,11 +23,13 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// The terms of the submit `req`, whose body's `metadata` is given.
+    /// The terms of the submit `req`, whose body's `metadata` is given, for a key whose
+    /// requests get `priorities`.
     pub fn of(
         req: &Request,
         metadata: Option<&Map<String, Value>>,
         config: &Config,
+        priorities: KeyPriorities,
     ) -> Result<Self, ApiError> {
         let idempotency_key = idempotency_key(req)?;
         // Without a key there is nothing to compare, so the digest is skipped.
@@ -36,7 +39,7 @@ impl Terms {
             String::new()
         };
         Ok(Self {
-            priority: priority(req, metadata)?,
+            priority: priorities.apply(priority(req, metadata)?),
             ttl: ttl(config, req, metadata)?,
             idempotency_key,
             request_hash,
@@ -85,8 +88,8 @@ fn canonical(value: Value) -> Value {
     }
 }
 
-/// `X-OBB-Priority` or `metadata.obb_priority`: 1 (first) to 5, 3 by default.
-fn priority(req: &Request, metadata: Option<&Map<String, Value>>) -> Result<u8, ApiError> {
+/// `X-OBB-Priority` or `metadata.obb_priority`, when asked: 1 (first) to 5.
+fn priority(req: &Request, metadata: Option<&Map<String, Value>>) -> Result<Option<u8>, ApiError> {
     let (raw, param) = match req.header("x-obb-priority") {
         Some(value) => (Some(value.to_owned()), "X-OBB-Priority"),
         None => (
@@ -97,12 +100,13 @@ fn priority(req: &Request, metadata: Option<&Map<String, Value>>) -> Result<u8, 
         ),
     };
     match raw {
-        None => Ok(3),
+        None => Ok(None),
         Some(raw) => raw
             .trim()
             .parse::<u8>()
             .ok()
             .filter(|p| (1..=5).contains(p))
+            .map(Some)
             .ok_or_else(|| {
                 ApiError::invalid(
                     format!("priority must be an integer from 1 (first) to 5, not `{raw}`"),
@@ -158,7 +162,7 @@ mod tests {
     #[test]
     fn priority_defaults_to_3_and_ttl_to_the_configured_one() {
         let config = Config::default();
-        let terms = Terms::of(&submit(&[], "{}"), None, &config).unwrap();
+        let terms = Terms::of(&submit(&[], "{}"), None, &config, KeyPriorities::default()).unwrap();
         assert_eq!(terms.priority, 3);
         assert_eq!(terms.ttl, Duration::from_secs(config.job_ttl_seconds));
         assert_eq!(
@@ -170,11 +174,15 @@ mod tests {
     #[test]
     fn out_of_bounds_priority_ttl_and_key_are_refused_with_their_param() {
         let config = Config::default();
-        let param =
-            |headers: &[(&str, &str)]| match Terms::of(&submit(headers, "{}"), None, &config) {
-                Err(ApiError::InvalidRequest { param, .. }) => param,
-                other => panic!("{other:?}"),
-            };
+        let param = |headers: &[(&str, &str)]| match Terms::of(
+            &submit(headers, "{}"),
+            None,
+            &config,
+            KeyPriorities::default(),
+        ) {
+            Err(ApiError::InvalidRequest { param, .. }) => param,
+            other => panic!("{other:?}"),
+        };
         assert_eq!(
             param(&[("x-obb-priority", "6")]).as_deref(),
             Some("X-OBB-Priority")

@@ -25,18 +25,26 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = new_job(ctx, req, &judged, endpoint, new_job_id(), payload)?;
-    match hold(ctx, job, wait, &judged).await? {
-        Held::Streaming(reply) => Ok(reply),
-        Held::Pending(record) => Ok(pending(&record)),
+    let priority = job.priority;
+    let reply = match hold(ctx, job, wait, &judged).await? {
+        Held::Streaming(reply) => reply,
+        Held::Pending(record) => pending(&record),
         Held::Ended(record) => {
             let reply = finished(&record, judged.stream, judged.include_usage)?;
-            Ok(if judged.stream {
+            if judged.stream {
                 reply.header("x-obb-job-id", record.id.clone())
             } else {
                 reply
-            })
+            }
         }
-    }
+    };
+    Ok(with_priority(reply, priority))
+}
+
+/// Says which priority the job got: the one asked for, the key's default, or the earliest
+/// the key may have.
+pub(super) fn with_priority(reply: Reply, priority: u8) -> Reply {
+    reply.header("x-obb-priority", priority.to_string())
 }
 
 /// How long a submit is held: `?wait` or `Prefer: wait`, else `default`. A stream is always
@@ -66,7 +74,12 @@ pub(super) fn new_job(
     id: String,
     payload: String,
 ) -> Result<NewJob, ApiError> {
-    let terms = policy::Terms::of(req, judged.metadata.as_ref(), &ctx.state.config)?;
+    let priorities = ctx
+        .principal
+        .as_ref()
+        .map(|p| p.priorities)
+        .unwrap_or_default();
+    let terms = policy::Terms::of(req, judged.metadata.as_ref(), &ctx.state.config, priorities)?;
     Ok(NewJob {
         id,
         owner_key_id: ctx.principal_key_id().to_owned(),

@@ -23,6 +23,24 @@ pub struct KeyRow {
     pub role: Role,
     pub hash: String,
     pub revoked: bool,
+    pub priorities: KeyPriorities,
+}
+
+/// The priorities a key's requests get: `default` when they name none (3 when unset), and
+/// none earlier than `max` (1 runs first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyPriorities {
+    pub max: Option<u8>,
+    pub default: Option<u8>,
+}
+
+impl KeyPriorities {
+    /// The priority a request gets: `asked`, or the key's default, or 3; never earlier than
+    /// the key's `max`.
+    pub fn apply(self, asked: Option<u8>) -> u8 {
+        let priority = asked.or(self.default).unwrap_or(3);
+        priority.max(self.max.unwrap_or(1))
+    }
 }
 
 const COLUMNS: &str = "id, name, role, prefix, created_at, revoked_at";
@@ -89,7 +107,8 @@ pub fn list(conn: &Connection) -> Result<Vec<ApiKeyInfo>, StoreError> {
 
 pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, name, role, key_hash, revoked_at IS NOT NULL FROM api_keys WHERE prefix = ?1",
+        "SELECT id, name, role, key_hash, revoked_at IS NOT NULL, max_priority, default_priority
+         FROM api_keys WHERE prefix = ?1",
     )?;
     Ok(statement
         .query_row([prefix], |row| {
@@ -100,6 +119,10 @@ pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, Stor
                 role: role.parse().unwrap_or(Role::User),
                 hash: row.get(3)?,
                 revoked: row.get(4)?,
+                priorities: KeyPriorities {
+                    max: row.get(5)?,
+                    default: row.get(6)?,
+                },
             })
         })
         .optional()?)
@@ -171,4 +194,26 @@ pub fn weights(conn: &Connection) -> Result<Vec<(String, u32)>, StoreError> {
         .prepare_cached("SELECT id, weight FROM api_keys WHERE weight != 1")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_gets_its_own_priority_or_the_keys_default_never_earlier_than_the_max() {
+        let none = KeyPriorities::default();
+        assert_eq!((none.apply(None), none.apply(Some(1))), (3, 1));
+        let key = KeyPriorities {
+            max: Some(2),
+            default: Some(4),
+        };
+        assert_eq!(key.apply(None), 4);
+        assert_eq!(
+            key.apply(Some(1)),
+            2,
+            "1 runs before the key's max: it gets 2"
+        );
+        assert_eq!(key.apply(Some(5)), 5);
+    }
 }

@@ -29,7 +29,7 @@ pub use batch_rows::{BatchFile, BatchRecord, NewBatch};
 pub use file_rows::{FileRecord, Order};
 pub use files::{FileStore, NewFile, StoredFile, Upload};
 pub use jobs::{NewJob, new_job_id, new_response_id};
-pub use keys::{KeyRow, MintedKey};
+pub use keys::{KeyPriorities, KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport};
 pub use model::{
     DepthRow, JobRecord, QueueEvent, QueueSettings, QueueSnapshot, StoreError, Visibility, now_ms,

@@ -162,3 +162,31 @@ async fn the_cli_changes_only_the_limits_given_and_a_running_gateway_leases_by_t
     .await;
     assert_eq!(b_leases, 6);
 }
+
+#[tokio::test]
+async fn a_key_gets_its_default_priority_and_none_earlier_than_its_max_and_is_told_so() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let id = id_of(&gw, &user).await;
+    let (status, _) = put_limits(
+        &gw,
+        &gw.admin,
+        &id,
+        &json!({"max_priority": 2, "default_priority": 4}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (asked, got) in [(Some("1"), 2), (Some("3"), 3), (None, 4)] {
+        let headers: Vec<(&str, &str)> = asked.map(|p| ("X-OBB-Priority", p)).into_iter().collect();
+        let response = gw
+            .submit_with(&user, &crate::harness::chat("m", "x"), Some(0), &headers)
+            .await;
+        assert_eq!(response.status(), 202);
+        assert_eq!(
+            response.headers()["x-obb-priority"],
+            got.to_string().as_str()
+        );
+        let job: Value = response.json().await.unwrap();
+        assert_eq!(job["priority"], got, "asked {asked:?}");
+    }
+}

@@ -11,7 +11,7 @@ use super::Ctx;
 use super::error::ApiError;
 use super::reply::Reply;
 use super::request::Request;
-use super::user::{Held, hold, new_job, streaming, submit_wait};
+use super::user::{Held, hold, new_job, streaming, submit_wait, with_priority};
 use crate::queue::{JobRecord, new_response_id};
 use object::Request as Stored;
 use openbeepboop::Endpoint;
@@ -54,20 +54,22 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         new_response_id(),
         payload,
     )?;
-    match hold(ctx, job, wait, &judged).await? {
-        Held::Streaming(reply) => Ok(reply),
-        Held::Pending(record) if background => Ok(Reply::json(200, &present(&record, &request))),
-        Held::Pending(record) => Ok(Reply::json(202, &present(&record, &request))
+    let priority = job.priority;
+    let reply = match hold(ctx, job, wait, &judged).await? {
+        Held::Streaming(reply) => reply,
+        Held::Pending(record) if background => Reply::json(200, &present(&record, &request)),
+        Held::Pending(record) => Reply::json(202, &present(&record, &request))
             .header("location", format!("/v1/responses/{}", record.id))
-            .header("retry-after", "1".to_owned())),
-        Held::Ended(record) if judged.stream => Ok(stream_replay(&record, &request)),
+            .header("retry-after", "1".to_owned()),
+        Held::Ended(record) if judged.stream => stream_replay(&record, &request),
         Held::Ended(record)
             if background || record.status == openbeepboop::JobStatus::Completed =>
         {
-            Ok(Reply::json(200, &present(&record, &request)))
+            Reply::json(200, &present(&record, &request))
         }
-        Held::Ended(record) => Err(ApiError::job_failed(&record)),
-    }
+        Held::Ended(record) => return Err(ApiError::job_failed(&record)),
+    };
+    Ok(with_priority(reply, priority))
 }
 
 /// Expands `previous_response_id` into `request`'s input: 400 naming the field when the
