@@ -36,6 +36,8 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub priorities: KeyPriorities,
+    /// Submits a minute, when the key is limited.
+    pub requests_per_minute: Option<u32>,
 }
 
 /// Why a caller is turned away: the caller's fault, unlike the rest of [`AuthError`].
@@ -204,6 +206,7 @@ impl Authenticator {
             name,
             role,
             priorities,
+            requests_per_minute,
             ..
         } = row;
         Ok(Principal {
@@ -211,6 +214,7 @@ impl Authenticator {
             name,
             role,
             priorities,
+            requests_per_minute,
         })
     }
 
@@ -342,6 +346,7 @@ mod tests {
             hash: String::new(),
             revoked: false,
             priorities: KeyPriorities::default(),
+            requests_per_minute: None,
         };
         let mut cache = RowCache::default();
         assert!(

@@ -71,6 +71,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         auth: Authenticator::new()?,
         metrics,
         config,
+        rates: crate::limits::RequestRate::default(),
     });
     let key_watch = KeyWatch(Arc::clone(&state));
     let mut http = Service::new("obb-http".to_owned(), App::new(state));

@@ -19,6 +19,7 @@ pub const ERROR_LABELS: &[&str] = &[
     "not_implemented",
     "idempotency",
     "unavailable",
+    "rate_limited",
     "job_failed",
 ];
 
@@ -67,6 +68,9 @@ pub enum ApiError {
     IdempotencyMismatch(String),
     #[error("{message}")]
     Unavailable { message: String, retry_after: u64 },
+    /// A key over one of its admission limits (`requests_per_minute`): 429, as OpenAI's.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     /// A job that ended without a completion, replayed to a waiting client.
@@ -180,6 +184,12 @@ impl ApiError {
                 Some("service_unavailable"),
                 "unavailable",
             ),
+            RateLimited { .. } => (
+                429,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                "rate_limited",
+            ),
             JobFailed {
                 ended,
                 upstream_status,
@@ -218,6 +228,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::Unavailable { retry_after, .. } => Some((*retry_after).clamp(1, 60)),
+            ApiError::RateLimited { retry_after, .. } => Some((*retry_after).max(1)),
             _ => None,
         }
     }
@@ -373,6 +384,10 @@ mod tests {
             ApiError::HeadTooLarge,
             ApiError::IdempotencyMismatch("x".into()),
             ApiError::Unavailable {
+                message: "x".into(),
+                retry_after: 1,
+            },
+            ApiError::RateLimited {
                 message: "x".into(),
                 retry_after: 1,
             },

@@ -48,6 +48,8 @@ pub struct State {
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub config: Config,
+    /// The request rate of every key with a `requests_per_minute`.
+    pub rates: crate::limits::RequestRate,
 }
 
 /// One request's context: the shared state, the caller, and the shutdown signal.

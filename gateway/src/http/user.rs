@@ -7,6 +7,7 @@ use super::policy;
 use super::reply::{Body, Reply};
 use super::request::Request;
 use super::wait::{wait_for_final, wait_with};
+use crate::limits::{Budget, openai_duration};
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
     Endpoint, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest, PollResponse,
@@ -25,6 +26,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = new_job(ctx, req, &judged, endpoint, new_job_id(), payload)?;
+    let budget = admit(ctx)?;
     let priority = job.priority;
     let reply = match hold(ctx, job, wait, &judged).await? {
         Held::Streaming(reply) => reply,
@@ -38,13 +40,50 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
             }
         }
     };
-    Ok(with_priority(reply, priority))
+    Ok(admitted(reply, priority, budget))
 }
 
-/// Says which priority the job got: the one asked for, the key's default, or the earliest
-/// the key may have.
-pub(super) fn with_priority(reply: Reply, priority: u8) -> Reply {
-    reply.header("x-obb-priority", priority.to_string())
+/// Takes one submit from the caller's request rate, when its key has one: the budget
+/// left, for the answer's headers; a 429 with `Retry-After` when it is spent.
+pub(super) fn admit(ctx: &Ctx<'_>) -> Result<Option<Budget>, ApiError> {
+    let Some((key, per_minute)) = ctx
+        .principal
+        .as_ref()
+        .and_then(|p| Some((p.key_id.as_str(), p.requests_per_minute?)))
+    else {
+        return Ok(None);
+    };
+    match ctx
+        .state
+        .rates
+        .admit(key, per_minute, std::time::Instant::now())
+    {
+        Ok(budget) => Ok(Some(budget)),
+        Err(budget) => Err(ApiError::RateLimited {
+            message: format!(
+                "key `{key}` made the {per_minute} requests it may make a minute (`requests_per_minute`); retry in {}",
+                openai_duration(budget.retry_after)
+            ),
+            retry_after: budget.retry_after.as_secs_f64().ceil() as u64,
+        }),
+    }
+}
+
+/// The headers of an admitted submit: which priority the job got (the one asked for, the
+/// key's default, or the earliest the key may have), and OpenAI's `x-ratelimit-*-requests`
+/// when the key has a request rate.
+pub(super) fn admitted(reply: Reply, priority: u8, budget: Option<Budget>) -> Reply {
+    let reply = reply.header("x-obb-priority", priority.to_string());
+    match budget {
+        Some(budget) => reply
+            .header("x-ratelimit-limit-requests", budget.limit.to_string())
+            .header(
+                "x-ratelimit-remaining-requests",
+                budget.remaining.to_string(),
+            )
+            .header("x-ratelimit-reset-requests", openai_duration(budget.reset)),
+        None => reply,
+    }
 }
 
 /// How long a submit is held: `?wait` or `Prefer: wait`, else `default`. A stream is always

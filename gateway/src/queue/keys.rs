@@ -24,6 +24,8 @@ pub struct KeyRow {
     pub hash: String,
     pub revoked: bool,
     pub priorities: KeyPriorities,
+    /// Submits a minute, when the key is limited.
+    pub requests_per_minute: Option<u32>,
 }
 
 /// The priorities a key's requests get: `default` when they name none (3 when unset), and
@@ -107,7 +109,8 @@ pub fn list(conn: &Connection) -> Result<Vec<ApiKeyInfo>, StoreError> {
 
 pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, StoreError> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, name, role, key_hash, revoked_at IS NOT NULL, max_priority, default_priority
+        "SELECT id, name, role, key_hash, revoked_at IS NOT NULL, max_priority, default_priority,
+             requests_per_minute
          FROM api_keys WHERE prefix = ?1",
     )?;
     Ok(statement
@@ -123,6 +126,7 @@ pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, Stor
                     max: row.get(5)?,
                     default: row.get(6)?,
                 },
+                requests_per_minute: row.get(7)?,
             })
         })
         .optional()?)

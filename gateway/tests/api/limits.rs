@@ -190,3 +190,51 @@ async fn a_key_gets_its_default_priority_and_none_earlier_than_its_max_and_is_to
         assert_eq!(job["priority"], got, "asked {asked:?}");
     }
 }
+
+#[tokio::test]
+async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing() {
+    let gw = Gateway::start(&[]).await;
+    let user = gw.key("user").await;
+    let id = id_of(&gw, &user).await;
+    let (status, _) = put_limits(&gw, &gw.admin, &id, &json!({"requests_per_minute": 3})).await;
+    assert_eq!(status, 200);
+    for remaining in ["2", "1", "0"] {
+        let response = gw
+            .submit_with(&user, &crate::harness::chat("m", "x"), Some(0), &[])
+            .await;
+        assert_eq!(response.status(), 202);
+        let headers = response.headers();
+        assert_eq!(headers["x-ratelimit-limit-requests"], "3");
+        assert_eq!(headers["x-ratelimit-remaining-requests"], remaining);
+        assert!(headers.contains_key("x-ratelimit-reset-requests"));
+    }
+    let refused = gw
+        .submit_with(&user, &crate::harness::chat("m", "x"), Some(0), &[])
+        .await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused.headers()["retry-after"],
+        "20",
+        "a request every 20 s"
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
+    assert_eq!(
+        jobs["data"].as_array().unwrap().len(),
+        3,
+        "the refused submit stored nothing"
+    );
+    // Another key is not held back by this one's rate.
+    let other = gw.key("user").await;
+    let response = gw
+        .submit_with(&other, &crate::harness::chat("m", "x"), Some(0), &[])
+        .await;
+    assert_eq!(response.status(), 202);
+    assert!(
+        !response
+            .headers()
+            .contains_key("x-ratelimit-limit-requests")
+    );
+}
