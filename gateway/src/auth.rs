@@ -38,6 +38,8 @@ pub struct Principal {
     pub priorities: KeyPriorities,
     /// Submits a minute, when the key is limited.
     pub requests_per_minute: Option<u32>,
+    /// Jobs it may have queued, when the key is limited.
+    pub max_queued_jobs: Option<u32>,
 }
 
 /// Why a caller is turned away: the caller's fault, unlike the rest of [`AuthError`].
@@ -207,6 +209,7 @@ impl Authenticator {
             role,
             priorities,
             requests_per_minute,
+            max_queued_jobs,
             ..
         } = row;
         Ok(Principal {
@@ -215,6 +218,7 @@ impl Authenticator {
             role,
             priorities,
             requests_per_minute,
+            max_queued_jobs,
         })
     }
 
@@ -347,6 +351,7 @@ mod tests {
             revoked: false,
             priorities: KeyPriorities::default(),
             requests_per_minute: None,
+            max_queued_jobs: None,
         };
         let mut cache = RowCache::default();
         assert!(

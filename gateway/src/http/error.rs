@@ -302,6 +302,12 @@ impl From<StoreError> for ApiError {
                 code: "job_already_final",
             },
             StoreError::InBatch { .. } => ApiError::invalid(error.to_string(), None),
+            // Queue, not reject, is for execution limits; this one is the key's own cap on
+            // what it may leave waiting. Its jobs drain as nodes run them.
+            StoreError::QueueFull { .. } => ApiError::RateLimited {
+                message: format!("{error}; retry once some have run"),
+                retry_after: 2,
+            },
             StoreError::IdempotencyConflict { .. } => {
                 ApiError::IdempotencyMismatch(error.to_string())
             }

@@ -130,6 +130,7 @@ pub(super) fn new_job(
         idempotency_key: terms.idempotency_key,
         request_id: Some(req.request_id.clone()),
         ttl: terms.ttl,
+        max_queued: ctx.principal.as_ref().and_then(|p| p.max_queued_jobs),
     })
 }
 

@@ -26,6 +26,8 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     pub request_id: Option<String>,
     pub ttl: Duration,
+    /// The most jobs its key may have queued (`max_queued_jobs`); none: no limit.
+    pub max_queued: Option<u32>,
 }
 
 /// Whether a job may move from one status to another. Final statuses never change.
@@ -226,6 +228,22 @@ pub fn enqueue(
             } else {
                 Ok((record, false))
             };
+        }
+    }
+    // After the idempotency lookup: a retried submit finds its job whatever the queue holds.
+    if let Some(max) = job.max_queued {
+        let queued: u32 = ctx
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_queued_by_owner
+                     WHERE owner_key_id = ?1 AND status = 'queued' LIMIT ?2)",
+            )?
+            .query_row(params![job.owner_key_id, max], |row| row.get(0))?;
+        if queued >= max {
+            return Err(StoreError::QueueFull {
+                key: job.owner_key_id.clone(),
+                max,
+            });
         }
     }
     let id = job.id.clone();

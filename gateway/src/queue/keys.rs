@@ -26,6 +26,8 @@ pub struct KeyRow {
     pub priorities: KeyPriorities,
     /// Submits a minute, when the key is limited.
     pub requests_per_minute: Option<u32>,
+    /// Jobs it may have queued, when the key is limited.
+    pub max_queued_jobs: Option<u32>,
 }
 
 /// The priorities a key's requests get: `default` when they name none (3 when unset), and
@@ -110,7 +112,7 @@ pub fn list(conn: &Connection) -> Result<Vec<ApiKeyInfo>, StoreError> {
 pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT id, name, role, key_hash, revoked_at IS NOT NULL, max_priority, default_priority,
-             requests_per_minute
+             requests_per_minute, max_queued_jobs
          FROM api_keys WHERE prefix = ?1",
     )?;
     Ok(statement
@@ -127,6 +129,7 @@ pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, Stor
                     default: row.get(6)?,
                 },
                 requests_per_minute: row.get(7)?,
+                max_queued_jobs: row.get(8)?,
             })
         })
         .optional()?)

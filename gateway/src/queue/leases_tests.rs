@@ -24,6 +24,7 @@ fn job(owner: &str, priority: u8) -> NewJob {
         idempotency_key: None,
         request_id: None,
         ttl: Duration::from_secs(600),
+        max_queued: None,
     }
 }
 

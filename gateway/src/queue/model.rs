@@ -65,6 +65,9 @@ pub enum StoreError {
     JobNotFound(String),
     #[error("job `{id}` is already {status}")]
     AlreadyFinal { id: String, status: JobStatus },
+    /// A key that has as many jobs queued as its `max_queued_jobs` allows.
+    #[error("key `{key}` has {max} jobs queued, as many as its `max_queued_jobs` allows")]
+    QueueFull { key: String, max: u32 },
     /// A batch's line is deleted only with its batch: its counts and files refer to it.
     #[error("job `{id}` is line of batch `{batch_id}` and is deleted only with it")]
     InBatch { id: String, batch_id: String },

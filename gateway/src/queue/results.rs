@@ -318,6 +318,7 @@ mod tests {
             idempotency_key: None,
             request_id: None,
             ttl: Duration::from_secs(60),
+            max_queued: None,
         };
         let (record, _) = queue.enqueue(job).await.unwrap();
         let lease = || queue.lease("n".into(), "k".into(), vec!["*".into()], 1);

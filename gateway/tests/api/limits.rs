@@ -238,3 +238,32 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
             .contains_key("x-ratelimit-limit-requests")
     );
 }
+
+#[tokio::test]
+async fn a_key_with_its_max_queued_jobs_waiting_gets_a_429_until_one_runs() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let id = id_of(&gw, &user).await;
+    put_limits(&gw, &gw.admin, &id, &json!({"max_queued_jobs": 2})).await;
+    let submit = |key: &'static str| {
+        let headers = vec![("Idempotency-Key", key)];
+        let (gw, user) = (&gw, user.clone());
+        async move {
+            gw.submit_with(&user, &crate::harness::chat("m", key), Some(0), &headers)
+                .await
+        }
+    };
+    assert_eq!(submit("one").await.status(), 202);
+    assert_eq!(submit("two").await.status(), 202);
+    let full = submit("three").await;
+    assert_eq!(full.status(), 429);
+    assert_eq!(full.headers()["retry-after"], "2");
+    let body: Value = full.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    // A retry of a stored submit still finds its job.
+    assert_eq!(submit("two").await.status(), 202);
+    // Once a job runs, there is room again.
+    let leased = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(submit("three").await.status(), 202);
+}
