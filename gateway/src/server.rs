@@ -225,7 +225,7 @@ impl BackgroundService for KeyWatch {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Said once when reads start failing and once when they work again, not 8 times a second.
         let mut failing = false;
-        // The generation whose weights the fair share holds. Its own, not the key cache's:
+        // The generation whose weights and caps the fair share holds. Its own, not the key cache's:
         // a request may read a new generation first.
         let mut weighed = None;
         loop {
@@ -246,11 +246,11 @@ impl BackgroundService for KeyWatch {
                 _ => {}
             }
             // A key changed, perhaps by `obb-gateway keys limits` in another process: the
-            // fair share takes the weights as stored.
+            // fair share takes the weights and caps as stored.
             if let Ok(generation) = rechecked
                 && weighed != Some(generation)
             {
-                match self.0.queue.reload_weights().await {
+                match self.0.queue.reload_shares().await {
                     Ok(()) => weighed = Some(generation),
                     Err(error) => tracing::warn!(%error, "cannot re-read the keys' weights"),
                 }

@@ -34,6 +34,18 @@ struct State {
     bands: [Band; BANDS],
     /// Keys whose weight is not 1.
     weights: HashMap<String, u32>,
+    /// Keys with a `max_concurrent_jobs`.
+    caps: HashMap<String, u32>,
+    /// Jobs running, by key.
+    running: HashMap<String, i64>,
+}
+
+/// A key's share and cap, as stored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyShare {
+    pub key: String,
+    pub weight: u32,
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -84,12 +96,17 @@ fn band_of(priority: u8) -> usize {
 
 impl Fair {
     /// Starts from the queued jobs counted in the database, as `(key, priority, model,
-    /// endpoint, count)` rows, and the keys' weights.
-    pub fn seeded(rows: Vec<(String, u8, Lane, i64)>, weights: HashMap<String, u32>) -> Self {
+    /// endpoint, count)` rows, the running jobs by key, and the keys' shares.
+    pub fn seeded(
+        rows: Vec<(String, u8, Lane, i64)>,
+        running: HashMap<String, i64>,
+        shares: Vec<KeyShare>,
+    ) -> Self {
         let mut state = State {
-            weights: weights.into_iter().filter(|(_, w)| *w != 1).collect(),
+            running,
             ..State::default()
         };
+        state.set_shares(shares);
         for (key, priority, lane, count) in rows {
             state.add(priority, &key, lane, count);
         }
@@ -102,9 +119,11 @@ impl Fair {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves the counts by the changes of one committed group.
-    pub fn apply(&self, changes: &[Change]) {
+    /// Moves the counts by the changes of one committed group. Returns whether a key held
+    /// back by its `max_concurrent_jobs` has room again, so that waiting nodes are woken.
+    pub fn apply(&self, changes: &[Change]) -> bool {
         let mut state = self.state();
+        let mut room = false;
         for change in changes {
             let lane = || (change.model.clone(), change.endpoint);
             if change.from == Some(JobStatus::Queued) {
@@ -113,7 +132,23 @@ impl Fair {
             if change.status == JobStatus::Queued {
                 state.add(change.priority, &change.owner, lane(), 1);
             }
+            if change.from == Some(JobStatus::Processing) {
+                let running = state.running.entry(change.owner.clone()).or_default();
+                *running -= 1;
+                let running = *running;
+                if running <= 0 {
+                    state.running.remove(&change.owner);
+                }
+                room |= state
+                    .caps
+                    .get(&change.owner)
+                    .is_some_and(|cap| running < i64::from(*cap));
+            }
+            if change.status == JobStatus::Processing {
+                *state.running.entry(change.owner.clone()).or_default() += 1;
+            }
         }
+        room
     }
 
     /// Sets a key's weight (1 to 1000); its next leases advance it by the new stride.
@@ -126,9 +161,18 @@ impl Fair {
         }
     }
 
-    /// Takes every key's weight anew, as stored: after a change made by another process.
-    pub fn set_weights(&self, weights: Vec<(String, u32)>) {
-        self.state().weights = weights.into_iter().filter(|(_, w)| *w != 1).collect();
+    /// Sets a key's `max_concurrent_jobs` (none: no cap).
+    pub fn set_cap(&self, key: &str, cap: Option<u32>) {
+        let mut state = self.state();
+        match cap {
+            Some(cap) => state.caps.insert(key.to_owned(), cap),
+            None => state.caps.remove(key),
+        };
+    }
+
+    /// Takes every key's share anew, as stored: after a change made by another process.
+    pub fn set_shares(&self, shares: Vec<KeyShare>) {
+        self.state().set_shares(shares);
     }
 
     /// The key to lease from next in band `priority`: the lowest pass among keys with jobs
@@ -149,6 +193,11 @@ impl Fair {
                 return None;
             }
             let queue = band.keys.get(key)?;
+            // A key at its `max_concurrent_jobs` waits: queued, not refused.
+            let room = state.room(key, taken);
+            if room == 0 {
+                return None;
+            }
             let mut lanes = Vec::new();
             let mut available = 0u32;
             for (lane, count) in &queue.lanes {
@@ -165,7 +214,7 @@ impl Fair {
                     lanes.push(lane.clone());
                 }
             }
-            (available > 0).then_some((*pass, key, lanes, available))
+            (available > 0).then_some((*pass, key, lanes, available.min(room)))
         });
         let (pass, key, lanes, available) = eligible.next()?;
         let stride = state.stride(key);
@@ -214,6 +263,35 @@ impl Fair {
 }
 
 impl State {
+    /// How many more of `key`'s jobs may run now, beyond those `taken`: `u32::MAX` without
+    /// a cap.
+    fn room(&self, key: &str, taken: &Taken) -> u32 {
+        let Some(cap) = self.caps.get(key) else {
+            return u32::MAX;
+        };
+        let taken: u32 = taken
+            .iter()
+            .filter(|((owner, _), _)| owner == key)
+            .map(|(_, n)| *n)
+            .sum();
+        let running = u32::try_from(self.running.get(key).copied().unwrap_or(0)).unwrap_or(0);
+        cap.saturating_sub(running + taken)
+    }
+
+    fn set_shares(&mut self, shares: Vec<KeyShare>) {
+        self.weights.clear();
+        self.caps.clear();
+        for share in shares {
+            if share.weight != 1 {
+                self.weights
+                    .insert(share.key.clone(), share.weight.clamp(1, 1000));
+            }
+            if let Some(cap) = share.max_concurrent {
+                self.caps.insert(share.key, cap);
+            }
+        }
+    }
+
     fn stride(&self, key: &str) -> u64 {
         STRIDE / u64::from(self.weights.get(key).copied().unwrap_or(1).max(1))
     }
@@ -261,7 +339,7 @@ mod tests {
                 ((*key).to_owned(), *priority, lane(model), *count)
             })
             .collect();
-        Fair::seeded(rows, HashMap::new())
+        Fair::seeded(rows, HashMap::new(), Vec::new())
     }
 
     fn any() -> Vec<String> {
@@ -396,6 +474,34 @@ mod tests {
             .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
             .unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 4));
+    }
+
+    #[test]
+    fn a_key_at_its_cap_waits_and_a_finished_job_makes_room() {
+        let fair = fair(&[("a", 3, "m", 5), ("b", 3, "m", 5)]);
+        fair.set_cap("a", Some(1));
+        let models = any();
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        let pick = |taken: &Taken| fair.pick(3, &filter, taken, &HashSet::new(), 8).unwrap();
+        // Tied at the start: A is served first, but no more than one of its jobs at once.
+        let first = pick(&Taken::new());
+        assert_eq!((first.key.as_str(), first.grant), ("a", 1));
+        let mut taken = Taken::new();
+        taken.insert(("a".to_owned(), lane("m")), 1);
+        assert_eq!(pick(&taken).key, "b", "A waits at its cap; B does not");
+        // Committed: A's job runs; when it ends, there is room, and nodes are to be woken.
+        assert!(!fair.apply(&[change("a", Some(JobStatus::Queued), JobStatus::Processing)]));
+        assert_eq!(pick(&Taken::new()).key, "b");
+        assert!(fair.apply(&[change(
+            "a",
+            Some(JobStatus::Processing),
+            JobStatus::Completed
+        )]));
+        fair.set_cap("a", None);
+        assert_eq!(pick(&Taken::new()).grant, 1, "tied again: one each");
     }
 
     #[test]

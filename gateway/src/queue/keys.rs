@@ -1,6 +1,7 @@
 //! The `api_keys` table. Secrets never reach it: only argon2id hashes and lookup prefixes.
 
 use super::StoreError;
+use super::fair::KeyShare;
 use openbeepboop::{ApiKeyInfo, CreatedKey, KeyId, KeyLimits, Role};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -195,11 +196,20 @@ pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLim
     limits(conn, id)
 }
 
-/// Every key's weight that is not 1, for the fair share.
-pub fn weights(conn: &Connection) -> Result<Vec<(String, u32)>, StoreError> {
+/// The share and cap of every key that has either, for the fair share.
+pub fn shares(conn: &Connection) -> Result<Vec<KeyShare>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT id, weight FROM api_keys WHERE weight != 1")?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .prepare_cached(
+            "SELECT id, weight, max_concurrent_jobs FROM api_keys
+             WHERE weight != 1 OR max_concurrent_jobs IS NOT NULL",
+        )?
+        .query_map([], |row| {
+            Ok(KeyShare {
+                key: row.get(0)?,
+                weight: row.get(1)?,
+                max_concurrent: row.get(2)?,
+            })
+        })?
         .collect::<Result<_, _>>()?)
 }
 

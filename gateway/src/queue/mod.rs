@@ -267,26 +267,33 @@ impl Queue {
         self.read(move |conn| keys::limits(conn, &id)).await
     }
 
-    /// Replaces key `id`'s limits; its weight counts from its next lease.
+    /// Replaces key `id`'s limits; its weight and cap count from its next lease.
     pub async fn set_key_limits(
         &self,
         id: String,
         limits: KeyLimits,
     ) -> Result<KeyLimits, StoreError> {
         let fair = Arc::clone(&self.fair);
-        self.writer
+        let stored = self
+            .writer
             .write(move |ctx| {
                 let stored = keys::set_limits(ctx.conn, &id, &limits)?;
                 fair.set_weight(&id, stored.weight);
+                fair.set_cap(&id, stored.max_concurrent_jobs);
                 Ok(stored)
             })
-            .await
+            .await?;
+        // A cap may have risen or gone: waiting nodes look again.
+        self.notifier.wake_nodes();
+        Ok(stored)
     }
 
-    /// Re-reads every key's weight, after keys changed in another process.
-    pub async fn reload_weights(&self) -> Result<(), StoreError> {
-        let weights = self.read(keys::weights).await?;
-        self.fair.set_weights(weights);
+    /// Re-reads every key's weight and concurrency cap, after keys changed in another
+    /// process; waiting nodes are woken, as a cap may have risen.
+    pub async fn reload_shares(&self) -> Result<(), StoreError> {
+        let shares = self.read(keys::shares).await?;
+        self.fair.set_shares(shares);
+        self.notifier.wake_nodes();
         Ok(())
     }
 

@@ -200,8 +200,8 @@ pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
 }
 
 /// The fair share's starting point: queued jobs counted by key, priority, model and
-/// endpoint (an index-only scan of `jobs_queued_by_owner`), and the weights of the keys
-/// whose weight is not 1.
+/// endpoint (an index-only scan of `jobs_queued_by_owner`), running jobs by key, and the
+/// keys' weights and concurrency caps.
 pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
     let rows = conn
         .prepare_cached(
@@ -218,8 +218,20 @@ pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let weights = super::keys::weights(conn)?.into_iter().collect();
-    Ok(super::fair::Fair::seeded(rows, weights))
+    let running = conn
+        .prepare_cached(
+            "SELECT owner_key_id, COUNT(*) FROM jobs INDEXED BY jobs_by_lease_expiry
+             WHERE status = 'processing' GROUP BY owner_key_id",
+        )?
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(super::fair::Fair::seeded(
+        rows,
+        running,
+        super::keys::shares(conn)?,
+    ))
 }
 
 /// The creation time of the oldest queued job, and how many nodes were seen since

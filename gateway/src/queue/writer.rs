@@ -191,7 +191,10 @@ fn run(
         match outcome {
             Ok((changes, events)) => {
                 observers.depth.apply(&changes);
-                observers.fair.apply(&changes);
+                if observers.fair.apply(&changes) {
+                    // A key held back by its concurrency cap has room: its jobs may be leased.
+                    observers.notifier.wake_nodes();
+                }
                 observers.notifier.publish(&changes);
                 for finish in finishes {
                     finish(None);

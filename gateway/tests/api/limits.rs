@@ -267,3 +267,45 @@ async fn a_key_with_its_max_queued_jobs_waiting_gets_a_429_until_one_runs() {
     assert_eq!(leased.len(), 1);
     assert_eq!(submit("three").await.status(), 202);
 }
+
+#[tokio::test]
+async fn a_key_at_its_max_concurrent_jobs_keeps_its_jobs_queued_until_one_ends() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let id = id_of(&gw, &user).await;
+    put_limits(&gw, &gw.admin, &id, &json!({"max_concurrent_jobs": 1})).await;
+    for _ in 0..3 {
+        let response = gw
+            .submit_with(&user, &crate::harness::chat("m", "x"), Some(0), &[])
+            .await;
+        assert_eq!(response.status(), 202, "an execution limit never refuses");
+    }
+    let first = gw.fetch(&node, "n", &["*"], 4, 0.0).await;
+    assert_eq!(first.len(), 1, "one at a time");
+    assert!(gw.fetch(&node, "n", &["*"], 4, 0.0).await.is_empty());
+    // A node waiting for work is woken when the running job ends.
+    let waiting = {
+        let (base, node) = (gw.base.clone(), node.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let fetched: Value = reqwest::Client::new()
+                .post(format!("{base}/internal/queue/fetch"))
+                .bearer_auth(&node)
+                .json(&json!({"node_id": "w", "models": ["*"], "limit": 4, "wait": 20}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (fetched["jobs"].as_array().unwrap().len(), started.elapsed())
+        })
+    };
+    gw.complete(&node, &first[0], "done").await;
+    let (leased, took) = waiting.await.unwrap();
+    assert_eq!(leased, 1);
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "woken, not timed out: {took:?}"
+    );
+}
