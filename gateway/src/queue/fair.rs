@@ -86,9 +86,9 @@ pub struct Pick {
     pub grant: u32,
 }
 
-/// Jobs a lease in progress took already, by key and lane: the counts learn of them only
-/// when the lease commits.
-pub type Taken = HashMap<(String, Lane), u32>;
+/// Jobs a lease in progress took already, by band (priority), key and lane: the counts
+/// learn of them only when the lease commits.
+pub type Taken = HashMap<(u8, String, Lane), u32>;
 
 fn band_of(priority: u8) -> usize {
     usize::from(priority.clamp(1, BANDS as u8) - 1)
@@ -205,7 +205,7 @@ impl Fair {
                     continue;
                 }
                 let gone = taken
-                    .get(&(key.clone(), lane.clone()))
+                    .get(&(priority, key.clone(), lane.clone()))
                     .copied()
                     .unwrap_or(0);
                 let left = u32::try_from(*count).unwrap_or(0).saturating_sub(gone);
@@ -271,7 +271,7 @@ impl State {
         };
         let taken: u32 = taken
             .iter()
-            .filter(|((owner, _), _)| owner == key)
+            .filter(|((_, owner, _), _)| owner == key)
             .map(|(_, n)| *n)
             .sum();
         let running = u32::try_from(self.running.get(key).copied().unwrap_or(0)).unwrap_or(0);
@@ -490,7 +490,7 @@ mod tests {
         let first = pick(&Taken::new());
         assert_eq!((first.key.as_str(), first.grant), ("a", 1));
         let mut taken = Taken::new();
-        taken.insert(("a".to_owned(), lane("m")), 1);
+        taken.insert((3, "a".to_owned(), lane("m")), 1);
         assert_eq!(pick(&taken).key, "b", "A waits at its cap; B does not");
         // Committed: A's job runs; when it ends, there is room, and nodes are to be woken.
         assert!(!fair.apply(&[change("a", Some(JobStatus::Queued), JobStatus::Processing)]));

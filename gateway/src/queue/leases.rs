@@ -198,7 +198,7 @@ pub fn lease(
             for candidate in candidates {
                 let lane = (candidate.model.clone(), candidate.endpoint);
                 if let Some(job) = take(ctx, candidate, asked)? {
-                    *taken.entry((pick.key.clone(), lane)).or_default() += 1;
+                    *taken.entry((priority, pick.key.clone(), lane)).or_default() += 1;
                     leased.push(job);
                 }
             }

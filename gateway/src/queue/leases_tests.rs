@@ -149,3 +149,18 @@ async fn the_counts_stay_true_through_every_kind_of_change() {
     let again = open(dir.path(), QueueSettings::default());
     assert_counts_true(&again, dir.path());
 }
+
+#[tokio::test]
+async fn one_fetch_takes_every_band_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path(), QueueSettings::default());
+    let five = queue_jobs(&queue, "a", 5, 1).await;
+    let three = queue_jobs(&queue, "a", 3, 1).await;
+    let one = queue_jobs(&queue, "a", 1, 2).await;
+    let leased: Vec<String> = lease(&queue, 10)
+        .await
+        .iter()
+        .map(|j| j.id.to_string())
+        .collect();
+    assert_eq!(leased, [one.clone(), three, five].concat());
+}
