@@ -35,6 +35,10 @@ pub struct Args {
     /// Jobs queued for the large scale point (the small one is 1,000)
     #[arg(long, default_value_t = 1_000_000)]
     pub scale_jobs: u64,
+    /// Keys the scale suite's queued jobs are spread over, in turn (the fair share leases
+    /// across them)
+    #[arg(long, default_value_t = 1)]
+    pub scale_keys: u64,
     /// Length of the soak suite, in minutes
     #[arg(long, default_value_t = 10.0)]
     pub soak_minutes: f64,

@@ -208,7 +208,9 @@ pub async fn wait_overhead(args: &Args) -> anyhow::Result<Value> {
 }
 
 /// Writes `count` queued jobs straight into the database, as a fast stand-in for submits.
-fn prefill(db: &std::path::Path, count: u64) -> anyhow::Result<()> {
+/// Queues `count` jobs over `keys` keys in turn (the first is the user key the gateway made;
+/// the others exist only as owners, which is all the queue reads of them).
+fn prefill(db: &std::path::Path, count: u64, keys: u64) -> anyhow::Result<()> {
     let mut conn = rusqlite::Connection::open(db)?;
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")?;
     let owner: String = conn.query_row(
@@ -231,6 +233,12 @@ fn prefill(db: &std::path::Path, count: u64) -> anyhow::Result<()> {
                 r#"{{"model":"m{}","messages":[{{"role":"user","content":"scale {i}"}}]}}"#,
                 i % 8
             );
+            let key = i % keys.max(1);
+            let owner = if key == 0 {
+                owner.clone()
+            } else {
+                format!("key_bench{key}")
+            };
             insert.execute(rusqlite::params![
                 format!("job-{i:032x}"),
                 owner,
@@ -260,7 +268,7 @@ pub async fn scale(args: &Args) -> anyhow::Result<Value> {
         let (_user, key) = (gw.key("user").await, gw.key("node").await);
         gw.stop_with("-TERM");
         let filled = Instant::now();
-        prefill(&gw.db(), queued)?;
+        prefill(&gw.db(), queued, args.scale_keys)?;
         let fill_s = filled.elapsed().as_secs_f64();
         gw.spawn().await;
         let leases = if args.quick { 20 } else { 300 };
@@ -292,7 +300,7 @@ pub async fn scale(args: &Args) -> anyhow::Result<Value> {
         let per_job = db_bytes as f64 / queued as f64;
         row(
             "scale",
-            &format!("{queued} queued"),
+            &format!("{queued} queued, {} keys", args.scale_keys),
             &format!(
                 "lease p50 {:.2} ms p99 {:.2} ms  /metrics p50 {:.1} ms  RSS {rss:.0} MiB  {per_job:.0} B/job",
                 lease.percentile(50.0),
@@ -300,7 +308,7 @@ pub async fn scale(args: &Args) -> anyhow::Result<Value> {
                 scrape.percentile(50.0)
             ),
         );
-        results.push(json!({"queued": queued, "prefill_s": fill_s, "lease": lease.summary(), "metrics_scrape": scrape.summary(),
+        results.push(json!({"queued": queued, "keys": args.scale_keys, "prefill_s": fill_s, "lease": lease.summary(), "metrics_scrape": scrape.summary(),
             "rss_mib": rss, "db_bytes": db_bytes, "bytes_per_job": per_job}));
     }
     Ok(json!(results))
