@@ -19,7 +19,8 @@ pub const ERROR_LABELS: &[&str] = &[
     "not_implemented",
     "idempotency",
     "unavailable",
-    "rate_limited",
+    "rate_limited_requests",
+    "rate_limited_queue",
     "job_failed",
 ];
 
@@ -68,9 +69,14 @@ pub enum ApiError {
     IdempotencyMismatch(String),
     #[error("{message}")]
     Unavailable { message: String, retry_after: u64 },
-    /// A key over one of its admission limits (`requests_per_minute`): 429, as OpenAI's.
+    /// A key over one of its admission limits: 429, as OpenAI's. `queue` names which:
+    /// `max_queued_jobs` (true) or `requests_per_minute`.
     #[error("{message}")]
-    RateLimited { message: String, retry_after: u64 },
+    RateLimited {
+        message: String,
+        retry_after: u64,
+        queue: bool,
+    },
     #[error("internal error: {0}")]
     Internal(String),
     /// A job that ended without a completion, replayed to a waiting client.
@@ -184,11 +190,16 @@ impl ApiError {
                 Some("service_unavailable"),
                 "unavailable",
             ),
-            RateLimited { .. } => (
+            RateLimited { queue, .. } => (
                 429,
                 "rate_limit_error",
                 Some("rate_limit_exceeded"),
-                "rate_limited",
+                // The rejections by reason, in `obb_http_errors_total`'s bounded label.
+                if *queue {
+                    "rate_limited_queue"
+                } else {
+                    "rate_limited_requests"
+                },
             ),
             JobFailed {
                 ended,
@@ -307,6 +318,7 @@ impl From<StoreError> for ApiError {
             StoreError::QueueFull { .. } => ApiError::RateLimited {
                 message: format!("{error}; retry once some have run"),
                 retry_after: 2,
+                queue: true,
             },
             StoreError::IdempotencyConflict { .. } => {
                 ApiError::IdempotencyMismatch(error.to_string())
@@ -396,6 +408,12 @@ mod tests {
             ApiError::RateLimited {
                 message: "x".into(),
                 retry_after: 1,
+                queue: false,
+            },
+            ApiError::RateLimited {
+                message: "x".into(),
+                retry_after: 1,
+                queue: true,
             },
             ApiError::Internal("x".into()),
             ApiError::JobFailed {

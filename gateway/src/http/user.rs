@@ -65,6 +65,7 @@ pub(super) fn admit(ctx: &Ctx<'_>) -> Result<Option<Budget>, ApiError> {
                 openai_duration(budget.retry_after)
             ),
             retry_after: budget.retry_after.as_secs_f64().ceil() as u64,
+            queue: false,
         }),
     }
 }

@@ -226,6 +226,12 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
         3,
         "the refused submit stored nothing"
     );
+    assert_eq!(
+        gw.metric("obb_http_errors_total", "kind=\"rate_limited_requests\"")
+            .await,
+        1.0,
+        "rejections are counted by reason"
+    );
     // Another key is not held back by this one's rate.
     let other = gw.key("user").await;
     let response = gw
