@@ -20,6 +20,7 @@ pub struct QueueMetrics {
     end_to_end: HistogramVec,
     lease_expirations: IntCounterVec,
     retries: IntCounterVec,
+    leases_deferred: IntCounterVec,
     cancellations: IntCounter,
     expirations: IntCounter,
     nodes_alive: IntGauge,
@@ -85,6 +86,16 @@ impl QueueMetrics {
                 "Jobs sent back to the queue for another attempt.",
                 &["model"],
             ),
+            leases_deferred: {
+                let deferred = counter(
+                    "obb_leases_deferred_total",
+                    "Leases that passed over a key's queued jobs for its execution limits.",
+                    &["reason"],
+                );
+                // The reasons are a bounded set, known up front.
+                deferred.with_label_values(&["max_concurrent_jobs"]);
+                deferred
+            },
             cancellations: IntCounter::new(
                 "obb_job_cancellations_total",
                 "Jobs cancelled by their owner.",
@@ -123,6 +134,7 @@ impl QueueMetrics {
     pub fn collectors(&self) -> Collectors {
         vec![
             Box::new(self.jobs_submitted.clone()),
+            Box::new(self.leases_deferred.clone()),
             Box::new(self.jobs_finished.clone()),
             Box::new(self.node_jobs_finished.clone()),
             Box::new(self.queue_depth.clone()),
@@ -225,6 +237,9 @@ impl QueueMetrics {
                     .inc_by(*completion);
             }
             QueueEvent::Retried { model } => self.retries.with_label_values(&[model]).inc(),
+            QueueEvent::LeaseDeferred { reason } => {
+                self.leases_deferred.with_label_values(&[reason]).inc()
+            }
             QueueEvent::LeaseExpired { model } => {
                 self.lease_expirations.with_label_values(&[model]).inc()
             }

@@ -177,7 +177,8 @@ impl Fair {
 
     /// The key to lease from next in band `priority`: the lowest pass among keys with jobs
     /// in a lane `filter` serves, beyond those `taken` already, and not in `skip`. Its grant
-    /// runs until its pass would pass the runner-up's, within `room` and what it has.
+    /// runs until its pass would pass the runner-up's, within `room` and what it has. A key
+    /// passed over for its `max_concurrent_jobs` sets `deferred`.
     pub fn pick(
         &self,
         priority: u8,
@@ -185,6 +186,7 @@ impl Fair {
         taken: &Taken,
         skip: &HashSet<String>,
         room: u32,
+        deferred: &mut bool,
     ) -> Option<Pick> {
         let state = self.state();
         let band = &state.bands[band_of(priority)];
@@ -196,6 +198,7 @@ impl Fair {
             // A key at its `max_concurrent_jobs` waits: queued, not refused.
             let room = state.room(key, taken);
             if room == 0 {
+                *deferred = true;
                 return None;
             }
             let mut lanes = Vec::new();
@@ -368,7 +371,14 @@ mod tests {
         };
         let mut order = Vec::new();
         for _ in 0..n {
-            let Some(pick) = fair.pick(priority, &filter, &Taken::new(), &HashSet::new(), 1) else {
+            let Some(pick) = fair.pick(
+                priority,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                1,
+                &mut false,
+            ) else {
                 break;
             };
             fair.charge(priority, &pick.key, 1);
@@ -389,15 +399,15 @@ mod tests {
             endpoints: &[CHAT],
         };
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8, &mut false)
             .unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 8));
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 64)
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 64, &mut false)
             .unwrap();
         assert_eq!(pick.grant, 10, "no more than it has");
         assert_eq!(
-            fair.pick(2, &filter, &Taken::new(), &HashSet::new(), 8),
+            fair.pick(2, &filter, &Taken::new(), &HashSet::new(), 8, &mut false),
             None
         );
     }
@@ -439,7 +449,7 @@ mod tests {
             endpoints: &[CHAT],
         };
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 4)
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 4, &mut false)
             .unwrap();
         assert_eq!(
             (pick.key.as_str(), pick.lanes.clone()),
@@ -450,7 +460,14 @@ mod tests {
             endpoints: &[Endpoint::Embeddings],
         };
         assert_eq!(
-            fair.pick(3, &embeddings_only, &Taken::new(), &HashSet::new(), 4),
+            fair.pick(
+                3,
+                &embeddings_only,
+                &Taken::new(),
+                &HashSet::new(),
+                4,
+                &mut false
+            ),
             None
         );
     }
@@ -465,13 +482,13 @@ mod tests {
         };
         // Tied: one each in turn.
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8, &mut false)
             .unwrap();
         assert_eq!(pick.grant, 1);
         // B three strides ahead: A may take 4 before B's turn (ties go to the lower name).
         fair.charge(3, "b", 3);
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8)
+            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8, &mut false)
             .unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 4));
     }
@@ -485,7 +502,10 @@ mod tests {
             models: &models,
             endpoints: &[CHAT],
         };
-        let pick = |taken: &Taken| fair.pick(3, &filter, taken, &HashSet::new(), 8).unwrap();
+        let pick = |taken: &Taken| {
+            fair.pick(3, &filter, taken, &HashSet::new(), 8, &mut false)
+                .unwrap()
+        };
         // Tied at the start: A is served first, but no more than one of its jobs at once.
         let first = pick(&Taken::new());
         assert_eq!((first.key.as_str(), first.grant), ("a", 1));

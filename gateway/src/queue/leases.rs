@@ -181,11 +181,13 @@ pub fn lease(
     // What this lease took: the counts learn of it only when it commits.
     let mut taken = Taken::new();
     let mut misses = 0;
-    for priority in 1..=5u8 {
+    let mut deferred = false;
+    'bands: for priority in 1..=5u8 {
         let mut skip = HashSet::new();
         while (leased.len() as u32) < asked.limit {
             let room = asked.limit - leased.len() as u32;
-            let Some(pick) = fair.pick(priority, &filter, &taken, &skip, room) else {
+            let Some(pick) = fair.pick(priority, &filter, &taken, &skip, room, &mut deferred)
+            else {
                 break;
             };
             let mut candidates = Vec::new();
@@ -210,12 +212,17 @@ pub fn lease(
                     // Bounded work whatever the counts say: the rest in plain queue order.
                     let room = asked.limit - leased.len() as u32;
                     leased.extend(in_queue_order(ctx, asked, room)?);
-                    return Ok(leased);
+                    break 'bands;
                 }
                 continue;
             }
             fair.charge(priority, &pick.key, got);
         }
+    }
+    if deferred {
+        ctx.events.push(QueueEvent::LeaseDeferred {
+            reason: "max_concurrent_jobs",
+        });
     }
     Ok(leased)
 }

@@ -155,6 +155,11 @@ pub enum QueueEvent {
         prompt: u64,
         completion: u64,
     },
+    /// A lease passed over a key's queued jobs for one of its execution limits (`reason`:
+    /// `max_concurrent_jobs`); counted once per lease and reason.
+    LeaseDeferred {
+        reason: &'static str,
+    },
     /// A job went back to the queue for another attempt.
     Retried {
         model: String,

@@ -289,6 +289,15 @@ async fn a_key_at_its_max_concurrent_jobs_keeps_its_jobs_queued_until_one_ends()
     let first = gw.fetch(&node, "n", &["*"], 4, 0.0).await;
     assert_eq!(first.len(), 1, "one at a time");
     assert!(gw.fetch(&node, "n", &["*"], 4, 0.0).await.is_empty());
+    assert!(
+        gw.metric(
+            "obb_leases_deferred_total",
+            "reason=\"max_concurrent_jobs\""
+        )
+        .await
+            >= 1.0,
+        "the deferral is counted"
+    );
     // A node waiting for work is woken when the running job ends.
     let waiting = {
         let (base, node) = (gw.base.clone(), node.clone());
