@@ -14,6 +14,7 @@ pub struct QueueMetrics {
     jobs_finished: IntCounterVec,
     node_jobs_finished: IntCounterVec,
     queue_depth: IntGaugeVec,
+    key_jobs: IntGaugeVec,
     oldest_queued: Gauge,
     queue_wait: HistogramVec,
     processing: HistogramVec,
@@ -48,6 +49,14 @@ impl QueueMetrics {
                 "Jobs finished, by the node that ran them last.",
                 &["node", "status"],
             ),
+            key_jobs: IntGaugeVec::new(
+                Opts::new(
+                    "obb_key_jobs",
+                    "Jobs queued and running of each key with a `metrics_label`, by label.",
+                ),
+                &["key", "status"],
+            )
+            .unwrap_or_else(|e| unreachable!("well-formed: {e}")),
             queue_depth: IntGaugeVec::new(
                 Opts::new("obb_queue_depth", "Jobs waiting or running now."),
                 &["status", "model", "priority"],
@@ -138,6 +147,7 @@ impl QueueMetrics {
             Box::new(self.jobs_finished.clone()),
             Box::new(self.node_jobs_finished.clone()),
             Box::new(self.queue_depth.clone()),
+            Box::new(self.key_jobs.clone()),
             Box::new(self.oldest_queued.clone()),
             Box::new(self.queue_wait.clone()),
             Box::new(self.processing.clone()),
@@ -261,6 +271,15 @@ impl QueueMetrics {
             }
         }
         self.jobs_in_flight.set(in_flight);
+        // Only keys an admin labelled: their number is the operator's to bound.
+        self.key_jobs.reset();
+        for key in &snapshot.labelled_keys {
+            for (status, count) in [("queued", key.queued), ("processing", key.running)] {
+                self.key_jobs
+                    .with_label_values(&[&key.label, status])
+                    .set(count);
+            }
+        }
         self.oldest_queued
             .set(seconds(snapshot.oldest_queued_ms.unwrap_or(0)));
         self.nodes_alive.set(snapshot.nodes_alive);

@@ -122,11 +122,19 @@ fn events_and_snapshots_appear_in_the_exposition() {
         oldest_queued_ms: Some(1500),
         nodes_alive: 2,
         batches: Vec::new(),
+        labelled_keys: vec![crate::queue::LabelledKey {
+            label: "team_a".into(),
+            queued: 5,
+            running: 1,
+        }],
     };
     assert_renders(
         &metrics,
         &snapshot,
         &[
+            "obb_key_jobs{key=\"team_a\",status=\"queued\"} 5",
+            "obb_key_jobs{key=\"team_a\",status=\"processing\"} 1",
+            "obb_leases_deferred_total{reason=\"max_concurrent_jobs\"} 0",
             "obb_jobs_submitted_total{endpoint=\"/v1/embeddings\",model=\"m\"} 1",
             "obb_jobs_submitted_total{endpoint=\"/v1/chat/completions\",model=\"m\"} 0",
             "obb_tokens_total{kind=\"prompt\",model=\"m\"} 7",

@@ -36,6 +36,8 @@ struct State {
     weights: HashMap<String, u32>,
     /// Keys with a `max_concurrent_jobs`.
     caps: HashMap<String, u32>,
+    /// Keys with a `metrics_label`.
+    labels: HashMap<String, String>,
     /// Jobs running, by key.
     running: HashMap<String, i64>,
 }
@@ -46,6 +48,7 @@ pub struct KeyShare {
     pub key: String,
     pub weight: u32,
     pub max_concurrent: Option<u32>,
+    pub metrics_label: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +162,36 @@ impl Fair {
         } else {
             state.weights.insert(key.to_owned(), weight.clamp(1, 1000));
         }
+    }
+
+    /// Sets a key's `metrics_label` (none: it has no gauges of its own).
+    pub fn set_label(&self, key: &str, label: Option<String>) {
+        let mut state = self.state();
+        match label {
+            Some(label) => state.labels.insert(key.to_owned(), label),
+            None => state.labels.remove(key),
+        };
+    }
+
+    /// Queued and running jobs of each key with a `metrics_label`, by label, sorted.
+    pub fn labelled(&self) -> Vec<super::LabelledKey> {
+        let state = self.state();
+        let mut keys: Vec<super::LabelledKey> = state
+            .labels
+            .iter()
+            .map(|(key, label)| super::LabelledKey {
+                label: label.clone(),
+                queued: state
+                    .bands
+                    .iter()
+                    .filter_map(|band| band.keys.get(key))
+                    .map(|queue| queue.queued)
+                    .sum(),
+                running: state.running.get(key).copied().unwrap_or(0),
+            })
+            .collect();
+        keys.sort_by(|a, b| a.label.cmp(&b.label));
+        keys
     }
 
     /// Sets a key's `max_concurrent_jobs` (none: no cap).
@@ -284,7 +317,11 @@ impl State {
     fn set_shares(&mut self, shares: Vec<KeyShare>) {
         self.weights.clear();
         self.caps.clear();
+        self.labels.clear();
         for share in shares {
+            if let Some(label) = share.metrics_label.clone() {
+                self.labels.insert(share.key.clone(), label);
+            }
             if share.weight != 1 {
                 self.weights
                     .insert(share.key.clone(), share.weight.clamp(1, 1000));

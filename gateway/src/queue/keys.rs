@@ -196,18 +196,19 @@ pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLim
     limits(conn, id)
 }
 
-/// The share and cap of every key that has either, for the fair share.
+/// The share, cap and metrics label of every key that has one, for the fair share.
 pub fn shares(conn: &Connection) -> Result<Vec<KeyShare>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT id, weight, max_concurrent_jobs FROM api_keys
-             WHERE weight != 1 OR max_concurrent_jobs IS NOT NULL",
+            "SELECT id, weight, max_concurrent_jobs, metrics_label FROM api_keys
+             WHERE weight != 1 OR max_concurrent_jobs IS NOT NULL OR metrics_label IS NOT NULL",
         )?
         .query_map([], |row| {
             Ok(KeyShare {
                 key: row.get(0)?,
                 weight: row.get(1)?,
                 max_concurrent: row.get(2)?,
+                metrics_label: row.get(3)?,
             })
         })?
         .collect::<Result<_, _>>()?)

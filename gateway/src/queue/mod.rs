@@ -32,7 +32,8 @@ pub use jobs::{NewJob, new_job_id, new_response_id};
 pub use keys::{KeyPriorities, KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport};
 pub use model::{
-    DepthRow, JobRecord, QueueEvent, QueueSettings, QueueSnapshot, StoreError, Visibility, now_ms,
+    DepthRow, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot, StoreError,
+    Visibility, now_ms,
 };
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;
@@ -280,6 +281,7 @@ impl Queue {
                 let stored = keys::set_limits(ctx.conn, &id, &limits)?;
                 fair.set_weight(&id, stored.weight);
                 fair.set_cap(&id, stored.max_concurrent_jobs);
+                fair.set_label(&id, stored.metrics_label.clone());
                 Ok(stored)
             })
             .await?;
@@ -359,6 +361,7 @@ impl Queue {
             oldest_queued_ms: oldest.map(|created| now - created),
             nodes_alive,
             batches,
+            labelled_keys: self.fair.labelled(),
         })
     }
 

@@ -196,6 +196,16 @@ pub struct QueueSnapshot {
     pub nodes_alive: i64,
     /// Batches by status, read from the `batches` table; statuses with none may be absent.
     pub batches: Vec<(BatchStatus, i64)>,
+    /// Jobs queued and running of each key that has a `metrics_label`, by that label.
+    pub labelled_keys: Vec<LabelledKey>,
+}
+
+/// A key's jobs, for the gauges of a key its admin gave a `metrics_label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledKey {
+    pub label: String,
+    pub queued: i64,
+    pub running: i64,
 }
 
 /// Who may see a job: its owner only, or anyone (an admin).

@@ -324,3 +324,47 @@ async fn a_key_at_its_max_concurrent_jobs_keeps_its_jobs_queued_until_one_ends()
         "woken, not timed out: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_labelled_key_has_its_own_gauges_and_others_have_none() {
+    let gw = Gateway::start(&[]).await;
+    let (user, other, node) = (
+        gw.key("user").await,
+        gw.key("user").await,
+        gw.key("node").await,
+    );
+    let id = id_of(&gw, &user).await;
+    put_limits(&gw, &gw.admin, &id, &json!({"metrics_label": "team_a"})).await;
+    for key in [&user, &user, &user, &other] {
+        gw.submit_with(key, &crate::harness::chat("m", "x"), Some(0), &[])
+            .await;
+    }
+    let running = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
+    assert_eq!(running.len(), 1);
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("obb_key_jobs{"))
+        .collect();
+    let queued: i64 = ["queued", "processing"]
+        .iter()
+        .map(|status| {
+            series
+                .iter()
+                .find(|l| l.contains(&format!("status=\"{status}\"")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(queued, 3, "the labelled key's three jobs: {series:?}");
+    assert_eq!(series.len(), 2, "one key, two statuses: {series:?}");
+    assert!(series.iter().all(|l| l.contains("key=\"team_a\"")));
+}
