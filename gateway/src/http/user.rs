@@ -66,6 +66,7 @@ pub(super) fn admit(ctx: &Ctx<'_>) -> Result<Option<Budget>, ApiError> {
             ),
             retry_after: budget.retry_after.as_secs_f64().ceil() as u64,
             queue: false,
+            budget: Some(budget),
         }),
     }
 }
@@ -76,15 +77,20 @@ pub(super) fn admit(ctx: &Ctx<'_>) -> Result<Option<Budget>, ApiError> {
 pub(super) fn admitted(reply: Reply, priority: u8, budget: Option<Budget>) -> Reply {
     let reply = reply.header("x-obb-priority", priority.to_string());
     match budget {
-        Some(budget) => reply
-            .header("x-ratelimit-limit-requests", budget.limit.to_string())
-            .header(
-                "x-ratelimit-remaining-requests",
-                budget.remaining.to_string(),
-            )
-            .header("x-ratelimit-reset-requests", openai_duration(budget.reset)),
+        Some(budget) => with_budget(reply, &budget),
         None => reply,
     }
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-requests`, on admitted and refused submits.
+pub fn with_budget(reply: Reply, budget: &Budget) -> Reply {
+    reply
+        .header("x-ratelimit-limit-requests", budget.limit.to_string())
+        .header(
+            "x-ratelimit-remaining-requests",
+            budget.remaining.to_string(),
+        )
+        .header("x-ratelimit-reset-requests", openai_duration(budget.reset))
 }
 
 /// How long a submit is held: `?wait` or `Prefer: wait`, else `default`. A stream is always

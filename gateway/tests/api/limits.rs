@@ -217,6 +217,15 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
         "20",
         "a request every 20 s"
     );
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    // Until the bucket is full again: about a minute, in OpenAI's format (`59s`, `1m0s`).
+    let reset = refused.headers()["x-ratelimit-reset-requests"]
+        .to_str()
+        .unwrap();
+    assert!(
+        reset == "1m0s" || (reset.ends_with('s') && reset.starts_with('5')),
+        "{reset}"
+    );
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
