@@ -92,6 +92,12 @@ pub struct Job {
     /// The node working on the job, while it is `processing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeId>,
+    /// About how many jobs a node will lease before this one, counting from 1, while it is
+    /// `queued`, as the fair share between keys runs them: the jobs of earlier priorities,
+    /// then its key's own jobs ahead of it, scaled by the keys that share its priority and
+    /// their weights. Given by `GET /v1/jobs/{id}` and the job's event stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
     /// The endpoint's answer (a ChatCompletion, an embeddings list, a text completion)
     /// exactly as the node returned it, once `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -87,6 +87,7 @@ fn job_of(response: Response, priority: u8) -> Job {
         expires_at: 0,
         attempts: 0,
         node: None,
+        queue_position: None,
         result: None,
         error: None,
     }

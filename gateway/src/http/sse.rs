@@ -212,7 +212,11 @@ impl Stream<'_> {
             if last != Some(record.status) {
                 last = Some(record.status);
                 let mut event = String::new();
-                let data = serde_json::to_string(&record.to_wire()).unwrap_or_default();
+                let wire = match self.state.queue.wire_job(&record).await {
+                    Ok(wire) => wire,
+                    Err(_) => record.to_wire(),
+                };
+                let data = serde_json::to_string(&wire).unwrap_or_default();
                 frame(&mut event, Some(record.status.as_str()), &data);
                 if !send(session, event).await {
                     return false;

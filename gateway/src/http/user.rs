@@ -273,7 +273,7 @@ pub async fn get_job(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, Ap
         Some(wait) if !wait.is_zero() => wait_for_final(ctx, id, wait).await?,
         _ => ctx.job(id).await?,
     };
-    let mut reply = Reply::json(200, &record.to_wire());
+    let mut reply = Reply::json(200, &ctx.state.queue.wire_job(&record).await?);
     if !record.status.is_final() {
         reply = reply.header("retry-after", "1".to_owned());
     }

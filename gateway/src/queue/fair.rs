@@ -194,6 +194,27 @@ impl Fair {
         keys
     }
 
+    /// Where a queued job of `key` in band `priority` stands: the jobs queued in earlier
+    /// bands, and how many leases the band gives for each of the key's own (the weights of
+    /// the keys with work in the band over the key's own; at least 1).
+    pub fn standing(&self, priority: u8, key: &str) -> (i64, f64) {
+        let state = self.state();
+        let band = band_of(priority);
+        let earlier: i64 = state.bands[..band]
+            .iter()
+            .flat_map(|band| band.keys.values())
+            .map(|queue| queue.queued)
+            .sum();
+        let weight = |key: &str| f64::from(state.weights.get(key).copied().unwrap_or(1));
+        let others: f64 = state.bands[band]
+            .keys
+            .keys()
+            .filter(|other| other.as_str() != key)
+            .map(|other| weight(other))
+            .sum();
+        (earlier, 1.0 + others / weight(key))
+    }
+
     /// Sets a key's `max_concurrent_jobs` (none: no cap).
     pub fn set_cap(&self, key: &str, cap: Option<u32>) {
         let mut state = self.state();

@@ -322,6 +322,22 @@ impl Queue {
             .await
     }
 
+    /// The job as the user API shows it, with its queue position while it is queued (see
+    /// `Job::queue_position`).
+    pub async fn wire_job(&self, record: &JobRecord) -> Result<openbeepboop::Job, StoreError> {
+        let mut wire = record.to_wire();
+        if record.status == JobStatus::Queued {
+            let job = record.clone();
+            let ahead = self
+                .read(move |conn| reads::ahead_of_in_its_lane(conn, &job))
+                .await?;
+            let (earlier, share) = self.fair.standing(record.priority, &record.owner_key_id);
+            let position = earlier + (ahead as f64 * share).ceil() as i64 + 1;
+            wire.queue_position = Some(position.max(1) as u64);
+        }
+        Ok(wire)
+    }
+
     /// The jobs among `ids` that `who` may see, in no particular order.
     pub async fn jobs(
         &self,

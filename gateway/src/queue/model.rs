@@ -280,6 +280,7 @@ impl JobRecord {
                 .clone()
                 .filter(|_| self.status == JobStatus::Processing)
                 .map(NodeId::from),
+            queue_position: None,
             result: self.result(),
             error: self.error.clone(),
         }

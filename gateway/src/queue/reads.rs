@@ -234,6 +234,27 @@ pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
     ))
 }
 
+/// How many of its key's jobs of its model, endpoint and priority are queued ahead of
+/// queued job `id` (through `jobs_queued_by_owner`).
+pub fn ahead_of_in_its_lane(conn: &Connection, job: &JobRecord) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_queued_by_owner
+             WHERE owner_key_id = ?1 AND model = ?2 AND endpoint = ?3 AND priority = ?4
+               AND status = 'queued' AND seq < (SELECT seq FROM jobs WHERE id = ?5)",
+        )?
+        .query_row(
+            rusqlite::params![
+                job.owner_key_id,
+                job.model,
+                job.endpoint.as_str(),
+                job.priority,
+                job.id
+            ],
+            |row| row.get(0),
+        )?)
+}
+
 /// The creation time of the oldest queued job, and how many nodes were seen since
 /// `alive_since`: the parts of a queue snapshot that are read, not counted in memory.
 pub fn oldest_and_alive(

@@ -361,3 +361,54 @@ async fn a_labelled_key_has_its_own_gauges_and_others_have_none() {
         "the unlabelled key has no series"
     );
 }
+
+#[tokio::test]
+async fn a_queued_job_shows_its_position_counted_the_fair_share_way() {
+    let gw = Gateway::start(&[]).await;
+    let (a, b, node) = (
+        gw.key("user").await,
+        gw.key("user").await,
+        gw.key("node").await,
+    );
+    let mut a_jobs = Vec::new();
+    for _ in 0..3 {
+        a_jobs.push(gw.submit_id(&a, "m").await);
+    }
+    let position = |key: String, id: String| {
+        let gw = &gw;
+        async move { gw.job(&key, &id).await["queue_position"].clone() }
+    };
+    assert_eq!(
+        position(a.clone(), a_jobs[2].clone()).await,
+        3,
+        "alone: its place"
+    );
+    // B joins: every lease of A's now comes with one of B's.
+    let b_job = gw.submit_id(&b, "m").await;
+    assert_eq!(position(b.clone(), b_job).await, 1);
+    assert_eq!(position(a.clone(), a_jobs[2].clone()).await, 5);
+    // An urgent job of B's goes first of all.
+    gw.submit_with(
+        &b,
+        &crate::harness::chat("m", "now"),
+        None,
+        &[("X-OBB-Priority", "1")],
+    )
+    .await;
+    assert_eq!(position(a.clone(), a_jobs[2].clone()).await, 6);
+    // The event stream's `queued` event says it too; a leased job has none.
+    let events = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{}/stream", a_jobs[2])))
+        .bearer_auth(&a)
+        .timeout(std::time::Duration::from_millis(500))
+        .send()
+        .await
+        .unwrap();
+    let mut events = events;
+    let first = events.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("\"queue_position\":6"));
+    let leased = gw.fetch(&node, "n", &["*"], 10, 0.0).await;
+    assert_eq!(leased.len(), 5);
+    assert!(gw.job(&a, &a_jobs[2]).await.get("queue_position").is_none());
+}
