@@ -72,6 +72,21 @@ impl RequestRate {
     }
 }
 
+/// A request's tokens as a rate limit counts them before it runs, as OpenAI's does: its
+/// body's characters over 4 (about a token each), plus the most it may write
+/// (`max_tokens`, `max_completion_tokens` or `max_output_tokens`, times `n`). The answer's
+/// `usage` corrects it afterwards.
+pub fn estimated_tokens(body: &str) -> u64 {
+    let input = body.chars().count() as u64 / 4;
+    let request: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let most = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|field| request[field].as_u64())
+        .unwrap_or(0);
+    let choices = request["n"].as_u64().unwrap_or(1).max(1);
+    input + most.saturating_mul(choices)
+}
+
 /// A duration as OpenAI's `x-ratelimit-reset-*` headers write it: `1s`, `6m0s`, `250ms`.
 pub fn openai_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
@@ -109,6 +124,13 @@ mod tests {
         assert!(rate.admit("k", 3, start + Duration::from_secs(20)).is_ok());
         assert!(rate.admit("k", 3, start + Duration::from_secs(20)).is_err());
         assert!(rate.admit("other", 3, start).is_ok());
+    }
+
+    #[test]
+    fn an_estimate_counts_the_body_and_the_most_the_answer_may_be() {
+        let body = r#"{"model":"m","messages":[],"max_tokens":100,"n":2}"#;
+        assert_eq!(estimated_tokens(body), body.len() as u64 / 4 + 200);
+        assert_eq!(estimated_tokens("{}"), 0);
     }
 
     #[test]

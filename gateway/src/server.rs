@@ -152,6 +152,7 @@ impl BackgroundService for Reaper {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            self.queue.wake_if_tokens_returned();
             let now = (tokio::time::Instant::now(), now_ms());
             let stalled = self.stalled(now.0 - last.0, now.1 - last.1);
             last = now;

@@ -132,12 +132,13 @@ pub(super) fn new_job(
         model: judged.model.clone(),
         endpoint,
         priority: terms.priority,
-        payload,
         request_hash: terms.request_hash,
         idempotency_key: terms.idempotency_key,
         request_id: Some(req.request_id.clone()),
         ttl: terms.ttl,
         max_queued: ctx.principal.as_ref().and_then(|p| p.max_queued_jobs),
+        est_tokens: crate::limits::estimated_tokens(&payload),
+        payload,
     })
 }
 

@@ -102,7 +102,9 @@ impl QueueMetrics {
                     &["reason"],
                 );
                 // The reasons are a bounded set, known up front.
-                deferred.with_label_values(&["max_concurrent_jobs"]);
+                for reason in ["max_concurrent_jobs", "tokens_per_minute"] {
+                    deferred.with_label_values(&[reason]);
+                }
                 deferred
             },
             cancellations: IntCounter::new(
@@ -238,6 +240,7 @@ impl QueueMetrics {
                 model,
                 prompt,
                 completion,
+                ..
             } => {
                 self.tokens
                     .with_label_values(&[model, "prompt"])

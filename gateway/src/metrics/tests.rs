@@ -92,6 +92,8 @@ fn events_and_snapshots_appear_in_the_exposition() {
                 model: "m".into(),
                 prompt: 7,
                 completion: 3,
+                owner: "k".into(),
+                estimated: 0,
             },
             QueueEvent::Retried { model: "m".into() },
             QueueEvent::LeaseExpired { model: "m".into() },

@@ -109,8 +109,9 @@ pub fn enqueue_lines(
             .prepare_cached(
                 "INSERT OR IGNORE INTO jobs (id, owner_key_id, model, status, priority,
                      request_payload, request_hash, request_id, max_attempts, created_at,
-                     updated_at, expires_at, batch_id, custom_id, line, endpoint)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, '', ?1, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     updated_at, expires_at, batch_id, custom_id, line, endpoint, est_tokens)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, '', ?1, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12,
+                     ?13)",
             )?
             .execute(params![
                 id,
@@ -125,6 +126,7 @@ pub fn enqueue_lines(
                 line.custom_id,
                 line.line as i64,
                 endpoint.as_str(),
+                crate::limits::estimated_tokens(&line.payload) as i64,
             ])?;
         if inserted > 0 {
             added += 1;

@@ -14,6 +14,7 @@ use super::notify::Change;
 use openbeepboop::{Endpoint, JobStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 /// The jobs of one model and endpoint: what a node may or may not serve.
 pub type Lane = (String, Endpoint);
@@ -38,8 +39,50 @@ struct State {
     caps: HashMap<String, u32>,
     /// Keys with a `metrics_label`.
     labels: HashMap<String, String>,
+    /// Keys with a `tokens_per_minute`, and what they have left.
+    budgets: HashMap<String, TokenBudget>,
+    /// Keys a lease passed over for want of tokens, until their budget returns.
+    short_of_tokens: HashSet<String>,
     /// Jobs running, by key.
     running: HashMap<String, i64>,
+}
+
+/// A key's `tokens_per_minute`: a bucket refilled evenly over a minute, charged each job's
+/// estimate when it is leased and corrected by its usage. It may go below zero: the key's
+/// next jobs then wait until it is back above.
+#[derive(Debug)]
+struct TokenBudget {
+    per_minute: u32,
+    level: i64,
+    at: Instant,
+}
+
+impl TokenBudget {
+    fn new(per_minute: u32, now: Instant) -> Self {
+        Self {
+            per_minute,
+            level: i64::from(per_minute),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed_ms = now.saturating_duration_since(self.at).as_millis() as i64;
+        let gained = elapsed_ms * i64::from(self.per_minute) / 60_000;
+        if gained > 0 {
+            self.level = (self.level + gained).min(i64::from(self.per_minute));
+            self.at = now;
+        }
+    }
+}
+
+/// Why a lease passed over keys with queued jobs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deferrals {
+    /// A key at its `max_concurrent_jobs`.
+    pub concurrency: bool,
+    /// A key out of its `tokens_per_minute`.
+    pub tokens: bool,
 }
 
 /// A key's share and cap, as stored with it.
@@ -49,6 +92,7 @@ pub struct KeyShare {
     pub weight: u32,
     pub max_concurrent: Option<u32>,
     pub metrics_label: Option<String>,
+    pub tokens_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -232,7 +276,8 @@ impl Fair {
     /// The key to lease from next in band `priority`: the lowest pass among keys with jobs
     /// in a lane `filter` serves, beyond those `taken` already, and not in `skip`. Its grant
     /// runs until its pass would pass the runner-up's, within `room` and what it has. A key
-    /// passed over for its `max_concurrent_jobs` sets `deferred`.
+    /// passed over for its `max_concurrent_jobs` or its `tokens_per_minute` is noted in
+    /// `deferred`.
     pub fn pick(
         &self,
         priority: u8,
@@ -240,9 +285,11 @@ impl Fair {
         taken: &Taken,
         skip: &HashSet<String>,
         room: u32,
-        deferred: &mut bool,
+        deferred: &mut Deferrals,
     ) -> Option<Pick> {
-        let state = self.state();
+        let mut state = self.state();
+        state.refill_and_note(Instant::now());
+        let state = &*state;
         let band = &state.bands[band_of(priority)];
         let mut eligible = band.order.iter().filter_map(|(pass, key)| {
             if skip.contains(key) {
@@ -252,9 +299,19 @@ impl Fair {
             // A key at its `max_concurrent_jobs` waits: queued, not refused.
             let room = state.room(key, taken);
             if room == 0 {
-                *deferred = true;
+                deferred.concurrency = true;
                 return None;
             }
+            // One job at a time for a key with a token budget: each job's estimate is
+            // charged before the key's next one is granted.
+            let room = match state.budgets.get(key) {
+                Some(budget) if budget.level <= 0 => {
+                    deferred.tokens = true;
+                    return None;
+                }
+                Some(_) => room.min(1),
+                None => room,
+            };
             let mut lanes = Vec::new();
             let mut available = 0u32;
             for (lane, count) in &queue.lanes {
@@ -286,6 +343,65 @@ impl Fair {
             lanes,
             grant: turn.min(room).min(available).max(1),
         })
+    }
+
+    /// Charges `key`'s `tokens_per_minute` the estimate of the jobs just leased.
+    pub fn spend(&self, key: &str, tokens: u64) {
+        let mut state = self.state();
+        let now = Instant::now();
+        if let Some(budget) = state.budgets.get_mut(key) {
+            budget.refill(now);
+            budget.level -= i64::try_from(tokens).unwrap_or(i64::MAX);
+            if budget.level <= 0 {
+                state.short_of_tokens.insert(key.to_owned());
+            }
+        }
+    }
+
+    /// Corrects `key`'s budget once a job's usage is known: what it was charged
+    /// (`estimated`) comes back, what it used (`used`) is taken.
+    pub fn settle(&self, key: &str, estimated: u64, used: u64) {
+        let mut state = self.state();
+        if let Some(budget) = state.budgets.get_mut(key) {
+            budget.level +=
+                i64::try_from(estimated).unwrap_or(0) - i64::try_from(used).unwrap_or(0);
+            budget.level = budget.level.min(i64::from(budget.per_minute));
+        }
+    }
+
+    /// Whether a key that a lease passed over for want of tokens has some again, so that
+    /// waiting nodes are woken; asked on every reaper tick.
+    pub fn tokens_returned(&self) -> bool {
+        let mut state = self.state();
+        if state.short_of_tokens.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let before = state.short_of_tokens.len();
+        state.refill_and_note(now);
+        state.short_of_tokens.len() < before
+    }
+
+    /// Sets a key's `tokens_per_minute` (none: no limit); a new rate starts full.
+    pub fn set_tokens(&self, key: &str, per_minute: Option<u32>) {
+        let mut state = self.state();
+        match per_minute {
+            Some(per_minute) => {
+                let same = state
+                    .budgets
+                    .get(key)
+                    .is_some_and(|budget| budget.per_minute == per_minute);
+                if !same {
+                    state
+                        .budgets
+                        .insert(key.to_owned(), TokenBudget::new(per_minute, Instant::now()));
+                }
+            }
+            None => {
+                state.budgets.remove(key);
+                state.short_of_tokens.remove(key);
+            }
+        }
     }
 
     /// Advances `key`'s pass in band `priority` by `leased` jobs.
@@ -320,6 +436,17 @@ impl Fair {
 }
 
 impl State {
+    /// Refills every budget to `now`; keys whose budget is back above zero are no longer
+    /// short of tokens.
+    fn refill_and_note(&mut self, now: Instant) {
+        for budget in self.budgets.values_mut() {
+            budget.refill(now);
+        }
+        let budgets = &self.budgets;
+        self.short_of_tokens
+            .retain(|key| budgets.get(key).is_some_and(|budget| budget.level <= 0));
+    }
+
     /// How many more of `key`'s jobs may run now, beyond those `taken`: `u32::MAX` without
     /// a cap.
     fn room(&self, key: &str, taken: &Taken) -> u32 {
@@ -339,6 +466,19 @@ impl State {
         self.weights.clear();
         self.caps.clear();
         self.labels.clear();
+        let now = Instant::now();
+        let mut budgets = HashMap::new();
+        for share in &shares {
+            if let Some(per_minute) = share.tokens_per_minute {
+                // A key keeps what it has left; a new or changed rate starts full.
+                let budget = match self.budgets.remove(&share.key) {
+                    Some(budget) if budget.per_minute == per_minute => budget,
+                    _ => TokenBudget::new(per_minute, now),
+                };
+                budgets.insert(share.key.clone(), budget);
+            }
+        }
+        self.budgets = budgets;
         for share in shares {
             if let Some(label) = share.metrics_label.clone() {
                 self.labels.insert(share.key.clone(), label);
@@ -435,7 +575,7 @@ mod tests {
                 &Taken::new(),
                 &HashSet::new(),
                 1,
-                &mut false,
+                &mut Deferrals::default(),
             ) else {
                 break;
             };
@@ -457,15 +597,36 @@ mod tests {
             endpoints: &[CHAT],
         };
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8, &mut false)
+            .pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                8,
+                &mut Deferrals::default(),
+            )
             .unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 8));
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 64, &mut false)
+            .pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                64,
+                &mut Deferrals::default(),
+            )
             .unwrap();
         assert_eq!(pick.grant, 10, "no more than it has");
         assert_eq!(
-            fair.pick(2, &filter, &Taken::new(), &HashSet::new(), 8, &mut false),
+            fair.pick(
+                2,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                8,
+                &mut Deferrals::default()
+            ),
             None
         );
     }
@@ -507,7 +668,14 @@ mod tests {
             endpoints: &[CHAT],
         };
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 4, &mut false)
+            .pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                4,
+                &mut Deferrals::default(),
+            )
             .unwrap();
         assert_eq!(
             (pick.key.as_str(), pick.lanes.clone()),
@@ -524,7 +692,7 @@ mod tests {
                 &Taken::new(),
                 &HashSet::new(),
                 4,
-                &mut false
+                &mut Deferrals::default()
             ),
             None
         );
@@ -540,13 +708,27 @@ mod tests {
         };
         // Tied: one each in turn.
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8, &mut false)
+            .pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                8,
+                &mut Deferrals::default(),
+            )
             .unwrap();
         assert_eq!(pick.grant, 1);
         // B three strides ahead: A may take 4 before B's turn (ties go to the lower name).
         fair.charge(3, "b", 3);
         let pick = fair
-            .pick(3, &filter, &Taken::new(), &HashSet::new(), 8, &mut false)
+            .pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                8,
+                &mut Deferrals::default(),
+            )
             .unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 4));
     }
@@ -561,8 +743,15 @@ mod tests {
             endpoints: &[CHAT],
         };
         let pick = |taken: &Taken| {
-            fair.pick(3, &filter, taken, &HashSet::new(), 8, &mut false)
-                .unwrap()
+            fair.pick(
+                3,
+                &filter,
+                taken,
+                &HashSet::new(),
+                8,
+                &mut Deferrals::default(),
+            )
+            .unwrap()
         };
         // Tied at the start: A is served first, but no more than one of its jobs at once.
         let first = pick(&Taken::new());
@@ -580,6 +769,45 @@ mod tests {
         )]));
         fair.set_cap("a", None);
         assert_eq!(pick(&Taken::new()).grant, 1, "tied again: one each");
+    }
+
+    #[test]
+    fn a_key_out_of_tokens_waits_until_its_usage_gives_some_back() {
+        let fair = fair(&[("a", 3, "m", 5), ("b", 3, "m", 5)]);
+        fair.set_tokens("a", Some(100));
+        let models = any();
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        let mut deferred = Deferrals::default();
+        let mut pick = || {
+            fair.pick(3, &filter, &Taken::new(), &HashSet::new(), 1, &mut deferred)
+                .unwrap()
+                .key
+        };
+        assert_eq!(pick(), "a");
+        fair.spend("a", 150);
+        fair.charge(3, "a", 1);
+        assert_eq!(pick(), "b");
+        fair.charge(3, "b", 1);
+        assert_eq!(pick(), "b", "A is out of tokens, though its turn");
+        assert!(deferred.tokens);
+        assert!(!fair.tokens_returned());
+        // Its job used 20 of the 150 it was charged: 130 come back, and so does its turn.
+        fair.settle("a", 150, 20);
+        assert!(fair.tokens_returned(), "nodes are to be woken");
+        let pick = fair
+            .pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                1,
+                &mut Deferrals::default(),
+            )
+            .unwrap();
+        assert_eq!(pick.key, "a");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct NewJob {
     pub ttl: Duration,
     /// The most jobs its key may have queued (`max_queued_jobs`); none: no limit.
     pub max_queued: Option<u32>,
+    /// Its tokens as its key's `tokens_per_minute` counts them until its usage is known.
+    pub est_tokens: u64,
 }
 
 /// Whether a job may move from one status to another. Final statuses never change.
@@ -252,8 +254,8 @@ pub fn enqueue(
         .prepare_cached(
             "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
                  request_hash, idempotency_key, request_id, max_attempts, created_at, updated_at,
-                 expires_at, endpoint)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
+                 expires_at, endpoint, est_tokens)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             id,
@@ -268,6 +270,7 @@ pub fn enqueue(
             ctx.now,
             expires_at,
             job.endpoint.as_str(),
+            job.est_tokens as i64,
         ])?;
     ctx.changes.push(Change {
         job_id: id.clone(),

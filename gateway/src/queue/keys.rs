@@ -200,8 +200,9 @@ pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLim
 pub fn shares(conn: &Connection) -> Result<Vec<KeyShare>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT id, weight, max_concurrent_jobs, metrics_label FROM api_keys
-             WHERE weight != 1 OR max_concurrent_jobs IS NOT NULL OR metrics_label IS NOT NULL",
+            "SELECT id, weight, max_concurrent_jobs, metrics_label, tokens_per_minute FROM api_keys
+             WHERE weight != 1 OR max_concurrent_jobs IS NOT NULL OR metrics_label IS NOT NULL
+                OR tokens_per_minute IS NOT NULL",
         )?
         .query_map([], |row| {
             Ok(KeyShare {
@@ -209,6 +210,7 @@ pub fn shares(conn: &Connection) -> Result<Vec<KeyShare>, StoreError> {
                 weight: row.get(1)?,
                 max_concurrent: row.get(2)?,
                 metrics_label: row.get(3)?,
+                tokens_per_minute: row.get(4)?,
             })
         })?
         .collect::<Result<_, _>>()?)

@@ -2,7 +2,7 @@
 //! (lapsed leases, expired jobs, retries that became due) and the grace period leases get
 //! when the gateway starts. Runs inside the writer's transactions.
 
-use super::fair::{Fair, Filter, Lane, Taken};
+use super::fair::{Deferrals, Fair, Filter, Lane, Taken};
 use super::jobs::{Effects, transition};
 use super::reads;
 use super::results::{self, LostRun};
@@ -142,6 +142,7 @@ struct Candidate {
     created_at: i64,
     endpoint: Endpoint,
     seq: i64,
+    est_tokens: u64,
 }
 
 fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
@@ -154,12 +155,13 @@ fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         created_at: row.get(5)?,
         endpoint: reads::endpoint(row, 6)?,
         seq: row.get(7)?,
+        est_tokens: row.get::<_, i64>(8)?.max(0) as u64,
     })
 }
 
 /// The columns [`candidate`] reads, in its order.
 const CANDIDATE_COLUMNS: &str =
-    "id, model, request_payload, attempts, request_id, created_at, endpoint, seq";
+    "id, model, request_payload, attempts, request_id, created_at, endpoint, seq, est_tokens";
 
 /// Leases up to `asked.limit` queued jobs the node serves: the highest priority (lowest
 /// number) first; within a priority, shared between the keys with work queued in
@@ -181,7 +183,7 @@ pub fn lease(
     // What this lease took: the counts learn of it only when it commits.
     let mut taken = Taken::new();
     let mut misses = 0;
-    let mut deferred = false;
+    let mut deferred = Deferrals::default();
     'bands: for priority in 1..=5u8 {
         let mut skip = HashSet::new();
         while (leased.len() as u32) < asked.limit {
@@ -197,13 +199,17 @@ pub fn lease(
             candidates.sort_by_key(|c| c.seq);
             candidates.truncate(pick.grant as usize);
             let before = leased.len();
+            let mut tokens = 0;
             for candidate in candidates {
                 let lane = (candidate.model.clone(), candidate.endpoint);
+                let estimate = candidate.est_tokens;
                 if let Some(job) = take(ctx, candidate, asked)? {
                     *taken.entry((priority, pick.key.clone(), lane)).or_default() += 1;
+                    tokens += estimate;
                     leased.push(job);
                 }
             }
+            fair.spend(&pick.key, tokens);
             let got = (leased.len() - before) as u32;
             if got == 0 {
                 skip.insert(pick.key);
@@ -219,10 +225,13 @@ pub fn lease(
             fair.charge(priority, &pick.key, got);
         }
     }
-    if deferred {
-        ctx.events.push(QueueEvent::LeaseDeferred {
-            reason: "max_concurrent_jobs",
-        });
+    for (reason, happened) in [
+        ("max_concurrent_jobs", deferred.concurrency),
+        ("tokens_per_minute", deferred.tokens),
+    ] {
+        if happened {
+            ctx.events.push(QueueEvent::LeaseDeferred { reason });
+        }
     }
     Ok(leased)
 }

@@ -25,6 +25,7 @@ fn job(owner: &str, priority: u8) -> NewJob {
         request_id: None,
         ttl: Duration::from_secs(600),
         max_queued: None,
+        est_tokens: 0,
     }
 }
 

@@ -282,12 +282,21 @@ impl Queue {
                 fair.set_weight(&id, stored.weight);
                 fair.set_cap(&id, stored.max_concurrent_jobs);
                 fair.set_label(&id, stored.metrics_label.clone());
+                fair.set_tokens(&id, stored.tokens_per_minute);
                 Ok(stored)
             })
             .await?;
         // A cap may have risen or gone: waiting nodes look again.
         self.notifier.wake_nodes();
         Ok(stored)
+    }
+
+    /// Wakes waiting nodes when a key that a lease passed over for want of tokens has some
+    /// again; the reaper asks on every tick.
+    pub fn wake_if_tokens_returned(&self) {
+        if self.fair.tokens_returned() {
+            self.notifier.wake_nodes();
+        }
     }
 
     /// Re-reads every key's weight and concurrency cap, after keys changed in another

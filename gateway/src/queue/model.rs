@@ -150,10 +150,13 @@ pub enum QueueEvent {
         processing_ms: Option<i64>,
         total_ms: i64,
     },
+    /// A completed job's usage; `owner`'s `tokens_per_minute` was charged `estimated`.
     Tokens {
         model: String,
         prompt: u64,
         completion: u64,
+        owner: String,
+        estimated: u64,
     },
     /// A lease passed over a key's queued jobs for one of its execution limits (`reason`:
     /// `max_concurrent_jobs`); counted once per lease and reason.

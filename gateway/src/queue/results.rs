@@ -43,6 +43,8 @@ struct Run {
     model: String,
     node: Option<String>,
     last_error: Option<ErrorBody>,
+    owner: String,
+    est_tokens: u64,
 }
 
 fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
@@ -50,7 +52,7 @@ fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
         .conn
         .prepare_cached(
             "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
-                    error_payload
+                    error_payload, owner_key_id, est_tokens
              FROM jobs WHERE id = ?1",
         )?
         .query_row([id], |row| {
@@ -65,6 +67,8 @@ fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
                 last_error: row
                     .get::<_, Option<String>>(7)?
                     .and_then(|text| serde_json::from_str(&text).ok()),
+                owner: row.get(8)?,
+                est_tokens: row.get::<_, i64>(9)?.max(0) as u64,
             })
         })
         .optional()?)
@@ -193,6 +197,8 @@ fn submit_one(
                     model: run.model,
                     prompt,
                     completion,
+                    owner: run.owner,
+                    estimated: run.est_tokens,
                 });
             }
         }
@@ -319,6 +325,7 @@ mod tests {
             request_id: None,
             ttl: Duration::from_secs(60),
             max_queued: None,
+            est_tokens: 0,
         };
         let (record, _) = queue.enqueue(job).await.unwrap();
         let lease = || queue.lease("n".into(), "k".into(), vec!["*".into()], 1);

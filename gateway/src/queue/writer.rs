@@ -191,6 +191,21 @@ fn run(
         match outcome {
             Ok((changes, events)) => {
                 observers.depth.apply(&changes);
+                // Usage known: each key's token budget gets its estimate back, less what ran.
+                for event in &events {
+                    if let QueueEvent::Tokens {
+                        prompt,
+                        completion,
+                        owner,
+                        estimated,
+                        ..
+                    } = event
+                    {
+                        observers
+                            .fair
+                            .settle(owner, *estimated, prompt + completion);
+                    }
+                }
                 if observers.fair.apply(&changes) {
                     // A key held back by its concurrency cap has room: its jobs may be leased.
                     observers.notifier.wake_nodes();

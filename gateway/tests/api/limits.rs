@@ -412,3 +412,44 @@ async fn a_queued_job_shows_its_position_counted_the_fair_share_way() {
     assert_eq!(leased.len(), 5);
     assert!(gw.job(&a, &a_jobs[2]).await.get("queue_position").is_none());
 }
+
+#[tokio::test]
+async fn a_key_over_its_tokens_per_minute_keeps_its_jobs_queued_until_usage_gives_some_back() {
+    let gw = Gateway::start(&[]).await;
+    let (user, other, node) = (
+        gw.key("user").await,
+        gw.key("user").await,
+        gw.key("node").await,
+    );
+    let id = id_of(&gw, &user).await;
+    put_limits(&gw, &gw.admin, &id, &json!({"tokens_per_minute": 200})).await;
+    // Each job is estimated at its body's characters over 4 plus its `max_tokens`: over 250,
+    // more than the key has a minute.
+    let mut body = crate::harness::chat("m", "x");
+    body["max_tokens"] = json!(250);
+    for _ in 0..3 {
+        let response = gw.submit_with(&user, &body, Some(0), &[]).await;
+        assert_eq!(response.status(), 202, "an execution limit never refuses");
+    }
+    gw.submit_with(&other, &crate::harness::chat("m", "y"), Some(0), &[])
+        .await;
+    let mine = |job: &Value| job["request_payload"]["max_tokens"] == 250;
+    // One of the user's runs (its budget then spent) and the other key's: the user's other
+    // two wait.
+    let leased = gw.fetch(&node, "n", &["*"], 4, 0.0).await;
+    assert_eq!(leased.len(), 2, "{leased:?}");
+    assert_eq!(leased.iter().filter(|job| mine(job)).count(), 1);
+    assert!(gw.fetch(&node, "n", &["*"], 4, 0.0).await.is_empty());
+    assert!(
+        gw.metric("obb_leases_deferred_total", "reason=\"tokens_per_minute\"")
+            .await
+            >= 1.0
+    );
+    // The job used 7 tokens (the test node's usage), not the 250-odd it was charged: the
+    // rest comes back, and the next job runs.
+    let first = leased.iter().find(|job| mine(job)).unwrap();
+    gw.complete(&node, first, "done").await;
+    let again = gw.fetch(&node, "n", &["*"], 4, 0.0).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert!(mine(&again[0]));
+}
