@@ -95,9 +95,8 @@ fn candidates_query(
         values.extend(models.iter().map(|m| m.clone().into()));
         filter
     };
-    // A node serving every endpoint the gateway queues jobs for leases in plain queue order,
-    // through the index every lease has always used; one serving fewer goes through
-    // `jobs_queued_by_endpoint`.
+    // The fair lease's fallback: plain queue order through `jobs_by_queue_order`; a node
+    // serving fewer endpoints than the gateway queues skips the others' jobs as they come.
     let every_endpoint = Endpoint::QUEUED.iter().all(|e| endpoints.contains(e));
     let endpoint_filter = if every_endpoint {
         String::new()
@@ -552,14 +551,14 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_reads_through_an_index_in_queue_order_whatever_the_endpoints() {
-        // Every endpoint: the index leases always used, and no filter on the endpoint.
+    fn the_fallback_reads_through_the_queue_order_index_whatever_the_endpoints() {
+        // Every endpoint: no filter on the endpoint.
         let all = plan(&["m"], &Endpoint::QUEUED);
         assert!(all.contains("jobs_by_queue_order"), "{all}");
         assert!(!all.contains("TEMP B-TREE"), "{all}");
-        // One endpoint of one model: the partial index, in order, without a sort.
+        // One endpoint of one model: the same index, the others' jobs skipped, no sort.
         let one = plan(&["m"], &[Endpoint::Embeddings]);
-        assert!(one.contains("jobs_queued_by_endpoint"), "{one}");
+        assert!(one.contains("jobs_by_queue_order"), "{one}");
         assert!(!one.contains("TEMP B-TREE"), "{one}");
         // Several endpoints (llama.cpp's default: all but embeddings): queue order, the
         // other endpoints' jobs skipped as they come, never a sort of every queued job.
