@@ -40,7 +40,23 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
             }
         }
     };
-    Ok(admitted(reply, priority, budget))
+    Ok(with_tokens(ctx, admitted(reply, priority, budget)))
+}
+
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-tokens`, when the caller's key has a
+/// `tokens_per_minute`.
+pub(super) fn with_tokens(ctx: &Ctx<'_>, reply: Reply) -> Reply {
+    let Some((limit, remaining, reset)) = ctx
+        .principal
+        .as_ref()
+        .and_then(|p| ctx.state.queue.token_budget(&p.key_id))
+    else {
+        return reply;
+    };
+    reply
+        .header("x-ratelimit-limit-tokens", limit.to_string())
+        .header("x-ratelimit-remaining-tokens", remaining.to_string())
+        .header("x-ratelimit-reset-tokens", openai_duration(reset))
 }
 
 /// Takes one submit from the caller's request rate, when its key has one: the budget

@@ -345,6 +345,21 @@ impl Fair {
         })
     }
 
+    /// `key`'s token budget as OpenAI's `x-ratelimit-*-tokens` headers say it: its
+    /// `tokens_per_minute`, what is left (none below zero), and how long until it is full.
+    pub fn token_budget(&self, key: &str) -> Option<(u32, u64, std::time::Duration)> {
+        let mut state = self.state();
+        let budget = state.budgets.get_mut(key)?;
+        budget.refill(Instant::now());
+        let missing = i64::from(budget.per_minute) - budget.level;
+        let reset_ms = (missing.max(0) as u64) * 60_000 / u64::from(budget.per_minute.max(1));
+        Some((
+            budget.per_minute,
+            budget.level.max(0) as u64,
+            std::time::Duration::from_millis(reset_ms),
+        ))
+    }
+
     /// Charges `key`'s `tokens_per_minute` the estimate of the jobs just leased.
     pub fn spend(&self, key: &str, tokens: u64) {
         let mut state = self.state();

@@ -291,6 +291,12 @@ impl Queue {
         Ok(stored)
     }
 
+    /// Key `key`'s token budget, when it has a `tokens_per_minute`: see
+    /// [`fair::Fair::token_budget`].
+    pub fn token_budget(&self, key: &str) -> Option<(u32, u64, Duration)> {
+        self.fair.token_budget(key)
+    }
+
     /// Wakes waiting nodes when a key that a lease passed over for want of tokens has some
     /// again; the reaper asks on every tick.
     pub fn wake_if_tokens_returned(&self) {

@@ -430,6 +430,12 @@ async fn a_key_over_its_tokens_per_minute_keeps_its_jobs_queued_until_usage_give
     for _ in 0..3 {
         let response = gw.submit_with(&user, &body, Some(0), &[]).await;
         assert_eq!(response.status(), 202, "an execution limit never refuses");
+        assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "200");
+        assert_eq!(
+            response.headers()["x-ratelimit-remaining-tokens"],
+            "200",
+            "nothing ran yet"
+        );
     }
     gw.submit_with(&other, &crate::harness::chat("m", "y"), Some(0), &[])
         .await;
