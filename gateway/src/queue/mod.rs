@@ -32,6 +32,7 @@ pub use keys::{KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport};
 pub use model::{
     DepthRow, JobRecord, QueueEvent, QueueSettings, QueueSnapshot, StoreError, Visibility, now_ms,
+    stored_answer,
 };
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;
