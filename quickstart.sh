@@ -248,6 +248,10 @@ cat <<TXT
   from openai import OpenAI
   client = OpenAI(base_url="http://127.0.0.1:$port/v1", api_key="$user_key", default_query={"wait": 60})
   print(client.chat.completions.create(model="$model", messages=[{"role": "user", "content": "Hello!"}]).choices[0].message.content)
+  # the Responses API, queued: client.responses.create(model="$model", input="Hello!", background=True)
+
+==> embeddings need a node on an embedding model (llama.cpp's server embeds only with
+  --embeddings; Ollama has nomic-embed-text): a job no node serves waits in the queue
 
 ==> another model: point a node at its server (ready-made configs in examples/node-configs/)
   Ollama:      [local_llm] enabled = true, preset = "ollama"     # 127.0.0.1:11434

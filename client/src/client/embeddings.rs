@@ -1,7 +1,7 @@
 //! `client.embeddings()`: embeddings requests (`POST /v1/embeddings`) submitted as jobs,
 //! answered by the same [`JobHandle`] as chat.
 
-use super::{Client, Error, JobHandle, REQUEST_TIMEOUT, SubmitOptions};
+use super::{Client, Error, JobHandle, SubmitOptions};
 use crate::embeddings::EmbeddingRequest;
 use crate::job::Job;
 
@@ -32,16 +32,8 @@ impl Embeddings<'_> {
         request: EmbeddingRequest,
         options: SubmitOptions,
     ) -> Result<JobHandle, Error> {
-        let job: Job = self
-            .client
-            .send(
-                reqwest::Method::POST,
-                "/v1/embeddings",
-                Some(&request),
-                &super::submit::headers(options),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let job: Job =
+            super::submit::post(self.client, "/v1/embeddings", &request, options).await?;
         Ok(JobHandle {
             client: self.client.clone(),
             job,

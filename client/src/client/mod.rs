@@ -304,17 +304,7 @@ impl Completions<'_> {
     ) -> Result<JobHandle, Error> {
         request.stream = None;
         request.extra.remove("stream_options");
-        let headers = submit::headers(options);
-        let job: Job = self
-            .client
-            .send(
-                reqwest::Method::POST,
-                "/v1/chat/completions",
-                Some(&request),
-                &headers,
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let job: Job = submit::post(self.client, "/v1/chat/completions", &request, options).await?;
         Ok(JobHandle {
             client: self.client.clone(),
             job,

@@ -2,7 +2,7 @@
 //! answered by the same [`JobHandle`] as chat. The gateway's response id (`resp_...`) is its
 //! job's id, so every job method works on it.
 
-use super::{Client, Error, JobHandle, REQUEST_TIMEOUT, SubmitOptions};
+use super::{Client, Error, JobHandle, SubmitOptions};
 use crate::endpoint::Endpoint;
 use crate::ids::JobId;
 use crate::job::{Job, JobStatus};
@@ -49,16 +49,8 @@ impl Responses<'_> {
             .extra
             .insert("background".to_owned(), Value::Bool(true));
         let priority = options.priority.unwrap_or(DEFAULT_PRIORITY);
-        let response: Response = self
-            .client
-            .send(
-                reqwest::Method::POST,
-                "/v1/responses",
-                Some(&request),
-                &super::submit::headers(options),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+        let response: Response =
+            super::submit::post(self.client, "/v1/responses", &request, options).await?;
         Ok(JobHandle {
             client: self.client.clone(),
             job: job_of(response, priority),

@@ -40,7 +40,7 @@ pub fn parse_for(endpoint: Endpoint, body: &[u8]) -> Result<Judged, ApiError> {
         }
         Endpoint::Embeddings => embeddings(body),
         Endpoint::Completions => completions(body),
-        Endpoint::Responses => responses(body),
+        Endpoint::Responses => parse_responses(body).map(|(judged, _)| judged),
     }
 }
 
@@ -136,8 +136,9 @@ fn completions(body: &[u8]) -> Result<Judged, ApiError> {
 /// `store` and `parallel_tool_calls` booleans; `instructions` and `user` strings;
 /// `max_output_tokens` positive; `temperature` (0–2) and `top_p` (0–1) numbers;
 /// `tool_choice` a string or an object; `tools` an array. `previous_response_id` is only
-/// checked for shape here: the handler reads the response it names.
-fn responses(body: &[u8]) -> Result<Judged, ApiError> {
+/// checked for shape here: the handler reads the response it names. Returns the body as
+/// read too, so that the handler need not parse it again.
+pub fn parse_responses(body: &[u8]) -> Result<(Judged, Map<String, Value>), ApiError> {
     let request: Map<String, Value> = super::request::parse_json(body)?;
     let refuse =
         |message: String, param: &str| Err(ApiError::invalid(message, Some(param.to_owned())));
@@ -229,7 +230,7 @@ fn responses(body: &[u8]) -> Result<Judged, ApiError> {
     ) {
         return refuse("`tools` must be an array".to_owned(), "tools");
     }
-    Ok(Judged {
+    let judged = Judged {
         metadata: metadata(&request)?,
         stream: request
             .get("stream")
@@ -237,7 +238,8 @@ fn responses(body: &[u8]) -> Result<Judged, ApiError> {
             .unwrap_or(false),
         include_usage: false,
         model,
-    })
+    };
+    Ok((judged, request))
 }
 
 /// A prompt as OpenAI takes it: a string, or a non-empty array of strings, of token ids,

@@ -33,7 +33,7 @@ pub use keys::{KeyPriorities, KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport};
 pub use model::{
     DepthRow, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot, StoreError,
-    Visibility, now_ms,
+    Visibility, now_ms, stored_answer,
 };
 pub use notify::{Change, JobWatch, Notifier};
 pub use schema::SCHEMA_VERSION;

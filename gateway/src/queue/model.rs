@@ -292,16 +292,31 @@ impl JobRecord {
     /// The stored answer; a response's under the response's own id and time, as
     /// `GET /v1/responses/{id}` shows it, not the upstream's.
     fn result(&self) -> Option<serde_json::Value> {
-        let mut result: serde_json::Value =
-            serde_json::from_str(self.result_payload.as_deref()?).ok()?;
+        let mut result = stored_answer(self.endpoint, &self.id, self.result_payload.as_deref())?;
         if self.endpoint == Endpoint::Responses
             && let Some(fields) = result.as_object_mut()
         {
-            fields.insert("id".to_owned(), self.id.clone().into());
             fields.insert("created_at".to_owned(), (self.created_at / 1000).into());
         }
         Some(result)
     }
+}
+
+/// A job's stored answer as users read it (`/v1/jobs`, a batch's output lines): the node's
+/// JSON, except that a response is known by its job's id, as `/v1/responses/{id}` reads
+/// it, not by the upstream's.
+pub fn stored_answer(
+    endpoint: Endpoint,
+    job_id: &str,
+    payload: Option<&str>,
+) -> Option<serde_json::Value> {
+    let mut answer: serde_json::Value = serde_json::from_str(payload?).ok()?;
+    if endpoint == Endpoint::Responses
+        && let Some(fields) = answer.as_object_mut()
+    {
+        fields.insert("id".to_owned(), job_id.into());
+    }
+    Some(answer)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -67,15 +67,7 @@ pub fn owner_filter(who: &Visibility, param: usize) -> (String, Option<Value>) {
 }
 
 pub fn job(conn: &Connection, id: &str, who: &Visibility) -> Result<Option<JobRecord>, StoreError> {
-    let (owner, owner_value) = owner_filter(who, 2);
-    let mut values = vec![Value::Text(id.to_owned())];
-    values.extend(owner_value);
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 {owner}"
-        ))?
-        .query_row(params_from_iter(values), record)
-        .optional()?)
+    by_id(conn, id, who, "", record)
 }
 
 /// The job and the request it was submitted with, as stored.
@@ -84,16 +76,27 @@ pub fn job_with_request(
     id: &str,
     who: &Visibility,
 ) -> Result<Option<(JobRecord, String)>, StoreError> {
+    by_id(conn, id, who, ", request_payload", |row| {
+        Ok((record(row)?, row.get::<_, String>(16)?))
+    })
+}
+
+/// Job `id` if `who` may see it, read as [`JOB_COLUMNS`] then `more` columns by `read`.
+fn by_id<T>(
+    conn: &Connection,
+    id: &str,
+    who: &Visibility,
+    more: &str,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>, StoreError> {
     let (owner, owner_value) = owner_filter(who, 2);
     let mut values = vec![Value::Text(id.to_owned())];
     values.extend(owner_value);
     Ok(conn
         .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS}, request_payload FROM jobs WHERE id = ?1 {owner}"
+            "SELECT {JOB_COLUMNS}{more} FROM jobs WHERE id = ?1 {owner}"
         ))?
-        .query_row(params_from_iter(values), |row| {
-            Ok((record(row)?, row.get::<_, String>(16)?))
-        })
+        .query_row(params_from_iter(values), read)
         .optional()?)
 }
 

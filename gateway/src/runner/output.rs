@@ -2,9 +2,9 @@
 //! others), streamed from the store into `batch_output` files, then its final status. A
 //! file already recorded on the batch is not written again, so a restart finishes the job.
 
-use crate::queue::{BatchFile, BatchRecord, LineRecord, NewFile, Queue, StoreError};
+use crate::queue::{BatchFile, BatchRecord, LineRecord, NewFile, Queue, StoreError, stored_answer};
 use openbeepboop::{
-    BatchLineError, BatchOutputLine, BatchResponse, BatchStatus, FilePurpose, JobStatus,
+    BatchLineError, BatchOutputLine, BatchResponse, BatchStatus, Endpoint, FilePurpose, JobStatus,
 };
 use serde_json::Value;
 
@@ -43,6 +43,9 @@ pub(super) async fn write(
     which: BatchFile,
     ending: BatchStatus,
 ) -> Result<(), StoreError> {
+    // Only the endpoints `/v1/batches` accepts are stored; one this gateway cannot read
+    // would leave the answers exactly as the nodes gave them.
+    let endpoint: Endpoint = batch.endpoint.parse().unwrap_or_default();
     let mut upload = queue.files().begin().await?;
     let mut after = 0;
     let mut written = 0u64;
@@ -52,7 +55,7 @@ pub(super) async fn write(
         after = last.line;
         for line in &page {
             let entry = match (which, line.status) {
-                (BatchFile::Output, JobStatus::Completed) => output_line(line),
+                (BatchFile::Output, JobStatus::Completed) => output_line(line, endpoint),
                 (
                     BatchFile::Error,
                     JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired,
@@ -94,18 +97,9 @@ fn entry_id(line: &LineRecord) -> String {
     )
 }
 
-fn output_line(line: &LineRecord) -> BatchOutputLine {
-    let mut body = line
-        .result_payload
-        .as_deref()
-        .and_then(|text| serde_json::from_str(text).ok())
+fn output_line(line: &LineRecord, endpoint: Endpoint) -> BatchOutputLine {
+    let body = stored_answer(endpoint, &line.job_id, line.result_payload.as_deref())
         .unwrap_or(Value::Null);
-    // A response is known by its job's id, as `/v1/responses/{id}` reads it.
-    if line.job_id.starts_with("resp_")
-        && let Some(fields) = body.as_object_mut()
-    {
-        fields.insert("id".to_owned(), Value::String(line.job_id.clone()));
-    }
     BatchOutputLine {
         id: entry_id(line),
         custom_id: line.custom_id.clone(),

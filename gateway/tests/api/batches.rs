@@ -22,10 +22,23 @@ fn jsonl(ids: &[&str]) -> String {
     ids.iter().map(|id| line(id, id) + "\n").collect()
 }
 
-async fn upload(gw: &Gateway, key: &str, content: String, purpose: &str) -> String {
+pub(crate) async fn upload(gw: &Gateway, key: &str, content: String, purpose: &str) -> String {
     let (status, file) = files::upload(gw, key, files::form(content, "in.jsonl", purpose)).await;
     assert_eq!(status, 200, "{file}");
     file["id"].as_str().expect("id").to_owned()
+}
+
+/// A batch of `file`'s lines on `endpoint`, in the 24 h window.
+pub(crate) async fn create_on(gw: &Gateway, key: &str, file: &str, endpoint: &str) -> Value {
+    let (status, batch) = gw
+        .post_json(
+            key,
+            "/v1/batches",
+            &json!({"input_file_id": file, "endpoint": endpoint, "completion_window": "24h"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    batch
 }
 
 async fn create(gw: &Gateway, key: &str, file: &str) -> Value {
@@ -41,7 +54,7 @@ async fn create(gw: &Gateway, key: &str, file: &str) -> Value {
     batch
 }
 
-async fn batch_until(gw: &Gateway, key: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn batch_until(gw: &Gateway, key: &str, id: &str, status: &str) -> Value {
     eventually(
         Duration::from_secs(20),
         &format!("batch {id} {status}"),
@@ -53,7 +66,7 @@ async fn batch_until(gw: &Gateway, key: &str, id: &str, status: &str) -> Value {
     .await
 }
 
-async fn content(gw: &Gateway, key: &str, file: &Value) -> Vec<Value> {
+pub(crate) async fn content(gw: &Gateway, key: &str, file: &Value) -> Vec<Value> {
     let id = file.as_str().expect("a file id");
     let response = gw
         .http

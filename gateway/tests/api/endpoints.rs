@@ -2,7 +2,7 @@
 //! objects, leases by endpoint, waiting, idempotency, priority and TTL, the replayed
 //! `text_completion` stream, cancel and events, metrics, and batches of them.
 
-use crate::files;
+use crate::batches;
 use crate::harness::{Gateway, eventually, observed};
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
@@ -358,30 +358,13 @@ async fn an_embeddings_job_is_cancelled_polled_and_streamed_like_a_chat_job() {
 async fn metrics_count_submits_and_endings_by_endpoint() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
-    post(
-        &gw,
-        &user,
-        EMBEDDINGS,
-        &json!({"model": "m", "input": "x"}),
-        &[],
-    )
-    .await;
-    post(
-        &gw,
-        &user,
-        EMBEDDINGS,
-        &json!({"model": "m", "input": "y"}),
-        &[],
-    )
-    .await;
-    post(
-        &gw,
-        &user,
-        COMPLETIONS,
-        &json!({"model": "m", "prompt": "x"}),
-        &[],
-    )
-    .await;
+    for (path, body) in [
+        (EMBEDDINGS, json!({"model": "m", "input": "x"})),
+        (EMBEDDINGS, json!({"model": "m", "input": "y"})),
+        (COMPLETIONS, json!({"model": "m", "prompt": "x"})),
+    ] {
+        post(&gw, &user, path, &body, &[]).await;
+    }
     let leased = fetch(&gw, &node, Some(json!([EMBEDDINGS]))).await;
     assert_eq!(leased.len(), 2);
     gw.post_json(
@@ -456,17 +439,8 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
                 + "\n"
         })
         .collect();
-    let (status, file) = files::upload(&gw, &user, files::form(lines, "in.jsonl", "batch")).await;
-    assert_eq!(status, 200, "{file}");
-    let (status, batch) = gw
-        .post_json(
-            &user,
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": EMBEDDINGS,
-                    "completion_window": "24h"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{batch}");
+    let file = batches::upload(&gw, &user, lines, "batch").await;
+    let batch = batches::create_on(&gw, &user, &file, EMBEDDINGS).await;
     assert_eq!(batch["endpoint"], EMBEDDINGS);
     let leased = eventually(
         Duration::from_secs(20),
@@ -489,31 +463,14 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
     gw.post_json(&node, "/internal/queue/submit", &json!(results))
         .await;
     let id = batch["id"].as_str().unwrap();
-    let done = eventually(Duration::from_secs(20), "the batch to complete", || async {
-        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
-        (batch["status"] == "completed").then_some(batch)
-    })
-    .await;
+    let done = batches::batch_until(&gw, &user, id, "completed").await;
     assert_eq!(
         done["request_counts"],
         json!({"total": 3, "completed": 3, "failed": 0})
     );
-    let output = gw
-        .http
-        .get(gw.url(&format!(
-            "/v1/files/{}/content",
-            done["output_file_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&user)
-        .send()
+    let mut custom_ids: Vec<String> = batches::content(&gw, &user, &done["output_file_id"])
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut custom_ids: Vec<String> = output
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .into_iter()
         .map(|l| {
             assert_eq!(l["response"]["body"]["object"], "list");
             l["custom_id"].as_str().unwrap().to_owned()
@@ -530,21 +487,9 @@ async fn a_batch_of_embeddings_lines_runs_each_line_as_its_own_job() {
     let bad = json!({"custom_id": "x", "method": "POST", "url": EMBEDDINGS,
                      "body": {"model": "e", "input": ["ok", 7]}})
     .to_string();
-    let (_, file) = files::upload(&gw, &user, files::form(bad, "bad.jsonl", "batch")).await;
-    let (_, batch) = gw
-        .post_json(
-            &user,
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": EMBEDDINGS,
-                    "completion_window": "24h"}),
-        )
-        .await;
-    let id = batch["id"].as_str().unwrap();
-    let failed = eventually(Duration::from_secs(20), "the batch to fail", || async {
-        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
-        (batch["status"] == "failed").then_some(batch)
-    })
-    .await;
+    let file = batches::upload(&gw, &user, bad, "batch").await;
+    let batch = batches::create_on(&gw, &user, &file, EMBEDDINGS).await;
+    let failed = batches::batch_until(&gw, &user, batch["id"].as_str().unwrap(), "failed").await;
     assert_eq!(
         failed["errors"]["data"][0]["param"], "body.input[1]",
         "{failed}"
@@ -613,23 +558,9 @@ async fn an_embeddings_batch_of_more_than_50000_inputs_in_all_fails_at_the_line_
                 + "\n"
         })
         .collect();
-    let (status, file) = files::upload(&gw, &user, files::form(lines, "in.jsonl", "batch")).await;
-    assert_eq!(status, 200, "{file}");
-    let (status, batch) = gw
-        .post_json(
-            &user,
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": EMBEDDINGS,
-                    "completion_window": "24h"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{batch}");
-    let id = batch["id"].as_str().unwrap();
-    let failed = eventually(Duration::from_secs(20), "the batch to fail", || async {
-        let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{id}")).await;
-        (batch["status"] == "failed").then_some(batch)
-    })
-    .await;
+    let file = batches::upload(&gw, &user, lines, "batch").await;
+    let batch = batches::create_on(&gw, &user, &file, EMBEDDINGS).await;
+    let failed = batches::batch_until(&gw, &user, batch["id"].as_str().unwrap(), "failed").await;
     let error = &failed["errors"]["data"][0];
     assert_eq!(error["code"], "too_many_embedding_inputs", "{failed}");
     assert_eq!(error["line"], 25);

@@ -2,6 +2,7 @@
 //! status, a held create, the replayed event stream, `previous_response_id`, cancel,
 //! delete, input items, bad input, and Responses batches.
 
+use crate::batches;
 use crate::harness::{Gateway, observed};
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
@@ -518,49 +519,15 @@ async fn a_responses_batch_line_is_a_response_that_can_be_read_and_continued() {
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     let line = json!({"custom_id": "r1", "method": "POST", "url": RESPONSES,
                       "body": {"model": "m", "input": "From a batch"}});
-    let (status, file) = crate::files::upload(
-        &gw,
-        &user,
-        crate::files::form(format!("{line}\n"), "in.jsonl", "batch"),
-    )
-    .await;
-    assert_eq!(status, 200, "{file}");
-    let (status, batch) = gw
-        .post_json(
-            &user,
-            "/v1/batches",
-            &json!({"input_file_id": file["id"], "endpoint": RESPONSES,
-                    "completion_window": "24h"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{batch}");
+    let file = batches::upload(&gw, &user, format!("{line}\n"), "batch").await;
+    let batch = batches::create_on(&gw, &user, &file, RESPONSES).await;
     let leased = answer_in_background(&gw, &node, "Batched.").await.unwrap();
     let id = leased["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("resp_"), "{id}");
-    let batch_id = batch["id"].as_str().unwrap();
-    let done = crate::harness::eventually(
-        std::time::Duration::from_secs(20),
-        "the batch to complete",
-        || async {
-            let (_, batch) = gw.get_json(&user, &format!("/v1/batches/{batch_id}")).await;
-            (batch["status"] == "completed").then_some(batch)
-        },
-    )
-    .await;
-    let output = gw
-        .http
-        .get(gw.url(&format!(
-            "/v1/files/{}/content",
-            done["output_file_id"].as_str().unwrap()
-        )))
-        .bearer_auth(&user)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let entry: Value = serde_json::from_str(output.trim()).unwrap();
+    let done = batches::batch_until(&gw, &user, batch["id"].as_str().unwrap(), "completed").await;
+    let mut lines = batches::content(&gw, &user, &done["output_file_id"]).await;
+    assert_eq!(lines.len(), 1);
+    let entry = lines.remove(0);
     assert_eq!(entry["response"]["body"]["id"], id.as_str(), "{entry}");
     let (status, read) = gw.get_json(&user, &format!("{RESPONSES}/{id}")).await;
     assert_eq!(

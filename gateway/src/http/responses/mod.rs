@@ -26,8 +26,7 @@ const MAX_PAGE: usize = 100;
 
 /// `POST /v1/responses`.
 pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
-    let judged = super::endpoints::parse_for(Endpoint::Responses, &req.body)?;
-    let mut request: Stored = super::request::parse_json(&req.body)?;
+    let (judged, mut request) = super::endpoints::parse_responses(&req.body)?;
     let background = request.get("background").and_then(Value::as_bool) == Some(true);
     let payload = match request
         .get("previous_response_id")
