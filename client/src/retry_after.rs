@@ -1,4 +1,5 @@
-//! `Retry-After` (RFC 9110 §10.2.3): the one parser the node and the Rust client share.
+//! `Retry-After` (RFC 9110 §10.2.3), and OpenAI's `retry-after-ms` and `x-ratelimit-*`
+//! headers: the one reader the node and the Rust client share.
 //!
 //! It only turns a header value into a delay; it does no I/O, and the cap on that delay is
 //! the caller's: the node (`node::upstream`) and the Rust client (`client`) both wait at most
@@ -28,6 +29,72 @@ pub fn parse(value: &str, now: SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// The delay an answer's headers ask for before a retry, read as OpenAI's SDKs and API
+/// write them, first found wins:
+/// 1. `retry-after-ms`, milliseconds (OpenAI's SDKs read it first);
+/// 2. `Retry-After` (see [`parse`]);
+/// 3. on a 429 without either: the longest `x-ratelimit-reset-{requests,tokens}` of a
+///    budget whose `x-ratelimit-remaining-*` is `0` (see [`parse_reset`]).
+///
+/// `header` looks a header up by its lower-case name. `None` when nothing applies, so the
+/// caller backs off on its own.
+pub fn from_headers<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    status: u16,
+    now: SystemTime,
+) -> Option<Duration> {
+    if let Some(ms) = header("retry-after-ms").and_then(|v| delta_seconds(v.trim())) {
+        // Read as a count, then scaled: `1500` is 1.5 s.
+        return Some(ms / 1000);
+    }
+    if let Some(delay) = header("retry-after").and_then(|v| parse(v, now)) {
+        return Some(delay);
+    }
+    if status != 429 {
+        return None;
+    }
+    ["requests", "tokens"]
+        .iter()
+        .filter(|budget| {
+            header(&format!("x-ratelimit-remaining-{budget}")).map(str::trim) == Some("0")
+        })
+        .filter_map(|budget| header(&format!("x-ratelimit-reset-{budget}")).and_then(parse_reset))
+        .max()
+}
+
+/// A duration as OpenAI's `x-ratelimit-reset-*` headers write it: numbers with units
+/// `h`, `m`, `s` or `ms`, largest first, as Go prints a duration (`6m0s`, `1s`, `250ms`,
+/// `1.5s`, `1h2m3s`). `None` for anything else.
+pub fn parse_reset(value: &str) -> Option<Duration> {
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let amount = delta_seconds(&rest[..digits])?;
+        rest = &rest[digits..];
+        let (scale, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[unit_len..];
+        total =
+            total.saturating_add(Duration::try_from_secs_f64(amount.as_secs_f64() * scale).ok()?);
+    }
+    Some(total)
+}
+
 /// `1*DIGIT [ "." 1*DIGIT ]`, exactly: no sign, exponent or spaces inside.
 fn delta_seconds(value: &str) -> Option<Duration> {
     let (whole, fraction) = match value.split_once('.') {
@@ -55,6 +122,57 @@ fn delta_seconds(value: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    fn lookup<'a>(headers: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<&'a str> {
+        move |name| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| *value)
+        }
+    }
+
+    #[test]
+    fn openai_reset_durations_are_read_as_go_writes_them() {
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_reset("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_reset("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_reset("1h2m3s"), Some(Duration::from_secs(3723)));
+        for junk in ["", "5", "s", "-1s", "1x", "1s2", "1e3s"] {
+            assert_eq!(parse_reset(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn the_headers_are_read_in_the_order_openais_sdks_read_them() {
+        let now = UNIX_EPOCH;
+        let read = |headers: &[(&str, &str)], status| from_headers(lookup(headers), status, now);
+        assert_eq!(
+            read(&[("retry-after-ms", "1500"), ("retry-after", "9")], 429),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            read(&[("retry-after", "9")], 503),
+            Some(Duration::from_secs(9))
+        );
+        // A spent budget's reset, the longer of the two when both are spent.
+        let spent = [
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "2s"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ];
+        assert_eq!(read(&spent, 429), Some(Duration::from_secs(360)));
+        // A budget with room left says nothing about the wait, nor does a 503.
+        let room = [
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "2s"),
+        ];
+        assert_eq!(read(&room, 429), None);
+        assert_eq!(read(&spent, 503), None);
+        assert_eq!(read(&[], 429), None);
+    }
 
     /// 1994-11-06 08:49:37 UTC, the RFC's own example date.
     fn rfc_example() -> SystemTime {

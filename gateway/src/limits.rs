@@ -37,6 +37,24 @@ impl RequestRate {
     /// Takes one submit from `key`'s bucket of `per_minute`: the budget after it, or, when
     /// the bucket is empty, the budget that refuses it.
     pub fn admit(&self, key: &str, per_minute: u32, now: Instant) -> Result<Budget, Budget> {
+        self.measure(key, per_minute, now, true)
+    }
+
+    /// `key`'s budget now, taking nothing: what every other answer's headers say.
+    pub fn peek(&self, key: &str, per_minute: u32, now: Instant) -> Budget {
+        self.measure(key, per_minute, now, false)
+            .unwrap_or_else(|budget| budget)
+    }
+
+    /// Refills `key`'s bucket to `now`, and takes a submit from it when `take` is set and
+    /// one is left (`Err` when `take` is set and none is).
+    fn measure(
+        &self,
+        key: &str,
+        per_minute: u32,
+        now: Instant,
+        take: bool,
+    ) -> Result<Budget, Budget> {
         let per_minute = per_minute.max(1);
         let full = u64::from(per_minute) * 1000;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -50,7 +68,7 @@ impl RequestRate {
             (bucket.milli_tokens + elapsed_ms * u64::from(per_minute) / 60).min(full);
         bucket.at = now;
         let admitted = bucket.milli_tokens >= 1000;
-        if admitted {
+        if admitted && take {
             bucket.milli_tokens -= 1000;
         }
         let until = |milli: u64| {
@@ -68,7 +86,11 @@ impl RequestRate {
                 until(1000)
             },
         };
-        if admitted { Ok(budget) } else { Err(budget) }
+        if admitted || !take {
+            Ok(budget)
+        } else {
+            Err(budget)
+        }
     }
 }
 
@@ -124,6 +146,10 @@ mod tests {
         assert!(rate.admit("k", 3, start + Duration::from_secs(20)).is_ok());
         assert!(rate.admit("k", 3, start + Duration::from_secs(20)).is_err());
         assert!(rate.admit("other", 3, start).is_ok());
+        let peeked = rate.peek("other", 3, start);
+        assert_eq!(peeked.remaining, 2, "a peek takes nothing");
+        assert_eq!(rate.peek("other", 3, start), peeked);
+        assert_eq!(rate.peek("fresh", 3, start).remaining, 3);
     }
 
     #[test]

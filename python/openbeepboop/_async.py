@@ -115,7 +115,7 @@ class AsyncClient:
                 continue
             if response.status_code >= 400:
                 if should_retry(response.status_code, response.headers) and attempt < self.max_retries:
-                    await asyncio.sleep(retry_delay(attempt, response.headers))
+                    await asyncio.sleep(retry_delay(attempt, response.headers, response.status_code))
                     attempt += 1
                     continue
                 try:

@@ -124,7 +124,7 @@ class Client:
                 continue
             if response.status_code >= 400:
                 if should_retry(response.status_code, response.headers) and attempt < self.max_retries:
-                    time.sleep(retry_delay(attempt, response.headers))
+                    time.sleep(retry_delay(attempt, response.headers, response.status_code))
                     attempt += 1
                     continue
                 raise _errors.status_error(response.status_code, _decode(response))

@@ -208,11 +208,47 @@ def parse_retry_after(value: str, now: Optional[float] = None) -> Optional[float
     return max(date.timestamp() - now, 0.0)
 
 
-def retry_delay(attempt: int, headers: Any = None) -> float:
-    """`Retry-After` when given (at most `MAX_RETRY_AFTER`), else exponential backoff with
-    jitter."""
-    value = None if headers is None else headers.get("retry-after")
+_RESET_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
+
+
+def parse_reset(value: str) -> Optional[float]:
+    """The seconds an OpenAI `x-ratelimit-reset-*` value gives: numbers with units `h`, `m`,
+    `s` or `ms`, as Go prints a duration (`6m0s`, `1s`, `250ms`, `1.5s`), or None for junk."""
+    value = value.strip()
+    parts = list(_RESET_PART.finditer(value))
+    if not value or "".join(part.group(0) for part in parts) != value:
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(part.group(1)) * scale[part.group(2)] for part in parts)
+
+
+def asked_delay(headers: Any, status: Optional[int] = None) -> Optional[float]:
+    """The seconds an answer's headers ask a client to wait before a retry, read as OpenAI's
+    SDKs and API write them, first found wins: `retry-after-ms` (milliseconds), then
+    `Retry-After`; on a 429 with neither, the longest `x-ratelimit-reset-{requests,tokens}`
+    of a budget whose `x-ratelimit-remaining-*` is `0`. None when nothing applies."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None and _DELTA_SECONDS.fullmatch(value.strip()):
+        return float(value) / 1000
+    value = headers.get("retry-after")
     delay = None if value is None else parse_retry_after(value)
+    if delay is not None or status != 429:
+        return delay
+    resets = [
+        parse_reset(headers.get(f"x-ratelimit-reset-{budget}") or "")
+        for budget in ("requests", "tokens")
+        if (headers.get(f"x-ratelimit-remaining-{budget}") or "").strip() == "0"
+    ]
+    resets = [reset for reset in resets if reset is not None]
+    return max(resets) if resets else None
+
+
+def retry_delay(attempt: int, headers: Any = None, status: Optional[int] = None) -> float:
+    """The delay the answer asks for (see `asked_delay`; at most `MAX_RETRY_AFTER`), else
+    exponential backoff with jitter."""
+    delay = asked_delay(headers, status)
     if delay is not None:
         return min(delay, MAX_RETRY_AFTER)
     ceiling = min(0.5 * (2**attempt), 8.0)

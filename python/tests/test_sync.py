@@ -5,7 +5,7 @@ import time
 import pytest
 
 import openbeepboop as obb
-from openbeepboop._protocol import Progress, parse_retry_after, retry_delay
+from openbeepboop._protocol import Progress, parse_reset, parse_retry_after, retry_delay
 
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -177,6 +177,27 @@ def test_retry_after_reads_delta_seconds_and_http_dates():
     assert retry_delay(0, {"retry-after": "Sun, 06 Nov 1994 08:49:37 GMT"}) == 0.0
     assert 0.25 <= retry_delay(0, {"retry-after": "later"}) <= 0.5
     assert 0.25 <= retry_delay(0, {}) <= 0.5
+
+
+def test_openais_retry_headers_are_read_as_its_sdks_read_them():
+    assert parse_reset("6m0s") == 360.0
+    assert parse_reset("250ms") == 0.25
+    assert parse_reset("1.5s") == 1.5
+    assert parse_reset("1h2m3s") == 3723.0
+    for junk in ("", "5", "s", "-1s", "1x", "1s2", "1e3s"):
+        assert parse_reset(junk) is None, repr(junk)
+    assert retry_delay(0, {"retry-after-ms": "1500", "retry-after": "9"}, 429) == 1.5
+    assert retry_delay(0, {"retry-after": "9"}, 503) == 9.0
+    spent = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "45s",
+    }
+    assert retry_delay(0, spent, 429) == 45.0, "the longer of two spent budgets"
+    room = {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "2s"}
+    assert 0.25 <= retry_delay(0, room, 429) <= 0.5, "a budget with room says nothing"
+    assert 0.25 <= retry_delay(0, spent, 503) <= 0.5, "only a 429 reads the budgets"
 
 
 def test_connection_errors_and_settings(monkeypatch, stack):

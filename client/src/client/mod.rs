@@ -216,12 +216,13 @@ impl Client {
                         .headers()
                         .get("x-should-retry")
                         .is_some_and(|v| v.as_bytes() == b"false");
-                    let retry_after = response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| crate::retry_after::parse(v, SystemTime::now()))
-                        .map(|delay| delay.min(MAX_RETRY_AFTER));
+                    let headers = response.headers();
+                    let retry_after = crate::retry_after::from_headers(
+                        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+                        status,
+                        SystemTime::now(),
+                    )
+                    .map(|delay| delay.min(MAX_RETRY_AFTER));
                     let bytes = response
                         .bytes()
                         .await

@@ -25,27 +25,45 @@ pub struct App {
     state: Arc<State>,
 }
 
+/// What [`App::handle`] gives back: the route's name, the time spent waiting, the answer,
+/// and the caller's rate limit headers.
+type Handled = (
+    &'static str,
+    Duration,
+    Result<Reply, ApiError>,
+    Vec<(&'static str, String)>,
+);
+
 impl App {
     pub fn new(state: Arc<State>) -> Self {
         Self { state }
     }
 
-    /// Routes and runs a request. Returns the route's name and the time spent waiting.
+    /// Routes and runs a request. Returns the route's name, the time spent waiting, and the
+    /// caller's rate limit headers for the answer, whatever it is.
     async fn handle(
         &self,
         req: &Request,
         shutdown: &ShutdownWatch,
         peer_is_loopback: bool,
-    ) -> (&'static str, Duration, Result<Reply, ApiError>) {
+    ) -> Handled {
         let route = match routes::resolve(&req.method, &req.path) {
             Ok(route) => route,
-            Err(e) => return ("unknown", Duration::ZERO, Err(e)),
+            Err(e) => return ("unknown", Duration::ZERO, Err(e), Vec::new()),
         };
         let waited = Waited::default();
+        let mut rate_headers = Vec::new();
         let result = self
-            .dispatch(&route, req, shutdown, peer_is_loopback, &waited)
+            .dispatch(
+                &route,
+                req,
+                shutdown,
+                peer_is_loopback,
+                &waited,
+                &mut rate_headers,
+            )
             .await;
-        (route.name(), waited.total(), result)
+        (route.name(), waited.total(), result, rate_headers)
     }
 
     async fn dispatch(
@@ -55,6 +73,7 @@ impl App {
         shutdown: &ShutdownWatch,
         peer_is_loopback: bool,
         waited: &Waited,
+        rate_headers: &mut Vec<(&'static str, String)>,
     ) -> Result<Reply, ApiError> {
         let principal = match route.roles() {
             None => None,
@@ -84,7 +103,10 @@ impl App {
             peer_is_loopback,
             waited,
         };
-        self.route(&ctx, route, req).await
+        let result = self.route(&ctx, route, req).await;
+        // Measured after the route ran, so that a submit's headers count the submit.
+        *rate_headers = user::rate_headers(&ctx);
+        result
     }
 
     /// `GET /metrics`: open on loopback; elsewhere it needs the metrics token when one is set.
@@ -317,7 +339,7 @@ impl HttpServerApp for App {
             ),
             Ok(Route::CreateFile)
         );
-        let (route, waited, result) = if uploading {
+        let (route, waited, result, rate_headers) = if uploading {
             // An upload streams its body to disk as it reads it, never whole.
             let result = upload::receive(
                 &self.state,
@@ -329,7 +351,7 @@ impl HttpServerApp for App {
                 // The body may be left unread.
                 session.set_keepalive(None);
             }
-            ("create_file", Duration::ZERO, result)
+            ("create_file", Duration::ZERO, result, Vec::new())
         } else {
             match body::receive(&self.state, &mut session).await {
                 Ok(body) => {
@@ -346,7 +368,7 @@ impl HttpServerApp for App {
                         }
                     }
                 }
-                Err(e) => ("unknown", Duration::ZERO, Err(e)),
+                Err(e) => ("unknown", Duration::ZERO, Err(e), Vec::new()),
             }
         };
         let mut error_kind = None;
@@ -358,6 +380,7 @@ impl HttpServerApp for App {
             error_kind = Some(error.label());
             Reply::error(&error)
         });
+        reply.headers.extend(rate_headers);
         // A preflight carries its own CORS headers; every other answer to an allowed
         // origin, errors included, lets the page read it.
         if route != "preflight" {

@@ -71,6 +71,9 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         }
         Some(after) => Some(after.seconds),
     };
+    // A batch create is one request of the key's `requests_per_minute`; its lines are
+    // leased by the fair share and the execution limits, not admitted one by one.
+    super::user::admit(ctx)?;
     // An unknown file, or another user's, is a bad parameter of this request.
     let file = match ctx
         .state

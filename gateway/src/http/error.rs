@@ -76,8 +76,6 @@ pub enum ApiError {
         message: String,
         retry_after: u64,
         queue: bool,
-        /// The request rate's budget, for OpenAI's `x-ratelimit-*-requests` headers.
-        budget: Option<crate::limits::Budget>,
     },
     #[error("internal error: {0}")]
     Internal(String),
@@ -321,7 +319,6 @@ impl From<StoreError> for ApiError {
                 message: format!("{error}; retry once some have run"),
                 retry_after: 2,
                 queue: true,
-                budget: None,
             },
             StoreError::IdempotencyConflict { .. } => {
                 ApiError::IdempotencyMismatch(error.to_string())
@@ -412,13 +409,11 @@ mod tests {
                 message: "x".into(),
                 retry_after: 1,
                 queue: false,
-                budget: None,
             },
             ApiError::RateLimited {
                 message: "x".into(),
                 retry_after: 1,
                 queue: true,
-                budget: None,
             },
             ApiError::Internal("x".into()),
             ApiError::JobFailed {

@@ -59,13 +59,6 @@ impl Reply {
         if let ApiError::MethodNotAllowed { allowed, .. } = error {
             reply = reply.header("allow", (*allowed).to_owned());
         }
-        if let ApiError::RateLimited {
-            budget: Some(budget),
-            ..
-        } = error
-        {
-            reply = super::user::with_budget(reply, budget);
-        }
         if matches!(error, ApiError::JobFailed { .. }) {
             // The job ran and failed; the SDK's own retry would only fetch the same answer.
             reply = reply.header("x-should-retry", "false".to_owned());

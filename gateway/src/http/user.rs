@@ -7,7 +7,7 @@ use super::policy;
 use super::reply::{Body, Reply};
 use super::request::Request;
 use super::wait::{wait_for_final, wait_with};
-use crate::limits::{Budget, openai_duration};
+use crate::limits::openai_duration;
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
     Endpoint, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest, PollResponse,
@@ -26,7 +26,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
     let payload = String::from_utf8(req.body.clone())
         .map_err(|_| ApiError::invalid("the request body is not valid UTF-8", None))?;
     let job = new_job(ctx, req, &judged, endpoint, new_job_id(), payload)?;
-    let budget = admit(ctx)?;
+    admit(ctx)?;
     let priority = job.priority;
     let reply = match hold(ctx, job, wait, &judged).await? {
         Held::Streaming(reply) => reply,
@@ -40,41 +40,59 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
             }
         }
     };
-    Ok(with_tokens(ctx, admitted(reply, priority, budget)))
+    Ok(admitted(reply, priority))
 }
 
-/// OpenAI's `x-ratelimit-{limit,remaining,reset}-tokens`, when the caller's key has a
-/// `tokens_per_minute`.
-pub(super) fn with_tokens(ctx: &Ctx<'_>, reply: Reply) -> Reply {
-    let Some((limit, remaining, reset)) = ctx
-        .principal
-        .as_ref()
-        .and_then(|p| ctx.state.queue.token_budget(&p.key_id))
-    else {
-        return reply;
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the caller's key,
+/// when it has a `requests_per_minute` or a `tokens_per_minute`: every answer to a user or
+/// admin route carries them (`app` adds them), as OpenAI's do. A submit's are measured after
+/// it took its request.
+pub(super) fn rate_headers(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let Some(principal) = ctx.principal.as_ref() else {
+        return Vec::new();
     };
-    reply
-        .header("x-ratelimit-limit-tokens", limit.to_string())
-        .header("x-ratelimit-remaining-tokens", remaining.to_string())
-        .header("x-ratelimit-reset-tokens", openai_duration(reset))
+    let mut headers = Vec::new();
+    if let Some(per_minute) = principal.requests_per_minute {
+        let budget = ctx
+            .state
+            .rates
+            .peek(&principal.key_id, per_minute, std::time::Instant::now());
+        headers.extend([
+            ("x-ratelimit-limit-requests", budget.limit.to_string()),
+            (
+                "x-ratelimit-remaining-requests",
+                budget.remaining.to_string(),
+            ),
+            ("x-ratelimit-reset-requests", openai_duration(budget.reset)),
+        ]);
+    }
+    if let Some((limit, remaining, reset)) = ctx.state.queue.token_budget(&principal.key_id) {
+        headers.extend([
+            ("x-ratelimit-limit-tokens", limit.to_string()),
+            ("x-ratelimit-remaining-tokens", remaining.to_string()),
+            ("x-ratelimit-reset-tokens", openai_duration(reset)),
+        ]);
+    }
+    headers
 }
 
-/// Takes one submit from the caller's request rate, when its key has one: the budget
-/// left, for the answer's headers; a 429 with `Retry-After` when it is spent.
-pub(super) fn admit(ctx: &Ctx<'_>) -> Result<Option<Budget>, ApiError> {
+/// Takes one request from the caller's request rate, when its key has one (a submit, a
+/// response create or a batch create: each request that makes work); a 429 with
+/// `Retry-After` when it is spent.
+pub(super) fn admit(ctx: &Ctx<'_>) -> Result<(), ApiError> {
     let Some((key, per_minute)) = ctx
         .principal
         .as_ref()
         .and_then(|p| Some((p.key_id.as_str(), p.requests_per_minute?)))
     else {
-        return Ok(None);
+        return Ok(());
     };
     match ctx
         .state
         .rates
         .admit(key, per_minute, std::time::Instant::now())
     {
-        Ok(budget) => Ok(Some(budget)),
+        Ok(_) => Ok(()),
         Err(budget) => Err(ApiError::RateLimited {
             message: format!(
                 "key `{key}` made the {per_minute} requests it may make a minute (`requests_per_minute`); retry in {}",
@@ -82,31 +100,14 @@ pub(super) fn admit(ctx: &Ctx<'_>) -> Result<Option<Budget>, ApiError> {
             ),
             retry_after: budget.retry_after.as_secs_f64().ceil() as u64,
             queue: false,
-            budget: Some(budget),
         }),
     }
 }
 
-/// The headers of an admitted submit: which priority the job got (the one asked for, the
-/// key's default, or the earliest the key may have), and OpenAI's `x-ratelimit-*-requests`
-/// when the key has a request rate.
-pub(super) fn admitted(reply: Reply, priority: u8, budget: Option<Budget>) -> Reply {
-    let reply = reply.header("x-obb-priority", priority.to_string());
-    match budget {
-        Some(budget) => with_budget(reply, &budget),
-        None => reply,
-    }
-}
-
-/// OpenAI's `x-ratelimit-{limit,remaining,reset}-requests`, on admitted and refused submits.
-pub fn with_budget(reply: Reply, budget: &Budget) -> Reply {
-    reply
-        .header("x-ratelimit-limit-requests", budget.limit.to_string())
-        .header(
-            "x-ratelimit-remaining-requests",
-            budget.remaining.to_string(),
-        )
-        .header("x-ratelimit-reset-requests", openai_duration(budget.reset))
+/// The header of an admitted submit: which priority the job got (the one asked for, the
+/// key's default, or the earliest the key may have).
+pub(super) fn admitted(reply: Reply, priority: u8) -> Reply {
+    reply.header("x-obb-priority", priority.to_string())
 }
 
 /// How long a submit is held: `?wait` or `Prefer: wait`, else `default`. A stream is always

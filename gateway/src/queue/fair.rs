@@ -296,22 +296,10 @@ impl Fair {
                 return None;
             }
             let queue = band.keys.get(key)?;
-            // A key at its `max_concurrent_jobs` waits: queued, not refused.
-            let room = state.room(key, taken);
+            let room = state.allowance(key, taken, deferred);
             if room == 0 {
-                deferred.concurrency = true;
                 return None;
             }
-            // One job at a time for a key with a token budget: each job's estimate is
-            // charged before the key's next one is granted.
-            let room = match state.budgets.get(key) {
-                Some(budget) if budget.level <= 0 => {
-                    deferred.tokens = true;
-                    return None;
-                }
-                Some(_) => room.min(1),
-                None => room,
-            };
             let mut lanes = Vec::new();
             let mut available = 0u32;
             for (lane, count) in &queue.lanes {
@@ -397,6 +385,15 @@ impl Fair {
         state.short_of_tokens.len() < before
     }
 
+    /// Whether one more of `key`'s jobs may be leased now, beyond those `taken`: the
+    /// lease's queue-order fallback asks this of each job, so that it too keeps the key's
+    /// `max_concurrent_jobs` and `tokens_per_minute`.
+    pub fn may_take(&self, key: &str, taken: &Taken, deferred: &mut Deferrals) -> bool {
+        let mut state = self.state();
+        state.refill_and_note(Instant::now());
+        state.allowance(key, taken, deferred) > 0
+    }
+
     /// Sets a key's `tokens_per_minute` (none: no limit); a new rate starts full.
     pub fn set_tokens(&self, key: &str, per_minute: Option<u32>) {
         let mut state = self.state();
@@ -475,6 +472,26 @@ impl State {
             .sum();
         let running = u32::try_from(self.running.get(key).copied().unwrap_or(0)).unwrap_or(0);
         cap.saturating_sub(running + taken)
+    }
+
+    /// How many of `key`'s jobs one grant may lease now: none for a key at its
+    /// `max_concurrent_jobs` or out of its `tokens_per_minute` (it waits, queued, not
+    /// refused; noted in `deferred`), one at a time for a key with a token budget (each
+    /// job's estimate is charged before the next is granted), else its room.
+    fn allowance(&self, key: &str, taken: &Taken, deferred: &mut Deferrals) -> u32 {
+        let room = self.room(key, taken);
+        if room == 0 {
+            deferred.concurrency = true;
+            return 0;
+        }
+        match self.budgets.get(key) {
+            Some(budget) if budget.level <= 0 => {
+                deferred.tokens = true;
+                0
+            }
+            Some(_) => room.min(1),
+            None => room,
+        }
     }
 
     fn set_shares(&mut self, shares: Vec<KeyShare>) {

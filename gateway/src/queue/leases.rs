@@ -142,6 +142,8 @@ struct Candidate {
     endpoint: Endpoint,
     seq: i64,
     est_tokens: u64,
+    owner: String,
+    priority: u8,
 }
 
 fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
@@ -155,12 +157,13 @@ fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         endpoint: reads::endpoint(row, 6)?,
         seq: row.get(7)?,
         est_tokens: row.get::<_, i64>(8)?.max(0) as u64,
+        owner: row.get(9)?,
+        priority: row.get(10)?,
     })
 }
 
 /// The columns [`candidate`] reads, in its order.
-const CANDIDATE_COLUMNS: &str =
-    "id, model, request_payload, attempts, request_id, created_at, endpoint, seq, est_tokens";
+const CANDIDATE_COLUMNS: &str = "id, model, request_payload, attempts, request_id, created_at, endpoint, seq, est_tokens, owner_key_id, priority";
 
 /// Leases up to `asked.limit` queued jobs the node serves: the highest priority (lowest
 /// number) first; within a priority, shared between the keys with work queued in
@@ -216,7 +219,12 @@ pub fn lease(
                 if misses > MAX_MISSES {
                     // Bounded work whatever the counts say: the rest in plain queue order.
                     let room = asked.limit - leased.len() as u32;
-                    leased.extend(in_queue_order(ctx, asked, room)?);
+                    let fallback = Fallback {
+                        fair,
+                        taken: &mut taken,
+                        deferred: &mut deferred,
+                    };
+                    leased.extend(in_queue_order(ctx, asked, room, fallback)?);
                     break 'bands;
                 }
                 continue;
@@ -264,24 +272,57 @@ fn lane_query() -> String {
     )
 }
 
-/// Up to `limit` jobs in plain queue order, whoever queued them.
+/// What the queue-order fallback keeps of the fair lease: the keys' caps and budgets.
+struct Fallback<'a> {
+    fair: &'a Fair,
+    taken: &'a mut Taken,
+    deferred: &'a mut Deferrals,
+}
+
+/// How many jobs in queue order the fallback reads for each one it may lease: a key at its
+/// cap or out of tokens has its jobs passed over, not leased.
+const FALLBACK_READ_AHEAD: u32 = 4;
+
+/// Up to `limit` jobs in plain queue order, whoever queued them, within each key's
+/// `max_concurrent_jobs` and `tokens_per_minute`.
 fn in_queue_order(
     ctx: &mut WriteCtx<'_>,
     asked: &Asked<'_>,
     limit: u32,
+    keep: Fallback<'_>,
 ) -> Result<Vec<LeasedJob>, StoreError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let (sql, values) = candidates_query(ctx.now, asked.models, asked.endpoints, limit);
+    let read = limit.saturating_mul(FALLBACK_READ_AHEAD);
+    let (sql, values) = candidates_query(ctx.now, asked.models, asked.endpoints, read);
     let candidates = ctx
         .conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(values), candidate)?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut leased = Vec::with_capacity(candidates.len());
+    let mut leased = Vec::with_capacity(limit as usize);
     for candidate in candidates {
-        leased.extend(take(ctx, candidate, asked)?);
+        if leased.len() as u32 >= limit {
+            break;
+        }
+        if !keep
+            .fair
+            .may_take(&candidate.owner, keep.taken, keep.deferred)
+        {
+            continue;
+        }
+        let slot = (
+            candidate.priority,
+            candidate.owner.clone(),
+            (candidate.model.clone(), candidate.endpoint),
+        );
+        let (owner, estimate) = (candidate.owner.clone(), candidate.est_tokens);
+        if let Some(job) = take(ctx, candidate, asked)? {
+            *keep.taken.entry(slot).or_default() += 1;
+            keep.fair.spend(&owner, estimate);
+            leased.push(job);
+        }
     }
     Ok(leased)
 }

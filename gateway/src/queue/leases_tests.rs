@@ -165,3 +165,38 @@ async fn one_fetch_takes_every_band_in_turn() {
         .collect();
     assert_eq!(leased, [one.clone(), three, five].concat());
 }
+
+#[tokio::test]
+async fn the_queue_order_fallback_keeps_a_keys_max_concurrent_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = QueueSettings {
+        max_attempts: 3,
+        retry_backoff_base: Duration::from_secs(600),
+        ..QueueSettings::default()
+    };
+    let queue = open(dir.path(), settings);
+    // More keys than a lease may miss, each with one job backing off after a failure: the
+    // counts say queued, the lane queries find nothing due, and the lease falls back to
+    // queue order.
+    for n in 0..20 {
+        queue_jobs(&queue, &format!("k{n:02}"), 3, 1).await;
+    }
+    let failing = lease(&queue, 20).await;
+    assert_eq!(failing.len(), 20);
+    let failures = failing
+        .iter()
+        .map(|job| result(job, NodeResultStatus::Failed, true))
+        .collect();
+    queue.submit(failures).await.unwrap();
+    queue.fair.set_cap("c", Some(1));
+    let c = queue_jobs(&queue, "c", 3, 3).await;
+    let leased = lease(&queue, 3).await;
+    let ids: Vec<String> = leased.iter().map(|j| j.id.to_string()).collect();
+    assert_eq!(ids, c[..1], "one job at a time for a key capped at 1");
+    // Its job ends: the next one may run, through the fallback as well.
+    complete(&queue, &leased).await;
+    let next = lease(&queue, 3).await;
+    let ids: Vec<String> = next.iter().map(|j| j.id.to_string()).collect();
+    assert_eq!(ids, c[1..2]);
+    assert_counts_true(&queue, dir.path());
+}

@@ -229,6 +229,24 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    // Every answer to the key says where its budget stands, as OpenAI's do, reads and
+    // errors included, and reading takes nothing from it.
+    for path in ["/v1/jobs", "/v1/models", "/v1/jobs/job_missing"] {
+        let read = gw
+            .http
+            .get(gw.url(path))
+            .bearer_auth(&user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.headers()["x-ratelimit-limit-requests"], "3", "{path}");
+        assert_eq!(
+            read.headers()["x-ratelimit-remaining-requests"],
+            "0",
+            "{path}"
+        );
+        assert!(read.headers().contains_key("x-ratelimit-reset-requests"));
+    }
     let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
     assert_eq!(
         jobs["data"].as_array().unwrap().len(),
@@ -437,6 +455,15 @@ async fn a_key_over_its_tokens_per_minute_keeps_its_jobs_queued_until_usage_give
             "nothing ran yet"
         );
     }
+    let read = gw
+        .http
+        .get(gw.url("/v1/jobs"))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.headers()["x-ratelimit-limit-tokens"], "200");
+    assert!(read.headers().contains_key("x-ratelimit-reset-tokens"));
     gw.submit_with(&other, &crate::harness::chat("m", "y"), Some(0), &[])
         .await;
     let mine = |job: &Value| job["request_payload"]["max_tokens"] == 250;

@@ -310,12 +310,14 @@ impl UpstreamClient {
             .await
             .map_err(|e| (self.unreachable(&url, &e), None))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| openbeepboop::retry_after::parse(v, std::time::SystemTime::now()))
-            .map(|delay| delay.min(Duration::from_secs(60)));
+        // A hosted provider's 429 says when to come back in OpenAI's headers.
+        let headers = response.headers();
+        let retry_after = openbeepboop::retry_after::from_headers(
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+            status,
+            std::time::SystemTime::now(),
+        )
+        .map(|delay| delay.min(Duration::from_secs(60)));
         let text = response
             .text()
             .await

@@ -11,7 +11,7 @@ use super::Ctx;
 use super::error::ApiError;
 use super::reply::Reply;
 use super::request::Request;
-use super::user::{Held, admit, admitted, hold, new_job, streaming, submit_wait, with_tokens};
+use super::user::{Held, admit, admitted, hold, new_job, streaming, submit_wait};
 use crate::queue::{JobRecord, new_response_id};
 use object::Request as Stored;
 use openbeepboop::Endpoint;
@@ -53,7 +53,7 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         new_response_id(),
         payload,
     )?;
-    let budget = admit(ctx)?;
+    admit(ctx)?;
     let priority = job.priority;
     let reply = match hold(ctx, job, wait, &judged).await? {
         Held::Streaming(reply) => reply,
@@ -69,7 +69,7 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
         }
         Held::Ended(record) => return Err(ApiError::job_failed(&record)),
     };
-    Ok(with_tokens(ctx, admitted(reply, priority, budget)))
+    Ok(admitted(reply, priority))
 }
 
 /// Expands `previous_response_id` into `request`'s input: 400 naming the field when the
