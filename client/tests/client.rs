@@ -317,6 +317,32 @@ async fn a_retry_after_http_date_is_waited_for_and_a_past_one_is_not() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_429_with_only_a_spent_budgets_reset_is_retried_after_that_reset() {
+    // The client's own first backoff is at most 0.5 s; the spent budget resets in 1.5 s (the
+    // tokens' 9 s does not count: that budget has room).
+    let (base, seen) = scripted(vec![
+        answer(
+            429,
+            "x-ratelimit-remaining-requests: 0\r\nx-ratelimit-reset-requests: 1500ms\r\nx-ratelimit-remaining-tokens: 90\r\nx-ratelimit-reset-tokens: 9s\r\n",
+        ),
+        answer(200, ""),
+    ])
+    .await;
+    let client = Client::new(&base, "k").unwrap();
+    assert_eq!(
+        client.jobs().get(&JobId::from("job-x")).await.unwrap().id,
+        "job-x"
+    );
+    let times = arrivals(&seen);
+    assert_eq!(times.len(), 2);
+    let gap = times[1].duration_since(times[0]).unwrap();
+    assert!(
+        gap >= Duration::from_millis(1450) && gap < Duration::from_secs(5),
+        "{gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_rust_example_runs_against_a_real_gateway_and_node() {
     let gw = Gateway::start(&[]).await;
     let (user, node_key) = (gw.key("user").await, gw.key("node").await);

@@ -179,6 +179,20 @@ def test_retry_after_reads_delta_seconds_and_http_dates():
     assert 0.25 <= retry_delay(0, {}) <= 0.5
 
 
+def test_a_429_with_only_a_spent_budgets_reset_is_retried_after_that_reset(scripted):
+    base, server = scripted
+    # The first backoff without a hint is at most 0.5 s; the budget resets in 1.5 s.
+    server.script = [
+        (429, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1500ms",
+               "x-ratelimit-remaining-tokens": "90", "x-ratelimit-reset-tokens": "9s"}),
+        (200, {}),
+    ]
+    assert obb.Client(base_url=base, api_key="k", max_retries=2).jobs.get("job-x").id == "job-x"
+    arrivals = [seen[3] for seen in server.seen]
+    assert len(arrivals) == 2
+    assert 1.45 <= arrivals[1] - arrivals[0] < 5.0, arrivals
+
+
 def test_openais_retry_headers_are_read_as_its_sdks_read_them():
     assert parse_reset("6m0s") == 360.0
     assert parse_reset("250ms") == 0.25
