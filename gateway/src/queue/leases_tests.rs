@@ -72,6 +72,17 @@ fn assert_counts_true(queue: &Queue, dir: &std::path::Path) {
     assert_eq!(queue.fair.counts(), fresh.counts());
 }
 
+/// How many jobs the database holds leased to a node.
+fn processing(dir: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM jobs WHERE status = 'processing'",
+        [],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn b_queued_behind_400_of_a_gets_its_5_within_the_next_12_leases() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,9 +152,25 @@ async fn the_counts_stay_true_through_every_kind_of_change() {
     queue.cancel(a[5].clone(), Visibility::All).await.unwrap();
     queue.delete(a[4].clone(), Visibility::All).await.unwrap();
     assert_counts_true(&queue, dir.path());
-    // Leases that lapse put their jobs back in the queue.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    queue.reap(ReapPass::default()).await.unwrap();
+    // Leases that lapse put their jobs back in the queue: the reaper passes until the two
+    // still leased have lapsed (1 ms leases) and are queued again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut requeued = 0;
+    loop {
+        let report = queue.reap(ReapPass::default()).await.unwrap();
+        assert_eq!(report.failed, 0, "{report:?}");
+        requeued += report.requeued;
+        if requeued >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lapsed leases were requeued within 5 s ({requeued} of 2)"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(requeued, 2);
+    assert_eq!(processing(dir.path()), 0, "no job is left leased");
     assert_counts_true(&queue, dir.path());
     // And a store opened again counts the same.
     drop(queue);
