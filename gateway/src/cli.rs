@@ -1,7 +1,7 @@
 //! Command-line types of `obb-gateway`. Parsing only: no behaviour lives here.
 
 use clap::{Args, Parser, Subcommand};
-use openbeepboop::{KeyLimits, Role};
+use openbeepboop::Role;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -137,39 +137,4 @@ pub struct LimitArgs {
     /// The label of the key's own gauges.
     #[arg(long, value_parser = setting::<String>)]
     pub metrics_label: Option<Setting<String>>,
-}
-
-impl LimitArgs {
-    /// Writes the limits given into `limits`; returns whether any was given.
-    pub fn apply(&self, limits: &mut KeyLimits) -> bool {
-        let mut given = false;
-        let mut set = |field: &mut Option<u32>, value: &Option<Setting<u32>>| {
-            if let Some(Setting(value)) = value {
-                *field = *value;
-                given = true;
-            }
-        };
-        set(&mut limits.requests_per_minute, &self.requests_per_minute);
-        set(&mut limits.tokens_per_minute, &self.tokens_per_minute);
-        set(&mut limits.max_queued_jobs, &self.max_queued_jobs);
-        set(&mut limits.max_concurrent_jobs, &self.max_concurrent_jobs);
-        for (field, value) in [
-            (&mut limits.max_priority, &self.max_priority),
-            (&mut limits.default_priority, &self.default_priority),
-        ] {
-            if let Some(Setting(value)) = value {
-                *field = *value;
-                given = true;
-            }
-        }
-        if let Some(weight) = self.weight {
-            limits.weight = weight;
-            given = true;
-        }
-        if let Some(Setting(label)) = &self.metrics_label {
-            limits.metrics_label.clone_from(label);
-            given = true;
-        }
-        given
-    }
 }

@@ -4,10 +4,12 @@
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use obb_gateway::auth::mint_key;
-use obb_gateway::cli::{Cli, Command, KeysCommand, SetupArgs, StartArgs, StoreArgs};
+use obb_gateway::cli::{
+    Cli, Command, KeysCommand, LimitArgs, Setting, SetupArgs, StartArgs, StoreArgs,
+};
 use obb_gateway::config::{Config, default_config_file};
 use obb_gateway::queue::{Queue, offline};
-use openbeepboop::Role;
+use openbeepboop::{KeyLimits, Role};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -170,7 +172,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Limits { id, set, store } => {
             let db = load(&store)?.db_path()?;
             let mut limits = offline::key_limits(&db, &id)?;
-            if set.apply(&mut limits) {
+            if apply_limits(&set, &mut limits) {
                 limits.check().map_err(|(field, message)| {
                     anyhow::anyhow!("--{}: {message}", field.replace('_', "-"))
                 })?;
@@ -180,4 +182,37 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes the limits given on the command line into `limits`; returns whether any was given.
+fn apply_limits(set: &LimitArgs, limits: &mut KeyLimits) -> bool {
+    let mut given = false;
+    let mut number = |field: &mut Option<u32>, value: &Option<Setting<u32>>| {
+        if let Some(Setting(value)) = value {
+            *field = *value;
+            given = true;
+        }
+    };
+    number(&mut limits.requests_per_minute, &set.requests_per_minute);
+    number(&mut limits.tokens_per_minute, &set.tokens_per_minute);
+    number(&mut limits.max_queued_jobs, &set.max_queued_jobs);
+    number(&mut limits.max_concurrent_jobs, &set.max_concurrent_jobs);
+    for (field, value) in [
+        (&mut limits.max_priority, &set.max_priority),
+        (&mut limits.default_priority, &set.default_priority),
+    ] {
+        if let Some(Setting(value)) = value {
+            *field = *value;
+            given = true;
+        }
+    }
+    if let Some(weight) = set.weight {
+        limits.weight = weight;
+        given = true;
+    }
+    if let Some(Setting(label)) = &set.metrics_label {
+        limits.metrics_label.clone_from(label);
+        given = true;
+    }
+    given
 }
