@@ -158,8 +158,14 @@ pub enum QueueEvent {
         owner: String,
         estimated: u64,
     },
+    /// A run ended without a completion: its key's `tokens_per_minute` gets back the
+    /// `estimated` tokens it was charged when the job was leased.
+    TokensReturned {
+        owner: String,
+        estimated: u64,
+    },
     /// A lease passed over a key's queued jobs for one of its execution limits (`reason`:
-    /// `max_concurrent_jobs`); counted once per lease and reason.
+    /// `max_concurrent_jobs` or `tokens_per_minute`); counted once per lease and reason.
     LeaseDeferred {
         reason: &'static str,
     },
