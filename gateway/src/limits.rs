@@ -106,7 +106,11 @@ pub fn estimated_tokens(body: &str) -> u64 {
         .find_map(|field| request[field].as_u64())
         .unwrap_or(0);
     let choices = request["n"].as_u64().unwrap_or(1).max(1);
-    input + most.saturating_mul(choices)
+    // Saturated at what the store keeps (a signed 64-bit column): a `max_tokens` of 2^64 - 1
+    // is charged as the most there is, not wrapped to nothing.
+    input
+        .saturating_add(most.saturating_mul(choices))
+        .min(i64::MAX as u64)
 }
 
 /// A duration as OpenAI's `x-ratelimit-reset-*` headers write it: `1s`, `6m0s`, `250ms`.
@@ -157,6 +161,12 @@ mod tests {
         let body = r#"{"model":"m","messages":[],"max_tokens":100,"n":2}"#;
         assert_eq!(estimated_tokens(body), body.len() as u64 / 4 + 200);
         assert_eq!(estimated_tokens("{}"), 0);
+        let huge = r#"{"max_tokens":18446744073709551615,"n":4}"#;
+        assert_eq!(
+            estimated_tokens(huge),
+            i64::MAX as u64,
+            "saturated, not wrapped"
+        );
     }
 
     #[test]

@@ -256,7 +256,9 @@ impl QueueMetrics {
             QueueEvent::LeaseExpired { model } => {
                 self.lease_expirations.with_label_values(&[model]).inc()
             }
-            QueueEvent::BatchLineFinished { .. } | QueueEvent::BatchFileStored { .. } => {}
+            QueueEvent::BatchLineFinished { .. }
+            | QueueEvent::BatchFileStored { .. }
+            | QueueEvent::TokensReturned { .. } => {}
         }
     }
 

@@ -14,7 +14,7 @@ use super::notify::Change;
 use openbeepboop::{Endpoint, JobStatus};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The jobs of one model and endpoint: what a node may or may not serve.
 pub type Lane = (String, Endpoint);
@@ -45,6 +45,11 @@ struct State {
     short_of_tokens: HashSet<String>,
     /// Jobs running, by key.
     running: HashMap<String, i64>,
+    /// Keys, by band, whose queued jobs a lease found none of due (all backing off before a
+    /// retry, or expired and not yet reaped): passed over until a job of theirs is queued in
+    /// the band, or the reaper finds retries due. Without this, they would stay first in
+    /// their band (a key is charged only for what it leases) and cost every lease a miss.
+    asleep: HashSet<(usize, String)>,
 }
 
 /// A key's `tokens_per_minute`: a bucket refilled evenly over a minute, charged each job's
@@ -52,8 +57,11 @@ struct State {
 /// next jobs then wait until it is back above.
 #[derive(Debug)]
 struct TokenBudget {
+    /// Tokens a minute.
     per_minute: u32,
+    /// Tokens left now; below zero after a charge larger than what was left.
     level: i64,
+    /// When the tokens in `level` were last counted: refills count from here.
     at: Instant,
 }
 
@@ -66,12 +74,26 @@ impl TokenBudget {
         }
     }
 
+    /// Adds the whole tokens earned since `at`. `at` moves on only by the time those tokens
+    /// took, so the fraction of a token earned so far is kept for the next refill, however
+    /// often it is asked.
     fn refill(&mut self, now: Instant) {
-        let elapsed_ms = now.saturating_duration_since(self.at).as_millis() as i64;
-        let gained = elapsed_ms * i64::from(self.per_minute) / 60_000;
-        if gained > 0 {
-            self.level = (self.level + gained).min(i64::from(self.per_minute));
+        let full = i64::from(self.per_minute.max(1));
+        if self.level >= full {
             self.at = now;
+            return;
+        }
+        let elapsed_ms =
+            i64::try_from(now.saturating_duration_since(self.at).as_millis()).unwrap_or(i64::MAX);
+        let gained = elapsed_ms.saturating_mul(full) / 60_000;
+        if gained <= 0 {
+            return;
+        }
+        self.level = self.level.saturating_add(gained).min(full);
+        if self.level >= full {
+            self.at = now;
+        } else {
+            self.at += Duration::from_millis((gained * 60_000 / full) as u64);
         }
     }
 }
@@ -178,6 +200,9 @@ impl Fair {
             }
             if change.status == JobStatus::Queued {
                 state.add(change.priority, &change.owner, lane(), 1);
+                state
+                    .asleep
+                    .remove(&(band_of(change.priority), change.owner.clone()));
             }
             if change.from == Some(JobStatus::Processing) {
                 let running = state.running.entry(change.owner.clone()).or_default();
@@ -196,6 +221,20 @@ impl Fair {
             }
         }
         room
+    }
+
+    /// Passes over `key` in band `priority` from now on: a lease found none of its queued
+    /// jobs there due. It wakes when a job of its is queued in the band, or at
+    /// [`Fair::wake_sleepers`].
+    pub fn sleep(&self, priority: u8, key: &str) {
+        self.state()
+            .asleep
+            .insert((band_of(priority), key.to_owned()));
+    }
+
+    /// Wakes every sleeping key: the reaper found retries that became due.
+    pub fn wake_sleepers(&self) {
+        self.state().asleep.clear();
     }
 
     /// Sets a key's weight (1 to 1000); its next leases advance it by the new stride.
@@ -220,22 +259,28 @@ impl Fair {
     /// Queued and running jobs of each key with a `metrics_label`, by label, sorted.
     pub fn labelled(&self) -> Vec<super::LabelledKey> {
         let state = self.state();
-        let mut keys: Vec<super::LabelledKey> = state
-            .labels
-            .iter()
-            .map(|(key, label)| super::LabelledKey {
-                label: label.clone(),
-                queued: state
-                    .bands
-                    .iter()
-                    .filter_map(|band| band.keys.get(key))
-                    .map(|queue| queue.queued)
-                    .sum(),
-                running: state.running.get(key).copied().unwrap_or(0),
+        // Keys given the same label (a team's keys, say) share its gauges: summed.
+        let mut by_label: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for (key, label) in &state.labels {
+            let queued: i64 = state
+                .bands
+                .iter()
+                .filter_map(|band| band.keys.get(key))
+                .map(|queue| queue.queued)
+                .sum();
+            let running = state.running.get(key).copied().unwrap_or(0);
+            let sums = by_label.entry(label).or_default();
+            sums.0 += queued;
+            sums.1 += running;
+        }
+        by_label
+            .into_iter()
+            .map(|(label, (queued, running))| super::LabelledKey {
+                label: label.to_owned(),
+                queued,
+                running,
             })
-            .collect();
-        keys.sort_by(|a, b| a.label.cmp(&b.label));
-        keys
+            .collect()
     }
 
     /// Where a queued job of `key` in band `priority` stands: the jobs queued in earlier
@@ -291,8 +336,11 @@ impl Fair {
         state.refill_and_note(Instant::now());
         let state = &*state;
         let band = &state.bands[band_of(priority)];
+        let band_index = band_of(priority);
         let mut eligible = band.order.iter().filter_map(|(pass, key)| {
-            if skip.contains(key) {
+            let asleep =
+                !state.asleep.is_empty() && state.asleep.contains(&(band_index, key.clone()));
+            if asleep || skip.contains(key) {
                 return None;
             }
             let queue = band.keys.get(key)?;
@@ -339,8 +387,9 @@ impl Fair {
         let mut state = self.state();
         let budget = state.budgets.get_mut(key)?;
         budget.refill(Instant::now());
-        let missing = i64::from(budget.per_minute) - budget.level;
-        let reset_ms = (missing.max(0) as u64) * 60_000 / u64::from(budget.per_minute.max(1));
+        let missing = i64::from(budget.per_minute).saturating_sub(budget.level);
+        let reset_ms =
+            (missing.max(0) as u64).saturating_mul(60_000) / u64::from(budget.per_minute.max(1));
         Some((
             budget.per_minute,
             budget.level.max(0) as u64,
@@ -354,7 +403,9 @@ impl Fair {
         let now = Instant::now();
         if let Some(budget) = state.budgets.get_mut(key) {
             budget.refill(now);
-            budget.level -= i64::try_from(tokens).unwrap_or(i64::MAX);
+            budget.level = budget
+                .level
+                .saturating_sub(i64::try_from(tokens).unwrap_or(i64::MAX));
             if budget.level <= 0 {
                 state.short_of_tokens.insert(key.to_owned());
             }
@@ -366,9 +417,13 @@ impl Fair {
     pub fn settle(&self, key: &str, estimated: u64, used: u64) {
         let mut state = self.state();
         if let Some(budget) = state.budgets.get_mut(key) {
-            budget.level +=
-                i64::try_from(estimated).unwrap_or(0) - i64::try_from(used).unwrap_or(0);
-            budget.level = budget.level.min(i64::from(budget.per_minute));
+            let back = i64::try_from(estimated)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(used).unwrap_or(i64::MAX));
+            budget.level = budget
+                .level
+                .saturating_add(back)
+                .min(i64::from(budget.per_minute));
         }
     }
 
@@ -801,6 +856,80 @@ mod tests {
         )]));
         fair.set_cap("a", None);
         assert_eq!(pick(&Taken::new()).grant, 1, "tied again: one each");
+    }
+
+    #[test]
+    fn a_key_with_nothing_due_sleeps_until_a_job_is_queued_or_retries_come_due() {
+        let fair = fair(&[("a", 3, "m", 5), ("b", 3, "m", 5)]);
+        let models = any();
+        let filter = Filter {
+            models: &models,
+            endpoints: &[CHAT],
+        };
+        let pick = || {
+            fair.pick(
+                3,
+                &filter,
+                &Taken::new(),
+                &HashSet::new(),
+                1,
+                &mut Deferrals::default(),
+            )
+            .map(|pick| pick.key)
+        };
+        assert_eq!(pick().as_deref(), Some("a"));
+        fair.sleep(3, "a");
+        assert_eq!(
+            pick().as_deref(),
+            Some("b"),
+            "a sleeping key is passed over"
+        );
+        fair.sleep(3, "b");
+        assert_eq!(pick(), None);
+        fair.apply(&[change("b", None, JobStatus::Queued)]);
+        assert_eq!(
+            pick().as_deref(),
+            Some("b"),
+            "a job queued in the band wakes it"
+        );
+        fair.sleep(3, "b");
+        fair.wake_sleepers();
+        assert_eq!(pick().as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn keys_sharing_a_metrics_label_share_its_gauges() {
+        let fair = fair(&[("a", 3, "m", 2), ("b", 1, "m", 3), ("c", 3, "m", 7)]);
+        fair.set_label("a", Some("team".into()));
+        fair.set_label("b", Some("team".into()));
+        fair.set_label("c", Some("solo".into()));
+        let labelled: Vec<(String, i64)> = fair
+            .labelled()
+            .into_iter()
+            .map(|key| (key.label, key.queued))
+            .collect();
+        assert_eq!(labelled, [("solo".into(), 7), ("team".into(), 5)]);
+    }
+
+    #[test]
+    fn a_token_budget_keeps_the_fraction_earned_between_refills() {
+        let start = Instant::now();
+        let mut budget = TokenBudget {
+            per_minute: 60,
+            level: 0,
+            at: start,
+        };
+        // A token a second, asked for at 1.5 s and at 2 s: two tokens, not one.
+        budget.refill(start + Duration::from_millis(1500));
+        assert_eq!(budget.level, 1);
+        budget.refill(start + Duration::from_millis(2000));
+        assert_eq!(budget.level, 2);
+        // Full, it stays full, and a huge charge saturates rather than wraps.
+        budget.refill(start + Duration::from_secs(3600));
+        assert_eq!(budget.level, 60);
+        budget.level = budget.level.saturating_sub(i64::MAX);
+        budget.refill(start + Duration::from_secs(3601));
+        assert!(budget.level < 0);
     }
 
     #[test]

@@ -74,6 +74,7 @@ struct Moved {
     locked_at: Option<i64>,
     node: Option<String>,
     batch_id: Option<String>,
+    est_tokens: i64,
 }
 
 /// The one place a job's status changes. Returns false when the job was not in `from`
@@ -111,7 +112,7 @@ pub fn transition(
              result_lease_id = COALESCE(?14, result_lease_id)
          WHERE id = ?1 AND status = ?2
          RETURNING model, priority, created_at, locked_at, locked_by, batch_id, endpoint,
-             owner_key_id",
+             owner_key_id, est_tokens",
     )?.query_row(params![
         id,
         from.as_str(),
@@ -136,6 +137,7 @@ pub fn transition(
         batch_id: row.get(5)?,
         endpoint: reads::endpoint(row, 6)?,
         owner: row.get(7)?,
+        est_tokens: row.get(8)?,
     })).optional()?;
     let changed = moved.is_some();
     if let Some(moved) = moved {
@@ -157,6 +159,15 @@ pub fn transition(
                     .filter(|_| from == JobStatus::Processing)
                     .map(|at| ctx.now - at),
                 total_ms: ctx.now - moved.created_at,
+            });
+        }
+        // A run that ends without a completion (failed, handed back, lapsed, cancelled) used
+        // no tokens we know of: its key gets the estimate it was charged at lease back. A
+        // completion is settled from its usage instead (`results`).
+        if from == JobStatus::Processing && to != JobStatus::Completed && moved.est_tokens > 0 {
+            ctx.events.push(QueueEvent::TokensReturned {
+                owner: moved.owner.clone(),
+                estimated: moved.est_tokens as u64,
             });
         }
         ctx.changes.push(Change {

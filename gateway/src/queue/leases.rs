@@ -184,6 +184,15 @@ pub fn lease(
     let mut leased = Vec::new();
     // What this lease took: the counts learn of it only when it commits.
     let mut taken = Taken::new();
+    // And what earlier leases of the same group took, for the same reason.
+    for change in ctx.earlier {
+        if change.from == Some(JobStatus::Queued) && change.status == JobStatus::Processing {
+            let lane = (change.model.clone(), change.endpoint);
+            *taken
+                .entry((change.priority, change.owner.clone(), lane))
+                .or_default() += 1;
+        }
+    }
     let mut misses = 0;
     let mut deferred = Deferrals::default();
     'bands: for priority in 1..=5u8 {
@@ -214,6 +223,7 @@ pub fn lease(
             fair.spend(&pick.key, tokens);
             let got = (leased.len() - before) as u32;
             if got == 0 {
+                fair.sleep(priority, &pick.key);
                 skip.insert(pick.key);
                 misses += 1;
                 if misses > MAX_MISSES {
@@ -577,6 +587,8 @@ mod fair_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::notify::Change;
+    use std::collections::HashMap;
 
     /// How SQLite runs the lease query for these models and endpoints.
     fn plan(models: &[&str], endpoints: &[Endpoint]) -> String {
@@ -632,6 +644,65 @@ mod tests {
         let plan = plan.join("; ");
         assert!(plan.contains("jobs_queued_by_owner"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn two_leases_in_one_group_keep_a_keys_max_concurrent_jobs_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap();
+        let mut ctx = WriteCtx {
+            conn: &conn,
+            now: super::super::now_ms(),
+            changes: Vec::new(),
+            events: Vec::new(),
+            earlier: &[],
+        };
+        for _ in 0..3 {
+            let job = super::super::NewJob {
+                id: super::super::new_job_id(),
+                owner_key_id: "c".into(),
+                model: "m".into(),
+                endpoint: Endpoint::ChatCompletions,
+                priority: 3,
+                payload: "{}".into(),
+                request_hash: String::new(),
+                idempotency_key: None,
+                request_id: None,
+                ttl: Duration::from_secs(600),
+                max_queued: None,
+                est_tokens: 0,
+            };
+            super::super::jobs::enqueue(&mut ctx, &job, 3).unwrap();
+        }
+        let lane = ("m".to_owned(), Endpoint::ChatCompletions);
+        let fair = Fair::seeded(vec![("c".into(), 3, lane, 3)], HashMap::new(), Vec::new());
+        fair.set_cap("c", Some(1));
+        let models = ["*".to_owned()];
+        let asked = Asked {
+            node_id: "n",
+            models: &models,
+            endpoints: &Endpoint::QUEUED,
+            limit: 2,
+            lease: Duration::from_secs(60),
+        };
+        let mut lease_after = |earlier: &[Change]| {
+            let mut ctx = WriteCtx {
+                conn: &conn,
+                now: super::super::now_ms(),
+                changes: Vec::new(),
+                events: Vec::new(),
+                earlier,
+            };
+            let leased = lease(&mut ctx, &fair, &asked).unwrap();
+            (leased.len(), ctx.changes)
+        };
+        // The group's first fetch takes the one job the cap allows; a second fetch in the
+        // same group, before the counts learn of it, takes none.
+        let (first, changes) = lease_after(&[]);
+        assert_eq!(first, 1);
+        assert_eq!(lease_after(&changes).0, 0);
+        // Without the group's earlier changes it would have taken another.
+        assert_eq!(lease_after(&[]).0, 1);
     }
 
     #[test]

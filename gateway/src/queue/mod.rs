@@ -232,11 +232,17 @@ impl Queue {
     /// counts the retries that became due since `pass.since`; see [`ReapPass`].
     pub async fn reap(&self, pass: ReapPass) -> Result<ReapReport, StoreError> {
         let lease = self.settings.lease;
-        self.writer
+        let report = self
+            .writer
             .write_with(Durability::Relaxed, move |ctx| {
                 leases::reap(ctx, pass, lease)
             })
-            .await
+            .await?;
+        if report.due > 0 {
+            // Keys passed over for having nothing due may have something now.
+            self.fair.wake_sleepers();
+        }
+        Ok(report)
     }
 
     /// Stores a minted key. Hash it before calling: argon2 must not hold up the writer.
@@ -268,24 +274,23 @@ impl Queue {
         self.read(move |conn| keys::limits(conn, &id)).await
     }
 
-    /// Replaces key `id`'s limits; its weight and cap count from its next lease.
+    /// Replaces key `id`'s limits; its weight, cap, token budget and metrics label count
+    /// from its next lease, in this process at once (other processes: the key watch).
     pub async fn set_key_limits(
         &self,
         id: String,
         limits: KeyLimits,
     ) -> Result<KeyLimits, StoreError> {
-        let fair = Arc::clone(&self.fair);
+        let key = id.clone();
         let stored = self
             .writer
-            .write(move |ctx| {
-                let stored = keys::set_limits(ctx.conn, &id, &limits)?;
-                fair.set_weight(&id, stored.weight);
-                fair.set_cap(&id, stored.max_concurrent_jobs);
-                fair.set_label(&id, stored.metrics_label.clone());
-                fair.set_tokens(&id, stored.tokens_per_minute);
-                Ok(stored)
-            })
+            .write(move |ctx| keys::set_limits(ctx.conn, &id, &limits))
             .await?;
+        // Only once committed: a group that rolls back leaves memory as the database is.
+        self.fair.set_weight(&key, stored.weight);
+        self.fair.set_cap(&key, stored.max_concurrent_jobs);
+        self.fair.set_label(&key, stored.metrics_label.clone());
+        self.fair.set_tokens(&key, stored.tokens_per_minute);
         // A cap may have risen or gone: waiting nodes look again.
         self.notifier.wake_nodes();
         Ok(stored)

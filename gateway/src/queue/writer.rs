@@ -24,6 +24,10 @@ pub struct WriteCtx<'a> {
     pub changes: Vec<Change>,
     /// What happened, for the metrics; reported only if the batch commits.
     pub events: Vec<QueueEvent>,
+    /// The changes of the operations before this one in the same group: committed with it,
+    /// but not yet in the in-memory counts (a lease reads them so that two fetches in one
+    /// group do not both fill a key's `max_concurrent_jobs`).
+    pub earlier: &'a [Change],
 }
 
 /// Called after every successful group commit, with its statistics and events.
@@ -191,19 +195,24 @@ fn run(
         match outcome {
             Ok((changes, events)) => {
                 observers.depth.apply(&changes);
-                // Usage known: each key's token budget gets its estimate back, less what ran.
+                // A run ended: its key's token budget gets its estimate back, less what ran.
                 for event in &events {
-                    if let QueueEvent::Tokens {
-                        prompt,
-                        completion,
-                        owner,
-                        estimated,
-                        ..
-                    } = event
-                    {
-                        observers
-                            .fair
-                            .settle(owner, *estimated, prompt + completion);
+                    match event {
+                        QueueEvent::Tokens {
+                            prompt,
+                            completion,
+                            owner,
+                            estimated,
+                            ..
+                        } => observers.fair.settle(
+                            owner,
+                            *estimated,
+                            prompt.saturating_add(*completion),
+                        ),
+                        QueueEvent::TokensReturned { owner, estimated } => {
+                            observers.fair.settle(owner, *estimated, 0);
+                        }
+                        _ => {}
                     }
                 }
                 if observers.fair.apply(&changes) {
@@ -272,6 +281,7 @@ fn run_ops(
             now,
             changes: Vec::new(),
             events: Vec::new(),
+            earlier: &changes,
         };
         let (ok, finish) = op(Some(&mut ctx));
         let WriteCtx {
