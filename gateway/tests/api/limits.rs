@@ -134,33 +134,39 @@ async fn the_cli_changes_only_the_limits_given_and_a_running_gateway_leases_by_t
 
     // The running gateway takes the weight from the store: B's jobs get 3 leases for each
     // one of A's.
+    let mut a_last = String::new();
     for _ in 0..40 {
-        gw.submit_with(&a, &crate::harness::chat("m", "a"), Some(0), &[])
+        let response = gw
+            .submit_with(&a, &crate::harness::chat("m", "a"), Some(0), &[])
             .await;
+        assert_eq!(response.status(), 202);
+        let job: Value = response.json().await.unwrap();
+        a_last = job["id"].as_str().unwrap().to_owned();
         gw.submit_with(&b, &crate::harness::chat("m", "b"), Some(0), &[])
             .await;
     }
-    // The CLI's change reaches the running gateway within a key recheck (125 ms); eight
-    // leases of one job each are then six of B's and two of A's.
-    let b_leases = crate::harness::eventually(
+    // The CLI's change reaches the running gateway within a key recheck (125 ms). A read
+    // that takes no job shows it: A's last job, behind 39 of its own, waits 4 leases for
+    // each of them (its own and B's 3): 157th, where equal weights would make it 79th.
+    crate::harness::eventually(
         std::time::Duration::from_secs(10),
-        "B to get 3 leases for each of A's",
-        || async {
-            let mut b_leases = 0;
-            for _ in 0..8 {
-                let leased = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
-                let id = leased[0]["id"].as_str().unwrap().to_owned();
-                let (status, _) = gw.get_json(&b, &format!("/v1/jobs/{id}")).await;
-                if status == 200 {
-                    b_leases += 1;
-                }
-                gw.complete(&node, &leased[0], "done").await;
-            }
-            (b_leases == 6).then_some(b_leases)
-        },
+        "the running gateway to take B's weight of 3",
+        || async { (gw.job(&a, &a_last).await["queue_position"] == 157).then_some(()) },
     )
     .await;
-    assert_eq!(b_leases, 6);
+    // Eight leases of one job each are then six of B's and two of A's.
+    let mut b_leases = 0;
+    for n in 0..8 {
+        let leased = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
+        assert_eq!(leased.len(), 1, "lease {n} of 8 found a job: {leased:?}");
+        let id = leased[0]["id"].as_str().unwrap().to_owned();
+        let (status, _) = gw.get_json(&b, &format!("/v1/jobs/{id}")).await;
+        if status == 200 {
+            b_leases += 1;
+        }
+        gw.complete(&node, &leased[0], "done").await;
+    }
+    assert_eq!(b_leases, 6, "B's leases of 8");
 }
 
 #[tokio::test]
@@ -414,17 +420,20 @@ async fn a_queued_job_shows_its_position_counted_the_fair_share_way() {
     )
     .await;
     assert_eq!(position(a.clone(), a_jobs[2].clone()).await, 6);
-    // The event stream's `queued` event says it too; a leased job has none.
-    let events = gw
-        .http
-        .get(gw.url(&format!("/v1/jobs/{}/stream", a_jobs[2])))
-        .bearer_auth(&a)
-        .timeout(std::time::Duration::from_millis(500))
-        .send()
-        .await
-        .unwrap();
-    let mut events = events;
-    let first = events.chunk().await.unwrap().unwrap();
+    // The event stream's `queued` event says it too; a leased job has none. The stream stays
+    // open: the deadline is on its first event, and generous for a busy machine.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut events = gw
+            .http
+            .get(gw.url(&format!("/v1/jobs/{}/stream", a_jobs[2])))
+            .bearer_auth(&a)
+            .send()
+            .await
+            .unwrap();
+        events.chunk().await.unwrap().unwrap()
+    })
+    .await
+    .expect("the stream's first event within 10 s");
     assert!(String::from_utf8_lossy(&first).contains("\"queue_position\":6"));
     let leased = gw.fetch(&node, "n", &["*"], 10, 0.0).await;
     assert_eq!(leased.len(), 5);
@@ -485,4 +494,47 @@ async fn a_key_over_its_tokens_per_minute_keeps_its_jobs_queued_until_usage_give
     let again = gw.fetch(&node, "n", &["*"], 4, 0.0).await;
     assert_eq!(again.len(), 1, "{again:?}");
     assert!(mine(&again[0]));
+}
+
+#[tokio::test]
+async fn a_keys_limits_survive_a_restart_and_still_hold() {
+    let mut gw = Gateway::start(&[]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let id = id_of(&gw, &user).await;
+    let wanted = json!({"weight": 3, "requests_per_minute": 60, "max_concurrent_jobs": 1,
+                        "max_priority": 2, "default_priority": 4, "metrics_label": "team_a"});
+    let (status, stored) = put_limits(&gw, &gw.admin, &id, &wanted).await;
+    assert_eq!(status, 200, "{stored}");
+
+    let status = gw.stop_with("-TERM").unwrap();
+    assert!(status.success(), "{status:?}");
+    gw.spawn().await;
+
+    let (status, read) = gw
+        .get_json(&gw.admin, &format!("/admin/keys/{id}/limits"))
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read, stored);
+    for (field, value) in wanted.as_object().unwrap() {
+        assert_eq!(&read[field], value, "{field}");
+    }
+    // They hold, too (the request rate's bucket is in memory and starts afresh, so it is not
+    // the one shown): a request for priority 1 gets the key's max, one naming none its default,
+    // and only one of its jobs runs at a time.
+    for (asked, got) in [(Some("1"), "2"), (None, "4")] {
+        let headers: Vec<(&str, &str)> = asked.map(|p| ("X-OBB-Priority", p)).into_iter().collect();
+        let response = gw
+            .submit_with(&user, &crate::harness::chat("m", "x"), Some(0), &headers)
+            .await;
+        assert_eq!(response.status(), 202);
+        assert_eq!(response.headers()["x-obb-priority"], got, "asked {asked:?}");
+    }
+    let leased = gw.fetch(&node, "n", &["*"], 4, 0.0).await;
+    assert_eq!(leased.len(), 1, "one at a time: {leased:?}");
+    assert!(gw.fetch(&node, "n", &["*"], 4, 0.0).await.is_empty());
+    assert_eq!(
+        gw.metric("obb_key_jobs", "key=\"team_a\"").await,
+        2.0,
+        "the label still names the key's gauges"
+    );
 }
