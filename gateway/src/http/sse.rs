@@ -197,7 +197,8 @@ impl Stream<'_> {
     }
 
     /// Streams the job's status changes as events named after the status, each carrying
-    /// the job object, and ends after the final one.
+    /// the job object, and ends after the final one. A queued job's `queued` event is sent
+    /// again, at a keep-alive, when its `queue_position` has moved.
     pub async fn job_events(&self, session: &mut ServerSession, reply: &Reply) -> bool {
         if !start(session, reply, self.request_id).await {
             return false;
@@ -209,13 +210,18 @@ impl Stream<'_> {
         let mut stopping = false;
         // Read after subscribing, so that no change falls between a read and the wait.
         while let Some(record) = self.read().await {
-            if last != Some(record.status) {
-                last = Some(record.status);
+            let wire = match self.state.queue.wire_job(&record).await {
+                Ok(wire) => wire,
+                Err(error) => {
+                    // The position is a courtesy: the event goes out without it.
+                    tracing::debug!(error = %error.detail(), "no queue position for a job event");
+                    record.to_wire()
+                }
+            };
+            let seen = (record.status, wire.queue_position);
+            if last != Some(seen) {
+                last = Some(seen);
                 let mut event = String::new();
-                let wire = match self.state.queue.wire_job(&record).await {
-                    Ok(wire) => wire,
-                    Err(_) => record.to_wire(),
-                };
                 let data = serde_json::to_string(&wire).unwrap_or_default();
                 frame(&mut event, Some(record.status.as_str()), &data);
                 if !send(session, event).await {

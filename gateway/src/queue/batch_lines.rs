@@ -96,6 +96,15 @@ pub fn enqueue_lines(
     let endpoint: Endpoint = batch.endpoint.parse().map_err(|message: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
     })?;
+    // The batch's lines run at the batch priority, but never earlier than the owner's
+    // `max_priority` allows, as its own requests do.
+    let earliest: Option<u8> = ctx
+        .conn
+        .prepare_cached("SELECT max_priority FROM api_keys WHERE id = ?1")?
+        .query_row([&batch.owner_key_id], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let priority = priority.max(earliest.unwrap_or(1));
     let mut added = 0;
     for line in lines {
         // A response's id is its job's, so that a line's answer can be read and continued

@@ -331,3 +331,50 @@ async fn a_batch_row_that_is_gone_empties_memory_and_its_owner_reads_the_rest_fr
         stored(&queue, &kept.id).await
     );
 }
+
+#[tokio::test]
+async fn a_batchs_lines_run_no_earlier_than_its_owners_max_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path());
+    // A made-up hash: the key is never presented, only its limits are read.
+    let minted = crate::queue::MintedKey {
+        token: "sk-obb-test".into(),
+        prefix: "test".into(),
+        hash: "unused".into(),
+    };
+    let key = queue
+        .create_key(minted, "late".into(), openbeepboop::Role::User)
+        .await
+        .unwrap();
+    let limits = openbeepboop::KeyLimits {
+        max_priority: Some(5),
+        ..openbeepboop::KeyLimits::default()
+    };
+    queue
+        .set_key_limits(key.info.id.to_string(), limits)
+        .await
+        .unwrap();
+    let (batch, _) = queue
+        .create_batch(NewBatch {
+            owner_key_id: key.info.id.to_string(),
+            ..new_batch()
+        })
+        .await
+        .unwrap();
+    queue
+        .enqueue_lines(batch.clone(), vec![line(1)], 4)
+        .await
+        .unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
+    let priority: u8 = conn
+        .query_row(
+            "SELECT priority FROM jobs WHERE batch_id = ?1",
+            [&batch.id],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        priority, 5,
+        "the batch priority 4 is earlier than the key may ask for"
+    );
+}

@@ -685,7 +685,7 @@ mod tests {
             limit: 2,
             lease: Duration::from_secs(60),
         };
-        let mut lease_after = |earlier: &[Change]| {
+        let lease_after = |earlier: &[Change]| {
             let mut ctx = WriteCtx {
                 conn: &conn,
                 now: super::super::now_ms(),

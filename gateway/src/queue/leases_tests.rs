@@ -227,3 +227,33 @@ async fn the_queue_order_fallback_keeps_a_keys_max_concurrent_jobs() {
     assert_eq!(ids, c[1..2]);
     assert_counts_true(&queue, dir.path());
 }
+
+#[tokio::test]
+async fn a_run_that_fails_gives_its_token_estimate_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = open(dir.path(), QueueSettings::default());
+    queue.fair.set_tokens("a", Some(100));
+    for _ in 0..2 {
+        let job = NewJob {
+            est_tokens: 150,
+            ..job("a", 3)
+        };
+        queue.enqueue(job).await.unwrap();
+    }
+    let first = lease(&queue, 2).await;
+    assert_eq!(
+        first.len(),
+        1,
+        "one at a time for a key with a token budget"
+    );
+    assert!(
+        lease(&queue, 2).await.is_empty(),
+        "150 charged of 100: none left"
+    );
+    // The run fails: it used no tokens we know of, and the estimate comes back at once.
+    queue
+        .submit(vec![result(&first[0], NodeResultStatus::Failed, false)])
+        .await
+        .unwrap();
+    assert_eq!(lease(&queue, 2).await.len(), 1);
+}

@@ -538,3 +538,38 @@ async fn a_keys_limits_survive_a_restart_and_still_hold() {
         "the label still names the key's gauges"
     );
 }
+
+#[tokio::test]
+async fn a_queued_jobs_event_stream_tells_of_its_position_as_it_moves() {
+    let gw = Gateway::start(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
+    let (user, node) = (gw.key("user").await, gw.key("node").await);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(gw.submit_id(&user, "m").await);
+    }
+    let mut events = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{}/stream", ids[2])))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut events, &mut seen, "\"queue_position\":3").await;
+    // Two jobs ahead of it run: at a keep-alive, a `queued` event says where it stands now.
+    assert_eq!(gw.fetch(&node, "n", &["*"], 2, 0.0).await.len(), 2);
+    read_until(&mut events, &mut seen, "\"queue_position\":1").await;
+    assert_eq!(seen.matches("event: queued").count(), 2, "{seen}");
+}
+
+/// Reads an event stream into `seen` until it holds `wanted`; panics after 10 s.
+async fn read_until(events: &mut reqwest::Response, seen: &mut String, wanted: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !seen.contains(wanted) {
+            let chunk = events.chunk().await.unwrap().expect("the stream is open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {wanted} within 10 s: {seen}"));
+}
