@@ -105,7 +105,7 @@ impl App {
         };
         let result = self.route(&ctx, route, req).await;
         // Measured after the route ran, so that a submit's headers count the submit.
-        *rate_headers = user::rate_headers(&ctx);
+        *rate_headers = user::rate_headers(&self.state, ctx.principal.as_ref());
         result
     }
 

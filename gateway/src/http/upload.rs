@@ -86,6 +86,20 @@ pub async fn receive(
 ) -> Result<Reply, ApiError> {
     let roles = Route::CreateFile.roles().unwrap_or_default();
     let principal = body::authenticate_head(state, session, roles).await?;
+    let mut reply = store_upload(state, session, max_file, &principal).await?;
+    reply
+        .headers
+        .extend(super::user::rate_headers(state, Some(&principal)));
+    Ok(reply)
+}
+
+/// Reads, judges and stores the form of an authenticated upload.
+async fn store_upload(
+    state: &State,
+    session: &mut ServerSession,
+    max_file: u64,
+    principal: &crate::auth::Principal,
+) -> Result<Reply, ApiError> {
     let boundary = boundary(body::header(session, "content-type"))?;
     if let Some(coding) = body::header(session, "content-encoding")
         .filter(|c| !c.trim().eq_ignore_ascii_case("identity"))
@@ -113,7 +127,7 @@ pub async fn receive(
         .commit(
             form.file,
             NewFile {
-                owner_key_id: principal.key_id,
+                owner_key_id: principal.key_id.clone(),
                 purpose: form.purpose,
                 filename: form.filename,
                 expires_after: form.expires_after,

@@ -1,13 +1,15 @@
 //! The user API: submit, wait, read, list, poll, cancel, stream and models.
 
-use super::Ctx;
 use super::endpoints::{Judged, parse_for};
 use super::error::ApiError;
 use super::policy;
 use super::reply::{Body, Reply};
 use super::request::Request;
 use super::wait::{wait_for_final, wait_with};
+use super::{Ctx, State};
+use crate::auth::Principal;
 use crate::limits::openai_duration;
+
 use crate::queue::{JobRecord, NewJob, new_job_id};
 use openbeepboop::{
     Endpoint, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest, PollResponse,
@@ -47,14 +49,16 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
 /// when it has a `requests_per_minute` or a `tokens_per_minute`: every answer to a user or
 /// admin route carries them (`app` adds them), as OpenAI's do. A submit's are measured after
 /// it took its request.
-pub(super) fn rate_headers(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
-    let Some(principal) = ctx.principal.as_ref() else {
+pub(super) fn rate_headers(
+    state: &State,
+    principal: Option<&Principal>,
+) -> Vec<(&'static str, String)> {
+    let Some(principal) = principal else {
         return Vec::new();
     };
     let mut headers = Vec::new();
     if let Some(per_minute) = principal.requests_per_minute {
-        let budget = ctx
-            .state
+        let budget = state
             .rates
             .peek(&principal.key_id, per_minute, std::time::Instant::now());
         headers.extend([
@@ -66,7 +70,7 @@ pub(super) fn rate_headers(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             ("x-ratelimit-reset-requests", openai_duration(budget.reset)),
         ]);
     }
-    if let Some((limit, remaining, reset)) = ctx.state.queue.token_budget(&principal.key_id) {
+    if let Some((limit, remaining, reset)) = state.queue.token_budget(&principal.key_id) {
         headers.extend([
             ("x-ratelimit-limit-tokens", limit.to_string()),
             ("x-ratelimit-remaining-tokens", remaining.to_string()),

@@ -253,6 +253,31 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
         );
         assert!(read.headers().contains_key("x-ratelimit-reset-requests"));
     }
+    // An upload makes no work: it is answered, with the headers; a batch create is a
+    // request that makes work, and is refused like a submit.
+    let uploaded = gw
+        .http
+        .post(gw.url("/v1/files"))
+        .bearer_auth(&user)
+        .multipart(crate::files::form(
+            crate::harness::chat("m", "x").to_string(),
+            "in.jsonl",
+            "batch",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.headers()["x-ratelimit-remaining-requests"], "0");
+    let file: Value = uploaded.json().await.unwrap();
+    let batch = gw
+        .http
+        .post(gw.url("/v1/batches"))
+        .bearer_auth(&user)
+        .json(&json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), 429);
     let (_, jobs) = gw.get_json(&user, "/v1/jobs").await;
     assert_eq!(
         jobs["data"].as_array().unwrap().len(),
@@ -262,8 +287,8 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
     assert_eq!(
         gw.metric("obb_http_errors_total", "kind=\"rate_limited_requests\"")
             .await,
-        1.0,
-        "rejections are counted by reason"
+        2.0,
+        "rejections are counted by reason (the submit's and the batch's)"
     );
     // Another key is not held back by this one's rate.
     let other = gw.key("user").await;
