@@ -223,6 +223,11 @@ impl Fair {
         room
     }
 
+    /// Jobs `key` has queued, in every band, as of the last commit.
+    pub fn queued(&self, key: &str) -> i64 {
+        self.state().queued(key)
+    }
+
     /// Passes over `key` in band `priority` from now on: a lease found none of its queued
     /// jobs there due. It wakes when a job of its is queued in the band, or at
     /// [`Fair::wake_sleepers`].
@@ -262,12 +267,7 @@ impl Fair {
         // Keys given the same label (a team's keys, say) share its gauges: summed.
         let mut by_label: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         for (key, label) in &state.labels {
-            let queued: i64 = state
-                .bands
-                .iter()
-                .filter_map(|band| band.keys.get(key))
-                .map(|queue| queue.queued)
-                .sum();
+            let queued = state.queued(key);
             let running = state.running.get(key).copied().unwrap_or(0);
             let sums = by_label.entry(label).or_default();
             sums.0 += queued;
@@ -512,6 +512,15 @@ impl State {
         let budgets = &self.budgets;
         self.short_of_tokens
             .retain(|key| budgets.get(key).is_some_and(|budget| budget.level <= 0));
+    }
+
+    /// Jobs `key` has queued, in every band.
+    fn queued(&self, key: &str) -> i64 {
+        self.bands
+            .iter()
+            .filter_map(|band| band.keys.get(key))
+            .map(|queue| queue.queued)
+            .sum()
     }
 
     /// How many more of `key`'s jobs may run now, beyond those `taken`: `u32::MAX` without

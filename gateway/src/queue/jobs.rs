@@ -209,10 +209,14 @@ pub fn new_response_id() -> String {
     format!("resp_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Stores `job`, or finds the job its idempotency key already made (`false`). `queued`
+/// tells how many jobs a key has queued as of the last commit (the fair share's count): a
+/// key at its `max_queued_jobs` is refused (`QueueFull`) without a count of its rows.
 pub fn enqueue(
     ctx: &mut WriteCtx<'_>,
     job: &NewJob,
     max_attempts: u32,
+    queued: &dyn Fn(&str) -> i64,
 ) -> Result<(JobRecord, bool), StoreError> {
     if let Some(key) = &job.idempotency_key {
         let existing = ctx
@@ -245,14 +249,18 @@ pub fn enqueue(
     }
     // After the idempotency lookup: a retried submit finds its job whatever the queue holds.
     if let Some(max) = job.max_queued {
-        let queued: u32 = ctx
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_queued_by_owner
-                     WHERE owner_key_id = ?1 AND status = 'queued' LIMIT ?2)",
-            )?
-            .query_row(params![job.owner_key_id, max], |row| row.get(0))?;
-        if queued >= max {
+        let owner = job.owner_key_id.as_str();
+        // And what this group's earlier operations queued or took of the key's.
+        let group: i64 = ctx
+            .earlier
+            .iter()
+            .filter(|change| change.owner == owner)
+            .map(|change| {
+                i64::from(change.status == JobStatus::Queued)
+                    - i64::from(change.from == Some(JobStatus::Queued))
+            })
+            .sum();
+        if queued(owner) + group >= i64::from(max) {
             return Err(StoreError::QueueFull {
                 key: job.owner_key_id.clone(),
                 max,

@@ -672,7 +672,7 @@ mod tests {
                 max_queued: None,
                 est_tokens: 0,
             };
-            super::super::jobs::enqueue(&mut ctx, &job, 3).unwrap();
+            super::super::jobs::enqueue(&mut ctx, &job, 3, &|_| 0).unwrap();
         }
         let lane = ("m".to_owned(), Endpoint::ChatCompletions);
         let fair = Fair::seeded(vec![("c".into(), 3, lane, 3)], HashMap::new(), Vec::new());

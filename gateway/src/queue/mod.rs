@@ -143,8 +143,9 @@ impl Queue {
     /// Returns whether the job was created by this call.
     pub async fn enqueue(&self, job: NewJob) -> Result<(JobRecord, bool), StoreError> {
         let max_attempts = self.settings.max_attempts;
+        let fair = Arc::clone(&self.fair);
         self.writer
-            .write(move |ctx| jobs::enqueue(ctx, &job, max_attempts))
+            .write(move |ctx| jobs::enqueue(ctx, &job, max_attempts, &|key| fair.queued(key)))
             .await
     }
 

@@ -330,6 +330,30 @@ async fn a_key_with_its_max_queued_jobs_waiting_gets_a_429_until_one_runs() {
     let leased = gw.fetch(&node, "n", &["*"], 1, 0.0).await;
     assert_eq!(leased.len(), 1);
     assert_eq!(submit("three").await.status(), 202);
+    // Submits at once, committed in one group, are counted together: two fit, not twenty.
+    let other = gw.key("user").await;
+    let other_id = id_of(&gw, &other).await;
+    put_limits(&gw, &gw.admin, &other_id, &json!({"max_queued_jobs": 2})).await;
+    let at_once = (0..20).map(|n| {
+        let (gw, other) = (&gw, other.clone());
+        async move {
+            gw.submit_with(
+                &other,
+                &crate::harness::chat("m", &n.to_string()),
+                Some(0),
+                &[],
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(at_once).await;
+    assert_eq!(
+        statuses.iter().filter(|s| s.as_u16() == 202).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| [202, 429].contains(&s.as_u16())));
 }
 
 #[tokio::test]
