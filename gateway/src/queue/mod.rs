@@ -8,6 +8,7 @@
 mod batch_lines;
 mod batch_rows;
 mod batches;
+mod budget;
 mod depth;
 mod fair;
 mod file_rows;
