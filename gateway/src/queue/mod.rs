@@ -9,6 +9,7 @@ mod batch_lines;
 mod batch_rows;
 mod batches;
 mod budget;
+mod checkpoint;
 mod depth;
 mod fair;
 mod file_rows;
@@ -61,6 +62,8 @@ pub struct Queue {
     live_batches: Arc<live_batches::LiveBatches>,
     settings: QueueSettings,
     files: FileStore,
+    /// Checkpoints the WAL beside the writer; stops with the store.
+    _checkpoints: checkpoint::Checkpointer,
 }
 
 impl Queue {
@@ -76,6 +79,12 @@ impl Queue {
         on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
         let conn = schema::open_existing(path)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+        )?;
+        let checkpoints = checkpoint::Checkpointer::spawn(path)?;
         let granted = leases::grant_grace(&conn, now_ms(), settings.lease)?;
         if granted > 0 {
             tracing::info!(
@@ -115,6 +124,7 @@ impl Queue {
             live_batches,
             settings,
             files,
+            _checkpoints: checkpoints,
         })
     }
 
