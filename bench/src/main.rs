@@ -11,6 +11,7 @@
 mod batch;
 mod drive;
 mod embeddings;
+mod held;
 mod median;
 mod remote;
 mod stats;
@@ -39,6 +40,9 @@ pub struct Args {
     /// across them)
     #[arg(long, default_value_t = 1)]
     pub scale_keys: u64,
+    /// Connections the held suite holds open at once, each a waiting `?wait` submit
+    #[arg(long, default_value_t = 10_000)]
+    pub held: usize,
     /// Length of the soak suite, in minutes
     #[arg(long, default_value_t = 10.0)]
     pub soak_minutes: f64,
@@ -52,7 +56,7 @@ pub struct Args {
     /// Run each suite this many times and report the median of every figure
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings [default: submit,
+    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings, held [default: submit,
     /// e2e, wait and scale]
     pub suites: Vec<String>,
 }
@@ -67,9 +71,10 @@ async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value
         "soak" => suites::soak(args).await,
         "batch" => batch::batch(args).await,
         "embeddings" => embeddings::embeddings(args).await,
+        "held" => held::held(args).await,
         other => {
             anyhow::bail!(
-                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch or embeddings"
+                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings or held"
             )
         }
     }
