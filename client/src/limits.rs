@@ -64,7 +64,9 @@ impl KeyLimits {
             if value == Some(0) {
                 return Err((
                     field,
-                    format!("`{field}` must be at least 1, or left out for no limit"),
+                    format!(
+                        "`{field}` must be at least 1, or left out (`none` on the command line) for no limit"
+                    ),
                 ));
             }
         }

@@ -40,6 +40,16 @@ impl RequestRate {
         self.measure(key, per_minute, now, true)
     }
 
+    /// Gives back the submit `key` took, when what it asked for was refused after all
+    /// (`max_queued_jobs`): a refused request makes no work.
+    pub fn refund(&self, key: &str, per_minute: u32) {
+        let full = u64::from(per_minute.max(1)) * 1000;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.milli_tokens = (bucket.milli_tokens + 1000).min(full);
+        }
+    }
+
     /// `key`'s budget now, taking nothing: what every other answer's headers say.
     pub fn peek(&self, key: &str, per_minute: u32, now: Instant) -> Budget {
         self.measure(key, per_minute, now, false)
@@ -149,6 +159,11 @@ mod tests {
         // 20 s later one token is back; other keys have their own buckets.
         assert!(rate.admit("k", 3, start + Duration::from_secs(20)).is_ok());
         assert!(rate.admit("k", 3, start + Duration::from_secs(20)).is_err());
+        assert!(rate.admit("other", 3, start).is_ok());
+        rate.refund("other", 3);
+        assert_eq!(rate.peek("other", 3, start).remaining, 3, "given back");
+        rate.refund("other", 3);
+        assert_eq!(rate.peek("other", 3, start).remaining, 3, "never past full");
         assert!(rate.admit("other", 3, start).is_ok());
         let peeked = rate.peek("other", 3, start);
         assert_eq!(peeked.remaining, 2, "a peek takes nothing");

@@ -292,6 +292,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::JobNotFound(id) => ApiError::NotFound(format!("job `{id}` not found")),
             StoreError::KeyNotFound(id) => ApiError::NotFound(format!("key `{id}` not found")),
+            StoreError::LimitsOnNodeKey(_) => ApiError::invalid(error.to_string(), None),
             StoreError::FileNotFound(id) => ApiError::NotFound(format!("file `{id}` not found")),
             StoreError::BatchNotFound(id) => ApiError::NotFound(format!("batch `{id}` not found")),
             StoreError::BatchNotCancellable { id, status } => ApiError::Conflict {

@@ -97,15 +97,31 @@ pub(super) fn admit(ctx: &Ctx<'_>) -> Result<(), ApiError> {
         .admit(key, per_minute, std::time::Instant::now())
     {
         Ok(_) => Ok(()),
-        Err(budget) => Err(ApiError::RateLimited {
-            message: format!(
-                "key `{key}` made the {per_minute} requests it may make a minute (`requests_per_minute`); retry in {}",
-                openai_duration(budget.retry_after)
-            ),
-            retry_after: budget.retry_after.as_secs_f64().ceil() as u64,
-            queue: false,
-        }),
+        Err(budget) => {
+            // Whole seconds, rounded up, as `Retry-After` says it.
+            let retry_after = budget.retry_after.as_secs_f64().ceil() as u64;
+            Err(ApiError::RateLimited {
+                message: format!(
+                    "key `{key}` made the {per_minute} requests it may make a minute (`requests_per_minute`); retry in {retry_after}s"
+                ),
+                retry_after,
+                queue: false,
+            })
+        }
     }
+}
+
+/// Stores an admitted submit's job. A submit refused for the key's `max_queued_jobs` made
+/// no work, so the request it took from `requests_per_minute` is given back.
+async fn enqueue(ctx: &Ctx<'_>, job: NewJob) -> Result<(JobRecord, bool), ApiError> {
+    let stored = ctx.state.queue.enqueue(job).await;
+    if let (Err(crate::queue::StoreError::QueueFull { .. }), Some(principal)) =
+        (&stored, ctx.principal.as_ref())
+        && let Some(per_minute) = principal.requests_per_minute
+    {
+        ctx.state.rates.refund(&principal.key_id, per_minute);
+    }
+    Ok(stored?)
 }
 
 /// The header of an admitted submit: which priority the job got (the one asked for, the
@@ -182,7 +198,7 @@ pub(super) async fn hold(
     judged: &Judged,
 ) -> Result<Held, ApiError> {
     if wait.is_zero() {
-        let (record, _created) = ctx.state.queue.enqueue(job).await?;
+        let (record, _created) = enqueue(ctx, job).await?;
         return Ok(Held::Pending(record));
     }
     let deadline = tokio::time::Instant::now() + wait;
@@ -195,7 +211,7 @@ pub(super) async fn hold(
     };
     // Subscribed before the job exists, so the waiter needs no read to catch up with it.
     let watch = ctx.state.queue.notifier().watch(&job.id);
-    let (record, created) = ctx.state.queue.enqueue(job).await?;
+    let (record, created) = enqueue(ctx, job).await?;
     let record = if created {
         wait_with(ctx, record, watch, first_wait).await?
     } else {

@@ -172,6 +172,15 @@ pub fn limits(conn: &Connection, id: &str) -> Result<KeyLimits, StoreError> {
 
 /// Replaces key `id`'s limits with `limits` (checked by the caller); returns them as stored.
 pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLimits, StoreError> {
+    let role: Option<String> = conn
+        .prepare_cached("SELECT role FROM api_keys WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    match role.map(|role| role.parse::<Role>()) {
+        None => return Err(StoreError::KeyNotFound(id.to_owned())),
+        Some(Ok(Role::Node)) => return Err(StoreError::LimitsOnNodeKey(id.to_owned())),
+        Some(_) => {}
+    }
     let changed = conn
         .prepare_cached(
             "UPDATE api_keys SET requests_per_minute = ?2, tokens_per_minute = ?3,

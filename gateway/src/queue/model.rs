@@ -73,6 +73,9 @@ pub enum StoreError {
     InBatch { id: String, batch_id: String },
     #[error("key `{0}` not found")]
     KeyNotFound(String),
+    /// Limits are for keys that queue work; a node key's would do nothing.
+    #[error("key `{0}` is a node key: limits apply to the user and admin keys that queue work")]
+    LimitsOnNodeKey(String),
     #[error("file `{0}` not found")]
     FileNotFound(String),
     #[error("batch `{0}` not found")]

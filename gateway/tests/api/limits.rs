@@ -233,6 +233,13 @@ async fn a_key_over_its_requests_per_minute_gets_openais_429_and_stores_nothing(
         "{reset}"
     );
     let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("retry in 20s"),
+        "the message agrees with Retry-After: {body}"
+    );
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     // Every answer to the key says where its budget stands, as OpenAI's do, reads and
@@ -308,7 +315,13 @@ async fn a_key_with_its_max_queued_jobs_waiting_gets_a_429_until_one_runs() {
     let gw = Gateway::start(&[]).await;
     let (user, node) = (gw.key("user").await, gw.key("node").await);
     let id = id_of(&gw, &user).await;
-    put_limits(&gw, &gw.admin, &id, &json!({"max_queued_jobs": 2})).await;
+    put_limits(
+        &gw,
+        &gw.admin,
+        &id,
+        &json!({"max_queued_jobs": 2, "requests_per_minute": 600}),
+    )
+    .await;
     let submit = |key: &'static str| {
         let headers = vec![("Idempotency-Key", key)];
         let (gw, user) = (&gw, user.clone());
@@ -322,6 +335,11 @@ async fn a_key_with_its_max_queued_jobs_waiting_gets_a_429_until_one_runs() {
     let full = submit("three").await;
     assert_eq!(full.status(), 429);
     assert_eq!(full.headers()["retry-after"], "2");
+    assert_eq!(
+        full.headers()["x-ratelimit-remaining-requests"],
+        "598",
+        "a submit refused for a full queue made no work: its request is given back"
+    );
     let body: Value = full.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     // A retry of a stored submit still finds its job.
@@ -621,4 +639,22 @@ async fn read_until(events: &mut reqwest::Response, seen: &mut String, wanted: &
     })
     .await
     .unwrap_or_else(|_| panic!("no {wanted} within 10 s: {seen}"));
+}
+
+#[tokio::test]
+async fn limits_on_a_node_key_are_refused_as_they_would_do_nothing() {
+    let gw = Gateway::start(&[]).await;
+    let node = gw.key("node").await;
+    let id = id_of(&gw, &node).await;
+    let (status, body) = put_limits(&gw, &gw.admin, &id, &json!({"weight": 2})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node key"),
+        "{body}"
+    );
+    let (status, _) = put_limits(&gw, &gw.admin, "key_missing", &json!({"weight": 2})).await;
+    assert_eq!(status, 404);
 }
