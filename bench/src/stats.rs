@@ -72,6 +72,21 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time a process has used so far, user and system, in milliseconds, from
+/// `/proc/{pid}/stat` (`utime` and `stime`, fields 14 and 15, in clock ticks of 1/100 s: the
+/// resolution is 10 ms, so measure runs of a second or more).
+pub fn cpu_ms(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| {
+            // The command name is in parentheses and may hold spaces: count after it.
+            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+            Some((ticks(11)? + ticks(12)?) * 10.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// One `kB` field of `/proc/{pid}/status` (`VmRSS`, `VmHWM`), in MiB.
 pub fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

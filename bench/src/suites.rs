@@ -3,7 +3,7 @@
 
 use crate::Args;
 use crate::drive::drive;
-use crate::stats::{Latencies, row, rss_mib};
+use crate::stats::{Latencies, cpu_ms, row, rss_mib};
 use crate::wire;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -189,20 +189,28 @@ pub async fn wait_overhead(args: &Args) -> anyhow::Result<Value> {
             gw.url("/v1/chat/completions?wait=30"),
             user.clone(),
         );
-        let (waited, _) = load(total, concurrency, move |i| {
+        let gateway = gw.pid().map_or(f64::NAN, cpu_ms);
+        let (waited, elapsed) = load(total, concurrency, move |i| {
             let (http, url, token) = (http.clone(), url.clone(), token.clone());
             async move { matches!(http.post(url).bearer_auth(token).json(&chat("m", &format!("w {i}"))).send().await, Ok(r) if r.status() == 200) }
         })
         .await;
+        // The gateway's CPU for the waited round trips: the submits, the node's fetches and
+        // submits, and the answers.
+        let cpu_per_round_trip = (gw.pid().map_or(f64::NAN, cpu_ms) - gateway) / total as f64;
+        let per_s = total as f64 / elapsed.as_secs_f64();
         let p50 = waited.percentile(50.0) - direct.percentile(50.0);
         let p99 = waited.percentile(99.0) - direct.percentile(99.0);
         row(
             "wait",
             &format!("overhead at concurrency {concurrency}"),
-            &format!("p50 {p50:.2} ms  p99 {p99:.2} ms"),
+            &format!(
+                "p50 {p50:.2} ms  p99 {p99:.2} ms  {per_s:.0} round trips/s  gateway CPU {cpu_per_round_trip:.3} ms each"
+            ),
         );
         results.push(json!({"concurrency": concurrency, "direct": direct.summary(), "through_gateway": waited.summary(),
-            "overhead_p50_ms": p50, "overhead_p99_ms": p99}));
+            "overhead_p50_ms": p50, "overhead_p99_ms": p99, "round_trips_per_s": per_s,
+            "gateway_cpu_ms_per_round_trip": cpu_per_round_trip}));
     }
     Ok(json!(results))
 }
