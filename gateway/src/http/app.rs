@@ -432,15 +432,14 @@ impl HttpServerApp for App {
             }
         };
         let header = session.req_header();
-        tracing::info!(
-            request_id = %id,
-            method = %header.method,
-            path = header.uri.path(),
-            route,
-            status,
-            ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        let ms = started.elapsed().as_millis() as u64;
+        // Nodes' fetches, heartbeats and submits are machine traffic with their own
+        // metrics: at `debug`, so that the log shows what users did, not every long-poll.
+        if route.starts_with("node_") {
+            tracing::debug!(request_id = %id, method = %header.method, path = header.uri.path(), route, status, ms, "request");
+        } else {
+            tracing::info!(request_id = %id, method = %header.method, path = header.uri.path(), route, status, ms, "request");
+        }
         self.state
             .metrics
             .record_request(route, status, error_kind, started.elapsed(), waited);

@@ -19,6 +19,7 @@ mod keys;
 mod leases;
 mod live_batches;
 mod model;
+mod nodes_seen;
 mod notify;
 mod pool;
 mod reads;
@@ -62,6 +63,8 @@ pub struct Queue {
     live_batches: Arc<live_batches::LiveBatches>,
     settings: QueueSettings,
     files: FileStore,
+    /// When each node's fetches last wrote its row.
+    nodes_seen: nodes_seen::NodesSeen,
     /// Checkpoints the WAL beside the writer; stops with the store.
     _checkpoints: checkpoint::Checkpointer,
 }
@@ -124,6 +127,7 @@ impl Queue {
             live_batches,
             settings,
             files,
+            nodes_seen: nodes_seen::NodesSeen::default(),
             _checkpoints: checkpoints,
         })
     }
@@ -185,9 +189,12 @@ impl Queue {
     ) -> Result<Vec<LeasedJob>, StoreError> {
         let lease = self.settings.lease;
         let fair = Arc::clone(&self.fair);
+        let record = self.nodes_seen.due(&node_id, &key_id, &models);
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
-                leases::record_node(ctx, &node_id, &key_id, &models, None)?;
+                if record {
+                    leases::record_node(ctx, &node_id, &key_id, &models, None)?;
+                }
                 let asked = leases::Asked {
                     node_id: &node_id,
                     models: &models,
