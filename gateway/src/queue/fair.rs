@@ -615,6 +615,18 @@ mod tests {
         }
     }
 
+    /// A pick with nothing taken or skipped yet, and its deferrals dropped.
+    fn fresh_pick(fair: &Fair, priority: u8, filter: &Filter<'_>, room: u32) -> Option<Pick> {
+        fair.pick(
+            priority,
+            filter,
+            &Taken::new(),
+            &HashSet::new(),
+            room,
+            &mut Deferrals::default(),
+        )
+    }
+
     /// Leases one job at a time, `n` times, each committed before the next: the key picked,
     /// charged, and its job moved to processing. Returns the keys in order.
     fn serve(fair: &Fair, priority: u8, n: usize) -> Vec<String> {
@@ -625,14 +637,7 @@ mod tests {
         };
         let mut order = Vec::new();
         for _ in 0..n {
-            let Some(pick) = fair.pick(
-                priority,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                1,
-                &mut Deferrals::default(),
-            ) else {
+            let Some(pick) = fresh_pick(fair, priority, &filter, 1) else {
                 break;
             };
             fair.charge(priority, &pick.key, 1);
@@ -652,39 +657,11 @@ mod tests {
             models: &models,
             endpoints: &[CHAT],
         };
-        let pick = fair
-            .pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                8,
-                &mut Deferrals::default(),
-            )
-            .unwrap();
+        let pick = fresh_pick(&fair, 3, &filter, 8).unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 8));
-        let pick = fair
-            .pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                64,
-                &mut Deferrals::default(),
-            )
-            .unwrap();
+        let pick = fresh_pick(&fair, 3, &filter, 64).unwrap();
         assert_eq!(pick.grant, 10, "no more than it has");
-        assert_eq!(
-            fair.pick(
-                2,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                8,
-                &mut Deferrals::default()
-            ),
-            None
-        );
+        assert_eq!(fresh_pick(&fair, 2, &filter, 8), None);
     }
 
     #[test]
@@ -723,16 +700,7 @@ mod tests {
             models: &models,
             endpoints: &[CHAT],
         };
-        let pick = fair
-            .pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                4,
-                &mut Deferrals::default(),
-            )
-            .unwrap();
+        let pick = fresh_pick(&fair, 3, &filter, 4).unwrap();
         assert_eq!(
             (pick.key.as_str(), pick.lanes.clone()),
             ("b", vec![lane("y")])
@@ -763,29 +731,11 @@ mod tests {
             endpoints: &[CHAT],
         };
         // Tied: one each in turn.
-        let pick = fair
-            .pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                8,
-                &mut Deferrals::default(),
-            )
-            .unwrap();
+        let pick = fresh_pick(&fair, 3, &filter, 8).unwrap();
         assert_eq!(pick.grant, 1);
         // B three strides ahead: A may take 4 before B's turn (ties go to the lower name).
         fair.charge(3, "b", 3);
-        let pick = fair
-            .pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                8,
-                &mut Deferrals::default(),
-            )
-            .unwrap();
+        let pick = fresh_pick(&fair, 3, &filter, 8).unwrap();
         assert_eq!((pick.key.as_str(), pick.grant), ("a", 4));
     }
 
@@ -835,17 +785,7 @@ mod tests {
             models: &models,
             endpoints: &[CHAT],
         };
-        let pick = || {
-            fair.pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                1,
-                &mut Deferrals::default(),
-            )
-            .map(|pick| pick.key)
-        };
+        let pick = || fresh_pick(&fair, 3, &filter, 1).map(|pick| pick.key);
         assert_eq!(pick().as_deref(), Some("a"));
         fair.sleep(3, "a");
         assert_eq!(
@@ -906,16 +846,7 @@ mod tests {
         // Its job used 20 of the 150 it was charged: 130 come back, and so does its turn.
         fair.settle("a", 150, 20);
         assert!(fair.tokens_returned(), "nodes are to be woken");
-        let pick = fair
-            .pick(
-                3,
-                &filter,
-                &Taken::new(),
-                &HashSet::new(),
-                1,
-                &mut Deferrals::default(),
-            )
-            .unwrap();
+        let pick = fresh_pick(&fair, 3, &filter, 1).unwrap();
         assert_eq!(pick.key, "a");
     }
 

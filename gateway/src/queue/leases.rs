@@ -658,20 +658,7 @@ mod tests {
             earlier: &[],
         };
         for _ in 0..3 {
-            let job = super::super::NewJob {
-                id: super::super::new_job_id(),
-                owner_key_id: "c".into(),
-                model: "m".into(),
-                endpoint: Endpoint::ChatCompletions,
-                priority: 3,
-                payload: "{}".into(),
-                request_hash: String::new(),
-                idempotency_key: None,
-                request_id: None,
-                ttl: Duration::from_secs(600),
-                max_queued: None,
-                est_tokens: 0,
-            };
+            let job = super::fair_tests::job("c", 3);
             super::super::jobs::enqueue(&mut ctx, &job, 3, &|_| 0).unwrap();
         }
         let lane = ("m".to_owned(), Endpoint::ChatCompletions);

@@ -12,7 +12,7 @@ fn open(dir: &std::path::Path, settings: QueueSettings) -> Queue {
     Queue::open(&path, settings, Arc::new(|_, _| {})).unwrap()
 }
 
-fn job(owner: &str, priority: u8) -> NewJob {
+pub(super) fn job(owner: &str, priority: u8) -> NewJob {
     NewJob {
         id: new_job_id(),
         owner_key_id: owner.into(),

@@ -17,6 +17,15 @@ async fn put_limits(gw: &Gateway, key: &str, id: &str, limits: &Value) -> (u16, 
     (status, response.json().await.unwrap())
 }
 
+/// Two user keys and a node key, minted on `gw`.
+async fn two_users_and_a_node(gw: &Gateway) -> (String, String, String) {
+    (
+        gw.key("user").await,
+        gw.key("user").await,
+        gw.key("node").await,
+    )
+}
+
 /// The id (`key_…`) of the key whose secret is `secret`.
 async fn id_of(gw: &Gateway, secret: &str) -> String {
     let (_, keys) = gw.get_json(&gw.admin, "/admin/keys").await;
@@ -85,11 +94,7 @@ async fn an_admin_reads_and_replaces_a_keys_limits_and_bad_ones_are_named() {
 #[tokio::test]
 async fn the_cli_changes_only_the_limits_given_and_a_running_gateway_leases_by_the_weight() {
     let gw = Gateway::start(&[]).await;
-    let (a, b, node) = (
-        gw.key("user").await,
-        gw.key("user").await,
-        gw.key("node").await,
-    );
+    let (a, b, node) = two_users_and_a_node(&gw).await;
     let b_id = id_of(&gw, &b).await;
     let set = cli(
         &gw.db(),
@@ -428,11 +433,7 @@ async fn a_key_at_its_max_concurrent_jobs_keeps_its_jobs_queued_until_one_ends()
 #[tokio::test]
 async fn a_labelled_key_has_its_own_gauges_and_others_have_none() {
     let gw = Gateway::start(&[]).await;
-    let (user, other, node) = (
-        gw.key("user").await,
-        gw.key("user").await,
-        gw.key("node").await,
-    );
+    let (user, other, node) = two_users_and_a_node(&gw).await;
     let id = id_of(&gw, &user).await;
     put_limits(&gw, &gw.admin, &id, &json!({"metrics_label": "team_a"})).await;
     for key in [&user, &user, &user, &other] {
@@ -456,11 +457,7 @@ async fn a_labelled_key_has_its_own_gauges_and_others_have_none() {
 #[tokio::test]
 async fn a_queued_job_shows_its_position_counted_the_fair_share_way() {
     let gw = Gateway::start(&[]).await;
-    let (a, b, node) = (
-        gw.key("user").await,
-        gw.key("user").await,
-        gw.key("node").await,
-    );
+    let (a, b, node) = two_users_and_a_node(&gw).await;
     let mut a_jobs = Vec::new();
     for _ in 0..3 {
         a_jobs.push(gw.submit_id(&a, "m").await);
@@ -510,11 +507,7 @@ async fn a_queued_job_shows_its_position_counted_the_fair_share_way() {
 #[tokio::test]
 async fn a_key_over_its_tokens_per_minute_keeps_its_jobs_queued_until_usage_gives_some_back() {
     let gw = Gateway::start(&[]).await;
-    let (user, other, node) = (
-        gw.key("user").await,
-        gw.key("user").await,
-        gw.key("node").await,
-    );
+    let (user, other, node) = two_users_and_a_node(&gw).await;
     let id = id_of(&gw, &user).await;
     put_limits(&gw, &gw.admin, &id, &json!({"tokens_per_minute": 200})).await;
     // Each job is estimated at its body's characters over 4 plus its `max_tokens`: over 250,
