@@ -62,6 +62,7 @@ pub use job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 pub use limits::KeyLimits;
 pub use node::{
     FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob, NodeResult,
-    NodeResultStatus, SubmitOutcome, SubmitOutcomeKind, SubmitResponse,
+    NodeResultStatus, RelayAck, RelayFrame, RelayOutcome, SubmitOutcome, SubmitOutcomeKind,
+    SubmitResponse,
 };
 pub use responses::{Response, ResponseRequest};

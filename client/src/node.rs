@@ -1,4 +1,4 @@
-//! The node API: `/internal/queue/fetch`, `/heartbeat` and `/submit`.
+//! The node API: `/internal/queue/fetch`, `/heartbeat`, `/submit` and `/stream`.
 
 use crate::endpoint::Endpoint;
 use crate::error::ErrorBody;
@@ -70,6 +70,52 @@ pub struct LeasedJob {
     /// 1 for the first run of the job.
     pub attempt: u32,
     pub request_id: Option<String>,
+    /// The user asked for a stream and the gateway relays it: the node asks its upstream
+    /// for a stream and sends the chunks to `POST /internal/queue/stream` as they arrive,
+    /// then submits the assembled result as usual. Absent (false) from gateways that
+    /// predate relaying, and for batch lines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay: bool,
+}
+
+/// One line of `POST /internal/queue/stream`, whose body is NDJSON (one frame per line)
+/// and whose headers name the job (`x-obb-job-id`) and the lease (`x-obb-lease-id`).
+/// Frames are numbered from 0 by `seq`; a frame below the gateway's next expected `seq`
+/// is a duplicate and dropped, one above it is refused with [`RelayOutcome::Gap`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFrame {
+    pub seq: u64,
+    /// The upstream's event data, verbatim: one JSON object (a `chat.completion.chunk`, a
+    /// `text_completion` chunk or a Responses event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Box<RawValue>>,
+    /// No frame follows this one: the upstream's stream ended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end: bool,
+}
+
+/// The answer to `POST /internal/queue/stream`, sent when its body ends or, on a refusal,
+/// at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayAck {
+    pub outcome: RelayOutcome,
+    /// The `seq` the gateway expects next: a node whose stream broke resends from here.
+    pub next_seq: u64,
+}
+
+/// What the gateway did with a relayed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayOutcome {
+    /// Every frame was taken.
+    Accepted,
+    /// The lease is no longer current (the job was leased again or ended): stop sending.
+    Stale,
+    /// The job was cancelled: stop sending.
+    Cancelled,
+    /// A frame skipped ahead of `next_seq`: resend from there.
+    Gap,
 }
 
 /// `POST /internal/queue/heartbeat`: extends leases and says the node is alive.

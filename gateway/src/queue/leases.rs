@@ -374,6 +374,7 @@ fn take(
         lease_ttl_ms: asked.lease.as_millis() as u64,
         attempt: candidate.attempts + 1,
         request_id: candidate.request_id,
+        relay: false,
     }))
 }
 

@@ -127,6 +127,7 @@ impl JobContext {
             lease_ttl_ms: first.lease_ttl_ms,
             attempt: first.attempt,
             request_id: first.request_id.clone(),
+            relay: false,
         };
         tracing::debug!(jobs = jobs.len(), model = %first.model, "embeddings packed into one call");
         match self.execute(&packed).await {
