@@ -67,6 +67,14 @@ pub struct Config {
     /// While a `stream: true` request waits in the queue, an SSE comment is sent this often
     /// (seconds), so that proxies with idle timeouts keep the connection.
     pub stream_keepalive_seconds: u64,
+    /// Relay a `stream: true` chat or completions job's chunks live, as its node receives
+    /// them; off, the whole answer is replayed as chunks when the job ends.
+    pub stream_relay: bool,
+    /// The bytes of relayed chunks kept per running job for late or reconnecting
+    /// subscribers (oldest dropped first).
+    pub stream_replay_bytes: usize,
+    /// The bytes of relayed chunks kept across all jobs.
+    pub stream_replay_total_bytes: usize,
     /// The priority a batch's lines run at (1 first to 5), so interactive requests go first.
     pub batch_priority: u8,
     /// The `completion_window`s `POST /v1/batches` accepts (`<n>m`, `<n>h` or `<n>d`);
@@ -104,6 +112,9 @@ impl Default for Config {
             tls_key: None,
             cors_allowed_origins: Vec::new(),
             stream_keepalive_seconds: 15,
+            stream_relay: true,
+            stream_replay_bytes: 1024 * 1024,
+            stream_replay_total_bytes: 64 * 1024 * 1024,
             batch_priority: 4,
             batch_completion_windows: vec!["24h".to_owned()],
             max_batch_lines: 50_000,
@@ -197,6 +208,13 @@ impl Config {
         }
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
+        }
+        if self.stream_replay_bytes == 0
+            || self.stream_replay_total_bytes < self.stream_replay_bytes
+        {
+            return Err(invalid(
+                "`stream_replay_bytes` must be positive and at most `stream_replay_total_bytes`",
+            ));
         }
         if !(1..=5).contains(&self.batch_priority) {
             return Err(invalid("`batch_priority` must be from 1 (first) to 5"));

@@ -7,5 +7,6 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
+pub mod relay;
 pub mod runner;
 pub mod server;

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::http::{App, State};
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueSettings, ReapPass, now_ms};
+use crate::relay::{RelayLimits, Relays};
 use crate::runner::{BatchRunner, RunnerSettings};
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
@@ -54,8 +55,14 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let relays = Arc::new(Relays::new(RelayLimits {
+        bytes: config.stream_replay_bytes,
+        total_bytes: config.stream_replay_total_bytes,
+        ..RelayLimits::default()
+    }));
     let reaper = Reaper {
         queue: Arc::clone(&queue),
+        relays: Arc::clone(&relays),
         interval: Duration::from_millis(config.reaper_interval_ms),
         lease: config.lease(),
     };
@@ -81,6 +88,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         metrics,
         config,
         rates: crate::limits::RequestRate::default(),
+        relays,
     });
     let key_watch = KeyWatch(Arc::clone(&state));
     let mut http = Service::new("obb-http".to_owned(), App::new(state));
@@ -134,6 +142,8 @@ fn readable_pem(path: &std::path::Path) -> anyhow::Result<String> {
 /// wakes nodes when backed-off retries become due.
 struct Reaper {
     queue: Arc<Queue>,
+    /// Relays of ended jobs are forgotten on the reaper's passes.
+    relays: Arc<Relays>,
     interval: Duration,
     lease: Duration,
 }
@@ -165,6 +175,7 @@ impl BackgroundService for Reaper {
                 _ = shutdown.changed() => return,
             }
             self.queue.wake_if_tokens_returned();
+            self.relays.sweep(std::time::Instant::now());
             let now = (tokio::time::Instant::now(), now_ms());
             let stalled = self.stalled(now.0 - last.0, now.1 - last.1);
             last = now;

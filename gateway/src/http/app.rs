@@ -7,7 +7,8 @@ use super::request::Request;
 use super::routes::{self, Route};
 use super::wait::Waited;
 use super::{
-    Ctx, State, admin, batches, body, cors, files, framing, node, responses, sse, upload, user,
+    Ctx, State, admin, batches, body, cors, files, framing, node, relay_in, responses, sse, upload,
+    user,
 };
 use crate::queue::Visibility;
 use async_trait::async_trait;
@@ -144,7 +145,7 @@ impl App {
             Route::ListJobs => user::list_jobs(ctx, req).await,
             Route::GetJob(id) => user::get_job(ctx, req, id).await,
             Route::CancelJob(id) => user::cancel(ctx, id).await,
-            Route::StreamJob(id) => user::stream(ctx, id).await,
+            Route::StreamJob(id) => user::stream(ctx, req, id).await,
             Route::Poll => user::poll(ctx, req).await,
             Route::Models => user::models(ctx).await,
             Route::Model(id) => user::model(ctx, id).await,
@@ -170,9 +171,9 @@ impl App {
             Route::ListBatches => batches::list(ctx, req).await,
             Route::GetBatch(id) => batches::get(ctx, id).await,
             Route::CancelBatch(id) => batches::cancel(ctx, id).await,
-            // Taken before its body is read, in `process_new_http`.
-            Route::CreateFile => Err(ApiError::Internal(
-                "an upload reached the buffered request path".to_owned(),
+            // Taken before their bodies are read, in `process_new_http`.
+            Route::CreateFile | Route::NodeStream => Err(ApiError::Internal(
+                "a streamed body reached the buffered request path".to_owned(),
             )),
         }
     }
@@ -332,14 +333,22 @@ impl HttpServerApp for App {
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .is_some_and(|addr| addr.ip().is_loopback());
-        let uploading = matches!(
-            routes::resolve(
-                session.req_header().method.as_str(),
-                session.req_header().uri.path()
-            ),
-            Ok(Route::CreateFile)
-        );
-        let (route, waited, result, rate_headers) = if uploading {
+        let streamed = match routes::resolve(
+            session.req_header().method.as_str(),
+            session.req_header().uri.path(),
+        ) {
+            Ok(route @ (Route::CreateFile | Route::NodeStream)) => Some(route),
+            _ => None,
+        };
+        let (route, waited, result, rate_headers) = if streamed == Some(Route::NodeStream) {
+            // A relayed stream is read as it comes, for as long as its run lasts.
+            let result = relay_in::receive(&self.state, &mut session).await;
+            if result.is_err() || !session.is_body_done() {
+                // The body may be left unread.
+                session.set_keepalive(None);
+            }
+            ("node_stream", Duration::ZERO, result, Vec::new())
+        } else if streamed.is_some() {
             // An upload streams its body to disk as it reads it, never whole.
             let result = upload::receive(
                 &self.state,
@@ -414,9 +423,9 @@ impl HttpServerApp for App {
                 Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
                     sse::headers_only(&mut session, &reply, &id).await
                 }
-                Body::JobEvents { job_id, who } => {
+                Body::JobEvents { job_id, who, after } => {
                     self.stream(job_id, who, shutdown, &id)
-                        .job_events(&mut session, &reply)
+                        .job_events(&mut session, &reply, *after)
                         .await
                 }
                 Body::ChatStream {
@@ -424,9 +433,10 @@ impl HttpServerApp for App {
                     who,
                     deadline,
                     include_usage,
+                    after,
                 } => {
                     self.stream(job_id, who, shutdown, &id)
-                        .chat(&mut session, &reply, *deadline, *include_usage)
+                        .chat(&mut session, &reply, *deadline, *include_usage, *after)
                         .await
                 }
             }

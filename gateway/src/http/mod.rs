@@ -16,6 +16,7 @@ mod files;
 mod framing;
 mod node;
 mod policy;
+mod relay_in;
 mod reply;
 mod request;
 mod responses;
@@ -50,6 +51,8 @@ pub struct State {
     pub config: Config,
     /// The request rate of every key with a `requests_per_minute`.
     pub rates: crate::limits::RequestRate,
+    /// Running jobs' live chunks (issue 18).
+    pub relays: Arc<crate::relay::Relays>,
 }
 
 /// One request's context: the shared state, the caller, and the shutdown signal.

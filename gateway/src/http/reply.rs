@@ -10,8 +10,13 @@ pub enum Body {
         content_type: &'static str,
         bytes: Vec<u8>,
     },
-    /// Server-Sent Events of one job until it ends.
-    JobEvents { job_id: String, who: Visibility },
+    /// Server-Sent Events of one job until it ends, with its relayed chunks after chunk
+    /// `after` (all of them when `None`).
+    JobEvents {
+        job_id: String,
+        who: Visibility,
+        after: Option<u64>,
+    },
     /// The `chat.completion.chunk` stream of a `stream: true` request, whose job had not
     /// ended when the headers were due: keep-alives until it ends or `deadline` passes.
     ChatStream {
@@ -19,6 +24,8 @@ pub enum Body {
         who: Visibility,
         deadline: tokio::time::Instant,
         include_usage: bool,
+        /// A resumed stream starts after this relayed chunk.
+        after: Option<u64>,
     },
     /// A stored file's bytes, read from disk as they are written out; `len` is its size.
     File { file: tokio::fs::File, len: u64 },

@@ -46,6 +46,25 @@ impl Request {
         };
         Ok(asked.map(|wait| wait.min(max)))
     }
+
+    /// Where a resumed stream starts: after the chunk named by `?starting_after=N`, else by
+    /// `Last-Event-ID: N` (what an `EventSource` sends when it reconnects; the WHATWG HTML
+    /// standard's server-sent events). `None`: from the start.
+    pub fn resume_after(&self) -> Result<Option<u64>, ApiError> {
+        let (value, name) = match self.query_param("starting_after") {
+            Some(value) => (value, "starting_after"),
+            None => match self.header("last-event-id") {
+                Some(value) if !value.trim().is_empty() => (value, "Last-Event-ID"),
+                _ => return Ok(None),
+            },
+        };
+        value.trim().parse::<u64>().map(Some).map_err(|_| {
+            ApiError::invalid(
+                format!("`{name}` must be a chunk number (an integer from 0), not `{value}`"),
+                Some(name.to_owned()),
+            )
+        })
+    }
 }
 
 /// The `limit` of a list request: from 1 to `max`, `default` when not given.

@@ -24,6 +24,8 @@ pub enum Route {
     Fetch,
     Heartbeat,
     NodeSubmit,
+    /// `POST /internal/queue/stream`: its body is read as it comes (see `relay_in`).
+    NodeStream,
     CreateKey,
     ListKeys,
     RevokeKey(String),
@@ -69,6 +71,7 @@ pub const ROUTE_NAMES: &[&str] = &[
     "node_fetch",
     "node_heartbeat",
     "node_submit",
+    "node_stream",
     "admin_keys",
     "admin_key",
     "admin_key_limits",
@@ -114,7 +117,7 @@ impl Route {
             | Route::CancelResponse(_)
             | Route::DeleteResponse(_)
             | Route::ResponseInputItems(_) => Some(USERS),
-            Route::Fetch | Route::Heartbeat | Route::NodeSubmit => Some(NODES),
+            Route::Fetch | Route::Heartbeat | Route::NodeSubmit | Route::NodeStream => Some(NODES),
             Route::CreateKey
             | Route::ListKeys
             | Route::RevokeKey(_)
@@ -147,6 +150,7 @@ impl Route {
             Route::Fetch => "node_fetch",
             Route::Heartbeat => "node_heartbeat",
             Route::NodeSubmit => "node_submit",
+            Route::NodeStream => "node_stream",
             Route::CreateKey | Route::ListKeys => "admin_keys",
             Route::RevokeKey(_) => "admin_key",
             Route::KeyLimits(_) | Route::SetKeyLimits(_) => "admin_key_limits",
@@ -272,6 +276,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
         }
         ["internal", "queue", "submit"] => {
             ("POST", (method == "POST").then_some(Route::NodeSubmit))
+        }
+        ["internal", "queue", "stream"] => {
+            ("POST", (method == "POST").then_some(Route::NodeStream))
         }
         ["admin", "keys"] => (
             "GET, POST",
@@ -407,6 +414,7 @@ mod tests {
             Route::Fetch,
             Route::Heartbeat,
             Route::NodeSubmit,
+            Route::NodeStream,
             Route::CreateKey,
             Route::ListKeys,
             Route::RevokeKey(id()),

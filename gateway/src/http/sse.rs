@@ -8,6 +8,7 @@ use super::reply::Reply;
 use super::wait::{self, Woke};
 use crate::queue::JobWatch;
 use crate::queue::{JobRecord, Visibility};
+use crate::relay::{Cursor, Read, RelayEnd};
 use bytes::Bytes;
 use openbeepboop::{ChatCompletion, Endpoint, ErrorBody, JobStatus, TextCompletion};
 use pingora::protocols::http::ServerSession;
@@ -143,19 +144,94 @@ pub struct Stream<'a> {
 /// What a stream wakes up for besides the deadline and shutdown.
 enum Next {
     Status(JobStatus),
+    /// The job's relay moved: chunks came, or its stream ended.
+    Relayed,
     KeepAlive,
 }
 
-/// The job's next status change or the next keep-alive, whichever comes first; `None` when
-/// the job's changes can no longer arrive.
-async fn next(watch: &mut JobWatch<'_>, keepalives: &mut tokio::time::Interval) -> Option<Next> {
+/// The job's next status change, relayed chunk or keep-alive, whichever comes first;
+/// `None` when the job's changes can no longer arrive.
+async fn next(
+    watch: &mut JobWatch<'_>,
+    cursor: Option<&mut Cursor>,
+    keepalives: &mut tokio::time::Interval,
+) -> Option<Next> {
+    let relayed = async {
+        match cursor {
+            Some(cursor) => cursor.changed().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         changed = watch.changed() => changed.map(Next::Status),
+        () = relayed => Some(Next::Relayed),
         _ = keepalives.tick() => Some(Next::KeepAlive),
     }
 }
 
+/// How relayed chunks are framed: as the upstream sent them (`data:`), or as our job
+/// stream's `chunk` events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    OpenAi,
+    Events,
+}
+
+/// What writing out a cursor's new chunks did.
+enum Relayed {
+    /// Chunks were sent.
+    Sent,
+    /// Nothing new.
+    Nothing,
+    /// The cursor's next chunk is no longer held.
+    Behind,
+    /// The client is gone.
+    Gone,
+}
+
+/// Writes every chunk the relay holds past the cursor, in one write, each with its
+/// sequence number as the event id (so that `Last-Event-ID` resumes after it).
+async fn relay_out(session: &mut ServerSession, cursor: &mut Cursor, framing: Framing) -> Relayed {
+    let chunks = match cursor.read() {
+        Read::Chunks(chunks) => chunks,
+        Read::Behind { .. } => return Relayed::Behind,
+        Read::Pending | Read::End(_) => return Relayed::Nothing,
+    };
+    let mut out = Vec::with_capacity(chunks.iter().map(|(_, c)| c.len() + 32).sum());
+    for (seq, chunk) in chunks {
+        out.extend_from_slice(format!("id: {seq}\n").as_bytes());
+        if framing == Framing::Events {
+            out.extend_from_slice(b"event: chunk\n");
+        }
+        out.extend_from_slice(b"data: ");
+        // One JSON object from an SSE data line; a line break would end the field early.
+        out.extend(
+            chunk
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+        out.extend_from_slice(b"\n\n");
+    }
+    if send(session, out).await {
+        Relayed::Sent
+    } else {
+        Relayed::Gone
+    }
+}
+
+/// The error event of a stream that cannot go on from where its client stands.
+fn resume_unavailable(job_id: &str, next: u64) -> ErrorBody {
+    ErrorBody::new(
+        format!(
+            "chunks from {next} of job `{job_id}` are no longer held; `GET /v1/jobs/{job_id}` has the whole result"
+        ),
+        "invalid_request_error",
+    )
+    .with_code("stream_resume_unavailable")
+}
+
 /// Why a stream stopped waiting before its job ended.
+#[derive(Clone, Copy)]
 enum Cut {
     Deadline,
     Shutdown,
@@ -198,18 +274,31 @@ impl Stream<'_> {
 
     /// Streams the job's status changes as events named after the status, each carrying
     /// the job object, and ends after the final one. A queued job's `queued` event is sent
-    /// again, at a keep-alive, when its `queue_position` has moved.
-    pub async fn job_events(&self, session: &mut ServerSession, reply: &Reply) -> bool {
+    /// again, at a keep-alive, when its `queue_position` has moved. While it runs, its
+    /// relayed chunks go out as `chunk` events (after chunk `after`, when resuming).
+    pub async fn job_events(
+        &self,
+        session: &mut ServerSession,
+        reply: &Reply,
+        after: Option<u64>,
+    ) -> bool {
         if !start(session, reply, self.request_id).await {
             return false;
         }
         let mut watch = self.state.queue.notifier().watch(self.job_id);
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
+        let mut relay = Subscription::new(self, after);
         let mut last = None;
         let mut stopping = false;
         // Read after subscribing, so that no change falls between a read and the wait.
-        while let Some(record) = self.read().await {
+        let mut read = self.read().await;
+        while let Some(record) = read.take() {
+            relay.begin_if(record.status != JobStatus::Queued);
+            // A final event comes after every chunk; a `processing` one before them.
+            if record.status.is_final() && !relay.drain(session, Framing::Events).await {
+                return false;
+            }
             let wire = match self.state.queue.wire_job(&record).await {
                 Ok(wire) => wire,
                 Err(error) => {
@@ -231,30 +320,53 @@ impl Stream<'_> {
             if record.status.is_final() || stopping {
                 break;
             }
-            match wait::until(next(&mut watch, &mut keepalives), None, &mut shutdown).await {
-                Woke::Changed(Next::KeepAlive) => {
-                    if !send(session, KEEPALIVE).await {
-                        return false;
-                    }
-                }
-                Woke::Changed(Next::Status(_)) | Woke::Deadline => {}
-                // One more read, so that a change that came with the shutdown is still sent.
-                Woke::Shutdown => stopping = true,
+            if !relay.drain(session, Framing::Events).await {
+                return false;
             }
+            loop {
+                let woke = wait::until(
+                    next(&mut watch, relay.cursor(), &mut keepalives),
+                    None,
+                    &mut shutdown,
+                )
+                .await;
+                match woke {
+                    Woke::Changed(Next::Relayed) => {
+                        if !relay.drain(session, Framing::Events).await {
+                            return false;
+                        }
+                        continue;
+                    }
+                    Woke::Changed(Next::KeepAlive) => {
+                        if !send(session, KEEPALIVE).await {
+                            return false;
+                        }
+                    }
+                    Woke::Changed(Next::Status(_)) | Woke::Deadline => {}
+                    // One more read, so that a change that came with the shutdown is still sent.
+                    Woke::Shutdown => stopping = true,
+                }
+                break;
+            }
+            read = self.read().await;
         }
         end(session).await
     }
 
     /// The answer to a `stream: true` request whose job had not ended when the headers were
-    /// due: keep-alive comments while it waits, then the replayed chunks and `[DONE]`. A job
-    /// that fails, or does not end by `deadline`, ends the stream with an error event; the
-    /// timeout's names the job, so that the caller can poll it.
+    /// due: keep-alive comments while it waits, the relayed chunks as its node streams them
+    /// (after chunk `after`, when resuming), and `[DONE]`; or, when nothing was relayed,
+    /// the stored result replayed as chunks. A job that fails, or does not end by
+    /// `deadline`, ends the stream with an error event; the timeout's names the job, so
+    /// that the caller can poll it. A run that broke off mid-stream ends it with
+    /// `stream_interrupted`: what was sent cannot be taken back, and is not repeated.
     pub async fn chat(
         &self,
         session: &mut ServerSession,
         reply: &Reply,
         deadline: tokio::time::Instant,
         include_usage: bool,
+        after: Option<u64>,
     ) -> bool {
         if !start(session, reply, self.request_id).await {
             return false;
@@ -262,19 +374,25 @@ impl Stream<'_> {
         let mut watch = self.state.queue.notifier().watch(self.job_id);
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
+        let mut relay = Subscription::new(self, after);
+        relay.begin_if(true);
         let mut cut = None;
         let mut record = self.read().await;
         while let Some(current) = &record {
-            if current.status.is_final() {
+            if !relay.drain(session, Framing::OpenAi).await {
+                return false;
+            }
+            if current.status.is_final() || relay.behind_sent {
                 break;
             }
             match wait::until(
-                next(&mut watch, &mut keepalives),
+                next(&mut watch, relay.cursor(), &mut keepalives),
                 Some(deadline),
                 &mut shutdown,
             )
             .await
             {
+                Woke::Changed(Next::Relayed) => continue,
                 Woke::Changed(Next::KeepAlive) => {
                     if !send(session, KEEPALIVE).await {
                         return false;
@@ -292,8 +410,47 @@ impl Stream<'_> {
                 break;
             }
         }
-        let poll = format!("poll `GET /v1/jobs/{}`", self.job_id);
         let events = match (&record, cut) {
+            (Some(_), _) if relay.behind_sent => {
+                error_event(&resume_unavailable(self.job_id, relay.next_seq()))
+            }
+            (Some(r), _) if r.status.is_final() && relay.sent_any() => {
+                // Whatever the relay did not carry to its end cannot be sent whole now.
+                match (r.status, relay.finished()) {
+                    (JobStatus::Completed, true) => done(),
+                    (JobStatus::Completed, false) if !relay.sent_here => {
+                        error_event(&resume_unavailable(self.job_id, relay.next_seq()))
+                    }
+                    (JobStatus::Completed, false) => error_event(
+                        &ErrorBody::new(
+                            format!(
+                                "the stream of job `{}` broke off after chunk {}; `GET /v1/jobs/{}` has the whole result",
+                                self.job_id,
+                                relay.next_seq().saturating_sub(1),
+                                self.job_id
+                            ),
+                            "server_error",
+                        )
+                        .with_code("stream_interrupted"),
+                    ),
+                    _ => self.final_events(&record, cut, include_usage).await,
+                }
+            }
+            _ => self.final_events(&record, cut, include_usage).await,
+        };
+        send(session, events).await && end(session).await
+    }
+
+    /// How a stream that relayed nothing ends: the stored result replayed whole, or the
+    /// error that says why there is none.
+    async fn final_events(
+        &self,
+        record: &Option<JobRecord>,
+        cut: Option<Cut>,
+        include_usage: bool,
+    ) -> String {
+        let poll = format!("poll `GET /v1/jobs/{}`", self.job_id);
+        match (record, cut) {
             (None, _) => error_event(&ErrorBody::new(
                 format!("job `{}` could not be read; {poll}", self.job_id),
                 "server_error",
@@ -341,8 +498,103 @@ impl Stream<'_> {
                 )
                 .with_code("job_not_finished"),
             ),
+        }
+    }
+}
+
+/// The end of an OpenAI stream.
+fn done() -> String {
+    let mut event = String::new();
+    frame(&mut event, None, "[DONE]");
+    event
+}
+
+/// One stream's place in its job's relay.
+struct Subscription<'a> {
+    stream: &'a Stream<'a>,
+    after: Option<u64>,
+    cursor: Option<Cursor>,
+    /// Chunks were sent on this connection.
+    sent_here: bool,
+    /// The cursor fell behind the relay's buffer after this client had chunks: it cannot
+    /// go on from where it stands.
+    behind_sent: bool,
+    /// It fell behind before this client had any: it gets the stored result at the end.
+    behind_unsent: bool,
+}
+
+impl<'a> Subscription<'a> {
+    fn new(stream: &'a Stream<'a>, after: Option<u64>) -> Self {
+        Self {
+            stream,
+            after,
+            cursor: None,
+            sent_here: false,
+            behind_sent: false,
+            behind_unsent: false,
+        }
+    }
+
+    /// Subscribes to the job's relay, once, when `now`.
+    fn begin_if(&mut self, now: bool) {
+        if now && self.cursor.is_none() && !self.behind_sent && !self.behind_unsent {
+            let relays = &self.stream.state.relays;
+            self.cursor = Some(relays.subscribe(self.stream.job_id, self.after));
+        }
+    }
+
+    fn cursor(&mut self) -> Option<&mut Cursor> {
+        self.cursor.as_mut()
+    }
+
+    /// Whether the client has chunks of this job, from this connection or an earlier one.
+    fn sent_any(&self) -> bool {
+        self.sent_here || self.after.is_some()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.cursor
+            .as_ref()
+            .map_or(self.after.map_or(0, |n| n + 1), Cursor::next_seq)
+    }
+
+    /// Whether the relay reached its end and this client has every chunk.
+    fn finished(&self) -> bool {
+        self.cursor
+            .as_ref()
+            .is_some_and(|c| c.end() == (RelayEnd::Complete, true))
+    }
+
+    /// Sends every chunk held past the cursor. False when the client is gone; falling
+    /// behind is remembered, and the `Events` framing tells the client at once.
+    async fn drain(&mut self, session: &mut ServerSession, framing: Framing) -> bool {
+        let Some(cursor) = self.cursor.as_mut() else {
+            return true;
         };
-        send(session, events).await && end(session).await
+        loop {
+            match relay_out(session, cursor, framing).await {
+                Relayed::Sent => self.sent_here = true,
+                Relayed::Nothing => return true,
+                Relayed::Gone => return false,
+                Relayed::Behind => {
+                    let next = cursor.next_seq();
+                    self.cursor = None;
+                    if !self.sent_any() {
+                        self.behind_unsent = true;
+                        return true;
+                    }
+                    self.behind_sent = true;
+                    if framing == Framing::Events {
+                        let error = resume_unavailable(self.stream.job_id, next);
+                        let mut event = String::new();
+                        let data = serde_json::json!({ "error": error }).to_string();
+                        frame(&mut event, Some("error"), &data);
+                        return send(session, event).await;
+                    }
+                    return true;
+                }
+            }
+        }
     }
 }
 

@@ -175,6 +175,10 @@ pub(super) fn new_job(
         ttl: terms.ttl,
         max_queued: ctx.principal.as_ref().and_then(|p| p.max_queued_jobs),
         est_tokens: crate::limits::estimated_tokens(&payload),
+        // Responses stream their own events, which are not relayed yet: they are replayed.
+        relay: judged.stream
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && ctx.state.config.stream_relay,
         payload,
     })
 }
@@ -211,9 +215,18 @@ pub(super) async fn hold(
     };
     // Subscribed before the job exists, so the waiter needs no read to catch up with it.
     let watch = ctx.state.queue.notifier().watch(&job.id);
+    // A relayed stream's headers go out with its first chunk, if that comes first.
+    let mut relay = job.relay.then(|| ctx.state.relays.subscribe(&job.id, None));
     let (record, created) = enqueue(ctx, job).await?;
     let record = if created {
-        wait_with(ctx, record, watch, first_wait).await?
+        let waiting = wait_with(ctx, record.clone(), watch, first_wait);
+        match &mut relay {
+            Some(cursor) => tokio::select! {
+                waited = waiting => waited?,
+                () = cursor.changed() => record,
+            },
+            None => waiting.await?,
+        }
     } else {
         // An earlier submit with the same idempotency key made the job; wait on that one.
         drop(watch);
@@ -230,6 +243,7 @@ pub(super) async fn hold(
         &record.id,
         deadline,
         judged.include_usage,
+        None,
     )))
 }
 
@@ -240,6 +254,7 @@ pub(super) fn streaming(
     id: &str,
     deadline: tokio::time::Instant,
     include_usage: bool,
+    after: Option<u64>,
 ) -> Reply {
     Reply {
         status: 200,
@@ -252,6 +267,7 @@ pub(super) fn streaming(
             who: ctx.visibility(),
             deadline,
             include_usage,
+            after,
         },
     }
 }
@@ -416,17 +432,45 @@ pub async fn cancel(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &record.to_wire()))
 }
 
-/// `GET /v1/jobs/{id}/stream`: checks the job exists, then streams its events.
-pub async fn stream(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
-    ctx.job(id).await?;
-    Ok(Reply {
-        status: 200,
-        headers: vec![("cache-control", "no-cache".to_owned())],
-        body: Body::JobEvents {
-            job_id: id.to_owned(),
-            who: ctx.visibility(),
-        },
-    })
+/// `GET /v1/jobs/{id}/stream`: checks the job exists, then streams its events and its
+/// relayed chunks (`event: chunk`). With `?format=openai` it streams exactly what the
+/// job's `stream: true` submit answers, which is how a client resumes that stream. Both
+/// resume after `?starting_after=N` or `Last-Event-ID: N`.
+pub async fn stream(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
+    let after = req.resume_after()?;
+    match req.query_param("format") {
+        None | Some("events") => {
+            ctx.job(id).await?;
+            Ok(Reply {
+                status: 200,
+                headers: vec![("cache-control", "no-cache".to_owned())],
+                body: Body::JobEvents {
+                    job_id: id.to_owned(),
+                    who: ctx.visibility(),
+                    after,
+                },
+            })
+        }
+        Some("openai") => {
+            let (_, payload) = ctx
+                .state
+                .queue
+                .job_with_request(id.to_owned(), ctx.visibility())
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+            let include_usage = serde_json::from_str::<serde_json::Value>(&payload)
+                .ok()
+                .and_then(|body| body.pointer("/stream_options/include_usage")?.as_bool())
+                .unwrap_or(false);
+            let max_wait = Duration::from_secs(ctx.state.config.max_wait_seconds);
+            let deadline = tokio::time::Instant::now() + max_wait;
+            Ok(streaming(ctx, id, deadline, include_usage, after))
+        }
+        Some(other) => Err(ApiError::invalid(
+            format!("`format` must be `events` or `openai`, not `{other}`"),
+            Some("format".to_owned()),
+        )),
+    }
 }
 
 /// `GET /v1/models`: what live nodes serve, in OpenAI's list shape.

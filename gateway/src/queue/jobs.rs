@@ -30,6 +30,8 @@ pub struct NewJob {
     pub max_queued: Option<u32>,
     /// Its tokens as its key's `tokens_per_minute` counts them until its usage is known.
     pub est_tokens: u64,
+    /// Its node relays the upstream's chunks as they come (`stream: true`, see `relay`).
+    pub relay: bool,
 }
 
 /// Whether a job may move from one status to another. Final statuses never change.
@@ -104,6 +106,7 @@ pub fn transition(
         "UPDATE jobs SET status = ?3, updated_at = ?4,
              lease_id = COALESCE(?5, lease_id), lease_expires_at = ?6,
              locked_by = COALESCE(?7, locked_by), locked_at = CASE WHEN ?7 IS NULL THEN locked_at ELSE ?4 END,
+             first_relayed_at = CASE WHEN ?5 IS NULL THEN first_relayed_at ELSE NULL END,
              attempts = attempts + ?8,
              result_payload = COALESCE(?9, result_payload),
              error_payload = COALESCE(?10, error_payload),
@@ -273,8 +276,8 @@ pub fn enqueue(
         .prepare_cached(
             "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
                  request_hash, idempotency_key, request_id, max_attempts, created_at, updated_at,
-                 expires_at, endpoint, est_tokens)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13)",
+                 expires_at, endpoint, est_tokens, relay)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             id,
@@ -290,6 +293,7 @@ pub fn enqueue(
             expires_at,
             job.endpoint.as_str(),
             job.est_tokens as i64,
+            job.relay,
         ])?;
     ctx.changes.push(Change {
         job_id: id.clone(),

@@ -144,6 +144,7 @@ struct Candidate {
     est_tokens: u64,
     owner: String,
     priority: u8,
+    relay: bool,
 }
 
 fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
@@ -159,11 +160,12 @@ fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         est_tokens: row.get::<_, i64>(8)?.max(0) as u64,
         owner: row.get(9)?,
         priority: row.get(10)?,
+        relay: row.get(11)?,
     })
 }
 
 /// The columns [`candidate`] reads, in its order.
-const CANDIDATE_COLUMNS: &str = "id, model, request_payload, attempts, request_id, created_at, endpoint, seq, est_tokens, owner_key_id, priority";
+const CANDIDATE_COLUMNS: &str = "id, model, request_payload, attempts, request_id, created_at, endpoint, seq, est_tokens, owner_key_id, priority, relay";
 
 /// Leases up to `asked.limit` queued jobs the node serves: the highest priority (lowest
 /// number) first; within a priority, shared between the keys with work queued in
@@ -374,7 +376,7 @@ fn take(
         lease_ttl_ms: asked.lease.as_millis() as u64,
         attempt: candidate.attempts + 1,
         request_id: candidate.request_id,
-        relay: false,
+        relay: candidate.relay,
     }))
 }
 
@@ -515,7 +517,8 @@ pub fn reap(
             // The planner, without statistics, would scan the whole queue index instead.
             "SELECT id FROM jobs INDEXED BY jobs_by_lease_expiry
              WHERE status = 'processing' AND lease_expires_at < ?1
-               AND (attempts < max_attempts OR lease_expires_at < ?3)
+               AND ((attempts < max_attempts AND first_relayed_at IS NULL)
+                    OR lease_expires_at < ?3)
              LIMIT ?2",
         )?
         .query_map(params![ctx.now, PER_PASS, last_chance], |row| {

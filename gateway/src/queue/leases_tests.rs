@@ -26,6 +26,7 @@ pub(super) fn job(owner: &str, priority: u8) -> NewJob {
         ttl: Duration::from_secs(600),
         max_queued: None,
         est_tokens: 0,
+        relay: false,
     }
 }
 
@@ -236,6 +237,7 @@ async fn a_run_that_fails_gives_its_token_estimate_back() {
     for _ in 0..2 {
         let job = NewJob {
             est_tokens: 150,
+            relay: false,
             ..job("a", 3)
         };
         queue.enqueue(job).await.unwrap();

@@ -23,6 +23,7 @@ mod nodes_seen;
 mod notify;
 mod pool;
 mod reads;
+mod relayed;
 mod results;
 mod schema;
 mod writer;
@@ -39,6 +40,7 @@ pub use model::{
     Visibility, now_ms, stored_answer,
 };
 pub use notify::{Change, JobWatch, Notifier};
+pub use relayed::RelayLease;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
@@ -244,6 +246,32 @@ impl Queue {
     pub async fn delete(&self, id: String, who: Visibility) -> Result<JobRecord, StoreError> {
         self.writer
             .write(move |ctx| jobs::delete(ctx, &id, &who))
+            .await
+    }
+
+    /// Whether a node's relayed stream still belongs to the job's current run; see
+    /// [`relayed::lease`].
+    pub async fn relay_lease(
+        &self,
+        job_id: String,
+        lease_id: String,
+    ) -> Result<RelayLease, StoreError> {
+        self.read(move |conn| relayed::lease(conn, &job_id, &lease_id))
+            .await
+    }
+
+    /// Marks that the run's first chunk reached a client: from now on the run is not
+    /// retried. Committed without a sync: the reaper, which would retry the run, runs in
+    /// the same writer queue, and a crash that loses the mark also cut every client off.
+    pub async fn mark_relayed(
+        &self,
+        job_id: String,
+        lease_id: String,
+    ) -> Result<RelayLease, StoreError> {
+        self.writer
+            .write_with(Durability::Relaxed, move |ctx| {
+                relayed::mark(ctx, &job_id, &lease_id)
+            })
             .await
     }
 

@@ -5,6 +5,10 @@
 //! hand-back) puts the job back in the queue while `attempts < max_attempts`, and otherwise
 //! fails it: `max_attempts_exceeded` for a lost run, the run's own error for a failure. A
 //! gateway restart is not an ending: leases get a fresh grace period (`leases::grant_grace`).
+//!
+//! **The relay rule.** A run that relayed a chunk to a client (`first_relayed_at`) is never
+//! retried, since a retry would repeat tokens the client already has: a lost run fails
+//! with `stream_interrupted`, a retryable failure is stored as failed.
 //! Runs inside the writer's transactions.
 
 use super::jobs::{Effects, transition};
@@ -45,6 +49,8 @@ struct Run {
     last_error: Option<ErrorBody>,
     owner: String,
     est_tokens: u64,
+    /// Unix ms when a chunk of this run first reached a client: the run is not retried.
+    first_relayed_at: Option<i64>,
 }
 
 fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
@@ -52,7 +58,7 @@ fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
         .conn
         .prepare_cached(
             "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
-                    error_payload, owner_key_id, est_tokens
+                    error_payload, owner_key_id, est_tokens, first_relayed_at
              FROM jobs WHERE id = ?1",
         )?
         .query_row([id], |row| {
@@ -69,6 +75,7 @@ fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
                     .and_then(|text| serde_json::from_str(&text).ok()),
                 owner: row.get(8)?,
                 est_tokens: row.get::<_, i64>(9)?.max(0) as u64,
+                first_relayed_at: row.get(10)?,
             })
         })
         .optional()?)
@@ -94,7 +101,7 @@ pub fn end_lost_run(
         LostRun::HandedBack => run.lease_id.as_deref(),
         LostRun::LeaseLapsed => None,
     };
-    if run.attempts < run.max_attempts {
+    if run.attempts < run.max_attempts && run.first_relayed_at.is_none() {
         let effects = Effects {
             result_lease,
             ..Effects::default()
@@ -105,7 +112,10 @@ pub fn end_lost_run(
         }
         return Ok(moved.then_some(JobStatus::Queued));
     }
-    let error = exhausted(id, &run, how);
+    let error = match run.first_relayed_at {
+        Some(_) => interrupted(id, &run),
+        None => exhausted(id, &run, how),
+    };
     let effects = Effects {
         error: Some((&error, None)),
         result_lease,
@@ -132,6 +142,18 @@ fn exhausted(id: &str, run: &Run, how: LostRun) -> ErrorBody {
         message.push_str(&format!("; an earlier attempt failed: {}", last.message));
     }
     ErrorBody::new(message, "server_error").with_code("max_attempts_exceeded")
+}
+
+/// The error of a job whose run was lost after its answer began streaming to a client.
+fn interrupted(id: &str, run: &Run) -> ErrorBody {
+    let node = run.node.as_deref().unwrap_or_default();
+    ErrorBody::new(
+        format!(
+            "job `{id}` lost node `{node}` after its answer began streaming; it is not retried, as a retry would repeat what was sent"
+        ),
+        "server_error",
+    )
+    .with_code("stream_interrupted")
 }
 
 /// Stores what nodes report, one outcome per result, in order.
@@ -211,7 +233,8 @@ fn submit_one(
                 .with_code("node_error")
             });
             let error = Some((&error, item.upstream_status));
-            if item.retryable && run.attempts < run.max_attempts {
+            // A run that streamed a chunk is not retried: a retry would repeat it.
+            if item.retryable && run.attempts < run.max_attempts && run.first_relayed_at.is_none() {
                 let not_before = ctx.now + backoff(backoff_base, run.attempts).as_millis() as i64;
                 if from == JobStatus::Queued {
                     record_outcome(ctx, id, lease, error, Some(not_before))?;
@@ -326,6 +349,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             max_queued: None,
             est_tokens: 0,
+            relay: false,
         };
         let (record, _) = queue.enqueue(job).await.unwrap();
         let lease = || queue.lease("n".into(), "k".into(), vec!["*".into()], 1);

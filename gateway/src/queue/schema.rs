@@ -220,6 +220,13 @@ ALTER TABLE api_keys ADD COLUMN max_priority INTEGER CHECK (max_priority BETWEEN
 ALTER TABLE api_keys ADD COLUMN default_priority INTEGER CHECK (default_priority BETWEEN 1 AND 5);
 ALTER TABLE api_keys ADD COLUMN metrics_label TEXT;
 ",
+    r"
+-- Live relay (issue 18): whether a job's node streams its chunks through the gateway, and
+-- when the first chunk of its current run reached a client. A run that relayed a chunk is
+-- never retried: a retry would repeat tokens a client already has.
+ALTER TABLE jobs ADD COLUMN relay INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN first_relayed_at INTEGER;
+",
 ];
 
 /// The schema version this gateway reads and writes.

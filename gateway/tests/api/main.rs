@@ -31,6 +31,8 @@ mod node_api;
 #[cfg(test)]
 mod queue_faults;
 #[cfg(test)]
+mod relay;
+#[cfg(test)]
 mod responses;
 #[cfg(test)]
 mod submit;

@@ -130,7 +130,7 @@ pub async fn retrieve(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, A
         Some("true") => {
             let deadline = tokio::time::Instant::now()
                 + Duration::from_secs(ctx.state.config.max_wait_seconds);
-            Ok(streaming(ctx, &record.id, deadline, false))
+            Ok(streaming(ctx, &record.id, deadline, false, None))
         }
         Some(other) => Err(ApiError::invalid(
             format!("`stream` must be `true` or `false`, not `{other}`"),
