@@ -70,6 +70,9 @@ pub struct Config {
     /// Relay a `stream: true` chat or completions job's chunks live, as its node receives
     /// them; off, the whole answer is replayed as chunks when the job ends.
     pub stream_relay: bool,
+    /// With `X-OBB-Progress: true`, a queued stream's `obb.queue` event goes out at most
+    /// this often (seconds), when its position or estimated wait moved.
+    pub stream_progress_seconds: u64,
     /// The bytes of relayed chunks kept per running job for late or reconnecting
     /// subscribers (oldest dropped first).
     pub stream_replay_bytes: usize,
@@ -113,6 +116,7 @@ impl Default for Config {
             cors_allowed_origins: Vec::new(),
             stream_keepalive_seconds: 15,
             stream_relay: true,
+            stream_progress_seconds: 2,
             stream_replay_bytes: 1024 * 1024,
             stream_replay_total_bytes: 64 * 1024 * 1024,
             batch_priority: 4,
@@ -208,6 +212,9 @@ impl Config {
         }
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
+        }
+        if self.stream_progress_seconds == 0 {
+            return Err(invalid("`stream_progress_seconds` must be positive"));
         }
         if self.stream_replay_bytes == 0
             || self.stream_replay_total_bytes < self.stream_replay_bytes

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::reply::{Body, Reply};
 use super::request::Request;
 use super::routes::{self, Route};
-use super::wait::Waited;
+use super::wait::{Disconnect, Waited};
 use super::{
     Ctx, State, admin, batches, body, cors, files, framing, node, relay_in, responses, sse, upload,
     user,
@@ -47,6 +47,7 @@ impl App {
         req: &Request,
         shutdown: &ShutdownWatch,
         peer_is_loopback: bool,
+        disconnect: &Disconnect,
     ) -> Handled {
         let route = match routes::resolve(&req.method, &req.path) {
             Ok(route) => route,
@@ -58,9 +59,8 @@ impl App {
             .dispatch(
                 &route,
                 req,
-                shutdown,
-                peer_is_loopback,
-                &waited,
+                (shutdown, peer_is_loopback),
+                (&waited, disconnect),
                 &mut rate_headers,
             )
             .await;
@@ -71,9 +71,8 @@ impl App {
         &self,
         route: &Route,
         req: &Request,
-        shutdown: &ShutdownWatch,
-        peer_is_loopback: bool,
-        waited: &Waited,
+        (shutdown, peer_is_loopback): (&ShutdownWatch, bool),
+        (waited, disconnect): (&Waited, &Disconnect),
         rate_headers: &mut Vec<(&'static str, String)>,
     ) -> Result<Reply, ApiError> {
         let principal = match route.roles() {
@@ -103,6 +102,7 @@ impl App {
             shutdown: shutdown.clone(),
             peer_is_loopback,
             waited,
+            disconnect,
         };
         let result = self.route(&ctx, route, req).await;
         // Measured after the route ran, so that a submit's headers count the submit.
@@ -128,7 +128,9 @@ impl App {
         Ok(Reply::raw(
             200,
             "text/plain; version=0.0.4",
-            self.state.metrics.render(&snapshot),
+            self.state
+                .metrics
+                .render(&snapshot, self.state.relays.stats()),
         ))
     }
 
@@ -180,6 +182,17 @@ impl App {
 }
 
 impl App {
+    /// Cancels the job of a client that left and asked for that
+    /// (`X-OBB-Cancel-On-Disconnect: true`). Its own job, so no visibility check is needed.
+    async fn cancel_abandoned(&self, job: String) {
+        match self.state.queue.cancel(job.clone(), Visibility::All).await {
+            Ok(_) => tracing::info!(job = %job, "cancelled: its client left and asked for that"),
+            Err(error) => {
+                tracing::debug!(job = %job, error = %error.detail(), "no cancel on disconnect")
+            }
+        }
+    }
+
     fn stream<'a>(
         &'a self,
         job_id: &'a str,
@@ -365,7 +378,8 @@ impl HttpServerApp for App {
             match body::receive(&self.state, &mut session).await {
                 Ok(body) => {
                     let req = parse_request(&session, body, id.clone());
-                    let handling = self.handle(&req, shutdown, peer_is_loopback);
+                    let disconnect = Disconnect::default();
+                    let handling = self.handle(&req, shutdown, peer_is_loopback, &disconnect);
                     tokio::pin!(handling);
                     // A long-poll must end when its client leaves: a node that gave up on a
                     // fetch must not be handed jobs it will never see.
@@ -373,6 +387,9 @@ impl HttpServerApp for App {
                         handled = &mut handling => handled,
                         _ = session.read_body_or_idle(true) => {
                             tracing::debug!(request_id = %id, "client went away before the answer");
+                            if let Some(job) = disconnect.take() {
+                                self.cancel_abandoned(job).await;
+                            }
                             return None;
                         }
                     }
@@ -432,11 +449,10 @@ impl HttpServerApp for App {
                     job_id,
                     who,
                     deadline,
-                    include_usage,
-                    after,
+                    options,
                 } => {
                     self.stream(job_id, who, shutdown, &id)
-                        .chat(&mut session, &reply, *deadline, *include_usage, *after)
+                        .chat(&mut session, &reply, *deadline, *options)
                         .await
                 }
             }

@@ -11,8 +11,8 @@ use super::reply::Reply;
 const EXPOSED: &str = "x-request-id, x-obb-job-id, x-obb-queue-ms, x-obb-processing-ms, \
      location, retry-after, x-should-retry";
 /// Request headers a page may send when the preflight does not list any.
-const ALLOWED_HEADERS: &str =
-    "authorization, content-type, idempotency-key, prefer, x-request-id, x-obb-priority, x-obb-ttl";
+const ALLOWED_HEADERS: &str = "authorization, content-type, idempotency-key, prefer, x-request-id, x-obb-priority, x-obb-ttl, \
+     x-obb-progress, x-obb-cancel-on-disconnect, last-event-id";
 /// How long a browser may cache a preflight answer (seconds).
 const MAX_AGE_SECONDS: &str = "600";
 

@@ -64,6 +64,8 @@ pub struct Ctx<'a> {
     pub peer_is_loopback: bool,
     /// The request's time in long-poll waits; `App::handle` owns it and reports it.
     pub waited: &'a Waited,
+    /// The job to cancel if the client leaves before the answer; `App` owns it.
+    pub disconnect: &'a wait::Disconnect,
 }
 
 impl Ctx<'_> {

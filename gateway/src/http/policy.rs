@@ -47,6 +47,19 @@ impl Terms {
     }
 }
 
+/// A `true`/`false` header such as `X-OBB-Progress`; absent is false.
+pub fn flag(req: &Request, name: &str) -> Result<bool, ApiError> {
+    match req.header(&name.to_ascii_lowercase()).map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(ApiError::invalid(
+            format!("`{name}` must be `true` or `false`, not `{other}`"),
+            Some(name.to_owned()),
+        )),
+    }
+}
+
 /// `Idempotency-Key`, when sent: 1 to 255 characters.
 fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     idempotency_key_of(req.header("idempotency-key"))

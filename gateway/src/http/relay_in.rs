@@ -50,14 +50,18 @@ pub async fn receive(state: &State, session: &mut ServerSession) -> Result<Reply
             .ok_or_else(|| ApiError::invalid(format!("the `{name}` header is required"), None))
     };
     let (job_id, lease_id) = (named("x-obb-job-id")?, named("x-obb-lease-id")?);
-    match state
+    let refused = match state
         .queue
         .relay_lease(job_id.clone(), lease_id.clone())
         .await?
     {
-        RelayLease::Current => {}
-        RelayLease::Stale => return Ok(ack(RelayOutcome::Stale, 0)),
-        RelayLease::Cancelled => return Ok(ack(RelayOutcome::Cancelled, 0)),
+        RelayLease::Current => None,
+        RelayLease::Stale => Some((RelayOutcome::Stale, "stale")),
+        RelayLease::Cancelled => Some((RelayOutcome::Cancelled, "cancelled")),
+    };
+    if let Some((outcome, reason)) = refused {
+        state.metrics.stream.refused(reason);
+        return Ok(ack(outcome, 0));
     }
     body::send_continue(session).await?;
     let ingest = state.relays.open(&job_id, &lease_id);
@@ -120,13 +124,23 @@ impl Relayed<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        let frame: Frame<'_> = serde_json::from_slice(&line)
-            .map_err(|e| ApiError::invalid(format!("a relay frame is not valid: {e}"), None))?;
+        let metrics = &self.state.metrics.stream;
+        let frame: Frame<'_> = serde_json::from_slice(&line).map_err(|e| {
+            metrics.refused("malformed");
+            ApiError::invalid(format!("a relay frame is not valid: {e}"), None)
+        })?;
         if let Some(chunk) = frame.chunk {
             // The chunk as a slice of the line it came in: no copy.
             let start = chunk.get().as_ptr() as usize - line.as_ptr() as usize;
             let chunk = line.slice(start..start + chunk.get().len());
-            match self.ingest.append(frame.seq, chunk) {
+            let appended = self.ingest.append(frame.seq, chunk);
+            match appended {
+                Appended::Kept { .. } => metrics.chunk(),
+                Appended::Gap(_) => metrics.refused("gap"),
+                Appended::Stale => metrics.refused("stale"),
+                Appended::Duplicate => {}
+            }
+            match appended {
                 Appended::Kept { first: true } => {
                     // Sent to subscribers already: the mark never delays the first token.
                     match self
@@ -136,8 +150,14 @@ impl Relayed<'_> {
                         .await?
                     {
                         RelayLease::Current => {}
-                        RelayLease::Stale => return Ok(Some(RelayOutcome::Stale)),
-                        RelayLease::Cancelled => return Ok(Some(RelayOutcome::Cancelled)),
+                        RelayLease::Stale => {
+                            metrics.refused("stale");
+                            return Ok(Some(RelayOutcome::Stale));
+                        }
+                        RelayLease::Cancelled => {
+                            metrics.refused("cancelled");
+                            return Ok(Some(RelayOutcome::Cancelled));
+                        }
                     }
                 }
                 Appended::Kept { first: false } | Appended::Duplicate => {}

@@ -23,12 +23,23 @@ pub enum Body {
         job_id: String,
         who: Visibility,
         deadline: tokio::time::Instant,
-        include_usage: bool,
-        /// A resumed stream starts after this relayed chunk.
-        after: Option<u64>,
+        options: StreamOptions,
     },
     /// A stored file's bytes, read from disk as they are written out; `len` is its size.
     File { file: tokio::fs::File, len: u64 },
+}
+
+/// What a `stream: true` caller asked of its stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// `stream_options.include_usage`: a replayed result ends with a usage chunk.
+    pub include_usage: bool,
+    /// A resumed stream starts after this relayed chunk.
+    pub after: Option<u64>,
+    /// `X-OBB-Progress: true`: `obb.queue` events while the job is queued.
+    pub progress: bool,
+    /// `X-OBB-Cancel-On-Disconnect: true`: a client that leaves cancels the job.
+    pub cancel_on_disconnect: bool,
 }
 
 pub struct Reply {

@@ -4,7 +4,7 @@
 //! whether a reply is a stream at all.
 
 use super::State;
-use super::reply::Reply;
+use super::reply::{Reply, StreamOptions};
 use super::wait::{self, Woke};
 use crate::queue::JobWatch;
 use crate::queue::{JobRecord, Visibility};
@@ -147,25 +147,42 @@ enum Next {
     /// The job's relay moved: chunks came, or its stream ended.
     Relayed,
     KeepAlive,
+    /// Time for an `obb.queue` event.
+    Progress,
+    /// The client closed the connection (or sent bytes it should not have).
+    Gone,
 }
 
-/// The job's next status change, relayed chunk or keep-alive, whichever comes first;
-/// `None` when the job's changes can no longer arrive.
-async fn next(
-    watch: &mut JobWatch<'_>,
-    cursor: Option<&mut Cursor>,
-    keepalives: &mut tokio::time::Interval,
-) -> Option<Next> {
+/// What a stream waits on.
+struct Waits<'a, 'w> {
+    watch: &'a mut JobWatch<'w>,
+    cursor: Option<&'a mut Cursor>,
+    keepalives: &'a mut tokio::time::Interval,
+    progress: Option<&'a mut tokio::time::Interval>,
+}
+
+/// The job's next status change, relayed chunk, tick or the client's leaving, whichever
+/// comes first; `None` when the job's changes can no longer arrive.
+async fn next(session: &mut ServerSession, waits: Waits<'_, '_>) -> Option<Next> {
     let relayed = async {
-        match cursor {
+        match waits.cursor {
             Some(cursor) => cursor.changed().await,
             None => std::future::pending().await,
         }
     };
+    let progress = async {
+        match waits.progress {
+            Some(ticks) => drop(ticks.tick().await),
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        changed = watch.changed() => changed.map(Next::Status),
+        changed = waits.watch.changed() => changed.map(Next::Status),
         () = relayed => Some(Next::Relayed),
-        _ = keepalives.tick() => Some(Next::KeepAlive),
+        _ = waits.keepalives.tick() => Some(Next::KeepAlive),
+        () = progress => Some(Next::Progress),
+        // The request's body was read whole: anything more is the client leaving.
+        _ = session.read_body_or_idle(true) => Some(Next::Gone),
     }
 }
 
@@ -324,13 +341,15 @@ impl Stream<'_> {
                 return false;
             }
             loop {
-                let woke = wait::until(
-                    next(&mut watch, relay.cursor(), &mut keepalives),
-                    None,
-                    &mut shutdown,
-                )
-                .await;
+                let waits = Waits {
+                    watch: &mut watch,
+                    cursor: relay.cursor(),
+                    keepalives: &mut keepalives,
+                    progress: None,
+                };
+                let woke = wait::until(next(session, waits), None, &mut shutdown).await;
                 match woke {
+                    Woke::Changed(Next::Gone) => return false,
                     Woke::Changed(Next::Relayed) => {
                         if !relay.drain(session, Framing::Events).await {
                             return false;
@@ -342,7 +361,7 @@ impl Stream<'_> {
                             return false;
                         }
                     }
-                    Woke::Changed(Next::Status(_)) | Woke::Deadline => {}
+                    Woke::Changed(Next::Status(_) | Next::Progress) | Woke::Deadline => {}
                     // One more read, so that a change that came with the shutdown is still sent.
                     Woke::Shutdown => stopping = true,
                 }
@@ -365,19 +384,50 @@ impl Stream<'_> {
         session: &mut ServerSession,
         reply: &Reply,
         deadline: tokio::time::Instant,
-        include_usage: bool,
-        after: Option<u64>,
+        options: StreamOptions,
+    ) -> bool {
+        let answered = self.chat_events(session, reply, deadline, options).await;
+        if !answered && options.cancel_on_disconnect {
+            // Nothing happens to a job that already ended.
+            match self
+                .state
+                .queue
+                .cancel(self.job_id.to_owned(), self.who.clone())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(job = %self.job_id, "cancelled: its client left and asked for that")
+                }
+                Err(error) => {
+                    tracing::debug!(job = %self.job_id, error = %error.detail(), "no cancel on disconnect")
+                }
+            }
+        }
+        answered
+    }
+
+    async fn chat_events(
+        &self,
+        session: &mut ServerSession,
+        reply: &Reply,
+        deadline: tokio::time::Instant,
+        options: StreamOptions,
     ) -> bool {
         if !start(session, reply, self.request_id).await {
             return false;
         }
+        let include_usage = options.include_usage;
         let mut watch = self.state.queue.notifier().watch(self.job_id);
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
-        let mut relay = Subscription::new(self, after);
+        let mut progress = Progress::new(self, options.progress);
+        let mut relay = Subscription::new(self, options.after);
         relay.begin_if(true);
         let mut cut = None;
         let mut record = self.read().await;
+        let mut queued = record
+            .as_ref()
+            .is_some_and(|r| r.status == JobStatus::Queued);
         while let Some(current) = &record {
             if !relay.drain(session, Framing::OpenAi).await {
                 return false;
@@ -385,13 +435,21 @@ impl Stream<'_> {
             if current.status.is_final() || relay.behind_sent {
                 break;
             }
-            match wait::until(
-                next(&mut watch, relay.cursor(), &mut keepalives),
-                Some(deadline),
-                &mut shutdown,
-            )
-            .await
-            {
+            if queued && progress.due && !progress.send(session, current).await {
+                return false;
+            }
+            let waits = Waits {
+                watch: &mut watch,
+                cursor: relay.cursor(),
+                keepalives: &mut keepalives,
+                progress: progress.ticks.as_mut().filter(|_| queued),
+            };
+            match wait::until(next(session, waits), Some(deadline), &mut shutdown).await {
+                Woke::Changed(Next::Gone) => return false,
+                Woke::Changed(Next::Progress) => {
+                    progress.due = true;
+                    continue;
+                }
                 Woke::Changed(Next::Relayed) => continue,
                 Woke::Changed(Next::KeepAlive) => {
                     if !send(session, KEEPALIVE).await {
@@ -400,7 +458,10 @@ impl Stream<'_> {
                     continue;
                 }
                 // Only a final status needs a read; the others change nothing here.
-                Woke::Changed(Next::Status(status)) if !status.is_final() => continue,
+                Woke::Changed(Next::Status(status)) if !status.is_final() => {
+                    queued = status == JobStatus::Queued;
+                    continue;
+                }
                 Woke::Changed(Next::Status(_)) => {}
                 Woke::Deadline => cut = Some(Cut::Deadline),
                 Woke::Shutdown => cut = Some(Cut::Shutdown),
@@ -507,6 +568,59 @@ fn done() -> String {
     let mut event = String::new();
     frame(&mut event, None, "[DONE]");
     event
+}
+
+/// `X-OBB-Progress`: where a queued job stands, as a named event that parsers which skip
+/// unknown events drop whole (one `data:` line, no comment).
+struct Progress<'a> {
+    stream: &'a Stream<'a>,
+    ticks: Option<tokio::time::Interval>,
+    /// An event is due (the first at once, then at each tick).
+    due: bool,
+    last: Option<(u64, Option<u64>)>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(stream: &'a Stream<'a>, asked: bool) -> Self {
+        let ticks = asked.then(|| {
+            let period = Duration::from_secs(stream.state.config.stream_progress_seconds);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        Self {
+            stream,
+            due: asked,
+            ticks,
+            last: None,
+        }
+    }
+
+    /// Sends the job's `obb.queue` event when a figure changed. False when the client is gone.
+    async fn send(&mut self, session: &mut ServerSession, record: &JobRecord) -> bool {
+        self.due = false;
+        let queue = &self.stream.state.queue;
+        let Ok(wire) = queue.wire_job(record).await else {
+            return true;
+        };
+        let Some(position) = wire.queue_position else {
+            return true;
+        };
+        let wait = queue.estimated_wait(&record.model, position);
+        // Tenths of a second: a figure that moves only in its noise is not news.
+        let seen = (position, wait.map(|w| (w * 10.0) as u64));
+        if self.last == Some(seen) {
+            return true;
+        }
+        self.last = Some(seen);
+        let data = serde_json::json!({
+            "object": "obb.queue", "job_id": record.id, "model": record.model,
+            "priority": record.priority, "position": position, "estimated_wait_seconds": wait,
+        });
+        let mut event = String::new();
+        frame(&mut event, Some("obb.queue"), &data.to_string());
+        send(session, event).await
+    }
 }
 
 /// One stream's place in its job's relay.

@@ -3,7 +3,7 @@
 use super::endpoints::{Judged, parse_for};
 use super::error::ApiError;
 use super::policy;
-use super::reply::{Body, Reply};
+use super::reply::{Body, Reply, StreamOptions};
 use super::request::Request;
 use super::wait::{wait_for_final, wait_with};
 use super::{Ctx, State};
@@ -30,7 +30,7 @@ pub async fn submit(ctx: &Ctx<'_>, req: &Request, endpoint: Endpoint) -> Result<
     let job = new_job(ctx, req, &judged, endpoint, new_job_id(), payload)?;
     admit(ctx)?;
     let priority = job.priority;
-    let reply = match hold(ctx, job, wait, &judged).await? {
+    let reply = match hold(ctx, req, job, wait, &judged).await? {
         Held::Streaming(reply) => reply,
         Held::Pending(record) => pending(&record),
         Held::Ended(record) => {
@@ -197,10 +197,21 @@ pub(super) enum Held {
 /// keep-alive; a job that ends before then is answered whole, with its real status.
 pub(super) async fn hold(
     ctx: &Ctx<'_>,
+    req: &Request,
     job: NewJob,
     wait: Duration,
     judged: &Judged,
 ) -> Result<Held, ApiError> {
+    let options = StreamOptions {
+        include_usage: judged.include_usage,
+        after: None,
+        progress: policy::flag(req, "X-OBB-Progress")?,
+        cancel_on_disconnect: policy::flag(req, "X-OBB-Cancel-On-Disconnect")?,
+    };
+    if options.cancel_on_disconnect {
+        // A waiter that leaves before its answer cancels the job (see `app`).
+        ctx.disconnect.watch(&job.id);
+    }
     if wait.is_zero() {
         let (record, _created) = enqueue(ctx, job).await?;
         return Ok(Held::Pending(record));
@@ -239,11 +250,7 @@ pub(super) async fn hold(
         return Ok(Held::Pending(record));
     }
     Ok(Held::Streaming(streaming(
-        ctx,
-        &record.id,
-        deadline,
-        judged.include_usage,
-        None,
+        ctx, &record.id, deadline, options,
     )))
 }
 
@@ -253,8 +260,7 @@ pub(super) fn streaming(
     ctx: &Ctx<'_>,
     id: &str,
     deadline: tokio::time::Instant,
-    include_usage: bool,
-    after: Option<u64>,
+    options: StreamOptions,
 ) -> Reply {
     Reply {
         status: 200,
@@ -266,8 +272,7 @@ pub(super) fn streaming(
             job_id: id.to_owned(),
             who: ctx.visibility(),
             deadline,
-            include_usage,
-            after,
+            options,
         },
     }
 }
@@ -464,7 +469,13 @@ pub async fn stream(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, Api
                 .unwrap_or(false);
             let max_wait = Duration::from_secs(ctx.state.config.max_wait_seconds);
             let deadline = tokio::time::Instant::now() + max_wait;
-            Ok(streaming(ctx, id, deadline, include_usage, after))
+            let options = StreamOptions {
+                include_usage,
+                after,
+                progress: policy::flag(req, "X-OBB-Progress")?,
+                cancel_on_disconnect: false,
+            };
+            Ok(streaming(ctx, id, deadline, options))
         }
         Some(other) => Err(ApiError::invalid(
             format!("`format` must be `events` or `openai`, not `{other}`"),

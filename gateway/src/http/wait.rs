@@ -63,6 +63,22 @@ impl Waited {
     }
 }
 
+/// The job a held request cancels if its client leaves before the answer
+/// (`X-OBB-Cancel-On-Disconnect: true`); `App` owns it for the request's life.
+#[derive(Default)]
+pub struct Disconnect(std::sync::Mutex<Option<String>>);
+
+impl Disconnect {
+    pub fn watch(&self, job_id: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(job_id.to_owned());
+    }
+
+    /// The job to cancel, once.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// Holds until the job is final or `wait` runs out. On shutdown, answers 503 so that the
 /// client retries elsewhere or later.
 pub async fn wait_for_final(

@@ -1,5 +1,6 @@
 //! Every metric of the gateway, defined once with its help text, a file per domain: `http`
-//! (the edge), `queue` (jobs, nodes, tokens and SQLite commits) and `batches`. Names start
+//! (the edge), `queue` (jobs, nodes, tokens and SQLite commits), `batches` and `stream`
+//! (the live relay). Names start
 //! with `obb_` and labels are bounded: model, status, priority, route, status class, error
 //! kind, file and node name, never a job or batch id.
 //!
@@ -12,6 +13,7 @@
 mod batches;
 mod http;
 mod queue;
+mod stream;
 
 use crate::queue::{CommitStats, QueueEvent, QueueSnapshot};
 use prometheus::core::Collector;
@@ -32,6 +34,8 @@ pub struct Metrics {
     http: http::HttpMetrics,
     queue: queue::QueueMetrics,
     batches: batches::BatchMetrics,
+    /// The live relay's; fed by `http::relay_in`.
+    pub stream: stream::StreamMetrics,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
@@ -59,11 +63,13 @@ impl Metrics {
             http: http::HttpMetrics::new(),
             queue: queue::QueueMetrics::new(),
             batches: batches::BatchMetrics::new(),
+            stream: stream::StreamMetrics::new(),
         };
         let collectors = [
             metrics.http.collectors(),
             metrics.queue.collectors(),
             metrics.batches.collectors(),
+            metrics.stream.collectors(),
         ];
         for collector in collectors.into_iter().flatten() {
             // Names are unique by construction; a clash would be a bug caught by the tests.
@@ -99,10 +105,12 @@ impl Metrics {
         self.http.request_started()
     }
 
-    /// The text exposition, with the queue's and the batches' gauges taken from `snapshot`.
-    pub fn render(&self, snapshot: &QueueSnapshot) -> Vec<u8> {
+    /// The text exposition, with the queue's and the batches' gauges taken from `snapshot`,
+    /// the relay's from `relays`.
+    pub fn render(&self, snapshot: &QueueSnapshot, relays: crate::relay::RelayStats) -> Vec<u8> {
         self.queue.set_gauges(snapshot);
         self.batches.set_gauges(snapshot);
+        self.stream.set_gauges(relays);
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 /// Asserts that the exposition of `snapshot` holds every one of `lines`.
 fn assert_renders(metrics: &Metrics, snapshot: &QueueSnapshot, lines: &[&str]) {
-    let text = String::from_utf8(metrics.render(snapshot)).unwrap();
+    let text =
+        String::from_utf8(metrics.render(snapshot, crate::relay::RelayStats::default())).unwrap();
     for line in lines {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -26,6 +26,7 @@ mod reads;
 mod relayed;
 mod results;
 mod schema;
+mod throughput;
 mod writer;
 
 pub use batch_lines::{LineCounts, LineRecord, NewLine};
@@ -67,6 +68,8 @@ pub struct Queue {
     files: FileStore,
     /// When each node's fetches last wrote its row.
     nodes_seen: nodes_seen::NodesSeen,
+    /// Runs ended per model, lately: `X-OBB-Progress`'s estimated wait.
+    throughput: Arc<throughput::Throughput>,
     /// Checkpoints the WAL beside the writer; stops with the store.
     _checkpoints: checkpoint::Checkpointer,
 }
@@ -106,6 +109,12 @@ impl Queue {
             &conn,
         )?));
         let files_dir = FileStore::prepare(path, &conn)?;
+        let throughput = Arc::new(throughput::Throughput::default());
+        let counted = Arc::clone(&throughput);
+        let on_commit: OnCommit = Arc::new(move |stats, events| {
+            counted.record(events, std::time::Instant::now());
+            on_commit(stats, events);
+        });
         let writer = Writer::spawn(
             conn,
             Observers {
@@ -130,6 +139,7 @@ impl Queue {
             settings,
             files,
             nodes_seen: nodes_seen::NodesSeen::default(),
+            throughput,
             _checkpoints: checkpoints,
         })
     }
@@ -247,6 +257,14 @@ impl Queue {
         self.writer
             .write(move |ctx| jobs::delete(ctx, &id, &who))
             .await
+    }
+
+    /// About how long until a queued job of `model` at `position` (counting from 1) is
+    /// leased, in seconds, from how fast its model's runs ended lately; `None` when too few
+    /// ended in the last minutes to say.
+    pub fn estimated_wait(&self, model: &str, position: u64) -> Option<f64> {
+        self.throughput
+            .estimated_wait(model, position, std::time::Instant::now())
     }
 
     /// Whether a node's relayed stream still belongs to the job's current run; see

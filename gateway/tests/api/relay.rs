@@ -462,3 +462,128 @@ async fn bad_relay_and_resume_input_is_refused_in_the_openai_envelope() {
     // Nothing was changed by the refusals: the job still runs, and completes.
     assert_eq!(gw.complete(&node, &job, "fine").await, "accepted");
 }
+
+/// A `stream: true` chat submit with `headers`, its headers read.
+async fn stream_with(gw: &Gateway, user: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let response = gw
+        .submit_with(
+            user,
+            &json!({"model": "m", "stream": true,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+            None,
+            headers,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    response
+}
+
+#[tokio::test]
+async fn x_obb_progress_sends_obb_queue_events_while_queued_and_only_when_asked() {
+    let (gw, user, node) = started(&[]).await;
+    // One run of the model ended, so the gateway knows its pace.
+    let first = gw.submit_id(&user, "m").await;
+    let leased = gw.fetch(&node, "n", &["m"], 1, 5.0).await;
+    assert_eq!(leased[0]["id"], first.as_str());
+    gw.complete(&node, &leased[0], "done").await;
+
+    let mut asked = Sse::new(stream_with(&gw, &user, &[("X-OBB-Progress", "true")]).await);
+    let progress = asked.next(PATIENCE).await.unwrap();
+    assert_eq!(progress.name.as_deref(), Some("obb.queue"));
+    let data: Value = serde_json::from_str(&progress.data).unwrap();
+    assert_eq!(data["object"], "obb.queue");
+    assert_eq!(data["position"], 1);
+    assert_eq!(data["priority"], 3);
+    assert!(
+        data["estimated_wait_seconds"].as_f64().unwrap() > 0.0,
+        "{data}"
+    );
+
+    let mut silent = Sse::new(stream_with(&gw, &user, &[]).await);
+    for job in gw.fetch(&node, "n", &["m"], 2, 5.0).await {
+        let relay = NodeStream::open(
+            &gw,
+            &node,
+            job["id"].as_str().unwrap(),
+            job["lease_id"].as_str().unwrap(),
+        );
+        relay.chunk(0, "x");
+        relay.send(json!({"seq": 1, "end": true}));
+        relay.finish().await;
+        gw.complete(&node, &job, "x").await;
+    }
+    let events = silent.rest().await;
+    assert!(events.iter().all(|e| e.name.is_none()), "{events:?}");
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    assert_eq!(asked.rest().await.last().unwrap().data, "[DONE]");
+    assert!(gw.metric("obb_stream_chunks_total", "").await >= 2.0);
+}
+
+#[tokio::test]
+async fn x_obb_cancel_on_disconnect_cancels_and_leaving_alone_does_not() {
+    let (gw, user, _node) = started(&[]).await;
+    let job_of = |response: &reqwest::Response| {
+        response.headers()["x-obb-job-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let kept = stream_with(&gw, &user, &[]).await;
+    let kept_id = job_of(&kept);
+    drop(kept);
+    let left = stream_with(&gw, &user, &[("X-OBB-Cancel-On-Disconnect", "true")]).await;
+    let left_id = job_of(&left);
+    drop(left);
+    eventually(
+        PATIENCE,
+        "the abandoned stream's job to be cancelled",
+        || async { (gw.job(&user, &left_id).await["status"] == "cancelled").then_some(()) },
+    )
+    .await;
+    assert_eq!(gw.job(&user, &kept_id).await["status"], "queued");
+
+    // A held `?wait` submit whose client gives up cancels its job too.
+    let held = gw
+        .http
+        .post(gw.url("/v1/chat/completions?wait=30"))
+        .bearer_auth(&user)
+        .header("X-OBB-Cancel-On-Disconnect", "true")
+        .header("Idempotency-Key", "held-1")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(held.is_err(), "the client gave up first");
+    let (_, list) = gw.get_json(&user, "/v1/jobs?limit=10").await;
+    let held_id = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["id"] != kept_id.as_str() && job["id"] != left_id.as_str())
+        .expect("the held job")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(PATIENCE, "the held job to be cancelled", || async {
+        (gw.job(&user, &held_id).await["status"] == "cancelled").then_some(())
+    })
+    .await;
+
+    let refused = gw
+        .submit_with(
+            &user,
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            None,
+            &[("X-OBB-Progress", "sometimes")],
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "X-OBB-Progress");
+    let (_, after) = gw.get_json(&user, "/v1/jobs?limit=10").await;
+    assert_eq!(
+        after["data"].as_array().unwrap().len(),
+        3,
+        "nothing was stored"
+    );
+}

@@ -9,7 +9,7 @@ mod object;
 
 use super::Ctx;
 use super::error::ApiError;
-use super::reply::Reply;
+use super::reply::{Reply, StreamOptions};
 use super::request::Request;
 use super::user::{Held, admit, admitted, hold, new_job, streaming, submit_wait};
 use crate::queue::{JobRecord, new_response_id};
@@ -55,7 +55,7 @@ pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
     )?;
     admit(ctx)?;
     let priority = job.priority;
-    let reply = match hold(ctx, job, wait, &judged).await? {
+    let reply = match hold(ctx, req, job, wait, &judged).await? {
         Held::Streaming(reply) => reply,
         Held::Pending(record) if background => Reply::json(200, &present(&record, &request)),
         Held::Pending(record) => Reply::json(202, &present(&record, &request))
@@ -130,7 +130,12 @@ pub async fn retrieve(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, A
         Some("true") => {
             let deadline = tokio::time::Instant::now()
                 + Duration::from_secs(ctx.state.config.max_wait_seconds);
-            Ok(streaming(ctx, &record.id, deadline, false, None))
+            Ok(streaming(
+                ctx,
+                &record.id,
+                deadline,
+                StreamOptions::default(),
+            ))
         }
         Some(other) => Err(ApiError::invalid(
             format!("`stream` must be `true` or `false`, not `{other}`"),
