@@ -103,10 +103,16 @@ impl ChatAccumulator {
         }
     }
 
-    /// Reads one event's data leniently, as servers differ (a missing `object`, `created`,
-    /// choice `index` or `delta` gets a default), and adds it. Errors when the data is not a
-    /// JSON object, or a field has the wrong type.
+    /// Reads one event's data leniently and adds it (see [`Self::read_chunk`]).
     pub fn push_json(&mut self, data: &str) -> Result<(), serde_json::Error> {
+        self.push(&Self::read_chunk(data)?);
+        Ok(())
+    }
+
+    /// Reads one event's data as a chunk, leniently, as servers differ: a missing `id`,
+    /// `object`, `created`, `model`, `choices`, choice `index` or `delta` gets a default.
+    /// Errors when the data is not a JSON object, or a field has the wrong type.
+    pub fn read_chunk(data: &str) -> Result<ChatCompletionChunk, serde_json::Error> {
         let mut chunk: Map<String, Value> = serde_json::from_str(data)?;
         fill_chunk_defaults(&mut chunk, "chat.completion.chunk");
         if let Some(Value::Array(choices)) = chunk.get_mut("choices") {
@@ -121,9 +127,7 @@ impl ChatAccumulator {
                 }
             }
         }
-        let chunk: ChatCompletionChunk = serde_json::from_value(Value::Object(chunk))?;
-        self.push(&chunk);
-        Ok(())
+        serde_json::from_value(Value::Object(chunk))
     }
 
     /// The completion the chunks make, with its choices in `index` order. A choice that

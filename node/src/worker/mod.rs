@@ -9,7 +9,9 @@
 mod heartbeat;
 mod job;
 mod pack;
+mod relay;
 mod settings;
+mod streamed;
 mod submit;
 
 pub use settings::{Mode, Settings, Stats, Stop, StopLevel, Summary, WorkerError};
@@ -313,6 +315,7 @@ impl Run {
                 .collect();
             let context = JobContext {
                 node_id: Arc::clone(&node_id),
+                gateway: Arc::clone(&self.worker.gateway),
                 upstream: self.worker.upstream.clone(),
                 routing: Arc::clone(&self.worker.routing),
                 metrics: Arc::clone(&self.worker.metrics),
