@@ -1,1 +1,302 @@
+//! The relay against a small fake of the gateway's route on loopback: it reads the chunked
+//! NDJSON body as it comes, reports each frame to the test, and answers as scripted.
 
+use super::super::streamed;
+use super::*;
+use crate::config::ServerSection;
+use crate::upstream::{RetryPolicy, UpstreamClient};
+use openbeepboop::{Endpoint, LeasedJob};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+use testkit::mock::MockUpstream;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// How the fake answers one connection.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    /// Takes every frame in order and answers `accepted` when the body ends.
+    Accept,
+    /// Loses the frame with this `seq`, and answers `gap` when the body ends.
+    Lose(u64),
+    /// Answers 404 at once, as a gateway that predates the route.
+    NotFound,
+    /// Closes the connection once the head is read.
+    Reset,
+}
+
+/// A frame as the fake read it: on which connection, when, and the frame.
+#[derive(Debug)]
+struct Seen {
+    connection: usize,
+    at: SystemTime,
+    frame: Value,
+}
+
+struct FakeGateway {
+    url: String,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl FakeGateway {
+    /// Answers connection `i` as `scripts[i]`, and later ones as the last script.
+    async fn start(scripts: Vec<Script>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (report, seen) = mpsc::unbounded_channel();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let connection = count.fetch_add(1, Ordering::SeqCst);
+                let script = scripts[connection.min(scripts.len() - 1)];
+                let report = report.clone();
+                tokio::spawn(async move {
+                    let _ = serve(socket, connection, script, report).await;
+                });
+            }
+        });
+        Self {
+            url,
+            seen,
+            connections,
+        }
+    }
+
+    /// The next frame the fake read, within 5 s.
+    async fn next(&mut self) -> Seen {
+        tokio::time::timeout(Duration::from_secs(5), self.seen.recv())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the fake runs")
+    }
+}
+
+async fn serve(
+    socket: tokio::net::TcpStream,
+    connection: usize,
+    script: Script,
+    report: mpsc::UnboundedSender<Seen>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(socket);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await?;
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push(line.trim_end().to_ascii_lowercase());
+    }
+    assert_eq!(head[0], "post /internal/queue/stream http/1.1");
+    for header in [
+        "authorization: bearer node-key",
+        "x-obb-job-id: job-1",
+        "x-obb-lease-id: lease-1",
+        "content-type: application/x-ndjson",
+        "transfer-encoding: chunked",
+    ] {
+        assert!(head.iter().any(|h| h == header), "{header} in {head:?}");
+    }
+    let answer = |status: &str, body: Value| {
+        let body = body.to_string();
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let lost = match script {
+        Script::Reset => return Ok(()),
+        Script::NotFound => {
+            let body = json!({"error": {"message": "not found", "type": "invalid_request_error"}});
+            let text = answer("404 Not Found", body);
+            return reader.get_mut().write_all(text.as_bytes()).await;
+        }
+        Script::Accept => None,
+        Script::Lose(seq) => Some(seq),
+    };
+    let mut next_seq = 0u64;
+    let mut pending = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).await?;
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut data = vec![0; size + 2];
+        reader.read_exact(&mut data).await?;
+        if size == 0 {
+            break;
+        }
+        pending.extend_from_slice(&data[..size]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let frame: Value = serde_json::from_slice(&line).unwrap();
+            let seq = frame["seq"].as_u64().unwrap();
+            if seq == next_seq && lost != Some(seq) {
+                next_seq += 1;
+            }
+            let at = SystemTime::now();
+            let _ = report.send(Seen {
+                connection,
+                at,
+                frame,
+            });
+        }
+    }
+    let outcome = if lost.is_some() { "gap" } else { "accepted" };
+    let text = answer("200 OK", json!({"outcome": outcome, "next_seq": next_seq}));
+    reader.get_mut().write_all(text.as_bytes()).await
+}
+
+/// A gateway client of the fake, and the node's metrics.
+fn node_of(fake: &FakeGateway) -> (Arc<GatewayClient>, Arc<NodeMetrics>) {
+    let server = ServerSection {
+        url: fake.url.clone(),
+        ..ServerSection::default()
+    };
+    let gateway = Arc::new(GatewayClient::new(&server, "node-key", "node-1").unwrap());
+    (gateway, Arc::new(NodeMetrics::new()))
+}
+
+/// The relay of `job-1` under `lease-1` to the fake.
+fn sender(fake: &FakeGateway) -> (RelaySender, Arc<GatewayClient>, Arc<NodeMetrics>) {
+    let (gateway, metrics) = node_of(fake);
+    let relay = RelaySender::open(
+        Arc::clone(&gateway),
+        Arc::clone(&metrics),
+        JobId::new("job-1"),
+        LeaseId::new("lease-1"),
+    );
+    (relay, gateway, metrics)
+}
+
+fn chunk(i: usize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&json!({"n": i})).unwrap()
+}
+
+#[tokio::test]
+async fn each_frame_reaches_the_gateway_before_the_next_is_sent_and_the_end_is_taken() {
+    let mut fake = FakeGateway::start(vec![Script::Accept]).await;
+    let (mut relay, gateway, metrics) = sender(&fake);
+    for i in 0..3 {
+        relay.send(&chunk(i));
+        let seen = fake.next().await;
+        assert_eq!(seen.frame, json!({"seq": i, "chunk": {"n": i}}));
+    }
+    relay.finish().await;
+    assert_eq!(fake.next().await.frame, json!({"seq": 3, "end": true}));
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
+    assert!(gateway.relays());
+    assert_eq!(metrics.relay_failures.get(), 0);
+}
+
+#[tokio::test]
+async fn a_gap_is_resent_from_the_gateways_next_seq() {
+    let mut fake = FakeGateway::start(vec![Script::Lose(1), Script::Accept]).await;
+    let (mut relay, _, metrics) = sender(&fake);
+    for i in 0..3 {
+        relay.send(&chunk(i));
+    }
+    relay.finish().await;
+    let mut resent = Vec::new();
+    while let Ok(seen) = fake.seen.try_recv() {
+        if seen.connection == 1 {
+            resent.push(seen.frame["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(resent, [1, 2, 3], "from the lost frame to the end");
+    assert_eq!(metrics.relay_failures.get(), 0);
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_route_is_remembered_and_nothing_is_resent() {
+    let fake = FakeGateway::start(vec![Script::NotFound]).await;
+    let (mut relay, gateway, metrics) = sender(&fake);
+    relay.send(&chunk(0));
+    relay.finish().await;
+    assert!(!gateway.relays(), "later relayed jobs run unstreamed");
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(metrics.relay_failures.get(), 0);
+}
+
+#[tokio::test]
+async fn a_request_that_keeps_breaking_is_retried_three_times_then_given_up() {
+    let fake = FakeGateway::start(vec![Script::Reset]).await;
+    let (mut relay, gateway, metrics) = sender(&fake);
+    relay.send(&chunk(0));
+    relay.finish().await;
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 4);
+    assert_eq!(metrics.relay_failures.get(), 1);
+    assert!(gateway.relays(), "a broken request is no missing route");
+}
+
+#[tokio::test]
+async fn a_relayed_job_sends_chunks_while_the_upstream_still_streams_and_stores_the_whole() {
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    mock.set_stream(4, Duration::from_millis(50));
+    let mut fake = FakeGateway::start(vec![Script::Accept]).await;
+    let (gateway, metrics) = node_of(&fake);
+    let retry = RetryPolicy {
+        max_retries: 0,
+        backoff: Duration::from_millis(1),
+    };
+    let upstream = crate::routing::Upstream {
+        base_url: mock.base_url(),
+        api_key: None,
+        key_source: None,
+        section: "llm",
+        ca_cert: None,
+    };
+    let timeout = Duration::from_secs(5);
+    let client = UpstreamClient::new(upstream, timeout, timeout, retry).unwrap();
+    let payload = json!({"model": "m", "messages": [], "stream": true});
+    let job = LeasedJob {
+        id: JobId::new("job-1"),
+        model: "m".to_owned(),
+        endpoint: Endpoint::ChatCompletions,
+        request_payload: serde_json::value::to_raw_value(&payload).unwrap(),
+        lease_id: LeaseId::new("lease-1"),
+        lease_expires_at: 0,
+        lease_ttl_ms: 60_000,
+        attempt: 1,
+        request_id: None,
+        relay: true,
+    };
+    let stream = client
+        .stream(job.endpoint, &job.request_payload, "m", None)
+        .await
+        .unwrap();
+    let completion = streamed::relay(&gateway, &metrics, &job, stream)
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    while let Ok(seen) = fake.seen.try_recv() {
+        frames.push(seen);
+    }
+    let chunks: Vec<&Seen> = frames
+        .iter()
+        .filter(|s| s.frame.get("chunk").is_some())
+        .collect();
+    assert_eq!(chunks.len(), 5, "4 texts and the finish; no usage, unasked");
+    let sent_last = chunks[3].frame["chunk"]["obb_sent_us"].as_u64().unwrap();
+    let first_at = chunks[0]
+        .at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(
+        first_at < sent_last,
+        "the first chunk reached the gateway before the upstream sent the last"
+    );
+    assert_eq!(frames.last().unwrap().frame["end"], true);
+    let stored: Value = serde_json::from_str(completion.body.get()).unwrap();
+    assert_eq!(stored["object"], "chat.completion");
+    assert_eq!(stored["choices"][0]["message"]["content"], "t0 t1 t2 t3 ");
+    assert_eq!(stored["choices"][0]["finish_reason"], "stop");
+    assert_eq!(stored["usage"]["completion_tokens"], 4, "{stored}");
+    assert_eq!(
+        (completion.prompt_tokens, completion.completion_tokens),
+        (3, 4)
+    );
+}
