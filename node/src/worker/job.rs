@@ -2,9 +2,9 @@
 //! the `NodeResult` the gateway takes. A relayed job's stream goes through `streamed`. It
 //! neither spools nor submits; the task that runs it does.
 
+use super::relay::RelayTo;
 use super::{pack, streamed};
 use crate::echo;
-use crate::gateway::GatewayClient;
 use crate::metrics::NodeMetrics;
 use crate::routing::{Routing, Target};
 use crate::upstream::{Completion, UpstreamClient, UpstreamError};
@@ -32,7 +32,7 @@ impl Drop for InFlight {
 pub(super) struct JobContext {
     pub node_id: Arc<str>,
     /// For relaying a stream: see [`Self::relays`].
-    pub gateway: Arc<GatewayClient>,
+    pub relay: RelayTo,
     pub upstream: Option<Arc<UpstreamClient>>,
     pub routing: Arc<Routing>,
     pub metrics: Arc<NodeMetrics>,
@@ -166,7 +166,7 @@ impl JobContext {
                 job.endpoint,
                 Endpoint::ChatCompletions | Endpoint::Completions
             )
-            && self.gateway.relays()
+            && self.relay.gateway.relays()
     }
 
     async fn execute(&self, job: &LeasedJob) -> Result<Completion, UpstreamError> {
@@ -200,7 +200,7 @@ impl JobContext {
                 if !relays {
                     return Ok(completion);
                 }
-                streamed::relay_whole(&self.gateway, &self.metrics, job, completion).await
+                streamed::relay_whole(&self.relay, job, completion).await
             }
             (Some(Target::Upstream(name)), Some(upstream)) if relays => {
                 // Failures before the first chunk are the upstream's, as in a whole call.
@@ -212,7 +212,7 @@ impl JobContext {
                         job.request_id.as_deref(),
                     )
                     .await?;
-                streamed::relay(&self.gateway, &self.metrics, job, stream).await
+                streamed::relay(&self.relay, job, stream).await
             }
             (Some(Target::Upstream(name)), Some(upstream)) => {
                 upstream

@@ -24,6 +24,7 @@ use crate::upstream::UpstreamClient;
 use heartbeat::{Heartbeat, Period};
 use job::{InFlight, JobContext};
 use openbeepboop::{Endpoint, JobId, LeaseId, LeasedJob, NodeResult, NodeResultStatus};
+use relay::RelayTo;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -315,7 +316,11 @@ impl Run {
                 .collect();
             let context = JobContext {
                 node_id: Arc::clone(&node_id),
-                gateway: Arc::clone(&self.worker.gateway),
+                relay: RelayTo {
+                    gateway: Arc::clone(&self.worker.gateway),
+                    metrics: Arc::clone(&self.worker.metrics),
+                    mode: self.worker.settings.relay,
+                },
                 upstream: self.worker.upstream.clone(),
                 routing: Arc::clone(&self.worker.routing),
                 metrics: Arc::clone(&self.worker.metrics),

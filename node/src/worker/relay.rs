@@ -8,11 +8,16 @@
 //! [`COALESCE`], with no timer. Every frame is kept, so that a broken request can be
 //! reopened and resent from the gateway's `next_seq` (from 0 without an answer; the
 //! gateway drops what it has by `seq`).
+//!
+//! In append mode (`[node] relay = "append"`, for a proxy that buffers request bodies) the
+//! same channel feeds short `content-length` requests instead: the frames ready, at most
+//! every [`APPEND_EVERY`], until the gateway took the end frame.
 
+use crate::config::RelayMode;
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::metrics::NodeMetrics;
 use bytes::{Bytes, BytesMut};
-use openbeepboop::{JobId, LeaseId, RelayAck, RelayOutcome};
+use openbeepboop::{JobId, LeaseId, LeasedJob, RelayAck, RelayOutcome};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,9 @@ use tokio::task::JoinHandle;
 
 /// The most waiting frames sent in one write.
 const COALESCE: usize = 16;
+
+/// In append mode, the shortest time between two requests.
+const APPEND_EVERY: Duration = Duration::from_millis(50);
 
 /// How long a reopened request waits first; one per retry, then the relay is given up.
 const RETRY_DELAYS: [Duration; 3] = [
@@ -32,14 +40,28 @@ const RETRY_DELAYS: [Duration; 3] = [
 /// How long the job waits for the gateway to take the end of its stream before it submits.
 pub(super) const END_WAIT: Duration = Duration::from_secs(5);
 
+/// Where and how a node's jobs relay their streams.
+#[derive(Clone)]
+pub(super) struct RelayTo {
+    pub gateway: Arc<GatewayClient>,
+    pub metrics: Arc<NodeMetrics>,
+    pub mode: RelayMode,
+}
+
+/// One frame: its NDJSON line, and whether it is the end frame.
+#[derive(Debug, Clone)]
+struct Frame {
+    line: Bytes,
+    end: bool,
+}
+
 /// One job's relay to the gateway.
 pub(super) struct RelaySender {
-    gateway: Arc<GatewayClient>,
-    metrics: Arc<NodeMetrics>,
+    to: RelayTo,
     job_id: JobId,
     lease_id: LeaseId,
-    /// Every frame so far, by `seq`, as the line sent.
-    frames: Vec<Bytes>,
+    /// Every frame so far, by `seq`.
+    frames: Vec<Frame>,
     /// The last `next_seq` the gateway answered.
     acked: u64,
     retries: usize,
@@ -49,7 +71,7 @@ pub(super) struct RelaySender {
 enum State {
     /// A request is running; `feed` is its body's source, closed once the end was sent.
     Open {
-        feed: Option<mpsc::UnboundedSender<Bytes>>,
+        feed: Option<mpsc::UnboundedSender<Frame>>,
         request: Request,
     },
     /// Nothing more is sent: the stream was taken whole, the gateway refused it (stale,
@@ -73,19 +95,13 @@ enum Next {
 }
 
 impl RelaySender {
-    /// Opens the relay of `job_id`'s run under `lease_id`; the request starts at once, with
-    /// an empty body that frames join as they come.
-    pub(super) fn open(
-        gateway: Arc<GatewayClient>,
-        metrics: Arc<NodeMetrics>,
-        job_id: JobId,
-        lease_id: LeaseId,
-    ) -> Self {
+    /// Opens the relay of `job`'s run under its lease. In stream mode the request starts at
+    /// once, with an empty body that frames join as they come.
+    pub(super) fn open(to: &RelayTo, job: &LeasedJob) -> Self {
         let mut relay = Self {
-            gateway,
-            metrics,
-            job_id,
-            lease_id,
+            to: to.clone(),
+            job_id: job.id.clone(),
+            lease_id: job.lease_id.clone(),
             frames: Vec::new(),
             acked: 0,
             retries: 0,
@@ -99,14 +115,20 @@ impl RelaySender {
     pub(super) fn send(&mut self, chunk: &RawValue) {
         let seq = self.frames.len();
         let line = format!("{{\"seq\":{seq},\"chunk\":{}}}\n", chunk.get());
-        self.push(Bytes::from(line));
+        self.push(Frame {
+            line: Bytes::from(line),
+            end: false,
+        });
     }
 
     /// Sends the end frame and waits, at most [`END_WAIT`], until the gateway took the whole
     /// stream or the relay stopped, resending as needed.
     pub(super) async fn finish(mut self) {
         let seq = self.frames.len();
-        self.push(Bytes::from(format!("{{\"seq\":{seq},\"end\":true}}\n")));
+        self.push(Frame {
+            line: Bytes::from(format!("{{\"seq\":{seq},\"end\":true}}\n")),
+            end: true,
+        });
         if let State::Open { feed, .. } = &mut self.state {
             // The body ends once what is queued went out.
             feed.take();
@@ -116,7 +138,7 @@ impl RelaySender {
         }
     }
 
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: Frame) {
         self.frames.push(frame.clone());
         let finished = match &self.state {
             State::Open { request, .. } => request.0.is_finished(),
@@ -198,7 +220,7 @@ impl RelaySender {
             }
             Ok(Err(error @ GatewayError::Refused { .. })) => {
                 tracing::warn!(%job, %error, "the gateway refused the relay");
-                self.metrics.relay_failures.inc();
+                self.to.metrics.relay_failures.inc();
                 Next::Done
             }
             Ok(Err(error)) => {
@@ -220,7 +242,7 @@ impl RelaySender {
         };
         let Some(delay) = RETRY_DELAYS.get(self.retries).copied() else {
             tracing::warn!(job = %self.job_id, "the relay to the gateway broke too often; the job is submitted whole");
-            self.metrics.relay_failures.inc();
+            self.to.metrics.relay_failures.inc();
             return;
         };
         self.retries += 1;
@@ -234,13 +256,17 @@ impl RelaySender {
         for frame in self.frames.iter().skip(from) {
             let _ = feed.send(frame.clone());
         }
-        let gateway = Arc::clone(&self.gateway);
+        let gateway = Arc::clone(&self.to.gateway);
         let (job_id, lease_id) = (self.job_id.clone(), self.lease_id.clone());
+        let mode = self.to.mode;
         // Owned by `Request`, which aborts it on drop: the request is the body's reader, and
         // must run beside the job's own reads of the upstream.
         let task = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            gateway.relay(&job_id, &lease_id, body(frames)).await
+            match mode {
+                RelayMode::Stream => gateway.relay(&job_id, &lease_id, body(frames)).await,
+                RelayMode::Append => appends(&gateway, &job_id, &lease_id, frames).await,
+            }
         });
         self.state = State::Open {
             feed: (!ended).then_some(feed),
@@ -251,9 +277,9 @@ impl RelaySender {
 
 /// The request body: each frame as it comes, and the frames already waiting, up to
 /// [`COALESCE`], in the same write.
-fn body(frames: mpsc::UnboundedReceiver<Bytes>) -> reqwest::Body {
+fn body(frames: mpsc::UnboundedReceiver<Frame>) -> reqwest::Body {
     let stream = futures_util::stream::unfold(frames, |mut frames| async move {
-        let first = frames.recv().await?;
+        let first = frames.recv().await?.line;
         let mut write: Option<BytesMut> = None;
         for _ in 1..COALESCE {
             let Ok(more) = frames.try_recv() else {
@@ -261,12 +287,49 @@ fn body(frames: mpsc::UnboundedReceiver<Bytes>) -> reqwest::Body {
             };
             write
                 .get_or_insert_with(|| BytesMut::from(&first[..]))
-                .extend_from_slice(&more);
+                .extend_from_slice(&more.line);
         }
         let write = write.map_or(first, BytesMut::freeze);
         Some((Ok::<Bytes, std::io::Error>(write), frames))
     });
     reqwest::Body::wrap_stream(stream)
+}
+
+/// Append mode: posts the frames ready as one `content-length` request, at most every
+/// [`APPEND_EVERY`] (the first at once), until the gateway took the end frame. Returns that
+/// answer, or the first that is not `accepted`.
+async fn appends(
+    gateway: &GatewayClient,
+    job_id: &JobId,
+    lease_id: &LeaseId,
+    mut frames: mpsc::UnboundedReceiver<Frame>,
+) -> Result<RelayAck, GatewayError> {
+    let mut last_post: Option<tokio::time::Instant> = None;
+    loop {
+        let Some(first) = frames.recv().await else {
+            // Only a relay dropped before its end closes the feed, and that aborts this task.
+            return Err(GatewayError::Failed {
+                status: 0,
+                message: "the relay ended without its end frame".to_owned(),
+            });
+        };
+        if let Some(at) = last_post {
+            tokio::time::sleep_until(at + APPEND_EVERY).await;
+        }
+        let mut ended = first.end;
+        let mut body = BytesMut::from(&first.line[..]);
+        while let Ok(more) = frames.try_recv() {
+            ended |= more.end;
+            body.extend_from_slice(&more.line);
+        }
+        last_post = Some(tokio::time::Instant::now());
+        let ack = gateway
+            .relay(job_id, lease_id, reqwest::Body::from(body.freeze()))
+            .await?;
+        if ended || ack.outcome != RelayOutcome::Accepted {
+            return Ok(ack);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,16 +3,13 @@
 //! completion a non-streamed run would have stored. It does not submit; the job task does,
 //! once the gateway took the end of the stream.
 
-use super::relay::RelaySender;
-use crate::gateway::GatewayClient;
-use crate::metrics::NodeMetrics;
+use super::relay::{RelaySender, RelayTo};
 use crate::upstream::{Completion, UpstreamError, UpstreamStream};
 use openbeepboop::{
     ChatAccumulator, ChatCompletion, Endpoint, LeasedJob, TextCompletionAccumulator,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::sync::Arc;
 
 /// The chunks of a stream, assembled as they come.
 enum Assembly {
@@ -82,18 +79,12 @@ pub(super) fn wants_usage(payload: &RawValue) -> bool {
 /// [`UpstreamError::Interrupted`] ([`UpstreamStream::next`]): what was relayed cannot be
 /// taken back.
 pub(super) async fn relay(
-    gateway: &Arc<GatewayClient>,
-    metrics: &Arc<NodeMetrics>,
+    to: &RelayTo,
     job: &LeasedJob,
     mut stream: UpstreamStream,
 ) -> Result<Completion, UpstreamError> {
     let usage_relayed = wants_usage(&job.request_payload);
-    let mut relay = RelaySender::open(
-        Arc::clone(gateway),
-        Arc::clone(metrics),
-        job.id.clone(),
-        job.lease_id.clone(),
-    );
+    let mut relay = RelaySender::open(to, job);
     let mut assembly = Assembly::new(job.endpoint);
     let mut relayed = false;
     loop {
@@ -128,8 +119,7 @@ pub(super) async fn relay(
 /// Relays a whole chat completion (the built-in echo's) as the chunks a stream of it has:
 /// its message in one chunk, then its finish reason, and the usage when asked.
 pub(super) async fn relay_whole(
-    gateway: &Arc<GatewayClient>,
-    metrics: &Arc<NodeMetrics>,
+    to: &RelayTo,
     job: &LeasedJob,
     completion: Completion,
 ) -> Result<Completion, UpstreamError> {
@@ -138,12 +128,7 @@ pub(super) async fn relay_whole(
             status: 200,
             message: format!("the answer is unreadable: {e}"),
         })?;
-    let mut relay = RelaySender::open(
-        Arc::clone(gateway),
-        Arc::clone(metrics),
-        job.id.clone(),
-        job.lease_id.clone(),
-    );
+    let mut relay = RelaySender::open(to, job);
     for chunk in whole.to_chunks(wants_usage(&job.request_payload)) {
         if let Ok(chunk) = serde_json::value::to_raw_value(&chunk) {
             relay.send(&chunk);

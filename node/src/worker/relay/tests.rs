@@ -5,7 +5,7 @@ use super::super::streamed;
 use super::*;
 use crate::config::ServerSection;
 use crate::upstream::{RetryPolicy, UpstreamClient};
-use openbeepboop::{Endpoint, LeasedJob};
+use openbeepboop::Endpoint;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -26,11 +26,12 @@ enum Script {
     Reset,
 }
 
-/// A frame as the fake read it: on which connection, when, and the frame.
+/// A frame as the fake read it: on which connection, when, in which body, and the frame.
 #[derive(Debug)]
 struct Seen {
     connection: usize,
     at: SystemTime,
+    chunked: bool,
     frame: Value,
 }
 
@@ -48,13 +49,16 @@ impl FakeGateway {
         let (report, seen) = mpsc::unbounded_channel();
         let connections = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&connections);
+        // As the gateway's, per job: kept across requests.
+        let next_seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let connection = count.fetch_add(1, Ordering::SeqCst);
                 let script = scripts[connection.min(scripts.len() - 1)];
                 let report = report.clone();
+                let next_seq = Arc::clone(&next_seq);
                 tokio::spawn(async move {
-                    let _ = serve(socket, connection, script, report).await;
+                    let _ = serve(socket, connection, script, report, &next_seq).await;
                 });
             }
         });
@@ -79,6 +83,7 @@ async fn serve(
     connection: usize,
     script: Script,
     report: mpsc::UnboundedSender<Seen>,
+    next_seq: &std::sync::atomic::AtomicU64,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(socket);
     let mut head = Vec::new();
@@ -96,10 +101,15 @@ async fn serve(
         "x-obb-job-id: job-1",
         "x-obb-lease-id: lease-1",
         "content-type: application/x-ndjson",
-        "transfer-encoding: chunked",
     ] {
         assert!(head.iter().any(|h| h == header), "{header} in {head:?}");
     }
+    let chunked = head.iter().any(|h| h == "transfer-encoding: chunked");
+    let length = head
+        .iter()
+        .find_map(|h| h.strip_prefix("content-length: "))
+        .map(|n| n.parse::<usize>().unwrap());
+    assert!(chunked != length.is_some(), "chunked or sized: {head:?}");
     let answer = |status: &str, body: Value| {
         let body = body.to_string();
         format!(
@@ -117,13 +127,22 @@ async fn serve(
         Script::Accept => None,
         Script::Lose(seq) => Some(seq),
     };
-    let mut next_seq = 0u64;
     let mut pending = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size).await?;
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        let mut data = vec![0; size + 2];
+    let mut done = false;
+    while !done {
+        // A chunk of a chunked body, as it comes; or the whole sized body at once.
+        let size = match length {
+            Some(length) => {
+                done = true;
+                length
+            }
+            None => {
+                let mut size = String::new();
+                reader.read_line(&mut size).await?;
+                usize::from_str_radix(size.trim(), 16).unwrap()
+            }
+        };
+        let mut data = vec![0; size + if chunked { 2 } else { 0 }];
         reader.read_exact(&mut data).await?;
         if size == 0 {
             break;
@@ -133,42 +152,60 @@ async fn serve(
             let line: Vec<u8> = pending.drain(..=end).collect();
             let frame: Value = serde_json::from_slice(&line).unwrap();
             let seq = frame["seq"].as_u64().unwrap();
-            if seq == next_seq && lost != Some(seq) {
-                next_seq += 1;
+            if seq == next_seq.load(Ordering::SeqCst) && lost != Some(seq) {
+                next_seq.fetch_add(1, Ordering::SeqCst);
             }
             let at = SystemTime::now();
             let _ = report.send(Seen {
                 connection,
                 at,
+                chunked,
                 frame,
             });
         }
     }
     let outcome = if lost.is_some() { "gap" } else { "accepted" };
+    let next_seq = next_seq.load(Ordering::SeqCst);
     let text = answer("200 OK", json!({"outcome": outcome, "next_seq": next_seq}));
     reader.get_mut().write_all(text.as_bytes()).await
 }
 
-/// A gateway client of the fake, and the node's metrics.
-fn node_of(fake: &FakeGateway) -> (Arc<GatewayClient>, Arc<NodeMetrics>) {
+/// Where a node relays to the fake, in `mode`.
+fn node_of(fake: &FakeGateway, mode: RelayMode) -> RelayTo {
     let server = ServerSection {
         url: fake.url.clone(),
         ..ServerSection::default()
     };
     let gateway = Arc::new(GatewayClient::new(&server, "node-key", "node-1").unwrap());
-    (gateway, Arc::new(NodeMetrics::new()))
+    RelayTo {
+        gateway,
+        metrics: Arc::new(NodeMetrics::new()),
+        mode,
+    }
 }
 
-/// The relay of `job-1` under `lease-1` to the fake.
+/// `job-1`, leased under `lease-1`, asking for a relayed chat stream.
+fn job() -> LeasedJob {
+    let payload = json!({"model": "m", "messages": [], "stream": true});
+    LeasedJob {
+        id: JobId::new("job-1"),
+        model: "m".to_owned(),
+        endpoint: Endpoint::ChatCompletions,
+        request_payload: serde_json::value::to_raw_value(&payload).unwrap(),
+        lease_id: LeaseId::new("lease-1"),
+        lease_expires_at: 0,
+        lease_ttl_ms: 60_000,
+        attempt: 1,
+        request_id: None,
+        relay: true,
+    }
+}
+
+/// The relay of `job()` to the fake, in stream mode.
 fn sender(fake: &FakeGateway) -> (RelaySender, Arc<GatewayClient>, Arc<NodeMetrics>) {
-    let (gateway, metrics) = node_of(fake);
-    let relay = RelaySender::open(
-        Arc::clone(&gateway),
-        Arc::clone(&metrics),
-        JobId::new("job-1"),
-        LeaseId::new("lease-1"),
-    );
-    (relay, gateway, metrics)
+    let to = node_of(fake, RelayMode::Stream);
+    let relay = RelaySender::open(&to, &job());
+    (relay, to.gateway, to.metrics)
 }
 
 fn chunk(i: usize) -> Box<RawValue> {
@@ -236,7 +273,7 @@ async fn a_relayed_job_sends_chunks_while_the_upstream_still_streams_and_stores_
     let mock = MockUpstream::start(&["m"]).await.unwrap();
     mock.set_stream(4, Duration::from_millis(50));
     let mut fake = FakeGateway::start(vec![Script::Accept]).await;
-    let (gateway, metrics) = node_of(&fake);
+    let to = node_of(&fake, RelayMode::Stream);
     let retry = RetryPolicy {
         max_retries: 0,
         backoff: Duration::from_millis(1),
@@ -250,26 +287,12 @@ async fn a_relayed_job_sends_chunks_while_the_upstream_still_streams_and_stores_
     };
     let timeout = Duration::from_secs(5);
     let client = UpstreamClient::new(upstream, timeout, timeout, retry).unwrap();
-    let payload = json!({"model": "m", "messages": [], "stream": true});
-    let job = LeasedJob {
-        id: JobId::new("job-1"),
-        model: "m".to_owned(),
-        endpoint: Endpoint::ChatCompletions,
-        request_payload: serde_json::value::to_raw_value(&payload).unwrap(),
-        lease_id: LeaseId::new("lease-1"),
-        lease_expires_at: 0,
-        lease_ttl_ms: 60_000,
-        attempt: 1,
-        request_id: None,
-        relay: true,
-    };
+    let job = job();
     let stream = client
         .stream(job.endpoint, &job.request_payload, "m", None)
         .await
         .unwrap();
-    let completion = streamed::relay(&gateway, &metrics, &job, stream)
-        .await
-        .unwrap();
+    let completion = streamed::relay(&to, &job, stream).await.unwrap();
     let mut frames = Vec::new();
     while let Ok(seen) = fake.seen.try_recv() {
         frames.push(seen);
@@ -299,4 +322,40 @@ async fn a_relayed_job_sends_chunks_while_the_upstream_still_streams_and_stores_
         (completion.prompt_tokens, completion.completion_tokens),
         (3, 4)
     );
+}
+
+#[tokio::test]
+async fn append_mode_posts_the_frames_ready_in_short_sized_requests_until_the_end() {
+    let mut fake = FakeGateway::start(vec![Script::Accept]).await;
+    let to = node_of(&fake, RelayMode::Append);
+    let mut relay = RelaySender::open(&to, &job());
+    relay.send(&chunk(0));
+    let first = fake.next().await;
+    assert_eq!(
+        (first.connection, first.frame["seq"].as_u64()),
+        (0, Some(0)),
+        "the first frame goes at once"
+    );
+    for i in 1..4 {
+        relay.send(&chunk(i));
+    }
+    relay.finish().await;
+    let mut seen = vec![first];
+    while let Ok(frame) = fake.seen.try_recv() {
+        seen.push(frame);
+    }
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|s| s.frame["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4], "each frame once, in order");
+    assert_eq!(seen[4].frame["end"], true);
+    assert!(seen.iter().all(|s| !s.chunked), "sized bodies only");
+    let requests = fake.connections.load(Ordering::SeqCst);
+    assert!((2..=5).contains(&requests), "{requests} requests");
+    assert!(seen.windows(2).all(|w| w[0].connection <= w[1].connection));
+    let spans: Vec<SystemTime> = seen.iter().map(|s| s.at).collect();
+    let apart = spans[4].duration_since(spans[0]).unwrap_or_default();
+    assert!(apart >= APPEND_EVERY, "at most every 50 ms: {apart:?}");
+    assert_eq!(to.metrics.relay_failures.get(), 0);
 }
