@@ -158,18 +158,19 @@ impl RelaySender {
         }
     }
 
-    /// Handles the answer of a request that has finished, without waiting.
+    /// Handles the answer of a request that has finished, without waiting. One that cannot
+    /// be read yet (the task's budget ran out) is read on the next frame, or by `finish`.
     fn reap_now(&mut self) {
-        let State::Open { request, .. } = std::mem::replace(&mut self.state, State::Stopped) else {
-            return;
+        let outcome = match &mut self.state {
+            State::Open { request, .. } => {
+                match futures_util::FutureExt::now_or_never(&mut request.0) {
+                    Some(outcome) => outcome,
+                    None => return,
+                }
+            }
+            State::Stopped => return,
         };
-        let outcome = match futures_util::FutureExt::now_or_never(async move {
-            let mut request = request;
-            (&mut request.0).await
-        }) {
-            Some(outcome) => outcome,
-            None => return,
-        };
+        self.state = State::Stopped;
         let next = self.judge(outcome);
         self.follow(next, false);
     }
@@ -200,11 +201,12 @@ impl RelaySender {
         match outcome {
             Ok(Ok(ack)) => {
                 self.acked = ack.next_seq;
+                let ended = self.frames.last().is_some_and(|frame| frame.end);
                 match ack.outcome {
-                    RelayOutcome::Accepted if ack.next_seq >= self.frames.len() as u64 => {
+                    RelayOutcome::Accepted if ended && ack.next_seq >= self.frames.len() as u64 => {
                         Next::Done
                     }
-                    // Taken so far, but the body ended short of what was sent.
+                    // Taken so far, but the request ended short of the stream's end.
                     RelayOutcome::Accepted | RelayOutcome::Gap => {
                         Next::Resend { from: ack.next_seq }
                     }
