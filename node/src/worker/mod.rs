@@ -1,8 +1,9 @@
 //! The work loop shared by `run` and `batch`: lease, execute up to `concurrency` jobs at
 //! once, heartbeat their leases, and deliver results through the spool.
 //!
-//! Tasks: the fetch loop (here, in `Worker::run`), one task per job (`job`), the heartbeat
-//! task (`heartbeat`) and the submitter (`submit`). All of them end with `run`: the job
+//! Tasks: the fetch loop (here, in `Worker::run`), one task per job (`job`; a relayed job's
+//! request to the gateway, `relay`, is owned by it and aborted with it), the heartbeat task
+//! (`heartbeat`) and the submitter (`submit`). All of them end with `run`: the job
 //! tasks are joined or aborted, the submitter ends once it is told no more results come and
 //! the spool is empty, or when the flush times out, and then the heartbeat task is stopped.
 
