@@ -16,7 +16,8 @@
 //!   come from the first chunk that has them, except OpenAI's per-chunk `obfuscation` padding,
 //!   which a whole completion does not have.
 //!
-//! Any other field keeps its latest non-null value, so an unknown field survives.
+//! Any other message field that is a list (`annotations`) is extended; any other field keeps
+//! its latest non-null value, so an unknown field survives.
 
 use crate::chat::{ChatCompletion, ChatCompletionChunk, ChatMessage, Choice, ChunkChoice, Usage};
 use crate::completions::{TextChoice, TextCompletion};
@@ -183,7 +184,13 @@ impl ChoiceParts {
                 }
                 "function_call" => merge_call(&mut self.message, key, value),
                 key if TEXT_FIELDS.contains(&key) => join_text(&mut self.message, key, value),
-                _ => keep_latest(&mut self.message, key, value),
+                _ => match (self.message.get_mut(key), value) {
+                    // Lists (`annotations`) come in parts too.
+                    (Some(Value::Array(items)), Value::Array(more)) => {
+                        items.extend(more.iter().cloned());
+                    }
+                    _ => keep_latest(&mut self.message, key, value),
+                },
             }
         }
         if let Some(logprobs) = part.logprobs.as_ref().filter(|v| !v.is_null()) {

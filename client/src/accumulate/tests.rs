@@ -53,7 +53,7 @@ fn tool_call_arguments_split_over_deltas_are_joined_by_index() {
 }
 
 #[test]
-fn text_refusal_and_reasoning_are_joined_per_choice_and_usage_kept() {
+fn text_refusal_reasoning_and_annotations_are_joined_per_choice_and_usage_kept() {
     let mut total = ChatAccumulator::new();
     for (index, delta) in [
         (
@@ -67,6 +67,14 @@ fn text_refusal_and_reasoning_are_joined_per_choice_and_usage_kept() {
         (0, json!({"reasoning_content": "m.", "content": "llo"})),
         (1, json!({"refusal": "I can't"})),
         (1, json!({"refusal": " do that."})),
+        (
+            0,
+            json!({"annotations": [{"type": "url_citation", "n": 1}]}),
+        ),
+        (
+            0,
+            json!({"annotations": [{"type": "url_citation", "n": 2}]}),
+        ),
     ] {
         total.push(&chunk_of(json!([{"index": index, "delta": delta,
             "logprobs": null, "finish_reason": null}])));
@@ -84,6 +92,10 @@ fn text_refusal_and_reasoning_are_joined_per_choice_and_usage_kept() {
     assert_eq!(done.choices.len(), 2);
     assert_eq!(done.choices[0].message.text(), Some("Hello"));
     assert_eq!(done.choices[0].message.extra["reasoning_content"], "hmm.");
+    assert_eq!(
+        done.choices[0].message.extra["annotations"],
+        json!([{"type": "url_citation", "n": 1}, {"type": "url_citation", "n": 2}])
+    );
     assert_eq!(done.choices[1].message.text(), Some(""));
     assert_eq!(done.choices[1].message.extra["refusal"], "I can't do that.");
     assert_eq!(done.usage.map(|u| u.total_tokens), Some(5));
