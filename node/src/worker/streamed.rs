@@ -87,12 +87,14 @@ pub(super) async fn relay(
     let mut relay = RelaySender::open(to, job);
     let mut assembly = Assembly::new(job.endpoint);
     let mut relayed = false;
+    let mut read = 0usize;
     loop {
         let chunk = match stream.next().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(error) => return Err(error),
         };
+        read += 1;
         let usage_only = assembly.push(&chunk).map_err(|e| {
             let message = format!("the upstream streamed a chunk this node cannot read: {e}");
             if relayed {
@@ -108,6 +110,13 @@ pub(super) async fn relay(
             relay.send(&chunk);
             relayed = true;
         }
+    }
+    if read == 0 {
+        // Nothing was relayed, so the job fails as a whole call with a broken answer would.
+        return Err(UpstreamError::Invalid {
+            status: 200,
+            message: "the upstream's stream ended without a chunk".to_owned(),
+        });
     }
     relay.finish().await;
     assembly.finish().map_err(|e| UpstreamError::Invalid {
