@@ -215,6 +215,23 @@ fn sender(fake: &FakeGateway) -> (RelaySender, Arc<GatewayClient>, Arc<NodeMetri
     (relay, to.gateway, to.metrics)
 }
 
+/// An upstream client of the mock, without retries.
+fn upstream_of(mock: &MockUpstream) -> UpstreamClient {
+    let upstream = crate::routing::Upstream {
+        base_url: mock.base_url(),
+        api_key: None,
+        key_source: None,
+        section: "llm",
+        ca_cert: None,
+    };
+    let retry = RetryPolicy {
+        max_retries: 0,
+        backoff: Duration::from_millis(1),
+    };
+    let timeout = Duration::from_secs(5);
+    UpstreamClient::new(upstream, timeout, timeout, retry).unwrap()
+}
+
 fn chunk(i: usize) -> Box<RawValue> {
     serde_json::value::to_raw_value(&json!({"n": i})).unwrap()
 }
@@ -303,19 +320,7 @@ async fn a_relayed_job_sends_chunks_while_the_upstream_still_streams_and_stores_
     mock.set_stream(4, Duration::from_millis(50));
     let mut fake = FakeGateway::start(vec![Script::Accept]).await;
     let to = node_of(&fake, RelayMode::Stream);
-    let retry = RetryPolicy {
-        max_retries: 0,
-        backoff: Duration::from_millis(1),
-    };
-    let upstream = crate::routing::Upstream {
-        base_url: mock.base_url(),
-        api_key: None,
-        key_source: None,
-        section: "llm",
-        ca_cert: None,
-    };
-    let timeout = Duration::from_secs(5);
-    let client = UpstreamClient::new(upstream, timeout, timeout, retry).unwrap();
+    let client = upstream_of(&mock);
     let job = job();
     let stream = client
         .stream(job.endpoint, &job.request_payload, "m", None)
@@ -389,4 +394,37 @@ async fn append_mode_posts_the_frames_ready_in_short_sized_requests_until_the_en
     // for the two requests' different trips, and is far above one that did not wait.
     assert!(apart >= APPEND_EVERY / 2, "at most every 50 ms: {apart:?}");
     assert_eq!(to.metrics.relay_failures.get(), 0);
+}
+
+#[tokio::test]
+async fn a_relayed_completions_job_relays_the_usage_chunk_when_its_user_asked() {
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    mock.set_stream(2, Duration::ZERO);
+    let mut fake = FakeGateway::start(vec![Script::Accept]).await;
+    let to = node_of(&fake, RelayMode::Stream);
+    let client = upstream_of(&mock);
+    let mut job = job();
+    job.endpoint = Endpoint::Completions;
+    let payload = json!({"model": "m", "prompt": "x", "stream": true,
+        "stream_options": {"include_usage": true}});
+    job.request_payload = serde_json::value::to_raw_value(&payload).unwrap();
+    let stream = client
+        .stream(job.endpoint, &job.request_payload, "m", None)
+        .await
+        .unwrap();
+    let completion = streamed::relay(&to, &job, stream).await.unwrap();
+    let mut chunks = Vec::new();
+    while let Ok(seen) = fake.seen.try_recv() {
+        if let Some(chunk) = seen.frame.get("chunk") {
+            chunks.push(chunk.clone());
+        }
+    }
+    assert_eq!(chunks.len(), 4, "2 texts, the finish and the usage");
+    assert_eq!(chunks[3]["choices"], json!([]));
+    assert_eq!(chunks[3]["usage"]["total_tokens"], 5);
+    let stored: Value = serde_json::from_str(completion.body.get()).unwrap();
+    assert_eq!(stored["object"], "text_completion");
+    assert_eq!(stored["choices"][0]["text"], "t0 t1 ");
+    assert_eq!(stored["choices"][0]["finish_reason"], "stop");
+    assert_eq!(stored["usage"]["completion_tokens"], 2);
 }
