@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accumulate;
 pub mod admin;
 pub mod batch;
 pub mod chat;
@@ -43,6 +44,7 @@ mod replay;
 pub mod responses;
 pub mod retry_after;
 
+pub use accumulate::{ChatAccumulator, TextCompletionAccumulator};
 pub use admin::{ApiKeyInfo, CreateKeyRequest, CreatedKey, Role};
 pub use batch::{
     Batch, BatchError, BatchErrors, BatchInputLine, BatchLineError, BatchList, BatchOutputLine,

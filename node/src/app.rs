@@ -73,6 +73,7 @@ pub async fn build(
             fetch_wait: Duration::from_secs(node.fetch_wait_seconds),
             summary: Duration::from_secs(node.summary_seconds),
             flush_timeout: Duration::from_secs(30),
+            relay: node.relay,
         },
         stats: Arc::new(Stats::default()),
         metrics: Arc::new(NodeMetrics::new()),

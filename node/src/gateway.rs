@@ -1,15 +1,15 @@
-//! The gateway's node API, from the node's side: fetch, heartbeat and submit, over the TLS
-//! that `[server]` configures.
+//! The gateway's node API, from the node's side: fetch, heartbeat, submit and the relay of
+//! a job's stream, over the TLS that `[server]` configures.
 
 use crate::config::{ConfigError, ServerSection};
 use crate::tls;
 use openbeepboop::{
     Endpoint, ErrorEnvelope, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse,
-    LeaseId, LeasedJob, NodeId, NodeResult, SubmitOutcome, SubmitResponse,
+    JobId, LeaseId, LeasedJob, NodeId, NodeResult, RelayAck, SubmitOutcome, SubmitResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,7 +45,13 @@ pub struct GatewayClient {
     pub node_id: NodeId,
     /// The gateway's `max_submit_bytes` from its last fetch answer, in bytes; 0 until known.
     submit_limit: AtomicU64,
+    /// Set once `/internal/queue/stream` answered 404: the gateway predates relaying, so
+    /// relayed jobs run unstreamed and are submitted whole, without asking again.
+    no_relay_route: AtomicBool,
 }
+
+/// The node API's path for relayed streams.
+pub const RELAY_PATH: &str = "/internal/queue/stream";
 
 impl GatewayClient {
     /// A client for the gateway at `server.url`, trusting `server.ca_cert` and presenting
@@ -72,6 +78,7 @@ impl GatewayClient {
             key: key.to_owned(),
             node_id: NodeId::new(node_id),
             submit_limit: AtomicU64::new(0),
+            no_relay_route: AtomicBool::new(false),
         })
     }
 
@@ -98,22 +105,59 @@ impl GatewayClient {
         let status = response.status().as_u16();
         let text = response.text().await.map_err(unreachable)?;
         if status >= 300 {
-            let message = serde_json::from_str::<ErrorEnvelope>(&text)
-                .map(|e| e.error.message)
-                .unwrap_or(text);
-            return Err(match status {
-                401 | 403 => GatewayError::Refused { status, message },
-                400 | 404 | 413 | 422 => GatewayError::Rejected {
-                    path: path.to_owned(),
-                    status,
-                    message,
-                },
-                _ => GatewayError::Failed { status, message },
-            });
+            return Err(answer_error(path, status, text));
         }
         serde_json::from_str(&text).map_err(|e| GatewayError::Failed {
             status,
             message: format!("unreadable answer from `{path}`: {e}"),
+        })
+    }
+
+    /// Whether relayed jobs stream to the gateway: false once it was found to lack the route.
+    pub fn relays(&self) -> bool {
+        !self.no_relay_route.load(Ordering::Relaxed)
+    }
+
+    /// Streams a job's frames (`body`: NDJSON [`openbeepboop::RelayFrame`]s, sent as they
+    /// come) to `POST /internal/queue/stream` for this lease, and returns the gateway's
+    /// answer, which comes when the body ends or, on a refusal, at once. No timeout: the
+    /// body lasts as long as the upstream's stream. A 404 is remembered ([`Self::relays`]).
+    pub async fn relay(
+        &self,
+        job_id: &JobId,
+        lease_id: &LeaseId,
+        body: reqwest::Body,
+    ) -> Result<RelayAck, GatewayError> {
+        let url = format!("{}{RELAY_PATH}", self.base);
+        let unreachable = |e: reqwest::Error| GatewayError::Unreachable {
+            url: self.base.clone(),
+            message: tls::describe(&e, "server"),
+        };
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.key)
+            .header("x-obb-job-id", job_id.as_str())
+            .header("x-obb-lease-id", lease_id.as_str())
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(unreachable)?;
+        if status == 404 && !self.no_relay_route.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                gateway = %self.base,
+                "the gateway has no {RELAY_PATH}: relayed jobs run unstreamed and are submitted whole"
+            );
+        }
+        if status >= 300 {
+            return Err(answer_error(RELAY_PATH, status, text));
+        }
+        serde_json::from_str(&text).map_err(|e| GatewayError::Failed {
+            status,
+            message: format!("unreadable answer from `{RELAY_PATH}`: {e}"),
         })
     }
 
@@ -182,5 +226,21 @@ impl GatewayClient {
             .post("/internal/queue/submit", &results, Duration::from_secs(60))
             .await?;
         Ok(response.results)
+    }
+}
+
+/// The error an answer that is not a success stands for.
+fn answer_error(path: &str, status: u16, text: String) -> GatewayError {
+    let message = serde_json::from_str::<ErrorEnvelope>(&text)
+        .map(|e| e.error.message)
+        .unwrap_or(text);
+    match status {
+        401 | 403 => GatewayError::Refused { status, message },
+        400 | 404 | 413 | 422 => GatewayError::Rejected {
+            path: path.to_owned(),
+            status,
+            message,
+        },
+        _ => GatewayError::Failed { status, message },
     }
 }

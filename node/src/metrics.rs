@@ -4,7 +4,8 @@
 
 use crate::upstream::UpstreamError;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub struct NodeMetrics {
     pub in_flight: IntGauge,
     pub spooled: IntGauge,
     pub jobs: IntCounterVec,
+    pub relay_failures: IntCounter,
 }
 
 impl NodeMetrics {
@@ -60,6 +62,11 @@ impl NodeMetrics {
                 &["outcome"],
             )
             .unwrap_or_else(|e| unreachable!("well-formed: {e}")),
+            relay_failures: IntCounter::new(
+                "obb_node_relay_failures_total",
+                "Relayed streams given up after their request to the gateway broke 4 times; each job still submitted its whole result.",
+            )
+            .unwrap_or_else(|e| unreachable!("well-formed: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(metrics.upstream_latency.clone()),
@@ -67,6 +74,7 @@ impl NodeMetrics {
             Box::new(metrics.in_flight.clone()),
             Box::new(metrics.spooled.clone()),
             Box::new(metrics.jobs.clone()),
+            Box::new(metrics.relay_failures.clone()),
         ];
         for collector in collectors {
             let _ = metrics.registry.register(collector);
@@ -153,5 +161,6 @@ mod tests {
             let line = format!("obb_node_jobs_total{{outcome=\"{outcome}\"}} 0");
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+        assert!(text.lines().any(|l| l == "obb_node_relay_failures_total 0"));
     }
 }

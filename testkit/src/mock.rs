@@ -9,7 +9,18 @@
 //! know) and `/v1/embeddings`, whose vectors are made from each input alone ([`mock_embedding`]), so a
 //! test can tell whose vectors a job got; an input text holding `mock:drop` is left out of
 //! the answer, as a part that failed, and one holding `mock:reject` gets the whole call a
-//! 400, as an input the upstream cannot take. It is a mock: none of this is a model.
+//! 400, as an input the upstream cannot take.
+//!
+//! A chat or completions call with `"stream": true` is answered as a stream ([`stream`]):
+//! chunks whose text is `t0 `, `t1 `, … (how many and how far apart: [`MockUpstream::set_stream`]),
+//! each stamped with the time it was written, the usage chunk when `stream_options.include_usage`
+//! asks for it, then `[DONE]`. A stream can be held before its first chunk, cut, or broken by
+//! an error event ([`StreamFault`]); the [`Fault`]s still apply before its head. It is a mock:
+//! none of this is a model.
+
+mod stream;
+
+pub use stream::{StreamFault, StreamShape};
 
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -111,6 +122,14 @@ pub struct MockState {
     coding: Mutex<Option<Coding>>,
     /// `/v1/responses` answers 404, as on a server that predates the Responses API.
     lacks_responses: AtomicBool,
+    /// How streamed answers are made.
+    stream_shape: Mutex<StreamShape>,
+    /// What the next streamed answers do instead of ending well, in order.
+    stream_faults: Mutex<VecDeque<StreamFault>>,
+    /// While true, streams wait before their first chunk.
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Streams waiting before their first chunk now.
+    streams_held: AtomicU64,
 }
 
 pub struct MockUpstream {
@@ -214,6 +233,32 @@ impl MockUpstream {
     /// (`paths` still lists them, `calls` does not count them).
     pub fn set_responses_route(&self, exists: bool) {
         self.state.lacks_responses.store(!exists, Ordering::SeqCst);
+    }
+
+    /// Streams `chunks` text chunks, `gap` apart (by default 3, at once).
+    pub fn set_stream(&self, chunks: usize, gap: Duration) {
+        *lock(&self.state.stream_shape) = StreamShape { chunks, gap };
+    }
+
+    /// Queues faults for the next streamed answers, in order; each applies to one stream.
+    pub fn push_stream_faults(&self, faults: impl IntoIterator<Item = StreamFault>) {
+        lock(&self.state.stream_faults).extend(faults);
+    }
+
+    /// Holds every stream after its head, before its first chunk, until
+    /// [`Self::release_streams`].
+    pub fn hold_streams(&self) {
+        self.state.hold.send_replace(true);
+    }
+
+    /// Lets the held streams (and later ones) go on.
+    pub fn release_streams(&self) {
+        self.state.hold.send_replace(false);
+    }
+
+    /// How many streams are held before their first chunk now.
+    pub fn streams_held(&self) -> u64 {
+        self.state.streams_held.load(Ordering::SeqCst)
     }
 
     /// The calls to `path` (`/v1/responses`, …) so far.
@@ -337,7 +382,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         reader.read_exact(&mut body).await?;
         let truncate = request_line.starts_with("POST ")
             && lock(&state.faults).front() == Some(&Fault::Truncate);
-        let (status, headers, text) = respond(&request_line, &body, request_id, state).await;
+        let (status, headers, text) = match respond(&request_line, &body, request_id, state).await {
+            Answer::Whole(status, headers, text) => (status, headers, text),
+            Answer::Stream(streamed) => {
+                if stream::write(reader.get_mut(), state, streamed).await? {
+                    continue;
+                }
+                return Ok(());
+            }
+        };
         if truncate {
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -374,12 +427,24 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A call's answer: whole, or a stream to write.
+enum Answer {
+    Whole(u16, Vec<(&'static str, String)>, String),
+    Stream(stream::Streamed),
+}
+
+impl From<(u16, Vec<(&'static str, String)>, String)> for Answer {
+    fn from((status, headers, text): (u16, Vec<(&'static str, String)>, String)) -> Self {
+        Answer::Whole(status, headers, text)
+    }
+}
+
 async fn respond(
     request_line: &str,
     body: &[u8],
     request_id: Option<String>,
     state: &MockState,
-) -> (u16, Vec<(&'static str, String)>, String) {
+) -> Answer {
     if request_line.starts_with("GET ") && request_line.contains("/models") {
         let data: Vec<Value> = lock(&state.models)
             .iter()
@@ -389,7 +454,8 @@ async fn respond(
             200,
             Vec::new(),
             json!({"object": "list", "data": data}).to_string(),
-        );
+        )
+            .into();
     }
     let path = request_line.split(' ').nth(1).unwrap_or_default();
     let kind = match path.strip_prefix("/v1") {
@@ -404,10 +470,10 @@ async fn respond(
         // llama.cpp's answer to a path it does not serve.
         let body =
             json!({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}});
-        return (404, Vec::new(), body.to_string());
+        return (404, Vec::new(), body.to_string()).into();
     }
     if !request_line.starts_with("POST ") || kind == Kind::Unknown {
-        return (404, Vec::new(), json!({"error": {"message": "not found", "type": "invalid_request_error", "param": null, "code": null}}).to_string());
+        return (404, Vec::new(), json!({"error": {"message": "not found", "type": "invalid_request_error", "param": null, "code": null}}).to_string()).into();
     }
     lock(&state.paths).push(path.to_owned());
     state.calls.fetch_add(1, Ordering::SeqCst);
@@ -434,7 +500,7 @@ async fn respond(
         tokio::time::sleep(delay).await;
     }
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    match fault {
+    let answer = match fault {
         Some(Fault::Status(status, retry_after)) => {
             let retry_after = retry_after.map(|s| s.to_string());
             fault_answer(status, retry_after)
@@ -462,6 +528,16 @@ async fn respond(
                 "type": "invalid_request_error", "param": "input", "code": null}});
             (400, Vec::new(), body.to_string())
         }
+        // A streamed answer, unless a fault shapes it (a `Truncate` cuts a whole answer).
+        None | Some(Fault::Delay(_)) if stream::wants_stream(kind, &request) => {
+            let include_usage = request["stream_options"]["include_usage"] == true;
+            return Answer::Stream(stream::Streamed {
+                kind,
+                model: request["model"].clone(),
+                call: state.calls.load(Ordering::SeqCst),
+                include_usage,
+            });
+        }
         _ => {
             let call = state.calls.load(Ordering::SeqCst);
             let body = match kind {
@@ -476,7 +552,8 @@ async fn respond(
             };
             (200, Vec::new(), body.to_string())
         }
-    }
+    };
+    answer.into()
 }
 
 /// Which endpoint a call is for.

@@ -186,6 +186,21 @@ pub struct NodeSection {
     pub spool: Option<PathBuf>,
     /// How often `run` logs a summary line.
     pub summary_seconds: u64,
+    /// How a relayed job's stream reaches the gateway: `stream` (one request whose body
+    /// carries the chunks as they come) or `append` (a short request of the chunks ready,
+    /// at most every 50 ms), for a proxy in front of the gateway that buffers request bodies.
+    pub relay: RelayMode,
+}
+
+/// How the node sends a relayed stream to `POST /internal/queue/stream`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// One request per run, its chunked body written a frame at a time.
+    #[default]
+    Stream,
+    /// A `content-length` request of the frames ready, at most every 50 ms.
+    Append,
 }
 
 impl Default for NodeSection {
@@ -206,6 +221,7 @@ impl Default for NodeSection {
             retry_backoff_ms: 500,
             spool: None,
             summary_seconds: 60,
+            relay: RelayMode::Stream,
         }
     }
 }

@@ -25,10 +25,12 @@ fn the_spec_example_parses_and_the_environment_overrides_it() {
             ("OBB_NODE_LOCAL_LLM_PORT", "8080"),
             ("OBB_NODE_CONCURRENCY", "9"),
             ("OBB_NODE_MODELS", "a, b"),
+            ("OBB_NODE_RELAY", "append"),
             ("OBB_API_KEY", "ignored"),
         ]),
     )
     .unwrap();
+    assert_eq!(config.node.relay, RelayMode::Append);
     assert_eq!(config.server.api_key.as_deref(), Some("sk-env"));
     assert_eq!(config.local_llm.port, Some(8080));
     assert_eq!(config.node.concurrency, 9);

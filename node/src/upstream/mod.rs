@@ -2,7 +2,8 @@
 //! retries transient errors with backoff and jitter, and honours `Retry-After`. Answers may
 //! come compressed (gzip, br, deflate, zstd); one that is not a JSON object is final. A
 //! `/v1/responses` job goes to `/responses`, or, where the upstream has no such route, is
-//! translated to `/chat/completions` ([`crate::responses`]).
+//! translated to `/chat/completions` ([`crate::responses`]). A relayed job asks for a stream
+//! instead ([`UpstreamClient::stream`], read by [`stream`]).
 
 use crate::config::ConfigError;
 use crate::responses;
@@ -14,6 +15,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+mod stream;
+
+pub use stream::UpstreamStream;
 
 /// A completion as the node needs it, read once: the upstream's body verbatim (for the
 /// gateway) and the token counts it reports (for the log). No `Value` tree is built.
@@ -90,16 +95,21 @@ pub enum UpstreamError {
     /// and asking again would only repeat the call.
     #[error("{message}")]
     Invalid { status: u16, message: String },
+    /// A stream that failed after its first chunk: what was sent cannot be taken back, so
+    /// the job is not tried again.
+    #[error("{message}")]
+    Interrupted { message: String },
 }
 
 impl UpstreamError {
     /// Every `kind`, so that their metric series exist at zero from the start.
-    pub const KINDS: [&'static str; 5] = [
+    pub const KINDS: [&'static str; 6] = [
         "rate_limited",
         "server_error",
         "unreachable",
         "rejected",
         "invalid_answer",
+        "interrupted",
     ];
 
     /// A short, bounded name for logs and metrics: one of `KINDS`.
@@ -114,6 +124,7 @@ impl UpstreamError {
             UpstreamError::Transient { status: None, .. } => "unreachable",
             UpstreamError::Rejected { .. } => "rejected",
             UpstreamError::Invalid { .. } => "invalid_answer",
+            UpstreamError::Interrupted { .. } => "interrupted",
         }
     }
 }
@@ -125,7 +136,10 @@ pub struct RetryPolicy {
 }
 
 pub struct UpstreamClient {
+    /// Without a client-wide timeout, which would cut a long stream: a whole call has
+    /// `request_timeout` in all, a stream that long between two events.
     http: reqwest::Client,
+    request_timeout: Duration,
     upstream: Upstream,
     retry: RetryPolicy,
     /// Set once `/responses` answered 404 where `/chat/completions` did not: the upstream
@@ -147,7 +161,6 @@ impl UpstreamClient {
         };
         let http = tls::client_builder(hop)?
             .connect_timeout(connect_timeout)
-            .timeout(request_timeout)
             .build()
             .map_err(|e| ConfigError::Client {
                 section: upstream.section,
@@ -155,6 +168,7 @@ impl UpstreamClient {
             })?;
         Ok(Self {
             http,
+            request_timeout,
             upstream,
             retry,
             no_responses_route: AtomicBool::new(false),
@@ -177,6 +191,7 @@ impl UpstreamClient {
         let url = format!("{}/models", self.upstream.base_url);
         let response = self
             .authorized(self.http.get(&url))
+            .timeout(self.request_timeout)
             .send()
             .await
             .map_err(|e| self.unreachable(&url, &e))?;
@@ -222,14 +237,7 @@ impl UpstreamClient {
         if endpoint == Endpoint::Responses && self.translates_responses() {
             return self.translated(payload, model, request_id, false).await;
         }
-        let body =
-            forwarded_body(endpoint, payload, model).map_err(|e| UpstreamError::Rejected {
-                status: 400,
-                error: ErrorBody::new(
-                    format!("the job's request is not a JSON object: {e}"),
-                    "invalid_request_error",
-                ),
-            })?;
+        let body = forwarded_body(endpoint, payload, model, false).map_err(not_an_object)?;
         let answer = self.post(endpoint.upstream_path(), &body, request_id).await;
         match answer {
             Err(UpstreamError::Rejected { status: 404, .. }) if endpoint == Endpoint::Responses => {
@@ -266,6 +274,26 @@ impl UpstreamClient {
         responses::completion_from_chat(&request, &answer?)
     }
 
+    /// Asks `endpoint` (chat or legacy completions) for a stream of this job's answer, with
+    /// the usage chunk whatever the user asked (the stored result needs it). Returns once the
+    /// first event came: a 429 or 5xx, or any transient failure before the first chunk, is
+    /// retried as [`Self::complete`] retries it, since nothing was relayed yet.
+    pub async fn stream(
+        &self,
+        endpoint: Endpoint,
+        payload: &RawValue,
+        model: &str,
+        request_id: Option<&str>,
+    ) -> Result<UpstreamStream, UpstreamError> {
+        let body = forwarded_body(endpoint, payload, model, true).map_err(not_an_object)?;
+        let path = endpoint.upstream_path();
+        self.retrying(|| async {
+            let (response, url) = self.send(path, &body, request_id, None).await?;
+            UpstreamStream::open(response, url, endpoint, self.request_timeout).await
+        })
+        .await
+    }
+
     /// POSTs `body` to `path` under the base URL, retrying transient errors.
     async fn post(
         &self,
@@ -273,10 +301,21 @@ impl UpstreamClient {
         body: &[u8],
         request_id: Option<&str>,
     ) -> Result<Completion, UpstreamError> {
+        self.retrying(|| self.complete_once(path, body, request_id))
+            .await
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or has been retried `max_retries`
+    /// times, waiting as the answer's `Retry-After` says or else with [`backoff`].
+    async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, (UpstreamError, Option<Duration>)>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.complete_once(path, body, request_id).await {
-                Ok(text) => return Ok(text),
+            match call().await {
+                Ok(answer) => return Ok(answer),
                 Err((error, retry_after)) => {
                     let transient = matches!(error, UpstreamError::Transient { .. });
                     if !transient || attempt >= self.retry.max_retries {
@@ -291,12 +330,16 @@ impl UpstreamClient {
         }
     }
 
-    async fn complete_once(
+    /// POSTs `body` and returns a successful answer's head, with the URL called. An error
+    /// answer is read and sorted ([`classify`]), with how long its `Retry-After` asks to
+    /// wait. `timeout`: for the whole call; a stream's head waits `request_timeout`.
+    async fn send(
         &self,
         path: &str,
         body: &[u8],
         request_id: Option<&str>,
-    ) -> Result<Completion, (UpstreamError, Option<Duration>)> {
+        timeout: Option<Duration>,
+    ) -> Result<(reqwest::Response, String), (UpstreamError, Option<Duration>)> {
         let url = format!("{}{path}", self.upstream.base_url);
         let mut request = self
             .authorized(self.http.post(&url))
@@ -305,11 +348,27 @@ impl UpstreamClient {
         if let Some(id) = request_id {
             request = request.header("x-request-id", id);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| (self.unreachable(&url, &e), None))?;
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let response = match tokio::time::timeout(self.request_timeout, request.send()).await {
+            Ok(response) => response.map_err(|e| (self.unreachable(&url, &e), None))?,
+            Err(_) => {
+                let message = format!(
+                    "the upstream at `{url}` sent no answer in {} s",
+                    self.request_timeout.as_secs()
+                );
+                let error = UpstreamError::Transient {
+                    status: None,
+                    message,
+                };
+                return Err((error, None));
+            }
+        };
         let status = response.status().as_u16();
+        if status < 300 {
+            return Ok((response, url));
+        }
         // A hosted provider's 429 says when to come back in OpenAI's headers.
         let headers = response.headers();
         let retry_after = openbeepboop::retry_after::from_headers(
@@ -318,13 +377,26 @@ impl UpstreamClient {
             std::time::SystemTime::now(),
         )
         .map(|delay| delay.min(Duration::from_secs(60)));
+        let text = tokio::time::timeout(self.request_timeout, response.text())
+            .await
+            .unwrap_or_else(|_| Ok(String::new()))
+            .map_err(|e| (self.unreachable(&url, &e), None))?;
+        Err((classify(status, &text, &url), retry_after))
+    }
+
+    async fn complete_once(
+        &self,
+        path: &str,
+        body: &[u8],
+        request_id: Option<&str>,
+    ) -> Result<Completion, (UpstreamError, Option<Duration>)> {
+        let timeout = Some(self.request_timeout);
+        let (response, url) = self.send(path, body, request_id, timeout).await?;
+        let status = response.status().as_u16();
         let text = response
             .text()
             .await
             .map_err(|e| (self.unreachable(&url, &e), None))?;
-        if status >= 300 {
-            return Err((classify(status, &text, &url), retry_after));
-        }
         // A body that is not a JSON object is a broken answer, not a completion, and the
         // same request would most likely get it again.
         match Completion::parse(text) {
@@ -353,16 +425,32 @@ impl UpstreamClient {
     }
 }
 
+/// A job body that is not a JSON object: the request is wrong, not the upstream.
+fn not_an_object(e: serde_json::Error) -> UpstreamError {
+    UpstreamError::Rejected {
+        status: 400,
+        error: ErrorBody::new(
+            format!("the job's request is not a JSON object: {e}"),
+            "invalid_request_error",
+        ),
+    }
+}
+
 /// The job's body as `endpoint` upstream takes it, with `model` set to the upstream's name.
-/// A streamed request is asked for whole: the gateway stores complete completions and
-/// replays streams from them. `metadata`, where a submit may carry the gateway's terms
-/// (`obb_priority`, `obb_ttl_seconds`), goes only where OpenAI takes it: embeddings and
-/// legacy completions refuse the field. A Responses request loses what is the gateway's
-/// business: `background`, and `previous_response_id`, which it has expanded into `input`.
+/// `relay`: the answer is relayed as it comes, so a chat or legacy completions request
+/// keeps `"stream": true` and gets `stream_options.include_usage = true` whatever the user
+/// asked (the node stores the usage; it relays the usage chunk only when the user asked).
+/// Otherwise a streamed request is asked for whole: the gateway stores complete
+/// completions and replays streams from them. `metadata`, where a submit may carry the
+/// gateway's terms (`obb_priority`, `obb_ttl_seconds`), goes only where OpenAI takes it:
+/// embeddings and legacy completions refuse the field. A Responses request loses what is
+/// the gateway's business: `background`, and `previous_response_id`, which it has
+/// expanded into `input`.
 pub fn forwarded_body(
     endpoint: Endpoint,
     payload: &RawValue,
     model: &str,
+    relay: bool,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let mut body: Map<String, Value> = serde_json::from_str(payload.get())?;
     body.insert("model".to_owned(), Value::String(model.to_owned()));
@@ -376,7 +464,19 @@ pub fn forwarded_body(
         }
         Endpoint::ChatCompletions => {}
     }
-    if endpoint == Endpoint::Responses || body.get("stream").and_then(Value::as_bool) == Some(true)
+    if relay && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        body.insert("stream".to_owned(), Value::Bool(true));
+        let options = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
+        if let Value::Object(options) = options {
+            options.insert("include_usage".to_owned(), Value::Bool(true));
+        }
+    } else if endpoint == Endpoint::Responses
+        || body.get("stream").and_then(Value::as_bool) == Some(true)
     {
         body.insert("stream".to_owned(), Value::Bool(false));
         body.remove("stream_options");
@@ -386,7 +486,7 @@ pub fn forwarded_body(
 
 /// Sorts an error answer: 408, 409, 429 and 5xx are transient; other 4xx are final and
 /// keep the upstream's own error.
-fn classify(status: u16, text: &str, url: &str) -> UpstreamError {
+pub(crate) fn classify(status: u16, text: &str, url: &str) -> UpstreamError {
     let message = serde_json::from_str::<Value>(text)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))

@@ -1,6 +1,6 @@
 use super::*;
 use serde_json::json;
-use testkit::mock::{Fault, MockUpstream};
+use testkit::mock::{Fault, MockUpstream, StreamFault};
 
 #[test]
 fn the_body_keeps_every_field_but_model_and_stream() {
@@ -9,7 +9,8 @@ fn the_body_keeps_every_field_but_model_and_stream() {
     )
     .unwrap();
     let chat = Endpoint::ChatCompletions;
-    let body: Value = serde_json::from_slice(&forwarded_body(chat, &raw, "real").unwrap()).unwrap();
+    let body: Value =
+        serde_json::from_slice(&forwarded_body(chat, &raw, "real", false).unwrap()).unwrap();
     assert_eq!(body["model"], "real");
     assert_eq!(body["stream"], false);
     assert!(body.get("stream_options").is_none());
@@ -22,7 +23,7 @@ fn the_body_keeps_every_field_but_model_and_stream() {
         "chat takes `metadata`"
     );
     let not_json = RawValue::from_string("[1]".into()).unwrap();
-    assert!(forwarded_body(chat, &not_json, "m").is_err());
+    assert!(forwarded_body(chat, &not_json, "m", false).is_err());
 }
 
 #[test]
@@ -34,7 +35,8 @@ fn embeddings_and_legacy_completions_go_up_without_metadata() {
     .unwrap();
     for endpoint in [Endpoint::Embeddings, Endpoint::Completions] {
         let body: Value =
-            serde_json::from_slice(&forwarded_body(endpoint, &raw, "real").unwrap()).unwrap();
+            serde_json::from_slice(&forwarded_body(endpoint, &raw, "real", false).unwrap())
+                .unwrap();
         assert!(body.get("metadata").is_none(), "{endpoint}: {body}");
         assert_eq!(
             (&body["input"], &body["prompt"]),
@@ -144,7 +146,7 @@ fn a_responses_body_goes_up_whole_without_the_gateways_fields() {
     )
     .unwrap();
     let body: Value =
-        serde_json::from_slice(&forwarded_body(Endpoint::Responses, &raw, "real").unwrap())
+        serde_json::from_slice(&forwarded_body(Endpoint::Responses, &raw, "real", false).unwrap())
             .unwrap();
     assert_eq!(
         body,
@@ -275,4 +277,179 @@ async fn a_404_from_both_routes_fails_the_job_and_is_not_remembered() {
         "the next job tries the route again"
     );
     assert_eq!(mock.calls_to("/v1/chat/completions"), 1);
+}
+
+#[test]
+fn a_relay_request_asks_for_include_usage_and_keeps_stream_true() {
+    let with_options = RawValue::from_string(
+        r#"{"model":"alias","messages":[],"stream":true,"stream_options":{"include_obfuscation":false}}"#
+            .to_owned(),
+    )
+    .unwrap();
+    let without =
+        RawValue::from_string(r#"{"model":"alias","prompt":"x","stream":true}"#.to_owned())
+            .unwrap();
+    for (endpoint, raw, options) in [
+        (
+            Endpoint::ChatCompletions,
+            &with_options,
+            json!({"include_obfuscation": false, "include_usage": true}),
+        ),
+        (
+            Endpoint::Completions,
+            &without,
+            json!({"include_usage": true}),
+        ),
+    ] {
+        let body: Value =
+            serde_json::from_slice(&forwarded_body(endpoint, raw, "real", true).unwrap()).unwrap();
+        assert_eq!(body["stream"], true, "{endpoint}");
+        assert_eq!(body["stream_options"], options, "{endpoint}");
+        assert_eq!(body["model"], "real");
+    }
+    // Responses jobs are not relayed yet: asked for whole, as before.
+    let responses = RawValue::from_string(r#"{"input":"x","stream":true}"#.to_owned()).unwrap();
+    let body: Value = serde_json::from_slice(
+        &forwarded_body(Endpoint::Responses, &responses, "m", true).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&body["stream"], body.get("stream_options")),
+        (&json!(false), None)
+    );
+}
+
+/// Every chunk of `stream`, until its end or its first error.
+async fn drain(stream: &mut UpstreamStream) -> (Vec<Value>, Option<UpstreamError>) {
+    let mut chunks = Vec::new();
+    loop {
+        match stream.next().await {
+            Ok(Some(chunk)) => chunks.push(serde_json::from_str(chunk.get()).unwrap()),
+            Ok(None) => return (chunks, None),
+            Err(error) => return (chunks, Some(error)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_sse_event_split_across_reads_is_one_chunk() {
+    let body = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hel\"}}]}\n\n\
+        : a comment line\r\n\r\n\
+        event: ping\ndata: {\"ignored\":true}\n\n\
+        data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo 😀\"}}]}\r\n\r\n\
+        data: [DONE]\n\n\
+        data: {\"after\":\"done\"}\n\n";
+    // Cut everywhere, even inside a line ending and inside the emoji's UTF-8 bytes.
+    let bytes = body.as_bytes();
+    for size in [1, 2, 3, 7, 50, bytes.len()] {
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+            .chunks(size)
+            .map(|piece| Ok(bytes::Bytes::copy_from_slice(piece)))
+            .collect();
+        let mut stream = stream::from_pieces(pieces);
+        let (chunks, error) = drain(&mut stream).await;
+        assert!(error.is_none(), "{size}: {error:?}");
+        let texts: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["delta"]["content"])
+            .collect();
+        assert_eq!(
+            texts,
+            [&json!("hel"), &json!("lo 😀")],
+            "reads of {size} bytes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_is_an_interrupted_failure() {
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    mock.set_stream(3, Duration::ZERO);
+    mock.push_stream_faults([StreamFault::ErrorAfter(1), StreamFault::CutAfter(0)]);
+    let client = client_of(mock.base_url());
+    let payload = RawValue::from_string(r#"{"messages":[],"stream":true}"#.to_owned()).unwrap();
+    for expected_chunks in [2, 1] {
+        let mut stream = client
+            .stream(Endpoint::ChatCompletions, &payload, "m", None)
+            .await
+            .unwrap();
+        let (chunks, error) = drain(&mut stream).await;
+        assert_eq!(chunks.len(), expected_chunks);
+        let error = error.expect("the stream fails");
+        assert_eq!(error.kind(), "interrupted", "{error}");
+    }
+    // Before any chunk, an error event is the upstream's answer, sorted as a whole call's.
+    let events = "data: {\"error\":{\"message\":\"context too long\",\"type\":\"invalid_request_error\",\"code\":400}}\n\n";
+    let mut stream = stream::from_pieces(vec![Ok(bytes::Bytes::from(events))]);
+    match stream.next().await {
+        Err(UpstreamError::Rejected { status: 400, error }) => {
+            assert_eq!(error.message, "context too long");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_is_retried_until_its_head_comes_and_yields_every_chunk_with_usage() {
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    mock.set_stream(4, Duration::from_millis(2));
+    mock.push_faults([Fault::Status(503, None)]);
+    let client = client_of(mock.base_url());
+    let payload =
+        RawValue::from_string(r#"{"model":"alias","messages":[],"stream":true}"#.to_owned())
+            .unwrap();
+    let mut stream = client
+        .stream(Endpoint::ChatCompletions, &payload, "m", Some("req-1"))
+        .await
+        .unwrap();
+    let (chunks, error) = drain(&mut stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(mock.calls(), 2, "the 503 before the head was retried");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "t0 t1 t2 t3 ");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 4);
+    let (request_id, sent) = mock.state.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(request_id.as_deref(), Some("req-1"));
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_request_timeout_is_not_cut_but_a_silent_one_is() {
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    // 8 chunks 100 ms apart: 0.7 s in all, against a 0.5 s timeout.
+    mock.set_stream(8, Duration::from_millis(100));
+    let retry = RetryPolicy {
+        max_retries: 0,
+        backoff: Duration::from_millis(1),
+    };
+    let upstream = Upstream {
+        base_url: mock.base_url(),
+        api_key: None,
+        key_source: None,
+        section: "llm",
+        ca_cert: None,
+    };
+    let timeout = Duration::from_millis(500);
+    let client = UpstreamClient::new(upstream, timeout, timeout, retry).unwrap();
+    let payload = RawValue::from_string(r#"{"messages":[],"stream":true}"#.to_owned()).unwrap();
+    let mut stream = client
+        .stream(Endpoint::ChatCompletions, &payload, "m", None)
+        .await
+        .unwrap();
+    let (chunks, error) = drain(&mut stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(chunks.len(), 10, "8 texts, the finish and the usage");
+
+    mock.set_stream(3, Duration::from_millis(1500));
+    let mut stream = client
+        .stream(Endpoint::ChatCompletions, &payload, "m", None)
+        .await
+        .unwrap();
+    let (chunks, error) = drain(&mut stream).await;
+    assert_eq!(chunks.len(), 1);
+    let error = error.expect("an idle stream fails");
+    assert!(error.to_string().contains("sent nothing for"), "{error}");
 }

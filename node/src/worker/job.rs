@@ -1,7 +1,9 @@
 //! One job's run: the upstream call (or the built-in echo), its log line and metrics, and
-//! the `NodeResult` the gateway takes. It neither spools nor sends; the task that runs it does.
+//! the `NodeResult` the gateway takes. A relayed job's stream goes through `streamed`. It
+//! neither spools nor submits; the task that runs it does.
 
-use super::pack;
+use super::relay::RelayTo;
+use super::{pack, streamed};
 use crate::echo;
 use crate::metrics::NodeMetrics;
 use crate::routing::{Routing, Target};
@@ -29,6 +31,8 @@ impl Drop for InFlight {
 /// What a job task needs.
 pub(super) struct JobContext {
     pub node_id: Arc<str>,
+    /// For relaying a stream: see [`Self::relays`].
+    pub relay: RelayTo,
     pub upstream: Option<Arc<UpstreamClient>>,
     pub routing: Arc<Routing>,
     pub metrics: Arc<NodeMetrics>,
@@ -153,7 +157,20 @@ impl JobContext {
         outcomes
     }
 
+    /// Whether `job`'s answer is relayed as it comes: the gateway asked for it, it still has
+    /// the route, and the endpoint streams chat or legacy completion chunks (Responses and
+    /// embeddings jobs run unstreamed).
+    fn relays(&self, job: &LeasedJob) -> bool {
+        job.relay
+            && matches!(
+                job.endpoint,
+                Endpoint::ChatCompletions | Endpoint::Completions
+            )
+            && self.relay.gateway.relays()
+    }
+
     async fn execute(&self, job: &LeasedJob) -> Result<Completion, UpstreamError> {
+        let relays = self.relays(job);
         match (self.routing.target(&job.model), &self.upstream) {
             (Some(Target::Echo), _) if job.endpoint == Endpoint::Responses => {
                 tracing::debug!(job = %job.id, "answered by the built-in echo model");
@@ -174,12 +191,28 @@ impl JobContext {
             }
             (Some(Target::Echo), _) => {
                 tracing::debug!(job = %job.id, "answered by the built-in echo model");
-                echo::complete(&job.request_payload, job.id.as_str()).map_err(|e| {
-                    UpstreamError::Transient {
+                let completion = echo::complete(&job.request_payload, job.id.as_str()).map_err(
+                    |e| UpstreamError::Transient {
                         status: None,
                         message: format!("unreadable completion: {e}"),
-                    }
-                })
+                    },
+                )?;
+                if !relays {
+                    return Ok(completion);
+                }
+                streamed::relay_whole(&self.relay, job, completion).await
+            }
+            (Some(Target::Upstream(name)), Some(upstream)) if relays => {
+                // Failures before the first chunk are the upstream's, as in a whole call.
+                let stream = upstream
+                    .stream(
+                        job.endpoint,
+                        &job.request_payload,
+                        name,
+                        job.request_id.as_deref(),
+                    )
+                    .await?;
+                streamed::relay(&self.relay, job, stream).await
             }
             (Some(Target::Upstream(name)), Some(upstream)) => {
                 upstream
@@ -245,6 +278,11 @@ fn result_of(job: LeasedJob, outcome: Result<Completion, UpstreamError>) -> Node
                 ErrorBody::new(message, "server_error").with_code("upstream_invalid_response"),
             );
             result.upstream_status = Some(status);
+        }
+        // Not retryable: a retry would repeat what the gateway already relayed.
+        UpstreamError::Interrupted { message } => {
+            result.error =
+                Some(ErrorBody::new(message, "server_error").with_code("stream_interrupted"));
         }
     }
     result

@@ -1,15 +1,18 @@
 //! The work loop shared by `run` and `batch`: lease, execute up to `concurrency` jobs at
 //! once, heartbeat their leases, and deliver results through the spool.
 //!
-//! Tasks: the fetch loop (here, in `Worker::run`), one task per job (`job`), the heartbeat
-//! task (`heartbeat`) and the submitter (`submit`). All of them end with `run`: the job
+//! Tasks: the fetch loop (here, in `Worker::run`), one task per job (`job`; a relayed job's
+//! request to the gateway, `relay`, is owned by it and aborted with it), the heartbeat task
+//! (`heartbeat`) and the submitter (`submit`). All of them end with `run`: the job
 //! tasks are joined or aborted, the submitter ends once it is told no more results come and
 //! the spool is empty, or when the flush times out, and then the heartbeat task is stopped.
 
 mod heartbeat;
 mod job;
 mod pack;
+mod relay;
 mod settings;
+mod streamed;
 mod submit;
 
 pub use settings::{Mode, Settings, Stats, Stop, StopLevel, Summary, WorkerError};
@@ -22,6 +25,7 @@ use crate::upstream::UpstreamClient;
 use heartbeat::{Heartbeat, Period};
 use job::{InFlight, JobContext};
 use openbeepboop::{Endpoint, JobId, LeaseId, LeasedJob, NodeResult, NodeResultStatus};
+use relay::RelayTo;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -313,6 +317,11 @@ impl Run {
                 .collect();
             let context = JobContext {
                 node_id: Arc::clone(&node_id),
+                relay: RelayTo {
+                    gateway: Arc::clone(&self.worker.gateway),
+                    metrics: Arc::clone(&self.worker.metrics),
+                    mode: self.worker.settings.relay,
+                },
                 upstream: self.worker.upstream.clone(),
                 routing: Arc::clone(&self.worker.routing),
                 metrics: Arc::clone(&self.worker.metrics),

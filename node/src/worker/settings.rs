@@ -54,6 +54,8 @@ pub struct Settings {
     /// and leaves them in the spool; also how long a start waits to deliver what the spool
     /// holds before the first fetch.
     pub flush_timeout: Duration,
+    /// How relayed streams reach the gateway (`[node] relay`).
+    pub relay: crate::config::RelayMode,
 }
 
 /// Jobs whose results the gateway answered for, by outcome.
