@@ -7,6 +7,7 @@
 //!     target/release/obb-bench batch                            # the Batch API, 50,000 lines
 //!     target/release/obb-bench batch --nodes-nice 10            # ... its nodes as if remote
 //!     target/release/obb-bench embeddings                       # embeddings packed vs not
+//!     target/release/obb-bench stream                           # the live relay
 
 mod batch;
 mod drive;
@@ -15,6 +16,7 @@ mod held;
 mod median;
 mod remote;
 mod stats;
+mod stream;
 mod suites;
 mod wire;
 
@@ -56,8 +58,8 @@ pub struct Args {
     /// Run each suite this many times and report the median of every figure
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings, held [default: submit,
-    /// e2e, wait and scale]
+    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream
+    /// [default: submit, e2e, wait and scale]
     pub suites: Vec<String>,
 }
 
@@ -72,9 +74,10 @@ async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value
         "batch" => batch::batch(args).await,
         "embeddings" => embeddings::embeddings(args).await,
         "held" => held::held(args).await,
+        "stream" => stream::stream(args).await,
         other => {
             anyhow::bail!(
-                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings or held"
+                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings, held or stream"
             )
         }
     }

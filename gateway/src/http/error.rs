@@ -340,6 +340,7 @@ impl From<StoreError> for ApiError {
             | StoreError::CorruptPayload { .. }
             | StoreError::DataDir { .. }
             | StoreError::WriterThread(_)
+            | StoreError::Sync(_)
             | StoreError::IllegalTransition { .. }
             | StoreError::IllegalBatchTransition { .. }
             | StoreError::Missing(_)

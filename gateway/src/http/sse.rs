@@ -423,6 +423,11 @@ impl Stream<'_> {
         let mut progress = Progress::new(self, options.progress);
         let mut relay = Subscription::new(self, options.after);
         relay.begin_if(true);
+        // What was relayed already (the chunk that ended the submit's hold) goes out
+        // before the job is read: the first token waits for nothing.
+        if !relay.drain(session, Framing::OpenAi).await {
+            return false;
+        }
         let mut cut = None;
         let mut record = self.read().await;
         let mut queued = record
@@ -462,7 +467,13 @@ impl Stream<'_> {
                     queued = status == JobStatus::Queued;
                     continue;
                 }
-                Woke::Changed(Next::Status(_)) => {}
+                // The final change carries the job when it was read with it: no read here.
+                Woke::Changed(Next::Status(_)) => {
+                    if let Some(ended) = watch.take_record() {
+                        record = Some(std::sync::Arc::unwrap_or_clone(ended));
+                        continue;
+                    }
+                }
                 Woke::Deadline => cut = Some(Cut::Deadline),
                 Woke::Shutdown => cut = Some(Cut::Shutdown),
             }

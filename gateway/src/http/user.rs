@@ -114,7 +114,14 @@ pub(super) fn admit(ctx: &Ctx<'_>) -> Result<(), ApiError> {
 /// Stores an admitted submit's job. A submit refused for the key's `max_queued_jobs` made
 /// no work, so the request it took from `requests_per_minute` is given back.
 async fn enqueue(ctx: &Ctx<'_>, job: NewJob) -> Result<(JobRecord, bool), ApiError> {
-    let stored = ctx.state.queue.enqueue(job).await;
+    stored(ctx, ctx.state.queue.enqueue(job).await)
+}
+
+/// An enqueue's answer, with the key's request given back when its queue was full.
+fn stored(
+    ctx: &Ctx<'_>,
+    stored: Result<(JobRecord, bool), crate::queue::StoreError>,
+) -> Result<(JobRecord, bool), ApiError> {
     if let (Err(crate::queue::StoreError::QueueFull { .. }), Some(principal)) =
         (&stored, ctx.principal.as_ref())
         && let Some(per_minute) = principal.requests_per_minute
@@ -225,10 +232,14 @@ pub(super) async fn hold(
         wait
     };
     // Subscribed before the job exists, so the waiter needs no read to catch up with it.
-    let watch = ctx.state.queue.notifier().watch(&job.id);
+    let watch = ctx.state.queue.notifier().watch_final(&job.id);
     // A relayed stream's headers go out with its first chunk, if that comes first.
     let mut relay = job.relay.then(|| ctx.state.relays.subscribe(&job.id, None));
-    let (record, created) = enqueue(ctx, job).await?;
+    // Committed without an fsync, so that a node hears of the job one fsync sooner; the
+    // sync starts at once beside it, and every answer below waits for it. (An answer with
+    // the result comes after the result's own durable commit, which covers this one.)
+    let (record, created) = stored(ctx, ctx.state.queue.enqueue_relaxed(job).await)?;
+    let synced = ctx.state.queue.sync();
     let record = if created {
         let waiting = wait_with(ctx, record.clone(), watch, first_wait);
         match &mut relay {
@@ -243,6 +254,7 @@ pub(super) async fn hold(
         drop(watch);
         wait_for_final(ctx, &record.id, first_wait).await?
     };
+    synced.await?;
     if record.status.is_final() {
         return Ok(Held::Ended(record));
     }

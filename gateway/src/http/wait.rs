@@ -7,6 +7,7 @@ use super::error::ApiError;
 use crate::queue::{JobRecord, JobWatch};
 use pingora::server::ShutdownWatch;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -86,7 +87,7 @@ pub async fn wait_for_final(
     id: &str,
     wait: Duration,
 ) -> Result<JobRecord, ApiError> {
-    let watch = ctx.state.queue.notifier().watch(id);
+    let watch = ctx.state.queue.notifier().watch_final(id);
     // Read after subscribing, so that no change falls between the read and the wait.
     let record = ctx.job(id).await?;
     wait_with(ctx, record, watch, wait).await
@@ -112,7 +113,12 @@ pub async fn wait_with(
             .await
         {
             Woke::Changed(status) if !status.is_final() => {}
-            Woke::Changed(_) | Woke::Deadline => return ctx.job(&record.id).await,
+            // The final change carries the job when it was read with it: no read here.
+            Woke::Changed(_) => match watch.take_record() {
+                Some(ended) => return Ok(Arc::unwrap_or_clone(ended)),
+                None => return ctx.job(&record.id).await,
+            },
+            Woke::Deadline => return ctx.job(&record.id).await,
             Woke::Shutdown => {
                 return Err(ApiError::Unavailable {
                     message: "the gateway is restarting; retry the request".to_owned(),

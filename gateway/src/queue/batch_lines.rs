@@ -140,6 +140,7 @@ pub fn enqueue_lines(
         if inserted > 0 {
             added += 1;
             ctx.changes.push(Change {
+                record: None,
                 job_id: id,
                 status: JobStatus::Queued,
                 from: None,

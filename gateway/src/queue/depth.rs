@@ -75,6 +75,7 @@ mod tests {
 
     fn change(from: Option<JobStatus>, to: JobStatus) -> Change {
         Change {
+            record: None,
             job_id: "j".into(),
             status: to,
             from,

@@ -605,6 +605,7 @@ mod tests {
 
     fn change(key: &str, from: Option<JobStatus>, status: JobStatus) -> Change {
         Change {
+            record: None,
             job_id: "j".into(),
             status,
             from,
@@ -858,6 +859,7 @@ mod tests {
         fair.apply(std::slice::from_ref(&leased));
         assert!(fair.counts().is_empty());
         let requeued = Change {
+            record: None,
             status: JobStatus::Queued,
             from: Some(JobStatus::Processing),
             ..leased

@@ -7,6 +7,7 @@ use super::writer::WriteCtx;
 use super::{Change, JobRecord, QueueEvent, StoreError, Visibility};
 use openbeepboop::{Endpoint, ErrorBody, JobStatus};
 use rusqlite::{OptionalExtension, params};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A validated submit, ready to store.
@@ -173,7 +174,14 @@ pub fn transition(
                 estimated: moved.est_tokens as u64,
             });
         }
+        // A waiter answers from this, without a read of its own.
+        let record = if to.is_final() && (ctx.watched)(id) {
+            reads::job(ctx.conn, id, &Visibility::All)?.map(Arc::new)
+        } else {
+            None
+        };
         ctx.changes.push(Change {
+            record,
             job_id: id.to_owned(),
             status: to,
             from: Some(from),
@@ -296,6 +304,7 @@ pub fn enqueue(
             job.relay,
         ])?;
     ctx.changes.push(Change {
+        record: None,
         job_id: id.clone(),
         status: JobStatus::Queued,
         from: None,

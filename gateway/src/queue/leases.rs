@@ -660,6 +660,7 @@ mod tests {
             changes: Vec::new(),
             events: Vec::new(),
             earlier: &[],
+            watched: &|_| false,
         };
         for _ in 0..3 {
             let job = super::fair_tests::job("c", 3);
@@ -683,6 +684,7 @@ mod tests {
                 changes: Vec::new(),
                 events: Vec::new(),
                 earlier,
+                watched: &|_| false,
             };
             let leased = lease(&mut ctx, &fair, &asked).unwrap();
             (leased.len(), ctx.changes)

@@ -36,6 +36,9 @@ pub enum StoreError {
     },
     #[error("cannot start the writer thread")]
     WriterThread(#[source] Arc<std::io::Error>),
+    /// The fsync that makes a relaxed commit durable failed.
+    #[error("cannot sync the job store to disk")]
+    Sync(#[source] Arc<std::io::Error>),
     #[error("refused transition of job `{id}` from {from} to {to}")]
     IllegalTransition {
         id: String,

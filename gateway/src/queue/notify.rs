@@ -3,13 +3,14 @@
 //! The writer publishes here only after a commit, so a woken task always reads the change.
 //! Nothing here touches the database.
 
+use super::JobRecord;
 use openbeepboop::{Endpoint, JobStatus};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, broadcast};
 
 /// A job that changed status in a committed transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub job_id: String,
     pub status: JobStatus,
@@ -21,19 +22,34 @@ pub struct Change {
     /// share counts queued jobs by both.
     pub owner: String,
     pub endpoint: Endpoint,
+    /// The job as the change left it, when it reached a final status while someone watched
+    /// it: read in the change's own transaction, so that a waiter answers without a read.
+    pub record: Option<Arc<JobRecord>>,
 }
+
+/// What a job's watchers hear: its new status, and the job itself when it is final and
+/// was read with the change.
+type Heard = (JobStatus, Option<Arc<JobRecord>>);
+
+type Watchers = Mutex<HashMap<String, broadcast::Sender<Heard>>>;
 
 #[derive(Debug, Default)]
 pub struct Notifier {
-    jobs: Mutex<HashMap<String, broadcast::Sender<JobStatus>>>,
+    /// Watchers of every change of a job (its event streams).
+    jobs: Watchers,
+    /// Watchers of a job's final change only (held requests): not woken for the others.
+    finals: Watchers,
     work: Notify,
 }
 
 /// A subscription to one job's changes; it unregisters itself when dropped.
 pub struct JobWatch<'a> {
-    notifier: &'a Notifier,
+    /// The map this watch is in.
+    watchers: &'a Watchers,
     job_id: String,
-    receiver: Option<broadcast::Receiver<JobStatus>>,
+    receiver: Option<broadcast::Receiver<Heard>>,
+    /// The job as its last change left it, when the change carried it.
+    last: Option<Arc<JobRecord>>,
 }
 
 impl JobWatch<'_> {
@@ -43,18 +59,27 @@ impl JobWatch<'_> {
         let receiver = self.receiver.as_mut()?;
         loop {
             match receiver.recv().await {
-                Ok(status) => return Some(status),
+                Ok((status, record)) => {
+                    self.last = record;
+                    return Some(status);
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// The job as the change [`JobWatch::changed`] last returned left it, when that change
+    /// carried it (a final status, read with the change); `None` means: read it.
+    pub fn take_record(&mut self) -> Option<Arc<JobRecord>> {
+        self.last.take()
     }
 }
 
 impl Drop for JobWatch<'_> {
     fn drop(&mut self) {
         drop(self.receiver.take());
-        let mut jobs = self.notifier.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         if jobs
             .get(&self.job_id)
             .is_some_and(|sender| sender.receiver_count() == 0)
@@ -64,20 +89,40 @@ impl Drop for JobWatch<'_> {
     }
 }
 
+fn subscribe<'a>(watchers: &'a Watchers, job_id: &str) -> JobWatch<'a> {
+    let mut jobs = watchers.lock().unwrap_or_else(|e| e.into_inner());
+    let receiver = jobs
+        .entry(job_id.to_owned())
+        .or_insert_with(|| broadcast::channel(16).0)
+        .subscribe();
+    JobWatch {
+        watchers,
+        job_id: job_id.to_owned(),
+        receiver: Some(receiver),
+        last: None,
+    }
+}
+
 impl Notifier {
     /// Subscribes to a job before reading it, so that no change falls between the read and
     /// the wait.
     pub fn watch(&self, job_id: &str) -> JobWatch<'_> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        let receiver = jobs
-            .entry(job_id.to_owned())
-            .or_insert_with(|| broadcast::channel(16).0)
-            .subscribe();
-        JobWatch {
-            notifier: self,
-            job_id: job_id.to_owned(),
-            receiver: Some(receiver),
-        }
+        subscribe(&self.jobs, job_id)
+    }
+
+    /// Like [`Notifier::watch`], for a waiter that needs only the job's final change: it
+    /// is not woken for the others (`processing`, a retry back to `queued`).
+    pub fn watch_final(&self, job_id: &str) -> JobWatch<'_> {
+        subscribe(&self.finals, job_id)
+    }
+
+    /// Whether anyone waits on the job's changes now.
+    pub fn is_watched(&self, job_id: &str) -> bool {
+        let watched = |watchers: &Watchers| {
+            let jobs = watchers.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.contains_key(job_id)
+        };
+        watched(&self.finals) || watched(&self.jobs)
     }
 
     /// Called by the writer after a commit.
@@ -85,11 +130,19 @@ impl Notifier {
         let mut wake_nodes = false;
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let finals = self.finals.lock().unwrap_or_else(|e| e.into_inner());
             for change in changes {
                 wake_nodes |= change.status == JobStatus::Queued;
+                let heard = || (change.status, change.record.clone());
+                // An error only means every receiver left meanwhile.
                 if let Some(sender) = jobs.get(&change.job_id) {
-                    // An error only means every receiver left meanwhile.
-                    let _ = sender.send(change.status);
+                    let _ = sender.send(heard());
+                }
+                if let Some(sender) = finals
+                    .get(&change.job_id)
+                    .filter(|_| change.status.is_final())
+                {
+                    let _ = sender.send(heard());
                 }
             }
         }
@@ -122,6 +175,7 @@ mod tests {
         {
             let mut watch = notifier.watch("job-1");
             notifier.publish(&[Change {
+                record: None,
                 job_id: "job-1".into(),
                 status: JobStatus::Completed,
                 from: Some(JobStatus::Processing),
@@ -133,6 +187,23 @@ mod tests {
             assert_eq!(watch.changed().await, Some(JobStatus::Completed));
         }
         assert!(notifier.jobs.lock().unwrap().is_empty());
+        // A final-only watch hears the final change and not the one before it.
+        let mut held = notifier.watch_final("job-2");
+        assert!(notifier.is_watched("job-2"));
+        let change = |status| Change {
+            record: None,
+            job_id: "job-2".into(),
+            status,
+            from: None,
+            model: "m".into(),
+            priority: 3,
+            owner: "k".into(),
+            endpoint: Endpoint::ChatCompletions,
+        };
+        notifier.publish(&[change(JobStatus::Processing), change(JobStatus::Failed)]);
+        assert_eq!(held.changed().await, Some(JobStatus::Failed));
+        drop(held);
+        assert!(!notifier.is_watched("job-2"));
     }
 
     #[tokio::test]
@@ -140,6 +211,7 @@ mod tests {
         let notifier = Notifier::default();
         let woken = notifier.work_queued();
         notifier.publish(&[Change {
+            record: None,
             job_id: "j".into(),
             status: JobStatus::Queued,
             from: None,

@@ -28,6 +28,9 @@ pub struct WriteCtx<'a> {
     /// but not yet in the in-memory counts (a lease reads them so that two fetches in one
     /// group do not both fill a key's `max_concurrent_jobs`).
     pub earlier: &'a [Change],
+    /// Whether anyone waits on a job's changes: a final change of a watched job reads the
+    /// job in its transaction, for the waiter (see `Change::record`).
+    pub watched: &'a (dyn Fn(&str) -> bool + Sync),
 }
 
 /// Called after every successful group commit, with its statistics and events.
@@ -184,7 +187,8 @@ fn run(
         }
         let started = Instant::now();
         let ops = batch.len();
-        let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..));
+        let watched = |id: &str| observers.notifier.is_watched(id);
+        let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..), &watched);
         // Rows of `batches` the group's statements changed, whether or not they were rolled
         // back: re-read, they show what is committed. Before any caller hears `Ok`, so it
         // reads its own change.
@@ -251,10 +255,11 @@ type BatchOutcome = Result<(Vec<Change>, Vec<QueueEvent>), StoreError>;
 fn commit_batch(
     conn: &mut Connection,
     batch: impl Iterator<Item = Op>,
+    watched: &(dyn Fn(&str) -> bool + Sync),
 ) -> (Vec<Finish>, BatchOutcome) {
     let mut pending = batch.collect::<Vec<_>>().into_iter();
     let mut finishes: Vec<Finish> = Vec::with_capacity(pending.len());
-    let outcome = run_ops(conn, &mut pending, &mut finishes);
+    let outcome = run_ops(conn, &mut pending, &mut finishes, watched);
     // Operations left unrun by a failure still need their answer.
     finishes.extend(pending.map(|op| op(None).1));
     (finishes, outcome)
@@ -264,6 +269,7 @@ fn run_ops(
     conn: &mut Connection,
     pending: &mut impl Iterator<Item = Op>,
     finishes: &mut Vec<Finish>,
+    watched: &(dyn Fn(&str) -> bool + Sync),
 ) -> BatchOutcome {
     let mut changes = Vec::new();
     let mut events = Vec::new();
@@ -282,6 +288,7 @@ fn run_ops(
             changes: Vec::new(),
             events: Vec::new(),
             earlier: &changes,
+            watched,
         };
         let (ok, finish) = op(Some(&mut ctx));
         let WriteCtx {
