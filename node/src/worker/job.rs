@@ -203,6 +203,9 @@ impl JobContext {
                 streamed::relay_whole(&self.relay, job, completion).await
             }
             (Some(Target::Upstream(name)), Some(upstream)) if relays => {
+                // Opened beside the upstream call, so that the first chunk finds the relay
+                // request under way rather than waiting for its connection and checks.
+                let relay = streamed::RelaySender::open(&self.relay, job);
                 // Failures before the first chunk are the upstream's, as in a whole call.
                 let stream = upstream
                     .stream(
@@ -212,7 +215,7 @@ impl JobContext {
                         job.request_id.as_deref(),
                     )
                     .await?;
-                streamed::relay(&self.relay, job, stream).await
+                streamed::relay(relay, job, stream).await
             }
             (Some(Target::Upstream(name)), Some(upstream)) => {
                 upstream

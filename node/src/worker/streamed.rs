@@ -3,7 +3,8 @@
 //! completion a non-streamed run would have stored. It does not submit; the job task does,
 //! once the gateway took the end of the stream.
 
-use super::relay::{RelaySender, RelayTo};
+pub(super) use super::relay::RelaySender;
+use super::relay::RelayTo;
 use crate::upstream::{Completion, UpstreamError, UpstreamStream};
 use openbeepboop::{
     ChatAccumulator, ChatCompletion, Endpoint, LeasedJob, TextCompletionAccumulator,
@@ -74,17 +75,16 @@ pub(super) fn wants_usage(payload: &RawValue) -> bool {
         .unwrap_or(false)
 }
 
-/// Relays `stream` (whose first chunk has come) and returns the assembled completion, once
-/// the gateway took the end of the stream. A failure of the stream now is
-/// [`UpstreamError::Interrupted`] ([`UpstreamStream::next`]): what was relayed cannot be
-/// taken back.
+/// Relays `stream` (whose first chunk has come) through `relay` (opened for `job`) and
+/// returns the assembled completion, once the gateway took the end of the stream. A failure
+/// of the stream now is [`UpstreamError::Interrupted`] ([`UpstreamStream::next`]): what was
+/// relayed cannot be taken back.
 pub(super) async fn relay(
-    to: &RelayTo,
+    mut relay: RelaySender,
     job: &LeasedJob,
     mut stream: UpstreamStream,
 ) -> Result<Completion, UpstreamError> {
     let usage_relayed = wants_usage(&job.request_payload);
-    let mut relay = RelaySender::open(to, job);
     let mut assembly = Assembly::new(job.endpoint);
     let mut relayed = false;
     let mut read = 0usize;

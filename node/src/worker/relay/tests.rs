@@ -326,7 +326,9 @@ async fn a_relayed_job_sends_chunks_while_the_upstream_still_streams_and_stores_
         .stream(job.endpoint, &job.request_payload, "m", None)
         .await
         .unwrap();
-    let completion = streamed::relay(&to, &job, stream).await.unwrap();
+    let completion = streamed::relay(RelaySender::open(&to, &job), &job, stream)
+        .await
+        .unwrap();
     let mut frames = Vec::new();
     while let Ok(seen) = fake.seen.try_recv() {
         frames.push(seen);
@@ -412,7 +414,9 @@ async fn a_relayed_completions_job_relays_the_usage_chunk_when_its_user_asked() 
         .stream(job.endpoint, &job.request_payload, "m", None)
         .await
         .unwrap();
-    let completion = streamed::relay(&to, &job, stream).await.unwrap();
+    let completion = streamed::relay(RelaySender::open(&to, &job), &job, stream)
+        .await
+        .unwrap();
     let mut chunks = Vec::new();
     while let Ok(seen) = fake.seen.try_recv() {
         if let Some(chunk) = seen.frame.get("chunk") {
