@@ -26,6 +26,10 @@ use tokio::sync::watch;
 /// in bounded pieces.
 const READ_BYTES: usize = 64 * 1024;
 
+/// A relay untouched for this many lingers (10 minutes by default) is forgotten even if
+/// its stream never ended.
+const FORSAKEN: u32 = 20;
+
 /// How much a relay keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayLimits {
@@ -217,7 +221,9 @@ impl Relays {
     }
 
     /// Forgets relays nobody needs: those ended or never opened, with no subscriber, and
-    /// untouched for `linger`; and any ended relay untouched for twice that.
+    /// untouched for `linger`; any ended relay untouched for twice that; and any relay at
+    /// all untouched for [`FORSAKEN`] `linger`s, whose node vanished without its connection
+    /// closing (its job has failed by then: its lease lapsed long before).
     pub fn sweep(&self, now: Instant) {
         let linger = self.limits.linger;
         self.jobs().retain(|_, relay| {
@@ -225,7 +231,8 @@ impl Relays {
             let idle = now.saturating_duration_since(inner.touched);
             let unheard = relay.moved.receiver_count() == 0;
             let done = inner.end != RelayEnd::Open || inner.lease.is_none();
-            let keep = !(done && idle >= linger && (unheard || idle >= linger * 2));
+            let forsaken = idle >= linger * FORSAKEN;
+            let keep = !forsaken && !(done && idle >= linger && (unheard || idle >= linger * 2));
             if !keep {
                 relay.clear(&mut inner);
             }

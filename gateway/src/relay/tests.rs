@@ -139,4 +139,7 @@ fn the_sweep_forgets_ended_relays_after_the_linger_and_keeps_open_ones() {
     assert_eq!(relays.stats().subscribers, 1);
     relays.sweep(Instant::now() + Duration::from_secs(61));
     assert_eq!(relays.stats().relays, 1, "only the open relay is left");
+    // An open relay whose node vanished without closing its connection goes in the end.
+    relays.sweep(Instant::now() + Duration::from_secs(601));
+    assert_eq!(relays.stats(), RelayStats::default());
 }
