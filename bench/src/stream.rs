@@ -9,6 +9,7 @@
 
 use crate::Args;
 use crate::stats::{Latencies, row, rss_mib};
+use crate::suites;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sse_stream::SseByteStream;
@@ -24,6 +25,9 @@ struct Seen {
     lags_us: Vec<f64>,
     /// The content, joined.
     text: String,
+    /// Content chunks, and from sending the request to the last of them.
+    chunks: usize,
+    last: Duration,
 }
 
 fn now_us() -> f64 {
@@ -32,16 +36,19 @@ fn now_us() -> f64 {
         .map_or(0.0, |d| d.as_micros() as f64)
 }
 
+/// A `stream: true` chat for the mock's model `m`.
+fn mock_chat(content: &str) -> Value {
+    json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": content}]})
+}
+
 /// Sends one `stream: true` chat and reads its chunks until `[DONE]`.
 async fn streamed(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
-    content: &str,
+    body: &Value,
 ) -> anyhow::Result<Seen> {
-    let body = json!({"model": "m", "stream": true,
-                      "messages": [{"role": "user", "content": content}]});
-    let mut request = http.post(url).json(&body);
+    let mut request = http.post(url).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -53,6 +60,8 @@ async fn streamed(
         first: Duration::ZERO,
         lags_us: Vec::new(),
         text: String::new(),
+        chunks: 0,
+        last: Duration::ZERO,
     };
     while let Some(event) = events.next().await {
         let Some(data) = event?.data else { continue };
@@ -64,9 +73,11 @@ async fn streamed(
         let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() else {
             continue;
         };
-        if seen.text.is_empty() {
+        if seen.chunks == 0 {
             seen.first = started.elapsed();
         }
+        seen.chunks += 1;
+        seen.last = started.elapsed();
         seen.text.push_str(text);
         if let Some(sent) = chunk["obb_sent_us"].as_f64() {
             seen.lags_us.push(now_us() - sent);
@@ -84,7 +95,7 @@ pub async fn stream(args: &Args) -> anyhow::Result<Value> {
     let gw = Gateway::start(&[("OBB_THREADS", "2")]).await;
     let (user, key) = (gw.key("user").await, gw.key("node").await);
     let mock = MockUpstream::start(&["m"]).await?;
-    let _node = NodeProcess::start(
+    let node = NodeProcess::start(
         "run",
         &NodeProcess::config(
             &gw,
@@ -104,12 +115,18 @@ pub async fn stream(args: &Args) -> anyhow::Result<Value> {
     let mut direct = (Vec::new(), Vec::new());
     let mut through = (Vec::new(), Vec::new(), Vec::new());
     // A warm-up, so that connections and the node's first fetch are not measured.
-    streamed(&http, &gateway_url, Some(&user), "warm").await?;
+    streamed(&http, &gateway_url, Some(&user), &mock_chat("warm")).await?;
     for i in 0..requests {
-        let seen = streamed(&http, &direct_url, None, &format!("d {i}")).await?;
+        let seen = streamed(&http, &direct_url, None, &mock_chat(&format!("d {i}"))).await?;
         direct.0.push(seen.first);
         direct.1.extend(seen.lags_us);
-        let seen = streamed(&http, &gateway_url, Some(&user), &format!("g {i}")).await?;
+        let seen = streamed(
+            &http,
+            &gateway_url,
+            Some(&user),
+            &mock_chat(&format!("g {i}")),
+        )
+        .await?;
         anyhow::ensure!(seen.text == expected(chunks), "through: {:?}", seen.text);
         through.0.push(seen.first);
         through
@@ -164,7 +181,9 @@ pub async fn stream(args: &Args) -> anyhow::Result<Value> {
     let started = Instant::now();
     let running = (0..streams).map(|i| {
         let (http, url, user) = (http.clone(), gateway_url.clone(), user.clone());
-        tokio::spawn(async move { streamed(&http, &url, Some(&user), &format!("many {i}")).await })
+        tokio::spawn(async move {
+            streamed(&http, &url, Some(&user), &mock_chat(&format!("many {i}"))).await
+        })
     });
     let running = futures_util::future::join_all(running);
     tokio::pin!(running);
@@ -198,7 +217,11 @@ pub async fn stream(args: &Args) -> anyhow::Result<Value> {
             "all whole and in order in {elapsed:.1} s; lag p50 {many_p50:.2} ms p99 {many_p99:.2} ms; gateway max RSS {max_rss:.0} MiB"
         ),
     );
+    drop(node);
+    drop(gw);
+    let real = real(args).await?;
     Ok(json!({
+        "smollm2": real,
         "first_chunk": {"direct": direct_first.summary(), "through": through_first.summary(),
                         "added_p50_ms": ttft_p50, "added_p99_ms": ttft_p99},
         "first_chunk_lag_p50_ms": first_lag_p50,
@@ -206,4 +229,74 @@ pub async fn stream(args: &Args) -> anyhow::Result<Value> {
         "many": {"streams": streams, "chunks": chunks, "seconds": elapsed, "whole": whole,
                  "lag_p50_ms": many_p50, "lag_p99_ms": many_p99, "gateway_max_rss_mib": max_rss},
     }))
+}
+
+/// 3. The real SmolLM2 at concurrency 2: time to the first token, and tokens a second while
+/// a stream runs, directly from llama.cpp's server and through gateway and node. The two
+/// sides alternate over two rounds, so that neither gains from the prompt cache or from
+/// going second; `ignore_eos` makes every answer `max_tokens` long (see `real_model`).
+async fn real(args: &Args) -> anyhow::Result<Value> {
+    let (mut server, port) = suites::start_smollm2(args).await?;
+    let (gw, user, _node) = suites::smollm2_stack(port, 2).await;
+    let per_side: usize = if args.quick { 2 } else { 20 };
+    let direct_url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let through_url = gw.url("/v1/chat/completions");
+    let http = reqwest::Client::new();
+    let body = |i: usize| {
+        json!({"model": "smollm2", "stream": true, "max_tokens": 32,
+        "temperature": 0, "ignore_eos": true,
+        "messages": [{"role": "user", "content": format!("Count to ten, attempt {i}.")}]})
+    };
+    let mut sides: [Vec<Seen>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..2 {
+        let order = if round == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (url, token) = match side {
+                0 => (direct_url.as_str(), None),
+                _ => (through_url.as_str(), Some(user.as_str())),
+            };
+            // Two at a time: the node's and the server's concurrency.
+            for pair in 0..per_side.div_ceil(4) {
+                let i = round * per_side + pair * 2;
+                let (one, two) = (body(i), body(i + 1));
+                let (a, b) = tokio::join!(
+                    streamed(&http, url, token, &one),
+                    streamed(&http, url, token, &two)
+                );
+                sides[side].extend([a?, b?]);
+            }
+        }
+    }
+    let _ = server.kill();
+    let summary = |seen: &[Seen]| {
+        let first = Latencies::new(seen.iter().map(|s| s.first).collect()).percentile(50.0);
+        // Tokens a second while a stream runs: its chunks after the first, over their span.
+        let rates: Vec<f64> = seen
+            .iter()
+            .filter(|s| s.chunks > 1 && s.last > s.first)
+            .map(|s| (s.chunks - 1) as f64 / (s.last - s.first).as_secs_f64())
+            .collect();
+        let rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+        (first, rate)
+    };
+    let (direct_first, direct_rate) = summary(&sides[0]);
+    let (through_first, through_rate) = summary(&sides[1]);
+    anyhow::ensure!(
+        sides[1].iter().all(|s| s.chunks >= 10),
+        "a stream through the queue had fewer than 10 chunks"
+    );
+    row(
+        "stream",
+        "SmolLM2, concurrency 2",
+        &format!(
+            "first token direct p50 {direct_first:.1} ms, through {:+.1} ms; {through_rate:.1} tokens/s through vs {direct_rate:.1} direct ({:.0}%)",
+            through_first - direct_first,
+            through_rate / direct_rate * 100.0
+        ),
+    );
+    Ok(
+        json!({"streams_per_side": sides[0].len(), "first_token_direct_p50_ms": direct_first,
+        "first_token_added_p50_ms": through_first - direct_first,
+        "tokens_per_s_direct": direct_rate, "tokens_per_s_through": through_rate}),
+    )
 }

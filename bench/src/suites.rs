@@ -323,13 +323,15 @@ pub async fn scale(args: &Args) -> anyhow::Result<Value> {
 }
 
 /// 5. SmolLM2 on llama.cpp's server: through gateway and node versus direct, same concurrency.
-pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
+/// llama.cpp's server (the `xllamacpp` wheel) serving SmolLM2-135M-Instruct, from the
+/// Python of `--python` (else `target/test-venv`), once its model is loaded; and its port.
+pub async fn start_smollm2(args: &Args) -> anyhow::Result<(std::process::Child, u16)> {
     let python = args
         .python
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("target/test-venv/bin/python"));
     let port = testkit::free_port();
-    let mut server = std::process::Command::new(&python)
+    let server = std::process::Command::new(&python)
         .arg("scripts/serve_smollm2.py")
         .arg(port.to_string())
         .stdout(std::process::Stdio::piped())
@@ -347,16 +349,28 @@ pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok((server, port))
+}
+
+/// A gateway and one node serving SmolLM2 from the llama.cpp server on `port` through the
+/// `local_llm` shortcut, `concurrency` jobs at once; and a USER key.
+pub async fn smollm2_stack(port: u16, concurrency: u64) -> (Gateway, String, NodeProcess) {
     let gw = Gateway::start(&fast_settings()).await;
     let (user, key) = (gw.key("user").await, gw.key("node").await);
-    let concurrency = 2u64;
-    let _node = NodeProcess::start(
+    let node = NodeProcess::start(
         "run",
         &format!(
             "[server]\nurl = \"{}\"\napi_key = \"{key}\"\n[local_llm]\nenabled = true\nport = {port}\n[node]\nname = \"bench-llm\"\nconcurrency = {concurrency}\nmodels = [\"smollm2\"]\n",
             gw.base
         ),
     );
+    (gw, user, node)
+}
+
+pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
+    let (mut server, port) = start_smollm2(args).await?;
+    let concurrency = 2u64;
+    let (gw, user, _node) = smollm2_stack(port, concurrency).await;
     let total = if args.quick { 4 } else { 40 };
     // Both sides must do the same work. At temperature 0 an answer's length still varies
     // with how the server batches its two slots (20 direct requests ranged from 4 to 32
