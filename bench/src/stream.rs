@@ -231,7 +231,7 @@ pub async fn stream(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-/// 3. The real SmolLM2 at concurrency 2: time to the first token, and tokens a second while
+/// The third part: the real SmolLM2 at concurrency 2, time to the first token and tokens a second while
 /// a stream runs, directly from llama.cpp's server and through gateway and node. The two
 /// sides alternate over two rounds, so that neither gains from the prompt cache or from
 /// going second; `ignore_eos` makes every answer `max_tokens` long (see `real_model`).

@@ -322,7 +322,6 @@ pub async fn scale(args: &Args) -> anyhow::Result<Value> {
     Ok(json!(results))
 }
 
-/// 5. SmolLM2 on llama.cpp's server: through gateway and node versus direct, same concurrency.
 /// llama.cpp's server (the `xllamacpp` wheel) serving SmolLM2-135M-Instruct, from the
 /// Python of `--python` (else `target/test-venv`), once its model is loaded; and its port.
 pub async fn start_smollm2(args: &Args) -> anyhow::Result<(std::process::Child, u16)> {
@@ -367,6 +366,7 @@ pub async fn smollm2_stack(port: u16, concurrency: u64) -> (Gateway, String, Nod
     (gw, user, node)
 }
 
+/// 5. SmolLM2 on llama.cpp's server: through gateway and node versus direct, same concurrency.
 pub async fn real_model(args: &Args) -> anyhow::Result<Value> {
     let (mut server, port) = start_smollm2(args).await?;
     let concurrency = 2u64;
