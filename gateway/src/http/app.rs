@@ -310,7 +310,11 @@ impl HttpServerApp for App {
     ) -> Option<ReusedHttpStream> {
         let started = Instant::now();
         let reused = session.take_connection_user_context().is_some();
-        match tokio::time::timeout(framing::head_deadline(reused), session.read_request()).await {
+        // Every step's future is boxed: the connection's own future then holds only the
+        // state of the step it is in, which for a held request is the small wait (10,000
+        // held requests are 10,000 of these; docs/BENCHMARKS.md, memory per held connection).
+        let head = tokio::time::timeout(framing::head_deadline(reused), session.read_request());
+        match Box::pin(head).await {
             Ok(Ok(true)) => {}
             Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::InvalidHTTPHeader) => {
                 // A head pingora could not accept: answer once (RFC 9112 asks for 400), close.
@@ -323,7 +327,7 @@ impl HttpServerApp for App {
                     started.elapsed(),
                     Duration::ZERO,
                 );
-                body::refuse(&mut session, &error).await;
+                Box::pin(body::refuse(&mut session, &error)).await;
                 return None;
             }
             // A closed, broken, idle or too slow connection: there is no one to answer.
@@ -355,7 +359,7 @@ impl HttpServerApp for App {
         };
         let (route, waited, result, rate_headers) = if streamed == Some(Route::NodeStream) {
             // A relayed stream is read as it comes, for as long as its run lasts.
-            let result = relay_in::receive(&self.state, &mut session).await;
+            let result = Box::pin(relay_in::receive(&self.state, &mut session)).await;
             if result.is_err() || !session.is_body_done() {
                 // The body may be left unread.
                 session.set_keepalive(None);
@@ -363,11 +367,11 @@ impl HttpServerApp for App {
             ("node_stream", Duration::ZERO, result, Vec::new())
         } else if streamed.is_some() {
             // An upload streams its body to disk as it reads it, never whole.
-            let result = upload::receive(
+            let result = Box::pin(upload::receive(
                 &self.state,
                 &mut session,
                 self.state.config.max_batch_file_bytes,
-            )
+            ))
             .await;
             if result.is_err() {
                 // The body may be left unread.
@@ -375,17 +379,17 @@ impl HttpServerApp for App {
             }
             ("create_file", Duration::ZERO, result, Vec::new())
         } else {
-            match body::receive(&self.state, &mut session).await {
+            match Box::pin(body::receive(&self.state, &mut session)).await {
                 Ok(body) => {
                     let req = parse_request(&session, body, id.clone());
                     let disconnect = Disconnect::default();
-                    let handling = self.handle(&req, shutdown, peer_is_loopback, &disconnect);
-                    tokio::pin!(handling);
+                    let mut handling =
+                        Box::pin(self.handle(&req, shutdown, peer_is_loopback, &disconnect));
                     // A long-poll must end when its client leaves: a node that gave up on a
                     // fetch must not be handed jobs it will never see.
                     tokio::select! {
                         handled = &mut handling => handled,
-                        _ = session.read_body_or_idle(true) => {
+                        _ = Box::pin(session.read_body_or_idle(true)) => {
                             tracing::debug!(request_id = %id, "client went away before the answer");
                             if let Some(job) = disconnect.take() {
                                 self.cancel_abandoned(job).await;
@@ -419,14 +423,14 @@ impl HttpServerApp for App {
         let status = reply.status;
         let head = session.req_header().method == http::Method::HEAD;
         let written = if let Body::File { file, len } = &mut reply.body {
-            files::write_content(
+            Box::pin(files::write_content(
                 &mut session,
                 (reply.status, &reply.headers),
                 file,
                 *len,
                 &id,
                 head,
-            )
+            ))
             .await
         } else {
             match &reply.body {
@@ -435,15 +439,23 @@ impl HttpServerApp for App {
                 Body::Full {
                     content_type,
                     bytes,
-                } => write_full(&mut session, &reply, content_type, bytes.clone(), &id).await,
+                } => {
+                    Box::pin(write_full(
+                        &mut session,
+                        &reply,
+                        content_type,
+                        bytes.clone(),
+                        &id,
+                    ))
+                    .await
+                }
                 // Nothing of a stream is sent to HEAD, so nothing would notice its client leave.
                 Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
-                    sse::headers_only(&mut session, &reply, &id).await
+                    Box::pin(sse::headers_only(&mut session, &reply, &id)).await
                 }
                 Body::JobEvents { job_id, who, after } => {
-                    self.stream(job_id, who, shutdown, &id)
-                        .job_events(&mut session, &reply, *after)
-                        .await
+                    let stream = self.stream(job_id, who, shutdown, &id);
+                    Box::pin(stream.job_events(&mut session, &reply, *after)).await
                 }
                 Body::ChatStream {
                     job_id,
@@ -451,9 +463,8 @@ impl HttpServerApp for App {
                     deadline,
                     options,
                 } => {
-                    self.stream(job_id, who, shutdown, &id)
-                        .chat(&mut session, &reply, *deadline, *options)
-                        .await
+                    let stream = self.stream(job_id, who, shutdown, &id);
+                    Box::pin(stream.chat(&mut session, &reply, *deadline, *options)).await
                 }
             }
         };
@@ -474,7 +485,7 @@ impl HttpServerApp for App {
         }
         let mut persistent = pingora::apps::HttpPersistentSettings::for_session(&session);
         persistent.set_user_context(Box::new(framing::Reused));
-        match session.finish().await {
+        match Box::pin(session.finish()).await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
             _ => None,
         }
