@@ -68,6 +68,15 @@ impl Sse {
         }
     }
 
+    /// The rest of `response`, of which `read` was read already.
+    pub fn continuing(response: Response, read: String) -> Self {
+        Self {
+            response,
+            pending: read,
+            comments: 0,
+        }
+    }
+
     /// The next event, or `None` when the stream ends.
     pub async fn next(&mut self) -> Option<Event> {
         loop {
