@@ -100,9 +100,10 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
         .await
         .unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // Each relayed chunk's event has an `id:` line before its `data:` line.
     let joined: String = text
-        .split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
         .filter(|data| *data != "[DONE]")
         .filter_map(|data| serde_json::from_str::<Value>(data).ok())
         .filter_map(|chunk| {
