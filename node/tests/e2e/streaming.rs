@@ -228,7 +228,7 @@ async fn streaming_stack(settings: &[(&str, &str)]) -> (Gateway, String, String,
 async fn chunks_reach_the_client_spread_over_time() {
     let (gw, user, key, mock) = streaming_stack(&[]).await;
     mock.set_stream(10, Duration::from_millis(100));
-    let _node = run_node(&gw, &key, &mock, "live", NODE);
+    let node = run_node(&gw, &key, &mock, "live", NODE);
     let (id, mut sse) = stream_chat(&gw, &user, "spread", &[]).await;
     let events = sse.rest().await;
     assert!(events.last().is_some_and(Event::is_done), "{events:?}");
@@ -264,10 +264,19 @@ async fn chunks_reach_the_client_spread_over_time() {
     assert_eq!(result["choices"][0]["finish_reason"], "stop");
     assert_eq!(result["usage"], usage["usage"], "{result}");
     assert_eq!(mock.calls(), 1);
+    // The node's relay ended at once, with no resend: `[DONE]` follows the last chunk
+    // about as soon as the job's result is stored.
+    let done = events.last().unwrap().at - events[events.len() - 2].at;
+    assert!(
+        done < Duration::from_millis(500),
+        "[DONE] came {done:?} after the last chunk"
+    );
+    assert!(!node.log().contains("WARN"), "{}", node.log());
     println!(
-        "figures: chunks=10 mock_span_ms={} client_span_ms={}",
+        "figures: chunks=10 mock_span_ms={} client_span_ms={} last_chunk_to_done_ms={}",
         sent.as_millis(),
-        arrived.as_millis()
+        arrived.as_millis(),
+        done.as_millis()
     );
 }
 
