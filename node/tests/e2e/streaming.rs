@@ -445,6 +445,10 @@ async fn a_slow_client_does_not_slow_other_streams() {
         fast.push(id);
         assert!(events.last().is_some_and(Event::is_done), "{events:?}");
         assert_eq!(joined(&events), mock_text(20), "whole and in order");
+        assert!(
+            events.iter().all(|e| e.json()["choices"] != json!([])),
+            "no usage chunk, as none was asked for: {events:?}"
+        );
         let texts = contents(&events);
         gaps.extend(texts.windows(2).map(|pair| pair[1].at - pair[0].at));
     }
@@ -479,6 +483,46 @@ async fn a_slow_client_does_not_slow_other_streams() {
         p99.as_millis(),
         gaps.last().unwrap().as_millis()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_mid_stream_cancels_the_run_only_when_it_asked() {
+    let (gw, user, key, mock) = streaming_stack(&[("OBB_LEASE_SECONDS", "3")]).await;
+    mock.set_stream(20, Duration::from_millis(50));
+    let node = run_node(&gw, &key, &mock, "left", NODE);
+    let (kept, mut sse) = stream_chat(&gw, &user, "kept", &[]).await;
+    read_chunks(&mut sse, 2).await;
+    drop(sse);
+    let job = final_job(&gw, &user, &kept).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        job["result"]["choices"][0]["message"]["content"],
+        mock_text(20)
+    );
+
+    mock.set_stream(200, Duration::from_millis(50));
+    let (id, mut sse) = stream_chat(
+        &gw,
+        &user,
+        "cancelled",
+        &[("X-OBB-Cancel-On-Disconnect", "true")],
+    )
+    .await;
+    read_chunks(&mut sse, 2).await;
+    drop(sse);
+    eventually(PATIENCE, "the job to be cancelled", || async {
+        (gw.job(&user, &id).await["status"] == "cancelled").then_some(())
+    })
+    .await;
+    // The node hears it at its next heartbeat and stops the run, and so the upstream call.
+    eventually(PATIENCE, "the node to stop the run", || async {
+        node.log()
+            .contains("aborted: the job was cancelled or its lease lost")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(gw.job(&user, &id).await["status"], "cancelled");
+    assert_eq!(mock.calls(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
