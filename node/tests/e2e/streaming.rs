@@ -641,3 +641,40 @@ async fn append_mode_relays_through_a_buffering_proxy() {
         "the relay went through nginx in short appends: {appends}\n{access}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_restart_mid_stream_is_resumed_by_last_event_id() {
+    let (mut gw, user, key, mock) = streaming_stack(&[]).await;
+    mock.set_stream(30, Duration::from_millis(100));
+    let _node = run_node(&gw, &key, &mock, "steady", NODE);
+    let (id, mut sse) = stream_chat(&gw, &user, "restarted", &[]).await;
+    let before = read_chunks(&mut sse, 3).await;
+    let seen = contents(&before).last().unwrap().id.unwrap();
+    // The replay buffer is memory: the node's relay, reopened after the restart, refills it.
+    gw.stop_with("-TERM");
+    gw.spawn().await;
+    drop(sse);
+    let response = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/{id}/stream?format=openai")))
+        .bearer_auth(&user)
+        .header("Last-Event-ID", seen.to_string())
+        .send()
+        .await
+        .unwrap();
+    let after = Sse::new(response).rest().await;
+    assert!(after.last().is_some_and(Event::is_done), "{after:?}");
+    let ids: Vec<u64> = after.iter().filter_map(|e| e.id).collect();
+    assert_eq!(ids.first(), Some(&(seen + 1)), "{after:?}");
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let text = format!("{}{}", joined(&before), joined(&after));
+    assert_eq!(text, mock_text(30), "nothing lost or repeated");
+    let job = final_job(&gw, &user, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(
+        job["result"]["choices"][0]["message"]["content"],
+        mock_text(30)
+    );
+    assert_eq!(mock.calls(), 1);
+}
