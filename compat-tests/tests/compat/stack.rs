@@ -47,11 +47,6 @@ impl Stack {
         Self::on_with(&[MODEL], mock, settings).await
     }
 
-    /// The upstream the node calls.
-    pub fn mock(&self) -> &MockUpstream {
-        &self.mock
-    }
-
     /// Starts another node on the same upstream, serving `models`.
     pub fn start_node(&self, name: &str, models: &[&str]) -> NodeProcess {
         let listed: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
