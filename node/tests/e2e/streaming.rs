@@ -281,6 +281,55 @@ async fn chunks_reach_the_client_spread_over_time() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_legacy_completions_stream_is_relayed_live_and_stored_as_a_text_completion() {
+    let (gw, user, key, mock) = streaming_stack(&[]).await;
+    mock.set_stream(10, Duration::from_millis(100));
+    let _node = run_node(&gw, &key, &mock, "legacy", NODE);
+    let response = gw
+        .http
+        .post(gw.url("/v1/completions"))
+        .bearer_auth(&user)
+        .json(&json!({"model": "m", "prompt": "Say", "stream": true,
+                      "stream_options": {"include_usage": true}}))
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-obb-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let events = Sse::new(response).rest().await;
+    assert!(events.last().is_some_and(Event::is_done), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| !e.is_done())
+            .all(|e| e.json()["object"] == "text_completion"),
+        "{events:?}"
+    );
+    assert_eq!(joined(&events), mock_text(10));
+    let texts = contents(&events);
+    let sent = Duration::from_micros(sent_us(texts[9]) - sent_us(texts[0]));
+    let arrived = texts[9].at - texts[0].at;
+    assert!(
+        arrived.as_secs_f64() >= 0.8 * sent.as_secs_f64(),
+        "sent over {sent:?}, arrived over {arrived:?}: {events:?}"
+    );
+    let usage = events
+        .iter()
+        .map(Event::json)
+        .find(|chunk| chunk["usage"].is_object())
+        .expect("the usage chunk asked for");
+    let job = gw.job(&user, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let result = &job["result"];
+    assert_eq!(result["object"], "text_completion", "{result}");
+    assert_eq!(result["choices"][0]["text"], mock_text(10));
+    assert_eq!(result["choices"][0]["finish_reason"], "stop");
+    assert_eq!(result["usage"], usage["usage"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kill_9_before_the_first_chunk_requeues_and_the_client_gets_its_answer() {
     let (gw, user, key, mock) = streaming_stack(&[("OBB_LEASE_SECONDS", "2")]).await;
     mock.set_stream(5, Duration::from_millis(20));
@@ -439,7 +488,7 @@ async fn a_slow_client_does_not_slow_other_streams() {
             })
         })
         .collect();
-    let (mut gaps, mut fast) = (Vec::new(), Vec::new());
+    let (mut gaps, mut sent_gaps, mut fast) = (Vec::new(), Vec::new(), Vec::new());
     for reader in readers {
         let (id, events) = reader.await.unwrap();
         fast.push(id);
@@ -451,12 +500,21 @@ async fn a_slow_client_does_not_slow_other_streams() {
         );
         let texts = contents(&events);
         gaps.extend(texts.windows(2).map(|pair| pair[1].at - pair[0].at));
+        sent_gaps.extend(
+            texts
+                .windows(2)
+                .map(|pair| Duration::from_micros(sent_us(pair[1]) - sent_us(pair[0]))),
+        );
     }
-    gaps.sort();
-    let p99 = gaps[(gaps.len() * 99).div_ceil(100) - 1];
+    let p99 = |gaps: &mut Vec<Duration>| {
+        gaps.sort();
+        gaps[(gaps.len() * 99).div_ceil(100) - 1]
+    };
+    // Against the gaps the mock really left (its timer runs late on a busy machine too).
+    let (p99, sent_p99) = (p99(&mut gaps), p99(&mut sent_gaps));
     assert!(
-        p99 <= gap + Duration::from_millis(50),
-        "p99 gap between chunks {p99:?} with a slow client (the mock's: {gap:?})"
+        p99 <= sent_p99.max(gap) + Duration::from_millis(50),
+        "p99 gap between chunks {p99:?} with a slow client (the mock's: {gap:?}, p99 {sent_p99:?})"
     );
 
     let (_, listed) = gw.get_json(&user, "/v1/jobs?limit=20").await;
@@ -479,8 +537,9 @@ async fn a_slow_client_does_not_slow_other_streams() {
     );
     drop(slow);
     println!(
-        "figures: streams=10 chunks=20 gap_ms=20 p99_gap_ms={} max_gap_ms={} slow_client_backlog_bytes={backlog}",
+        "figures: streams=10 chunks=20 gap_ms=20 p99_gap_ms={} mock_p99_gap_ms={} max_gap_ms={} slow_client_backlog_bytes={backlog}",
         p99.as_millis(),
+        sent_p99.as_millis(),
         gaps.last().unwrap().as_millis()
     );
 }
