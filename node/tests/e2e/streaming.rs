@@ -5,6 +5,8 @@
 use crate::{run_node, stack};
 use reqwest::Response;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use testkit::mock::{MockUpstream, StreamFault};
 use testkit::{Gateway, NodeProcess, eventually};
@@ -736,4 +738,89 @@ async fn a_gateway_restart_mid_stream_is_resumed_by_last_event_id() {
         mock_text(30)
     );
     assert_eq!(mock.calls(), 1);
+}
+
+/// A loopback proxy from the node to the gateway that cuts, once, the connection carrying
+/// the first relay request, right after it forwarded the frame `{"seq":3,…}`. Returns its URL
+/// and whether it has cut.
+async fn cutting_proxy(gateway: &str) -> (String, Arc<AtomicBool>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gateway = gateway.trim_start_matches("http://").to_owned();
+    let cut = Arc::new(AtomicBool::new(false));
+    let has_cut = Arc::clone(&cut);
+    // Lives as long as the test's runtime.
+    tokio::spawn(async move {
+        while let Ok((node, _)) = listener.accept().await {
+            let (gateway, cut) = (gateway.clone(), Arc::clone(&cut));
+            tokio::spawn(async move {
+                let upstream = tokio::net::TcpStream::connect(&gateway).await.unwrap();
+                let (mut node_read, mut node_write) = node.into_split();
+                let (mut gw_read, mut gw_write) = upstream.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut gw_read, &mut node_write).await;
+                });
+                let (mut buffer, mut seen) = (vec![0; 16 * 1024], String::new());
+                loop {
+                    let n = match node_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if gw_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    if let Some(at) = seen.find("POST /internal/queue/stream") {
+                        seen.drain(..at);
+                        if seen.contains("{\"seq\":3,") && !cut.swap(true, Ordering::SeqCst) {
+                            back.abort();
+                            return;
+                        }
+                    } else {
+                        let keep = seen.len().saturating_sub(64);
+                        seen.drain(..keep);
+                    }
+                }
+                let _ = back.await;
+            });
+        }
+    });
+    (url, has_cut)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_request_cut_mid_way_is_resent_and_the_client_gets_each_chunk_once() {
+    let (gw, user, key, mock) = streaming_stack(&[]).await;
+    mock.set_stream(10, Duration::from_millis(100));
+    let (proxy, cut) = cutting_proxy(&gw.base).await;
+    let node = NodeProcess::start(
+        "run",
+        &format!(
+            "[server]\nurl = \"{proxy}\"\napi_key = \"{key}\"\n\n[llm]\nbase_url = \"{}\"\napi_key = \"mock-key\"\n\n[node]\nname = \"cut\"\nfetch_wait_seconds = 2\nretry_backoff_ms = 20\n{NODE}\n",
+            mock.base_url()
+        ),
+    );
+    let (id, mut sse) = stream_chat(&gw, &user, "cut", &[]).await;
+    let events = sse.rest().await;
+    assert!(
+        events.last().is_some_and(Event::is_done),
+        "{events:?}\n{}",
+        node.log()
+    );
+    let ids: Vec<u64> = events.iter().filter_map(|e| e.id).collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(joined(&events), mock_text(10), "each chunk once, in order");
+    let job = gw.job(&user, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(
+        job["result"]["choices"][0]["message"]["content"],
+        mock_text(10)
+    );
+    assert!(cut.load(Ordering::SeqCst), "the relay request was cut");
+    assert_eq!(mock.calls(), 1);
+    assert!(!node.log().contains("broke too often"), "{}", node.log());
 }
