@@ -67,12 +67,14 @@ async function main() {
   const sampled = await chat({ seed: 42, temperature: 0.3, max_completion_tokens: 64 });
   assert.equal(sampled.usage.total_tokens, sampled.usage.prompt_tokens + sampled.usage.completion_tokens);
 
+  // A stream is the upstream's own, relayed live: the mock streams `t0 t1 t2 `.
+  const STREAMED = "t0 t1 t2 ";
   let streamed = "";
   for await (const chunk of await chat({ stream: true })) {
     assert.equal(chunk.object, "chat.completion.chunk");
     streamed += chunk.choices[0]?.delta?.content || "";
   }
-  assert.equal(streamed, "mock: Hello!");
+  assert.equal(streamed, STREAMED);
 
   assert.equal((await prefer.chat.completions.create({ model: MODEL, messages: HI })).choices[0].message.content, "mock: Hello!");
   const key = { headers: { "Idempotency-Key": "live-node-key" } };
@@ -97,7 +99,7 @@ async function main() {
   for await (const chunk of await plain.chat.completions.create({ model: MODEL, messages: HI, stream: true })) {
     unwaited += chunk.choices[0]?.delta?.content || "";
   }
-  assert.equal(unwaited, "mock: Hello!");
+  assert.equal(unwaited, STREAMED);
   assert.equal((await waited.get(`/jobs/${env.OBB_JOB_ID}`)).status, "completed");
   await rejects(waited.post(`/jobs/${env.OBB_JOB_ID}/cancel`), OpenAI.ConflictError, 409);
   assert.equal((await waited.post("/results/poll", { body: { ids: [env.OBB_JOB_ID] } })).jobs[0].status, "completed");
@@ -223,7 +225,7 @@ async function main() {
   assert.deepEqual(floats.data[0].embedding, mockEmbedding("Hello!"));
   assert.ok(floats.usage.total_tokens > 0);
 
-  // Legacy completions through `wait`, and streamed (without any wait) in chunks that join to the text.
+  // Legacy completions through `wait`, and streamed (without any wait): the upstream's chunks, relayed live.
   const completed = await waited.completions.create({ model: MODEL, prompt: "Say this is a test", max_tokens: 16, temperature: 0 });
   assert.deepEqual([completed.object, completed.choices[0].finish_reason, completed.choices[0].text],
     ["text_completion", "stop", "mock: Say this is a test"]);
@@ -235,7 +237,7 @@ async function main() {
     chunkCount += 1;
   }
   assert.ok(chunkCount > 0);
-  assert.equal(pieces, completed.choices[0].text);
+  assert.equal(pieces, STREAMED);
 
   const bad = await rejects(new OpenAI({ baseURL: base, apiKey: "sk-obb-bad", maxRetries: 0 }).models.list(), OpenAI.AuthenticationError, 401);
   assert.equal(bad.code, "invalid_api_key");

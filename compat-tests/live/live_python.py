@@ -64,9 +64,11 @@ assert len(chat(n=2).choices) == 2
 sampled = chat(seed=42, temperature=0.3, max_completion_tokens=64)
 assert sampled.usage.total_tokens == sampled.usage.prompt_tokens + sampled.usage.completion_tokens
 
+# A stream is the upstream's own, relayed live: the mock streams `t0 t1 t2 `.
+STREAMED = "t0 t1 t2 "
 chunks = list(chat(stream=True))
 assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
-assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "mock: Hello!"
+assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == STREAMED
 
 assert prefer.chat.completions.create(model=MODEL, messages=HI).choices[0].message.content == "mock: Hello!"
 first = chat(extra_headers={"Idempotency-Key": "live-python-key"})
@@ -88,7 +90,7 @@ assert missing.body["code"] == "model_not_found"
 # A stream asked for without any wait is still answered as a stream, never as a JSON 202.
 plain = OpenAI(base_url=base, api_key=env["OBB_USER_KEY"])
 unwaited = plain.chat.completions.create(model=MODEL, messages=HI, stream=True)
-assert "".join(c.choices[0].delta.content or "" for c in unwaited if c.choices) == "mock: Hello!"
+assert "".join(c.choices[0].delta.content or "" for c in unwaited if c.choices) == STREAMED
 job = waited.get(f"/jobs/{env['OBB_JOB_ID']}", cast_to=object)
 assert job["status"] == "completed"
 raises(lambda: waited.post(f"/jobs/{env['OBB_JOB_ID']}/cancel", cast_to=object), openai.ConflictError, 409)
@@ -177,7 +179,7 @@ events = list(plain.responses.create(model=MODEL, input="Hello!", stream=True))
 kinds = [event.type for event in events]
 assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
 assert [event.sequence_number for event in events] == list(range(len(events)))
-assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "mock: Hello!"
+assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "mock: Hello!", events
 assert events[-1].response.output_text == "mock: Hello!" and events[-1].response.status == "completed"
 # A background response's stream, asked for right after it is created: held, if the node has
 # not answered it yet, until it has.
@@ -204,13 +206,13 @@ assert [e.embedding for e in vectors.data] == [mock_embedding("Hello!"), mock_em
 floats = waited.embeddings.create(model=MODEL, input="Hello!", encoding_format="float")
 assert floats.data[0].embedding == mock_embedding("Hello!") and floats.usage.total_tokens > 0
 
-# Legacy completions through `wait`, and streamed (without any wait) in chunks that join to the text.
+# Legacy completions through `wait`, and streamed (without any wait): the upstream's chunks, relayed live.
 completed = waited.completions.create(model=MODEL, prompt="Say this is a test", max_tokens=16, temperature=0)
 assert completed.object == "text_completion" and completed.choices[0].finish_reason == "stop"
 assert completed.choices[0].text == "mock: Say this is a test", completed
 pieces = list(plain.completions.create(model=MODEL, prompt="Say this is a test", stream=True))
 assert pieces and all(piece.object == "text_completion" for piece in pieces)
-assert "".join(p.choices[0].text for p in pieces if p.choices) == completed.choices[0].text
+assert "".join(p.choices[0].text for p in pieces if p.choices) == STREAMED
 
 bad = raises(lambda: OpenAI(base_url=base, api_key="sk-obb-bad", max_retries=0).models.list(),
              openai.AuthenticationError, 401)

@@ -8,6 +8,8 @@ pub const MODEL: &str = "gpt-4o-mini";
 /// A model id with `/` and `:` in it, as Ollama and Hugging Face names have; the live
 /// catalogues retrieve it (`GET /v1/models/{model}`).
 pub const SLASHED_MODEL: &str = "org/llama3.1:8b";
+/// A model the streaming stack's upstream serves but no node takes until a test starts one.
+pub const LATE_MODEL: &str = "gpt-4o-mini-late";
 
 pub struct Stack {
     pub gw: Gateway,
@@ -37,13 +39,40 @@ impl Stack {
         Self::on(&[MODEL], mock).await
     }
 
+    /// The stack for live streams: the upstream streams 10 chunks 100 ms apart, the gateway
+    /// has `settings`, and the node serves `MODEL` only (see `LATE_MODEL`).
+    pub async fn streaming(settings: &[(&str, &str)]) -> Self {
+        let mock = MockUpstream::start(&[MODEL, LATE_MODEL]).await.unwrap();
+        mock.set_stream(10, std::time::Duration::from_millis(100));
+        Self::on_with(&[MODEL], mock, settings).await
+    }
+
+    /// Starts another node on the same upstream, serving `models`.
+    pub fn start_node(&self, name: &str, models: &[&str]) -> NodeProcess {
+        let listed: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
+        NodeProcess::start(
+            "run",
+            &NodeProcess::config(
+                &self.gw,
+                &self.node_key,
+                name,
+                Some(&self.mock.base_url()),
+                &format!("models = [{}]", listed.join(", ")),
+            ),
+        )
+    }
+
     /// The calls the upstream has had to `path` (`/v1/chat/completions`, …).
     pub fn upstream_calls_to(&self, path: &str) -> usize {
         self.mock.calls_to(path)
     }
 
     async fn on(models: &[&str], mock: MockUpstream) -> Self {
-        let gw = Gateway::start(&[]).await;
+        Self::on_with(models, mock, &[]).await
+    }
+
+    async fn on_with(models: &[&str], mock: MockUpstream, settings: &[(&str, &str)]) -> Self {
+        let gw = Gateway::start(settings).await;
         let (user, node_key) = (gw.key("user").await, gw.key("node").await);
         let listed: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
         let node = NodeProcess::start(

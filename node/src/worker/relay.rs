@@ -201,11 +201,13 @@ impl RelaySender {
         match outcome {
             Ok(Ok(ack)) => {
                 self.acked = ack.next_seq;
+                // The gateway's `next_seq` counts chunks: the end frame (the last, at
+                // `seq` = the number of chunks) does not move it. An `accepted` answer to a
+                // body that ended with that frame, with every chunk taken, is the whole stream.
+                let chunks = self.frames.iter().filter(|frame| !frame.end).count() as u64;
                 let ended = self.frames.last().is_some_and(|frame| frame.end);
                 match ack.outcome {
-                    RelayOutcome::Accepted if ended && ack.next_seq >= self.frames.len() as u64 => {
-                        Next::Done
-                    }
+                    RelayOutcome::Accepted if ended && ack.next_seq >= chunks => Next::Done,
                     // Taken so far, but the request ended short of the stream's end.
                     RelayOutcome::Accepted | RelayOutcome::Gap => {
                         Next::Resend { from: ack.next_seq }

