@@ -1,6 +1,6 @@
 //! Server-Sent Events (the WHATWG HTML standard's `text/event-stream`) written by the
-//! gateway: a job's status events, and the `chat.completion.chunk` stream of a
-//! `stream: true` request. It owns keep-alives and how a stream ends; handlers decide
+//! gateway: a job's status events, and the `chat.completion.chunk` stream (or a response's
+//! event stream, `responses::Live`) of a `stream: true` request. It owns keep-alives and how a stream ends; handlers decide
 //! whether a reply is a stream at all.
 
 use super::State;
@@ -186,12 +186,13 @@ async fn next(session: &mut ServerSession, waits: Waits<'_, '_>) -> Option<Next>
     }
 }
 
-/// How relayed chunks are framed: as the upstream sent them (`data:`), or as our job
-/// stream's `chunk` events.
+/// How relayed chunks are framed: as the upstream sent them (`data:`), as our job
+/// stream's `chunk` events, or as a response's item events, renumbered after its opening.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Framing {
     OpenAi,
     Events,
+    Responses,
 }
 
 /// What writing out a cursor's new chunks did.
@@ -216,6 +217,10 @@ async fn relay_out(session: &mut ServerSession, cursor: &mut Cursor, framing: Fr
     };
     let mut out = Vec::with_capacity(chunks.iter().map(|(_, c)| c.len() + 32).sum());
     for (seq, chunk) in chunks {
+        if framing == Framing::Responses {
+            super::responses::relayed(seq, &chunk, &mut out);
+            continue;
+        }
         out.extend_from_slice(format!("id: {seq}\n").as_bytes());
         if framing == Framing::Events {
             out.extend_from_slice(b"event: chunk\n");
@@ -262,21 +267,6 @@ impl Stream<'_> {
             .await
             .ok()
             .flatten()
-    }
-
-    /// The Responses event stream of the finished response, read with its request.
-    async fn response_events(&self) -> Option<String> {
-        let (record, payload) = self
-            .state
-            .queue
-            .job_with_request(self.job_id.to_owned(), self.who.clone())
-            .await
-            .ok()
-            .flatten()?;
-        let request = serde_json::from_str(&payload).unwrap_or_default();
-        Some(super::responses::replay(&super::responses::present(
-            &record, &request,
-        )))
     }
 
     /// Ticks every `stream_keepalive_seconds`, first one period from now. One timer for the
@@ -375,7 +365,8 @@ impl Stream<'_> {
     /// The answer to a `stream: true` request whose job had not ended when the headers were
     /// due: keep-alive comments while it waits, the relayed chunks as its node streams them
     /// (after chunk `after`, when resuming), and `[DONE]`; or, when nothing was relayed,
-    /// the stored result replayed as chunks. A job that fails, or does not end by
+    /// the stored result replayed as chunks. A response's stream is its events instead
+    /// ([`Self::responses_end`]). A job that fails, or does not end by
     /// `deadline`, ends the stream with an error event; the timeout's names the job, so
     /// that the caller can poll it. A run that broke off mid-stream ends it with
     /// `stream_interrupted`: what was sent cannot be taken back, and is not repeated.
@@ -421,15 +412,30 @@ impl Stream<'_> {
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
         let mut progress = Progress::new(self, options.progress);
-        let mut relay = Subscription::new(self, options.after);
-        relay.begin_if(true);
         let mut cut = None;
         let mut record = self.read().await;
+        let live = match &record {
+            Some(r) if r.endpoint == Endpoint::Responses => Some(self.live(options.after).await),
+            _ => None,
+        };
+        let (framing, after) = match &live {
+            Some(Some(live)) => (Framing::Responses, live.relay_after()),
+            _ => (Framing::OpenAi, options.after),
+        };
+        // The relay buffers what came before, so subscribing after the read loses nothing.
+        let mut relay = Subscription::new(self, after);
+        relay.begin_if(true);
+        // A response's stream opens at once, with its id: a client can resume or cancel it.
+        if let (Some(Some(live)), Some(r)) = (&live, &record)
+            && !send(session, live.opening(r)).await
+        {
+            return false;
+        }
         let mut queued = record
             .as_ref()
             .is_some_and(|r| r.status == JobStatus::Queued);
         while let Some(current) = &record {
-            if !relay.drain(session, Framing::OpenAi).await {
+            if !relay.drain(session, framing).await {
                 return false;
             }
             if current.status.is_final() || relay.behind_sent {
@@ -471,7 +477,22 @@ impl Stream<'_> {
                 break;
             }
         }
-        let events = match (&record, cut) {
+        let events = match &live {
+            Some(live) => self.responses_end(live.as_ref(), &record, cut, &relay),
+            None => self.chat_end(&record, cut, &relay, include_usage),
+        };
+        send(session, events).await && end(session).await
+    }
+
+    /// How a chat or completions stream ends, once its job ended or its wait did.
+    fn chat_end(
+        &self,
+        record: &Option<JobRecord>,
+        cut: Option<Cut>,
+        relay: &Subscription<'_>,
+        include_usage: bool,
+    ) -> String {
+        match (record, cut) {
             (Some(_), _) if relay.behind_sent => {
                 error_event(&resume_unavailable(self.job_id, relay.next_seq()))
             }
@@ -494,17 +515,95 @@ impl Stream<'_> {
                         )
                         .with_code("stream_interrupted"),
                     ),
-                    _ => self.final_events(&record, cut, include_usage).await,
+                    _ => self.final_events(record, cut, include_usage),
                 }
             }
-            _ => self.final_events(&record, cut, include_usage).await,
+            _ => self.final_events(record, cut, include_usage),
+        }
+    }
+
+    /// The request of the response this stream is for, as a live stream resumed after
+    /// event `after` needs it; `None` when it cannot be read.
+    async fn live(&self, after: Option<u64>) -> Option<super::responses::Live> {
+        let (_, payload) = self
+            .state
+            .queue
+            .job_with_request(self.job_id.to_owned(), self.who.clone())
+            .await
+            .ok()
+            .flatten()?;
+        Some(super::responses::Live::new(&payload, after))
+    }
+
+    /// How a response's stream ends. Relayed item events are followed by the closing event
+    /// of the stored response (`response.failed` when the run failed, with the failure rule's
+    /// `stream_interrupted`); with nothing relayed, the stored response's items are replayed
+    /// after the opening. What cannot end so ends with an `error` event, as a chat stream
+    /// ends with its error.
+    fn responses_end(
+        &self,
+        live: Option<&super::responses::Live>,
+        record: &Option<JobRecord>,
+        cut: Option<Cut>,
+        relay: &Subscription<'_>,
+    ) -> String {
+        let relayed = relay.next_seq();
+        let (live, record) = match (live, record) {
+            (Some(live), Some(record)) => (live, record),
+            _ => {
+                let poll = format!("poll `GET /v1/responses/{}`", self.job_id);
+                return super::responses::Live::new("{}", None).error(
+                    &ErrorBody::new(
+                        format!("response `{}` could not be read; {poll}", self.job_id),
+                        "server_error",
+                    ),
+                    relayed,
+                );
+            }
         };
-        send(session, events).await && end(session).await
+        let unavailable = || {
+            let next = relayed + super::responses::OPENING;
+            ErrorBody::new(
+                format!(
+                    "events from {next} of response `{id}` are no longer held; `GET /v1/responses/{id}` has the whole response",
+                    id = self.job_id
+                ),
+                "invalid_request_error",
+            )
+            .with_code("stream_resume_unavailable")
+        };
+        if relay.behind_sent {
+            return live.error(&unavailable(), relayed);
+        }
+        if !record.status.is_final() {
+            return live.error(&self.unfinished(record, cut), relayed);
+        }
+        if !relay.sent_any() {
+            return live.replay(record);
+        }
+        match (record.status, relay.finished()) {
+            (JobStatus::Completed, false) if !relay.sent_here => {
+                live.error(&unavailable(), relayed)
+            }
+            (JobStatus::Completed, false) => live.error(
+                &ErrorBody::new(
+                    format!(
+                        "the stream of response `{id}` broke off after event {last}; `GET /v1/responses/{id}` has the whole response",
+                        id = self.job_id,
+                        last = relayed + super::responses::OPENING - 1,
+                    ),
+                    "server_error",
+                )
+                .with_code("stream_interrupted"),
+                relayed,
+            ),
+            _ => live.closing(record, relayed),
+        }
     }
 
     /// How a stream that relayed nothing ends: the stored result replayed whole, or the
     /// error that says why there is none.
-    async fn final_events(
+    fn final_events(
         &self,
         record: &Option<JobRecord>,
         cut: Option<Cut>,
@@ -516,16 +615,6 @@ impl Stream<'_> {
                 format!("job `{}` could not be read; {poll}", self.job_id),
                 "server_error",
             )),
-            // A response's stream ends with its own events, `response.failed` included.
-            (Some(r), _) if r.endpoint == Endpoint::Responses && r.status.is_final() => {
-                match self.response_events().await {
-                    Some(events) => events,
-                    None => error_event(&ErrorBody::new(
-                        format!("response `{}` could not be read; {poll}", self.job_id),
-                        "server_error",
-                    )),
-                }
-            }
             (Some(r), _) if r.status == JobStatus::Completed => replay(
                 r.endpoint,
                 r.result_payload.as_deref().unwrap_or("{}"),
@@ -539,26 +628,30 @@ impl Stream<'_> {
                     )
                 }))
             }
-            (Some(_), Some(Cut::Shutdown)) => error_event(
-                &ErrorBody::new(
-                    format!(
-                        "the gateway is restarting; job `{}` is kept: {poll}",
-                        self.job_id
-                    ),
-                    "server_error",
-                )
-                .with_code("service_unavailable"),
-            ),
-            (Some(r), _) => error_event(
-                &ErrorBody::new(
-                    format!(
-                        "job `{}` did not finish in time (it is {}); {poll}",
-                        self.job_id, r.status
-                    ),
-                    "timeout_error",
-                )
-                .with_code("job_not_finished"),
-            ),
+            (Some(r), _) => error_event(&self.unfinished(r, cut)),
+        }
+    }
+
+    /// Why a stream ends before its job did: the gateway is stopping, or the wait is over.
+    fn unfinished(&self, record: &JobRecord, cut: Option<Cut>) -> ErrorBody {
+        let poll = format!("poll `GET /v1/jobs/{}`", self.job_id);
+        match cut {
+            Some(Cut::Shutdown) => ErrorBody::new(
+                format!(
+                    "the gateway is restarting; job `{}` is kept: {poll}",
+                    self.job_id
+                ),
+                "server_error",
+            )
+            .with_code("service_unavailable"),
+            _ => ErrorBody::new(
+                format!(
+                    "job `{}` did not finish in time (it is {}); {poll}",
+                    self.job_id, record.status
+                ),
+                "timeout_error",
+            )
+            .with_code("job_not_finished"),
         }
     }
 }

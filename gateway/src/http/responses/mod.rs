@@ -2,7 +2,7 @@
 //! response's (`resp_…`); `background: true` answers at once with the response `queued`,
 //! otherwise the request is held up to `max_wait_seconds` like `?wait`. Retrieve, cancel,
 //! delete and input items read or change that job; `object` builds the `response` object
-//! and `events` its event stream.
+//! and `events` its event stream, whole or live ([`Live`]).
 
 mod events;
 mod object;
@@ -18,7 +18,7 @@ use openbeepboop::Endpoint;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-pub use events::replay;
+pub use events::{OPENING, relayed};
 pub use object::present;
 
 const DEFAULT_PAGE: usize = 20;
@@ -114,33 +114,84 @@ fn stream_replay(record: &JobRecord, request: &Stored) -> Reply {
     Reply::raw(
         200,
         "text/event-stream",
-        replay(&present(record, request)).into_bytes(),
+        events::replay(&present(record, request), None).into_bytes(),
     )
     .header("cache-control", "no-cache".to_owned())
     .header("x-obb-job-id", record.id.clone())
 }
 
 /// `GET /v1/responses/{id}`: the response in its current status. With `?stream=true`, its
-/// event stream, held with keep-alives until it ends (up to `max_wait_seconds`).
+/// event stream, held with keep-alives until it ends (up to `max_wait_seconds`), resumed
+/// after the event `?starting_after=N` or `Last-Event-ID: N` names. A finished response
+/// is replayed, unless a client resumes: its events may have been relayed live, which a
+/// replay would not number alike, so the live stream answers it.
 pub async fn retrieve(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
     let (record, request) = response_job(ctx, id).await?;
     match req.query_param("stream") {
         None | Some("false") => Ok(Reply::json(200, &present(&record, &request))),
-        Some("true") if record.status.is_final() => Ok(stream_replay(&record, &request)),
         Some("true") => {
+            let after = req.resume_after()?;
+            if record.status.is_final() && after.is_none() {
+                return Ok(stream_replay(&record, &request));
+            }
             let deadline = tokio::time::Instant::now()
                 + Duration::from_secs(ctx.state.config.max_wait_seconds);
-            Ok(streaming(
-                ctx,
-                &record.id,
-                deadline,
-                StreamOptions::default(),
-            ))
+            let options = StreamOptions {
+                after,
+                ..StreamOptions::default()
+            };
+            Ok(streaming(ctx, &record.id, deadline, options))
         }
         Some(other) => Err(ApiError::invalid(
             format!("`stream` must be `true` or `false`, not `{other}`"),
             Some("stream".to_owned()),
         )),
+    }
+}
+
+/// A live Responses stream's own events, around the item events its node relays: the
+/// opening and closing events carry our response (`present`), never the upstream's.
+/// Numbers are `sequence_number`s: relayed chunk `k` is event `k + OPENING`.
+pub struct Live {
+    request: Stored,
+    /// The last event the client has, when it resumes.
+    after: Option<u64>,
+}
+
+impl Live {
+    /// For the response whose request body is `payload`, resumed after event `after`.
+    pub fn new(payload: &str, after: Option<u64>) -> Self {
+        Self {
+            request: serde_json::from_str(payload).unwrap_or_default(),
+            after,
+        }
+    }
+
+    /// The last relayed chunk the client has.
+    pub fn relay_after(&self) -> Option<u64> {
+        self.after.and_then(|after| after.checked_sub(events::OPENING))
+    }
+
+    /// `response.created` and `response.in_progress`, unless the client has them.
+    pub fn opening(&self, record: &JobRecord) -> String {
+        events::opening(&present(record, &self.request), self.after)
+    }
+
+    /// The closing event of the finished `record`, after `relayed` item events.
+    pub fn closing(&self, record: &JobRecord, relayed: u64) -> String {
+        events::closing(&present(record, &self.request), relayed + events::OPENING)
+    }
+
+    /// The finished `record`'s events after the opening (which this stream sent), when
+    /// nothing was relayed.
+    pub fn replay(&self, record: &JobRecord) -> String {
+        let after = self.after.unwrap_or(0).max(events::OPENING - 1);
+        events::replay(&present(record, &self.request), Some(after))
+    }
+
+    /// An `error` event after `relayed` item events.
+    pub fn error(&self, error: &openbeepboop::ErrorBody, relayed: u64) -> String {
+        events::error(error, relayed + events::OPENING)
     }
 }
 
