@@ -33,16 +33,23 @@ impl Events {
         }
     }
 
-    fn push(&mut self, kind: &str, mut data: Value) {
+    /// Appends event `kind` with the fields of `data` (an object), `type` first as OpenAI
+    /// writes it.
+    fn push(&mut self, kind: &str, data: Value) {
         let sequence = self.sequence;
         self.sequence += 1;
         if self.after.is_some_and(|after| sequence <= after) {
             return;
         }
-        data["type"] = json!(kind);
-        data["sequence_number"] = json!(sequence);
+        let mut event = Map::new();
+        event.insert("type".to_owned(), json!(kind));
+        if let Value::Object(fields) = data {
+            event.extend(fields);
+        }
+        event.insert("sequence_number".to_owned(), json!(sequence));
         self.out.push_str(&format!("id: {sequence}\n"));
-        crate::http::sse::frame(&mut self.out, Some(kind), &data.to_string());
+        let data = Value::Object(event).to_string();
+        crate::http::sse::frame(&mut self.out, Some(kind), &data);
     }
 }
 
