@@ -202,10 +202,11 @@ impl RelaySender {
             Ok(Ok(ack)) => {
                 self.acked = ack.next_seq;
                 let ended = self.frames.last().is_some_and(|frame| frame.end);
+                // The end frame takes no `seq` of its own: it names the one no chunk has, so
+                // the gateway's `next_seq` stops there.
+                let chunks = self.frames.len().saturating_sub(1) as u64;
                 match ack.outcome {
-                    RelayOutcome::Accepted if ended && ack.next_seq >= self.frames.len() as u64 => {
-                        Next::Done
-                    }
+                    RelayOutcome::Accepted if ended && ack.next_seq >= chunks => Next::Done,
                     // Taken so far, but the request ended short of the stream's end.
                     RelayOutcome::Accepted | RelayOutcome::Gap => {
                         Next::Resend { from: ack.next_seq }

@@ -155,7 +155,9 @@ async fn serve(
             let line: Vec<u8> = pending.drain(..=end).collect();
             let frame: Value = serde_json::from_slice(&line).unwrap();
             let seq = frame["seq"].as_u64().unwrap();
-            if seq == next_seq.load(Ordering::SeqCst) && lost != Some(seq) {
+            // As the gateway: the end frame names the next `seq` without taking it.
+            let chunk = frame.get("chunk").is_some();
+            if chunk && seq == next_seq.load(Ordering::SeqCst) && lost != Some(seq) {
                 next_seq.fetch_add(1, Ordering::SeqCst);
             }
             let at = SystemTime::now();
