@@ -18,6 +18,12 @@ use std::time::Duration;
 /// A comment line: clients ignore it, proxies with idle timeouts see traffic.
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
+/// The keep-alive of an OpenAI stream once an event with an `id` was sent: the comment
+/// alone, without the blank line. The official Python SDK's decoder keeps the last event
+/// id, as the WHATWG standard says, but then dispatches a blank line with no data as an
+/// event (the standard says not to), and fails to parse its empty data as JSON.
+const KEEPALIVE_AFTER_ID: &[u8] = b": keep-alive\n";
+
 /// One event in the `text/event-stream` framing every stream here uses: an optional
 /// `event:` line, one `data:` line, and the blank line that ends the event. A line break
 /// in `data` would end the line early, so it becomes a space.
@@ -458,7 +464,9 @@ impl Stream<'_> {
                 }
                 Woke::Changed(Next::Relayed) => continue,
                 Woke::Changed(Next::KeepAlive) => {
-                    if !send(session, KEEPALIVE).await {
+                    let numbered = live.is_some() || relay.sent_any();
+                    let keepalive = if numbered { KEEPALIVE_AFTER_ID } else { KEEPALIVE };
+                    if !send(session, keepalive).await {
                         return false;
                     }
                     continue;

@@ -307,16 +307,18 @@ fn a_relay_request_asks_for_include_usage_and_keeps_stream_true() {
         assert_eq!(body["stream_options"], options, "{endpoint}");
         assert_eq!(body["model"], "real");
     }
-    // Responses jobs are not relayed yet: asked for whole, as before.
+    // A relayed Responses job streams (its closing event has the usage); unrelayed, whole.
     let responses = RawValue::from_string(r#"{"input":"x","stream":true}"#.to_owned()).unwrap();
-    let body: Value = serde_json::from_slice(
-        &forwarded_body(Endpoint::Responses, &responses, "m", true).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (&body["stream"], body.get("stream_options")),
-        (&json!(false), None)
-    );
+    for (relay, stream) in [(true, true), (false, false)] {
+        let body: Value = serde_json::from_slice(
+            &forwarded_body(Endpoint::Responses, &responses, "m", relay).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&body["stream"], body.get("stream_options")),
+            (&json!(stream), None)
+        );
+    }
 }
 
 /// Every chunk of `stream`, until its end or its first error.
