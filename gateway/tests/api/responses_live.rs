@@ -219,3 +219,44 @@ async fn a_relayed_response_whose_node_sent_no_item_is_replayed_after_the_openin
     assert_eq!(numbers, expected, "the replay goes on from the opening's numbers");
     assert!(rest.iter().any(|e| e.data.contains("\"delta\":\"Whole.\"")));
 }
+
+#[tokio::test]
+async fn the_official_python_sdk_reads_a_live_response_with_keepalives_between_its_numbered_events()
+{
+    let (gw, user, node) = started().await;
+    let script = r#"
+import json, os, openai
+client = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"])
+stream = client.responses.create(model="m", input="Say hello", stream=True)
+print(json.dumps([[event.type, event.sequence_number] for event in stream]))
+"#;
+    let python = tokio::process::Command::new(testkit::installed::sdk_python())
+        .args(["-c", script])
+        .env("BASE", &gw.base)
+        .env("KEY", &user)
+        .output();
+    let python = tokio::spawn(python);
+    let job = lease(&gw, &node, 10.0).await;
+    let id = job["id"].as_str().unwrap();
+    let relay = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
+    let items = upstream_items();
+    relay.send(json!({"seq": 0, "chunk": items[0]}));
+    // Two keep-alives (one a second) fall after numbered events: the SDK must skip them.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for (seq, item) in items.iter().enumerate().skip(1) {
+        relay.send(json!({"seq": seq, "chunk": item}));
+    }
+    relay.send(json!({"seq": items.len(), "end": true}));
+    relay.finish().await;
+    finish(&gw, &node, &job, answer("Hello")).await;
+    let output = python.await.unwrap().expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Vec<(String, u64)> = serde_json::from_slice(&output.stdout).unwrap();
+    let numbers: Vec<u64> = seen.iter().map(|(_, n)| *n).collect();
+    assert_eq!(numbers, (0..10).collect::<Vec<u64>>(), "{seen:?}");
+    assert_eq!(seen[9].0, "response.completed");
+}
