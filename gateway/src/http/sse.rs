@@ -465,7 +465,11 @@ impl Stream<'_> {
                 Woke::Changed(Next::Relayed) => continue,
                 Woke::Changed(Next::KeepAlive) => {
                     let numbered = live.is_some() || relay.sent_any();
-                    let keepalive = if numbered { KEEPALIVE_AFTER_ID } else { KEEPALIVE };
+                    let keepalive = if numbered {
+                        KEEPALIVE_AFTER_ID
+                    } else {
+                        KEEPALIVE
+                    };
                     if !send(session, keepalive).await {
                         return false;
                     }

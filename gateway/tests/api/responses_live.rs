@@ -30,9 +30,18 @@ fn upstream_items() -> Vec<Value> {
         json!({"type": "response.output_item.added", "output_index": 0,
                "item": message("in_progress", json!([]))}),
         with("response.content_part.added", json!({"part": part("")})),
-        with("response.output_text.delta", json!({"delta": "Hel", "logprobs": []})),
-        with("response.output_text.delta", json!({"delta": "lo", "logprobs": []})),
-        with("response.output_text.done", json!({"text": "Hello", "logprobs": []})),
+        with(
+            "response.output_text.delta",
+            json!({"delta": "Hel", "logprobs": []}),
+        ),
+        with(
+            "response.output_text.delta",
+            json!({"delta": "lo", "logprobs": []}),
+        ),
+        with(
+            "response.output_text.done",
+            json!({"text": "Hello", "logprobs": []}),
+        ),
         with("response.content_part.done", json!({"part": part("Hello")})),
         json!({"type": "response.output_item.done", "output_index": 0,
                "item": message("completed", json!([part("Hello")]))}),
@@ -73,19 +82,28 @@ async fn streamed_create(gw: &Gateway, user: &str, node: &str) -> (Sse, Value) {
         .unwrap();
     let sse = Sse::new(response);
     let job = lease(gw, node, 5.0).await;
-    assert_eq!(job["relay"], true, "a stream: true response is leased for relaying");
+    assert_eq!(
+        job["relay"], true,
+        "a stream: true response is leased for relaying"
+    );
     (sse, job)
 }
 
 /// Reads the stream's opening: `response.created` and `response.in_progress` under our id.
 async fn opening(sse: &mut Sse, id: &str) -> Vec<Event> {
     let mut events = Vec::new();
-    for (n, kind) in ["response.created", "response.in_progress"].iter().enumerate() {
+    for (n, kind) in ["response.created", "response.in_progress"]
+        .iter()
+        .enumerate()
+    {
         let event = sse.next(PATIENCE).await.expect("an opening event");
         let data: Value = serde_json::from_str(&event.data).unwrap();
         assert_eq!(event.name.as_deref(), Some(*kind));
         assert_eq!(event.id.as_deref(), Some(n.to_string().as_str()));
-        assert_eq!((&data["type"], &data["sequence_number"]), (&json!(kind), &json!(n)));
+        assert_eq!(
+            (&data["type"], &data["sequence_number"]),
+            (&json!(kind), &json!(n))
+        );
         assert_eq!(
             (&data["response"]["id"], &data["response"]["status"]),
             (&json!(id), &json!("in_progress"))
@@ -112,11 +130,17 @@ async fn a_stream_true_response_relays_each_item_event_between_its_own_opening_a
         let data: Value = serde_json::from_str(&event.data).unwrap();
         let number = seq as u64 + 2;
         assert_eq!(event.id, Some(number.to_string()));
-        assert_eq!(event.name.as_ref(), item["type"].as_str().map(str::to_owned).as_ref());
+        assert_eq!(
+            event.name.as_ref(),
+            item["type"].as_str().map(str::to_owned).as_ref()
+        );
         assert_eq!(data["sequence_number"], number);
         let mut upstream = item.clone();
         upstream["sequence_number"] = json!(number);
-        assert_eq!(data, upstream, "relayed as the upstream sent it but for its number");
+        assert_eq!(
+            data, upstream,
+            "relayed as the upstream sent it but for its number"
+        );
         seen.push(event);
     }
     relay.send(json!({"seq": items.len(), "end": true}));
@@ -171,7 +195,7 @@ async fn a_stream_true_response_relays_each_item_event_between_its_own_opening_a
 
 #[tokio::test]
 async fn a_lapsed_lease_after_an_item_event_ends_the_stream_with_response_failed_stream_interrupted()
-{
+ {
     let gw = Gateway::start(&[
         ("OBB_STREAM_KEEPALIVE_SECONDS", "1"),
         ("OBB_LEASE_SECONDS", "1"),
@@ -193,10 +217,16 @@ async fn a_lapsed_lease_after_an_item_event_ends_the_stream_with_response_failed
     assert_eq!(rest.len(), 1, "{rest:?}");
     let failed: Value = serde_json::from_str(&rest[0].data).unwrap();
     assert_eq!(rest[0].name.as_deref(), Some("response.failed"));
-    assert_eq!((rest[0].id.as_deref(), &failed["sequence_number"]), (Some("3"), &json!(3)));
+    assert_eq!(
+        (rest[0].id.as_deref(), &failed["sequence_number"]),
+        (Some("3"), &json!(3))
+    );
     assert_eq!(failed["response"]["id"], id);
     assert_eq!(failed["response"]["status"], "failed");
-    assert_eq!(failed["response"]["error"]["code"], "stream_interrupted", "{failed}");
+    assert_eq!(
+        failed["response"]["error"]["code"], "stream_interrupted",
+        "{failed}"
+    );
     assert_eq!(gw.job(&user, id).await["attempts"], 1);
     drop(relay);
 }
@@ -216,7 +246,10 @@ async fn a_relayed_response_whose_node_sent_no_item_is_replayed_after_the_openin
     assert!(!names.contains(&"response.created"), "sent once: {names:?}");
     let numbers: Vec<String> = rest.iter().filter_map(|e| e.id.clone()).collect();
     let expected: Vec<String> = (2..2 + rest.len()).map(|n| n.to_string()).collect();
-    assert_eq!(numbers, expected, "the replay goes on from the opening's numbers");
+    assert_eq!(
+        numbers, expected,
+        "the replay goes on from the opening's numbers"
+    );
     assert!(rest.iter().any(|e| e.data.contains("\"delta\":\"Whole.\"")));
 }
 

@@ -18,7 +18,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// Events that carry the response itself: the gateway writes its own.
-const LIFECYCLE: [&str; 3] = ["response.created", "response.queued", "response.in_progress"];
+const LIFECYCLE: [&str; 3] = [
+    "response.created",
+    "response.queued",
+    "response.in_progress",
+];
 
 /// Events that end a response's stream, with the response in its final status.
 const CLOSING: [&str; 3] = [
@@ -56,9 +60,7 @@ pub fn sort(event: &RawValue) -> Sorted {
     };
     let kind = head.kind.unwrap_or_default();
     match (kind.as_ref(), head.response) {
-        (kind, Some(response)) if CLOSING.contains(&kind) => {
-            Sorted::Closing(response.to_owned())
-        }
+        (kind, Some(response)) if CLOSING.contains(&kind) => Sorted::Closing(response.to_owned()),
         ("error", _) => Sorted::Error(
             head.message
                 .unwrap_or_else(|| format!("the upstream streamed an error: {}", event.get())),
@@ -70,7 +72,7 @@ pub fn sort(event: &RawValue) -> Sorted {
 }
 
 /// The closing event's `response` as the job's result.
-pub fn response_of(response: Box<RawValue>) -> Result<Completion, UpstreamError> {
+pub fn response_of(response: &RawValue) -> Result<Completion, UpstreamError> {
     Completion::parse(response.get().to_owned()).map_err(|e| UpstreamError::Invalid {
         status: 200,
         message: format!("the upstream's closing event has no readable response: {e}"),
@@ -258,7 +260,9 @@ impl Translation {
                 index
             }
         };
-        let Some(piece) = delta["function"]["arguments"].as_str().filter(|a| !a.is_empty())
+        let Some(piece) = delta["function"]["arguments"]
+            .as_str()
+            .filter(|a| !a.is_empty())
         else {
             return;
         };
@@ -273,8 +277,10 @@ impl Translation {
     fn add(&mut self, item: Item, events: &mut Vec<Value>) -> usize {
         self.close(events);
         let index = self.items.len();
-        events.push(json!({"type": "response.output_item.added", "output_index": index,
-                           "item": item.to_value(false)}));
+        events.push(
+            json!({"type": "response.output_item.added", "output_index": index,
+                           "item": item.to_value(false)}),
+        );
         self.items.push(item);
         self.open = Some(index);
         index
@@ -312,8 +318,10 @@ impl Translation {
                     "item_id": item_id, "output_index": index, "arguments": arguments}));
             }
         }
-        events.push(json!({"type": "response.output_item.done", "output_index": index,
-                           "item": item.to_value(true)}));
+        events.push(
+            json!({"type": "response.output_item.done", "output_index": index,
+                           "item": item.to_value(true)}),
+        );
     }
 }
 

@@ -7,15 +7,19 @@ use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value, json};
 
 fn chunk(delta: Value, finish: Option<&str>) -> Box<RawValue> {
-    to_raw_value(&json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7,
-        "model": "real", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    to_raw_value(
+        &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7,
+        "model": "real", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+    )
     .unwrap()
 }
 
 fn usage_chunk() -> Box<RawValue> {
-    to_raw_value(&json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7,
+    to_raw_value(
+        &json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7,
         "model": "real", "choices": [],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}))
+        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}),
+    )
     .unwrap()
 }
 
@@ -41,7 +45,10 @@ fn translated(chunks: &[Box<RawValue>]) -> (Vec<Value>, Value, Value) {
     let (done, completion) = translation.finish();
     events.extend(done);
     let completion = completion.unwrap();
-    assert_eq!((completion.prompt_tokens, completion.completion_tokens), (5, 4));
+    assert_eq!(
+        (completion.prompt_tokens, completion.completion_tokens),
+        (5, 4)
+    );
     let stored: Value = serde_json::from_str(completion.body.get()).unwrap();
     let unstreamed = from_chat(&request(), &serde_json::to_value(whole.finish()).unwrap());
     (events, stored, unstreamed)
@@ -86,7 +93,10 @@ fn chat_text_deltas_become_a_message_whose_text_streams_and_the_stored_response_
     assert!(item_id.starts_with("msg_"), "{stored}");
     for event in &events[1..6] {
         assert_eq!(event["item_id"], item_id, "{event}");
-        assert_eq!((&event["output_index"], &event["content_index"]), (&json!(0), &json!(0)));
+        assert_eq!(
+            (&event["output_index"], &event["content_index"]),
+            (&json!(0), &json!(0))
+        );
     }
     assert_eq!(
         events[0]["item"],
@@ -98,7 +108,11 @@ fn chat_text_deltas_become_a_message_whose_text_streams_and_the_stored_response_
         json!({"type": "output_text", "text": "", "annotations": []})
     );
     assert_eq!(
-        (&events[2]["delta"], &events[3]["delta"], &events[2]["logprobs"]),
+        (
+            &events[2]["delta"],
+            &events[3]["delta"],
+            &events[2]["logprobs"]
+        ),
         (&json!("Hel"), &json!("lo"), &json!([]))
     );
     assert_eq!(events[4]["text"], "Hello");
@@ -147,7 +161,10 @@ fn a_tool_call_after_text_finishes_the_message_then_streams_its_arguments_under_
     );
     assert_eq!(events[6]["output_index"], 1);
     for event in &events[7..10] {
-        assert_eq!((&event["item_id"], &event["output_index"]), (&json!(fc_id), &json!(1)));
+        assert_eq!(
+            (&event["item_id"], &event["output_index"]),
+            (&json!(fc_id), &json!(1))
+        );
     }
     assert_eq!(events[7]["delta"], "{\"city\":");
     assert_eq!(events[9]["arguments"], "{\"city\":\"Paris\"}");
@@ -182,8 +199,13 @@ fn a_refusal_streams_as_a_refusal_part() {
 #[test]
 fn a_native_stream_relays_item_events_and_stores_the_closing_events_response() {
     let raw = |value: Value| to_raw_value(&value).unwrap();
-    let response = json!({"id": "resp_up", "object": "response", "status": "completed", "output": []});
-    for lifecycle in ["response.created", "response.in_progress", "response.queued"] {
+    let response =
+        json!({"id": "resp_up", "object": "response", "status": "completed", "output": []});
+    for lifecycle in [
+        "response.created",
+        "response.in_progress",
+        "response.queued",
+    ] {
         let event = raw(json!({"type": lifecycle, "sequence_number": 0, "response": response}));
         assert!(matches!(sort(&event), Sorted::Skip), "{lifecycle}");
     }
@@ -193,10 +215,15 @@ fn a_native_stream_relays_item_events_and_stores_the_closing_events_response() {
         "response.function_call_arguments.delta",
         "response.reasoning_summary_text.delta",
     ] {
-        let event = raw(json!({"type": item, "sequence_number": 3, "item_id": "x", "output_index": 0}));
+        let event =
+            raw(json!({"type": item, "sequence_number": 3, "item_id": "x", "output_index": 0}));
         assert!(matches!(sort(&event), Sorted::Item), "{item}");
     }
-    for closing in ["response.completed", "response.incomplete", "response.failed"] {
+    for closing in [
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    ] {
         let event = raw(json!({"type": closing, "sequence_number": 9, "response": response}));
         match sort(&event) {
             Sorted::Closing(body) => {
@@ -205,6 +232,7 @@ fn a_native_stream_relays_item_events_and_stores_the_closing_events_response() {
             other => panic!("{closing}: {other:?}"),
         }
     }
-    let error = raw(json!({"type": "error", "code": "server_error", "message": "boom", "param": null}));
+    let error =
+        raw(json!({"type": "error", "code": "server_error", "message": "boom", "param": null}));
     assert!(matches!(sort(&error), Sorted::Error(message) if message == "boom"));
 }

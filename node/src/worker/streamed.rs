@@ -198,12 +198,10 @@ impl Items<'_> {
     /// events reached nobody).
     fn failed(&self, error: UpstreamError) -> UpstreamError {
         match error {
-            UpstreamError::Interrupted { message } if !self.relayed() => {
-                UpstreamError::Transient {
-                    status: None,
-                    message,
-                }
-            }
+            UpstreamError::Interrupted { message } if !self.relayed() => UpstreamError::Transient {
+                status: None,
+                message,
+            },
             error if self.relayed() => UpstreamError::Interrupted {
                 message: error.to_string(),
             },
@@ -213,7 +211,10 @@ impl Items<'_> {
 }
 
 /// The upstream's own events: item events relayed verbatim, until the closing one.
-async fn native(relay: &mut Items<'_>, mut stream: UpstreamStream) -> Result<Completion, UpstreamError> {
+async fn native(
+    relay: &mut Items<'_>,
+    mut stream: UpstreamStream,
+) -> Result<Completion, UpstreamError> {
     loop {
         let event = match stream.next().await {
             Ok(Some(event)) => event,
@@ -222,7 +223,7 @@ async fn native(relay: &mut Items<'_>, mut stream: UpstreamStream) -> Result<Com
         };
         match sort(&event) {
             Sorted::Item => relay.send(&event),
-            Sorted::Closing(response) => return response_of(response),
+            Sorted::Closing(response) => return response_of(&response),
             Sorted::Error(message) => {
                 return Err(relay.failed(UpstreamError::Interrupted {
                     message: format!("the upstream's stream failed: {message}"),

@@ -153,7 +153,13 @@ async fn a_streamed_response_arrives_as_the_upstream_makes_it(native: bool) {
     mock.set_responses_route(native);
     let gap = Duration::from_millis(150);
     mock.set_stream(6, gap);
-    let _node = crate::run_node(&gw, &key, &mock, "live", "models = [\"m\"]\nconcurrency = 1");
+    let _node = crate::run_node(
+        &gw,
+        &key,
+        &mock,
+        "live",
+        "models = [\"m\"]\nconcurrency = 1",
+    );
     let seen = python_streams(&gw, &user).await;
     let events = seen["events"].as_array().unwrap();
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -161,21 +167,41 @@ async fn a_streamed_response_arrives_as_the_upstream_makes_it(native: bool) {
         .iter()
         .filter(|e| e["type"] == "response.output_text.delta")
         .collect();
-    assert_eq!(types[..4], ["response.created", "response.in_progress",
-        "response.output_item.added", "response.content_part.added"], "{types:?}");
+    assert_eq!(
+        types[..4],
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added"
+        ],
+        "{types:?}"
+    );
     assert_eq!(types.last(), Some(&"response.completed"), "{types:?}");
     assert_eq!(deltas.len(), 6, "{types:?}");
     for (n, event) in events.iter().enumerate() {
-        assert_eq!(event["sequence_number"], n, "numbered from 0 without gaps: {event}");
+        assert_eq!(
+            event["sequence_number"], n,
+            "numbered from 0 without gaps: {event}"
+        );
     }
     // Live: the deltas arrive spread as the mock spread them, not together at the end
     // (the first few can bunch while the SDK warms up, so the last three gaps are timed).
     let at = |event: &Value| event["at"].as_f64().unwrap();
     let span = at(deltas[5]) - at(deltas[2]);
-    assert!(span >= 0.8 * 3.0 * gap.as_secs_f64(), "deltas over {span} s: {events:?}");
+    assert!(
+        span >= 0.8 * 3.0 * gap.as_secs_f64(),
+        "deltas over {span} s: {events:?}"
+    );
     let closed = at(events.last().unwrap()) - at(deltas[5]);
-    assert!(closed < 1.0, "the closing event came {closed} s after the last delta");
-    let text: String = deltas.iter().map(|d| d["delta"].as_str().unwrap()).collect();
+    assert!(
+        closed < 1.0,
+        "the closing event came {closed} s after the last delta"
+    );
+    let text: String = deltas
+        .iter()
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
     assert_eq!(text, "t0 t1 t2 t3 t4 t5 ");
 
     // Every event that carries the response carries ours, and the last the stored one.
@@ -188,18 +214,29 @@ async fn a_streamed_response_arrives_as_the_upstream_makes_it(native: bool) {
     assert_eq!(stored["output"], completed["output"]);
     assert_eq!(stored["status"], "completed");
     assert_eq!(
-        (seen["final_text"].as_str(), seen["final_id"].as_str().map(|f| f != id)),
+        (
+            seen["final_text"].as_str(),
+            seen["final_id"].as_str().map(|f| f != id)
+        ),
         (Some(text.as_str()), Some(true)),
         "the stream() helper's final response is its own run's, whole"
     );
 
     // The stored response has the shape a non-streamed run of the same request stores.
     let (status, whole) = gw
-        .post_json(&user, "/v1/responses", &json!({"model": "m", "input": "hi"}))
+        .post_json(
+            &user,
+            "/v1/responses",
+            &json!({"model": "m", "input": "hi"}),
+        )
         .await;
     assert_eq!(status, 200, "{whole}");
     assert_eq!(shape(stored), shape(whole));
-    let responses_calls = mock.paths().iter().filter(|p| *p == "/v1/responses").count();
+    let responses_calls = mock
+        .paths()
+        .iter()
+        .filter(|p| *p == "/v1/responses")
+        .count();
     assert_eq!(responses_calls > 1, native, "{:?}", mock.paths());
 }
 

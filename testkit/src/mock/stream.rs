@@ -179,7 +179,11 @@ async fn write_response<W: AsyncWrite + Unpin>(
         data["type"] = json!(kind);
         data["sequence_number"] = json!(sequence);
         sequence += 1;
-        write_chunk(writer, format!("event: {kind}\ndata: {data}\n\n").as_bytes()).await
+        write_chunk(
+            writer,
+            format!("event: {kind}\ndata: {data}\n\n").as_bytes(),
+        )
+        .await
     };
     let item_id = response["output"][0]["id"].clone();
     let text: String = (0..shape.chunks).map(|i| format!("t{i} ")).collect();
@@ -196,7 +200,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
     let mut item = whole["output"][0].clone();
     item["status"] = json!("in_progress");
     item["content"] = json!([]);
-    event(writer, "response.output_item.added", json!({"output_index": 0, "item": item})).await?;
+    event(
+        writer,
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item}),
+    )
+    .await?;
     let at = |mut data: Value| {
         data["item_id"] = item_id.clone();
         data["output_index"] = json!(0);
@@ -204,7 +213,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
         data
     };
     let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
-    event(writer, "response.content_part.added", at(json!({"part": part("")}))).await?;
+    event(
+        writer,
+        "response.content_part.added",
+        at(json!({"part": part("")})),
+    )
+    .await?;
     for i in 0..shape.chunks {
         if i > 0 && !shape.gap.is_zero() {
             tokio::time::sleep(shape.gap).await;
@@ -225,8 +239,18 @@ async fn write_response<W: AsyncWrite + Unpin>(
             _ => {}
         }
     }
-    event(writer, "response.output_text.done", at(json!({"text": text, "logprobs": []}))).await?;
-    event(writer, "response.content_part.done", at(json!({"part": part(&text)}))).await?;
+    event(
+        writer,
+        "response.output_text.done",
+        at(json!({"text": text, "logprobs": []})),
+    )
+    .await?;
+    event(
+        writer,
+        "response.content_part.done",
+        at(json!({"part": part(&text)})),
+    )
+    .await?;
     let done = json!({"output_index": 0, "item": whole["output"][0]});
     event(writer, "response.output_item.done", done).await?;
     event(writer, "response.completed", json!({"response": whole})).await?;
@@ -360,7 +384,10 @@ mod tests {
             .map(|data| serde_json::from_str(data).unwrap())
             .collect();
         for (n, event) in events.iter().enumerate() {
-            assert_eq!((&event["type"], &event["sequence_number"]), (&json!(names[n]), &json!(n)));
+            assert_eq!(
+                (&event["type"], &event["sequence_number"]),
+                (&json!(names[n]), &json!(n))
+            );
         }
         let completed = &events[9]["response"];
         assert_eq!(completed["output"][0]["content"][0]["text"], "t0 t1 ");

@@ -304,7 +304,10 @@ mod tests {
         assert_eq!(events[0].1["item_id"], "msg_up");
 
         let end = parsed(&closing(&response, 3));
-        assert_eq!((end[0].0.as_str(), &end[0].1["sequence_number"]), ("response.completed", &json!(3)));
+        assert_eq!(
+            (end[0].0.as_str(), &end[0].1["sequence_number"]),
+            ("response.completed", &json!(3))
+        );
         let replayed = parsed(&replay(&response, Some(1)));
         assert_eq!(replayed.len(), 1);
         assert_eq!(replayed[0].1["sequence_number"], 2);

@@ -169,7 +169,8 @@ impl Live {
 
     /// The last relayed chunk the client has.
     pub fn relay_after(&self) -> Option<u64> {
-        self.after.and_then(|after| after.checked_sub(events::OPENING))
+        self.after
+            .and_then(|after| after.checked_sub(events::OPENING))
     }
 
     /// `response.created` and `response.in_progress`, unless the client has them.
