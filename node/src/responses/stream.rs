@@ -4,8 +4,9 @@
 //! writes the events that carry the response itself (`response.created`, `…in_progress`
 //! and the closing one) under its own id, and numbers every event.
 //!
-//! From an upstream with `/v1/responses`, [`sort`] tells item events (relayed verbatim)
-//! from the closing event whose `response` is the result. From one without, [`Translation`]
+//! From an upstream with `/v1/responses`, [`sort`] tells item events (relayed as they are,
+//! but for the fields OpenAI's have and some servers leave out: [`Filler`]) from the closing
+//! event whose `response` is the result. From one without, [`Translation`]
 //! turns chat completion chunks into the item events a Responses server would send, and
 //! builds the `response` the non-streamed translation ([`super::from_chat`]) builds, with
 //! the item ids the events named. Pure: reading and relaying are the worker's part.
@@ -68,6 +69,93 @@ pub fn sort(event: &RawValue) -> Sorted {
         (kind, _) if LIFECYCLE.contains(&kind) || CLOSING.contains(&kind) => Sorted::Skip,
         (kind, _) if kind.starts_with("response.") => Sorted::Item,
         _ => Sorted::Skip,
+    }
+}
+
+/// Fills in the fields of item events that OpenAI's have, the SDKs read, and an upstream
+/// left out: llama.cpp's server sends no `output_index`, `content_index` or `logprobs`, and
+/// its `output_text` parts no `annotations`. They follow from the events before: an item's
+/// index is its place among the items added, a part's its place among its item's parts.
+#[derive(Debug, Default)]
+pub struct Filler {
+    /// Item ids by output index.
+    items: Vec<Value>,
+    /// Parts added so far, by item id.
+    parts: Vec<(Value, usize)>,
+}
+
+impl Filler {
+    /// `event` with what it lacks filled in, or `None` when it lacks nothing.
+    pub fn fill(&mut self, event: &RawValue) -> Option<Box<RawValue>> {
+        let mut event: Map<String, Value> = serde_json::from_str(event.get()).ok()?;
+        let kind = event.get("type").and_then(Value::as_str)?.to_owned();
+        let mut filled = false;
+        let mut set = |event: &mut Map<String, Value>, key: &str, value: Value| {
+            if !event.contains_key(key) {
+                event.insert(key.to_owned(), value);
+                filled = true;
+            }
+        };
+        let item_id = event
+            .get("item_id")
+            .or_else(|| event.get("item").and_then(|item| item.get("id")))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let known = self.items.iter().position(|id| *id == item_id);
+        match (kind.as_str(), known) {
+            ("response.output_item.added", None) => {
+                let index = match event.get("output_index").and_then(Value::as_u64) {
+                    Some(index) => index as usize,
+                    None => self.items.len(),
+                };
+                set(&mut event, "output_index", json!(index));
+                if self.items.len() <= index {
+                    self.items.resize(index + 1, Value::Null);
+                }
+                self.items[index] = item_id.clone();
+            }
+            (_, Some(index)) => set(&mut event, "output_index", json!(index)),
+            _ => {}
+        }
+        let parts = match self.parts.iter_mut().find(|(id, _)| *id == item_id) {
+            Some((_, parts)) => parts,
+            None => {
+                self.parts.push((item_id, 0));
+                &mut self.parts.last_mut()?.1
+            }
+        };
+        if kind == "response.content_part.added" {
+            *parts += 1;
+        }
+        let content = matches!(
+            kind.as_str(),
+            "response.content_part.added"
+                | "response.content_part.done"
+                | "response.output_text.delta"
+                | "response.output_text.done"
+                | "response.refusal.delta"
+                | "response.refusal.done"
+        );
+        if content {
+            set(&mut event, "content_index", json!(parts.saturating_sub(1)));
+        }
+        if matches!(
+            kind.as_str(),
+            "response.output_text.delta" | "response.output_text.done"
+        ) {
+            set(&mut event, "logprobs", json!([]));
+        }
+        if let Some(Value::Object(part)) = event.get_mut("part")
+            && part.get("type") == Some(&json!("output_text"))
+            && !part.contains_key("annotations")
+        {
+            part.insert("annotations".to_owned(), json!([]));
+            filled = true;
+        }
+        if !filled {
+            return None;
+        }
+        serde_json::value::to_raw_value(&event).ok()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The item events of a translated chat stream, and how a native stream's events are sorted.
 
 use super::from_chat;
-use super::stream::{Sorted, Translation, sort};
+use super::stream::{Filler, Sorted, Translation, sort};
 use openbeepboop::ChatAccumulator;
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value, json};
@@ -235,4 +235,48 @@ fn a_native_stream_relays_item_events_and_stores_the_closing_events_response() {
     let error =
         raw(json!({"type": "error", "code": "server_error", "message": "boom", "param": null}));
     assert!(matches!(sort(&error), Sorted::Error(message) if message == "boom"));
+}
+
+#[test]
+fn what_llama_cpps_item_events_leave_out_is_filled_in_from_the_events_before() {
+    // As llama.cpp's server streams them: no output_index, content_index or logprobs.
+    let events = [
+        json!({"type": "response.output_item.added", "item": {"content": [], "id": "msg_a",
+               "role": "assistant", "status": "in_progress", "type": "message"}}),
+        json!({"type": "response.content_part.added", "item_id": "msg_a",
+               "part": {"type": "output_text", "text": ""}}),
+        json!({"type": "response.output_text.delta", "item_id": "msg_a", "delta": "Hi"}),
+        json!({"type": "response.output_text.done", "item_id": "msg_a", "text": "Hi"}),
+        json!({"type": "response.output_item.added", "output_index": 1, "item": {"id": "fc_b",
+               "type": "function_call", "call_id": "c", "name": "f", "arguments": ""}}),
+        json!({"type": "response.function_call_arguments.delta", "item_id": "fc_b", "delta": "{}"}),
+    ];
+    let mut filler = Filler::default();
+    let filled: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let raw = to_raw_value(event).unwrap();
+            match filler.fill(&raw) {
+                Some(filled) => serde_json::from_str(filled.get()).unwrap(),
+                None => event.clone(),
+            }
+        })
+        .collect();
+    assert_eq!(filled[0]["output_index"], 0);
+    assert_eq!(
+        (&filled[1]["output_index"], &filled[1]["content_index"]),
+        (&json!(0), &json!(0))
+    );
+    assert_eq!(filled[1]["part"]["annotations"], json!([]));
+    assert_eq!(
+        (&filled[2]["content_index"], &filled[2]["logprobs"]),
+        (&json!(0), &json!([]))
+    );
+    assert_eq!(filled[3]["logprobs"], json!([]));
+    assert_eq!(filled[5]["output_index"], 1);
+    assert!(filled[5].get("content_index").is_none());
+    // An event that lacks nothing is relayed as it came.
+    let whole = json!({"type": "response.output_text.delta", "item_id": "msg_a",
+        "output_index": 0, "content_index": 0, "delta": "!", "logprobs": []});
+    assert!(filler.fill(&to_raw_value(&whole).unwrap()).is_none());
 }

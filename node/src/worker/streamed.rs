@@ -5,7 +5,7 @@
 //! does not submit; the job task does, once the gateway took the end of the stream.
 
 use super::relay::{RelaySender, RelayTo};
-use crate::responses::stream::{Sorted, Translation, response_of, sort};
+use crate::responses::stream::{Filler, Sorted, Translation, response_of, sort};
 use crate::upstream::{Completion, ResponsesStream, UpstreamError, UpstreamStream};
 use openbeepboop::{
     ChatAccumulator, ChatCompletion, Endpoint, LeasedJob, TextCompletionAccumulator,
@@ -210,11 +210,13 @@ impl Items<'_> {
     }
 }
 
-/// The upstream's own events: item events relayed verbatim, until the closing one.
+/// The upstream's own events: item events relayed as they come (with what they lack filled
+/// in), until the closing one.
 async fn native(
     relay: &mut Items<'_>,
     mut stream: UpstreamStream,
 ) -> Result<Completion, UpstreamError> {
+    let mut filler = Filler::default();
     loop {
         let event = match stream.next().await {
             Ok(Some(event)) => event,
@@ -222,7 +224,10 @@ async fn native(
             Err(error) => return Err(relay.failed(error)),
         };
         match sort(&event) {
-            Sorted::Item => relay.send(&event),
+            Sorted::Item => match filler.fill(&event) {
+                Some(filled) => relay.send(&filled),
+                None => relay.send(&event),
+            },
             Sorted::Closing(response) => return response_of(&response),
             Sorted::Error(message) => {
                 return Err(relay.failed(UpstreamError::Interrupted {
