@@ -547,11 +547,8 @@ impl Stream<'_> {
         Some(super::responses::Live::new(&payload, after))
     }
 
-    /// How a response's stream ends. Relayed item events are followed by the closing event
-    /// of the stored response (`response.failed` when the run failed, with the failure rule's
-    /// `stream_interrupted`); with nothing relayed, the stored response's items are replayed
-    /// after the opening. What cannot end so ends with an `error` event, as a chat stream
-    /// ends with its error.
+    /// How a response's stream ends: `responses::Live::end` decides from where its relay
+    /// stands.
     fn responses_end(
         &self,
         live: Option<&super::responses::Live>,
@@ -559,58 +556,17 @@ impl Stream<'_> {
         cut: Option<Cut>,
         relay: &Subscription<'_>,
     ) -> String {
-        let relayed = relay.next_seq();
-        let (live, record) = match (live, record) {
-            (Some(live), Some(record)) => (live, record),
-            _ => {
-                let poll = format!("poll `GET /v1/responses/{}`", self.job_id);
-                return super::responses::Live::new("{}", None).error(
-                    &ErrorBody::new(
-                        format!("response `{}` could not be read; {poll}", self.job_id),
-                        "server_error",
-                    ),
-                    relayed,
-                );
-            }
+        let relayed = super::responses::Relayed {
+            next: relay.next_seq(),
+            sent_any: relay.sent_any(),
+            sent_here: relay.sent_here,
+            finished: relay.finished(),
+            behind: relay.behind_sent,
         };
-        let unavailable = || {
-            let next = relayed + super::responses::OPENING;
-            ErrorBody::new(
-                format!(
-                    "events from {next} of response `{id}` are no longer held; `GET /v1/responses/{id}` has the whole response",
-                    id = self.job_id
-                ),
-                "invalid_request_error",
-            )
-            .with_code("stream_resume_unavailable")
-        };
-        if relay.behind_sent {
-            return live.error(&unavailable(), relayed);
-        }
-        if !record.status.is_final() {
-            return live.error(&self.unfinished(record, cut), relayed);
-        }
-        if !relay.sent_any() {
-            return live.replay(record);
-        }
-        match (record.status, relay.finished()) {
-            (JobStatus::Completed, false) if !relay.sent_here => {
-                live.error(&unavailable(), relayed)
-            }
-            (JobStatus::Completed, false) => live.error(
-                &ErrorBody::new(
-                    format!(
-                        "the stream of response `{id}` broke off after event {last}; `GET /v1/responses/{id}` has the whole response",
-                        id = self.job_id,
-                        last = relayed + super::responses::OPENING - 1,
-                    ),
-                    "server_error",
-                )
-                .with_code("stream_interrupted"),
-                relayed,
-            ),
-            _ => live.closing(record, relayed),
-        }
+        let unreadable = super::responses::Live::new("{}", None);
+        let record = live.and(record.as_ref());
+        live.unwrap_or(&unreadable)
+            .end(self.job_id, record, &relayed, |r| self.unfinished(r, cut))
     }
 
     /// How a stream that relayed nothing ends: the stored result replayed whole, or the

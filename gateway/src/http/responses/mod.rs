@@ -5,6 +5,7 @@
 //! and `events` its event stream, whole or live ([`Live`]).
 
 mod events;
+mod live;
 mod object;
 
 use super::Ctx;
@@ -18,7 +19,8 @@ use openbeepboop::Endpoint;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-pub use events::{OPENING, relayed};
+pub use events::relayed;
+pub use live::{Live, Relayed};
 pub use object::present;
 
 const DEFAULT_PAGE: usize = 20;
@@ -146,53 +148,6 @@ pub async fn retrieve(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, A
             format!("`stream` must be `true` or `false`, not `{other}`"),
             Some("stream".to_owned()),
         )),
-    }
-}
-
-/// A live Responses stream's own events, around the item events its node relays: the
-/// opening and closing events carry our response (`present`), never the upstream's.
-/// Numbers are `sequence_number`s: relayed chunk `k` is event `k + OPENING`.
-pub struct Live {
-    request: Stored,
-    /// The last event the client has, when it resumes.
-    after: Option<u64>,
-}
-
-impl Live {
-    /// For the response whose request body is `payload`, resumed after event `after`.
-    pub fn new(payload: &str, after: Option<u64>) -> Self {
-        Self {
-            request: serde_json::from_str(payload).unwrap_or_default(),
-            after,
-        }
-    }
-
-    /// The last relayed chunk the client has.
-    pub fn relay_after(&self) -> Option<u64> {
-        self.after
-            .and_then(|after| after.checked_sub(events::OPENING))
-    }
-
-    /// `response.created` and `response.in_progress`, unless the client has them.
-    pub fn opening(&self, record: &JobRecord) -> String {
-        events::opening(&present(record, &self.request), self.after)
-    }
-
-    /// The closing event of the finished `record`, after `relayed` item events.
-    pub fn closing(&self, record: &JobRecord, relayed: u64) -> String {
-        events::closing(&present(record, &self.request), relayed + events::OPENING)
-    }
-
-    /// The finished `record`'s events after the opening (which this stream sent), when
-    /// nothing was relayed.
-    pub fn replay(&self, record: &JobRecord) -> String {
-        let after = self.after.unwrap_or(0).max(events::OPENING - 1);
-        events::replay(&present(record, &self.request), Some(after))
-    }
-
-    /// An `error` event after `relayed` item events.
-    pub fn error(&self, error: &openbeepboop::ErrorBody, relayed: u64) -> String {
-        events::error(error, relayed + events::OPENING)
     }
 }
 

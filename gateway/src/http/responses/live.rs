@@ -1,0 +1,107 @@
+//! A response's live event stream, around the item events its node relays: the opening and
+//! closing events carry our response (`present`), never the upstream's, and how the stream
+//! ends follows the chat relay's rule (`sse::Stream::chat`). Numbers are `sequence_number`s:
+//! relayed chunk `k` is event `k + OPENING`. It decides what to write; `sse` writes it.
+
+use super::events::{self, OPENING};
+use super::object::{Request as Stored, present};
+use crate::queue::JobRecord;
+use openbeepboop::{ErrorBody, JobStatus};
+
+/// Where a live stream's relay stands when its job ended, or its wait did.
+pub struct Relayed {
+    /// The relayed chunks before the next one: item events sent, or held for this client.
+    pub next: u64,
+    /// The client has item events: from this connection, or an earlier one it resumes.
+    pub sent_any: bool,
+    /// Item events were sent on this connection.
+    pub sent_here: bool,
+    /// The relay reached its end and this client has every chunk.
+    pub finished: bool,
+    /// The client fell behind what the relay holds, after it had item events.
+    pub behind: bool,
+}
+
+/// A live Responses stream: the request its response echoes, and where its client resumed.
+pub struct Live {
+    request: Stored,
+    /// The last event the client has, when it resumes.
+    after: Option<u64>,
+}
+
+impl Live {
+    /// For the response whose request body is `payload`, resumed after event `after`.
+    pub fn new(payload: &str, after: Option<u64>) -> Self {
+        Self {
+            request: serde_json::from_str(payload).unwrap_or_default(),
+            after,
+        }
+    }
+
+    /// The last relayed chunk the client has.
+    pub fn relay_after(&self) -> Option<u64> {
+        self.after.and_then(|after| after.checked_sub(OPENING))
+    }
+
+    /// `response.created` and `response.in_progress`, unless the client has them.
+    pub fn opening(&self, record: &JobRecord) -> String {
+        events::opening(&present(record, &self.request), self.after)
+    }
+
+    /// How the stream of `record` (`None`: unreadable) ends. Relayed item events are
+    /// followed by the closing event of the stored response (`response.failed` when the run
+    /// failed, with the failure rule's `stream_interrupted`); with nothing relayed, the
+    /// stored response's items are replayed after the opening. What cannot end so ends with
+    /// an `error` event: `unfinished`, why the job has not ended; a relay that broke off or
+    /// is no longer held.
+    pub fn end(
+        &self,
+        id: &str,
+        record: Option<&JobRecord>,
+        relay: &Relayed,
+        unfinished: impl FnOnce(&JobRecord) -> ErrorBody,
+    ) -> String {
+        let error = |error: ErrorBody| events::error(&error, relay.next + OPENING);
+        let Some(record) = record else {
+            return error(ErrorBody::new(
+                format!("response `{id}` could not be read; poll `GET /v1/responses/{id}`"),
+                "server_error",
+            ));
+        };
+        let unavailable = || {
+            ErrorBody::new(
+                format!(
+                    "events from {next} of response `{id}` are no longer held; `GET /v1/responses/{id}` has the whole response",
+                    next = relay.next + OPENING,
+                ),
+                "invalid_request_error",
+            )
+            .with_code("stream_resume_unavailable")
+        };
+        if relay.behind {
+            return error(unavailable());
+        }
+        if !record.status.is_final() {
+            return error(unfinished(record));
+        }
+        if !relay.sent_any {
+            // Events up to the opening's went out on this connection.
+            let after = self.after.unwrap_or(0).max(OPENING - 1);
+            return events::replay(&present(record, &self.request), Some(after));
+        }
+        match (record.status, relay.finished) {
+            (JobStatus::Completed, false) if !relay.sent_here => error(unavailable()),
+            (JobStatus::Completed, false) => error(
+                ErrorBody::new(
+                    format!(
+                        "the stream of response `{id}` broke off after event {last}; `GET /v1/responses/{id}` has the whole response",
+                        last = relay.next + OPENING - 1,
+                    ),
+                    "server_error",
+                )
+                .with_code("stream_interrupted"),
+            ),
+            _ => events::closing(&present(record, &self.request), relay.next + OPENING),
+        }
+    }
+}
