@@ -105,3 +105,67 @@ impl Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::responses::object::tests::record;
+    use serde_json::{Value, json};
+
+    /// The one event of an ending: its name and data.
+    fn event(ending: &str) -> (String, Value) {
+        let mut lines = ending.lines();
+        let _id = lines.next().unwrap();
+        let name = lines
+            .next()
+            .unwrap()
+            .trim_start_matches("event: ")
+            .to_owned();
+        let data = lines.next().unwrap().trim_start_matches("data: ");
+        (name, serde_json::from_str(data).unwrap())
+    }
+
+    fn relayed(next: u64, sent_here: bool, finished: bool) -> Relayed {
+        Relayed {
+            next,
+            sent_any: sent_here,
+            sent_here,
+            finished,
+            behind: false,
+        }
+    }
+
+    #[test]
+    fn a_stream_that_broke_off_or_is_no_longer_held_ends_with_an_error_event_numbered_next() {
+        let live = Live::new("{}", None);
+        let done = record(JobStatus::Completed, Some(json!({"output": []})));
+        let never = |_: &JobRecord| ErrorBody::new("not yet", "timeout_error");
+        let (name, data) = event(&live.end("resp_1", Some(&done), &relayed(3, true, true), never));
+        assert_eq!(
+            (name.as_str(), &data["sequence_number"]),
+            ("response.completed", &json!(5))
+        );
+
+        let (name, data) = event(&live.end("resp_1", Some(&done), &relayed(3, true, false), never));
+        assert_eq!(name, "error");
+        assert_eq!(
+            (&data["code"], &data["sequence_number"]),
+            (&json!("stream_interrupted"), &json!(5))
+        );
+
+        let resumed = Live::new("{}", Some(4));
+        let gone = Relayed {
+            sent_any: true,
+            ..relayed(0, false, false)
+        };
+        let (_, data) = event(&resumed.end("resp_1", Some(&done), &gone, never));
+        assert_eq!(data["code"], "stream_resume_unavailable");
+
+        let running = record(JobStatus::Processing, None);
+        let (_, data) = event(&live.end("resp_1", Some(&running), &relayed(1, true, false), never));
+        assert_eq!(
+            (&data["message"], &data["param"]),
+            (&json!("not yet"), &Value::Null)
+        );
+    }
+}

@@ -230,11 +230,14 @@ pub fn expand(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use openbeepboop::{Endpoint, ErrorBody};
 
-    fn record(status: JobStatus, result: Option<Value>) -> JobRecord {
+    pub(in crate::http::responses) fn record(
+        status: JobStatus,
+        result: Option<Value>,
+    ) -> JobRecord {
         JobRecord {
             id: "resp_1".to_owned(),
             owner_key_id: "k".to_owned(),
