@@ -249,3 +249,54 @@ async fn a_streamed_response_relays_a_native_upstreams_events_as_they_come() {
 async fn a_streamed_response_on_a_chat_only_upstream_relays_translated_events_as_they_come() {
     a_streamed_response_arrives_as_the_upstream_makes_it(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_failing_after_its_first_deltas_ends_the_stream_with_response_failed_once() {
+    let (gw, user, key, mock) = stack(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
+    mock.set_stream(4, Duration::from_millis(50));
+    mock.push_stream_faults([testkit::mock::StreamFault::ErrorAfter(1)]);
+    let _node = crate::run_node(
+        &gw,
+        &key,
+        &mock,
+        "live",
+        "models = [\"m\"]\nconcurrency = 1",
+    );
+    let text = gw
+        .http
+        .post(gw.url("/v1/responses"))
+        .bearer_auth(&user)
+        .json(&json!({"model": "m", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(deltas, ["t0 ", "t1 "], "{text}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{text}");
+    assert_eq!(last["sequence_number"], events.len() - 1);
+    assert_eq!(
+        last["response"]["error"]["code"], "stream_interrupted",
+        "{last}"
+    );
+    // What was relayed cannot be taken back: the job is not tried again.
+    let id = last["response"]["id"].as_str().unwrap();
+    let job = gw.job(&user, id).await;
+    assert_eq!(
+        (&job["status"], &job["attempts"]),
+        (&json!("failed"), &json!(1))
+    );
+    assert_eq!(mock.paths(), ["/v1/responses"]);
+}
