@@ -587,3 +587,47 @@ async fn x_obb_cancel_on_disconnect_cancels_and_leaving_alone_does_not() {
         "nothing was stored"
     );
 }
+
+#[tokio::test]
+async fn the_official_python_sdk_reads_a_chat_stream_with_keepalives_between_its_chunks() {
+    let (gw, user, node) = started(&[]).await;
+    let script = r#"
+import json, os, openai
+client = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"])
+stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                        stream=True)
+print(json.dumps([chunk.choices[0].delta.content for chunk in stream]))
+"#;
+    let python = tokio::spawn(
+        tokio::process::Command::new(testkit::installed::sdk_python())
+            .args(["-c", script])
+            .env("BASE", &gw.base)
+            .env("KEY", &user)
+            .output(),
+    );
+    let job = eventually(PATIENCE, "the job to be leased", || async {
+        gw.fetch(&node, "n", &["m"], 1, 0.5)
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let id = job["id"].as_str().unwrap();
+    let relay = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
+    relay.chunk(0, "Hel");
+    // Keep-alives (one a second) after a numbered chunk: the SDK's decoder keeps the last
+    // id and would read a blank line after one as an event with no data.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    relay.chunk(1, "lo");
+    relay.send(json!({"seq": 2, "end": true}));
+    relay.finish().await;
+    assert_eq!(gw.complete(&node, &job, "Hello").await, "accepted");
+    let output = python.await.unwrap().expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let contents: Vec<Option<String>> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(contents, [Some("Hel".to_owned()), Some("lo".to_owned())]);
+}
