@@ -418,21 +418,33 @@ impl Stream<'_> {
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
         let mut progress = Progress::new(self, options.progress);
-        let mut cut = None;
-        let mut record = self.read().await;
-        let live = match &record {
-            Some(r) if r.endpoint == Endpoint::Responses => Some(self.live(options.after).await),
-            _ => None,
+        // A response's events are numbered after its opening (`responses::Live`).
+        let responses = super::responses::is_response(self.job_id);
+        let (framing, after) = match responses {
+            true => (
+                Framing::Responses,
+                super::responses::relay_after(options.after),
+            ),
+            false => (Framing::OpenAi, options.after),
         };
-        let (framing, after) = match &live {
-            Some(Some(live)) => (Framing::Responses, live.relay_after()),
-            _ => (Framing::OpenAi, options.after),
-        };
-        // The relay buffers what came before, so subscribing after the read loses nothing.
         let mut relay = Subscription::new(self, after);
         relay.begin_if(true);
+        // What was relayed already (the chunk that ended the submit's hold) goes out
+        // before the job is read: the first token waits for nothing. A response's come
+        // after its opening, which is made from the row.
+        if !responses && !relay.drain(session, framing).await {
+            return false;
+        }
+        let mut cut = None;
+        let (mut record, live) = match responses {
+            true => {
+                let (record, live) = self.live(options.after).await;
+                (record, Some(live))
+            }
+            false => (self.read().await, None),
+        };
         // A response's stream opens at once, with its id: a client can resume or cancel it.
-        if let (Some(Some(live)), Some(r)) = (&live, &record)
+        if let (Some(live), Some(r)) = (&live, &record)
             && !send(session, live.opening(r)).await
         {
             return false;
@@ -490,7 +502,7 @@ impl Stream<'_> {
             }
         }
         let events = match &live {
-            Some(live) => self.responses_end(live.as_ref(), &record, cut, &relay),
+            Some(live) => self.responses_end(live, &record, cut, &relay),
             None => self.chat_end(&record, cut, &relay, include_usage),
         };
         send(session, events).await && end(session).await
@@ -534,24 +546,27 @@ impl Stream<'_> {
         }
     }
 
-    /// The request of the response this stream is for, as a live stream resumed after
-    /// event `after` needs it; `None` when it cannot be read.
-    async fn live(&self, after: Option<u64>) -> Option<super::responses::Live> {
-        let (_, payload) = self
+    /// The response this stream is for, with what its live stream, resumed after event
+    /// `after`, needs of its request; no record when it cannot be read.
+    async fn live(&self, after: Option<u64>) -> (Option<JobRecord>, super::responses::Live) {
+        let read = self
             .state
             .queue
             .job_with_request(self.job_id.to_owned(), self.who.clone())
             .await
             .ok()
-            .flatten()?;
-        Some(super::responses::Live::new(&payload, after))
+            .flatten();
+        match read {
+            Some((record, payload)) => (Some(record), super::responses::Live::new(&payload, after)),
+            None => (None, super::responses::Live::new("{}", after)),
+        }
     }
 
     /// How a response's stream ends: `responses::Live::end` decides from where its relay
     /// stands.
     fn responses_end(
         &self,
-        live: Option<&super::responses::Live>,
+        live: &super::responses::Live,
         record: &Option<JobRecord>,
         cut: Option<Cut>,
         relay: &Subscription<'_>,
@@ -563,10 +578,9 @@ impl Stream<'_> {
             finished: relay.finished(),
             behind: relay.behind_sent,
         };
-        let unreadable = super::responses::Live::new("{}", None);
-        let record = live.and(record.as_ref());
-        live.unwrap_or(&unreadable)
-            .end(self.job_id, record, &relayed, |r| self.unfinished(r, cut))
+        live.end(self.job_id, record.as_ref(), &relayed, |r| {
+            self.unfinished(r, cut)
+        })
     }
 
     /// How a stream that relayed nothing ends: the stored result replayed whole, or the

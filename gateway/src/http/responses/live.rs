@@ -22,6 +22,11 @@ pub struct Relayed {
     pub behind: bool,
 }
 
+/// The last relayed chunk a client has that has event `after`.
+pub fn relay_after(after: Option<u64>) -> Option<u64> {
+    after.and_then(|after| after.checked_sub(OPENING))
+}
+
 /// A live Responses stream: the request its response echoes, and where its client resumed.
 pub struct Live {
     request: Stored,
@@ -36,11 +41,6 @@ impl Live {
             request: serde_json::from_str(payload).unwrap_or_default(),
             after,
         }
-    }
-
-    /// The last relayed chunk the client has.
-    pub fn relay_after(&self) -> Option<u64> {
-        self.after.and_then(|after| after.checked_sub(OPENING))
     }
 
     /// `response.created` and `response.in_progress`, unless the client has them.

@@ -20,11 +20,17 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 pub use events::relayed;
-pub use live::{Live, Relayed};
+pub use live::{Live, Relayed, relay_after};
 pub use object::present;
 
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
+
+/// Whether job `id` is a response's: their ids are `resp_…` (`new_response_id`), no other
+/// job's are.
+pub fn is_response(id: &str) -> bool {
+    id.starts_with("resp_")
+}
 
 /// `POST /v1/responses`.
 pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
