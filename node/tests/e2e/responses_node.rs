@@ -147,11 +147,11 @@ fn shape(mut response: Value) -> Value {
 }
 
 /// Streams a response through a real node whose upstream has `/v1/responses` (`native`)
-/// or not, with the mock's deltas 150 ms apart, and checks what the SDK saw and stored.
+/// or not, with the mock's deltas 200 ms apart, and checks what the SDK saw and stored.
 async fn a_streamed_response_arrives_as_the_upstream_makes_it(native: bool) {
     let (gw, user, key, mock) = stack(&[("OBB_STREAM_KEEPALIVE_SECONDS", "1")]).await;
     mock.set_responses_route(native);
-    let gap = Duration::from_millis(150);
+    let gap = Duration::from_millis(200);
     mock.set_stream(6, gap);
     let _node = crate::run_node(
         &gw,
@@ -186,11 +186,11 @@ async fn a_streamed_response_arrives_as_the_upstream_makes_it(native: bool) {
         );
     }
     // Live: the deltas arrive spread as the mock spread them, not together at the end
-    // (the first few can bunch while the SDK warms up, so the last three gaps are timed).
+    // (with room for a busy machine: some may bunch while the SDK warms up).
     let at = |event: &Value| event["at"].as_f64().unwrap();
-    let span = at(deltas[5]) - at(deltas[2]);
+    let span = at(deltas[5]) - at(deltas[0]);
     assert!(
-        span >= 0.8 * 3.0 * gap.as_secs_f64(),
+        span >= 0.5 * 5.0 * gap.as_secs_f64(),
         "deltas over {span} s: {events:?}"
     );
     let closed = at(events.last().unwrap()) - at(deltas[5]);
