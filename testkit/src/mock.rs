@@ -14,9 +14,11 @@
 //! A chat or completions call with `"stream": true` is answered as a stream ([`stream`]):
 //! chunks whose text is `t0 `, `t1 `, … (how many and how far apart: [`MockUpstream::set_stream`]),
 //! each stamped with the time it was written, the usage chunk when `stream_options.include_usage`
-//! asks for it, then `[DONE]`. A stream can be held before its first chunk, cut, or broken by
-//! an error event ([`StreamFault`]); the [`Fault`]s still apply before its head. It is a mock:
-//! none of this is a model.
+//! asks for it, then `[DONE]`. A `/v1/responses` call with `"stream": true` gets the same
+//! texts as `response.output_text.delta` events, between the events of one message item and
+//! a `response.completed` whose response holds the whole text. A stream can be held before
+//! its first chunk, cut, or broken by an error event ([`StreamFault`]); the [`Fault`]s still
+//! apply before its head. It is a mock: none of this is a model.
 
 mod stream;
 
@@ -531,11 +533,13 @@ async fn respond(
         // A streamed answer, unless a fault shapes it (a `Truncate` cuts a whole answer).
         None | Some(Fault::Delay(_)) if stream::wants_stream(kind, &request) => {
             let include_usage = request["stream_options"]["include_usage"] == true;
+            let call = state.calls.load(Ordering::SeqCst);
             return Answer::Stream(stream::Streamed {
                 kind,
                 model: request["model"].clone(),
-                call: state.calls.load(Ordering::SeqCst),
+                call,
                 include_usage,
+                response: (kind == Kind::Responses).then(|| responses_answer(&request, call)),
             });
         }
         _ => {

@@ -1,6 +1,6 @@
 //! Server-Sent Events (the WHATWG HTML standard's `text/event-stream`) written by the
-//! gateway: a job's status events, and the `chat.completion.chunk` stream of a
-//! `stream: true` request. It owns keep-alives and how a stream ends; handlers decide
+//! gateway: a job's status events, and the `chat.completion.chunk` stream (or a response's
+//! event stream, `responses::Live`) of a `stream: true` request. It owns keep-alives and how a stream ends; handlers decide
 //! whether a reply is a stream at all.
 
 use super::State;
@@ -17,6 +17,12 @@ use std::time::Duration;
 
 /// A comment line: clients ignore it, proxies with idle timeouts see traffic.
 const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+
+/// The keep-alive of an OpenAI stream once an event with an `id` was sent: the comment
+/// alone, without the blank line. The official Python SDK's decoder keeps the last event
+/// id, as the WHATWG standard says, but then dispatches a blank line with no data as an
+/// event (the standard says not to), and fails to parse its empty data as JSON.
+const KEEPALIVE_AFTER_ID: &[u8] = b": keep-alive\n";
 
 /// One event in the `text/event-stream` framing every stream here uses: an optional
 /// `event:` line, one `data:` line, and the blank line that ends the event. A line break
@@ -186,12 +192,13 @@ async fn next(session: &mut ServerSession, waits: Waits<'_, '_>) -> Option<Next>
     }
 }
 
-/// How relayed chunks are framed: as the upstream sent them (`data:`), or as our job
-/// stream's `chunk` events.
+/// How relayed chunks are framed: as the upstream sent them (`data:`), as our job
+/// stream's `chunk` events, or as a response's item events, renumbered after its opening.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Framing {
     OpenAi,
     Events,
+    Responses,
 }
 
 /// What writing out a cursor's new chunks did.
@@ -216,6 +223,10 @@ async fn relay_out(session: &mut ServerSession, cursor: &mut Cursor, framing: Fr
     };
     let mut out = Vec::with_capacity(chunks.iter().map(|(_, c)| c.len() + 32).sum());
     for (seq, chunk) in chunks {
+        if framing == Framing::Responses {
+            super::responses::relayed(seq, &chunk, &mut out);
+            continue;
+        }
         out.extend_from_slice(format!("id: {seq}\n").as_bytes());
         if framing == Framing::Events {
             out.extend_from_slice(b"event: chunk\n");
@@ -262,21 +273,6 @@ impl Stream<'_> {
             .await
             .ok()
             .flatten()
-    }
-
-    /// The Responses event stream of the finished response, read with its request.
-    async fn response_events(&self) -> Option<String> {
-        let (record, payload) = self
-            .state
-            .queue
-            .job_with_request(self.job_id.to_owned(), self.who.clone())
-            .await
-            .ok()
-            .flatten()?;
-        let request = serde_json::from_str(&payload).unwrap_or_default();
-        Some(super::responses::replay(&super::responses::present(
-            &record, &request,
-        )))
     }
 
     /// Ticks every `stream_keepalive_seconds`, first one period from now. One timer for the
@@ -375,7 +371,8 @@ impl Stream<'_> {
     /// The answer to a `stream: true` request whose job had not ended when the headers were
     /// due: keep-alive comments while it waits, the relayed chunks as its node streams them
     /// (after chunk `after`, when resuming), and `[DONE]`; or, when nothing was relayed,
-    /// the stored result replayed as chunks. A job that fails, or does not end by
+    /// the stored result replayed as chunks. A response's stream is its events instead
+    /// ([`Self::responses_end`]). A job that fails, or does not end by
     /// `deadline`, ends the stream with an error event; the timeout's names the job, so
     /// that the caller can poll it. A run that broke off mid-stream ends it with
     /// `stream_interrupted`: what was sent cannot be taken back, and is not repeated.
@@ -421,20 +418,42 @@ impl Stream<'_> {
         let mut shutdown = self.shutdown.clone();
         let mut keepalives = self.keepalives();
         let mut progress = Progress::new(self, options.progress);
-        let mut relay = Subscription::new(self, options.after);
+        // A response's events are numbered after its opening (`responses::Live`).
+        let responses = super::responses::is_response(self.job_id);
+        let (framing, after) = match responses {
+            true => (
+                Framing::Responses,
+                super::responses::relay_after(options.after),
+            ),
+            false => (Framing::OpenAi, options.after),
+        };
+        let mut relay = Subscription::new(self, after);
         relay.begin_if(true);
         // What was relayed already (the chunk that ended the submit's hold) goes out
-        // before the job is read: the first token waits for nothing.
-        if !relay.drain(session, Framing::OpenAi).await {
+        // before the job is read: the first token waits for nothing. A response's come
+        // after its opening, which is made from the row.
+        if !responses && !relay.drain(session, framing).await {
             return false;
         }
         let mut cut = None;
-        let mut record = self.read().await;
+        let (mut record, live) = match responses {
+            true => {
+                let (record, live) = self.live(options.after).await;
+                (record, Some(live))
+            }
+            false => (self.read().await, None),
+        };
+        // A response's stream opens at once, with its id: a client can resume or cancel it.
+        if let (Some(live), Some(r)) = (&live, &record)
+            && !send(session, live.opening(r)).await
+        {
+            return false;
+        }
         let mut queued = record
             .as_ref()
             .is_some_and(|r| r.status == JobStatus::Queued);
         while let Some(current) = &record {
-            if !relay.drain(session, Framing::OpenAi).await {
+            if !relay.drain(session, framing).await {
                 return false;
             }
             if current.status.is_final() || relay.behind_sent {
@@ -457,7 +476,13 @@ impl Stream<'_> {
                 }
                 Woke::Changed(Next::Relayed) => continue,
                 Woke::Changed(Next::KeepAlive) => {
-                    if !send(session, KEEPALIVE).await {
+                    let numbered = live.is_some() || relay.sent_any();
+                    let keepalive = if numbered {
+                        KEEPALIVE_AFTER_ID
+                    } else {
+                        KEEPALIVE
+                    };
+                    if !send(session, keepalive).await {
                         return false;
                     }
                     continue;
@@ -482,7 +507,22 @@ impl Stream<'_> {
                 break;
             }
         }
-        let events = match (&record, cut) {
+        let events = match &live {
+            Some(live) => self.responses_end(live, &record, cut, &relay),
+            None => self.chat_end(&record, cut, &relay, include_usage),
+        };
+        send(session, events).await && end(session).await
+    }
+
+    /// How a chat or completions stream ends, once its job ended or its wait did.
+    fn chat_end(
+        &self,
+        record: &Option<JobRecord>,
+        cut: Option<Cut>,
+        relay: &Subscription<'_>,
+        include_usage: bool,
+    ) -> String {
+        match (record, cut) {
             (Some(_), _) if relay.behind_sent => {
                 error_event(&resume_unavailable(self.job_id, relay.next_seq()))
             }
@@ -505,17 +545,53 @@ impl Stream<'_> {
                         )
                         .with_code("stream_interrupted"),
                     ),
-                    _ => self.final_events(&record, cut, include_usage).await,
+                    _ => self.final_events(record, cut, include_usage),
                 }
             }
-            _ => self.final_events(&record, cut, include_usage).await,
+            _ => self.final_events(record, cut, include_usage),
+        }
+    }
+
+    /// The response this stream is for, with what its live stream, resumed after event
+    /// `after`, needs of its request; no record when it cannot be read.
+    async fn live(&self, after: Option<u64>) -> (Option<JobRecord>, super::responses::Live) {
+        let read = self
+            .state
+            .queue
+            .job_with_request(self.job_id.to_owned(), self.who.clone())
+            .await
+            .ok()
+            .flatten();
+        match read {
+            Some((record, payload)) => (Some(record), super::responses::Live::new(&payload, after)),
+            None => (None, super::responses::Live::new("{}", after)),
+        }
+    }
+
+    /// How a response's stream ends: `responses::Live::end` decides from where its relay
+    /// stands.
+    fn responses_end(
+        &self,
+        live: &super::responses::Live,
+        record: &Option<JobRecord>,
+        cut: Option<Cut>,
+        relay: &Subscription<'_>,
+    ) -> String {
+        let relayed = super::responses::Relayed {
+            next: relay.next_seq(),
+            sent_any: relay.sent_any(),
+            sent_here: relay.sent_here,
+            finished: relay.finished(),
+            behind: relay.behind_sent,
         };
-        send(session, events).await && end(session).await
+        live.end(self.job_id, record.as_ref(), &relayed, |r| {
+            self.unfinished(r, cut)
+        })
     }
 
     /// How a stream that relayed nothing ends: the stored result replayed whole, or the
     /// error that says why there is none.
-    async fn final_events(
+    fn final_events(
         &self,
         record: &Option<JobRecord>,
         cut: Option<Cut>,
@@ -527,16 +603,6 @@ impl Stream<'_> {
                 format!("job `{}` could not be read; {poll}", self.job_id),
                 "server_error",
             )),
-            // A response's stream ends with its own events, `response.failed` included.
-            (Some(r), _) if r.endpoint == Endpoint::Responses && r.status.is_final() => {
-                match self.response_events().await {
-                    Some(events) => events,
-                    None => error_event(&ErrorBody::new(
-                        format!("response `{}` could not be read; {poll}", self.job_id),
-                        "server_error",
-                    )),
-                }
-            }
             (Some(r), _) if r.status == JobStatus::Completed => replay(
                 r.endpoint,
                 r.result_payload.as_deref().unwrap_or("{}"),
@@ -550,26 +616,30 @@ impl Stream<'_> {
                     )
                 }))
             }
-            (Some(_), Some(Cut::Shutdown)) => error_event(
-                &ErrorBody::new(
-                    format!(
-                        "the gateway is restarting; job `{}` is kept: {poll}",
-                        self.job_id
-                    ),
-                    "server_error",
-                )
-                .with_code("service_unavailable"),
-            ),
-            (Some(r), _) => error_event(
-                &ErrorBody::new(
-                    format!(
-                        "job `{}` did not finish in time (it is {}); {poll}",
-                        self.job_id, r.status
-                    ),
-                    "timeout_error",
-                )
-                .with_code("job_not_finished"),
-            ),
+            (Some(r), _) => error_event(&self.unfinished(r, cut)),
+        }
+    }
+
+    /// Why a stream ends before its job did: the gateway is stopping, or the wait is over.
+    fn unfinished(&self, record: &JobRecord, cut: Option<Cut>) -> ErrorBody {
+        let poll = format!("poll `GET /v1/jobs/{}`", self.job_id);
+        match cut {
+            Some(Cut::Shutdown) => ErrorBody::new(
+                format!(
+                    "the gateway is restarting; job `{}` is kept: {poll}",
+                    self.job_id
+                ),
+                "server_error",
+            )
+            .with_code("service_unavailable"),
+            _ => ErrorBody::new(
+                format!(
+                    "job `{}` did not finish in time (it is {}); {poll}",
+                    self.job_id, record.status
+                ),
+                "timeout_error",
+            )
+            .with_code("job_not_finished"),
         }
     }
 }

@@ -182,9 +182,12 @@ pub(super) fn new_job(
         ttl: terms.ttl,
         max_queued: ctx.principal.as_ref().and_then(|p| p.max_queued_jobs),
         est_tokens: crate::limits::estimated_tokens(&payload),
-        // Responses stream their own events, which are not relayed yet: they are replayed.
+        // Embeddings refuse `stream: true` at submit; everything else may stream.
         relay: judged.stream
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+            && matches!(
+                endpoint,
+                Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses
+            )
             && ctx.state.config.stream_relay,
         payload,
     })

@@ -35,4 +35,6 @@ mod relay;
 #[cfg(test)]
 mod responses;
 #[cfg(test)]
+mod responses_live;
+#[cfg(test)]
 mod submit;

@@ -8,24 +8,24 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq)]
-struct Event {
-    id: Option<String>,
-    name: Option<String>,
-    data: String,
+pub(crate) struct Event {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) data: String,
 }
 
 /// A `text/event-stream` read as it arrives.
-struct Sse {
+pub(crate) struct Sse {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
     pending: String,
 }
 
 impl Sse {
-    fn new(response: reqwest::Response) -> Self {
+    pub(crate) fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
         Self {
             body: Box::pin(response.bytes_stream()),
@@ -34,7 +34,7 @@ impl Sse {
     }
 
     /// The next event (comments skipped), or `None` when the stream ends or `within` passes.
-    async fn next(&mut self, within: Duration) -> Option<Event> {
+    pub(crate) async fn next(&mut self, within: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             while let Some(at) = self.pending.find("\n\n") {
@@ -70,7 +70,7 @@ impl Sse {
     }
 
     /// Every event until the stream ends.
-    async fn rest(&mut self) -> Vec<Event> {
+    pub(crate) async fn rest(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
         while let Some(event) = self.next(PATIENCE).await {
             events.push(event);
@@ -80,13 +80,13 @@ impl Sse {
 }
 
 /// A node's relay request, its body sent frame by frame.
-struct NodeStream {
+pub(crate) struct NodeStream {
     frames: mpsc::UnboundedSender<Bytes>,
     answer: tokio::task::JoinHandle<(u16, Value)>,
 }
 
 impl NodeStream {
-    fn open(gw: &Gateway, node: &str, job_id: &str, lease_id: &str) -> Self {
+    pub(crate) fn open(gw: &Gateway, node: &str, job_id: &str, lease_id: &str) -> Self {
         let (frames, receiver) = mpsc::unbounded_channel::<Bytes>();
         let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
             let frame = receiver.recv().await?;
@@ -108,7 +108,7 @@ impl NodeStream {
         Self { frames, answer }
     }
 
-    fn send(&self, frame: Value) {
+    pub(crate) fn send(&self, frame: Value) {
         let mut line = frame.to_string();
         line.push('\n');
         // The request may have been answered (a refusal) and its body dropped.
@@ -120,7 +120,7 @@ impl NodeStream {
     }
 
     /// Ends the body and returns the gateway's answer.
-    async fn finish(self) -> (u16, Value) {
+    pub(crate) async fn finish(self) -> (u16, Value) {
         drop(self.frames);
         tokio::time::timeout(PATIENCE, self.answer)
             .await
@@ -586,4 +586,48 @@ async fn x_obb_cancel_on_disconnect_cancels_and_leaving_alone_does_not() {
         3,
         "nothing was stored"
     );
+}
+
+#[tokio::test]
+async fn the_official_python_sdk_reads_a_chat_stream_with_keepalives_between_its_chunks() {
+    let (gw, user, node) = started(&[]).await;
+    let script = r#"
+import json, os, openai
+client = openai.OpenAI(base_url=os.environ["BASE"] + "/v1", api_key=os.environ["KEY"])
+stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                        stream=True)
+print(json.dumps([chunk.choices[0].delta.content for chunk in stream]))
+"#;
+    let python = tokio::spawn(
+        tokio::process::Command::new(testkit::installed::sdk_python())
+            .args(["-c", script])
+            .env("BASE", &gw.base)
+            .env("KEY", &user)
+            .output(),
+    );
+    let job = eventually(PATIENCE, "the job to be leased", || async {
+        gw.fetch(&node, "n", &["m"], 1, 0.5)
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let id = job["id"].as_str().unwrap();
+    let relay = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
+    relay.chunk(0, "Hel");
+    // Keep-alives (one a second) after a numbered chunk: the SDK's decoder keeps the last
+    // id and would read a blank line after one as an event with no data.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    relay.chunk(1, "lo");
+    relay.send(json!({"seq": 2, "end": true}));
+    relay.finish().await;
+    assert_eq!(gw.complete(&node, &job, "Hello").await, "accepted");
+    let output = python.await.unwrap().expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let contents: Vec<Option<String>> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(contents, [Some("Hel".to_owned()), Some("lo".to_owned())]);
 }

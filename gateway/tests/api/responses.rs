@@ -7,10 +7,10 @@ use crate::harness::{Gateway, observed};
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
 
-const RESPONSES: &str = "/v1/responses";
+pub(crate) const RESPONSES: &str = "/v1/responses";
 
 /// A `response` object as an upstream answers it, with its own id (the gateway's replaces it).
-fn answer(text: &str) -> Value {
+pub(crate) fn answer(text: &str) -> Value {
     json!({"id": "resp_upstream", "object": "response", "created_at": 1_700_000_000,
            "status": "completed", "model": "m-upstream", "error": null,
            "output": [{"type": "message", "id": "msg_up", "status": "completed",
@@ -33,7 +33,7 @@ async fn create(gw: &Gateway, key: &str, body: &Value) -> (u16, Value) {
 }
 
 /// Leases the next Responses job as a node serving only `/v1/responses`.
-async fn lease(gw: &Gateway, node: &str, wait: f64) -> Value {
+pub(crate) async fn lease(gw: &Gateway, node: &str, wait: f64) -> Value {
     let (status, body) = gw
         .post_json(
             node,
@@ -46,7 +46,7 @@ async fn lease(gw: &Gateway, node: &str, wait: f64) -> Value {
     body["jobs"][0].clone()
 }
 
-async fn finish(gw: &Gateway, node: &str, job: &Value, result: Value) {
+pub(crate) async fn finish(gw: &Gateway, node: &str, job: &Value, result: Value) {
     let outcome = gw
         .report(
             node,

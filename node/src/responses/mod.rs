@@ -1,9 +1,13 @@
 //! OpenAI's Responses API on an upstream that only has chat completions: the request
-//! translated to chat ([`to_chat`]) and the chat answer translated back ([`from_chat`]).
-//! Pure functions; when to translate is the upstream client's call, not this module's.
+//! translated to chat ([`to_chat`]) and the chat answer translated back ([`from_chat`]),
+//! whole or as it streams ([`stream`]). Pure functions; when to translate is the upstream
+//! client's call, not this module's.
 
 mod request;
 mod response;
+pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;
 

@@ -20,6 +20,17 @@ mod stream;
 
 pub use stream::UpstreamStream;
 
+/// A Responses job's stream, as the upstream can give it.
+pub enum ResponsesStream {
+    /// The upstream's own Responses events.
+    Native(UpstreamStream),
+    /// Chat completion chunks answering the chat translation of `request`.
+    Translated {
+        stream: UpstreamStream,
+        request: Map<String, Value>,
+    },
+}
+
 /// A completion as the node needs it, read once: the upstream's body verbatim (for the
 /// gateway) and the token counts it reports (for the log). No `Value` tree is built.
 #[derive(Debug)]
@@ -274,8 +285,8 @@ impl UpstreamClient {
         responses::completion_from_chat(&request, &answer?)
     }
 
-    /// Asks `endpoint` (chat or legacy completions) for a stream of this job's answer, with
-    /// the usage chunk whatever the user asked (the stored result needs it). Returns once the
+    /// Asks `endpoint` (chat, legacy completions or Responses) for a stream of this job's
+    /// answer, with the usage chunk whatever the user asked (the stored result needs it). Returns once the
     /// first event came: a 429 or 5xx, or any transient failure before the first chunk, is
     /// retried as [`Self::complete`] retries it, since nothing was relayed yet.
     pub async fn stream(
@@ -292,6 +303,59 @@ impl UpstreamClient {
             UpstreamStream::open(response, url, endpoint, self.request_timeout).await
         })
         .await
+    }
+
+    /// Asks for a Responses job's events: from `/responses` with `"stream": true`, or, where
+    /// the upstream lacks the route (found as [`Self::complete`] finds it), as a chat
+    /// completion stream to translate ([`ResponsesStream::Translated`]). Returns once the
+    /// first event came, retrying as [`Self::stream`] does.
+    pub async fn stream_responses(
+        &self,
+        payload: &RawValue,
+        model: &str,
+        request_id: Option<&str>,
+    ) -> Result<ResponsesStream, UpstreamError> {
+        if !self.translates_responses() {
+            match self
+                .stream(Endpoint::Responses, payload, model, request_id)
+                .await
+            {
+                Err(UpstreamError::Rejected { status: 404, .. }) => {}
+                native => return native.map(ResponsesStream::Native),
+            }
+        }
+        let after_404 = !self.translates_responses();
+        let request = responses::parse_request(payload)?;
+        let mut chat = responses::to_chat(&request, model)?;
+        chat.insert("stream".to_owned(), Value::Bool(true));
+        chat.insert(
+            "stream_options".to_owned(),
+            serde_json::json!({"include_usage": true}),
+        );
+        let body = serde_json::to_vec(&chat).map_err(|e| UpstreamError::Invalid {
+            status: 200,
+            message: format!("cannot write the translated request: {e}"),
+        })?;
+        let answer = self
+            .retrying(|| async {
+                let (response, url) = self
+                    .send("/chat/completions", &body, request_id, None)
+                    .await?;
+                let endpoint = Endpoint::ChatCompletions;
+                UpstreamStream::open(response, url, endpoint, self.request_timeout).await
+            })
+            .await;
+        let chat_404 = matches!(answer, Err(UpstreamError::Rejected { status: 404, .. }));
+        if after_404 && !chat_404 && !self.no_responses_route.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                upstream = %self.upstream.base_url,
+                "the upstream has no /v1/responses: translating Responses jobs to chat completions"
+            );
+        }
+        Ok(ResponsesStream::Translated {
+            stream: answer?,
+            request,
+        })
     }
 
     /// POSTs `body` to `path` under the base URL, retrying transient errors.
@@ -439,7 +503,8 @@ fn not_an_object(e: serde_json::Error) -> UpstreamError {
 /// The job's body as `endpoint` upstream takes it, with `model` set to the upstream's name.
 /// `relay`: the answer is relayed as it comes, so a chat or legacy completions request
 /// keeps `"stream": true` and gets `stream_options.include_usage = true` whatever the user
-/// asked (the node stores the usage; it relays the usage chunk only when the user asked).
+/// asked (the node stores the usage; it relays the usage chunk only when the user asked),
+/// and a Responses request gets `"stream": true` (its closing event has the usage).
 /// Otherwise a streamed request is asked for whole: the gateway stores complete
 /// completions and replays streams from them. `metadata`, where a submit may carry the
 /// gateway's terms (`obb_priority`, `obb_ttl_seconds`), goes only where OpenAI takes it:
@@ -464,7 +529,10 @@ pub fn forwarded_body(
         }
         Endpoint::ChatCompletions => {}
     }
-    if relay && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+    if relay && endpoint == Endpoint::Responses {
+        // Its events carry the usage in the closing `response`: nothing more to ask.
+        body.insert("stream".to_owned(), Value::Bool(true));
+    } else if relay && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         body.insert("stream".to_owned(), Value::Bool(true));
         let options = body
             .entry("stream_options")

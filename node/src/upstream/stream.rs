@@ -6,7 +6,8 @@
 //! The format is OpenAI's stream (API reference, "Streaming"): unnamed events whose data
 //! is a `chat.completion.chunk` or a `text_completion` chunk, and `[DONE]` last. A failure
 //! after the head is an event whose data is `{"error":{…}}` (some servers name it
-//! `event: error`). Other named events and comments are skipped.
+//! `event: error`). Other named events and comments are skipped, but for a Responses
+//! stream, whose events are all named after their `type`.
 
 use super::{UpstreamError, classify};
 use futures_util::{Stream, StreamExt};
@@ -30,6 +31,8 @@ pub struct UpstreamStream {
     url: String,
     /// A chunk was taken: a failure from now on is [`UpstreamError::Interrupted`].
     began: bool,
+    /// Named events are chunks too (a Responses stream).
+    named: bool,
 }
 
 impl UpstreamStream {
@@ -66,10 +69,12 @@ impl UpstreamStream {
                 idle,
                 url,
                 began: false,
+                named: false,
             });
         }
         let events = SseByteStream::new(response.bytes_stream());
         let mut stream = Self::from_events(Box::pin(events), url, idle);
+        stream.named = endpoint == Endpoint::Responses;
         match stream.read().await {
             Ok(Some(first)) => stream.ready.push_back(first),
             Ok(None) => {}
@@ -86,6 +91,7 @@ impl UpstreamStream {
             idle,
             url,
             began: false,
+            named: false,
         }
     }
 
@@ -135,7 +141,7 @@ impl UpstreamStream {
             let Some(data) = event.data else {
                 continue;
             };
-            if named.is_some_and(|name| name != "error") {
+            if named.is_some_and(|name| name != "error") && !self.named {
                 continue;
             }
             if data.trim() == "[DONE]" {
@@ -211,9 +217,15 @@ fn broken(url: &str, error: &dyn std::error::Error) -> UpstreamError {
     }
 }
 
-/// A whole answer as the chunks a stream would have carried, usage included.
+/// A whole answer as the chunks a stream would have carried, usage included; a whole
+/// response as its closing event alone.
 fn replayed(endpoint: Endpoint, text: &str) -> Result<VecDeque<Box<RawValue>>, serde_json::Error> {
     let chunks: Vec<String> = match endpoint {
+        Endpoint::Responses => {
+            let response = RawValue::from_string(text.to_owned())?;
+            let closing = serde_json::json!({"type": "response.completed", "response": response});
+            vec![closing.to_string()]
+        }
         Endpoint::Completions => serde_json::from_str::<TextCompletion>(text)?
             .to_chunks(true)
             .iter()

@@ -307,16 +307,18 @@ fn a_relay_request_asks_for_include_usage_and_keeps_stream_true() {
         assert_eq!(body["stream_options"], options, "{endpoint}");
         assert_eq!(body["model"], "real");
     }
-    // Responses jobs are not relayed yet: asked for whole, as before.
+    // A relayed Responses job streams (its closing event has the usage); unrelayed, whole.
     let responses = RawValue::from_string(r#"{"input":"x","stream":true}"#.to_owned()).unwrap();
-    let body: Value = serde_json::from_slice(
-        &forwarded_body(Endpoint::Responses, &responses, "m", true).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (&body["stream"], body.get("stream_options")),
-        (&json!(false), None)
-    );
+    for (relay, stream) in [(true, true), (false, false)] {
+        let body: Value = serde_json::from_slice(
+            &forwarded_body(Endpoint::Responses, &responses, "m", relay).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&body["stream"], body.get("stream_options")),
+            (&json!(stream), None)
+        );
+    }
 }
 
 /// Every chunk of `stream`, until its end or its first error.
@@ -452,4 +454,58 @@ async fn a_stream_longer_than_the_request_timeout_is_not_cut_but_a_silent_one_is
     assert_eq!(chunks.len(), 1);
     let error = error.expect("an idle stream fails");
     assert!(error.to_string().contains("sent nothing for"), "{error}");
+}
+
+#[tokio::test]
+async fn a_responses_stream_yields_its_named_events_or_without_the_route_a_chat_stream() {
+    let mock = MockUpstream::start(&["m"]).await.unwrap();
+    mock.set_stream(2, Duration::ZERO);
+    let payload = RawValue::from_string(
+        r#"{"model":"m","input":"hi","stream":true,"background":true}"#.to_owned(),
+    )
+    .unwrap();
+    let client = client_of(mock.base_url());
+    let Ok(ResponsesStream::Native(mut stream)) =
+        client.stream_responses(&payload, "m", None).await
+    else {
+        panic!("the mock has /v1/responses");
+    };
+    let (events, error) = drain(&mut stream).await;
+    assert!(error.is_none(), "{error:?}");
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types.len(), 10, "every named event is one: {types:?}");
+    assert_eq!(
+        (types[0], types[9]),
+        ("response.created", "response.completed")
+    );
+    let (_, sent) = mock.state.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (&sent["stream"], sent.get("background")),
+        (&json!(true), None)
+    );
+
+    mock.set_responses_route(false);
+    let client = client_of(mock.base_url());
+    let Ok(ResponsesStream::Translated {
+        mut stream,
+        request,
+    }) = client.stream_responses(&payload, "m", None).await
+    else {
+        panic!("a chat stream to translate");
+    };
+    assert!(client.translates_responses());
+    assert_eq!(request["input"], "hi");
+    let (chunks, _) = drain(&mut stream).await;
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert!(chunks.last().unwrap()["usage"].is_object(), "{chunks:?}");
+    let (_, sent) = mock.state.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (&sent["stream"], &sent["stream_options"]),
+        (&json!(true), &json!({"include_usage": true}))
+    );
+    let paths = mock.paths();
+    assert_eq!(
+        paths[paths.len() - 2..],
+        ["/v1/responses", "/v1/chat/completions"]
+    );
 }

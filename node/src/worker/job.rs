@@ -158,13 +158,13 @@ impl JobContext {
     }
 
     /// Whether `job`'s answer is relayed as it comes: the gateway asked for it, it still has
-    /// the route, and the endpoint streams chat or legacy completion chunks (Responses and
-    /// embeddings jobs run unstreamed).
+    /// the route, and the endpoint streams (chat, legacy completions or Responses; never
+    /// embeddings).
     fn relays(&self, job: &LeasedJob) -> bool {
         job.relay
             && matches!(
                 job.endpoint,
-                Endpoint::ChatCompletions | Endpoint::Completions
+                Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses
             )
             && self.relay.gateway.relays()
     }
@@ -172,6 +172,8 @@ impl JobContext {
     async fn execute(&self, job: &LeasedJob) -> Result<Completion, UpstreamError> {
         let relays = self.relays(job);
         match (self.routing.target(&job.model), &self.upstream) {
+            // Not relayed, even when asked: its answer is whole at once, and the gateway
+            // replays a response that relayed nothing.
             (Some(Target::Echo), _) if job.endpoint == Endpoint::Responses => {
                 tracing::debug!(job = %job.id, "answered by the built-in echo model");
                 echo::respond(&job.request_payload, job.id.as_str())
@@ -201,6 +203,15 @@ impl JobContext {
                     return Ok(completion);
                 }
                 streamed::relay_whole(&self.relay, job, completion).await
+            }
+            (Some(Target::Upstream(name)), Some(upstream))
+                if relays && job.endpoint == Endpoint::Responses =>
+            {
+                // Its item events only: the gateway writes those that carry the response.
+                let stream = upstream
+                    .stream_responses(&job.request_payload, name, job.request_id.as_deref())
+                    .await?;
+                streamed::relay_response(&self.relay, job, stream).await
             }
             (Some(Target::Upstream(name)), Some(upstream)) if relays => {
                 // Opened beside the upstream call, so that the first chunk finds the relay

@@ -4,8 +4,11 @@
 
 use crate::real_llm::LlamaServer;
 use obb_node::responses;
+use obb_node::responses::stream::{Filler, Sorted, Translation, response_of, sort};
 use obb_node::routing::Upstream;
-use obb_node::upstream::{RetryPolicy, UpstreamClient};
+use obb_node::upstream::{
+    Completion, ResponsesStream, RetryPolicy, UpstreamClient, UpstreamStream,
+};
 use openbeepboop::Endpoint;
 use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Value, json};
@@ -151,4 +154,107 @@ async fn the_chat_translation_of_a_multi_turn_responses_request_is_answered_by_a
         if cut { "incomplete" } else { "completed" },
         "{chat_answer}"
     );
+}
+
+/// What a relayed Responses job sends the gateway, and the `response` it stores, for a
+/// stream as the node reads it (`worker::streamed` does the same, relaying as it goes).
+async fn relayed(stream: ResponsesStream) -> (Vec<Value>, Value) {
+    let mut events = Vec::new();
+    let completion = match stream {
+        ResponsesStream::Native(mut stream) => {
+            let mut filler = Filler::default();
+            loop {
+                let event = stream.next().await.unwrap().expect("a closing event");
+                match sort(&event) {
+                    Sorted::Item => {
+                        let event = filler.fill(&event).unwrap_or(event);
+                        events.push(serde_json::from_str(event.get()).unwrap());
+                    }
+                    Sorted::Closing(response) => break response_of(&response).unwrap(),
+                    Sorted::Error(message) => panic!("{message}"),
+                    Sorted::Skip => {}
+                }
+            }
+        }
+        ResponsesStream::Translated {
+            mut stream,
+            request,
+        } => translated(&mut stream, Translation::new(request), &mut events).await,
+    };
+    (events, serde_json::from_str(completion.body.get()).unwrap())
+}
+
+async fn translated(
+    stream: &mut UpstreamStream,
+    mut translation: Translation,
+    events: &mut Vec<Value>,
+) -> Completion {
+    while let Some(chunk) = stream.next().await.unwrap() {
+        events.extend(translation.push(&chunk).unwrap());
+    }
+    let (done, completion) = translation.finish();
+    events.extend(done);
+    completion.unwrap()
+}
+
+/// Item events with every field the SDKs read, whose deltas make the stored text.
+fn assert_streamed(events: &[Value], response: &Value) {
+    let deltas: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .collect();
+    assert!(deltas.len() >= 2, "{events:?}");
+    for event in events {
+        assert!(event["output_index"].is_u64(), "{event}");
+        if event.get("item_id").is_some()
+            && event["type"] != "response.function_call_arguments.delta"
+        {
+            assert!(event["content_index"].is_u64(), "{event}");
+        }
+    }
+    for delta in &deltas {
+        assert!(
+            delta["logprobs"].is_array() && delta["item_id"].is_string(),
+            "{delta}"
+        );
+    }
+    let text: String = deltas.iter().filter_map(|d| d["delta"].as_str()).collect();
+    assert_eq!(text, output_text(response), "{response}");
+    let added = events
+        .iter()
+        .find(|e| e["type"] == "response.output_item.added")
+        .unwrap();
+    assert_eq!(added["item"]["id"], response["output"][0]["id"]);
+    assert!(
+        response["usage"]["output_tokens"].as_u64() > Some(0),
+        "{response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_small_llm_streams_a_responses_job_as_item_events_the_sdks_can_read() {
+    let llm = LlamaServer::start();
+    let client = client(&format!("http://127.0.0.1:{}/v1", llm.port));
+    let job = json!({"model": "smollm2", "input": "Say hello.", "max_output_tokens": 12,
+                     "temperature": 0, "stream": true});
+    let job = to_raw_value(&job).unwrap();
+    // Natively, or translated, as the server's routes say.
+    let stream = client
+        .stream_responses(&job, "smollm2", None)
+        .await
+        .unwrap();
+    let (events, response) = relayed(stream).await;
+    assert_streamed(&events, &response);
+
+    // The chat translation, streamed by the same server.
+    let request = responses::parse_request(&job).unwrap();
+    let chat = to_raw_value(&responses::to_chat(&request, "smollm2").unwrap()).unwrap();
+    let mut stream = client
+        .stream(Endpoint::ChatCompletions, &chat, "smollm2", None)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let completion = translated(&mut stream, Translation::new(request), &mut events).await;
+    let response: Value = serde_json::from_str(completion.body.get()).unwrap();
+    assert_streamed(&events, &response);
 }

@@ -42,12 +42,14 @@ pub(super) struct Streamed {
     pub model: Value,
     pub call: u64,
     pub include_usage: bool,
+    /// For `/v1/responses`: the whole answer, whose text the stream replaces.
+    pub response: Option<Value>,
 }
 
-/// Whether a request asks for a stream the mock can give: chat or legacy completions with
-/// `"stream": true`.
+/// Whether a request asks for a stream the mock can give: chat, legacy completions or
+/// Responses with `"stream": true`.
 pub(super) fn wants_stream(kind: Kind, request: &Value) -> bool {
-    matches!(kind, Kind::Chat | Kind::Completions) && request["stream"] == true
+    matches!(kind, Kind::Chat | Kind::Completions | Kind::Responses) && request["stream"] == true
 }
 
 fn now_us() -> u64 {
@@ -127,6 +129,9 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
         let _ = held.wait_for(|hold| !*hold).await;
         state.streams_held.fetch_sub(1, Ordering::SeqCst);
     }
+    if let Some(response) = &streamed.response {
+        return write_response(writer, response, shape, fault).await;
+    }
     for i in 0..shape.chunks {
         if i > 0 && !shape.gap.is_zero() {
             tokio::time::sleep(shape.gap).await;
@@ -156,6 +161,99 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
         write_event(writer, &streamed.chunk(None, Some(usage), false)).await?;
     }
     write_chunk(writer, b"data: [DONE]\n\n").await?;
+    write_chunk(writer, b"").await?;
+    Ok(true)
+}
+
+/// A `/v1/responses` stream (OpenAI's "Streaming events"): the response's opening events,
+/// one message item whose text comes as `shape.chunks` deltas `t{i} ` (stamped like chat
+/// chunks), its `done` events, and `response.completed` with `response` holding the text.
+async fn write_response<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    response: &Value,
+    shape: StreamShape,
+    fault: Option<StreamFault>,
+) -> std::io::Result<bool> {
+    let mut sequence = 0u64;
+    let mut event = async |writer: &mut W, kind: &str, mut data: Value| {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(sequence);
+        sequence += 1;
+        write_chunk(
+            writer,
+            format!("event: {kind}\ndata: {data}\n\n").as_bytes(),
+        )
+        .await
+    };
+    let item_id = response["output"][0]["id"].clone();
+    let text: String = (0..shape.chunks).map(|i| format!("t{i} ")).collect();
+    let mut whole = response.clone();
+    whole["output"][0]["content"][0]["text"] = json!(text);
+    whole["usage"]["output_tokens"] = json!(shape.chunks);
+    whole["usage"]["total_tokens"] = json!(3 + shape.chunks);
+    let mut opening = whole.clone();
+    opening["status"] = json!("in_progress");
+    opening["output"] = json!([]);
+    opening["usage"] = Value::Null;
+    event(writer, "response.created", json!({"response": opening})).await?;
+    event(writer, "response.in_progress", json!({"response": opening})).await?;
+    let mut item = whole["output"][0].clone();
+    item["status"] = json!("in_progress");
+    item["content"] = json!([]);
+    event(
+        writer,
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item}),
+    )
+    .await?;
+    let at = |mut data: Value| {
+        data["item_id"] = item_id.clone();
+        data["output_index"] = json!(0);
+        data["content_index"] = json!(0);
+        data
+    };
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
+    event(
+        writer,
+        "response.content_part.added",
+        at(json!({"part": part("")})),
+    )
+    .await?;
+    for i in 0..shape.chunks {
+        if i > 0 && !shape.gap.is_zero() {
+            tokio::time::sleep(shape.gap).await;
+        }
+        let delta = at(json!({"delta": format!("t{i} "), "logprobs": [], "obb_sent_us": now_us()}));
+        event(writer, "response.output_text.delta", delta).await?;
+        match fault {
+            Some(StreamFault::CutAfter(k)) if k == i => {
+                writer.shutdown().await?;
+                return Ok(false);
+            }
+            Some(StreamFault::ErrorAfter(k)) if k == i => {
+                let error = json!({"code": "server_error", "message": "mock upstream failed mid-stream", "param": null});
+                event(writer, "error", error).await?;
+                write_chunk(writer, b"").await?;
+                return Ok(true);
+            }
+            _ => {}
+        }
+    }
+    event(
+        writer,
+        "response.output_text.done",
+        at(json!({"text": text, "logprobs": []})),
+    )
+    .await?;
+    event(
+        writer,
+        "response.content_part.done",
+        at(json!({"part": part(&text)})),
+    )
+    .await?;
+    let done = json!({"output_index": 0, "item": whole["output"][0]});
+    event(writer, "response.output_item.done", done).await?;
+    event(writer, "response.completed", json!({"response": whole})).await?;
     write_chunk(writer, b"").await?;
     Ok(true)
 }
@@ -253,5 +351,47 @@ mod tests {
         mock.release_streams();
         let held = events(&response.text().await.unwrap());
         assert_eq!(held.len(), 5, "3 texts, the finish, [DONE]: {held:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_true_responses_call_gets_item_events_then_the_whole_response() {
+        let mock = MockUpstream::start(&["m"]).await.unwrap();
+        mock.set_stream(2, Duration::ZERO);
+        let body = json!({"model": "m", "input": "hi", "stream": true});
+        let text = post(&mock, "/responses", body).await.unwrap();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect();
+        for (n, event) in events.iter().enumerate() {
+            assert_eq!(
+                (&event["type"], &event["sequence_number"]),
+                (&json!(names[n]), &json!(n))
+            );
+        }
+        let completed = &events[9]["response"];
+        assert_eq!(completed["output"][0]["content"][0]["text"], "t0 t1 ");
+        assert_eq!(completed["output"][0]["id"], events[4]["item_id"]);
+        assert_eq!(completed["usage"]["output_tokens"], 2);
     }
 }

@@ -1,52 +1,146 @@
-//! A finished `response` replayed as the Responses API's event stream (OpenAI's API
-//! reference, "Streaming events"): `response.created`, `response.in_progress`, per output
-//! item its `added`, content and `done` events, then `response.completed`,
-//! `response.incomplete` or `response.failed`. Every event names its `type` in both the
-//! SSE `event:` line and the data, and carries a `sequence_number` from 0. There is no
-//! `[DONE]`: a Responses stream ends with the connection.
+//! A `response`'s event stream (OpenAI's API reference, "Streaming events"):
+//! `response.created`, `response.in_progress`, per output item its `added`, content and
+//! `done` events, then `response.completed`, `response.incomplete` or `response.failed`.
+//! Every event names its `type` in both the SSE `event:` line and the data, and carries a
+//! `sequence_number` from 0, which is also its SSE `id` (what `Last-Event-ID` and
+//! `starting_after` name). There is no `[DONE]`: a Responses stream ends with the connection.
+//!
+//! A finished response is replayed whole ([`replay`]). A live one ([`opening`],
+//! [`relayed`], [`closing`]) gets its first two events and its closing event from the
+//! gateway, which owns the response's id and status, and its item events from the node:
+//! the relayed chunk `k` is the event numbered `k + 2` ([`OPENING`]).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-/// Writes events in order, numbering them.
+/// How many events come before the first item event: `response.created` and
+/// `response.in_progress`.
+pub const OPENING: u64 = 2;
+
+/// Writes events in order, numbering them, and leaves out those a resuming client has.
 struct Events {
     out: String,
     sequence: u64,
+    /// The number of the last event the client has.
+    after: Option<u64>,
 }
 
 impl Events {
-    fn push(&mut self, kind: &str, mut data: Value) {
-        data["type"] = json!(kind);
-        data["sequence_number"] = json!(self.sequence);
+    fn new(sequence: u64, after: Option<u64>) -> Self {
+        Self {
+            out: String::new(),
+            sequence,
+            after,
+        }
+    }
+
+    /// Appends event `kind` with the fields of `data` (an object), `type` first as OpenAI
+    /// writes it.
+    fn push(&mut self, kind: &str, data: Value) {
+        let sequence = self.sequence;
         self.sequence += 1;
-        crate::http::sse::frame(&mut self.out, Some(kind), &data.to_string());
+        if self.after.is_some_and(|after| sequence <= after) {
+            return;
+        }
+        let mut event = Map::new();
+        event.insert("type".to_owned(), json!(kind));
+        if let Value::Object(fields) = data {
+            event.extend(fields);
+        }
+        event.insert("sequence_number".to_owned(), json!(sequence));
+        self.out.push_str(&format!("id: {sequence}\n"));
+        let data = Value::Object(event).to_string();
+        crate::http::sse::frame(&mut self.out, Some(kind), &data);
     }
 }
 
-/// The events of `response`, a `response` object in a final status.
-pub fn replay(response: &Value) -> String {
-    let mut events = Events {
-        out: String::new(),
-        sequence: 0,
-    };
+/// `response` as it opens: in progress, with no output, usage or error yet.
+fn opened(response: &Value) -> Value {
     let mut opening = response.clone();
     opening["status"] = json!("in_progress");
     opening["output"] = json!([]);
     opening["usage"] = Value::Null;
     opening["error"] = Value::Null;
     opening["incomplete_details"] = Value::Null;
-    events.push("response.created", json!({"response": opening}));
-    events.push("response.in_progress", json!({"response": opening}));
+    opening
+}
+
+/// The events of `response`, a `response` object in a final status, after event `after`.
+pub fn replay(response: &Value, after: Option<u64>) -> String {
+    let mut events = Events::new(0, after);
+    push_opening(&mut events, response);
     let outputs = response["output"].as_array().cloned().unwrap_or_default();
     for (index, item) in outputs.iter().enumerate() {
         output_item(&mut events, index, item);
     }
+    push_closing(&mut events, response);
+    events.out
+}
+
+/// `response.created` and `response.in_progress` of a live stream, after event `after`.
+pub fn opening(response: &Value, after: Option<u64>) -> String {
+    let mut events = Events::new(0, after);
+    push_opening(&mut events, response);
+    events.out
+}
+
+/// The closing event of `response` (final), numbered `sequence`.
+pub fn closing(response: &Value, sequence: u64) -> String {
+    let mut events = Events::new(sequence, None);
+    push_closing(&mut events, response);
+    events.out
+}
+
+/// An `error` event numbered `sequence`: a stream that cannot end with its response.
+pub fn error(error: &openbeepboop::ErrorBody, sequence: u64) -> String {
+    let mut events = Events::new(sequence, None);
+    let data = json!({"code": error.code, "message": error.message, "param": error.param});
+    events.push("error", data);
+    events.out
+}
+
+/// Appends relayed chunk `seq`, an item event as the node sent it, as the event numbered
+/// `seq + OPENING`: its `sequence_number` is ours, and its `type` names the SSE event.
+/// Data that is not an object goes out unnamed, as it came.
+pub fn relayed(seq: u64, chunk: &[u8], out: &mut Vec<u8>) {
+    let sequence = seq + OPENING;
+    out.extend_from_slice(format!("id: {sequence}\n").as_bytes());
+    match serde_json::from_slice::<Map<String, Value>>(chunk) {
+        Ok(mut event) => {
+            event.insert("sequence_number".to_owned(), json!(sequence));
+            if let Some(kind) = event.get("type").and_then(Value::as_str) {
+                // An event name is one line: a type with a line break is not one to name.
+                if !kind.contains(['\r', '\n']) {
+                    out.extend_from_slice(format!("event: {kind}\n").as_bytes());
+                }
+            }
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(Value::Object(event).to_string().as_bytes());
+        }
+        Err(_) => {
+            out.extend_from_slice(b"data: ");
+            out.extend(
+                chunk
+                    .iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+            );
+        }
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+fn push_opening(events: &mut Events, response: &Value) {
+    let opening = opened(response);
+    events.push("response.created", json!({"response": opening}));
+    events.push("response.in_progress", json!({"response": opening}));
+}
+
+fn push_closing(events: &mut Events, response: &Value) {
     let closing = match response["status"].as_str() {
         Some("incomplete") => "response.incomplete",
         Some("failed" | "cancelled") => "response.failed",
         _ => "response.completed",
     };
     events.push(closing, json!({"response": response}));
-    events.out
 }
 
 /// One output item: `added` with the item still empty, its parts or arguments, `done`.
@@ -123,19 +217,24 @@ fn content_part(events: &mut Events, at: Value, part: &Value) {
 mod tests {
     use super::*;
 
+    /// Each event's name and data; its `id` must be its `sequence_number`.
     fn parsed(stream: &str) -> Vec<(String, Value)> {
         stream
             .split("\n\n")
             .filter(|event| !event.is_empty())
             .map(|event| {
                 let mut lines = event.lines();
+                let id = lines.next().unwrap().trim_start_matches("id: ").to_owned();
                 let name = lines
                     .next()
                     .unwrap()
                     .trim_start_matches("event: ")
                     .to_owned();
-                let data = lines.next().unwrap().trim_start_matches("data: ");
-                (name, serde_json::from_str(data).unwrap())
+                let data: Value =
+                    serde_json::from_str(lines.next().unwrap().trim_start_matches("data: "))
+                        .unwrap();
+                assert_eq!(data["sequence_number"].to_string(), id);
+                (name, data)
             })
             .collect()
     }
@@ -147,7 +246,7 @@ mod tests {
                         "status": "completed",
                         "content": [{"type": "output_text", "text": "Hi there", "annotations": []}]}],
             "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}});
-        let events = parsed(&replay(&response));
+        let events = parsed(&replay(&response, None));
         let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names,
@@ -179,12 +278,38 @@ mod tests {
         let response = json!({"status": "incomplete", "output": [
             {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f",
              "arguments": "{\"x\":1}", "status": "completed"}]});
-        let events = parsed(&replay(&response));
+        let events = parsed(&replay(&response, None));
         let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
         assert!(names.contains(&"response.function_call_arguments.done"));
         assert_eq!(events[2].1["item"]["arguments"], "");
         assert_eq!(names.last(), Some(&"response.incomplete"));
-        let failed = parsed(&replay(&json!({"status": "failed", "output": []})));
+        let failed = parsed(&replay(&json!({"status": "failed", "output": []}), None));
         assert_eq!(failed.last().unwrap().0, "response.failed");
+    }
+
+    #[test]
+    fn a_live_stream_numbers_relayed_items_after_the_opening_and_a_resume_skips_what_it_had() {
+        let response = json!({"id": "resp_1", "status": "completed", "output": []});
+        let opening = parsed(&opening(&response, Some(0)));
+        assert_eq!(opening.len(), 1, "the client has `response.created`");
+        assert_eq!(opening[0].0, "response.in_progress");
+        assert_eq!(opening[0].1["response"]["status"], "in_progress");
+
+        let mut out = Vec::new();
+        let delta = br#"{"type":"response.output_text.delta","item_id":"msg_up","output_index":0,"content_index":0,"delta":"Hi","sequence_number":7}"#;
+        relayed(0, delta, &mut out);
+        let events = parsed(&String::from_utf8(out).unwrap());
+        assert_eq!(events[0].0, "response.output_text.delta");
+        assert_eq!(events[0].1["sequence_number"], 2);
+        assert_eq!(events[0].1["item_id"], "msg_up");
+
+        let end = parsed(&closing(&response, 3));
+        assert_eq!(
+            (end[0].0.as_str(), &end[0].1["sequence_number"]),
+            ("response.completed", &json!(3))
+        );
+        let replayed = parsed(&replay(&response, Some(1)));
+        assert_eq!(replayed.len(), 1);
+        assert_eq!(replayed[0].1["sequence_number"], 2);
     }
 }

@@ -2,9 +2,10 @@
 //! response's (`resp_…`); `background: true` answers at once with the response `queued`,
 //! otherwise the request is held up to `max_wait_seconds` like `?wait`. Retrieve, cancel,
 //! delete and input items read or change that job; `object` builds the `response` object
-//! and `events` its event stream.
+//! and `events` its event stream, whole or live ([`Live`]).
 
 mod events;
+mod live;
 mod object;
 
 use super::Ctx;
@@ -18,11 +19,18 @@ use openbeepboop::Endpoint;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-pub use events::replay;
+pub use events::relayed;
+pub use live::{Live, Relayed, relay_after};
 pub use object::present;
 
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
+
+/// Whether job `id` is a response's: their ids are `resp_…` (`new_response_id`), no other
+/// job's are.
+pub fn is_response(id: &str) -> bool {
+    id.starts_with("resp_")
+}
 
 /// `POST /v1/responses`.
 pub async fn create(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
@@ -114,28 +122,33 @@ fn stream_replay(record: &JobRecord, request: &Stored) -> Reply {
     Reply::raw(
         200,
         "text/event-stream",
-        replay(&present(record, request)).into_bytes(),
+        events::replay(&present(record, request), None).into_bytes(),
     )
     .header("cache-control", "no-cache".to_owned())
     .header("x-obb-job-id", record.id.clone())
 }
 
 /// `GET /v1/responses/{id}`: the response in its current status. With `?stream=true`, its
-/// event stream, held with keep-alives until it ends (up to `max_wait_seconds`).
+/// event stream, held with keep-alives until it ends (up to `max_wait_seconds`), resumed
+/// after the event `?starting_after=N` or `Last-Event-ID: N` names. A finished response
+/// is replayed, unless a client resumes: its events may have been relayed live, which a
+/// replay would not number alike, so the live stream answers it.
 pub async fn retrieve(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
     let (record, request) = response_job(ctx, id).await?;
     match req.query_param("stream") {
         None | Some("false") => Ok(Reply::json(200, &present(&record, &request))),
-        Some("true") if record.status.is_final() => Ok(stream_replay(&record, &request)),
         Some("true") => {
+            let after = req.resume_after()?;
+            if record.status.is_final() && after.is_none() {
+                return Ok(stream_replay(&record, &request));
+            }
             let deadline = tokio::time::Instant::now()
                 + Duration::from_secs(ctx.state.config.max_wait_seconds);
-            Ok(streaming(
-                ctx,
-                &record.id,
-                deadline,
-                StreamOptions::default(),
-            ))
+            let options = StreamOptions {
+                after,
+                ..StreamOptions::default()
+            };
+            Ok(streaming(ctx, &record.id, deadline, options))
         }
         Some(other) => Err(ApiError::invalid(
             format!("`stream` must be `true` or `false`, not `{other}`"),

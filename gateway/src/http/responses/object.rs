@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 pub type Request = Map<String, Value>;
 
 /// The job's `response` object in its current status: `queued`, `in_progress`,
-/// `completed`, `incomplete` (the answer's own status), `failed` (an expired job too, with
-/// its error) or `cancelled`. The gateway owns `id`, `object`, `created_at` (Unix
+/// `completed`, `incomplete` (the answer's own status), `failed` (a failed or expired job,
+/// with its error, or an answer that says so itself) or `cancelled`. The gateway owns `id`, `object`, `created_at` (Unix
 /// seconds), `status`, `background`, `previous_response_id` and `metadata`; the rest is the
 /// node's answer, with the request's settings filled in where the answer has none.
 pub fn present(record: &JobRecord, request: &Request) -> Value {
@@ -27,6 +27,8 @@ pub fn present(record: &JobRecord, request: &Request) -> Value {
         JobStatus::Processing => "in_progress",
         JobStatus::Completed => match response.get("status").and_then(Value::as_str) {
             Some("incomplete") => "incomplete",
+            // An upstream's own failed response (its closing `response.failed`).
+            Some("failed") => "failed",
             _ => "completed",
         },
         JobStatus::Failed | JobStatus::Expired => "failed",
@@ -228,11 +230,14 @@ pub fn expand(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use openbeepboop::{Endpoint, ErrorBody};
 
-    fn record(status: JobStatus, result: Option<Value>) -> JobRecord {
+    pub(in crate::http::responses) fn record(
+        status: JobStatus,
+        result: Option<Value>,
+    ) -> JobRecord {
         JobRecord {
             id: "resp_1".to_owned(),
             owner_key_id: "k".to_owned(),
