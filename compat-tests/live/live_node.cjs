@@ -198,7 +198,8 @@ async function main() {
   assert.equal(events[0].type, "response.created");
   assert.equal(events.at(-1).type, "response.completed");
   assert.deepEqual(events.map((e) => e.sequence_number), events.map((_, n) => n));
-  assert.equal(events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""), "mock: Hello!");
+  // Relayed live from the mock's own stream (`t{i} ` per delta).
+  assert.equal(events.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""), "t0 t1 t2 ");
   assert.equal(events.at(-1).response.status, "completed");
   // A background response's stream, asked for right after it is created: held, if the node has
   // not answered it yet, until it has.
@@ -212,7 +213,7 @@ async function main() {
   let deltas = "";
   for await (const event of helper) if (event.type === "response.output_text.delta") deltas += event.delta;
   const final = await helper.finalResponse();
-  assert.deepEqual([deltas, final.output_text, final.status], ["mock: Hello!", "mock: Hello!", "completed"]);
+  assert.deepEqual([deltas, final.output_text, final.status], ["t0 t1 t2 ", "t0 t1 t2 ", "completed"]);
 
   // Embeddings through `wait`: the SDK asks for base64 unless told otherwise and hands the
   // caller floats either way; the mock's vector is (bytes, their sum, the first byte).

@@ -179,8 +179,9 @@ events = list(plain.responses.create(model=MODEL, input="Hello!", stream=True))
 kinds = [event.type for event in events]
 assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
 assert [event.sequence_number for event in events] == list(range(len(events)))
-assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "mock: Hello!", events
-assert events[-1].response.output_text == "mock: Hello!" and events[-1].response.status == "completed"
+# Relayed live from the mock's own stream (`t{i} ` per delta).
+assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "t0 t1 t2 ", events
+assert events[-1].response.output_text == "t0 t1 t2 " and events[-1].response.status == "completed"
 # A background response's stream, asked for right after it is created: held, if the node has
 # not answered it yet, until it has.
 later = plain.responses.create(model=MODEL, input="Hello!", background=True)
@@ -191,7 +192,7 @@ assert "".join(e.delta for e in resumed if e.type == "response.output_text.delta
 with plain.responses.stream(model=MODEL, input="Hello!") as stream:
     deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
     final = stream.get_final_response()
-assert deltas == final.output_text == "mock: Hello!", final
+assert deltas == final.output_text == "t0 t1 t2 ", final
 
 # Embeddings through `wait`: the SDK asks for base64 unless told otherwise and hands the
 # caller floats either way; the mock's vector is (bytes, their sum, the first byte).

@@ -73,6 +73,9 @@ pub struct Config {
     /// With `X-OBB-Progress: true`, a queued stream's `obb.queue` event goes out at most
     /// this often (seconds), when its position or estimated wait moved.
     pub stream_progress_seconds: u64,
+    /// A stream whose client takes nothing for this long (seconds: one write blocked by a
+    /// full socket) is ended, so that a client that stopped reading holds nothing.
+    pub stream_write_timeout_seconds: u64,
     /// The bytes of relayed chunks kept per running job for late or reconnecting
     /// subscribers (oldest dropped first).
     pub stream_replay_bytes: usize,
@@ -117,6 +120,7 @@ impl Default for Config {
             stream_keepalive_seconds: 15,
             stream_relay: true,
             stream_progress_seconds: 2,
+            stream_write_timeout_seconds: 30,
             stream_replay_bytes: 1024 * 1024,
             stream_replay_total_bytes: 64 * 1024 * 1024,
             batch_priority: 4,
@@ -213,8 +217,10 @@ impl Config {
         if self.stream_keepalive_seconds == 0 {
             return Err(invalid("`stream_keepalive_seconds` must be positive"));
         }
-        if self.stream_progress_seconds == 0 {
-            return Err(invalid("`stream_progress_seconds` must be positive"));
+        if self.stream_progress_seconds == 0 || self.stream_write_timeout_seconds == 0 {
+            return Err(invalid(
+                "`stream_progress_seconds` and `stream_write_timeout_seconds` must be positive",
+            ));
         }
         if self.stream_replay_bytes == 0
             || self.stream_replay_total_bytes < self.stream_replay_bytes

@@ -166,6 +166,11 @@ impl Relayed<'_> {
             }
         }
         if frame.end {
+            // The end names the `seq` no chunk took: past the relay's next, chunks are missing.
+            if frame.seq > self.ingest.next_seq() {
+                metrics.refused("gap");
+                return Ok(Some(RelayOutcome::Gap));
+            }
             self.ingest.finish(RelayEnd::Complete);
         }
         Ok(None)

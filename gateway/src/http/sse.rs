@@ -275,6 +275,15 @@ impl Stream<'_> {
             .flatten()
     }
 
+    /// Writes the stream's headers. From now on a write the client does not take within
+    /// `stream_write_timeout_seconds` ends the stream: a client that stopped reading must
+    /// not hold its relay cursor and socket buffers for the job's whole life.
+    async fn start(&self, session: &mut ServerSession, reply: &Reply) -> bool {
+        let patience = Duration::from_secs(self.state.config.stream_write_timeout_seconds);
+        session.set_write_timeout(Some(patience));
+        start(session, reply, self.request_id).await
+    }
+
     /// Ticks every `stream_keepalive_seconds`, first one period from now. One timer for the
     /// whole stream: events in between do not push the next keep-alive back, so a job that
     /// changes often cannot starve them.
@@ -295,7 +304,7 @@ impl Stream<'_> {
         reply: &Reply,
         after: Option<u64>,
     ) -> bool {
-        if !start(session, reply, self.request_id).await {
+        if !self.start(session, reply).await {
             return false;
         }
         let mut watch = self.state.queue.notifier().watch(self.job_id);
@@ -410,7 +419,7 @@ impl Stream<'_> {
         deadline: tokio::time::Instant,
         options: StreamOptions,
     ) -> bool {
-        if !start(session, reply, self.request_id).await {
+        if !self.start(session, reply).await {
             return false;
         }
         let include_usage = options.include_usage;

@@ -283,6 +283,13 @@ async fn a_chunk_of_a_superseded_lease_is_refused_stale_and_gaps_answer_next_seq
         relay.finish().await,
         (200, json!({"outcome": "gap", "next_seq": 1}))
     );
+    // An end past a missing chunk is a gap too, not the stream's end.
+    let early_end = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
+    early_end.send(json!({"seq": 3, "end": true}));
+    assert_eq!(
+        early_end.finish().await,
+        (200, json!({"outcome": "gap", "next_seq": 1}))
+    );
     // The node resends from `next_seq` on a new request.
     let again = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
     again.chunk(1, "b");

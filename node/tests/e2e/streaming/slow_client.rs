@@ -27,7 +27,8 @@ fn unsent_bytes(from: u16, to: u16) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_client_does_not_slow_other_streams() {
-    let (gw, user, key, mock) = streaming_stack(&[]).await;
+    // A client that takes nothing for 2 s is let go.
+    let (gw, user, key, mock) = streaming_stack(&[("OBB_STREAM_WRITE_TIMEOUT_SECONDS", "2")]).await;
     let _node = run_node(&gw, &key, &mock, "busy", NODE);
     // The slow client's answer is large (about 300 KB) and sent at once, so the gateway's
     // writes to it block as soon as the socket buffers are full.
@@ -130,6 +131,12 @@ async fn a_slow_client_does_not_slow_other_streams() {
         job["result"]["choices"][0]["message"]["content"],
         mock_text(1000)
     );
+    // The slow client read nothing: its write timed out and its stream was ended, so no
+    // stream is left reading a relay.
+    eventually(PATIENCE, "the slow client's stream to be ended", || async {
+        (gw.metric("obb_stream_subscribers", "").await == 0.0).then_some(())
+    })
+    .await;
     drop(slow);
     println!(
         "figures: streams=10 chunks=20 gap_ms=20 p99_gap_ms={} mock_p99_gap_ms={} max_gap_ms={} slow_client_backlog_bytes={backlog}",
