@@ -91,6 +91,8 @@ struct Inner {
     next_seq: u64,
     bytes: usize,
     end: RelayEnd,
+    /// The store knows this generation relayed a chunk (`Queue::mark_relayed` returned).
+    marked: bool,
     /// When the relay last changed or was subscribed to, for the sweep.
     touched: Instant,
 }
@@ -98,8 +100,10 @@ struct Inner {
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// Kept; `first` when it is the run's first chunk.
-    Kept { first: bool },
+    /// Kept; `unmarked` while the store has not yet recorded that this run relayed a chunk
+    /// (its first chunk, or a later one after the mark failed): mark it, then
+    /// [`Ingest::marked`].
+    Kept { unmarked: bool },
     /// Its `seq` was already taken: dropped.
     Duplicate,
     /// It skipped ahead: the relay expects this `seq` next.
@@ -131,6 +135,9 @@ pub enum Read {
 pub struct Cursor {
     relay: Arc<Relay>,
     next: u64,
+    /// The lease generation whose chunks this cursor read: chunks of another run must not
+    /// be spliced after them.
+    generation: Option<u64>,
     moved: watch::Receiver<u64>,
 }
 
@@ -172,6 +179,7 @@ impl Relays {
                 next_seq: 0,
                 bytes: 0,
                 end: RelayEnd::Open,
+                marked: false,
                 touched: Instant::now(),
             }),
             moved: watch::channel(0).0,
@@ -191,14 +199,16 @@ impl Relays {
             let mut inner = relay.inner();
             if inner.lease.as_deref() != Some(lease) {
                 if inner.lease.is_some() {
-                    // Only a run that relayed nothing is ever leased again, so this drops
-                    // at most what a superseded node sent and no client saw.
+                    // A run that relayed a chunk is not leased again, unless its chunk came
+                    // after its lease lapsed (the mark then refused it): a cursor that read
+                    // it sees the new generation and ends (`Cursor::read`).
                     relay.clear(&mut inner);
                     inner.first_seq = 0;
                     inner.next_seq = 0;
                 }
                 inner.lease = Some(lease.to_owned());
                 inner.generation += 1;
+                inner.marked = false;
             }
             // A node resending after its request broke off takes up the same stream.
             inner.end = RelayEnd::Open;
@@ -216,23 +226,26 @@ impl Relays {
         Cursor {
             relay,
             next: after.map_or(0, |n| n.saturating_add(1)),
+            generation: None,
             moved,
         }
     }
 
-    /// Forgets relays nobody needs: those ended or never opened, with no subscriber, and
-    /// untouched for `linger`; any ended relay untouched for twice that; and any relay at
-    /// all untouched for [`FORSAKEN`] `linger`s, whose node vanished without its connection
-    /// closing (its job has failed by then: its lease lapsed long before).
+    /// Forgets relays nobody reads: those ended or never opened and untouched for `linger`,
+    /// and any untouched for [`FORSAKEN`] `linger`s, whose node vanished without its
+    /// connection closing (its job has failed by then: its lease lapsed long before). A
+    /// relay with a subscriber is kept whatever its age.
     pub fn sweep(&self, now: Instant) {
         let linger = self.limits.linger;
         self.jobs().retain(|_, relay| {
             let mut inner = relay.inner();
             let idle = now.saturating_duration_since(inner.touched);
+            // A relay someone reads stays: its subscriber holds it, and a new entry for the
+            // same job would never reach them. They leave when their stream ends.
             let unheard = relay.moved.receiver_count() == 0;
             let done = inner.end != RelayEnd::Open || inner.lease.is_none();
             let forsaken = idle >= linger * FORSAKEN;
-            let keep = !forsaken && !(done && idle >= linger && (unheard || idle >= linger * 2));
+            let keep = !unheard || !(forsaken || (done && idle >= linger));
             if !keep {
                 relay.clear(&mut inner);
             }
@@ -303,7 +316,7 @@ impl Ingest {
         {
             relay.evict(&mut inner);
         }
-        let first = inner.next_seq == 0;
+        let unmarked = !inner.marked;
         if inner.chunks.is_empty() {
             inner.first_seq = seq;
         }
@@ -314,7 +327,21 @@ impl Ingest {
         inner.touched = Instant::now();
         drop(inner);
         relay.bump();
-        Appended::Kept { first }
+        Appended::Kept { unmarked }
+    }
+
+    /// The store recorded that this run relayed a chunk.
+    pub fn marked(&self) {
+        let mut inner = self.relay.inner();
+        if inner.generation == self.generation {
+            inner.marked = true;
+        }
+    }
+
+    /// Whether the store has yet to record that this run relayed a chunk, though it did.
+    pub fn needs_mark(&self) -> bool {
+        let inner = self.relay.inner();
+        inner.generation == self.generation && !inner.marked && inner.next_seq > 0
     }
 
     /// The `seq` the relay expects next.
@@ -327,10 +354,13 @@ impl Ingest {
         self.relay.inner().generation != self.generation
     }
 
-    /// Ends the stream, unless a newer lease took the relay over.
+    /// Ends the stream, unless a newer lease took the relay over. A break after the end
+    /// (an old request of the same run failing late) changes nothing.
     pub fn finish(&self, end: RelayEnd) {
         let mut inner = self.relay.inner();
-        if inner.generation != self.generation {
+        if inner.generation != self.generation
+            || (end == RelayEnd::Abandoned && inner.end == RelayEnd::Complete)
+        {
             return;
         }
         inner.end = end;
@@ -344,6 +374,13 @@ impl Cursor {
     /// The chunks from the cursor's position on, and moves past them.
     pub fn read(&mut self) -> Read {
         let inner = self.relay.inner();
+        // Another run took the relay over after this cursor read the first run's chunks:
+        // what follows is not the continuation of what it has.
+        if self.generation.is_some_and(|seen| seen != inner.generation) {
+            return Read::Behind {
+                oldest: inner.first_seq,
+            };
+        }
         if self.next < inner.first_seq {
             return Read::Behind {
                 oldest: inner.first_seq,
@@ -366,6 +403,7 @@ impl Cursor {
             taken.push((*seq, chunk.clone()));
         }
         self.next += taken.len() as u64;
+        self.generation = Some(inner.generation);
         Read::Chunks(taken)
     }
 

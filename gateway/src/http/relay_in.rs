@@ -140,8 +140,14 @@ impl Relayed<'_> {
                 Appended::Stale => metrics.refused("stale"),
                 Appended::Duplicate => {}
             }
+            let unmarked = match appended {
+                Appended::Kept { unmarked } => unmarked,
+                // A resend after a failed mark: the run relayed, and the store must know.
+                Appended::Duplicate => self.ingest.needs_mark(),
+                _ => false,
+            };
             match appended {
-                Appended::Kept { first: true } => {
+                Appended::Kept { .. } | Appended::Duplicate if unmarked => {
                     // Sent to subscribers already: the mark never delays the first token.
                     match self
                         .state
@@ -149,7 +155,7 @@ impl Relayed<'_> {
                         .mark_relayed(self.job_id.to_owned(), self.lease_id.to_owned())
                         .await?
                     {
-                        RelayLease::Current => {}
+                        RelayLease::Current => self.ingest.marked(),
                         RelayLease::Stale => {
                             metrics.refused("stale");
                             return Ok(Some(RelayOutcome::Stale));
@@ -160,7 +166,7 @@ impl Relayed<'_> {
                         }
                     }
                 }
-                Appended::Kept { first: false } | Appended::Duplicate => {}
+                Appended::Kept { .. } | Appended::Duplicate => {}
                 Appended::Gap(_) => return Ok(Some(RelayOutcome::Gap)),
                 Appended::Stale => return Ok(Some(RelayOutcome::Stale)),
             }

@@ -58,12 +58,21 @@ impl Request {
                 _ => return Ok(None),
             },
         };
-        value.trim().parse::<u64>().map(Some).map_err(|_| {
-            ApiError::invalid(
-                format!("`{name}` must be a chunk number (an integer from 0), not `{value}`"),
-                Some(name.to_owned()),
-            )
-        })
+        // Bounded, so that the arithmetic on it cannot overflow; no stream has 2^32 chunks.
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= u64::from(u32::MAX))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!(
+                        "`{name}` must be a chunk number (an integer from 0 to 4294967295), not `{value}`"
+                    ),
+                    Some(name.to_owned()),
+                )
+            })
     }
 }
 

@@ -227,7 +227,10 @@ pub(super) async fn hold(
         return Ok(Held::Pending(record));
     }
     let deadline = tokio::time::Instant::now() + wait;
-    let first_wait = if judged.stream {
+    let first_wait = if judged.stream && options.progress {
+        // Its first `obb.queue` event is due at once, with the headers.
+        Duration::ZERO
+    } else if judged.stream {
         wait.min(Duration::from_secs(
             ctx.state.config.stream_keepalive_seconds,
         ))

@@ -17,8 +17,17 @@ fn a_subscriber_gets_every_chunk_after_its_cursor_in_order() {
     let mut early = relays.subscribe("job", None);
     let ingest = relays.open("job", "lease-1");
     assert_eq!(early.read(), Read::Pending);
-    assert_eq!(ingest.append(0, chunk(0)), Appended::Kept { first: true });
-    assert_eq!(ingest.append(1, chunk(1)), Appended::Kept { first: false });
+    assert_eq!(
+        ingest.append(0, chunk(0)),
+        Appended::Kept { unmarked: true }
+    );
+    // Until the store has the mark, every chunk asks for it.
+    assert_eq!(
+        ingest.append(1, chunk(1)),
+        Appended::Kept { unmarked: true }
+    );
+    ingest.marked();
+    assert!(!ingest.needs_mark());
     assert_eq!(seqs(early.read()), vec![0, 1]);
     let mut late = relays.subscribe("job", Some(0));
     ingest.append(2, chunk(2));
@@ -94,11 +103,15 @@ fn a_newer_lease_makes_the_old_ingest_stale() {
     let new = relays.open("job", "lease-2");
     assert!(old.is_stale());
     assert_eq!(old.append(0, chunk(0)), Appended::Stale);
-    assert_eq!(new.append(0, chunk(0)), Appended::Kept { first: true });
+    assert_eq!(new.append(0, chunk(0)), Appended::Kept { unmarked: true });
     // The same lease opening again continues where it was.
     let again = relays.open("job", "lease-2");
     assert_eq!(again.next_seq(), 1);
-    assert_eq!(again.append(1, chunk(1)), Appended::Kept { first: false });
+    again.marked();
+    assert_eq!(
+        again.append(1, chunk(1)),
+        Appended::Kept { unmarked: false }
+    );
 }
 
 #[test]
@@ -131,15 +144,52 @@ fn the_sweep_forgets_ended_relays_after_the_linger_and_keeps_open_ones() {
     relays.sweep(Instant::now() + Duration::from_secs(31));
     assert_eq!(relays.stats().relays, 1);
     assert_eq!(relays.stats().bytes, chunk(0).len());
-    // An ended relay with a subscriber stays until twice the linger.
+    // An ended relay with a subscriber stays as long as it is read.
     let held = relays.open("held", "lease-3");
     held.finish(RelayEnd::Abandoned);
-    let _cursor = relays.subscribe("held", None);
-    relays.sweep(Instant::now() + Duration::from_secs(31));
-    assert_eq!(relays.stats().subscribers, 1);
+    let cursor = relays.subscribe("held", None);
+    relays.sweep(Instant::now() + Duration::from_secs(61));
+    assert_eq!((relays.stats().relays, relays.stats().subscribers), (2, 1));
+    drop(cursor);
     relays.sweep(Instant::now() + Duration::from_secs(61));
     assert_eq!(relays.stats().relays, 1, "only the open relay is left");
     // An open relay whose node vanished without closing its connection goes in the end.
     relays.sweep(Instant::now() + Duration::from_secs(601));
     assert_eq!(relays.stats(), RelayStats::default());
+}
+
+#[test]
+fn a_cursor_that_read_one_run_does_not_read_the_next_runs_chunks() {
+    let relays = Relays::new(RelayLimits::default());
+    let mut reader = relays.subscribe("job", None);
+    let mut late = relays.subscribe("job", None);
+    let first = relays.open("job", "lease-1");
+    first.append(0, chunk(0));
+    assert_eq!(seqs(reader.read()), vec![0]);
+    // Run 1's chunk came after its lease lapsed; run 2 takes the relay over.
+    let second = relays.open("job", "lease-2");
+    second.append(0, chunk(10));
+    second.append(1, chunk(11));
+    assert!(
+        matches!(reader.read(), Read::Behind { .. }),
+        "no splice of two runs"
+    );
+    // A cursor that had read nothing follows the new run from its start.
+    assert_eq!(seqs(late.read()), vec![0, 1]);
+}
+
+#[test]
+fn a_late_break_does_not_undo_a_complete_stream_and_a_read_relay_is_never_swept() {
+    let relays = Relays::new(RelayLimits::default());
+    let ingest = relays.open("job", "lease-1");
+    ingest.append(0, chunk(0));
+    ingest.finish(RelayEnd::Complete);
+    ingest.finish(RelayEnd::Abandoned);
+    let mut cursor = relays.subscribe("job", None);
+    assert_eq!(seqs(cursor.read()), vec![0]);
+    assert_eq!(cursor.end(), (RelayEnd::Complete, true));
+    // A queued job's stream waits for longer than any linger: its relay stays.
+    let _waiting = relays.subscribe("queued", None);
+    relays.sweep(Instant::now() + Duration::from_secs(3600));
+    assert_eq!(relays.stats().relays, 2);
 }

@@ -456,6 +456,7 @@ async fn bad_relay_and_resume_input_is_refused_in_the_openai_envelope() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     for (query, param) in [
         ("starting_after=soon", "starting_after"),
+        ("starting_after=18446744073709551615", "starting_after"),
         ("format=xml", "format"),
     ] {
         let (status, body) = gw

@@ -200,6 +200,11 @@ impl RelaySender {
         let job = &self.job_id;
         match outcome {
             Ok(Ok(ack)) => {
+                // A request that got frames through is not part of a run of failures: the
+                // retry budget is for a gateway that takes nothing (it restarts, or is gone).
+                if ack.next_seq > self.acked {
+                    self.retries = 0;
+                }
                 self.acked = ack.next_seq;
                 // The gateway's `next_seq` counts chunks: the end frame (the last, at
                 // `seq` = the number of chunks) does not move it. An `accepted` answer to a
