@@ -82,14 +82,16 @@ pub struct LeasedJob {
 /// and whose headers name the job (`x-obb-job-id`) and the lease (`x-obb-lease-id`).
 /// Frames are numbered from 0 by `seq`; a frame below the gateway's next expected `seq`
 /// is a duplicate and dropped, one above it is refused with [`RelayOutcome::Gap`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RelayFrame {
+/// The chunk is borrowed, so that neither side copies it: the node writes it from the
+/// upstream's event, the gateway keeps a slice of the line it read. Fields a newer node adds
+/// are ignored.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RelayFrame<'a> {
     pub seq: u64,
     /// The upstream's event data, verbatim: one JSON object (a `chat.completion.chunk`, a
     /// `text_completion` chunk or a Responses event).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunk: Option<Box<RawValue>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<&'a RawValue>,
     /// No frame follows this one: the upstream's stream ended.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub end: bool,

@@ -16,21 +16,8 @@ use super::{State, body};
 use crate::queue::RelayLease;
 use crate::relay::{Appended, Ingest, RelayEnd};
 use bytes::{Bytes, BytesMut};
-use openbeepboop::{RelayAck, RelayOutcome};
+use openbeepboop::{RelayAck, RelayFrame, RelayOutcome};
 use pingora::protocols::http::ServerSession;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
-/// One line of the body, its chunk borrowed from the line.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Frame<'a> {
-    seq: u64,
-    #[serde(borrow, default)]
-    chunk: Option<&'a RawValue>,
-    #[serde(default)]
-    end: bool,
-}
 
 /// Takes a relayed stream and answers with its [`RelayAck`]. On an error, or an answer
 /// before the body's end, the body may be left unread, so the caller must not reuse the
@@ -125,7 +112,7 @@ impl Relayed<'_> {
             return Ok(None);
         }
         let metrics = &self.state.metrics.stream;
-        let frame: Frame<'_> = serde_json::from_slice(&line).map_err(|e| {
+        let frame: RelayFrame<'_> = serde_json::from_slice(&line).map_err(|e| {
             metrics.refused("malformed");
             ApiError::invalid(format!("a relay frame is not valid: {e}"), None)
         })?;

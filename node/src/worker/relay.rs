@@ -17,7 +17,7 @@ use crate::config::RelayMode;
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::metrics::NodeMetrics;
 use bytes::{Bytes, BytesMut};
-use openbeepboop::{JobId, LeaseId, LeasedJob, RelayAck, RelayOutcome};
+use openbeepboop::{JobId, LeaseId, LeasedJob, RelayAck, RelayFrame, RelayOutcome};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,13 @@ const COALESCE: usize = 16;
 
 /// In append mode, the shortest time between two requests.
 const APPEND_EVERY: Duration = Duration::from_millis(50);
+
+/// One NDJSON line of the relay's body.
+fn line(frame: &RelayFrame<'_>) -> Bytes {
+    let mut line = serde_json::to_vec(frame).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
 
 /// How long a reopened request waits first; one per retry, then the relay is given up.
 const RETRY_DELAYS: [Duration; 3] = [
@@ -113,10 +120,13 @@ impl RelaySender {
 
     /// Sends one chunk (an upstream event's JSON, verbatim) as the next frame.
     pub(super) fn send(&mut self, chunk: &RawValue) {
-        let seq = self.frames.len();
-        let line = format!("{{\"seq\":{seq},\"chunk\":{}}}\n", chunk.get());
+        let seq = self.frames.len() as u64;
         self.push(Frame {
-            line: Bytes::from(line),
+            line: line(&RelayFrame {
+                seq,
+                chunk: Some(chunk),
+                end: false,
+            }),
             end: false,
         });
     }
@@ -124,9 +134,13 @@ impl RelaySender {
     /// Sends the end frame and waits, at most [`END_WAIT`], until the gateway took the whole
     /// stream or the relay stopped, resending as needed.
     pub(super) async fn finish(mut self) {
-        let seq = self.frames.len();
+        let seq = self.frames.len() as u64;
         self.push(Frame {
-            line: Bytes::from(format!("{{\"seq\":{seq},\"end\":true}}\n")),
+            line: line(&RelayFrame {
+                seq,
+                chunk: None,
+                end: true,
+            }),
             end: true,
         });
         if let State::Open { feed, .. } = &mut self.state {
