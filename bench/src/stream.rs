@@ -247,6 +247,10 @@ async fn real(args: &Args) -> anyhow::Result<Value> {
         "temperature": 0, "ignore_eos": true,
         "messages": [{"role": "user", "content": format!("Count to ten, attempt {i}.")}]})
     };
+    // One request each way first: the server's first answer after loading its model, and
+    // the node's first fetch, are not what is measured.
+    streamed(&http, &direct_url, None, &body(1_000_000)).await?;
+    streamed(&http, &through_url, Some(&user), &body(2_000_000)).await?;
     let mut sides: [Vec<Seen>; 2] = [Vec::new(), Vec::new()];
     for round in 0..2 {
         let order = if round == 0 { [0, 1] } else { [1, 0] };
@@ -257,7 +261,9 @@ async fn real(args: &Args) -> anyhow::Result<Value> {
             };
             // Two at a time: the node's and the server's concurrency.
             for pair in 0..per_side.div_ceil(4) {
-                let i = round * per_side + pair * 2;
+                // Each side its own prompts, so that neither reads the other's from the
+                // server's prompt cache.
+                let i = side * 10_000 + round * per_side + pair * 2;
                 let (one, two) = (body(i), body(i + 1));
                 let (a, b) = tokio::join!(
                     streamed(&http, url, token, &one),

@@ -32,11 +32,7 @@ enum Relayed {
 
 /// Writes every chunk the relay holds past the cursor, in one write, each with its
 /// sequence number as the event id (so that `Last-Event-ID` resumes after it).
-async fn relay_out(
-    session: &mut ServerSession,
-    cursor: &mut Cursor,
-    framing: Framing,
-) -> Relayed {
+async fn relay_out(session: &mut ServerSession, cursor: &mut Cursor, framing: Framing) -> Relayed {
     let chunks = match cursor.read() {
         Read::Chunks(chunks) => chunks,
         Read::Behind { .. } => return Relayed::Behind,
