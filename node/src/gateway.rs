@@ -89,16 +89,23 @@ impl GatewayClient {
         timeout: Duration,
     ) -> Result<T, GatewayError> {
         let url = format!("{}{path}", self.base);
+        let request = self.http.post(&url).timeout(timeout).json(body);
+        self.exchange(path, request).await
+    }
+
+    /// Sends `request` (to `path`) with the node key and reads the gateway's answer as `T`:
+    /// an error for a transport failure, a status of 300 or more, or an unreadable body.
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, GatewayError> {
         let unreachable = |e: reqwest::Error| GatewayError::Unreachable {
             url: self.base.clone(),
             message: tls::describe(&e, "server"),
         };
-        let response = self
-            .http
-            .post(&url)
+        let response = request
             .bearer_auth(&self.key)
-            .timeout(timeout)
-            .json(body)
             .send()
             .await
             .map_err(unreachable)?;
@@ -129,36 +136,23 @@ impl GatewayClient {
         body: reqwest::Body,
     ) -> Result<RelayAck, GatewayError> {
         let url = format!("{}{RELAY_PATH}", self.base);
-        let unreachable = |e: reqwest::Error| GatewayError::Unreachable {
-            url: self.base.clone(),
-            message: tls::describe(&e, "server"),
-        };
-        let response = self
+        let request = self
             .http
             .post(&url)
-            .bearer_auth(&self.key)
             .header("x-obb-job-id", job_id.as_str())
             .header("x-obb-lease-id", lease_id.as_str())
             .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(unreachable)?;
-        if status == 404 && !self.no_relay_route.swap(true, Ordering::Relaxed) {
+            .body(body);
+        let answer = self.exchange(RELAY_PATH, request).await;
+        if matches!(answer, Err(GatewayError::Rejected { status: 404, .. }))
+            && !self.no_relay_route.swap(true, Ordering::Relaxed)
+        {
             tracing::info!(
                 gateway = %self.base,
                 "the gateway has no {RELAY_PATH}: relayed jobs run unstreamed and are submitted whole"
             );
         }
-        if status >= 300 {
-            return Err(answer_error(RELAY_PATH, status, text));
-        }
-        serde_json::from_str(&text).map_err(|e| GatewayError::Failed {
-            status,
-            message: format!("unreadable answer from `{RELAY_PATH}`: {e}"),
-        })
+        answer
     }
 
     /// Leases up to `limit` jobs of `models` and `endpoints`, waiting up to `wait` for one
