@@ -80,6 +80,9 @@ if $install; then
   step "the official OpenAI SDKs, pinned, and the Python client: target/py-venv, target/node-sdk"
   [ -x target/py-venv/bin/python ] || python3 -m venv target/py-venv
   target/py-venv/bin/pip install -q --disable-pip-version-check openai==3.54.0 -e 'python/[test]'
+  # The dashboard's browser test drives Debian's Chromium with Playwright; Playwright's own
+  # browser download (`playwright install`) is never used.
+  target/py-venv/bin/pip install -q --disable-pip-version-check playwright pytest
   # The Node SDK's tests were run on Node.js 20 (this machine's); Debian 12's own nodejs is
   # 18, on which they were not: say so rather than fail somewhere inside them.
   node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -114,6 +117,10 @@ if $run; then
   step "the Python client: pytest (python/)"
   # The binaries come from target/debug, which cargo test has just built.
   (cd python && ../target/py-venv/bin/pytest -q --cov=openbeepboop --cov-report=)
+
+  step "the dashboard in Chromium: pytest (gateway/ui/tests)"
+  # The same binaries; screenshots of each view go to target/ui-screenshots/.
+  target/py-venv/bin/pytest -q gateway/ui/tests
 
   step "the wheel: packaging/check-wheel.sh"
   without_coverage bash packaging/check-wheel.sh

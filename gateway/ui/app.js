@@ -499,6 +499,10 @@ function handleEvent(name, payload) {
     state.view?.onOverview?.(payload);
   } else if (name === "job") {
     state.view?.onJob?.(payload);
+  } else if (name === "resync") {
+    // The gateway dropped events for this stream (it fell behind): what is shown may be
+    // stale, so the view loads again.
+    state.view?.reload?.();
   }
 }
 

@@ -1,0 +1,227 @@
+"""The dashboard in a real browser against a real gateway and node: what a USER key sees and
+may do, what an ADMIN key does (retry, drain, batches, keys), live updates without reloads,
+a phone-sized screen, and no console error anywhere. Screenshots of every view go to
+target/ui-screenshots/ (and the README's to $OBB_UI_README_SHOTS when set)."""
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import Dashboard, Stack, eventually
+from playwright.sync_api import expect
+
+BATCH_LINES = 5
+
+
+def job_row(dash: Dashboard, job_id: str):
+    return dash.page.locator(f'tr[data-id="{job_id}"]')
+
+
+def fact(dash: Dashboard, name: str):
+    return dash.page.locator(f'[data-fact="{name}"]')
+
+
+def job_status(stack: Stack, job_id: str) -> str:
+    return stack.call("GET", f"/v1/jobs/{job_id}", stack.admin).json()["status"]
+
+
+def create_batch(stack: Stack, key: str, lines: int) -> str:
+    """Uploads a JSONL file of `lines` echo requests and makes it a batch, as the README's
+    curl lines do, and returns the batch's id."""
+    body = "".join(
+        json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "echo", "messages": [{"role": "user", "content": f"line {i}"}]}}) + "\n"
+        for i in range(lines)
+    )
+    upload = stack.call("POST", "/v1/files", key, data={"purpose": "batch"},
+                        files={"file": ("requests.jsonl", body.encode(), "application/jsonl")})
+    assert upload.status_code == 200, upload.text
+    batch = stack.call("POST", "/v1/batches", key, json={
+        "input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+    assert batch.status_code == 200, batch.text
+    return batch.json()["id"]
+
+
+def the_node(stack: Stack) -> dict:
+    nodes = eventually(lambda: stack.call("GET", "/admin/nodes", stack.admin).json()["data"], "the node to call in")
+    assert len(nodes) == 1, nodes
+    return nodes[0]
+
+
+def test_a_user_sees_their_new_job_live_opens_it_and_cancels_it_but_nothing_of_others_or_admins(stack, dashboard):
+    others = stack.submit(stack.other_user)
+    dashboard.login(stack.user)
+    page = dashboard.page
+    expect(page.locator("#whoami")).to_contain_text("USER")
+    expect(page.get_by_role("link", name="Nodes")).to_have_count(0)
+    expect(page.get_by_role("link", name="Keys")).to_have_count(0)
+    dashboard.shot("user-overview")
+
+    dashboard.go("jobs")
+    expect(page.locator("#jobs-list table, #jobs-list .empty")).to_be_visible()
+    expect(page.locator("#filter-key")).to_have_count(0)
+    job = stack.submit(stack.user)
+    # No reload: the row comes from the page's live stream.
+    expect(job_row(dashboard, job)).to_be_visible()
+    expect(job_row(dashboard, job)).to_contain_text("queued")
+    expect(job_row(dashboard, others)).to_have_count(0)
+    dashboard.shot("user-jobs")
+
+    job_row(dashboard, job).get_by_role("link", name=job).click()
+    expect(page).to_have_url(re.compile(f"#/jobs/{job}$"))
+    expect(fact(dashboard, "Status")).to_have_text("queued")
+    expect(fact(dashboard, "Model")).to_have_text("nobody-serves-this")
+    expect(page.locator("pre.json").first).to_contain_text("hello from the dashboard test")
+    expect(page.get_by_role("button", name="Set priority")).to_have_count(0)
+    dashboard.shot("user-job")
+
+    page.get_by_role("button", name=f"Cancel job {job}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel job").click()
+    expect(fact(dashboard, "Status")).to_have_text("cancelled")
+    assert job_status(stack, job) == "cancelled"
+    # A cancelled job is retryable, but not by a USER key.
+    expect(page.get_by_role("button", name=re.compile("^Retry"))).to_have_count(0)
+
+    # The admin views are not reachable by their address either.
+    dashboard.go("nodes")
+    expect(page).to_have_url(re.compile("#/overview$"))
+
+    # The API refuses what the page hides.
+    assert stack.call("GET", "/admin/nodes", stack.user).status_code == 403
+    assert stack.call("POST", f"/admin/jobs/{job}/retry", stack.user).status_code == 403
+    assert stack.call("GET", f"/v1/jobs/{others}", stack.user).status_code == 404
+    listed = [j["id"] for j in stack.call("GET", "/v1/jobs?limit=100", stack.user).json()["data"]]
+    assert job in listed and others not in listed
+
+
+def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progress(stack, dashboard):
+    expired = stack.submit(stack.user, headers={"X-OBB-TTL": "1"})
+    eventually(lambda: job_status(stack, expired) == "expired", "the job to expire")
+    node = the_node(stack)
+    dashboard.login(stack.admin)
+    page = dashboard.page
+    expect(page.locator("#whoami")).to_contain_text("ADMIN")
+
+    # Retry the expired job from its page.
+    dashboard.go(f"jobs/{expired}")
+    expect(fact(dashboard, "Status")).to_have_text("expired")
+    page.get_by_role("button", name=f"Retry job {expired}").click()
+    expect(fact(dashboard, "Status")).to_have_text("queued")
+    expect(page.locator(".history")).to_contain_text("retried from expired")
+    assert job_status(stack, expired) == "queued"
+    dashboard.shot("job")
+
+    # The jobs table shows every key's jobs, with the key.
+    dashboard.go("jobs")
+    expect(job_row(dashboard, expired)).to_be_visible()
+    expect(page.locator("#filter-key")).to_be_visible()
+    dashboard.shot("jobs")
+
+    # Drain the node: the page marks it, and the gateway holds its jobs.
+    dashboard.go("nodes")
+    row = page.locator(f'tr[data-id="{node["id"]}"]')
+    expect(row).to_contain_text("alive")
+    row.get_by_role("button", name=f"Drain node {node['id']}").click()
+    expect(row.locator(".status-draining")).to_have_text("draining")
+    expect(row.get_by_role("button", name=f"Undrain node {node['id']}")).to_be_visible()
+    assert stack.call("GET", "/admin/nodes", stack.admin).json()["data"][0]["draining"] is True
+    dashboard.shot("nodes")
+
+    # A batch waits behind the drained node; the page shows it at 0 of its lines.
+    batch = create_batch(stack, stack.user, BATCH_LINES)
+    eventually(lambda: stack.call("GET", f"/v1/batches/{batch}", stack.admin).json()["request_counts"]["total"] == BATCH_LINES,
+               "the batch to be validated")
+    dashboard.go("batches")
+    bar = page.locator(f'tr[data-id="{batch}"] progress')
+    expect(bar).to_have_attribute("max", str(BATCH_LINES))
+    expect(bar).to_have_attribute("value", "0")
+
+    # Undrained (by HTTP, so that the page stays on the batch), the node runs the lines and
+    # the bar moves live.
+    assert stack.call("POST", f"/admin/nodes/{node['id']}/undrain", stack.admin).status_code == 200
+    expect(bar).to_have_attribute("value", str(BATCH_LINES), timeout=30_000)
+    batch_row = page.locator(f'tr[data-id="{batch}"]')
+    expect(batch_row.locator(".badge")).to_have_text("completed", timeout=30_000)
+    dashboard.shot("batches")
+
+    # The output file downloads with the key, through a blob URL.
+    with page.expect_download() as download:
+        batch_row.get_by_role("button", name=re.compile("^Download the output file")).click()
+    lines = pathlib_text(download.value.path()).splitlines()
+    assert len(lines) == BATCH_LINES and all(json.loads(line)["response"]["status_code"] == 200 for line in lines)
+
+    create_key_set_limits_and_revoke(stack, dashboard)
+
+    dashboard.go("overview")
+    expect(page.locator('[data-card="nodes-alive"]')).to_have_text("1")
+    expect(page.locator('[data-card="completed"]')).not_to_have_text("0")
+    dashboard.shot("overview")
+
+
+def pathlib_text(path) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def create_key_set_limits_and_revoke(stack: Stack, dashboard: Dashboard) -> None:
+    page = dashboard.page
+    dashboard.go("keys")
+    page.get_by_label("Name").fill("made-in-the-dashboard")
+    page.get_by_label("Role").select_option("user")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator(".secret-value")
+    expect(secret).to_have_text(re.compile("^sk-obb-"))
+    key = secret.inner_text()
+    who = stack.call("GET", "/v1/dashboard/whoami", key).json()
+    assert who["role"] == "USER" and who["name"] == "made-in-the-dashboard"
+    row = page.locator(f'tr[data-id="{who["key_id"]}"]')
+    expect(row).to_contain_text("made-in-the-dashboard")
+    dashboard.shot("keys")
+    page.get_by_role("button", name="Dismiss").click()
+    expect(secret).to_have_count(0)
+
+    # Limits: saved with the dialog's button, and Escape closes the dialog.
+    row.get_by_role("button", name=f"Edit the limits of key {who['key_id']}").click()
+    page.get_by_label("Weight").fill("3")
+    page.get_by_label("Requests per minute").fill("600")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    limits = stack.call("GET", f"/admin/keys/{who['key_id']}/limits", stack.admin).json()
+    assert limits["weight"] == 3 and limits["requests_per_minute"] == 600, limits
+    row.get_by_role("button", name=f"Edit the limits of key {who['key_id']}").click()
+    expect(page.get_by_label("Weight")).to_have_value("3")
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+
+    row.get_by_role("button", name=f"Revoke key {who['key_id']}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke key").click()
+    expect(row).to_contain_text("revoked")
+    assert stack.call("GET", "/v1/dashboard/whoami", key).status_code == 401
+
+
+def test_a_refused_key_is_told_why_with_the_api_message(stack, dashboard):
+    dashboard.allow("status of 401")
+    dashboard.allow("status of 403")
+    page = dashboard.page
+    dashboard.open()
+    page.get_by_label("API key").fill("sk-obb-not-a-key")
+    page.get_by_role("button", name="Log in").click()
+    message = stack.call("GET", "/v1/dashboard/whoami", "sk-obb-not-a-key").json()["error"]["message"]
+    expect(page.locator("#login-error")).to_have_text(message)
+    page.get_by_label("API key").fill(stack.node_key)
+    page.get_by_role("button", name="Log in").click()
+    message = stack.call("GET", "/v1/dashboard/whoami", stack.node_key).json()["error"]["message"]
+    expect(page.locator("#login-error")).to_contain_text(message)
+    expect(page.locator("#app")).to_be_hidden()
+    # The key is never in the address.
+    assert "sk-obb" not in page.url
+
+
+def test_the_jobs_view_fits_a_phone_without_sideways_page_scrolling(stack, phone):
+    stack.submit(stack.user)
+    phone.login(stack.user)
+    phone.go("jobs")
+    expect(phone.page.locator("#jobs-list table")).to_be_visible()
+    width, inner = phone.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= inner, f"the page is {width} px wide in a {inner} px window"
+    phone.shot("jobs-phone")
