@@ -246,6 +246,8 @@ async function act(button, work) {
     showError(error);
   } finally {
     button.disabled = false;
+    // A dialog closed meanwhile could not give the focus back to the disabled button.
+    if (button.isConnected && document.activeElement === document.body) button.focus();
   }
 }
 
