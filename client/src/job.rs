@@ -105,6 +105,45 @@ pub struct Job {
     /// Why the job did not complete, once `failed`, `cancelled` or `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// What operators did to the job (retries, priority changes), oldest first; absent
+    /// when nothing was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<JobEvent>,
+    /// The key that submitted it: in an admin's lists, in `?include=request` and exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The request body as submitted: with `?include=request` and in exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    /// Unix seconds: when its last run was leased (with `?include=request`, exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// Unix seconds: when it reached its final status (with `?include=request`, exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+}
+
+/// One entry of a job's history (`Job::events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// An admin queued the ended job again: `from` is the status it had, `attempts` and
+    /// `error` what its runs had come to.
+    Retried {
+        /// Unix seconds.
+        at: i64,
+        from: JobStatus,
+        attempts: u32,
+        #[serde(default)]
+        error: Option<ErrorBody>,
+    },
+    /// An admin moved the queued job from priority `from` to `to`.
+    Reprioritized {
+        /// Unix seconds.
+        at: i64,
+        from: u8,
+        to: u8,
+    },
 }
 
 /// `GET /v1/jobs`: newest first, with a cursor for the next page.

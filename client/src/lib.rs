@@ -40,6 +40,7 @@ pub mod ids;
 pub mod job;
 pub mod limits;
 pub mod node;
+pub mod operations;
 mod replay;
 pub mod responses;
 pub mod retry_after;
@@ -60,11 +61,15 @@ pub use endpoint::Endpoint;
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use file::{FileDeleted, FileList, FileObject, FilePurpose};
 pub use ids::{JobId, KeyId, LeaseId, NodeId};
-pub use job::{Job, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
+pub use job::{Job, JobEvent, JobList, JobStatus, PollEntry, PollRequest, PollResponse};
 pub use limits::KeyLimits;
 pub use node::{
     FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LeasedJob, NodeResult,
     NodeResultStatus, RelayAck, RelayFrame, RelayOutcome, SubmitOutcome, SubmitOutcomeKind,
     SubmitResponse,
+};
+pub use operations::{
+    BulkRetry, BulkRetryRequest, DashboardJobEvent, MinuteStats, NodeDeleted, NodeInfo, Overview,
+    OverviewDepth, OverviewHour, Percentiles, PriorityRequest, WhoAmI,
 };
 pub use responses::{Response, ResponseRequest};

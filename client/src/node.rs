@@ -45,6 +45,10 @@ pub struct FetchResponse {
     /// node packs its submits under it. Absent from older gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_submit_bytes: Option<u64>,
+    /// An admin drained the node (`POST /admin/nodes/{id}/drain`): it is leased no new
+    /// job until undrained; the jobs it runs finish. Absent (false) from older gateways.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// A job leased to a node. The lease must be heartbeated within `lease_ttl_ms` of the
@@ -147,6 +151,9 @@ pub struct HeartbeatResponse {
     /// [`LeasedJob::lease_ttl_ms`]). 0 from gateways that predate it.
     #[serde(default)]
     pub lease_ttl_ms: u64,
+    /// The node is drained: see [`FetchResponse::draining`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// One item of `POST /internal/queue/submit`.

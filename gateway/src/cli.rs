@@ -24,6 +24,101 @@ pub enum Command {
     /// Manage API keys in the database directly.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Retry, reprioritize and export jobs through a running gateway's admin API.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// List, drain and forget nodes through a running gateway's admin API.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+}
+
+/// Where the running gateway is, and the admin key to call it with.
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    /// The gateway's base URL
+    #[arg(long, env = "OBB_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// An admin key (a user key may export its own jobs)
+    #[arg(long, env = "OBB_ADMIN_KEY", hide_env_values = true)]
+    pub key: String,
+    /// A PEM file of the CA that signed the gateway's certificate, for a private CA
+    #[arg(long, env = "OBB_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Which jobs: each filter given narrows them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobFilterArgs {
+    /// Statuses, comma-separated (e.g. `failed,expired`)
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub batch_id: Option<String>,
+    /// Created at or after, Unix seconds
+    #[arg(long)]
+    pub since: Option<i64>,
+    /// Created before, Unix seconds
+    #[arg(long)]
+    pub until: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Queue an ended job again (`ID`), or every job the filters match (default: failed,
+    /// expired and cancelled). Prints the job, or how many were retried.
+    Retry {
+        id: Option<String>,
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Move a queued job to priority 1 (runs first) to 5. Prints the job.
+    Priority {
+        id: String,
+        priority: u8,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Write jobs as NDJSON to stdout, oldest first, with their requests and results.
+    Export {
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        /// The key that submitted them (admins)
+        #[arg(long)]
+        key_id: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List nodes: id, alive or not, draining, jobs in flight, capacity, models.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Lease the node no new job; its running jobs finish.
+    Drain {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Let a drained node take jobs again.
+    Undrain {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Forget a node that is gone (one still running comes back at its next call).
+    Remove {
+        id: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 /// Where the database and the config file are.

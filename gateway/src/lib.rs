@@ -8,5 +8,6 @@ pub mod limits;
 pub mod metrics;
 pub mod queue;
 pub mod relay;
+pub mod remote;
 pub mod runner;
 pub mod server;

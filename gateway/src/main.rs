@@ -5,10 +5,12 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use obb_gateway::auth::mint_key;
 use obb_gateway::cli::{
-    Cli, Command, KeysCommand, LimitArgs, Setting, SetupArgs, StartArgs, StoreArgs,
+    Cli, Command, JobsCommand, KeysCommand, LimitArgs, NodesCommand, Setting, SetupArgs, StartArgs,
+    StoreArgs,
 };
 use obb_gateway::config::{Config, default_config_file};
 use obb_gateway::queue::{Queue, offline};
+use obb_gateway::remote::{Remote, node_line};
 use openbeepboop::{KeyLimits, Role};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -60,7 +62,85 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Setup(args) => setup(args),
         Command::Start(args) => start(args),
         Command::Keys(command) => keys(command),
+        Command::Jobs(command) => remotely(jobs(command)),
+        Command::Nodes(command) => remotely(nodes(command)),
     }
+}
+
+/// Runs a command that calls the gateway's API (never `start`: pingora runs outside any
+/// tokio runtime).
+fn remotely(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
+}
+
+async fn jobs(command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::Retry {
+            id: Some(id),
+            remote,
+            ..
+        } => {
+            let job = Remote::new(&remote)?.retry(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Retry {
+            id: None,
+            filter,
+            remote,
+        } => {
+            let retried = Remote::new(&remote)?.retry_matching(&filter).await?;
+            println!("retried {retried} jobs");
+        }
+        JobsCommand::Priority {
+            id,
+            priority,
+            remote,
+        } => {
+            let job = Remote::new(&remote)?.priority(&id, priority).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Export {
+            filter,
+            key_id,
+            remote,
+        } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            Remote::new(&remote)?
+                .export(&filter, key_id.as_deref(), &mut out)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
+    match command {
+        NodesCommand::List { remote } => {
+            for node in Remote::new(&remote)?.nodes().await? {
+                println!("{}", node_line(&node));
+            }
+        }
+        NodesCommand::Drain { id, remote } => {
+            println!(
+                "{}",
+                node_line(&Remote::new(&remote)?.drain(&id, true).await?)
+            );
+        }
+        NodesCommand::Undrain { id, remote } => {
+            println!(
+                "{}",
+                node_line(&Remote::new(&remote)?.drain(&id, false).await?)
+            );
+        }
+        NodesCommand::Remove { id, remote } => {
+            Remote::new(&remote)?.remove(&id).await?;
+            println!("removed node {id}");
+        }
+    }
+    Ok(())
 }
 
 /// The config from file and environment, with `--db` applied on top.

@@ -48,6 +48,9 @@ pub struct GatewayClient {
     /// Set once `/internal/queue/stream` answered 404: the gateway predates relaying, so
     /// relayed jobs run unstreamed and are submitted whole, without asking again.
     no_relay_route: AtomicBool,
+    /// Whether the gateway last said an admin drained this node, so that the change is
+    /// logged once, not at every fetch.
+    draining: AtomicBool,
 }
 
 /// The node API's path for relayed streams.
@@ -79,6 +82,7 @@ impl GatewayClient {
             node_id: NodeId::new(node_id),
             submit_limit: AtomicU64::new(0),
             no_relay_route: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -187,7 +191,20 @@ impl GatewayClient {
         if let Some(limit) = response.max_submit_bytes {
             self.submit_limit.store(limit, Ordering::Relaxed);
         }
+        self.note_draining(response.draining);
         Ok(response.jobs)
+    }
+
+    /// Logs when an admin drains or undrains this node (`POST /admin/nodes/{id}/drain`):
+    /// while drained, its fetches lease nothing and its running jobs finish.
+    fn note_draining(&self, draining: bool) {
+        if self.draining.swap(draining, Ordering::Relaxed) != draining {
+            if draining {
+                tracing::warn!(node = %self.node_id, "drained by the gateway's admin: no new jobs until undrained; running jobs finish");
+            } else {
+                tracing::info!(node = %self.node_id, "undrained by the gateway's admin: taking jobs again");
+            }
+        }
     }
 
     /// The largest submit body the gateway takes, in bytes, once a fetch has said it.
@@ -207,12 +224,15 @@ impl GatewayClient {
             models: models.to_vec(),
             capacity,
         };
-        self.post(
-            "/internal/queue/heartbeat",
-            &request,
-            Duration::from_secs(30),
-        )
-        .await
+        let response: HeartbeatResponse = self
+            .post(
+                "/internal/queue/heartbeat",
+                &request,
+                Duration::from_secs(30),
+            )
+            .await?;
+        self.note_draining(response.draining);
+        Ok(response)
     }
 
     pub async fn submit(&self, results: &[NodeResult]) -> Result<Vec<SubmitOutcome>, GatewayError> {

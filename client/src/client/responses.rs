@@ -82,6 +82,11 @@ fn job_of(response: Response, priority: u8) -> Job {
         queue_position: None,
         result: None,
         error: None,
+        events: Vec::new(),
+        key_id: None,
+        request: None,
+        started_at: None,
+        finished_at: None,
     }
 }
 

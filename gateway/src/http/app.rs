@@ -7,8 +7,8 @@ use super::request::Request;
 use super::routes::{self, Route};
 use super::wait::{Disconnect, Waited};
 use super::{
-    Ctx, State, admin, batches, body, cors, files, framing, node, relay_in, responses, sse, upload,
-    user,
+    Ctx, State, admin, batches, body, cors, dashboard, export, files, framing, node, operations,
+    relay_in, responses, sse, ui, upload, user,
 };
 use crate::queue::Visibility;
 use async_trait::async_trait;
@@ -173,6 +173,17 @@ impl App {
             Route::ListBatches => batches::list(ctx, req).await,
             Route::GetBatch(id) => batches::get(ctx, id).await,
             Route::CancelBatch(id) => batches::cancel(ctx, id).await,
+            Route::Ui(file) => ui::serve(file),
+            Route::Whoami => dashboard::whoami(ctx),
+            Route::Overview => dashboard::get_overview(ctx).await,
+            Route::DashboardEvents => Ok(dashboard::events(ctx)),
+            Route::ExportJobs => export::start(ctx, req),
+            Route::RetryJobs => operations::retry_matching(ctx, req).await,
+            Route::RetryJob(id) => operations::retry(ctx, id).await,
+            Route::SetPriority(id) => operations::set_priority(ctx, req, id).await,
+            Route::ListNodes => operations::nodes(ctx).await,
+            Route::DrainNode(id, draining) => operations::drain(ctx, id, *draining).await,
+            Route::RemoveNode(id) => operations::remove(ctx, id).await,
             // Taken before their bodies are read, in `process_new_http`.
             Route::CreateFile | Route::NodeStream => Err(ApiError::Internal(
                 "a streamed body reached the buffered request path".to_owned(),
@@ -450,7 +461,12 @@ impl HttpServerApp for App {
                     .await
                 }
                 // Nothing of a stream is sent to HEAD, so nothing would notice its client leave.
-                Body::JobEvents { .. } | Body::ChatStream { .. } if head => {
+                Body::JobEvents { .. }
+                | Body::ChatStream { .. }
+                | Body::Dashboard { .. }
+                | Body::Export { .. }
+                    if head =>
+                {
                     Box::pin(sse::headers_only(&mut session, &reply, &id)).await
                 }
                 Body::JobEvents { job_id, who, after } => {
@@ -465,6 +481,28 @@ impl HttpServerApp for App {
                 } => {
                     let stream = self.stream(job_id, who, shutdown, &id);
                     Box::pin(stream.chat(&mut session, &reply, *deadline, *options)).await
+                }
+                Body::Dashboard { who } => {
+                    Box::pin(dashboard::feed(
+                        &self.state,
+                        &mut session,
+                        &reply,
+                        who,
+                        shutdown,
+                        &id,
+                    ))
+                    .await
+                }
+                Body::Export { who, filter } => {
+                    Box::pin(export::write(
+                        &self.state,
+                        &mut session,
+                        &reply,
+                        who,
+                        filter,
+                        &id,
+                    ))
+                    .await
                 }
             }
         };

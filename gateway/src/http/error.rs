@@ -313,6 +313,19 @@ impl From<StoreError> for ApiError {
                 message: format!("job `{id}` is already {status} and cannot be cancelled"),
                 code: "job_already_final",
             },
+            StoreError::NotRetryable { .. } => ApiError::Conflict {
+                message: error.to_string(),
+                code: "job_not_retryable",
+            },
+            StoreError::NotQueued { .. } => ApiError::Conflict {
+                message: error.to_string(),
+                code: "job_not_queued",
+            },
+            StoreError::BatchNotRunning { .. } => ApiError::Conflict {
+                message: error.to_string(),
+                code: "batch_not_running",
+            },
+            StoreError::NodeNotFound(id) => ApiError::NotFound(format!("node `{id}` not found")),
             StoreError::InBatch { .. } => ApiError::invalid(error.to_string(), None),
             // Queue, not reject, is for execution limits; this one is the key's own cap on
             // what it may leave waiting. Its jobs drain as nodes run them.

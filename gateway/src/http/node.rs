@@ -67,6 +67,7 @@ pub async fn fetch(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
                 &FetchResponse {
                     jobs,
                     max_submit_bytes,
+                    draining: ctx.state.queue.is_draining(fetch.node_id.as_str()),
                 },
             ));
         }

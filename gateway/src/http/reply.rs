@@ -27,6 +27,13 @@ pub enum Body {
     },
     /// A stored file's bytes, read from disk as they are written out; `len` is its size.
     File { file: tokio::fs::File, len: u64 },
+    /// The dashboard's live feed for `who` (see `dashboard`).
+    Dashboard { who: Visibility },
+    /// `who`'s jobs of `filter` as NDJSON, read a page at a time (see `export`).
+    Export {
+        who: Visibility,
+        filter: crate::queue::JobFilter,
+    },
 }
 
 /// What a `stream: true` caller asked of its stream.

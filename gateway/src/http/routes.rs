@@ -45,6 +45,21 @@ pub enum Route {
     CancelResponse(String),
     DeleteResponse(String),
     ResponseInputItems(String),
+    /// `GET /ui` and its files: open, since the page holds no data (its calls carry a key).
+    Ui(String),
+    Whoami,
+    Overview,
+    /// `GET /v1/dashboard/events`: the dashboard's live feed (Server-Sent Events).
+    DashboardEvents,
+    /// `GET /v1/jobs/export`: NDJSON, streamed.
+    ExportJobs,
+    RetryJobs,
+    RetryJob(String),
+    SetPriority(String),
+    ListNodes,
+    /// `POST /admin/nodes/{id}/drain` (true) and `…/undrain` (false).
+    DrainNode(String, bool),
+    RemoveNode(String),
 }
 
 /// Every [`Route::name`], and `unknown` for a request no route took: the metrics create
@@ -84,6 +99,17 @@ pub const ROUTE_NAMES: &[&str] = &[
     "list_batches",
     "get_batch",
     "cancel_batch",
+    "ui",
+    "dashboard_whoami",
+    "dashboard_overview",
+    "dashboard_events",
+    "export_jobs",
+    "admin_jobs_retry",
+    "admin_job_retry",
+    "admin_job_priority",
+    "admin_nodes",
+    "admin_node_drain",
+    "admin_node",
     "unknown",
 ];
 
@@ -95,7 +121,7 @@ impl Route {
     /// The roles allowed to call the route; `None` for the open ones.
     pub fn roles(&self) -> Option<&'static [Role]> {
         match self {
-            Route::Health | Route::Metrics | Route::Preflight { .. } => None,
+            Route::Health | Route::Metrics | Route::Preflight { .. } | Route::Ui(_) => None,
             Route::Submit(_)
             | Route::ListJobs
             | Route::GetJob(_)
@@ -116,13 +142,23 @@ impl Route {
             | Route::GetResponse(_)
             | Route::CancelResponse(_)
             | Route::DeleteResponse(_)
-            | Route::ResponseInputItems(_) => Some(USERS),
+            | Route::ResponseInputItems(_)
+            | Route::Whoami
+            | Route::Overview
+            | Route::DashboardEvents
+            | Route::ExportJobs => Some(USERS),
             Route::Fetch | Route::Heartbeat | Route::NodeSubmit | Route::NodeStream => Some(NODES),
             Route::CreateKey
             | Route::ListKeys
             | Route::RevokeKey(_)
             | Route::KeyLimits(_)
-            | Route::SetKeyLimits(_) => Some(ADMINS),
+            | Route::SetKeyLimits(_)
+            | Route::RetryJobs
+            | Route::RetryJob(_)
+            | Route::SetPriority(_)
+            | Route::ListNodes
+            | Route::DrainNode(..)
+            | Route::RemoveNode(_) => Some(ADMINS),
         }
     }
 
@@ -163,6 +199,17 @@ impl Route {
             Route::ListBatches => "list_batches",
             Route::GetBatch(_) => "get_batch",
             Route::CancelBatch(_) => "cancel_batch",
+            Route::Ui(_) => "ui",
+            Route::Whoami => "dashboard_whoami",
+            Route::Overview => "dashboard_overview",
+            Route::DashboardEvents => "dashboard_events",
+            Route::ExportJobs => "export_jobs",
+            Route::RetryJobs => "admin_jobs_retry",
+            Route::RetryJob(_) => "admin_job_retry",
+            Route::SetPriority(_) => "admin_job_priority",
+            Route::ListNodes => "admin_nodes",
+            Route::DrainNode(..) => "admin_node_drain",
+            Route::RemoveNode(_) => "admin_node",
         }
     }
 }
@@ -209,6 +256,17 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
             "GET",
             (method == "GET").then(|| Route::ResponseInputItems((*id).to_owned())),
         ),
+        ["ui"] => ("GET", (method == "GET").then(|| Route::Ui(String::new()))),
+        ["ui", file] => (
+            "GET",
+            (method == "GET").then(|| Route::Ui((*file).to_owned())),
+        ),
+        ["v1", "dashboard", "whoami"] => ("GET", (method == "GET").then_some(Route::Whoami)),
+        ["v1", "dashboard", "overview"] => ("GET", (method == "GET").then_some(Route::Overview)),
+        ["v1", "dashboard", "events"] => {
+            ("GET", (method == "GET").then_some(Route::DashboardEvents))
+        }
+        ["v1", "jobs", "export"] => ("GET", (method == "GET").then_some(Route::ExportJobs)),
         ["v1", "jobs"] => ("GET", (method == "GET").then_some(Route::ListJobs)),
         ["v1", "jobs", id] => (
             "GET",
@@ -280,6 +338,24 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, ApiError> {
         ["internal", "queue", "stream"] => {
             ("POST", (method == "POST").then_some(Route::NodeStream))
         }
+        ["admin", "jobs", "retry"] => ("POST", (method == "POST").then_some(Route::RetryJobs)),
+        ["admin", "jobs", id, "retry"] => (
+            "POST",
+            (method == "POST").then(|| Route::RetryJob((*id).to_owned())),
+        ),
+        ["admin", "jobs", id, "priority"] => (
+            "POST",
+            (method == "POST").then(|| Route::SetPriority((*id).to_owned())),
+        ),
+        ["admin", "nodes"] => ("GET", (method == "GET").then_some(Route::ListNodes)),
+        ["admin", "nodes", id] => (
+            "DELETE",
+            (method == "DELETE").then(|| Route::RemoveNode((*id).to_owned())),
+        ),
+        ["admin", "nodes", id, action @ ("drain" | "undrain")] => (
+            "POST",
+            (method == "POST").then(|| Route::DrainNode((*id).to_owned(), *action == "drain")),
+        ),
         ["admin", "keys"] => (
             "GET, POST",
             match method {

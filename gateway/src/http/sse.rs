@@ -97,14 +97,22 @@ fn error_event(error: &ErrorBody) -> String {
 }
 
 async fn start(session: &mut ServerSession, reply: &Reply, request_id: &str) -> bool {
+    start_chunked(session, reply, request_id, "text/event-stream").await
+}
+
+/// Writes the head of a body whose length is not known up front: chunked on HTTP/1.1,
+/// ended by closing the connection on HTTP/1.0.
+pub async fn start_chunked(
+    session: &mut ServerSession,
+    reply: &Reply,
+    request_id: &str,
+    content_type: &'static str,
+) -> bool {
     let Some(mut header) = super::app::response_header(reply.status, &reply.headers, request_id)
     else {
         return false;
     };
-    if header
-        .insert_header("content-type", "text/event-stream")
-        .is_err()
-    {
+    if header.insert_header("content-type", content_type).is_err() {
         return false;
     }
     if session.req_header().version == http::Version::HTTP_11 {
@@ -122,14 +130,14 @@ async fn start(session: &mut ServerSession, reply: &Reply, request_id: &str) -> 
     session.write_response_header(header).await.is_ok()
 }
 
-async fn send(session: &mut ServerSession, bytes: impl Into<Bytes>) -> bool {
+pub async fn send(session: &mut ServerSession, bytes: impl Into<Bytes>) -> bool {
     session
         .write_response_body(bytes.into(), false)
         .await
         .is_ok()
 }
 
-async fn end(session: &mut ServerSession) -> bool {
+pub async fn end(session: &mut ServerSession) -> bool {
     session
         .write_response_body(Bytes::new(), true)
         .await

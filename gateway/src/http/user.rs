@@ -10,7 +10,7 @@ use super::{Ctx, State};
 use crate::auth::Principal;
 use crate::limits::openai_duration;
 
-use crate::queue::{JobRecord, NewJob, new_job_id};
+use crate::queue::{JobFilter, JobRecord, NewJob, Visibility, new_job_id};
 use openbeepboop::{
     Endpoint, ErrorBody, JobList, JobStatus, Model, ModelList, PollEntry, PollRequest, PollResponse,
 };
@@ -343,38 +343,61 @@ fn sse_replay(endpoint: Endpoint, result: &str, include_usage: bool) -> Reply {
     .header("cache-control", "no-cache".to_owned())
 }
 
-/// `GET /v1/jobs/{id}`, with an optional `?wait=`.
+/// `GET /v1/jobs/{id}`, with an optional `?wait=`; `?include=request` adds the request, the
+/// key and the run's times (see `Job`).
 pub async fn get_job(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, ApiError> {
     let wait = req.wait(Duration::from_secs(ctx.state.config.max_wait_seconds))?;
     let record = match wait {
         Some(wait) if !wait.is_zero() => wait_for_final(ctx, id, wait).await?,
         _ => ctx.job(id).await?,
     };
-    let mut reply = Reply::json(200, &ctx.state.queue.wire_job(&record).await?);
+    let mut wire = ctx.state.queue.wire_job(&record).await?;
+    match req.query_param("include") {
+        None | Some("") => {}
+        Some("request") => {
+            let (record, request) = ctx
+                .state
+                .queue
+                .job_with_request(id.to_owned(), ctx.visibility())
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
+            let detail = record.to_wire_detail(Some(&request));
+            (wire.key_id, wire.request) = (detail.key_id, detail.request);
+            (wire.started_at, wire.finished_at) = (detail.started_at, detail.finished_at);
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!("`include` may be `request`; got `{other}`"),
+                Some("include".to_owned()),
+            ));
+        }
+    }
+    let mut reply = Reply::json(200, &wire);
     if !record.status.is_final() {
         reply = reply.header("retry-after", "1".to_owned());
     }
     Ok(reply)
 }
 
-/// `GET /v1/jobs?status=&limit=&after=`.
+/// `GET /v1/jobs?status=&model=&batch_id=&key_id=&limit=&after=`: newest first. A job
+/// seen with an admin key carries its `key_id`.
 pub async fn list_jobs(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
-    let statuses = match req.query_param("status").filter(|s| !s.is_empty()) {
-        Some(list) => list
-            .split(',')
-            .map(|s| s.trim().parse::<JobStatus>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::invalid(e, Some("status".to_owned())))?,
-        None => Vec::new(),
-    };
+    let filter = job_filter(req)?;
     let limit = super::request::page_limit(req, DEFAULT_PAGE, MAX_PAGE)?;
     let after = req.query_param("after").map(str::to_owned);
-    let (page, has_more) = ctx
-        .state
-        .queue
-        .list(ctx.visibility(), statuses, limit, after)
-        .await?;
-    let data: Vec<_> = page.iter().map(JobRecord::to_wire).collect();
+    let who = ctx.visibility();
+    let admin = who == Visibility::All;
+    let (page, has_more) = ctx.state.queue.list(who, filter, limit, after).await?;
+    let data: Vec<_> = page
+        .iter()
+        .map(|record| {
+            let mut wire = record.to_wire();
+            if admin {
+                wire.key_id = Some(record.owner_key_id.clone());
+            }
+            wire
+        })
+        .collect();
     Ok(Reply::json(
         200,
         &JobList {
@@ -385,6 +408,48 @@ pub async fn list_jobs(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> 
             data,
         },
     ))
+}
+
+/// The filters of `/v1/jobs` and its export: `status` (comma-separated), `model`,
+/// `batch_id`, `key_id`, and `since`/`until` (Unix seconds, on `created_at`).
+pub fn job_filter(req: &Request) -> Result<JobFilter, ApiError> {
+    let statuses = match req.query_param("status").filter(|s| !s.is_empty()) {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().parse::<JobStatus>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::invalid(e, Some("status".to_owned())))?,
+        None => Vec::new(),
+    };
+    let text = |name: &str| {
+        req.query_param(name)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let seconds = |name: &str| -> Result<Option<i64>, ApiError> {
+        text(name)
+            .map(|value| {
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| s.checked_mul(1000))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            format!("`{name}` must be Unix seconds; got `{value}`"),
+                            Some(name.to_owned()),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    Ok(JobFilter {
+        statuses,
+        model: text("model"),
+        batch_id: text("batch_id"),
+        key_id: text("key_id"),
+        since: seconds("since")?,
+        until: seconds("until")?,
+    })
 }
 
 /// `POST /v1/results/poll`.
@@ -411,10 +476,14 @@ pub async fn poll(ctx: &Ctx<'_>, req: &Request) -> Result<Reply, ApiError> {
             JobStatus::Cancelled,
             JobStatus::Expired,
         ];
+        let filter = JobFilter {
+            statuses: finished,
+            ..JobFilter::default()
+        };
         let (page, _) = ctx
             .state
             .queue
-            .list(ctx.visibility(), finished, MAX_PAGE, None)
+            .list(ctx.visibility(), filter, MAX_PAGE, None)
             .await?;
         page.iter()
             .map(|r| PollEntry::Found(Box::new(r.to_wire())))

@@ -210,6 +210,7 @@ impl QueueMetrics {
                 model,
                 endpoint,
                 status,
+                owner: _,
                 node,
                 processing_ms,
                 total_ms,

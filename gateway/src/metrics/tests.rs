@@ -74,6 +74,7 @@ fn events_and_snapshots_appear_in_the_exposition() {
                 waited_ms: 40,
             },
             QueueEvent::Finished {
+                owner: "k".into(),
                 model: "m".into(),
                 endpoint: Endpoint::ChatCompletions,
                 status: JobStatus::Cancelled,
@@ -82,6 +83,7 @@ fn events_and_snapshots_appear_in_the_exposition() {
                 total_ms: 50,
             },
             QueueEvent::Finished {
+                owner: "k".into(),
                 model: "m".into(),
                 endpoint: Endpoint::ChatCompletions,
                 status: JobStatus::Expired,

@@ -140,6 +140,8 @@ pub fn enqueue_lines(
         if inserted > 0 {
             added += 1;
             ctx.changes.push(Change {
+                was_priority: None,
+                batch_id: Some(batch.id.clone()),
                 record: None,
                 job_id: id,
                 status: JobStatus::Queued,

@@ -41,17 +41,17 @@ impl Depth {
     pub fn apply(&self, changes: &[Change]) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for change in changes {
-            let mut slot = |status: JobStatus, by: i64| {
+            let mut slot = |status: JobStatus, priority: u8, by: i64| {
                 if counted(status) {
                     *counts
-                        .entry((status, change.model.clone(), change.priority))
+                        .entry((status, change.model.clone(), priority))
                         .or_default() += by;
                 }
             };
             if let Some(from) = change.from {
-                slot(from, -1);
+                slot(from, change.was_priority.unwrap_or(change.priority), -1);
             }
-            slot(change.status, 1);
+            slot(change.status, change.priority, 1);
         }
     }
 
@@ -75,6 +75,8 @@ mod tests {
 
     fn change(from: Option<JobStatus>, to: JobStatus) -> Change {
         Change {
+            was_priority: None,
+            batch_id: None,
             record: None,
             job_id: "j".into(),
             status: to,

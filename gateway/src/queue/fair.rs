@@ -156,7 +156,8 @@ impl Fair {
         for change in changes {
             let lane = || (change.model.clone(), change.endpoint);
             if change.from == Some(JobStatus::Queued) {
-                state.add(change.priority, &change.owner, lane(), -1);
+                let was = change.was_priority.unwrap_or(change.priority);
+                state.add(was, &change.owner, lane(), -1);
             }
             if change.status == JobStatus::Queued {
                 state.add(change.priority, &change.owner, lane(), 1);
@@ -605,6 +606,8 @@ mod tests {
 
     fn change(key: &str, from: Option<JobStatus>, status: JobStatus) -> Change {
         Change {
+            was_priority: None,
+            batch_id: None,
             record: None,
             job_id: "j".into(),
             status,
@@ -859,6 +862,8 @@ mod tests {
         fair.apply(std::slice::from_ref(&leased));
         assert!(fair.counts().is_empty());
         let requeued = Change {
+            was_priority: None,
+            batch_id: None,
             record: None,
             status: JobStatus::Queued,
             from: Some(JobStatus::Processing),

@@ -65,6 +65,17 @@ pub struct Effects<'a> {
     /// The lease whose outcome this change stores, so that its retried submit is a
     /// `duplicate` and anything else from it is `stale`.
     pub result_lease: Option<&'a str>,
+    /// An admin's retry (`retry::retry`): the one way out of a final status other than
+    /// `completed`, back to `queued`.
+    pub retry: bool,
+}
+
+/// Whether an admin may queue a job in `from` again: it ended without an answer.
+pub fn retryable(from: JobStatus) -> bool {
+    matches!(
+        from,
+        JobStatus::Failed | JobStatus::Expired | JobStatus::Cancelled
+    )
 }
 
 /// What a status change reads back from the row it changed.
@@ -89,7 +100,7 @@ pub fn transition(
     to: JobStatus,
     effects: Effects<'_>,
 ) -> Result<bool, StoreError> {
-    if !allowed(from, to) {
+    if !allowed(from, to) && !(effects.retry && retryable(from) && to == JobStatus::Queued) {
         return Err(StoreError::IllegalTransition {
             id: id.to_owned(),
             from,
@@ -154,6 +165,7 @@ pub fn transition(
         }
         if to.is_final() {
             ctx.events.push(QueueEvent::Finished {
+                owner: moved.owner.clone(),
                 model: moved.model.clone(),
                 endpoint: moved.endpoint,
                 status: to,
@@ -181,6 +193,8 @@ pub fn transition(
             None
         };
         ctx.changes.push(Change {
+            was_priority: None,
+            batch_id: moved.batch_id,
             record,
             job_id: id.to_owned(),
             status: to,
@@ -237,7 +251,7 @@ pub fn enqueue(
                  WHERE owner_key_id = ?1 AND idempotency_key = ?2"
             ))?
             .query_row(params![job.owner_key_id, key], |row| {
-                Ok((reads::record(row)?, row.get::<_, String>(16)?))
+                Ok((reads::record(row)?, row.get::<_, String>(17)?))
             })
             .optional()?;
         // The digest covers the body alone (stored keys keep their digests); the same body
@@ -304,6 +318,8 @@ pub fn enqueue(
             job.relay,
         ])?;
     ctx.changes.push(Change {
+        was_priority: None,
+        batch_id: None,
         record: None,
         job_id: id.clone(),
         status: JobStatus::Queued,
@@ -334,6 +350,7 @@ pub fn enqueue(
         result_payload: None,
         error: None,
         upstream_status: None,
+        events: None,
     };
     Ok((record, true))
 }

@@ -425,6 +425,7 @@ pub fn heartbeat(
         lost: Vec::new(),
         lease_expires_at: expires,
         lease_ttl_ms: lease.as_millis() as u64,
+        draining: false,
     };
     for typed in lease_ids {
         let lease_id = typed.as_str();

@@ -14,17 +14,21 @@ mod depth;
 mod fair;
 mod file_rows;
 mod files;
+mod history;
 mod jobs;
 mod keys;
 mod leases;
 mod live_batches;
 mod model;
+mod nodes;
 mod nodes_seen;
 mod notify;
+mod operate;
 mod pool;
 mod reads;
 mod relayed;
 mod results;
+mod retry;
 mod schema;
 mod sync;
 mod throughput;
@@ -34,14 +38,14 @@ pub use batch_lines::{LineCounts, LineRecord, NewLine};
 pub use batch_rows::{BatchFile, BatchRecord, NewBatch};
 pub use file_rows::{FileRecord, Order};
 pub use files::{FileStore, NewFile, StoredFile, Upload};
-pub use jobs::{NewJob, new_job_id, new_response_id};
+pub use jobs::{NewJob, new_job_id, new_response_id, retryable};
 pub use keys::{KeyPriorities, KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport};
 pub use model::{
-    DepthRow, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot, StoreError,
-    Visibility, now_ms, stored_answer,
+    DepthRow, JobFilter, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot,
+    StoreError, Visibility, now_ms, stored_answer,
 };
-pub use notify::{Change, JobWatch, Notifier};
+pub use notify::{Change, FeedItem, JobWatch, Notifier};
 pub use relayed::RelayLease;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
@@ -73,6 +77,10 @@ pub struct Queue {
     syncer: Arc<sync::Syncer>,
     /// Runs ended per model, lately: `X-OBB-Progress`'s estimated wait.
     throughput: Arc<throughput::Throughput>,
+    /// The last hour of ended jobs, for the dashboard.
+    history: Arc<history::History>,
+    /// The nodes an admin drained: leased nothing. Loaded at open, kept by `operate`.
+    draining: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Checkpoints the WAL beside the writer; stops with the store.
     _checkpoints: checkpoint::Checkpointer,
 }
@@ -114,8 +122,13 @@ impl Queue {
         let files_dir = FileStore::prepare(path, &conn)?;
         let throughput = Arc::new(throughput::Throughput::default());
         let counted = Arc::clone(&throughput);
+        let history = Arc::new(history::History::default());
+        operate::seed_history(&conn, &history, now_ms())?;
+        let draining = nodes::draining(&conn)?;
+        let remembered = Arc::clone(&history);
         let on_commit: OnCommit = Arc::new(move |stats, events| {
             counted.record(events, std::time::Instant::now());
+            remembered.record(events, now_ms());
             on_commit(stats, events);
         });
         let writer = Writer::spawn(
@@ -143,6 +156,8 @@ impl Queue {
             files,
             nodes_seen: nodes_seen::NodesSeen::default(),
             throughput,
+            history,
+            draining: std::sync::Mutex::new(draining),
             syncer: sync::Syncer::new({
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
@@ -238,6 +253,8 @@ impl Queue {
         let lease = self.settings.lease;
         let fair = Arc::clone(&self.fair);
         let record = self.nodes_seen.due(&node_id, &key_id, &models);
+        // A drained node is still seen (its row's `last_seen_at`), and leased nothing.
+        let limit = if self.is_draining(&node_id) { 0 } else { limit };
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
                 if record {
@@ -261,7 +278,9 @@ impl Queue {
         request: HeartbeatRequest,
     ) -> Result<HeartbeatResponse, StoreError> {
         let lease = self.settings.lease;
-        self.writer
+        let draining = self.is_draining(request.node_id.as_str());
+        let mut response = self
+            .writer
             .write_with(Durability::Relaxed, move |ctx| {
                 leases::record_node(
                     ctx,
@@ -272,7 +291,9 @@ impl Queue {
                 )?;
                 leases::heartbeat(ctx, request.node_id.as_str(), &request.lease_ids, lease)
             })
-            .await
+            .await?;
+        response.draining = draining;
+        Ok(response)
     }
 
     pub async fn submit(&self, results: Vec<NodeResult>) -> Result<Vec<SubmitOutcome>, StoreError> {
@@ -468,16 +489,17 @@ impl Queue {
         self.read(move |conn| reads::jobs(conn, &ids, &who)).await
     }
 
-    /// A page of `who`'s jobs, newest first, older than the job `after`. Returns the page and
+    /// A page of the jobs of `filter` that `who` may see, newest first, older than the job
+    /// `after`. Returns the page and
     /// whether more follow.
     pub async fn list(
         &self,
         who: Visibility,
-        statuses: Vec<JobStatus>,
+        filter: JobFilter,
         limit: usize,
         after: Option<String>,
     ) -> Result<(Vec<JobRecord>, bool), StoreError> {
-        self.read(move |conn| reads::list(conn, &who, &statuses, limit, after.as_deref()))
+        self.read(move |conn| reads::list(conn, &who, &filter, limit, after.as_deref()))
             .await
     }
 

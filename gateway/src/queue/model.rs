@@ -68,6 +68,24 @@ pub enum StoreError {
     JobNotFound(String),
     #[error("job `{id}` is already {status}")]
     AlreadyFinal { id: String, status: JobStatus },
+    /// Only a job that ended without an answer may be queued again.
+    #[error("job `{id}` is {status}; only failed, expired and cancelled jobs can be retried")]
+    NotRetryable { id: String, status: JobStatus },
+    /// Only a queued job's priority can change.
+    #[error("job `{id}` is {status}; only a queued job's priority can change")]
+    NotQueued { id: String, status: JobStatus },
+    /// A batch's line is retried only while its batch runs: a batch that ended has written
+    /// its output.
+    #[error(
+        "job `{id}` is a line of batch `{batch_id}`, which is {status}; lines are retried only while their batch is in progress"
+    )]
+    BatchNotRunning {
+        id: String,
+        batch_id: String,
+        status: String,
+    },
+    #[error("node `{0}` not found")]
+    NodeNotFound(String),
     /// A key that has as many jobs queued as its `max_queued_jobs` allows.
     #[error("key `{key}` has {max} jobs queued, as many as its `max_queued_jobs` allows")]
     QueueFull { key: String, max: u32 },
@@ -152,6 +170,8 @@ pub enum QueueEvent {
         model: String,
         endpoint: Endpoint,
         status: JobStatus,
+        /// The key that submitted the job.
+        owner: String,
         node: Option<String>,
         processing_ms: Option<i64>,
         total_ms: i64,
@@ -223,6 +243,20 @@ pub struct LabelledKey {
     pub running: i64,
 }
 
+/// Which jobs a list, an export or a bulk retry takes; every field left empty takes all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub statuses: Vec<JobStatus>,
+    pub model: Option<String>,
+    pub batch_id: Option<String>,
+    /// The key that submitted them (an admin's filter; a user's own jobs are all it sees).
+    pub key_id: Option<String>,
+    /// Unix ms: created at or after.
+    pub since: Option<i64>,
+    /// Unix ms: created before.
+    pub until: Option<i64>,
+}
+
 /// Who may see a job: its owner only, or anyone (an admin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Visibility {
@@ -274,6 +308,8 @@ pub struct JobRecord {
     /// The upstream's HTTP status, when `error` is an upstream's answer. How a job ended is
     /// its status and the error's `code`; the HTTP edge picks what a client sees.
     pub upstream_status: Option<u16>,
+    /// What operators did to the job: a JSON list of `JobEvent`s, as stored.
+    pub events: Option<String>,
 }
 
 impl JobRecord {
@@ -298,7 +334,27 @@ impl JobRecord {
             queue_position: None,
             result: self.result(),
             error: self.error.clone(),
+            events: self
+                .events
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or_default(),
+            key_id: None,
+            request: None,
+            started_at: None,
+            finished_at: None,
         }
+    }
+
+    /// The job with what only its detail and exports show: its key, its request (when
+    /// given, as stored), and when its last run started and when it ended.
+    pub fn to_wire_detail(&self, request: Option<&str>) -> Job {
+        let mut wire = self.to_wire();
+        wire.key_id = Some(self.owner_key_id.clone());
+        wire.request = request.and_then(|text| serde_json::from_str(text).ok());
+        wire.started_at = self.locked_at.map(|at| at / 1000);
+        wire.finished_at = self.finished_at.map(|at| at / 1000);
+        wire
     }
 
     /// The stored answer; a response's under the response's own id and time, as

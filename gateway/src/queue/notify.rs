@@ -25,6 +25,11 @@ pub struct Change {
     /// The job as the change left it, when it reached a final status while someone watched
     /// it: read in the change's own transaction, so that a waiter answers without a read.
     pub record: Option<Arc<JobRecord>>,
+    /// The priority it had, when an admin changed it (then `from` and `status` are both
+    /// `queued`); `None` when the priority stayed.
+    pub was_priority: Option<u8>,
+    /// The batch the job is a line of, for the dashboard's live progress.
+    pub batch_id: Option<String>,
 }
 
 /// What a job's watchers hear: its new status, and the job itself when it is final and
@@ -40,6 +45,34 @@ pub struct Notifier {
     /// Watchers of a job's final change only (held requests): not woken for the others.
     finals: Watchers,
     work: Notify,
+    /// Every change, for the dashboard's live feed.
+    feed: Feed,
+}
+
+/// A status change as the dashboard's feed tells it: who owns the job, so that a feed
+/// shows a user only their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedItem {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub from: Option<JobStatus>,
+    pub model: String,
+    pub priority: u8,
+    pub owner: String,
+    pub batch_id: Option<String>,
+}
+
+/// How many changes a feed subscriber may fall behind before it skips ahead (and is told
+/// so, to read the lists again).
+const FEED_CAPACITY: usize = 4096;
+
+#[derive(Debug)]
+struct Feed(broadcast::Sender<Arc<FeedItem>>);
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self(broadcast::channel(FEED_CAPACITY).0)
+    }
 }
 
 /// A subscription to one job's changes; it unregisters itself when dropped.
@@ -125,8 +158,28 @@ impl Notifier {
         watched(&self.finals) || watched(&self.jobs)
     }
 
+    /// Every change from now on, until the receiver is dropped. A receiver that falls
+    /// more than a few thousand changes behind gets `Lagged` and skips ahead.
+    pub fn feed(&self) -> broadcast::Receiver<Arc<FeedItem>> {
+        self.feed.0.subscribe()
+    }
+
     /// Called by the writer after a commit.
     pub fn publish(&self, changes: &[Change]) {
+        // Built only when a dashboard listens: most gateways never have one open.
+        if self.feed.0.receiver_count() > 0 {
+            for change in changes {
+                let _ = self.feed.0.send(Arc::new(FeedItem {
+                    job_id: change.job_id.clone(),
+                    status: change.status,
+                    from: change.from,
+                    model: change.model.clone(),
+                    priority: change.priority,
+                    owner: change.owner.clone(),
+                    batch_id: change.batch_id.clone(),
+                }));
+            }
+        }
         let mut wake_nodes = false;
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,6 +228,8 @@ mod tests {
         {
             let mut watch = notifier.watch("job-1");
             notifier.publish(&[Change {
+                was_priority: None,
+                batch_id: None,
                 record: None,
                 job_id: "job-1".into(),
                 status: JobStatus::Completed,
@@ -191,6 +246,8 @@ mod tests {
         let mut held = notifier.watch_final("job-2");
         assert!(notifier.is_watched("job-2"));
         let change = |status| Change {
+            was_priority: None,
+            batch_id: None,
             record: None,
             job_id: "job-2".into(),
             status,
@@ -211,6 +268,8 @@ mod tests {
         let notifier = Notifier::default();
         let woken = notifier.work_queued();
         notifier.publish(&[Change {
+            was_priority: None,
+            batch_id: None,
             record: None,
             job_id: "j".into(),
             status: JobStatus::Queued,

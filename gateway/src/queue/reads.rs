@@ -1,13 +1,13 @@
 //! Job reads. They run on pooled connections, never on the writer's.
 
-use super::{DepthRow, JobRecord, StoreError, Visibility};
+use super::{DepthRow, JobFilter, JobRecord, StoreError, Visibility};
 use openbeepboop::{Endpoint, ErrorBody, JobStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Value};
 
 /// The columns [`record`] reads, in its order.
 pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, created_at, updated_at, \
      expires_at, attempts, locked_by, locked_at, finished_at, result_payload, error_payload, upstream_status, \
-     endpoint";
+     endpoint, events";
 
 /// The status in column `index`. An unreadable one is an error, never a guess.
 pub fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<JobStatus> {
@@ -40,6 +40,7 @@ pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         error: error.and_then(|text| serde_json::from_str::<ErrorBody>(&text).ok()),
         upstream_status: row.get(14)?,
         endpoint: endpoint(row, 15)?,
+        events: row.get(16)?,
     })
 }
 
@@ -77,7 +78,7 @@ pub fn job_with_request(
     who: &Visibility,
 ) -> Result<Option<(JobRecord, String)>, StoreError> {
     by_id(conn, id, who, ", request_payload", |row| {
-        Ok((record(row)?, row.get::<_, String>(16)?))
+        Ok((record(row)?, row.get::<_, String>(17)?))
     })
 }
 
@@ -112,39 +113,96 @@ pub fn jobs(
     Ok(found)
 }
 
-pub fn list(
-    conn: &Connection,
-    who: &Visibility,
-    statuses: &[JobStatus],
-    limit: usize,
-    after: Option<&str>,
-) -> Result<(Vec<JobRecord>, bool), StoreError> {
-    let (owner, owner_value) = owner_filter(who, 1);
-    let mut values: Vec<Value> = vec![owner_value.unwrap_or(Value::Null)];
-    let mut conditions = vec![owner];
-    if !statuses.is_empty() {
+/// The SQL conditions (each starting with `AND`) and their values, numbered from `?1`,
+/// that keep the jobs of `filter` that `who` may see.
+pub fn filter_conditions(filter: &JobFilter, who: &Visibility) -> (String, Vec<Value>) {
+    let mut values: Vec<Value> = Vec::new();
+    let mut conditions = String::new();
+    let mut add = |condition: &str, value: Value, values: &mut Vec<Value>| {
+        values.push(value);
+        conditions.push_str(&format!(" AND {condition} ?{}", values.len()));
+    };
+    if let Visibility::Owner(key_id) = who {
+        add("owner_key_id =", key_id.clone().into(), &mut values);
+    }
+    if let Some(key_id) = &filter.key_id {
+        add("owner_key_id =", key_id.clone().into(), &mut values);
+    }
+    if let Some(model) = &filter.model {
+        add("model =", model.clone().into(), &mut values);
+    }
+    if let Some(batch_id) = &filter.batch_id {
+        add("batch_id =", batch_id.clone().into(), &mut values);
+    }
+    if let Some(since) = filter.since {
+        add("created_at >=", since.into(), &mut values);
+    }
+    if let Some(until) = filter.until {
+        add("created_at <", until.into(), &mut values);
+    }
+    if !filter.statuses.is_empty() {
         let first = values.len() + 1;
-        conditions.push(format!(
-            "AND status IN ({})",
-            (first..first + statuses.len())
+        conditions.push_str(&format!(
+            " AND status IN ({})",
+            (first..first + filter.statuses.len())
                 .map(|i| format!("?{i}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        values.extend(statuses.iter().map(|s| Value::Text(s.as_str().to_owned())));
+        values.extend(
+            filter
+                .statuses
+                .iter()
+                .map(|s| Value::Text(s.as_str().to_owned())),
+        );
     }
+    (conditions, values)
+}
+
+/// A page of the jobs of `filter` that `who` may see, newest first, older than job
+/// `after` (an id; one that does not exist gives an empty page).
+pub fn list(
+    conn: &Connection,
+    who: &Visibility,
+    filter: &JobFilter,
+    limit: usize,
+    after: Option<&str>,
+) -> Result<(Vec<JobRecord>, bool), StoreError> {
+    let (mut conditions, mut values) = filter_conditions(filter, who);
     if let Some(after) = after {
         values.push(Value::Text(after.to_owned()));
-        conditions.push(format!(
-            "AND seq < COALESCE((SELECT seq FROM jobs WHERE id = ?{}), -1)",
+        conditions.push_str(&format!(
+            " AND seq < COALESCE((SELECT seq FROM jobs WHERE id = ?{}), -1)",
             values.len()
         ));
     }
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR 1) {} ORDER BY seq DESC",
-        conditions.join(" "),
-    );
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 {conditions} ORDER BY seq DESC");
     page(conn, &sql, values, limit, record)
+}
+
+/// Up to `limit` jobs of `filter` that `who` may see after row `after_seq`, oldest first,
+/// each with its request body and its row's seq (the next page's `after_seq`): one page
+/// of an export.
+pub fn export_page(
+    conn: &Connection,
+    who: &Visibility,
+    filter: &JobFilter,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, JobRecord, String)>, StoreError> {
+    let (conditions, mut values) = filter_conditions(filter, who);
+    values.push(after_seq.into());
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, request_payload, seq FROM jobs WHERE 1 {conditions} AND seq > ?{}
+         ORDER BY seq LIMIT {limit}",
+        values.len()
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), |row| {
+            Ok((row.get(18)?, record(row)?, row.get(17)?))
+        })?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Runs `query` (without its `LIMIT`) for a page of at most `limit` rows, asking for one
@@ -186,12 +244,36 @@ pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreEr
 /// Jobs waiting or running, by status, model and priority: a walk of the queue index, done
 /// once when the store opens.
 pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
+    depth_rows(
+        conn,
+        "SELECT status, model, priority, COUNT(*) FROM jobs
+         WHERE status IN ('queued', 'processing') GROUP BY status, model, priority",
+        &[],
+    )
+}
+
+/// [`depth`] of one key's jobs: its queued ones through `jobs_queued_by_owner`, its running
+/// ones through `jobs_by_status`, so that neither is a scan of the key's history.
+pub fn depth_of(conn: &Connection, key: &str) -> Result<Vec<DepthRow>, StoreError> {
+    depth_rows(
+        conn,
+        "SELECT 'queued', model, priority, COUNT(*) FROM jobs
+         WHERE owner_key_id = ?1 AND status = 'queued' GROUP BY model, priority
+         UNION ALL
+         SELECT 'processing', model, priority, COUNT(*) FROM jobs
+         WHERE status = 'processing' AND owner_key_id = ?1 GROUP BY model, priority",
+        &[&key],
+    )
+}
+
+fn depth_rows(
+    conn: &Connection,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<DepthRow>, StoreError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT status, model, priority, COUNT(*) FROM jobs
-             WHERE status IN ('queued', 'processing') GROUP BY status, model, priority",
-        )?
-        .query_map([], |row| {
+        .prepare_cached(sql)?
+        .query_map(values, |row| {
             Ok(DepthRow {
                 status: status(row, 0)?,
                 model: row.get(1)?,

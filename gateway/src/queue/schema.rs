@@ -227,6 +227,16 @@ ALTER TABLE api_keys ADD COLUMN metrics_label TEXT;
 ALTER TABLE jobs ADD COLUMN relay INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN first_relayed_at INTEGER;
 ",
+    r"
+-- Operations (issue 21): what operators did to a job (a JSON list: retries, priority
+-- changes), and nodes an admin drained.
+ALTER TABLE jobs ADD COLUMN events TEXT;
+ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+-- The dashboard's job table pages newest first by status or by model: without these a
+-- rare status (failed among a million completed) is a scan of the whole table.
+CREATE INDEX jobs_by_status ON jobs (status, seq);
+CREATE INDEX jobs_by_model ON jobs (model, seq);
+",
 ];
 
 /// The schema version this gateway reads and writes.

@@ -69,6 +69,7 @@ mod tests {
 
     fn finished(model: &str) -> QueueEvent {
         QueueEvent::Finished {
+            owner: "k".to_owned(),
             model: model.to_owned(),
             endpoint: openbeepboop::Endpoint::ChatCompletions,
             status: JobStatus::Completed,

@@ -255,6 +255,7 @@ pub(super) mod tests {
             result_payload: result.map(|r| r.to_string()),
             error: None,
             upstream_status: None,
+            events: None,
         }
     }
 
