@@ -124,8 +124,14 @@ function table(caption, headers, rows, empty) {
   return h("div", { class: "scroller", role: "region", "aria-label": caption, tabindex: "0", "data-focus": `table:${caption}` },
     h("table", {},
       h("caption", { class: "visually-hidden" }, caption),
-      h("thead", {}, h("tr", {}, headers.map((name) => h("th", { scope: "col" }, name)))),
+      h("thead", {}, h("tr", {}, headers.map(headerCell))),
       h("tbody", {}, rows)));
+}
+
+// A header is its text, or [text, "num"] for a column of numbers (aligned right, as they are).
+function headerCell(header) {
+  const [text, cls] = Array.isArray(header) ? header : [header, null];
+  return h("th", { scope: "col", class: cls }, text);
 }
 
 function field(id, label, control) {
@@ -563,7 +569,7 @@ function depthTable(depth) {
   const rows = depth.map((row) => h("tr", {},
     h("td", {}, row.model), h("td", { class: "num" }, row.priority),
     h("td", { class: "num" }, row.queued), h("td", { class: "num" }, row.processing)));
-  return table("Queue depth by model and priority", ["Model", "Priority", "Queued", "Processing"], rows,
+  return table("Queue depth by model and priority", ["Model", ["Priority", "num"], ["Queued", "num"], ["Processing", "num"]], rows,
     "Nothing is queued or running.");
 }
 
@@ -609,27 +615,34 @@ function latencyChart(title, minutes, name) {
   const max = Math.max(1, ...values);
   const last = [...minutes].reverse().find((m) => m[name] && m[name].p50 !== null && m[name].p50 !== undefined);
   const summary = last ? `p50 ${fmtMs(last[name].p50)}, p95 ${fmtMs(last[name].p95)} (latest minute with jobs)` : "no finished job";
-  const lines = [["p95", "p95"], ["p50", "p50"]].map(([pct, cls]) =>
-    svg("path", { d: linePath(minutes.map((m) => m[name]?.[pct]), max), class: `line ${cls}` }));
+  const lines = ["p95", "p50"].map((pct) => latencySeries(minutes.map((m) => m[name]?.[pct]), max, pct));
   return chartFigure(title, summary, [["p50", "p50"], ["p95", "p95"]], lines, max, fmtMs);
 }
 
-// A line through the minutes that have a value; a minute without one breaks it, and a lone
-// point is drawn as a dot (a round cap on a tiny segment).
-function linePath(values, max) {
-  const step = CHART.width / Math.max(values.length - 1, 1);
+// The x of minute `i` of `count`, inset so that a dot on either edge is drawn whole.
+function scaleX(i, count) {
+  const inset = 4;
+  return inset + (i * (CHART.width - 2 * inset)) / Math.max(count - 1, 1);
+}
+
+// A line through the minutes that have a value (a minute without one breaks it), with a dot
+// on each, so that a quiet hour's lone minute still shows.
+function latencySeries(values, max, cls) {
   let path = "";
   let drawing = false;
+  const dots = [];
   values.forEach((value, i) => {
     if (value === null || value === undefined) {
       drawing = false;
       return;
     }
-    const point = `${(i * step).toFixed(1)} ${scaleY(value, max).toFixed(1)}`;
-    path += drawing ? ` L ${point}` : ` M ${point} l 0.01 0`;
+    const x = scaleX(i, values.length).toFixed(1);
+    const y = scaleY(value, max).toFixed(1);
+    path += `${drawing ? " L" : " M"} ${x} ${y}`;
     drawing = true;
+    dots.push(svg("circle", { cx: x, cy: y, r: 2.5, class: `dot ${cls}` }));
   });
-  return path.trim() || "M 0 0";
+  return [path ? svg("path", { d: path.trim(), class: `line ${cls}` }) : null, dots];
 }
 
 // -------------------------------------------------------------------------------------- jobs
@@ -691,7 +704,7 @@ async function loadJobs(ctx, list) {
 
 function paintJobs(ctx, list) {
   const page = state.jobs.page;
-  const headers = ["Job", "Status", "Model", "Priority", "Attempts", "Created", ...(isAdmin() ? ["Key"] : []), "Actions"];
+  const headers = ["Job", "Status", "Model", ["Priority", "num"], ["Attempts", "num"], "Created", ...(isAdmin() ? ["Key"] : []), "Actions"];
   const rows = page.data.map((job) => jobRow(ctx, list, job));
   list.replaceChildren(
     table("Jobs, newest first", headers, rows, "No job matches."),
@@ -982,7 +995,7 @@ async function loadNodes(ctx, list) {
 function paintNodes(ctx, list, nodes) {
   const rows = nodes.map((node) => nodeRow(ctx, list, node));
   list.replaceChildren(table("Nodes",
-    ["Node", "Key", "Models", "Capacity", "In flight", "Last seen", "State", "Done (1 h)", "Actions"],
+    ["Node", "Key", "Models", ["Capacity", "num"], ["In flight", "num"], "Last seen", "State", ["Done (1 h)", "num"], "Actions"],
     rows, "No node has connected yet."));
 }
 

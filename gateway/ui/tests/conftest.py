@@ -123,10 +123,9 @@ class Dashboard:
     """One browser tab on the dashboard. Console errors and uncaught exceptions are collected;
     the fixture fails the test on any that was not announced with `allow`."""
 
-    def __init__(self, page: Page, stack: Stack, name: str) -> None:
+    def __init__(self, page: Page, stack: Stack) -> None:
         self.page = page
         self.stack = stack
-        self.name = name
         self.errors: list[str] = []
         self.allowed: list[str] = []
         page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
@@ -156,8 +155,13 @@ class Dashboard:
         self.page.evaluate("view => { location.hash = '#/' + view; }", view)
 
     def shot(self, name: str) -> None:
+        """Saves target/ui-screenshots/<name>.png, and the README's copy of it when asked.
+        Notices ("job … queued again") are dismissed first: they belong to the moment."""
+        for dismiss in self.page.get_by_role("button", name="Dismiss message").all():
+            dismiss.click()
+        expect(self.page.locator("#notice .notice")).to_have_count(0)
         SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{self.name}-{name}.png"))
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
         readme = os.environ.get("OBB_UI_README_SHOTS")
         if readme and name in README_SHOTS and self.page.viewport_size == DESKTOP:
             pathlib.Path(readme).mkdir(parents=True, exist_ok=True)
@@ -182,9 +186,9 @@ def browser():
         browser.close()
 
 
-def open_dashboard(browser, stack: Stack, request, viewport: dict):
+def open_dashboard(browser, stack: Stack, viewport: dict):
     context = browser.new_context(viewport=viewport, accept_downloads=True)
-    dashboard = Dashboard(context.new_page(), stack, request.node.name.removeprefix("test_")[:60])
+    dashboard = Dashboard(context.new_page(), stack)
     yield dashboard
     # Closed before the stack stops, so the page's live stream never sees the gateway go.
     context.close()
@@ -192,12 +196,12 @@ def open_dashboard(browser, stack: Stack, request, viewport: dict):
 
 
 @pytest.fixture
-def dashboard(browser, stack, request):
+def dashboard(browser, stack):
     """A fresh tab (its own sessionStorage) at 1280×800."""
-    yield from open_dashboard(browser, stack, request, DESKTOP)
+    yield from open_dashboard(browser, stack, DESKTOP)
 
 
 @pytest.fixture
-def phone(browser, stack, request):
+def phone(browser, stack):
     """A fresh tab at a phone's 375×667."""
-    yield from open_dashboard(browser, stack, request, PHONE)
+    yield from open_dashboard(browser, stack, PHONE)
