@@ -29,6 +29,8 @@ mod limits;
 #[cfg(test)]
 mod node_api;
 #[cfg(test)]
+mod operations;
+#[cfg(test)]
 mod queue_faults;
 #[cfg(test)]
 mod relay;
