@@ -99,8 +99,12 @@ function fmtMs(ms) {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }
 
+// A span between two of a job's times, which are whole seconds: shown to the second, not as
+// a precision the API does not give.
 function fmtSpan(from, to) {
-  return from && to ? fmtMs((to - from) * 1000) : "—";
+  if (!from || !to) return "—";
+  const seconds = Math.max(0, to - from);
+  return seconds === 0 ? "< 1 s" : `${seconds} s`;
 }
 
 function fmtPercent(ratio) {

@@ -112,7 +112,7 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
     expect(page.locator(".history")).to_contain_text("retried from expired")
     history = stack.call("GET", f"/v1/jobs/{expired}", stack.admin).json()["events"]
     assert [(e["type"], e["from"]) for e in history] == [("retried", "expired")], history
-    dashboard.shot("job")
+    dashboard.shot("admin-job-retried")
 
     # The jobs table shows every key's jobs, with the key.
     dashboard.go("jobs")
@@ -153,6 +153,7 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
     lines = pathlib_text(download.value.path()).splitlines()
     assert len(lines) == BATCH_LINES and all(json.loads(line)["response"]["status_code"] == 200 for line in lines)
 
+    filter_and_page_jobs(stack, dashboard, batch)
     create_key_set_limits_and_revoke(stack, dashboard)
 
     dashboard.go("overview")
@@ -164,6 +165,45 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
 def pathlib_text(path) -> str:
     with open(path, encoding="utf-8") as file:
         return file.read()
+
+
+def filter_and_page_jobs(stack: Stack, dashboard: Dashboard, batch: str) -> None:
+    """The jobs table's filters and pages are the server's: by batch, then by key over more
+    than one page (Next, then Previous through the cursor stack)."""
+    page = dashboard.page
+    rows = page.locator("#jobs-list tbody tr")
+    dashboard.go("jobs")
+    page.get_by_label("Batch", exact=True).fill(batch)
+    page.get_by_role("button", name="Apply filters").click()
+    expect(rows).to_have_count(BATCH_LINES)
+    expect(rows.locator(".badge", has_text="completed")).to_have_count(BATCH_LINES)
+    # A finished line's page: its result, node and timings.
+    rows.first.get_by_role("link").click()
+    expect(fact(dashboard, "Status")).to_have_text("completed")
+    expect(page.locator(".json-section", has_text="Result")).to_contain_text("choices")
+    expect(fact(dashboard, "Finished")).not_to_have_text("—")
+    dashboard.shot("job")
+    page.get_by_role("link", name="← Jobs").click()
+    expect(rows).to_have_count(BATCH_LINES)
+
+    other_key = stack.call("GET", "/v1/dashboard/whoami", stack.other_user).json()["key_id"]
+    jobs = [stack.submit(stack.other_user) for _ in range(21)]
+    page.get_by_label("Batch", exact=True).fill("")
+    page.get_by_label("Key", exact=True).fill(other_key)
+    page.get_by_role("button", name="Apply filters").click()
+    expect(rows).to_have_count(20)
+    expect(job_row(dashboard, jobs[-1])).to_be_visible()
+    expect(rows.filter(has_text=other_key)).to_have_count(20)
+    page.get_by_role("button", name="Next →").click()
+    expect(page.locator(".pager")).to_contain_text("Page 2")
+    expect(job_row(dashboard, jobs[0])).to_be_visible()
+    expect(job_row(dashboard, jobs[-1])).to_have_count(0)
+    page.get_by_role("button", name="← Previous").click()
+    expect(job_row(dashboard, jobs[-1])).to_be_visible()
+    expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
+    page.get_by_label("Key", exact=True).fill("")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(job_row(dashboard, jobs[-1])).to_be_visible()
 
 
 def create_key_set_limits_and_revoke(stack: Stack, dashboard: Dashboard) -> None:
