@@ -25,12 +25,12 @@ def job_status(stack: Stack, job_id: str) -> str:
     return stack.call("GET", f"/v1/jobs/{job_id}", stack.admin).json()["status"]
 
 
-def create_batch(stack: Stack, key: str, lines: int) -> str:
-    """Uploads a JSONL file of `lines` echo requests and makes it a batch, as the README's
-    curl lines do, and returns the batch's id."""
+def create_batch(stack: Stack, key: str, lines: int, model: str = "echo") -> str:
+    """Uploads a JSONL file of `lines` requests to `model` and makes it a batch, as the
+    README's curl lines do, and returns the batch's id."""
     body = "".join(
         json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-                    "body": {"model": "echo", "messages": [{"role": "user", "content": f"line {i}"}]}}) + "\n"
+                    "body": {"model": model, "messages": [{"role": "user", "content": f"line {i}"}]}}) + "\n"
         for i in range(lines)
     )
     upload = stack.call("POST", "/v1/files", key, data={"purpose": "batch"},
@@ -153,6 +153,16 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
     lines = pathlib_text(download.value.path()).splitlines()
     assert len(lines) == BATCH_LINES and all(json.loads(line)["response"]["status_code"] == 200 for line in lines)
 
+    # A batch that cannot run is cancelled from its row.
+    stuck = create_batch(stack, stack.user, 2, model="nobody-serves-this")
+    page.get_by_role("button", name="Refresh").click()
+    stuck_row = page.locator(f'tr[data-id="{stuck}"]')
+    stuck_row.get_by_role("button", name=f"Cancel batch {stuck}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel batch").click()
+    expect(stuck_row.locator(".badge")).to_have_text(re.compile("^cancell(ing|ed)$"))
+    expect(stuck_row.get_by_role("button", name=f"Cancel batch {stuck}")).to_have_count(0)
+
+    reprioritize_a_queued_job(stack, dashboard)
     filter_and_page_jobs(stack, dashboard, batch)
     create_key_set_limits_and_revoke(stack, dashboard)
 
@@ -165,6 +175,18 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
 def pathlib_text(path) -> str:
     with open(path, encoding="utf-8") as file:
         return file.read()
+
+
+def reprioritize_a_queued_job(stack: Stack, dashboard: Dashboard) -> None:
+    page = dashboard.page
+    job = stack.submit(stack.user)
+    dashboard.go(f"jobs/{job}")
+    expect(fact(dashboard, "Priority")).to_have_text("3")
+    page.get_by_label("Priority (1 runs first)").select_option("1")
+    page.get_by_role("button", name="Set priority").click()
+    expect(fact(dashboard, "Priority")).to_have_text("1")
+    expect(page.locator(".history")).to_contain_text("priority 3 → 1")
+    assert stack.call("GET", f"/v1/jobs/{job}", stack.admin).json()["priority"] == 1
 
 
 def filter_and_page_jobs(stack: Stack, dashboard: Dashboard, batch: str) -> None:
