@@ -685,12 +685,16 @@ function jobFilterForm(ctx, list) {
     state.jobs.cursors = [null];
     loadJobs(ctx, list);
   };
-  return h("form", { class: "filters", onsubmit: apply, "aria-label": "Filter jobs" },
+  const form = h("form", { class: "filters", onsubmit: apply, "aria-label": "Filter jobs" },
     field("filter-status", "Status", status),
     field("filter-model", "Model", inputs.model),
     field("filter-batch", "Batch", inputs.batch_id),
     inputs.key_id && field("filter-key", "Key", inputs.key_id),
     h("button", { type: "submit", class: "primary" }, "Apply filters"));
+  // On a phone the filters start folded, so that the table is on the first screen.
+  const active = Object.values(filters).some(Boolean);
+  return h("details", { class: "filter-box", open: active || window.matchMedia("(min-width: 601px)").matches },
+    h("summary", {}, active ? "Filters (on)" : "Filters"), form);
 }
 
 async function loadJobs(ctx, list) {

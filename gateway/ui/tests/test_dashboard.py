@@ -82,6 +82,15 @@ def test_a_user_sees_their_new_job_live_opens_it_and_cancels_it_but_nothing_of_o
     # A cancelled job is retryable, but not by a USER key.
     expect(page.get_by_role("button", name=re.compile("^Retry"))).to_have_count(0)
 
+    # An API error reaches the user with its message: another user's job is not found.
+    dashboard.allow("status of 404")
+    dashboard.go("jobs")
+    page.get_by_label("Find a job by id").fill(others)
+    page.keyboard.press("Enter")
+    refusal = stack.call("GET", f"/v1/jobs/{others}?include=request", stack.user)
+    assert refusal.status_code == 404
+    expect(page.locator("#job-body .notice.error")).to_have_text(refusal.json()["error"]["message"])
+
     # The admin views are not reachable by their address either.
     dashboard.go("nodes")
     expect(page).to_have_url(re.compile("#/overview$"))
@@ -283,10 +292,23 @@ def test_a_refused_key_is_told_why_with_the_api_message(stack, dashboard):
 
 
 def test_the_jobs_view_fits_a_phone_without_sideways_page_scrolling(stack, phone):
+    """At 375×667 only a table's own scroller may scroll sideways, never the page."""
     stack.submit(stack.user)
     phone.login(stack.user)
+
+    def page_width() -> None:
+        width, inner = phone.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width <= inner, f"the page is {width} px wide in a {inner} px window"
+
     phone.go("jobs")
     expect(phone.page.locator("#jobs-list table")).to_be_visible()
-    width, inner = phone.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert width <= inner, f"the page is {width} px wide in a {inner} px window"
+    page_width()
     phone.shot("phone-jobs")
+    # The filters start folded on a phone; unfolded, they fit too.
+    phone.page.get_by_text("Filters", exact=True).click()
+    expect(phone.page.get_by_label("Status")).to_be_visible()
+    page_width()
+    phone.go("overview")
+    expect(phone.page.locator('[data-card="nodes-alive"]')).to_be_visible()
+    page_width()
+    phone.shot("phone-overview")
