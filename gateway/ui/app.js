@@ -25,8 +25,8 @@ const state = {
   overview: null,
   view: null,
   generation: 0,
-  jobs: { filters: { status: "", model: "", key_id: "", batch_id: "" }, cursors: [null], page: null },
-  batches: { cursors: [null], page: null },
+  jobs: { filters: { status: "", model: "", key_id: "", batch_id: "" }, cursors: [null], page: null, asked: 0 },
+  batches: { cursors: [null], page: null, asked: 0 },
 };
 
 const VIEWS = {
@@ -365,6 +365,16 @@ function stopView() {
   state.view = null;
 }
 
+// A timeout that the view's end cancels, and that a live view forgets once it has run (a
+// busy queue sets one a second for as long as the tab is open).
+function later(ctx, ms, fn) {
+  const timer = setTimeout(() => {
+    ctx.timers.delete(timer);
+    if (ctx.alive()) fn();
+  }, ms);
+  ctx.timers.add(timer);
+}
+
 function route() {
   if (!state.who) return;
   const where = parseHash();
@@ -376,7 +386,7 @@ function route() {
   const generation = state.generation;
   const root = $("#view");
   root.replaceChildren();
-  const ctx = { root, timers: [], alive: () => state.generation === generation };
+  const ctx = { root, timers: new Set(), alive: () => state.generation === generation };
   state.view = ctx;
   markNav(where.name === "job" ? "jobs" : where.name);
   document.title = `${VIEWS[where.name].title} · OpenBeepBoop`;
@@ -397,21 +407,20 @@ function heading(text, ...extra) {
 // Calls `fn` at most once per `ms` for a burst of calls, and never after the view is left.
 function throttle(ctx, fn, ms = 1000) {
   let last = 0;
-  let timer = null;
+  let pending = false;
   return () => {
-    if (timer) return;
-    const wait = Math.max(0, last + ms - Date.now());
-    timer = setTimeout(() => {
-      timer = null;
+    if (pending) return;
+    pending = true;
+    later(ctx, Math.max(0, last + ms - Date.now()), () => {
+      pending = false;
       last = Date.now();
-      if (ctx.alive()) fn();
-    }, wait);
-    ctx.timers.push(timer);
+      fn();
+    });
   };
 }
 
 function every(ctx, ms, fn) {
-  ctx.timers.push(setInterval(() => ctx.alive() && fn(), ms));
+  ctx.timers.add(setInterval(() => ctx.alive() && fn(), ms));
 }
 
 // -------------------------------------------------------------------------- the live stream
@@ -458,8 +467,9 @@ function setLive(live) {
 
 async function readEvents(signal, opened) {
   const connection = new AbortController();
-  signal.addEventListener("abort", () => connection.abort(), { once: true });
-  let watchdog = setTimeout(() => connection.abort(), STREAM_SILENCE_MS);
+  const hangUp = () => connection.abort();
+  signal.addEventListener("abort", hangUp, { once: true });
+  let watchdog = setTimeout(hangUp, STREAM_SILENCE_MS);
   try {
     const response = await fetch("/v1/dashboard/events", {
       headers: authHeaders({ Accept: "text/event-stream" }), signal: connection.signal, cache: "no-store",
@@ -472,11 +482,12 @@ async function readEvents(signal, opened) {
       const { value, done } = await reader.read();
       if (done) return;
       clearTimeout(watchdog);
-      watchdog = setTimeout(() => connection.abort(), STREAM_SILENCE_MS);
+      watchdog = setTimeout(hangUp, STREAM_SILENCE_MS);
       buffer = dispatchFrames(buffer + value.replace(/\r\n?/g, "\n"));
     }
   } finally {
     clearTimeout(watchdog);
+    signal.removeEventListener("abort", hangUp);
   }
 }
 
@@ -610,7 +621,7 @@ function throughputChart(minutes) {
   });
   const done = minutes.reduce((sum, m) => sum + (m.completed || 0), 0);
   const failed = minutes.reduce((sum, m) => sum + (m.failed || 0), 0);
-  return chartFigure("Throughput", `${done} completed, ${failed} failed (jobs a minute)`,
+  return chartFigure("Throughput", `${done} completed, ${failed} failed`,
     [["completed", "ok"], ["failed", "bad"]], bars, max, (v) => `${v}/min`);
 }
 
@@ -679,9 +690,11 @@ function jobFilterForm(ctx, list) {
     batch_id: h("input", { id: "filter-batch", value: filters.batch_id, placeholder: "batch_…", spellcheck: "false" }),
     key_id: isAdmin() ? h("input", { id: "filter-key", value: filters.key_id, placeholder: "key_…", spellcheck: "false" }) : null,
   };
+  const summary = h("summary", {}, filterSummary(filters));
   const apply = (event) => {
     event.preventDefault();
     for (const [name, input] of Object.entries(inputs)) filters[name] = input ? input.value.trim() : "";
+    summary.textContent = filterSummary(filters);
     state.jobs.cursors = [null];
     loadJobs(ctx, list);
   };
@@ -694,15 +707,21 @@ function jobFilterForm(ctx, list) {
   // On a phone the filters start folded, so that the table is on the first screen.
   const active = Object.values(filters).some(Boolean);
   return h("details", { class: "filter-box", open: active || window.matchMedia("(min-width: 601px)").matches },
-    h("summary", {}, active ? "Filters (on)" : "Filters"), form);
+    summary, form);
+}
+
+function filterSummary(filters) {
+  return Object.values(filters).some(Boolean) ? "Filters (on)" : "Filters";
 }
 
 async function loadJobs(ctx, list) {
   const { filters, cursors } = state.jobs;
   const params = { ...filters, key_id: isAdmin() ? filters.key_id : "", limit: PAGE_SIZE, after: cursors.at(-1) };
+  // A filter change and a live reload may cross: only the latest request paints.
+  const asked = ++state.jobs.asked;
   try {
     const page = await api(`/v1/jobs?${query(params)}`);
-    if (!ctx.alive()) return;
+    if (!ctx.alive() || asked !== state.jobs.asked) return;
     state.jobs.page = page;
     keepFocus(() => paintJobs(ctx, list));
   } catch (error) {
@@ -907,9 +926,10 @@ function shownBatch(id) {
 }
 
 async function loadBatches(ctx, list) {
+  const asked = ++state.batches.asked;
   try {
     const page = await api(`/v1/batches?${query({ limit: PAGE_SIZE, after: state.batches.cursors.at(-1) })}`);
-    if (!ctx.alive()) return;
+    if (!ctx.alive() || asked !== state.batches.asked) return;
     state.batches.page = page;
     keepFocus(() => paintBatches(ctx, list));
   } catch (error) {
@@ -947,9 +967,18 @@ function replaceBatchRow(ctx, list, batch) {
   if (row) keepFocus(() => row.replaceWith(batchRow(ctx, list, batch)));
 }
 
+// A batch's id links to the jobs table, filtered to its lines.
+function batchJobsLink(batch) {
+  const showLines = () => {
+    state.jobs.filters = { status: "", model: "", key_id: "", batch_id: batch.id };
+    state.jobs.cursors = [null];
+  };
+  return h("a", { href: "#/jobs", class: "mono", onclick: showLines, title: "Its lines in the jobs table" }, batch.id);
+}
+
 function batchRow(ctx, list, batch) {
   return h("tr", { "data-id": batch.id },
-    h("td", { class: "mono" }, batch.id),
+    h("td", {}, batchJobsLink(batch)),
     h("td", {}, statusBadge(batch.status)),
     h("td", { class: "mono" }, batch.endpoint),
     h("td", {}, batchProgress(batch)),
@@ -1012,7 +1041,8 @@ function nodeRow(ctx, list, node) {
     h("td", { class: "mono" }, node.id),
     h("td", { class: "mono" }, node.key_id),
     h("td", {}, (node.models || []).join(", ")),
-    h("td", { class: "num" }, node.capacity),
+    // 0 is "not reported yet" (a node that has not sent a heartbeat), not a node that runs nothing.
+    h("td", { class: "num", title: node.capacity ? null : "not reported yet" }, node.capacity || "—"),
     h("td", { class: "num" }, node.in_flight),
     h("td", { title: fmtTime(node.last_seen_at) }, fmtAgo(node.last_seen_at)),
     h("td", {}, h("span", { class: `badge ${node.alive ? "status-completed" : "status-expired"}` }, node.alive ? "alive" : "gone"),
@@ -1024,7 +1054,8 @@ function nodeRow(ctx, list, node) {
 function nodeActions(ctx, list, node) {
   const verb = node.draining ? "undrain" : "drain";
   const label = node.draining ? "Undrain" : "Drain";
-  const toggle = actionButton(`${verb}:${node.id}`, label, `${label} node ${node.id}`, async () => {
+  // One focus key for both labels, so that the focus stays on the button as it flips.
+  const toggle = actionButton(`drain:${node.id}`, label, `${label} node ${node.id}`, async () => {
     await api(`/admin/nodes/${enc(node.id)}/${verb}`, { method: "POST" });
     await loadNodes(ctx, list);
   });
