@@ -1162,18 +1162,30 @@ async function editLimits(key) {
     .map(([name, label]) => field(`limit-${name}`, label, inputs[name]));
   // Save comes first so that Enter in a field saves (a form submits with its first button).
   const save = h("button", { type: "submit", value: "save", class: "primary" }, "Save limits");
+  // Inside the dialog: the page's notice area is behind the modal's backdrop.
+  const problem = h("p", { class: "notice error", role: "alert", hidden: true });
   const dialog = openDialog(`Limits of ${key.name}`, h("div", { class: "limits" },
-    h("p", { class: "muted small" }, "An empty field is no limit (weight: 1). Saving replaces them all."), fields),
+    h("p", { class: "muted small" }, "An empty field is no limit (weight: 1). Saving replaces them all."), fields, problem),
   [save, h("button", { type: "submit", value: "cancel" }, "Close")]);
   $("form", dialog).addEventListener("submit", (event) => {
     if (event.submitter?.value === "cancel") return;
     event.preventDefault();
-    act(save, async () => {
-      await api(`/admin/keys/${enc(key.id)}/limits`, { method: "PUT", body: limitsBody(inputs) });
-      dialog.close();
-      notify(`limits of ${key.id} saved`, "ok");
-    });
+    saveLimits(key, inputs, dialog, save, problem);
   });
+}
+
+async function saveLimits(key, inputs, dialog, save, problem) {
+  save.disabled = true;
+  try {
+    await api(`/admin/keys/${enc(key.id)}/limits`, { method: "PUT", body: limitsBody(inputs) });
+    dialog.close();
+    notify(`limits of ${key.id} saved`, "ok");
+  } catch (error) {
+    problem.textContent = error.message;
+    problem.hidden = false;
+  } finally {
+    save.disabled = false;
+  }
 }
 
 // Only the fields the API knows (it refuses others); an empty field is left out: no limit.

@@ -256,6 +256,13 @@ def create_key_set_limits_and_revoke(stack: Stack, dashboard: Dashboard) -> None
 
     # Limits: saved with the dialog's button, and Escape closes the dialog.
     row.get_by_role("button", name=f"Edit the limits of key {who['key_id']}").click()
+    # A refused value is explained in the dialog with the API's message, and nothing is kept.
+    dashboard.allow("status of 400")
+    page.get_by_label("Weight").fill("5000")
+    page.get_by_role("button", name="Save limits").click()
+    refusal = stack.call("PUT", f"/admin/keys/{who['key_id']}/limits", stack.admin, json={"weight": 5000})
+    assert refusal.status_code == 400
+    expect(page.get_by_role("dialog").get_by_role("alert")).to_have_text(refusal.json()["error"]["message"])
     page.get_by_label("Weight").fill("3")
     page.get_by_label("Requests per minute").fill("600")
     page.get_by_role("button", name="Save limits").click()
