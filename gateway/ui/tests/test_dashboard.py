@@ -13,6 +13,14 @@ from playwright.sync_api import expect
 BATCH_LINES = 5
 
 
+def assert_inputs_labelled(dash: Dashboard) -> None:
+    """Every visible field of the page has a <label for> (or is inside one)."""
+    unlabelled = dash.page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter((el) => el.offsetParent !== null && el.labels.length === 0)
+        .map((el) => el.outerHTML)""")
+    assert not unlabelled, f"fields without a label: {unlabelled}"
+
+
 def job_row(dash: Dashboard, job_id: str):
     return dash.page.locator(f'tr[data-id="{job_id}"]')
 
@@ -75,8 +83,21 @@ def test_a_user_sees_their_new_job_live_opens_it_and_cancels_it_but_nothing_of_o
     expect(page.get_by_role("button", name="Set priority")).to_have_count(0)
     dashboard.shot("user-job")
 
-    page.get_by_role("button", name=f"Cancel job {job}").click()
-    page.get_by_role("dialog").get_by_role("button", name="Cancel job").click()
+    # By keyboard: Escape closes the dialog and gives the focus back; the job is untouched.
+    cancel = page.get_by_role("button", name=f"Cancel job {job}")
+    cancel.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    expect(cancel).to_be_focused()
+    assert job_status(stack, job) == "queued"
+    # The dialog opens on its harmless button; Tab reaches the one that cancels.
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog").get_by_role("button", name="Keep")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("dialog").get_by_role("button", name="Cancel job")).to_be_focused()
+    page.keyboard.press("Enter")
     expect(fact(dashboard, "Status")).to_have_text("cancelled")
     assert job_status(stack, job) == "cancelled"
     # A cancelled job is retryable, but not by a USER key.
@@ -127,6 +148,7 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
     dashboard.go("jobs")
     expect(job_row(dashboard, expired)).to_be_visible()
     expect(page.locator("#filter-key")).to_be_visible()
+    assert_inputs_labelled(dashboard)
     dashboard.shot("jobs")
 
     # Drain the node: the page marks it, and the gateway holds its jobs.
@@ -191,6 +213,7 @@ def reprioritize_a_queued_job(stack: Stack, dashboard: Dashboard) -> None:
     job = stack.submit(stack.user)
     dashboard.go(f"jobs/{job}")
     expect(fact(dashboard, "Priority")).to_have_text("3")
+    assert_inputs_labelled(dashboard)
     page.get_by_label("Priority (1 runs first)").select_option("1")
     page.get_by_role("button", name="Set priority").click()
     expect(fact(dashboard, "Priority")).to_have_text("1")
@@ -271,6 +294,7 @@ def create_key_set_limits_and_revoke(stack: Stack, dashboard: Dashboard) -> None
     assert limits["weight"] == 3 and limits["requests_per_minute"] == 600, limits
     row.get_by_role("button", name=f"Edit the limits of key {who['key_id']}").click()
     expect(page.get_by_label("Weight")).to_have_value("3")
+    assert_inputs_labelled(dashboard)
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog")).to_have_count(0)
 
@@ -285,6 +309,8 @@ def test_a_refused_key_is_told_why_with_the_api_message(stack, dashboard):
     dashboard.allow("status of 403")
     page = dashboard.page
     dashboard.open()
+    expect(page.get_by_label("API key")).to_be_focused()
+    assert_inputs_labelled(dashboard)
     page.get_by_label("API key").fill("sk-obb-not-a-key")
     page.get_by_role("button", name="Log in").click()
     message = stack.call("GET", "/v1/dashboard/whoami", "sk-obb-not-a-key").json()["error"]["message"]
