@@ -68,10 +68,13 @@ def test_a_user_sees_their_new_job_live_opens_it_and_cancels_it_but_nothing_of_o
     dashboard.go("jobs")
     expect(page.locator("#jobs-list table, #jobs-list .empty")).to_be_visible()
     expect(page.locator("#filter-key")).to_have_count(0)
+    # A mark in the page's memory, which a reload would lose.
+    page.evaluate("window.obbTestMark = true")
     job = stack.submit(stack.user)
     # No reload: the row comes from the page's live stream.
     expect(job_row(dashboard, job)).to_be_visible()
     expect(job_row(dashboard, job)).to_contain_text("queued")
+    assert page.evaluate("window.obbTestMark === true"), "the page was reloaded"
     expect(job_row(dashboard, others)).to_have_count(0)
     dashboard.shot("user-jobs")
 
@@ -172,8 +175,10 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
 
     # Undrained (by HTTP, so that the page stays on the batch), the node runs the lines and
     # the bar moves live.
+    page.evaluate("window.obbTestMark = true")
     assert stack.call("POST", f"/admin/nodes/{node['id']}/undrain", stack.admin).status_code == 200
     expect(bar).to_have_attribute("value", str(BATCH_LINES), timeout=30_000)
+    assert page.evaluate("window.obbTestMark === true"), "the page was reloaded"
     batch_row = page.locator(f'tr[data-id="{batch}"]')
     expect(batch_row.locator(".badge")).to_have_text("completed", timeout=30_000)
     dashboard.shot("batches")
