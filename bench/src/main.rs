@@ -8,8 +8,10 @@
 //!     target/release/obb-bench batch --nodes-nice 10            # ... its nodes as if remote
 //!     target/release/obb-bench embeddings                       # embeddings packed vs not
 //!     target/release/obb-bench stream                           # the live relay
+//!     target/release/obb-bench dashboard                        # dashboard views, 1M jobs
 
 mod batch;
+mod dashboard;
 mod drive;
 mod embeddings;
 mod held;
@@ -35,7 +37,8 @@ pub struct Args {
     /// Upstream latency of the mock, in milliseconds, for the end-to-end and embeddings suites
     #[arg(long, default_value_t = 0)]
     pub upstream_ms: u64,
-    /// Jobs queued for the large scale point (the small one is 1,000)
+    /// Jobs queued for the large scale point (the small one is 1,000), and stored for the
+    /// dashboard suite
     #[arg(long, default_value_t = 1_000_000)]
     pub scale_jobs: u64,
     /// Keys the scale suite's queued jobs are spread over, in turn (the fair share leases
@@ -58,7 +61,8 @@ pub struct Args {
     /// Run each suite this many times and report the median of every figure
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
-    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream
+    /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream,
+    /// dashboard
     /// [default: submit, e2e, wait and scale]
     pub suites: Vec<String>,
 }
@@ -75,9 +79,10 @@ async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value
         "embeddings" => embeddings::embeddings(args).await,
         "held" => held::held(args).await,
         "stream" => stream::stream(args).await,
+        "dashboard" => dashboard::dashboard(args).await,
         other => {
             anyhow::bail!(
-                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings, held or stream"
+                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream or dashboard"
             )
         }
     }

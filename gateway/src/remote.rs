@@ -182,9 +182,17 @@ impl Remote {
     }
 }
 
+/// What a path segment must escape: all but RFC 3986's unreserved characters, which ids
+/// (`job-…`, `key_…`) are made of and the gateway reads as they are.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// A path segment, percent-encoded.
 fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 /// `--status a,b`, checked here so that a typo is told before any call.
@@ -229,5 +237,6 @@ mod tests {
         );
         assert_eq!(statuses(None).ok(), Some(Vec::new()));
         assert_eq!(encode("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode("job-01_x.y~z"), "job-01_x.y~z");
     }
 }

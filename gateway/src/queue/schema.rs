@@ -314,8 +314,12 @@ mod tests {
         let path = dir.path().join("nested/queue.db");
         assert!(matches!(open_existing(&path), Err(StoreError::Missing(_))));
         let conn = open_and_migrate(&path).unwrap();
-        conn.execute("INSERT INTO nodes VALUES ('n', 'k', '[]', 0, 1, 1)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO nodes (id, key_id, models, capacity, first_seen_at, last_seen_at)
+             VALUES ('n', 'k', '[]', 0, 1, 1)",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let conn = open_and_migrate(&path).unwrap();
         let nodes: i64 = conn

@@ -189,3 +189,87 @@ fn an_unknown_obb_variable_is_rejected_by_name_and_other_programs_variables_are_
     ]);
     assert!(shared.status.success(), "{shared:?}");
 }
+
+/// Runs `obb-gateway <args>` against the running gateway `gw` with `key`.
+fn remote(gw: &Gateway, key: &str, args: &[&str]) -> std::process::Output {
+    Command::new(gateway_bin())
+        .args(args)
+        .env("OBB_URL", gw.url(""))
+        .env("OBB_ADMIN_KEY", key)
+        .env("OBB_LOG", "warn")
+        .output()
+        .expect("obb-gateway runs")
+}
+
+#[tokio::test]
+async fn the_jobs_and_nodes_commands_act_through_the_running_gateway() {
+    let gw = Gateway::start(&[]).await;
+    let (user, node, admin) = (gw.key("user").await, gw.key("node").await, gw.admin.clone());
+    let id = gw.submit_id(&user, "m").await;
+    let leased = gw.fetch(&node, "n1", &["m"], 1, 0.0).await;
+    let failure = serde_json::json!([{"id": leased[0]["id"], "lease_id": leased[0]["lease_id"],
+        "status": "FAILED", "retryable": false,
+        "error": {"message": "nope", "type": "server_error", "param": null, "code": null}}]);
+    assert_eq!(gw.report(&node, &failure).await, "accepted");
+
+    let retried = remote(&gw, &admin, &["jobs", "retry", &id]);
+    assert!(retried.status.success(), "{retried:?}");
+    let job: serde_json::Value = serde_json::from_slice(&retried.stdout).unwrap();
+    assert_eq!(
+        (job["status"].as_str(), job["events"][0]["type"].as_str()),
+        (Some("queued"), Some("retried"))
+    );
+    let moved = remote(&gw, &admin, &["jobs", "priority", &id, "1"]);
+    assert!(text(&moved).0.contains("\"priority\": 1"), "{moved:?}");
+    let none = remote(
+        &gw,
+        &admin,
+        &["jobs", "retry", "--status", "failed,expired"],
+    );
+    assert_eq!(text(&none).0.trim(), "retried 0 jobs");
+    let typo = remote(&gw, &admin, &["jobs", "retry", "--status", "broken"]);
+    assert!(
+        !typo.status.success() && text(&typo).1.contains("--status"),
+        "{typo:?}"
+    );
+
+    let exported = remote(&gw, &user, &["jobs", "export", "--model", "m"]);
+    assert!(exported.status.success(), "{exported:?}");
+    let lines: Vec<serde_json::Value> = text(&exported)
+        .0
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["id"], id.as_str());
+
+    let drained = remote(&gw, &admin, &["nodes", "drain", "n1"]);
+    assert!(
+        text(&drained).0.starts_with("n1\talive\tdraining"),
+        "{drained:?}"
+    );
+    let listed = text(&remote(&gw, &admin, &["nodes", "list"])).0;
+    assert!(listed.contains("n1\talive\tdraining"), "{listed}");
+    let undrained = remote(&gw, &admin, &["nodes", "undrain", "n1"]);
+    assert!(text(&undrained).0.contains("\tactive\t"), "{undrained:?}");
+    let removed = remote(&gw, &admin, &["nodes", "remove", "n1"]);
+    assert_eq!(text(&removed).0.trim(), "removed node n1");
+    assert!(text(&remote(&gw, &admin, &["nodes", "list"])).0.is_empty());
+
+    // Errors: the gateway's message, a user key on an admin route, no gateway at all.
+    let missing = remote(&gw, &admin, &["nodes", "drain", "ghost"]);
+    assert!(
+        !missing.status.success() && text(&missing).1.contains("node `ghost` not found"),
+        "{missing:?}"
+    );
+    let refused = remote(&gw, &user, &["nodes", "list"]);
+    assert!(text(&refused).1.contains("403"), "{refused:?}");
+    let nowhere = Command::new(gateway_bin())
+        .args(["nodes", "list", "--url", "http://127.0.0.1:9", "--key", "k"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&nowhere).1.contains("cannot reach the gateway"),
+        "{nowhere:?}"
+    );
+}

@@ -21,6 +21,8 @@ mod edge;
 #[cfg(test)]
 mod endpoints;
 #[cfg(test)]
+mod export;
+#[cfg(test)]
 mod files;
 #[cfg(test)]
 mod jobs;

@@ -14,6 +14,8 @@ mod daemon;
 #[cfg(test)]
 mod downtime;
 #[cfg(test)]
+mod drain;
+#[cfg(test)]
 mod endpoints;
 #[cfg(test)]
 mod examples;
