@@ -100,7 +100,8 @@ pub fn transition(
     to: JobStatus,
     effects: Effects<'_>,
 ) -> Result<bool, StoreError> {
-    if !allowed(from, to) && !(effects.retry && retryable(from) && to == JobStatus::Queued) {
+    let retried = effects.retry && retryable(from) && to == JobStatus::Queued;
+    if !(allowed(from, to) || retried) {
         return Err(StoreError::IllegalTransition {
             id: id.to_owned(),
             from,
