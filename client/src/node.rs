@@ -135,6 +135,10 @@ pub struct HeartbeatRequest {
     pub models: Vec<String>,
     #[serde(default)]
     pub capacity: u32,
+    /// The node knows an admin drained it and is taking no new job: how an operator sees
+    /// that the drain reached it (`NodeInfo::draining_reported`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

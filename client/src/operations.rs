@@ -60,6 +60,8 @@ pub struct NodeInfo {
     pub alive: bool,
     /// Leased no new job until undrained.
     pub draining: bool,
+    /// The node's last heartbeat said it knows it is drained.
+    pub draining_reported: bool,
     /// Jobs it completed in the last hour.
     pub completed_last_hour: u64,
 }

@@ -223,6 +223,7 @@ impl GatewayClient {
             lease_ids,
             models: models.to_vec(),
             capacity,
+            draining: self.draining.load(Ordering::Relaxed),
         };
         let response: HeartbeatResponse = self
             .post(

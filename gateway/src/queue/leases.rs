@@ -48,22 +48,39 @@ impl ReapReport {
 }
 
 /// Records that a node is alive and which models it serves.
+/// What a node's call says of it: a heartbeat gives its capacity and whether it knows it
+/// is drained; a fetch neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reported {
+    pub capacity: Option<u32>,
+    pub draining: Option<bool>,
+}
+
 pub fn record_node(
     ctx: &mut WriteCtx<'_>,
     node_id: &str,
     key_id: &str,
     models: &[String],
-    capacity: Option<u32>,
+    reported: Reported,
 ) -> Result<(), StoreError> {
     let models = serde_json::to_string(models).unwrap_or_else(|_| "[]".to_owned());
     ctx.conn
         .prepare_cached(
-            "INSERT INTO nodes (id, key_id, models, capacity, first_seen_at, last_seen_at)
-             VALUES (?1, ?2, ?3, COALESCE(?4, 0), ?5, ?5)
+            "INSERT INTO nodes (id, key_id, models, capacity, first_seen_at, last_seen_at,
+                 draining_reported)
+             VALUES (?1, ?2, ?3, COALESCE(?4, 0), ?5, ?5, COALESCE(?6, 0))
              ON CONFLICT (id) DO UPDATE SET key_id = ?2, models = ?3,
-                 capacity = COALESCE(?4, capacity), last_seen_at = ?5",
+                 capacity = COALESCE(?4, capacity), last_seen_at = ?5,
+                 draining_reported = COALESCE(?6, draining_reported)",
         )?
-        .execute(params![node_id, key_id, models, capacity, ctx.now])?;
+        .execute(params![
+            node_id,
+            key_id,
+            models,
+            reported.capacity,
+            ctx.now,
+            reported.draining
+        ])?;
     Ok(())
 }
 

@@ -40,7 +40,7 @@ pub use file_rows::{FileRecord, Order};
 pub use files::{FileStore, NewFile, StoredFile, Upload};
 pub use jobs::{NewJob, new_job_id, new_response_id, retryable};
 pub use keys::{KeyPriorities, KeyRow, MintedKey};
-pub use leases::{ReapPass, ReapReport};
+pub use leases::{ReapPass, ReapReport, Reported};
 pub use model::{
     DepthRow, JobFilter, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot,
     StoreError, Visibility, now_ms, stored_answer,
@@ -258,7 +258,7 @@ impl Queue {
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
                 if record {
-                    leases::record_node(ctx, &node_id, &key_id, &models, None)?;
+                    leases::record_node(ctx, &node_id, &key_id, &models, Reported::default())?;
                 }
                 let asked = leases::Asked {
                     node_id: &node_id,
@@ -287,7 +287,10 @@ impl Queue {
                     request.node_id.as_str(),
                     &key_id,
                     &request.models,
-                    Some(request.capacity),
+                    Reported {
+                        capacity: Some(request.capacity),
+                        draining: Some(request.draining),
+                    },
                 )?;
                 leases::heartbeat(ctx, request.node_id.as_str(), &request.lease_ids, lease)
             })

@@ -18,6 +18,8 @@ pub struct NodeRow {
     /// Unix ms.
     pub last_seen_at: i64,
     pub draining: bool,
+    /// The node's last heartbeat said it knows it is drained.
+    pub draining_reported: bool,
     pub in_flight: u64,
 }
 
@@ -36,7 +38,8 @@ pub fn list(conn: &Connection) -> Result<Vec<NodeRow>, StoreError> {
         }
     }
     let mut rows = conn.prepare_cached(
-        "SELECT id, key_id, models, capacity, first_seen_at, last_seen_at, draining
+        "SELECT id, key_id, models, capacity, first_seen_at, last_seen_at, draining,
+             draining_reported
          FROM nodes ORDER BY last_seen_at DESC, id",
     )?;
     let nodes = rows
@@ -52,6 +55,7 @@ pub fn list(conn: &Connection) -> Result<Vec<NodeRow>, StoreError> {
                 first_seen_at: row.get(4)?,
                 last_seen_at: row.get(5)?,
                 draining: row.get(6)?,
+                draining_reported: row.get(7)?,
             })
         })?
         .collect::<Result<_, _>>()?;

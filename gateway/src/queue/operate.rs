@@ -99,6 +99,7 @@ impl Queue {
                 first_seen_at: row.first_seen_at / 1000,
                 last_seen_at: row.last_seen_at / 1000,
                 draining: row.draining,
+                draining_reported: row.draining_reported,
             })
             .collect())
     }

@@ -232,6 +232,8 @@ ALTER TABLE jobs ADD COLUMN first_relayed_at INTEGER;
 -- changes), and nodes an admin drained.
 ALTER TABLE jobs ADD COLUMN events TEXT;
 ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+-- What the node's last heartbeat said of it: the drain reached it.
+ALTER TABLE nodes ADD COLUMN draining_reported INTEGER NOT NULL DEFAULT 0;
 -- The dashboard's job table pages newest first by status or by model: without these a
 -- rare status (failed among a million completed) is a scan of the whole table.
 CREATE INDEX jobs_by_status ON jobs (status, seq);

@@ -248,13 +248,22 @@ async fn a_drained_node_is_leased_nothing_hears_it_and_finishes_its_running_job(
             &node,
             "/internal/queue/heartbeat",
             &json!({"node_id": "n1", "lease_ids": [leased[0]["lease_id"]],
-                "models": ["m"], "capacity": 4}),
+                "models": ["m"], "capacity": 4, "draining": true}),
         )
         .await;
     assert_eq!(beat["draining"], true);
     assert_eq!(
         beat["extended"][0], leased[0]["lease_id"],
         "its running job goes on"
+    );
+    let (_, nodes) = gw.get_json(&admin, "/admin/nodes").await;
+    assert_eq!(
+        (
+            nodes["data"][0]["draining"].as_bool(),
+            nodes["data"][0]["draining_reported"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "the node's heartbeat said the drain reached it: {nodes}"
     );
     assert_eq!(gw.complete(&node, &leased[0], "done").await, "accepted");
     assert_eq!(gw.job(&user, &running).await["status"], "completed");

@@ -46,6 +46,15 @@ async fn a_drained_node_finishes_its_job_logs_the_drain_and_takes_nothing_until_
         },
     )
     .await;
+    eventually(
+        Duration::from_secs(10),
+        "its heartbeat to report the drain",
+        || async {
+            let (_, nodes) = gw.get_json(&gw.admin, "/admin/nodes").await;
+            (nodes["data"][0]["draining_reported"] == true).then_some(())
+        },
+    )
+    .await;
     mock.set_delay(Duration::ZERO);
     assert_eq!(
         gw.job(&user, &format!("{running}?wait=20")).await["status"],
