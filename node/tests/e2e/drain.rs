@@ -8,8 +8,9 @@ use testkit::eventually;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drained_node_finishes_its_job_logs_the_drain_and_takes_nothing_until_undrained() {
-    let (gw, user, key, mock) = stack(&[]).await;
-    // Its fetches wait 2 s (testkit), so it hears of a drain within one.
+    // Leases of 3 s: the node heartbeats every second, and its fetches wait 2 s (testkit),
+    // so it hears of a drain, and says so, within seconds.
+    let (gw, user, key, mock) = stack(&[("OBB_LEASE_SECONDS", "3")]).await;
     let node = run_node(&gw, &key, &mock, "gpu-1", "models = [\"m\"]");
     let warm = gw.submit_id(&user, "m").await;
     assert_eq!(
