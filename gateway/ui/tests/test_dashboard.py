@@ -329,6 +329,25 @@ def test_a_refused_key_is_told_why_with_the_api_message(stack, dashboard):
     assert "sk-obb" not in page.url
 
 
+def test_the_key_lives_in_session_storage_only_and_log_out_forgets_it(stack, dashboard):
+    page = dashboard.page
+    dashboard.login(stack.user)
+    dashboard.go("jobs")
+    assert page.evaluate("sessionStorage.getItem('obb.key')") == stack.user
+    assert page.evaluate("localStorage.length") == 0 and page.evaluate("document.cookie") == ""
+    assert stack.user not in page.url
+    # A reload in the same tab keeps the session, on the same view.
+    page.reload()
+    expect(page.locator("#whoami")).to_contain_text("USER")
+    expect(page.locator("#jobs-list")).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('obb.key')") is None
+    page.reload()
+    expect(page.get_by_label("API key")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+
+
 def test_the_jobs_view_fits_a_phone_without_sideways_page_scrolling(stack, phone):
     """At 375×667 only a table's own scroller may scroll sideways, never the page."""
     stack.submit(stack.user)
