@@ -1046,9 +1046,16 @@ function nodeRow(ctx, list, node) {
     h("td", { class: "num" }, node.in_flight),
     h("td", { title: fmtTime(node.last_seen_at) }, fmtAgo(node.last_seen_at)),
     h("td", {}, h("span", { class: `badge ${node.alive ? "status-completed" : "status-expired"}` }, node.alive ? "alive" : "gone"),
-      node.draining ? [" ", h("span", { class: "badge status-draining" }, "draining")] : null),
+      node.draining ? [" ", h("span", { class: "badge status-draining" }, "draining"), drainHeard(node)] : null),
     h("td", { class: "num" }, node.completed_last_hour),
     h("td", { class: "actions" }, nodeActions(ctx, list, node)));
+}
+
+// Whether the node's last heartbeat said it knows it is drained: until then it may still be
+// finishing a fetch it made before.
+function drainHeard(node) {
+  if (node.draining_reported === undefined) return null;
+  return h("span", { class: "muted small" }, node.draining_reported ? " confirmed by the node" : " not yet confirmed by the node");
 }
 
 function nodeActions(ctx, list, node) {
