@@ -89,7 +89,8 @@ pub struct Job {
     /// Unix seconds: a job still queued then expires.
     pub expires_at: i64,
     pub attempts: u32,
-    /// The node working on the job, while it is `processing`.
+    /// The node working on the job, while it is `processing`; in a job's detail
+    /// (`?include=request`) and exports, the node of its last run whatever its status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeId>,
     /// About how many jobs a node will lease before this one, counting from 1, while it is

@@ -69,6 +69,7 @@ pub enum JobsCommand {
     /// Queue an ended job again (`ID`), or every job the filters match (default: failed,
     /// expired and cancelled). Prints the job, or how many were retried.
     Retry {
+        #[arg(conflicts_with_all = ["status", "model", "batch_id", "since", "until"])]
         id: Option<String>,
         #[command(flatten)]
         filter: JobFilterArgs,

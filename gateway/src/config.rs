@@ -164,6 +164,12 @@ const VARIABLES: obb_config::Namespace<'static> = obb_config::Namespace {
         "OBB_USER_KEY",
         "OBB_JOB_ID",
         "OBB_FAULT_",
+        // The `jobs` and `nodes` commands' gateway and key (`remote`), and the dashboard's
+        // files from a directory while working on them (`http::ui`).
+        "OBB_URL",
+        "OBB_ADMIN_KEY",
+        "OBB_CA_CERT",
+        "OBB_UI_DIR",
     ],
     docs: "the gateway's configuration in README.md",
 };

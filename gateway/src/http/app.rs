@@ -498,8 +498,8 @@ impl HttpServerApp for App {
                         &self.state,
                         &mut session,
                         &reply,
-                        who,
-                        filter,
+                        (who, filter),
+                        shutdown,
                         &id,
                     ))
                     .await

@@ -326,6 +326,10 @@ impl From<StoreError> for ApiError {
                 code: "batch_not_running",
             },
             StoreError::NodeNotFound(id) => ApiError::NotFound(format!("node `{id}` not found")),
+            StoreError::NodeAlive(_) => ApiError::Conflict {
+                message: error.to_string(),
+                code: "node_alive",
+            },
             StoreError::InBatch { .. } => ApiError::invalid(error.to_string(), None),
             // Queue, not reject, is for execution limits; this one is the key's own cap on
             // what it may leave waiting. Its jobs drain as nodes run them.

@@ -101,9 +101,13 @@ pub async fn drain(ctx: &Ctx<'_>, id: &str, draining: bool) -> Result<Reply, Api
     Ok(Reply::json(200, &node))
 }
 
-/// `DELETE /admin/nodes/{id}`.
+/// `DELETE /admin/nodes/{id}`: a node not seen within `node_alive_seconds` (409
+/// `node_alive` otherwise).
 pub async fn remove(ctx: &Ctx<'_>, id: &str) -> Result<Reply, ApiError> {
-    ctx.state.queue.remove_node(id.to_owned()).await?;
+    ctx.state
+        .queue
+        .remove_node(id.to_owned(), alive(ctx))
+        .await?;
     Ok(Reply::json(
         200,
         &NodeDeleted {

@@ -315,11 +315,18 @@ pub fn transition(
         None
     };
     let column = format!("{}_at", to.as_str());
+    // Finalizing writes the output from the lines as they are: a line an admin queued again
+    // since the caller counted them (`retry`) keeps the batch in progress.
+    let settled = if to == BatchStatus::Finalizing {
+        "AND NOT EXISTS (SELECT 1 FROM jobs WHERE batch_id = ?1 AND status IN ('queued', 'processing'))"
+    } else {
+        ""
+    };
     let changed = ctx
         .conn
         .prepare_cached(&format!(
             "UPDATE batches SET status = ?3, {column} = ?4, usage = COALESCE(?5, usage)
-             WHERE id = ?1 AND status = ?2"
+             WHERE id = ?1 AND status = ?2 {settled}"
         ))?
         .execute(params![id, from.as_str(), to.as_str(), ctx.now, usage])?;
     Ok(changed > 0)

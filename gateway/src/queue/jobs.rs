@@ -299,8 +299,9 @@ pub fn enqueue(
         .prepare_cached(
             "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
                  request_hash, idempotency_key, request_id, max_attempts, created_at, updated_at,
-                 expires_at, endpoint, est_tokens, relay)
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)",
+                 expires_at, endpoint, est_tokens, relay, ttl_ms)
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14,
+                 ?15)",
         )?
         .execute(params![
             id,
@@ -317,6 +318,7 @@ pub fn enqueue(
             job.endpoint.as_str(),
             job.est_tokens as i64,
             job.relay,
+            job.ttl.as_millis() as i64,
         ])?;
     ctx.changes.push(Change {
         was_priority: None,

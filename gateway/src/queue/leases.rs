@@ -47,7 +47,6 @@ impl ReapReport {
     }
 }
 
-/// Records that a node is alive and which models it serves.
 /// What a node's call says of it: a heartbeat gives its capacity and whether it knows it
 /// is drained; a fetch neither.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,6 +55,7 @@ pub struct Reported {
     pub draining: Option<bool>,
 }
 
+/// Records that a node is alive, which models it serves and what its call reported.
 pub fn record_node(
     ctx: &mut WriteCtx<'_>,
     node_id: &str,

@@ -80,7 +80,7 @@ pub struct Queue {
     /// The last hour of ended jobs, for the dashboard.
     history: Arc<history::History>,
     /// The nodes an admin drained: leased nothing. Loaded at open, kept by `operate`.
-    draining: std::sync::Mutex<std::collections::HashSet<String>>,
+    draining: nodes::Drained,
     /// Checkpoints the WAL beside the writer; stops with the store.
     _checkpoints: checkpoint::Checkpointer,
 }
@@ -157,7 +157,7 @@ impl Queue {
             nodes_seen: nodes_seen::NodesSeen::default(),
             throughput,
             history,
-            draining: std::sync::Mutex::new(draining),
+            draining: nodes::Drained::new(draining),
             syncer: sync::Syncer::new({
                 let mut wal = path.as_os_str().to_owned();
                 wal.push("-wal");
@@ -253,13 +253,15 @@ impl Queue {
         let lease = self.settings.lease;
         let fair = Arc::clone(&self.fair);
         let record = self.nodes_seen.due(&node_id, &key_id, &models);
-        // A drained node is still seen (its row's `last_seen_at`), and leased nothing.
-        let limit = if self.is_draining(&node_id) { 0 } else { limit };
+        let drained = self.draining.clone();
         self.writer
             .write_with(Durability::Relaxed, move |ctx| {
                 if record {
                     leases::record_node(ctx, &node_id, &key_id, &models, Reported::default())?;
                 }
+                // A drained node is still seen (its row's `last_seen_at`), and leased
+                // nothing; checked here, in the writer, after any drain committed before.
+                let limit = if drained.contains(&node_id) { 0 } else { limit };
                 let asked = leases::Asked {
                     node_id: &node_id,
                     models: &models,

@@ -86,6 +86,12 @@ pub enum StoreError {
     },
     #[error("node `{0}` not found")]
     NodeNotFound(String),
+    /// A node seen within the liveness window is not forgotten: it would come back at its
+    /// next call.
+    #[error(
+        "node `{0}` is alive; drain it and stop it first, then remove it once it is no longer seen"
+    )]
+    NodeAlive(String),
     /// A key that has as many jobs queued as its `max_queued_jobs` allows.
     #[error("key `{key}` has {max} jobs queued, as many as its `max_queued_jobs` allows")]
     QueueFull { key: String, max: u32 },
@@ -347,9 +353,12 @@ impl JobRecord {
     }
 
     /// The job with what only its detail and exports show: its key, its request (when
-    /// given, as stored), and when its last run started and when it ended.
+    /// given, as stored), the node of its last run, and when that run started and when the
+    /// job ended.
     pub fn to_wire_detail(&self, request: Option<&str>) -> Job {
         let mut wire = self.to_wire();
+        // The node of its last run, whatever the status: which node ran a job that ended.
+        wire.node = self.locked_by.clone().map(NodeId::from);
         wire.key_id = Some(self.owner_key_id.clone());
         wire.request = request.and_then(|text| serde_json::from_str(text).ok());
         wire.started_at = self.locked_at.map(|at| at / 1000);

@@ -5,6 +5,42 @@ use super::StoreError;
 use super::writer::WriteCtx;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// The drained nodes' ids, in memory for the lease's check. Changed only inside the
+/// writer's transactions (by [`set_draining`] and [`remove`]), which also lease: a lease
+/// that runs after a drain's commit sees it, and concurrent drains apply in commit order.
+#[derive(Debug, Clone, Default)]
+pub struct Drained(Arc<Mutex<HashSet<String>>>);
+
+impl Drained {
+    pub fn new(ids: HashSet<String>) -> Self {
+        Self(Arc::new(Mutex::new(ids)))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains(id)
+    }
+
+    fn set(&self, id: &str, drained: bool) {
+        let mut ids = self.lock();
+        if drained {
+            ids.insert(id.to_owned());
+        } else {
+            ids.remove(id);
+        }
+    }
+
+    /// Replaces the set with what the database says: after a commit failed, whose
+    /// transaction had changed the set.
+    pub fn reload(&self, ids: HashSet<String>) {
+        *self.lock() = ids;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// A node's row, with its jobs running now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,21 +107,50 @@ pub fn draining(conn: &Connection) -> Result<HashSet<String>, StoreError> {
     Ok(ids)
 }
 
-/// Sets node `id`'s `draining`. Returns false when no such node is known.
-pub fn set_draining(ctx: &mut WriteCtx<'_>, id: &str, draining: bool) -> Result<bool, StoreError> {
-    Ok(ctx
+/// Sets node `id`'s `draining`, in the database and in `drained`. `NodeNotFound` for a
+/// node never seen.
+pub fn set_draining(
+    ctx: &mut WriteCtx<'_>,
+    drained: &Drained,
+    id: &str,
+    draining: bool,
+) -> Result<(), StoreError> {
+    let changed = ctx
         .conn
         .prepare_cached("UPDATE nodes SET draining = ?2 WHERE id = ?1")?
-        .execute(params![id, draining])?
-        > 0)
+        .execute(params![id, draining])?;
+    if changed == 0 {
+        return Err(StoreError::NodeNotFound(id.to_owned()));
+    }
+    drained.set(id, draining);
+    Ok(())
 }
 
-/// Forgets node `id`. Returns false when no such node is known.
-pub fn remove(ctx: &mut WriteCtx<'_>, id: &str) -> Result<bool, StoreError> {
-    let existed: Option<String> = ctx
+/// Forgets node `id` if it was last seen before `alive_since` (Unix ms): a node still
+/// calling would come back at its next call, and undrained. `NodeAlive` for one seen
+/// since, `NodeNotFound` for one never seen.
+pub fn remove(
+    ctx: &mut WriteCtx<'_>,
+    drained: &Drained,
+    id: &str,
+    alive_since: i64,
+) -> Result<(), StoreError> {
+    let removed: Option<String> = ctx
         .conn
-        .prepare_cached("DELETE FROM nodes WHERE id = ?1 RETURNING id")?
+        .prepare_cached("DELETE FROM nodes WHERE id = ?1 AND last_seen_at < ?2 RETURNING id")?
+        .query_row(params![id, alive_since], |row| row.get(0))
+        .optional()?;
+    if removed.is_some() {
+        drained.set(id, false);
+        return Ok(());
+    }
+    let exists: Option<i64> = ctx
+        .conn
+        .prepare_cached("SELECT 1 FROM nodes WHERE id = ?1")?
         .query_row(params![id], |row| row.get(0))
         .optional()?;
-    Ok(existed.is_some())
+    Err(match exists {
+        Some(_) => StoreError::NodeAlive(id.to_owned()),
+        None => StoreError::NodeNotFound(id.to_owned()),
+    })
 }

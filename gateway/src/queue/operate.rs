@@ -73,10 +73,7 @@ impl Queue {
 
     /// Whether an admin drained node `id`.
     pub fn is_draining(&self, id: &str) -> bool {
-        self.draining
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+        self.draining.contains(id)
     }
 
     /// Every known node, the most recently seen first; alive when seen within `alive`.
@@ -107,38 +104,39 @@ impl Queue {
     /// Drains (or undrains) node `id`: from now on its fetches lease nothing; its running
     /// jobs finish. `NodeNotFound` for a node never seen.
     pub async fn set_draining(&self, id: String, draining: bool) -> Result<(), StoreError> {
-        let node = id.clone();
-        let known = self
+        let drained = self.draining.clone();
+        let done = self
             .writer
-            .write(move |ctx| nodes::set_draining(ctx, &node, draining))
-            .await?;
-        if !known {
-            return Err(StoreError::NodeNotFound(id));
-        }
-        let mut drained = self.draining.lock().unwrap_or_else(|e| e.into_inner());
-        if draining {
-            drained.insert(id);
-        } else {
-            drained.remove(&id);
-        }
-        Ok(())
+            .write(move |ctx| nodes::set_draining(ctx, &drained, &id, draining))
+            .await;
+        self.reload_drained_after(done).await
     }
 
-    /// Forgets node `id`. A node still running comes back at its next call.
-    pub async fn remove_node(&self, id: String) -> Result<(), StoreError> {
-        let node = id.clone();
-        let known = self
+    /// Forgets node `id` unless it was seen within `alive` (`NodeAlive`): a node still
+    /// calling would come back at its next call.
+    pub async fn remove_node(&self, id: String, alive: Duration) -> Result<(), StoreError> {
+        let drained = self.draining.clone();
+        let since = now_ms() - alive.as_millis() as i64;
+        let done = self
             .writer
-            .write(move |ctx| nodes::remove(ctx, &node))
-            .await?;
-        if !known {
-            return Err(StoreError::NodeNotFound(id));
+            .write(move |ctx| nodes::remove(ctx, &drained, &id, since))
+            .await;
+        self.reload_drained_after(done).await
+    }
+
+    /// A change of the drained set happens inside its transaction; when the commit failed
+    /// after it, the set is read again from the database.
+    async fn reload_drained_after(&self, done: Result<(), StoreError>) -> Result<(), StoreError> {
+        if let Err(error) = &done
+            && !matches!(
+                error,
+                StoreError::NodeNotFound(_) | StoreError::NodeAlive(_)
+            )
+            && let Ok(ids) = self.read(nodes::draining).await
+        {
+            self.draining.reload(ids);
         }
-        self.draining
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        Ok(())
+        done
     }
 
     /// One page of an export: up to `limit` jobs after row `after_seq`, oldest first, each

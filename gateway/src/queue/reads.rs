@@ -140,10 +140,15 @@ pub fn filter_conditions(filter: &JobFilter, who: &Visibility) -> (String, Vec<V
     if let Some(until) = filter.until {
         add("created_at <", until.into(), &mut values);
     }
-    if !filter.statuses.is_empty() {
+    if let [status] = filter.statuses.as_slice() {
+        add("status =", status.as_str().to_owned().into(), &mut values);
+    } else if !filter.statuses.is_empty() {
+        // Several statuses are read in row order and filtered (the `+` keeps SQLite off
+        // `jobs_by_status`): through that index they would be sorted whole before the first
+        // page, all the finished jobs of a poll without ids among them.
         let first = values.len() + 1;
         conditions.push_str(&format!(
-            " AND status IN ({})",
+            " AND +status IN ({})",
             (first..first + filter.statuses.len())
                 .map(|i| format!("?{i}"))
                 .collect::<Vec<_>>()

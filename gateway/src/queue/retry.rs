@@ -7,7 +7,7 @@ use super::jobs::{self, Effects};
 use super::writer::WriteCtx;
 use super::{Change, JobFilter, JobRecord, StoreError, Visibility, reads};
 use openbeepboop::{JobEvent, JobStatus};
-use rusqlite::{OptionalExtension, params, params_from_iter};
+use rusqlite::{params, params_from_iter};
 
 /// A job keeps its latest operator events only: a job retried in a loop must not grow
 /// without bound.
@@ -28,8 +28,9 @@ fn appended(events: Option<&str>, event: JobEvent) -> String {
 }
 
 /// Queues failed, expired or cancelled job `id` again: attempts reset, a new expiry (now +
-/// the time to live it was submitted with), its answer and error cleared, a `retried`
-/// event added. A line of a batch that is no longer in progress is refused.
+/// the time to live it was submitted with; a batch's line keeps its batch's deadline), its
+/// answer and error cleared, a `retried` event added. A line of a batch that is no longer
+/// in progress is refused.
 pub fn retry(ctx: &mut WriteCtx<'_>, id: &str) -> Result<JobRecord, StoreError> {
     let record = reads::job(ctx.conn, id, &Visibility::All)?
         .ok_or_else(|| StoreError::JobNotFound(id.to_owned()))?;
@@ -39,14 +40,17 @@ pub fn retry(ctx: &mut WriteCtx<'_>, id: &str) -> Result<JobRecord, StoreError> 
             status: record.status,
         });
     }
-    let batch: Option<(String, String)> = ctx
+    let (ttl, batch): (Option<i64>, Option<(String, String)>) = ctx
         .conn
         .prepare_cached(
-            "SELECT b.id, b.status FROM jobs j JOIN batches b ON b.id = j.batch_id
+            "SELECT j.ttl_ms, b.id, b.status FROM jobs j LEFT JOIN batches b ON b.id = j.batch_id
              WHERE j.id = ?1",
         )?
-        .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+        .query_row(params![id], |row| {
+            let batch: Option<String> = row.get(1)?;
+            let status: Option<String> = row.get(2)?;
+            Ok((row.get(0)?, batch.zip(status)))
+        })?;
     if let Some((batch_id, status)) = &batch
         && status != "in_progress"
     {
@@ -69,7 +73,13 @@ pub fn retry(ctx: &mut WriteCtx<'_>, id: &str) -> Result<JobRecord, StoreError> 
         attempts: record.attempts,
         error: record.error.clone(),
     };
-    let ttl = (record.expires_at - record.created_at).max(0);
+    // A line keeps its batch's deadline; a job gets the time to live it was submitted with
+    // (read from its times when it predates `ttl_ms`, before any retry moved them).
+    let expires_at = if batch.is_some() {
+        record.expires_at
+    } else {
+        ctx.now + ttl.unwrap_or(record.expires_at - record.created_at).max(0)
+    };
     ctx.conn
         .prepare_cached(
             "UPDATE jobs SET attempts = 0, result_payload = NULL, error_payload = NULL,
@@ -80,7 +90,7 @@ pub fn retry(ctx: &mut WriteCtx<'_>, id: &str) -> Result<JobRecord, StoreError> 
         )?
         .execute(params![
             id,
-            ctx.now + ttl,
+            expires_at,
             appended(record.events.as_deref(), event)
         ])?;
     if let Some((batch_id, _)) = batch {
@@ -194,3 +204,7 @@ pub fn set_priority(
     reads::job(ctx.conn, id, &Visibility::All)?
         .ok_or_else(|| StoreError::JobNotFound(id.to_owned()))
 }
+
+#[cfg(test)]
+#[path = "retry_tests.rs"]
+mod tests;

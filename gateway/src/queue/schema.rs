@@ -231,6 +231,9 @@ ALTER TABLE jobs ADD COLUMN first_relayed_at INTEGER;
 -- Operations (issue 21): what operators did to a job (a JSON list: retries, priority
 -- changes), and nodes an admin drained.
 ALTER TABLE jobs ADD COLUMN events TEXT;
+-- The time to live a job was submitted with, in ms, which a retry gives it again (jobs
+-- stored before this, and batch lines, whose batch's window bounds them, have none).
+ALTER TABLE jobs ADD COLUMN ttl_ms INTEGER;
 ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
 -- What the node's last heartbeat said of it: the drain reached it.
 ALTER TABLE nodes ADD COLUMN draining_reported INTEGER NOT NULL DEFAULT 0;

@@ -72,13 +72,19 @@ impl BatchRunner {
             // Lines that all ended by themselves complete it, even when read after its
             // deadline; a line that expired (its TTL is the deadline) expires it.
             BatchStatus::InProgress if batch.counts.open == 0 && batch.counts.expired == 0 => {
-                self.queue
+                let moved = self
+                    .queue
                     .move_batch(
                         batch.id.clone(),
                         BatchStatus::InProgress,
                         BatchStatus::Finalizing,
                     )
                     .await?;
+                // Not moved: a line was queued again meanwhile (an admin's retry), or
+                // someone else moved the batch; the next pass reads it afresh.
+                if !moved {
+                    return Ok(());
+                }
                 self.complete(&batch).await
             }
             BatchStatus::Finalizing => self.complete(&batch).await,

@@ -13,7 +13,7 @@ fn rss_kib(pid: u32) -> u64 {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .expect("the gateway's VmRSS in /proc")
 }
 
 /// Writes `JOBS` completed jobs straight into the database, in one transaction: the

@@ -15,20 +15,21 @@ fn failed(job: &Value) -> Value {
         "upstream_status": 400, "retryable": false}])
 }
 
-/// A job of `model` submitted by `user`, leased and failed by `node`.
-async fn failed_job(gw: &Gateway, user: &str, node: &str, model: &str) -> String {
+/// A job of `model` submitted by `user`, leased and failed by `node`: its id, and the
+/// lease of the run that failed.
+async fn failed_job(gw: &Gateway, user: &str, node: &str, model: &str) -> (String, Value) {
     let id = gw.submit_id(user, model).await;
     let leased = gw.fetch(node, "n1", &[model], 1, 0.0).await;
     assert_eq!(leased[0]["id"], id.as_str());
     assert_eq!(gw.report(node, &failed(&leased[0])).await, "accepted");
-    id
+    (id, leased[0]["lease_id"].clone())
 }
 
 #[tokio::test]
 async fn an_admin_retries_a_failed_job_which_runs_again_with_its_history_kept() {
     let gw = Gateway::start(&[]).await;
     let (user, node, admin) = (gw.key("user").await, gw.key("node").await, gw.admin.clone());
-    let id = failed_job(&gw, &user, &node, "m").await;
+    let (id, old_lease) = failed_job(&gw, &user, &node, "m").await;
     let before = gw.job(&user, &id).await;
     assert_eq!(
         (before["status"].as_str(), before["attempts"].as_u64()),
@@ -48,6 +49,10 @@ async fn an_admin_retries_a_failed_job_which_runs_again_with_its_history_kept() 
     assert!(retried["expires_at"].as_i64() >= before["expires_at"].as_i64());
     assert_json_snapshot!(retried["events"], {"[].at" => "[time]"});
 
+    // A late result of the run that failed is stale: the retry ended its lease.
+    let late = json!([{"id": id, "lease_id": old_lease, "status": "COMPLETED",
+        "result": crate::harness::completion("too late")}]);
+    assert_eq!(gw.report(&node, &late).await, "stale");
     // It runs again, and the events stay with it.
     let again = gw.fetch(&node, "n1", &["m"], 1, 5.0).await;
     assert_eq!(
@@ -87,9 +92,9 @@ async fn an_admin_retries_a_failed_job_which_runs_again_with_its_history_kept() 
 async fn a_bulk_retry_takes_its_filter_only_and_an_expired_job_gets_a_new_expiry() {
     let gw = Gateway::start(&[]).await;
     let (user, node, admin) = (gw.key("user").await, gw.key("node").await, gw.admin.clone());
-    let a1 = failed_job(&gw, &user, &node, "a").await;
-    let a2 = failed_job(&gw, &user, &node, "a").await;
-    let b1 = failed_job(&gw, &user, &node, "b").await;
+    let a1 = failed_job(&gw, &user, &node, "a").await.0;
+    let a2 = failed_job(&gw, &user, &node, "a").await.0;
+    let b1 = failed_job(&gw, &user, &node, "b").await.0;
     let response = gw
         .submit_with(
             &user,
@@ -129,11 +134,23 @@ async fn a_bulk_retry_takes_its_filter_only_and_an_expired_job_gets_a_new_expiry
     // The rest, by default every failed, expired and cancelled job.
     let (_, body) = gw.post_json(&admin, "/admin/jobs/retry", &json!({})).await;
     assert_eq!(body["retried"], 2);
+    // Retried with the 1 s it was submitted with (so it may well have expired again by
+    // now: its status is not asserted).
     let revived = gw.job(&user, &expired).await;
-    assert_eq!(revived["status"], "queued");
-    assert!(revived["expires_at"].as_i64().unwrap() >= revived["updated_at"].as_i64().unwrap());
-    // Nothing left to retry, and a status that cannot be retried is a 400.
-    let (_, body) = gw.post_json(&admin, "/admin/jobs/retry", &json!({})).await;
+    assert_eq!(
+        (
+            revived["events"][0]["type"].as_str(),
+            revived["events"][0]["from"].as_str()
+        ),
+        (Some("retried"), Some("expired"))
+    );
+    let ttl =
+        revived["expires_at"].as_i64().unwrap() - revived["events"][0]["at"].as_i64().unwrap();
+    assert!((0..=2).contains(&ttl), "a new expiry 1 s away, not {ttl} s");
+    // No failed job is left to retry, and a status that cannot be retried is a 400.
+    let (_, body) = gw
+        .post_json(&admin, "/admin/jobs/retry", &json!({"status": ["failed"]}))
+        .await;
     assert_eq!(body["retried"], 0);
     let (status, bad) = gw
         .post_json(
@@ -214,7 +231,8 @@ async fn a_queued_jobs_priority_changes_its_lease_order_and_its_depth() {
 
 #[tokio::test]
 async fn a_drained_node_is_leased_nothing_hears_it_and_finishes_its_running_job() {
-    let gw = Gateway::start(&[]).await;
+    // A node not seen for 3 s is gone: the removal below waits for that.
+    let gw = Gateway::start(&[("OBB_NODE_ALIVE_SECONDS", "3")]).await;
     let (user, node, admin) = (gw.key("user").await, gw.key("node").await, gw.admin.clone());
     let running = gw.submit_id(&user, "m").await;
     let leased = gw.fetch(&node, "n1", &["m"], 1, 0.0).await;
@@ -298,21 +316,23 @@ async fn a_drained_node_is_leased_nothing_hears_it_and_finishes_its_running_job(
         (Some(true), Some(1))
     );
     assert_json_snapshot!(n1, {".first_seen_at" => "[time]", ".last_seen_at" => "[time]", ".key_id" => "[id]"});
-    let removed = gw
+    // A node still calling would come back undrained at its next call: not forgotten (the
+    // queue's own tests forget one that stopped; `node_alive_seconds` is 60 s here).
+    let refused = gw
         .http
         .delete(gw.url("/admin/nodes/n2"))
         .bearer_auth(&admin)
         .send()
         .await
         .unwrap();
-    assert_eq!(removed.status(), 200);
+    assert_eq!(refused.status(), 409);
     assert_eq!(
-        removed.json::<Value>().await.unwrap(),
-        json!({"id": "n2", "object": "node.deleted", "deleted": true})
+        refused.json::<Value>().await.unwrap()["error"]["code"],
+        "node_alive"
     );
     let (_, nodes) = gw.get_json(&admin, "/admin/nodes").await;
-    assert_eq!(nodes["data"].as_array().unwrap().len(), 1);
-    for path in ["/admin/nodes/ghost/drain", "/admin/nodes/n2/undrain"] {
+    assert_eq!(nodes["data"].as_array().unwrap().len(), 2);
+    for path in ["/admin/nodes/ghost/drain", "/admin/nodes/ghost/undrain"] {
         let (status, body) = gw.post_json(&admin, path, &json!({})).await;
         assert_eq!(
             (status.as_u16(), body["error"]["code"].as_str()),
@@ -612,4 +632,73 @@ async fn the_dashboard_knows_its_caller_serves_its_page_and_feeds_live_events() 
     let (_, theirs) = gw.get_json(&bob, "/v1/dashboard/overview").await;
     assert_eq!(theirs["last_hour"]["completed"], 0);
     assert_eq!(theirs["depth"][0]["processing"], 1, "{theirs}");
+}
+
+#[tokio::test]
+async fn the_operations_routes_refuse_user_and_node_keys_and_a_user_exports_only_its_own() {
+    let gw = Gateway::start(&[]).await;
+    let (alice, bob, node) = (
+        gw.key("user").await,
+        gw.key("user").await,
+        gw.key("node").await,
+    );
+    let theirs = gw.submit_id(&bob, "m").await;
+    let body = json!({"priority": 1});
+    for (method, path) in [
+        ("POST", format!("/admin/jobs/{theirs}/retry")),
+        ("POST", format!("/admin/jobs/{theirs}/priority")),
+        ("POST", "/admin/jobs/retry".to_owned()),
+        ("GET", "/admin/nodes".to_owned()),
+        ("POST", "/admin/nodes/n1/drain".to_owned()),
+        ("POST", "/admin/nodes/n1/undrain".to_owned()),
+        ("DELETE", "/admin/nodes/n1".to_owned()),
+    ] {
+        let method: reqwest::Method = method.parse().unwrap();
+        let answer = gw
+            .http
+            .request(method.clone(), gw.url(&path))
+            .bearer_auth(&alice)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{method} {path}");
+        let envelope: Value = answer.json().await.unwrap();
+        assert_eq!(
+            envelope["error"]["type"], "permission_error",
+            "{method} {path}"
+        );
+    }
+    for path in [
+        "/v1/jobs/export",
+        "/v1/dashboard/overview",
+        "/v1/dashboard/events",
+        "/v1/dashboard/whoami",
+    ] {
+        let answer = gw
+            .http
+            .get(gw.url(path))
+            .bearer_auth(&node)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+    }
+    assert_eq!(
+        gw.job(&bob, &theirs).await["priority"],
+        3,
+        "nothing changed"
+    );
+    // Alice's export, even naming Bob's key, holds none of Bob's jobs.
+    let (_, listed) = gw.get_json(&gw.admin, "/v1/jobs").await;
+    let bob_key = listed["data"][0]["key_id"].as_str().unwrap().to_owned();
+    let exported = gw
+        .http
+        .get(gw.url(&format!("/v1/jobs/export?key_id={bob_key}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), 200);
+    assert_eq!(exported.text().await.unwrap(), "");
 }

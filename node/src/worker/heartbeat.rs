@@ -84,16 +84,19 @@ impl Heartbeat {
     pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut every = self.period.subscribe();
         let mut last_summary = Instant::now();
-        let mut last_beat = tokio::time::Instant::now();
+        // The first beat goes at once, so that the gateway's node list has the node's
+        // capacity (and, later, its drain) from the start, not a period later.
+        let mut last_beat: Option<tokio::time::Instant> = None;
         loop {
             // A shorter period (learnt from a lease) takes effect at once.
             let period = Duration::from_millis(*every.borrow_and_update()).max(FLOOR);
+            let due = last_beat.map_or_else(tokio::time::Instant::now, |at| at + period);
             tokio::select! {
-                () = tokio::time::sleep_until(last_beat + period) => {}
+                () = tokio::time::sleep_until(due) => {}
                 _ = every.changed() => continue,
                 _ = stop.changed() => return,
             }
-            last_beat = tokio::time::Instant::now();
+            last_beat = Some(tokio::time::Instant::now());
             let mut leases: Vec<LeaseId> = lock(&self.active).keys().cloned().collect();
             let in_flight = leases.len();
             // A finished result keeps its job's lease until the gateway has it: a result
