@@ -139,6 +139,12 @@ pub enum ConfigError {
     Invalid { origin: String, message: String },
     #[error("no home directory: set `OBB_DB` or pass `--db`")]
     NoHome,
+    /// A PostgreSQL URL, which this gateway cannot use yet: refused, not taken for a file
+    /// name (which made `setup` create a SQLite file under a folder named `postgres:`).
+    #[error(
+        "`{0}` is a PostgreSQL URL; this obb-gateway keeps its queue in SQLite only: give a file path"
+    )]
+    PostgresUnsupported(String),
 }
 
 /// `OBB_<KEY>`. The prefix is shared, so the variables of the node (`OBB_NODE_*`), of the
@@ -262,6 +268,9 @@ impl Config {
     /// The database path: the configured one, or the XDG data dir.
     pub fn db_path(&self) -> Result<PathBuf, ConfigError> {
         match &self.db {
+            Some(path) if is_postgres_url(path) => Err(ConfigError::PostgresUnsupported(
+                redacted_url(&path.to_string_lossy()),
+            )),
             Some(path) => Ok(path.clone()),
             None => default_db_path(
                 std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
@@ -306,6 +315,28 @@ pub fn window_seconds(window: &str) -> Option<u64> {
     };
     let count: u64 = window[..window.len() - 1].parse().ok().filter(|n| *n > 0)?;
     count.checked_mul(unit)
+}
+
+/// Whether `db` is a PostgreSQL connection URL (libpq's two schemes) rather than a path.
+fn is_postgres_url(db: &std::path::Path) -> bool {
+    let text = db.to_string_lossy();
+    ["postgres://", "postgresql://"].iter().any(|scheme| {
+        text.len() >= scheme.len() && text[..scheme.len()].eq_ignore_ascii_case(scheme)
+    })
+}
+
+/// A connection URL with its password (if any) replaced, for messages.
+fn redacted_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user, host)) => {
+                let user = user.split_once(':').map_or(user, |(name, _)| name);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 pub fn default_db_path(
@@ -424,6 +455,33 @@ mod tests {
             None,
             "OpenAI's 24h only, by default"
         );
+    }
+
+    #[test]
+    fn a_postgres_url_is_refused_with_its_password_hidden_not_taken_for_a_file() {
+        for url in [
+            "postgres://obb:secret@db:5432/queue",
+            "POSTGRESQL://db/queue",
+        ] {
+            let config = Config {
+                db: Some(url.into()),
+                ..Config::default()
+            };
+            let error = config.db_path().unwrap_err().to_string();
+            assert!(
+                error.contains("PostgreSQL") && !error.contains("secret"),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            redacted_url("postgres://obb:pw@db/q"),
+            "postgres://obb:***@db/q"
+        );
+        let file = Config {
+            db: Some("postgres.db".into()),
+            ..Config::default()
+        };
+        assert_eq!(file.db_path().unwrap(), PathBuf::from("postgres.db"));
     }
 
     #[test]
