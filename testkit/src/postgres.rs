@@ -1,0 +1,169 @@
+//! A real PostgreSQL for tests: Debian's `postgresql` package, a fresh cluster in a temp
+//! dir (`initdb`, as the `postgres` user when the tests run as root, since `initdb` refuses
+//! root), served on a free loopback port by `pg_ctl`, stopped (`-m immediate`) and removed on
+//! drop. Trust authentication on loopback only: the cluster lives as long as its test.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A running cluster.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` (Debian's layout). A missing package
+/// fails the test: `./test.sh` installs it.
+pub fn bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("pg_ctl").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+        panic!(
+            "{} (looked in /usr/lib/postgresql/*/bin)",
+            crate::installed::missing("PostgreSQL (Debian's `postgresql`)")
+        )
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs `program` of the cluster's binaries, as `postgres` when the tests run as root.
+fn run(bin: &Path, program: &str, args: &[&str]) -> Output {
+    let path = bin.join(program);
+    let mut command = if is_root() {
+        let mut runuser = Command::new("runuser");
+        runuser.args(["-u", "postgres", "--"]).arg(&path);
+        runuser
+    } else {
+        Command::new(&path)
+    };
+    command
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", path.display()))
+}
+
+impl Postgres {
+    /// A fresh cluster with a superuser `obb` and a database `obb`, accepting connections
+    /// on `127.0.0.1:<port>` when this returns.
+    pub fn start() -> Self {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The server runs as `postgres`: it must own the cluster's directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let data = dir.path().join("data");
+        let data_arg = data.to_string_lossy().into_owned();
+        let init = run(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                &data_arg,
+                "-U",
+                "obb",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(init.status.success(), "initdb: {init:?}");
+        let mut last = None;
+        for _ in 0..5 {
+            let port = crate::free_port();
+            let options = format!(
+                "-k {} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off",
+                dir.path().display()
+            );
+            let log = dir.path().join("server.log").to_string_lossy().into_owned();
+            let started = run(
+                &bin,
+                "pg_ctl",
+                &[
+                    "-D", &data_arg, "-o", &options, "-l", &log, "-w", "-t", "30", "start",
+                ],
+            );
+            if started.status.success() {
+                let server = Self { dir, bin, port };
+                server.create_database("obb");
+                return server;
+            }
+            last = Some(started);
+        }
+        panic!("pg_ctl start failed five times: {last:?}");
+    }
+
+    /// `postgres://obb@127.0.0.1:<port>/<database>`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://obb@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs `sql` with `psql` in `database`; returns its unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(database),
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "psql `{sql}`: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Creates database `name`.
+    pub fn create_database(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").to_string_lossy().into_owned();
+        let _ = run(
+            &self.bin,
+            "pg_ctl",
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+        );
+        // The directory goes with `dir`; wait until the port is free, so the next test can
+        // take it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
