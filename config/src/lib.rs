@@ -21,19 +21,26 @@ pub struct Namespace<'a> {
     /// Where a key of no listed section lives: a section, or the top level when `None`.
     pub default_section: Option<&'a str>,
     /// Variables under `prefix` that are not settings of this binary: exact names, or
-    /// prefixes ending in `_` (the node's `OBB_NODE_` for the gateway).
+    /// prefixes ending in `_` (the node's `OBB_NODE_` for the gateway). A variable under such
+    /// a prefix that names one of this binary's keys is still its setting (the gateway's
+    /// `OBB_NODE_ALIVE_SECONDS` is `node_alive_seconds`).
     pub not_settings: &'a [&'a str],
     /// Where the settings are documented, for the message about an unknown variable.
     pub docs: &'a str,
 }
 
 impl Namespace<'_> {
-    fn is_setting(&self, name: &str) -> bool {
-        name.starts_with(self.prefix)
-            && !self
-                .not_settings
-                .iter()
-                .any(|other| name == *other || (other.ends_with('_') && name.starts_with(other)))
+    /// Whether `name` is this binary's: `Some(true)` surely, `Some(false)` surely not, `None`
+    /// when only a prefix of another's says not (then it is if it names a key).
+    fn is_setting(&self, name: &str) -> Option<bool> {
+        if !name.starts_with(self.prefix) || self.not_settings.contains(&name) {
+            return Some(false);
+        }
+        let others = self
+            .not_settings
+            .iter()
+            .any(|other| other.ends_with('_') && name.starts_with(other));
+        if others { None } else { Some(true) }
     }
 
     /// The section (or `None`, the top level) and key a variable names.
@@ -82,7 +89,8 @@ pub fn load<T: Serialize + DeserializeOwned>(
     };
     let known = toml::Table::try_from(every_key).map_err(|e| invalid(e.to_string()))?;
     for (name, raw) in env {
-        if !namespace.is_setting(&name) {
+        let surely = namespace.is_setting(&name);
+        if surely == Some(false) {
             continue;
         }
         let (section, key) = namespace.place(&name);
@@ -90,7 +98,11 @@ pub fn load<T: Serialize + DeserializeOwned>(
             Some(section) => known.get(section).and_then(toml::Value::as_table),
             None => Some(&known),
         };
-        let Some(like) = known_section.and_then(|t| t.get(&key)) else {
+        let like = known_section.and_then(|t| t.get(&key));
+        if like.is_none() && surely.is_none() {
+            continue;
+        }
+        let Some(like) = like else {
             return Err(LoadError::UnknownVariable {
                 name,
                 docs: namespace.docs.to_owned(),
@@ -169,6 +181,7 @@ mod tests {
         token: Option<String>,
         names: Vec<String>,
         inner: Inner,
+        other_limit: u32,
     }
 
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -224,6 +237,13 @@ mod tests {
         );
         assert_eq!(settings.names, ["a", "b"]);
         assert!(settings.inner.on);
+        assert_eq!(settings.other_limit, 0);
+    }
+
+    #[test]
+    fn a_variable_under_another_binarys_prefix_that_names_a_key_of_ours_is_ours() {
+        let settings = load_with(None, &[("T_OTHER_LIMIT", "7"), ("T_OTHER_THING", "x")]).unwrap();
+        assert_eq!(settings.other_limit, 7);
     }
 
     #[test]

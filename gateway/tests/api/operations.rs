@@ -231,8 +231,9 @@ async fn a_queued_jobs_priority_changes_its_lease_order_and_its_depth() {
 
 #[tokio::test]
 async fn a_drained_node_is_leased_nothing_hears_it_and_finishes_its_running_job() {
-    // A node not seen for 3 s is gone: the removal below waits for that.
-    let gw = Gateway::start(&[("OBB_NODE_ALIVE_SECONDS", "3")]).await;
+    // A node not seen for 5 s is gone (`node_alive_seconds`): the removal at the end waits
+    // for that.
+    let gw = Gateway::start(&[("OBB_NODE_ALIVE_SECONDS", "5")]).await;
     let (user, node, admin) = (gw.key("user").await, gw.key("node").await, gw.admin.clone());
     let running = gw.submit_id(&user, "m").await;
     let leased = gw.fetch(&node, "n1", &["m"], 1, 0.0).await;
@@ -316,22 +317,37 @@ async fn a_drained_node_is_leased_nothing_hears_it_and_finishes_its_running_job(
         (Some(true), Some(1))
     );
     assert_json_snapshot!(n1, {".first_seen_at" => "[time]", ".last_seen_at" => "[time]", ".key_id" => "[id]"});
-    // A node still calling would come back undrained at its next call: not forgotten (the
-    // queue's own tests forget one that stopped; `node_alive_seconds` is 60 s here).
-    let refused = gw
-        .http
-        .delete(gw.url("/admin/nodes/n2"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    // A node still calling would come back undrained at its next call: not forgotten.
+    let remove = || {
+        gw.http
+            .delete(gw.url("/admin/nodes/n2"))
+            .bearer_auth(&admin)
+            .send()
+    };
+    let refused = remove().await.unwrap();
     assert_eq!(refused.status(), 409);
     assert_eq!(
         refused.json::<Value>().await.unwrap()["error"]["code"],
         "node_alive"
     );
+    eventually(Duration::from_secs(15), "n2 to be seen no more", || async {
+        let (_, nodes) = gw.get_json(&admin, "/admin/nodes").await;
+        let gone = nodes["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "n2" && n["alive"] == false);
+        gone.then_some(())
+    })
+    .await;
+    let removed = remove().await.unwrap();
+    assert_eq!(removed.status(), 200);
+    assert_eq!(
+        removed.json::<Value>().await.unwrap(),
+        json!({"id": "n2", "object": "node.deleted", "deleted": true})
+    );
     let (_, nodes) = gw.get_json(&admin, "/admin/nodes").await;
-    assert_eq!(nodes["data"].as_array().unwrap().len(), 2);
+    assert_eq!(nodes["data"].as_array().unwrap().len(), 1);
     for path in ["/admin/nodes/ghost/drain", "/admin/nodes/ghost/undrain"] {
         let (status, body) = gw.post_json(&admin, path, &json!({})).await;
         assert_eq!(
