@@ -310,6 +310,7 @@ impl Stream<'_> {
                         if !send(session, KEEPALIVE).await {
                             return false;
                         }
+                        self.state.metrics.stream.keepalive();
                     }
                     Woke::Changed(Next::Status(_) | Next::Progress) | Woke::Deadline => {}
                     // One more read, so that a change that came with the shutdown is still sent.
@@ -439,6 +440,7 @@ impl Stream<'_> {
                     if !send(session, keepalive).await {
                         return false;
                     }
+                    self.state.metrics.stream.keepalive();
                     continue;
                 }
                 // Only a final status needs a read; the others change nothing here.

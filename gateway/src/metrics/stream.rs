@@ -10,6 +10,7 @@ pub const REFUSALS: [&str; 4] = ["stale", "cancelled", "gap", "malformed"];
 
 pub struct StreamMetrics {
     chunks: IntCounter,
+    keepalives: IntCounter,
     refused: IntCounterVec,
     relays: IntGauge,
     subscribers: IntGauge,
@@ -27,6 +28,11 @@ impl StreamMetrics {
             chunks: IntCounter::new(
                 "obb_stream_chunks_total",
                 "Chunks nodes relayed live to the gateway's subscribers.",
+            )
+            .unwrap_or_else(|e| unreachable!("well-formed: {e}")),
+            keepalives: IntCounter::new(
+                "obb_stream_keepalives_total",
+                "Keep-alive comments written to event streams (every `stream_keepalive_seconds` while a stream waits).",
             )
             .unwrap_or_else(|e| unreachable!("well-formed: {e}")),
             refused: counter(
@@ -53,6 +59,7 @@ impl StreamMetrics {
     pub fn collectors(&self) -> Collectors {
         vec![
             Box::new(self.chunks.clone()),
+            Box::new(self.keepalives.clone()),
             Box::new(self.refused.clone()),
             Box::new(self.relays.clone()),
             Box::new(self.subscribers.clone()),
@@ -62,6 +69,10 @@ impl StreamMetrics {
 
     pub fn chunk(&self) {
         self.chunks.inc();
+    }
+
+    pub fn keepalive(&self) {
+        self.keepalives.inc();
     }
 
     /// `reason` is one of [`REFUSALS`].

@@ -622,10 +622,18 @@ print(json.dumps([chunk.choices[0].delta.content for chunk in stream]))
     .await;
     let id = job["id"].as_str().unwrap();
     let relay = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
+    let before = gw.metric("obb_stream_keepalives_total", "").await;
     relay.chunk(0, "Hel");
     // Keep-alives (one a second) after a numbered chunk: the SDK's decoder keeps the last
     // id and would read a blank line after one as an event with no data.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    eventually(
+        PATIENCE,
+        "two keep-alives after the first chunk",
+        || async {
+            (gw.metric("obb_stream_keepalives_total", "").await >= before + 2.0).then_some(())
+        },
+    )
+    .await;
     relay.chunk(1, "lo");
     relay.send(json!({"seq": 2, "end": true}));
     relay.finish().await;

@@ -273,9 +273,17 @@ print(json.dumps([[event.type, event.sequence_number] for event in stream]))
     let id = job["id"].as_str().unwrap();
     let relay = NodeStream::open(&gw, &node, id, job["lease_id"].as_str().unwrap());
     let items = upstream_items();
+    let before = gw.metric("obb_stream_keepalives_total", "").await;
     relay.send(json!({"seq": 0, "chunk": items[0]}));
     // Two keep-alives (one a second) fall after numbered events: the SDK must skip them.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "two keep-alives after the first event",
+        || async {
+            (gw.metric("obb_stream_keepalives_total", "").await >= before + 2.0).then_some(())
+        },
+    )
+    .await;
     for (seq, item) in items.iter().enumerate().skip(1) {
         relay.send(json!({"seq": seq, "chunk": item}));
     }
