@@ -604,7 +604,7 @@ fn expiry_error(id: &str, attempts: u32, last_error: Option<&ErrorBody>) -> Erro
 
 #[cfg(test)]
 #[path = "leases_tests.rs"]
-mod fair_tests;
+pub(super) mod fair_tests;
 
 #[cfg(test)]
 mod tests {

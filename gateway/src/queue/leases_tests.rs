@@ -12,7 +12,8 @@ fn open(dir: &std::path::Path, settings: QueueSettings) -> Queue {
     Queue::open(&path, settings, Arc::new(|_, _| {})).unwrap()
 }
 
-pub(super) fn job(owner: &str, priority: u8) -> NewJob {
+/// A chat job of model `m` for key `owner`, with a 600 s time to live.
+pub(in crate::queue) fn job(owner: &str, priority: u8) -> NewJob {
     NewJob {
         id: new_job_id(),
         owner_key_id: owner.into(),

@@ -3,8 +3,8 @@
 //! drained node is leased nothing, a live node is not forgotten, and the hour's history is
 //! read again at open.
 
-use crate::queue::{JobFilter, NewJob, Queue, QueueSettings, StoreError, Visibility, new_job_id};
-use openbeepboop::{Endpoint, ErrorBody, JobStatus, LeasedJob, NodeResult, NodeResultStatus};
+use crate::queue::{JobFilter, NewJob, Queue, QueueSettings, StoreError, Visibility};
+use openbeepboop::{ErrorBody, JobStatus, LeasedJob, NodeResult, NodeResultStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,21 +15,7 @@ fn open(dir: &std::path::Path) -> Queue {
 }
 
 fn job(owner: &str) -> NewJob {
-    NewJob {
-        id: new_job_id(),
-        owner_key_id: owner.into(),
-        model: "m".into(),
-        endpoint: Endpoint::ChatCompletions,
-        priority: 3,
-        payload: "{}".into(),
-        request_hash: String::new(),
-        idempotency_key: None,
-        request_id: None,
-        ttl: Duration::from_secs(600),
-        max_queued: None,
-        est_tokens: 0,
-        relay: false,
-    }
+    crate::queue::leases::fair_tests::job(owner, 3)
 }
 
 async fn lease(queue: &Queue, node: &str) -> Vec<LeasedJob> {
