@@ -8,6 +8,9 @@ import { $, h, showError } from "./dom.js";
 // The overview event comes every 2 s: a stream silent for this long is dead (a half-open
 // connection never errors by itself), so it is dropped and opened again.
 const STREAM_SILENCE_MS = 20000;
+// A stream that stayed up this long (or gave a frame) was a working one: its drop starts the
+// reconnect delay over.
+const STREAM_STEADY_MS = 10000;
 
 class ApiError extends Error {
   constructor(status, message, code) {
@@ -80,7 +83,9 @@ function sleep(ms, signal) {
 
 // EventSource cannot send an Authorization header, so the stream is read with fetch() and a
 // reader. A dropped stream is opened again after 1, 2, 4 … 30 s (with jitter, so that many
-// tabs do not come back at once); a successful open resets the delay.
+// tabs do not come back at once). A stream that gave a frame, or stayed up STREAM_STEADY_MS,
+// resets the delay; one only accepted (its headers) does not: a server that accepts and drops
+// the stream at once would otherwise be called, and the view reloaded, every second.
 export async function startEvents() {
   stopEvents();
   const controller = new AbortController();
@@ -88,17 +93,20 @@ export async function startEvents() {
   let delay = 1000;
   let dropped = false;
   while (!controller.signal.aborted) {
+    let openedAt = null;
+    let framed = false;
     try {
       await readEvents(controller.signal, () => {
-        delay = 1000;
+        openedAt = Date.now();
         setLive(true);
         if (dropped) state.view?.reload?.();
-      });
+      }, () => { framed = true; });
     } catch (error) {
       if (controller.signal.aborted) return;
       if (error.status === 401) return showError(error);
     }
     if (controller.signal.aborted) return;
+    if (framed || (openedAt !== null && Date.now() - openedAt >= STREAM_STEADY_MS)) delay = 1000;
     dropped = true;
     setLive(false);
     await sleep(delay * (1 + Math.random() / 2), controller.signal);
@@ -118,7 +126,7 @@ function setLive(live) {
   badge.classList.toggle("on", live);
 }
 
-async function readEvents(signal, opened) {
+async function readEvents(signal, opened, framed) {
   const connection = new AbortController();
   const hangUp = () => connection.abort();
   signal.addEventListener("abort", hangUp, { once: true });
@@ -136,7 +144,9 @@ async function readEvents(signal, opened) {
       if (done) return;
       clearTimeout(watchdog);
       watchdog = setTimeout(hangUp, STREAM_SILENCE_MS);
-      buffer = dispatchFrames(buffer + value.replace(/\r\n?/g, "\n"));
+      buffer += value.replace(/\r\n?/g, "\n");
+      if (buffer.includes("\n\n")) framed();
+      buffer = dispatchFrames(buffer);
     }
   } finally {
     clearTimeout(watchdog);

@@ -4,7 +4,7 @@
 // the public HTTP API (docs/design/dashboard.md) and of nothing else: what it shows, a script
 // can read.
 
-import { state, isAdmin } from "./state.js";
+import { state, isAdmin, noFilters } from "./state.js";
 import { $, h } from "./dom.js";
 import { api, startEvents, stopEvents } from "./api.js";
 import { renderOverview } from "./overview.js";
@@ -41,8 +41,13 @@ export function logout(message) {
   state.key = null;
   state.who = null;
   state.overview = null;
+  // The next session starts as a first one would: a USER after an ADMIN in this tab must not
+  // inherit the admin's filters (a key filter it could not even see) or pages.
+  state.jobs.filters = noFilters();
   state.jobs.cursors = [null];
+  state.jobs.page = null;
   state.batches.cursors = [null];
+  state.batches.page = null;
   $("#view").replaceChildren();
   showLogin(message);
 }
@@ -88,7 +93,14 @@ async function submitLogin(event) {
 
 function parseHash() {
   const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
-  if (name === "jobs" && rest.length && rest[0]) return { name: "job", id: decodeURIComponent(rest.join("/")) };
+  if (name === "jobs" && rest.length && rest[0]) {
+    // A malformed escape (#/jobs/%E0) names no job: the jobs table, rather than an exception.
+    try {
+      return { name: "job", id: decodeURIComponent(rest.join("/")) };
+    } catch {
+      return { name: "jobs" };
+    }
+  }
   return { name: VIEWS[name] ? name : "overview" };
 }
 

@@ -137,12 +137,23 @@ export async function act(button, work) {
   } finally {
     button.disabled = false;
     // A dialog closed meanwhile could not give the focus back to the disabled button.
-    if (button.isConnected && document.activeElement === document.body) button.focus();
+    if (document.activeElement === document.body) refocus(button);
   }
 }
 
+// Focuses `el`, or, when a repaint has replaced it meanwhile (the nodes' poll, a live event),
+// the element that took its place: the one with the same `data-focus` key.
+function refocus(el) {
+  if (el?.isConnected) {
+    el.focus?.();
+    return;
+  }
+  const key = el?.getAttribute?.("data-focus");
+  if (key) document.querySelector(`[data-focus="${CSS.escape(key)}"]`)?.focus();
+}
+
 // A modal <dialog>: Escape closes it (its `cancel`), the focus stays inside it while open and
-// goes back to the button that opened it when it closes.
+// goes back to the button that opened it (or the one a repaint put in its place) when it closes.
 export function openDialog(title, body, buttons) {
   const id = `dialog-${Date.now()}`;
   const dialog = h("dialog", { class: "dialog", "aria-labelledby": id },
@@ -150,7 +161,7 @@ export function openDialog(title, body, buttons) {
   const opener = document.activeElement;
   dialog.addEventListener("close", () => {
     dialog.remove();
-    opener?.focus?.();
+    refocus(opener);
   });
   document.body.append(dialog);
   dialog.showModal();

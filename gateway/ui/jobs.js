@@ -169,10 +169,12 @@ async function loadJob(ctx, body, id) {
 }
 
 function paintJob(ctx, body, job) {
-  const repaint = (updated) => paintJob(ctx, body, { ...job, ...updated });
+  // An action's answer is not the whole job (it leaves out what it cleared: result, error,
+  // times, node): the page loads the job again, as it first did.
+  const reload = () => loadJob(ctx, body, job.id);
   body.replaceChildren();
   appendChildren(body, [
-    h("div", { class: "toolbar" }, jobActions(job, repaint), priorityForm(job, repaint)),
+    h("div", { class: "toolbar" }, jobActions(job, reload), priorityForm(job, reload)),
     jobFacts(job),
     jobSection("Request", job.request),
     jobSection("Result", job.result),

@@ -55,10 +55,14 @@ function showSecret(box, created) {
   dismiss.focus();
 }
 
+// A create, a revoke and a reconnect may cross: only the latest request paints.
+let asked = 0;
+
 async function loadKeys(ctx, list) {
+  const mine = ++asked;
   try {
     const keys = await api("/admin/keys");
-    if (ctx.alive()) keepFocus(() => paintKeys(ctx, list, keys.data));
+    if (ctx.alive() && mine === asked) keepFocus(() => paintKeys(ctx, list, keys.data));
   } catch (error) {
     showError(error);
   }

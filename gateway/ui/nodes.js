@@ -12,16 +12,25 @@ export function renderNodes(ctx) {
   ctx.root.append(heading("Nodes", h("span", { class: "muted small" }, `refreshed every ${NODES_REFRESH_MS / 1000} s`)), list);
   const load = () => loadNodes(ctx, list);
   ctx.reload = load;
-  every(ctx, NODES_REFRESH_MS, load);
+  ctx.loading = 0;
+  // A slow gateway is not asked again while it has not answered.
+  every(ctx, NODES_REFRESH_MS, () => ctx.loading || load());
   load();
 }
 
+// The poll, an action and a reconnect may cross: only the latest request paints.
+let asked = 0;
+
 async function loadNodes(ctx, list) {
+  const mine = ++asked;
+  ctx.loading += 1;
   try {
     const nodes = await api("/admin/nodes");
-    if (ctx.alive()) keepFocus(() => paintNodes(ctx, list, nodes.data));
+    if (ctx.alive() && mine === asked) keepFocus(() => paintNodes(ctx, list, nodes.data));
   } catch (error) {
     showError(error);
+  } finally {
+    ctx.loading -= 1;
   }
 }
 

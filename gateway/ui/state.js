@@ -11,9 +11,14 @@ export const state = {
   overview: null,
   view: null,
   generation: 0,
-  jobs: { filters: { status: "", model: "", key_id: "", batch_id: "" }, cursors: [null], page: null, asked: 0 },
+  jobs: { filters: noFilters(), cursors: [null], page: null, asked: 0 },
   batches: { cursors: [null], page: null, asked: 0 },
 };
+
+// The jobs table's filters as a session starts: none.
+export function noFilters() {
+  return { status: "", model: "", key_id: "", batch_id: "" };
+}
 
 export function isAdmin() {
   return String(state.who?.role || "").toUpperCase() === "ADMIN";

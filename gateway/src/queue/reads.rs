@@ -114,7 +114,7 @@ pub fn jobs(
 }
 
 /// The SQL conditions (each starting with `AND`) and their values, numbered from `?1`,
-/// that keep the jobs of `filter` that `who` may see.
+/// that keep the jobs of `filter` that `who` may see, its statuses aside (see [`ordered`]).
 pub fn filter_conditions(filter: &JobFilter, who: &Visibility) -> (String, Vec<Value>) {
     let mut values: Vec<Value> = Vec::new();
     let mut conditions = String::new();
@@ -140,32 +140,75 @@ pub fn filter_conditions(filter: &JobFilter, who: &Visibility) -> (String, Vec<V
     if let Some(until) = filter.until {
         add("created_at <", until.into(), &mut values);
     }
-    if let [status] = filter.statuses.as_slice() {
-        add("status =", status.as_str().to_owned().into(), &mut values);
-    } else if !filter.statuses.is_empty() {
-        // Several statuses are read in row order and filtered (the `+` keeps SQLite off
-        // `jobs_by_status`): through that index they would be sorted whole before the first
-        // page, all the finished jobs of a poll without ids among them.
-        let first = values.len() + 1;
-        conditions.push_str(&format!(
-            " AND +status IN ({})",
-            (first..first + filter.statuses.len())
-                .map(|i| format!("?{i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        values.extend(
-            filter
-                .statuses
-                .iter()
-                .map(|s| Value::Text(s.as_str().to_owned())),
-        );
-    }
     (conditions, values)
 }
 
+/// The query of at most `limit` jobs of `filter` that `who` may see and `bound` admits (a
+/// condition on `seq` written with `?` for its value), selecting `columns` (plain column
+/// names) in `seq` order (`"DESC"` or `"ASC"`), and its values. One status is read through
+/// `jobs_by_status` (or the owner's, the model's or the batch's index); several are one such
+/// read each, merged, so that neither a rare status nor a common one is a scan or a sort of
+/// the table.
+pub fn ordered(
+    filter: &JobFilter,
+    who: &Visibility,
+    columns: &str,
+    bound: Option<(&str, Value)>,
+    order: &str,
+    limit: usize,
+) -> (String, Vec<Value>) {
+    let (conditions, mut values) = filter_conditions(filter, who);
+    let bound = match bound {
+        Some((condition, value)) => {
+            values.push(value);
+            format!(" {}", condition.replace('?', &format!("?{}", values.len())))
+        }
+        None => String::new(),
+    };
+    // A key's jobs are read through its own index (`jobs_by_owner`), the status filtered
+    // there: through `jobs_by_status` a key with few jobs would be searched for among all.
+    let status_column = if matches!(who, Visibility::Owner(_)) || filter.key_id.is_some() {
+        "+status"
+    } else {
+        "status"
+    };
+    let read = |status: &str| {
+        format!(
+            "SELECT {columns}, seq AS sort_seq FROM jobs WHERE 1 {conditions}{status}{bound}
+             ORDER BY seq {order} LIMIT {limit}"
+        )
+    };
+    match filter.statuses.as_slice() {
+        [] => (read(""), values),
+        [status] => {
+            values.push(status.as_str().to_owned().into());
+            (
+                read(&format!(" AND {status_column} = ?{}", values.len())),
+                values,
+            )
+        }
+        statuses => {
+            let parts: Vec<String> = statuses
+                .iter()
+                .map(|status| {
+                    values.push(status.as_str().to_owned().into());
+                    format!(
+                        "SELECT * FROM ({})",
+                        read(&format!(" AND {status_column} = ?{}", values.len()))
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "SELECT {columns}, sort_seq FROM ({}) ORDER BY sort_seq {order} LIMIT {limit}",
+                parts.join(" UNION ALL ")
+            );
+            (sql, values)
+        }
+    }
+}
+
 /// A page of the jobs of `filter` that `who` may see, newest first, older than job
-/// `after` (an id; one that does not exist gives an empty page).
+/// `after` (an id; one that does not exist gives an empty page), and whether more follow.
 pub fn list(
     conn: &Connection,
     who: &Visibility,
@@ -173,16 +216,20 @@ pub fn list(
     limit: usize,
     after: Option<&str>,
 ) -> Result<(Vec<JobRecord>, bool), StoreError> {
-    let (mut conditions, mut values) = filter_conditions(filter, who);
-    if let Some(after) = after {
-        values.push(Value::Text(after.to_owned()));
-        conditions.push_str(&format!(
-            " AND seq < COALESCE((SELECT seq FROM jobs WHERE id = ?{}), -1)",
-            values.len()
-        ));
-    }
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 {conditions} ORDER BY seq DESC");
-    page(conn, &sql, values, limit, record)
+    let bound = after.map(|id| {
+        (
+            "AND seq < COALESCE((SELECT seq FROM jobs WHERE id = ?), -1)",
+            Value::Text(id.to_owned()),
+        )
+    });
+    let (sql, values) = ordered(filter, who, JOB_COLUMNS, bound, "DESC", limit + 1);
+    let mut rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), record)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, has_more))
 }
 
 /// Up to `limit` jobs of `filter` that `who` may see after row `after_seq`, oldest first,
@@ -195,13 +242,9 @@ pub fn export_page(
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<(i64, JobRecord, String)>, StoreError> {
-    let (conditions, mut values) = filter_conditions(filter, who);
-    values.push(after_seq.into());
-    let sql = format!(
-        "SELECT {JOB_COLUMNS}, request_payload, seq FROM jobs WHERE 1 {conditions} AND seq > ?{}
-         ORDER BY seq LIMIT {limit}",
-        values.len()
-    );
+    let columns = format!("{JOB_COLUMNS}, request_payload");
+    let bound = Some(("AND seq > ?", Value::Integer(after_seq)));
+    let (sql, values) = ordered(filter, who, &columns, bound, "ASC", limit);
     Ok(conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(values), |row| {

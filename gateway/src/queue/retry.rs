@@ -85,13 +85,16 @@ pub fn retry(ctx: &mut WriteCtx<'_>, id: &str) -> Result<JobRecord, StoreError> 
             "UPDATE jobs SET attempts = 0, result_payload = NULL, error_payload = NULL,
                  upstream_status = NULL, lease_id = NULL, result_lease_id = NULL,
                  locked_by = NULL, locked_at = NULL, first_relayed_at = NULL,
-                 expires_at = ?2, events = ?3
+                 expires_at = ?2, events = ?3, ttl_ms = COALESCE(ttl_ms, ?4)
              WHERE id = ?1",
         )?
         .execute(params![
             id,
             expires_at,
-            appended(record.events.as_deref(), event)
+            appended(record.events.as_deref(), event),
+            // A job stored before `ttl_ms` keeps the one read from its times: a later retry
+            // must not count the time it waited as time to live.
+            (batch.is_none()).then_some(expires_at - ctx.now),
         ])?;
     if let Some((batch_id, _)) = batch {
         // The line is counted again when it ends again (`jobs::count_line_ending`).
@@ -127,11 +130,14 @@ pub fn retry_chunk(
         statuses,
         ..filter.clone()
     };
-    let (conditions, mut values) = reads::filter_conditions(&filter, &Visibility::All);
-    values.push(after_seq.into());
-    let sql = format!(
-        "SELECT seq, id FROM jobs WHERE 1 {conditions} AND seq > ?{} ORDER BY seq LIMIT {BULK_CHUNK}",
-        values.len()
+    let bound = Some(("AND seq > ?", after_seq.into()));
+    let (sql, values) = reads::ordered(
+        &filter,
+        &Visibility::All,
+        "seq, id",
+        bound,
+        "ASC",
+        BULK_CHUNK,
     );
     let found: Vec<(i64, String)> = ctx
         .conn

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from conftest import Dashboard, Stack, eventually
 from playwright.sync_api import expect
@@ -137,11 +138,14 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
     page = dashboard.page
     expect(page.locator("#whoami")).to_contain_text("ADMIN")
 
-    # Retry the expired job from its page.
+    # Retry the expired job from its page: the page shows the job as it now is, its old end
+    # and error gone (the retry's answer leaves them out rather than sending nulls).
     dashboard.go(f"jobs/{expired}")
     expect(fact(dashboard, "Status")).to_have_text("expired")
+    expect(fact(dashboard, "Finished")).not_to_have_text("—")
     page.get_by_role("button", name=f"Retry job {expired}").click()
     expect(fact(dashboard, "Status")).to_have_text("queued")
+    expect(fact(dashboard, "Finished")).to_have_text("—")
     expect(page.locator(".history")).to_contain_text("retried from expired")
     history = stack.call("GET", f"/v1/jobs/{expired}", stack.admin).json()["events"]
     assert [(e["type"], e["from"]) for e in history] == [("retried", "expired")], history
@@ -163,6 +167,18 @@ def test_an_admin_retries_an_expired_job_drains_a_node_and_watches_a_batch_progr
     expect(row.get_by_role("button", name=f"Undrain node {node['id']}")).to_be_visible()
     assert stack.call("GET", "/admin/nodes", stack.admin).json()["data"][0]["draining"] is True
     dashboard.shot("nodes")
+
+    # The poll repaints the table behind an open dialog; closed, the dialog gives the focus to
+    # the button that took its opener's place.
+    remove = row.locator(f'button[data-focus="remove:{node["id"]}"]')
+    remove.click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+    remove.evaluate("button => { button.dataset.stale = 'yes'; }")
+    expect(row.locator("button[data-stale]")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    expect(remove).to_be_focused()
+    assert len(stack.call("GET", "/admin/nodes", stack.admin).json()["data"]) == 1
 
     # A batch waits behind the drained node; the page shows it at 0 of its lines.
     batch = create_batch(stack, stack.user, BATCH_LINES)
@@ -346,6 +362,60 @@ def test_the_key_lives_in_session_storage_only_and_log_out_forgets_it(stack, das
     page.reload()
     expect(page.get_by_label("API key")).to_be_visible()
     expect(page.locator("#app")).to_be_hidden()
+
+
+def test_log_out_forgets_the_jobs_filters_so_a_user_does_not_inherit_an_admins(stack, dashboard):
+    page = dashboard.page
+    dashboard.login(stack.admin)
+    admin_key = stack.call("GET", "/v1/dashboard/whoami", stack.admin).json()["key_id"]
+    dashboard.go("jobs")
+    page.get_by_label("Key", exact=True).fill(admin_key)
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator(".filter-box summary")).to_have_text("Filters (on)")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+
+    dashboard.login(stack.user)
+    dashboard.go("jobs")
+    expect(page.locator("#jobs-list table, #jobs-list .empty")).to_be_visible()
+    # A USER has no key field: "on" would be the admin's key filter, unseen and unchangeable.
+    expect(page.locator("#filter-key")).to_have_count(0)
+    expect(page.locator(".filter-box summary")).to_have_text("Filters")
+
+
+def test_a_malformed_job_address_shows_the_jobs_view(stack, dashboard):
+    page = dashboard.page
+    dashboard.login(stack.user)
+    dashboard.go("jobs/%E0")
+    expect(page.locator("#jobs-list")).to_be_visible()
+    expect(page.get_by_role("link", name="Jobs")).to_have_attribute("aria-current", "page")
+    # And as the address the page opens with.
+    page.reload()
+    expect(page.locator("#jobs-list")).to_be_visible()
+    expect(page.locator("#login-error")).to_be_hidden()
+
+
+def test_a_stream_accepted_and_dropped_at_once_is_retried_with_a_growing_delay(stack, dashboard):
+    """Only a stream that gave a frame (or stayed up) resets the reconnect delay: one that the
+    server accepts and drops at once is called again after 1, 2, 4 … s, not every second."""
+    page = dashboard.page
+    calls: list[float] = []
+
+    def accept_and_drop(route) -> None:
+        calls.append(time.monotonic())
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="")
+
+    page.route("**/v1/dashboard/events", accept_and_drop)
+    dashboard.open()
+    page.get_by_label("API key").fill(stack.user)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#whoami")).to_be_visible()
+    eventually(lambda: calls or page.wait_for_timeout(50), "the first call to the stream")
+    # Calls at 0, 1–1.5 s and 3–4.5 s; the next not before 7 s (every ~1.25 s were the delay
+    # reset by each accepted stream).
+    page.wait_for_timeout(6000)
+    assert 2 <= len(calls) <= 3, [round(t - calls[0], 2) for t in calls]
+    expect(page.locator("#live")).to_have_text("reconnecting")
 
 
 def test_the_jobs_view_fits_a_phone_without_sideways_page_scrolling(stack, phone):

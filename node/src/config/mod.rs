@@ -259,7 +259,8 @@ const VARIABLES: obb_config::Namespace<'static> = obb_config::Namespace {
     // Longest first, so that `local_llm_` wins over `llm_`.
     sections: &["local_llm", "server", "llm"],
     default_section: Some("node"),
-    not_settings: &[],
+    // The gateway's `node_alive_seconds`, which shares the node's prefix.
+    not_settings: &["OBB_NODE_ALIVE_SECONDS"],
     docs: "the [node] settings in README.md",
 };
 

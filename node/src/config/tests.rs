@@ -27,6 +27,8 @@ fn the_spec_example_parses_and_the_environment_overrides_it() {
             ("OBB_NODE_MODELS", "a, b"),
             ("OBB_NODE_RELAY", "append"),
             ("OBB_API_KEY", "ignored"),
+            // The gateway's `node_alive_seconds`, set in an environment both share.
+            ("OBB_NODE_ALIVE_SECONDS", "30"),
         ]),
     )
     .unwrap();
