@@ -240,6 +240,8 @@ cat <<TXT
   user:  $user_key
   node:  $node_key
 
+==> the web dashboard: http://127.0.0.1:$port/ui (log in with the admin or the user key)
+
 ==> try it with curl
   curl -s "http://127.0.0.1:$port/v1/chat/completions?wait=60" -H "Authorization: Bearer $user_key" \\
     -d '{"model":"$model","messages":[{"role":"user","content":"Hello!"}]}'

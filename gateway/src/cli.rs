@@ -38,9 +38,9 @@ pub struct RemoteArgs {
     /// The gateway's base URL
     #[arg(long, env = "OBB_URL", default_value = "http://127.0.0.1:8000")]
     pub url: String,
-    /// An admin key (a user key may export its own jobs)
+    /// An admin key (`jobs export` also takes a user key, and exports that user's jobs)
     #[arg(long, env = "OBB_ADMIN_KEY", hide_env_values = true)]
-    pub key: String,
+    pub key: Option<String>,
     /// A PEM file of the CA that signed the gateway's certificate, for a private CA
     #[arg(long, env = "OBB_CA_CERT")]
     pub ca_cert: Option<PathBuf>,

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("cannot reach the gateway at `{url}`: {source}")]
+    /// The cause (reqwest's, which names the URL and the reason) follows in the chain.
+    #[error("cannot reach the gateway at `{url}`")]
     Transport {
         url: String,
         #[source]
@@ -51,10 +52,16 @@ impl Remote {
         let http = builder
             .build()
             .map_err(|e| RemoteError::Usage(format!("cannot build the HTTP client: {e}")))?;
+        let key = args.key.clone().ok_or_else(|| {
+            RemoteError::Usage(
+                "no key: pass `--key` or set `OBB_ADMIN_KEY` (the key `obb-gateway setup` printed)"
+                    .to_owned(),
+            )
+        })?;
         Ok(Self {
             http,
             base: args.url.trim_end_matches('/').to_owned(),
-            key: args.key.clone(),
+            key,
         })
     }
 

@@ -114,6 +114,13 @@ function onJobInList(ctx, list, event, reloadFirstPage) {
   const shown = state.jobs.page?.data.find((job) => job.id === event.id);
   if (shown) {
     replaceJobRow(ctx, list, { id: event.id, status: event.status, priority: event.priority ?? shown.priority });
+    // The event carries the status, not what came with it (attempts, node, error): once the
+    // job runs or ends, its row is read again. A failed read leaves the row as it is.
+    if (event.status !== "queued") {
+      api(`/v1/jobs/${enc(event.id)}`)
+        .then((job) => replaceJobRow(ctx, list, job))
+        .catch(() => {});
+    }
     return;
   }
   if (event.from === null && state.jobs.cursors.length === 1 && eventMatches(event, state.jobs.filters)) {

@@ -362,7 +362,7 @@ pub async fn get_job(ctx: &Ctx<'_>, req: &Request, id: &str) -> Result<Reply, Ap
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("job `{id}` not found")))?;
             let detail = record.to_wire_detail(Some(&request));
-            (wire.key_id, wire.request) = (detail.key_id, detail.request);
+            (wire.key_id, wire.request, wire.node) = (detail.key_id, detail.request, detail.node);
             (wire.started_at, wire.finished_at) = (detail.started_at, detail.finished_at);
         }
         Some(other) => {

@@ -274,4 +274,13 @@ async fn the_jobs_and_nodes_commands_act_through_the_running_gateway() {
         text(&nowhere).1.contains("cannot reach the gateway"),
         "{nowhere:?}"
     );
+    let keyless = Command::new(gateway_bin())
+        .args(["nodes", "list", "--url", &gw.url("")])
+        .env_remove("OBB_ADMIN_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        !keyless.status.success() && text(&keyless).1.contains("set `OBB_ADMIN_KEY`"),
+        "{keyless:?}"
+    );
 }
