@@ -66,6 +66,14 @@ async fn an_admin_retries_a_failed_job_which_runs_again_with_its_history_kept() 
     let done = gw.job(&user, &id).await;
     assert_eq!(done["status"], "completed");
     assert_eq!(done["events"][0]["type"], "retried");
+    let (_, detail) = gw
+        .get_json(&user, &format!("/v1/jobs/{id}?include=request"))
+        .await;
+    assert_eq!(detail["node"], "n1", "the node of its last run: {detail}");
+    assert!(
+        done.get("node").is_none(),
+        "a plain read names a node only while it runs"
+    );
 
     // Only ended jobs without an answer are retried; a user key may not.
     let (status, refused) = gw
