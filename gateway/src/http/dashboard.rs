@@ -6,7 +6,7 @@
 use super::error::ApiError;
 use super::reply::{Body, Reply};
 use super::{Ctx, State, sse};
-use crate::queue::{FeedItem, Visibility, now_ms};
+use crate::queue::{Change, Visibility, now_ms};
 use openbeepboop::{DashboardJobEvent, Overview, WhoAmI};
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
@@ -75,7 +75,7 @@ fn event(name: &str, data: &impl serde::Serialize) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
-fn visible(item: &FeedItem, who: &Visibility) -> bool {
+fn visible(item: &Change, who: &Visibility) -> bool {
     match who {
         Visibility::All => true,
         Visibility::Owner(key) => &item.owner == key,

@@ -45,6 +45,17 @@ pub(super) fn frame(out: &mut String, name: Option<&str>, data: &str) {
     out.push_str("\n\n");
 }
 
+/// [`frame`]'s `data:` line and closing blank line for bytes as a node relayed them (one
+/// JSON object, which a raw line break inside would cut short).
+pub(super) fn data_bytes(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(b"data: ");
+    out.extend(
+        data.iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+    out.extend_from_slice(b"\n\n");
+}
+
 /// A finished completion replayed as the events a streaming server sends, `[DONE]` last:
 /// `chat.completion.chunk`s, or `text_completion` chunks for `/v1/completions`. A body that
 /// is not a completion is passed on whole, as one event, rather than lost.

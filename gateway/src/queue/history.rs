@@ -205,24 +205,29 @@ impl History {
 /// kept in order of their start; a late one (the seed's) finds or makes its place.
 fn add(minutes: &mut VecDeque<Minute>, ended: &Ended<'_>, at: i64) {
     let start = at - at.rem_euclid(MINUTE_MS);
-    let position = match minutes.iter().position(|m| m.start >= start) {
-        Some(i) if minutes[i].start == start => i,
-        Some(i) => {
-            minutes.insert(
-                i,
-                Minute {
+    // Commits count into the newest minute: looked at first, not found by a walk.
+    let position = if minutes.back().is_some_and(|m| m.start == start) {
+        minutes.len() - 1
+    } else {
+        match minutes.iter().position(|m| m.start >= start) {
+            Some(i) if minutes[i].start == start => i,
+            Some(i) => {
+                minutes.insert(
+                    i,
+                    Minute {
+                        start,
+                        ..Minute::default()
+                    },
+                );
+                i
+            }
+            None => {
+                minutes.push_back(Minute {
                     start,
                     ..Minute::default()
-                },
-            );
-            i
-        }
-        None => {
-            minutes.push_back(Minute {
-                start,
-                ..Minute::default()
-            });
-            minutes.len() - 1
+                });
+                minutes.len() - 1
+            }
         }
     };
     let minute = &mut minutes[position];

@@ -45,7 +45,7 @@ pub use model::{
     DepthRow, JobFilter, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot,
     StoreError, Visibility, now_ms, stored_answer,
 };
-pub use notify::{Change, FeedItem, JobWatch, Notifier};
+pub use notify::{Change, JobWatch, Notifier};
 pub use relayed::RelayLease;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};

@@ -49,25 +49,12 @@ pub struct Notifier {
     feed: Feed,
 }
 
-/// A status change as the dashboard's feed tells it: who owns the job, so that a feed
-/// shows a user only their own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedItem {
-    pub job_id: String,
-    pub status: JobStatus,
-    pub from: Option<JobStatus>,
-    pub model: String,
-    pub priority: u8,
-    pub owner: String,
-    pub batch_id: Option<String>,
-}
-
 /// How many changes a feed subscriber may fall behind before it skips ahead (and is told
 /// so, to read the lists again).
 const FEED_CAPACITY: usize = 4096;
 
 #[derive(Debug)]
-struct Feed(broadcast::Sender<Arc<FeedItem>>);
+struct Feed(broadcast::Sender<Arc<Change>>);
 
 impl Default for Feed {
     fn default() -> Self {
@@ -160,24 +147,16 @@ impl Notifier {
 
     /// Every change from now on, until the receiver is dropped. A receiver that falls
     /// more than a few thousand changes behind gets `Lagged` and skips ahead.
-    pub fn feed(&self) -> broadcast::Receiver<Arc<FeedItem>> {
+    pub fn feed(&self) -> broadcast::Receiver<Arc<Change>> {
         self.feed.0.subscribe()
     }
 
     /// Called by the writer after a commit.
     pub fn publish(&self, changes: &[Change]) {
-        // Built only when a dashboard listens: most gateways never have one open.
+        // Copied only when a dashboard listens: most gateways never have one open.
         if self.feed.0.receiver_count() > 0 {
             for change in changes {
-                let _ = self.feed.0.send(Arc::new(FeedItem {
-                    job_id: change.job_id.clone(),
-                    status: change.status,
-                    from: change.from,
-                    model: change.model.clone(),
-                    priority: change.priority,
-                    owner: change.owner.clone(),
-                    batch_id: change.batch_id.clone(),
-                }));
+                let _ = self.feed.0.send(Arc::new(change.clone()));
             }
         }
         let mut wake_nodes = false;

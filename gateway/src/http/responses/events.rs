@@ -113,19 +113,10 @@ pub fn relayed(seq: u64, chunk: &[u8], out: &mut Vec<u8>) {
                     out.extend_from_slice(format!("event: {kind}\n").as_bytes());
                 }
             }
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(Value::Object(event).to_string().as_bytes());
+            super::super::sse::data_bytes(out, Value::Object(event).to_string().as_bytes());
         }
-        Err(_) => {
-            out.extend_from_slice(b"data: ");
-            out.extend(
-                chunk
-                    .iter()
-                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-            );
-        }
+        Err(_) => super::super::sse::data_bytes(out, chunk),
     }
-    out.extend_from_slice(b"\n\n");
 }
 
 fn push_opening(events: &mut Events, response: &Value) {

@@ -48,14 +48,7 @@ async fn relay_out(session: &mut ServerSession, cursor: &mut Cursor, framing: Fr
         if framing == Framing::Events {
             out.extend_from_slice(b"event: chunk\n");
         }
-        out.extend_from_slice(b"data: ");
-        // One JSON object from an SSE data line; a line break would end the field early.
-        out.extend(
-            chunk
-                .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-        );
-        out.extend_from_slice(b"\n\n");
+        super::data_bytes(&mut out, &chunk);
     }
     if send(session, out).await {
         Relayed::Sent
