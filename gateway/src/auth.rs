@@ -372,22 +372,32 @@ mod tests {
     async fn a_recheck_off_the_request_path_applies_a_revocation_made_in_another_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.db");
-        Queue::setup(&path).unwrap();
+        Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
         let queue = Queue::open(
-            &path,
+            &crate::queue::Location::File(path.clone()),
             crate::queue::QueueSettings::default(),
             Arc::new(|_, _| {}),
         )
         .unwrap();
         let key = mint_key().unwrap();
-        let created = crate::queue::offline::create_key(&path, &key, "u", Role::User).unwrap();
+        let created = crate::queue::offline::create_key(
+            &crate::queue::Location::File(path.clone()),
+            &key,
+            "u",
+            Role::User,
+        )
+        .unwrap();
         let auth = Authenticator::new().unwrap();
         let bearer = format!("Bearer {}", key.token);
         let principal = auth.authenticate(&queue, Some(&bearer)).await.unwrap();
         assert_eq!(principal.key_id, created.info.id.as_str());
 
         // The CLI revokes the key through its own connection; the watch's recheck applies it.
-        crate::queue::offline::revoke_key(&path, created.info.id.as_str()).unwrap();
+        crate::queue::offline::revoke_key(
+            &crate::queue::Location::File(path.clone()),
+            created.info.id.as_str(),
+        )
+        .unwrap();
         auth.recheck_now(&queue).await.unwrap();
         assert!(matches!(
             auth.authenticate(&queue, Some(&bearer)).await,

@@ -30,6 +30,26 @@ pub enum Command {
     /// List, drain and forget nodes through a running gateway's admin API.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Copy a stopped gateway's SQLite queue (jobs, keys, files, batches, nodes) into an
+    /// empty PostgreSQL database, and check the counts after.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The SQLite file to copy (its gateway stopped)
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The PostgreSQL database to copy into: `postgres://user@host:port/db`
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Where the PostgreSQL gateways keep uploaded files (`files_dir`); default: the
+    /// configured one
+    #[arg(long)]
+    pub files_dir: Option<PathBuf>,
+    /// A config file, for `files_dir` (default: the XDG one, when it exists)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Where the running gateway is, and the admin key to call it with.
@@ -125,7 +145,8 @@ pub enum NodesCommand {
 /// Where the database and the config file are.
 #[derive(Debug, Args, Clone, Default)]
 pub struct StoreArgs {
-    /// The SQLite file [env: OBB_DB] [default: $XDG_DATA_HOME/openbeepboop/queue.db]
+    /// The SQLite file, or a PostgreSQL URL (`postgres://user@host:port/db`) [env: OBB_DB]
+    /// [default: $XDG_DATA_HOME/openbeepboop/queue.db]
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// A `gateway.toml` [default: $XDG_CONFIG_HOME/openbeepboop/gateway.toml when it exists]

@@ -4,6 +4,7 @@
 //! a typo never silently falls back to a default; the loader is `obb_config`, shared with
 //! the node.
 
+use crate::queue::Location;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,8 +16,13 @@ use std::time::Duration;
 pub struct Config {
     pub host: String,
     pub port: u16,
-    /// The SQLite file; `None` means the XDG data dir.
+    /// The store: a SQLite file, or a PostgreSQL URL (`postgres://user@host:port/db`);
+    /// `None` means a SQLite file in the XDG data dir.
     pub db: Option<PathBuf>,
+    /// Where a PostgreSQL store's gateways keep the bytes of `/v1/files`; several gateways
+    /// on one database need it shared. `None` means `files/` in the XDG data dir. A SQLite
+    /// store keeps them in `files/` beside its file, whatever this says.
+    pub files_dir: Option<PathBuf>,
     /// The longest `?wait=` / `Prefer: wait=` honoured; longer asks are capped to it.
     pub max_wait_seconds: u64,
     /// The wait applied when a submit asks for none. 0 keeps submits asynchronous.
@@ -96,6 +102,7 @@ impl Default for Config {
             host: "0.0.0.0".to_owned(),
             port: 8000,
             db: None,
+            files_dir: None,
             max_wait_seconds: 300,
             default_wait_seconds: 0,
             max_body_bytes: 16 * 1024 * 1024,
@@ -139,12 +146,6 @@ pub enum ConfigError {
     Invalid { origin: String, message: String },
     #[error("no home directory: set `OBB_DB` or pass `--db`")]
     NoHome,
-    /// A PostgreSQL URL, which this gateway cannot use yet: refused, not taken for a file
-    /// name (which made `setup` create a SQLite file under a folder named `postgres:`).
-    #[error(
-        "`{0}` is a PostgreSQL URL; this obb-gateway keeps its queue in SQLite only: give a file path"
-    )]
-    PostgresUnsupported(String),
 }
 
 /// `OBB_<KEY>`. The prefix is shared, so the variables of the node (`OBB_NODE_*`), of the
@@ -167,6 +168,8 @@ const VARIABLES: obb_config::Namespace<'static> = obb_config::Namespace {
         "OBB_DEMO_LLM_PORTS",
         // The tests: the real model's Python, and what the live SDK scripts are told.
         "OBB_TEST_PYTHON",
+        // Which engine the gateway tests run on (`testkit::postgres`).
+        "OBB_TEST_ENGINE",
         "OBB_USER_KEY",
         "OBB_JOB_ID",
         "OBB_FAULT_",
@@ -189,6 +192,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let every_key = Config {
             db: Some(PathBuf::new()),
+            files_dir: Some(PathBuf::new()),
             metrics_token: Some(String::new()),
             tls_cert: Some(PathBuf::new()),
             tls_key: Some(PathBuf::new()),
@@ -265,17 +269,20 @@ impl Config {
         Ok(())
     }
 
-    /// The database path: the configured one, or the XDG data dir.
-    pub fn db_path(&self) -> Result<PathBuf, ConfigError> {
+    /// The store: the configured file or PostgreSQL URL, or a file in the XDG data dir.
+    pub fn store(&self) -> Result<Location, ConfigError> {
         match &self.db {
-            Some(path) if is_postgres_url(path) => Err(ConfigError::PostgresUnsupported(
-                redacted_url(&path.to_string_lossy()),
-            )),
-            Some(path) => Ok(path.clone()),
-            None => default_db_path(
-                std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
-                std::env::var_os("HOME").map(PathBuf::from),
-            ),
+            Some(db) => Ok(Location::parse(db)),
+            None => default_db_path(xdg_data_home(), home()).map(Location::File),
+        }
+    }
+
+    /// Where a PostgreSQL store keeps uploaded files: `files_dir`, or `files/` in the XDG
+    /// data dir.
+    pub fn files_dir(&self) -> Result<PathBuf, ConfigError> {
+        match &self.files_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => default_db_path(xdg_data_home(), home()).map(|db| db.with_file_name("files")),
         }
     }
 
@@ -318,25 +325,12 @@ pub fn window_seconds(window: &str) -> Option<u64> {
 }
 
 /// Whether `db` is a PostgreSQL connection URL (libpq's two schemes) rather than a path.
-fn is_postgres_url(db: &std::path::Path) -> bool {
-    let text = db.to_string_lossy();
-    ["postgres://", "postgresql://"].iter().any(|scheme| {
-        text.len() >= scheme.len() && text[..scheme.len()].eq_ignore_ascii_case(scheme)
-    })
+fn xdg_data_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME").map(PathBuf::from)
 }
 
-/// A connection URL with its password (if any) replaced, for messages.
-fn redacted_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) => {
-                let user = user.split_once(':').map_or(user, |(name, _)| name);
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
 }
 
 pub fn default_db_path(
@@ -458,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn a_postgres_url_is_refused_with_its_password_hidden_not_taken_for_a_file() {
+    fn a_postgres_url_selects_postgresql_and_anything_else_is_a_file() {
         for url in [
             "postgres://obb:secret@db:5432/queue",
             "POSTGRESQL://db/queue",
@@ -467,21 +461,23 @@ mod tests {
                 db: Some(url.into()),
                 ..Config::default()
             };
-            let error = config.db_path().unwrap_err().to_string();
-            assert!(
-                error.contains("PostgreSQL") && !error.contains("secret"),
-                "{error}"
-            );
+            let store = config.store().unwrap();
+            assert!(store.is_postgres(), "{url}");
+            assert!(!store.to_string().contains("secret"), "{store}");
         }
-        assert_eq!(
-            redacted_url("postgres://obb:pw@db/q"),
-            "postgres://obb:***@db/q"
-        );
         let file = Config {
             db: Some("postgres.db".into()),
             ..Config::default()
         };
-        assert_eq!(file.db_path().unwrap(), PathBuf::from("postgres.db"));
+        assert_eq!(
+            file.store().unwrap(),
+            Location::File(PathBuf::from("postgres.db"))
+        );
+        let dir = Config {
+            files_dir: Some("/shared/files".into()),
+            ..Config::default()
+        };
+        assert_eq!(dir.files_dir().unwrap(), PathBuf::from("/shared/files"));
     }
 
     #[test]

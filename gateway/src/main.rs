@@ -5,15 +5,14 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use obb_gateway::auth::mint_key;
 use obb_gateway::cli::{
-    Cli, Command, JobsCommand, KeysCommand, LimitArgs, NodesCommand, Setting, SetupArgs, StartArgs,
-    StoreArgs,
+    Cli, Command, JobsCommand, KeysCommand, LimitArgs, MigrateArgs, NodesCommand, Setting,
+    SetupArgs, StartArgs, StoreArgs,
 };
 use obb_gateway::config::{Config, default_config_file};
-use obb_gateway::queue::{Queue, offline};
+use obb_gateway::queue::{Location, Queue, offline};
 use obb_gateway::remote::{Remote, node_line};
 use openbeepboop::{KeyLimits, Role};
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The name this binary was built as (`obb-gateway` or `openbeepboop-server`): the help,
@@ -64,7 +63,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys(command),
         Command::Jobs(command) => remotely(jobs(command)),
         Command::Nodes(command) => remotely(nodes(command)),
+        Command::Migrate(args) => migrate(args),
     }
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let file = args.config.clone().or_else(default_config_file);
+    let config = Config::load(file.as_deref(), std::env::vars())?;
+    let files_dir = match args.files_dir {
+        Some(dir) => dir,
+        None => config.files_dir()?,
+    };
+    let to = Location::parse(&args.to);
+    eprintln!(
+        "copying `{}` into `{to}` (uploaded files into `{}`)",
+        args.from.display(),
+        files_dir.display()
+    );
+    let moved = obb_gateway::queue::migrate(&args.from, &to, &files_dir)
+        .with_context(|| format!("cannot migrate `{}` to `{to}`", args.from.display()))?;
+    for (table, rows) in &moved.rows {
+        println!("{table}\t{rows}");
+    }
+    println!("files\t{}", moved.files);
+    eprintln!("done: the counts match. Start the gateways with `--db {to}`.");
+    Ok(())
 }
 
 /// Runs a command that calls the gateway's API (never `start`: pingora runs outside any
@@ -155,39 +178,30 @@ fn load(store: &StoreArgs) -> anyhow::Result<Config> {
 
 fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let config = load(&args.store)?;
-    let default = config.db_path()?;
+    let default = config.store()?;
     let db = if args.yes {
         default
     } else {
-        eprint!(
-            "Where should the database be stored? [default: {}]: ",
-            default.display()
-        );
+        eprint!("Where should the database be stored? [default: {default}]: ");
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         match answer.trim() {
             "" => default,
-            path => PathBuf::from(path),
+            answer => Location::parse(std::path::Path::new(answer)),
         }
     };
-    Queue::setup(&db).with_context(|| format!("cannot set up `{}`", db.display()))?;
-    eprintln!("Database ready at {}", db.display());
+    Queue::setup(&db).with_context(|| format!("cannot set up `{db}`"))?;
+    eprintln!("Database ready at {db}");
     if offline::has_admin_key(&db)? {
         eprintln!(
             "Setup complete. An admin key already exists; make another with `{PROGRAM} keys create --role admin --name NAME`."
         );
-        eprintln!(
-            "Run the gateway with `{PROGRAM} start --db {}`.",
-            db.display()
-        );
+        eprintln!("Run the gateway with `{PROGRAM} start --db {db}`.");
         return Ok(());
     }
     let created = offline::create_key(&db, &mint_key()?, "admin", Role::Admin)?;
-    eprintln!(
-        "Setup complete. Run the gateway with `{PROGRAM} start --db {}`.",
-        db.display()
-    );
+    eprintln!("Setup complete. Run the gateway with `{PROGRAM} start --db {db}`.");
     eprintln!("Your admin key is shown only once:");
     println!("{}", created.key);
     Ok(())
@@ -203,14 +217,18 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     tracing::debug!(?config, "effective configuration");
     if args.check_config {
-        let db = config.db_path()?;
+        let db = config.store()?;
         if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
             obb_gateway::server::tls_files(cert, key)?;
         }
-        let store = Queue::open(&db, Default::default(), std::sync::Arc::new(|_, _| {}))?;
+        let settings = obb_gateway::queue::QueueSettings {
+            files_dir: db.is_postgres().then(|| config.files_dir()).transpose()?,
+            ..Default::default()
+        };
+        let store = Queue::open(&db, settings, std::sync::Arc::new(|_, _| {}))?;
         drop(store);
         println!("{}", toml::to_string(&config)?);
-        eprintln!("configuration and database `{}` are valid", db.display());
+        eprintln!("configuration and database `{db}` are valid");
         return Ok(());
     }
     let server = obb_gateway::server::build(config)?;
@@ -222,7 +240,7 @@ fn start(args: StartArgs) -> anyhow::Result<()> {
 fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { role, name, store } => {
-            let db = load(&store)?.db_path()?;
+            let db = load(&store)?.store()?;
             let created = offline::create_key(&db, &mint_key()?, &name, role)?;
             eprintln!(
                 "created {} key `{}` ({})",
@@ -231,7 +249,7 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             println!("{}", created.key);
         }
         KeysCommand::List { store } => {
-            let db = load(&store)?.db_path()?;
+            let db = load(&store)?.store()?;
             for key in offline::list_keys(&db)? {
                 let state = if key.revoked_at.is_some() {
                     "revoked"
@@ -245,12 +263,12 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id, store } => {
-            let db = load(&store)?.db_path()?;
+            let db = load(&store)?.store()?;
             let key = offline::revoke_key(&db, &id)?;
             println!("revoked {} ({})", key.id, key.name);
         }
         KeysCommand::Limits { id, set, store } => {
-            let db = load(&store)?.db_path()?;
+            let db = load(&store)?.store()?;
             let mut limits = offline::key_limits(&db, &id)?;
             if apply_limits(&set, &mut limits) {
                 limits.check().map_err(|(field, message)| {

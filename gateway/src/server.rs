@@ -29,13 +29,14 @@ const READ_BUFFER_BYTES: usize = 4096;
 /// Opens the database and builds the server. Fails, without serving, when the database
 /// is missing or too new.
 pub fn build(config: Config) -> anyhow::Result<Server> {
-    let db = config.db_path()?;
+    let db = config.store()?;
     let settings = QueueSettings {
         lease: config.lease(),
         max_attempts: config.max_attempts,
         retry_backoff_base: Duration::from_millis(config.retry_backoff_base_ms),
         max_commit_batch: config.max_commit_batch,
         read_connections: (config.threads * 4).max(4),
+        files_dir: db.is_postgres().then(|| config.files_dir()).transpose()?,
     };
     let metrics = Arc::new(Metrics::new());
     let recorder = Arc::clone(&metrics);
@@ -44,7 +45,7 @@ pub fn build(config: Config) -> anyhow::Result<Server> {
         settings,
         Arc::new(move |stats, events| recorder.record_commit(stats, events)),
     )?);
-    tracing::info!(db = %db.display(), "opened the job store");
+    tracing::info!(%db, "opened the job store");
 
     let conf = ServerConf {
         threads: config.threads,

@@ -164,7 +164,21 @@ impl Gateway {
         scheme: &'static str,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = db.unwrap_or_else(|| dir.path().join("queue.db"));
+        let db = db.unwrap_or_else(|| {
+            if postgres::engine_is_postgres() {
+                PathBuf::from(postgres::shared().fresh_database())
+            } else {
+                dir.path().join("queue.db")
+            }
+        });
+        // A PostgreSQL store keeps uploads in `files_dir`: this gateway's own, unless given.
+        let mut engine: Vec<(&str, String)> = Vec::new();
+        if db.to_string_lossy().starts_with("postgres://")
+            && !settings.iter().any(|(name, _)| *name == "OBB_FILES_DIR")
+        {
+            let files = dir.path().join("files").display().to_string();
+            engine.push(("OBB_FILES_DIR", files));
+        }
         let setup = cli(&db, &["setup", "--yes"]);
         assert!(setup.status.success(), "setup: {setup:?}");
         let admin = String::from_utf8(setup.stdout)
@@ -180,6 +194,7 @@ impl Gateway {
         .iter()
         .chain(settings)
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .chain(engine.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
         .collect();
         env.push(("OBB_LOG".to_owned(), "warn".to_owned()));
         let mut gateway = Self {
@@ -202,8 +217,73 @@ impl Gateway {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The store: a SQLite file, or a PostgreSQL URL (`OBB_TEST_ENGINE=postgres`).
     pub fn db(&self) -> PathBuf {
         self.db.clone()
+    }
+
+    /// Whether the store is a PostgreSQL database.
+    pub fn on_postgres(&self) -> bool {
+        self.db.to_string_lossy().starts_with("postgres://")
+    }
+
+    /// Where the gateway keeps uploaded files: `files/` beside a SQLite store, the
+    /// configured `files_dir` of a PostgreSQL one.
+    pub fn files_dir(&self) -> PathBuf {
+        match self.env.iter().find(|(name, _)| name == "OBB_FILES_DIR") {
+            Some((_, dir)) => PathBuf::from(dir),
+            None => self.db.parent().expect("a data dir").join("files"),
+        }
+    }
+
+    /// A gateway on a database of its own on the test PostgreSQL server, whatever
+    /// `OBB_TEST_ENGINE` says: for what only several gateways can show.
+    pub async fn start_postgres(settings: &[(&str, &str)]) -> Self {
+        let url = postgres::shared().fresh_database();
+        Self::start_at(Some(PathBuf::from(url)), settings).await
+    }
+
+    /// Another gateway on this one's PostgreSQL database and files directory, as an
+    /// operator runs several behind a load balancer; it shares the admin key.
+    pub async fn alongside(&self, settings: &[(&str, &str)]) -> Self {
+        let files = self.files_dir().display().to_string();
+        let mut all: Vec<(&str, &str)> = vec![("OBB_FILES_DIR", &files)];
+        all.extend_from_slice(settings);
+        let mut other = Self::start_at(Some(self.db.clone()), &all).await;
+        other.admin.clone_from(&self.admin);
+        other
+    }
+
+    /// The rows of `sql` run on the store directly (while the gateway runs or not), each
+    /// column as text, `None` for NULL.
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        if self.on_postgres() {
+            return postgres::shared().query(&self.db.to_string_lossy(), sql);
+        }
+        let conn = rusqlite::Connection::open(&self.db).expect("the database opens");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("a busy timeout");
+        let mut statement = conn.prepare(sql).expect("the query prepares");
+        let width = statement.column_count();
+        statement
+            .query_map([], |row| {
+                (0..width)
+                    .map(|i| {
+                        use rusqlite::types::ValueRef;
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => None,
+                            ValueRef::Integer(v) => Some(v.to_string()),
+                            ValueRef::Real(v) => Some(v.to_string()),
+                            ValueRef::Text(v) | ValueRef::Blob(v) => {
+                                Some(String::from_utf8_lossy(v).into_owned())
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .expect("the query runs")
+            .map(|row| row.expect("a row"))
+            .collect()
     }
 
     /// Starts the process, retrying on another port if the reserved one was taken.

@@ -92,7 +92,7 @@ impl Postgres {
         for _ in 0..5 {
             let port = crate::free_port();
             let options = format!(
-                "-k {} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off",
+                "-k {} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off -c max_connections=400",
                 dir.path().display()
             );
             let log = dir.path().join("server.log").to_string_lossy().into_owned();
@@ -138,6 +138,28 @@ impl Postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// The rows of `sql` in the database of `url` (one of this server's), each column as
+    /// text, `None` for NULL.
+    pub fn query(&self, url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        const FIELD: &str = "\u{1f}";
+        const NULL: &str = "\u{1e}";
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", FIELD])
+            .args(["-P", &format!("null={NULL}"), "-d", url, "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "psql `{sql}`: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                line.split(FIELD)
+                    .map(|field| (field != NULL).then(|| field.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Creates database `name`.
     pub fn create_database(&self, name: &str) {
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
@@ -146,6 +168,61 @@ impl Postgres {
     /// The server's log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+/// Whether the gateway tests run on PostgreSQL: `OBB_TEST_ENGINE=postgres` (`./test.sh` runs
+/// the API suite once on each engine).
+pub fn engine_is_postgres() -> bool {
+    std::env::var("OBB_TEST_ENGINE").is_ok_and(|engine| engine == "postgres")
+}
+
+/// The one server of this test process, started at first use, for every gateway the process
+/// starts on PostgreSQL (each on a database of its own). A static is never dropped, so a
+/// watchdog stops the server and removes its cluster when the process ends, however it ends.
+pub fn shared() -> &'static Postgres {
+    static SERVER: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = Postgres::start();
+        let data = server.dir.path().join("data");
+        let pg_ctl = server.bin.join("pg_ctl");
+        let as_postgres = if is_root() {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        let watchdog = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {as_postgres}{pg_ctl} -D {data} -m immediate -w stop >/dev/null 2>&1; rm -rf {dir}",
+            pid = std::process::id(),
+            pg_ctl = pg_ctl.display(),
+            data = data.display(),
+            dir = server.dir.path().display(),
+        );
+        // `setsid -f` forks it off and returns at once; it outlives this process.
+        let forked = Command::new("setsid")
+            .args(["-f", "sh", "-c", &watchdog])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("the PostgreSQL watchdog starts");
+        assert!(forked.success(), "setsid: {forked}");
+        server
+    })
+}
+
+impl Postgres {
+    /// A new empty database; returns its URL.
+    pub fn fresh_database(&self) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.create_database(&name);
+        self.url(&name)
     }
 }
 

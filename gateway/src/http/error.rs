@@ -341,7 +341,15 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict { .. } => {
                 ApiError::IdempotencyMismatch(error.to_string())
             }
-            // Conditions that pass: space freed, a lock released, a restart finished.
+            // Conditions that pass: space freed, a lock released, a restart finished, a
+            // lost PostgreSQL connection back.
+            StoreError::Postgres { .. } if error.is_transient() => {
+                tracing::warn!(error = %error.detail(), "store unavailable");
+                ApiError::Unavailable {
+                    message: "the job store is temporarily unavailable; retry shortly".to_owned(),
+                    retry_after: 5,
+                }
+            }
             StoreError::DiskFull(_)
             | StoreError::Busy(_)
             | StoreError::Pool(_)
@@ -353,6 +361,11 @@ impl From<StoreError> for ApiError {
                 }
             }
             StoreError::Sqlite(_)
+            | StoreError::Postgres { .. }
+            | StoreError::NoRows
+            | StoreError::Column { .. }
+            | StoreError::NoFilesDir
+            | StoreError::Migrate(_)
             | StoreError::ReadAborted(_)
             | StoreError::CorruptPayload { .. }
             | StoreError::DataDir { .. }

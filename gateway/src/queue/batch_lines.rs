@@ -3,13 +3,13 @@
 //! for the output files. Only SQL lives here.
 
 use super::batch_rows::BatchRecord;
+use super::db::{Conn, OptionalExtension, params};
 use super::jobs::{self, Effects};
 use super::notify::Change;
 use super::reads;
 use super::writer::WriteCtx;
 use super::{QueueEvent, StoreError};
 use openbeepboop::{BatchStatus, Endpoint, ErrorBody, JobStatus};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// A batch's lines by how far they got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,14 +49,14 @@ pub struct LineRecord {
 
 /// The live counts of a batch's lines: one row, moved by every line's enqueue and ending
 /// in the same transaction (`jobs::transition`), so never stale.
-pub fn counts(conn: &Connection, batch_id: &str) -> Result<LineCounts, StoreError> {
+pub fn counts(conn: &Conn, batch_id: &str) -> Result<LineCounts, StoreError> {
     let counts = conn
         .prepare_cached(
             "SELECT lines_total, lines_completed, lines_failed, lines_expired
              FROM batches WHERE id = ?1",
         )?
         .query_row([batch_id], |row| {
-            let n = |i: usize| row.get::<_, i64>(i).map(|n| n.max(0) as u64);
+            let n = |i: usize| row.get::<i64>(i).map(|n| n.max(0) as u64);
             Ok(LineCounts {
                 total: n(0)?,
                 completed: n(1)?,
@@ -93,9 +93,14 @@ pub fn enqueue_lines(
         return Ok(0);
     }
     // Only the endpoints `/v1/batches` accepts were stored; the column's check agrees.
-    let endpoint: Endpoint = batch.endpoint.parse().map_err(|message: String| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
-    })?;
+    let endpoint: Endpoint =
+        batch
+            .endpoint
+            .parse()
+            .map_err(|message: String| StoreError::Column {
+                index: 0,
+                message: message.to_string(),
+            })?;
     // The batch's lines run at the batch priority, but never earlier than the owner's
     // `max_priority` allows, as its own requests do.
     let earliest: Option<u8> = ctx
@@ -116,11 +121,12 @@ pub fn enqueue_lines(
         let inserted = ctx
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO jobs (id, owner_key_id, model, status, priority,
+                "INSERT INTO jobs (id, owner_key_id, model, status, priority,
                      request_payload, request_hash, request_id, max_attempts, created_at,
                      updated_at, expires_at, batch_id, custom_id, line, endpoint, est_tokens)
                  VALUES (?1, ?2, ?3, 'queued', ?4, ?5, '', ?1, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12,
-                     ?13)",
+                     ?13)
+                 ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 id,
@@ -182,7 +188,7 @@ pub fn end_open_lines(
              AND status IN ('queued', 'processing') LIMIT ?2",
         )?
         .query_map(params![batch_id, limit as i64], |row| {
-            Ok((row.get::<_, String>(0)?, reads::status(row, 1)?))
+            Ok((row.get::<String>(0)?, reads::status(row, 1)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for (id, from) in &open {
@@ -202,7 +208,7 @@ pub fn end_open_lines(
 
 /// Up to `limit` of a batch's lines after line `after`, in line order.
 pub fn lines(
-    conn: &Connection,
+    conn: &Conn,
     batch_id: &str,
     after: u64,
     limit: usize,
@@ -215,9 +221,9 @@ pub fn lines(
         .query_map(params![batch_id, after as i64, limit as i64], |row| {
             let error: Option<String> = row.get(5)?;
             Ok(LineRecord {
-                line: row.get::<_, i64>(0)?.max(0) as u64,
+                line: row.get::<i64>(0)?.max(0) as u64,
                 job_id: row.get(1)?,
-                custom_id: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                custom_id: row.get::<Option<String>>(2)?.unwrap_or_default(),
                 status: reads::status(row, 3)?,
                 result_payload: row.get(4)?,
                 error: error.and_then(|text| serde_json::from_str(&text).ok()),

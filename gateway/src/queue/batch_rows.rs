@@ -2,6 +2,7 @@
 //! `batch_lines`'. Only SQL lives here; what runs a batch is `runner`'s.
 
 use super::batch_lines::{LineCounts, counts};
+use super::db::{Conn, OptionalExtension, Row, Value, params, params_from_iter};
 use super::reads::{self, owner_filter};
 use super::writer::WriteCtx;
 use super::{StoreError, Visibility};
@@ -9,7 +10,6 @@ use openbeepboop::{
     Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus, BatchUsage,
     InputTokensDetails, OutputTokensDetails,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
 use serde_json::Map;
 
 const COLUMNS: &str = "id, owner_key_id, status, endpoint, model, input_file_id, \
@@ -108,17 +108,18 @@ pub struct NewBatch {
 fn json<T: serde::de::DeserializeOwned>(
     row: &Row<'_>,
     index: usize,
-) -> rusqlite::Result<Option<T>> {
+) -> Result<Option<T>, StoreError> {
     let text: Option<String> = row.get(index)?;
     text.map(|text| {
-        serde_json::from_str(&text).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into())
+        serde_json::from_str(&text).map_err(|e| StoreError::Column {
+            index,
+            message: e.to_string(),
         })
     })
     .transpose()
 }
 
-fn record(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
+fn record(row: &Row<'_>) -> Result<BatchRecord, StoreError> {
     let status: String = row.get(2)?;
     let mut times = [None; 7];
     for (i, time) in times.iter_mut().enumerate() {
@@ -127,15 +128,16 @@ fn record(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
     Ok(BatchRecord {
         id: row.get(0)?,
         owner_key_id: row.get(1)?,
-        status: status.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+        status: status.parse().map_err(|e: String| StoreError::Column {
+            index: 2,
+            message: e.to_string(),
         })?,
         endpoint: row.get(3)?,
         model: row.get(4)?,
         input_file_id: row.get(5)?,
         completion_window: row.get(6)?,
         metadata: json(row, 7)?,
-        output_expires_after: row.get::<_, Option<i64>>(8)?.map(|s| s.max(0) as u64),
+        output_expires_after: row.get::<Option<i64>>(8)?.map(|s| s.max(0) as u64),
         errors: json(row, 9)?,
         output_file_id: row.get(10)?,
         error_file_id: row.get(11)?,
@@ -147,7 +149,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<BatchRecord> {
     })
 }
 
-fn with_counts(conn: &Connection, mut batch: BatchRecord) -> Result<BatchRecord, StoreError> {
+fn with_counts(conn: &Conn, mut batch: BatchRecord) -> Result<BatchRecord, StoreError> {
     batch.counts = counts(conn, &batch.id)?;
     Ok(batch)
 }
@@ -169,7 +171,7 @@ pub fn insert(ctx: &WriteCtx<'_>, batch: &NewBatch) -> Result<(BatchRecord, bool
                  WHERE owner_key_id = ?1 AND idempotency_key = ?2"
             ))?
             .query_row(params![batch.owner_key_id, key], |row| {
-                Ok((record(row)?, row.get::<_, String>(22)?))
+                Ok((record(row)?, row.get::<String>(22)?))
             })
             .optional()?;
         if let Some((record, hash)) = existing {
@@ -213,11 +215,7 @@ pub fn insert(ctx: &WriteCtx<'_>, batch: &NewBatch) -> Result<(BatchRecord, bool
 }
 
 /// The batch, with its live counts, when `who` may see it.
-pub fn by_id(
-    conn: &Connection,
-    id: &str,
-    who: &Visibility,
-) -> Result<Option<BatchRecord>, StoreError> {
+pub fn by_id(conn: &Conn, id: &str, who: &Visibility) -> Result<Option<BatchRecord>, StoreError> {
     let (owner, owner_value) = owner_filter(who, 2);
     let mut values = vec![Value::Text(id.to_owned())];
     values.extend(owner_value);
@@ -232,7 +230,7 @@ pub fn by_id(
 
 /// The batch in row `seq`, with its live counts, whoever owns it: what the writer re-reads
 /// after a commit changed the row (see `live_batches`).
-pub fn by_seq(conn: &Connection, seq: i64) -> Result<Option<BatchRecord>, StoreError> {
+pub fn by_seq(conn: &Conn, seq: i64) -> Result<Option<BatchRecord>, StoreError> {
     let found = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM batches WHERE seq = ?1"))?
         .query_row([seq], record)
@@ -242,7 +240,7 @@ pub fn by_seq(conn: &Connection, seq: i64) -> Result<Option<BatchRecord>, StoreE
 
 /// A page of the batches `who` may see, newest first, older than the batch `after`.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn,
     who: &Visibility,
     limit: usize,
     after: Option<&str>,
@@ -257,7 +255,7 @@ pub fn list(
         ));
     }
     let sql = format!(
-        "SELECT {COLUMNS} FROM batches WHERE (?1 IS NULL OR 1) {} ORDER BY seq DESC",
+        "SELECT {COLUMNS} FROM batches WHERE (CAST(?1 AS TEXT) IS NULL OR 1 = 1) {} ORDER BY seq DESC",
         conditions.join(" "),
     );
     let (page, more) = reads::page(conn, &sql, values, limit, record)?;
@@ -269,14 +267,14 @@ pub fn list(
 }
 
 /// The batches the runner has work on.
-pub fn active(conn: &Connection) -> Result<Vec<BatchRecord>, StoreError> {
+pub fn active(conn: &Conn) -> Result<Vec<BatchRecord>, StoreError> {
     let found = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM batches
              WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling')
              ORDER BY seq"
         ))?
-        .query_map([], record)?
+        .query_map(params![], record)?
         .collect::<Result<Vec<_>, _>>()?;
     found.into_iter().map(|b| with_counts(conn, b)).collect()
 }
@@ -333,32 +331,42 @@ pub fn transition(
 }
 
 /// The completed lines' tokens, totalled from their stored completions.
-fn usage(conn: &Connection, batch_id: &str) -> Result<BatchUsage, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(json_extract(result_payload, '$.usage.prompt_tokens')), 0),
+fn usage(conn: &Conn, batch_id: &str) -> Result<BatchUsage, StoreError> {
+    conn.prepare_cached(conn.pick(
+        "SELECT COALESCE(SUM(json_extract(result_payload, '$.usage.prompt_tokens')), 0),
                  COALESCE(SUM(json_extract(result_payload,
                      '$.usage.prompt_tokens_details.cached_tokens')), 0),
                  COALESCE(SUM(json_extract(result_payload, '$.usage.completion_tokens')), 0),
                  COALESCE(SUM(json_extract(result_payload,
                      '$.usage.completion_tokens_details.reasoning_tokens')), 0)
              FROM jobs WHERE batch_id = ?1 AND status = 'completed' AND json_valid(result_payload)",
-        )?
-        .query_row([batch_id], |row| {
-            let n = |i: usize| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
-            let (input, output) = (n(0)?, n(2)?);
-            Ok(BatchUsage {
-                input_tokens: input,
-                input_tokens_details: InputTokensDetails {
-                    cached_tokens: n(1)?,
-                },
-                output_tokens: output,
-                output_tokens_details: OutputTokensDetails {
-                    reasoning_tokens: n(3)?,
-                },
-                total_tokens: input + output,
-            })
-        })?)
+        // `obb_json` (the schema's) is null for what is not JSON, as `json_valid` skips it.
+        "SELECT CAST(COALESCE(SUM((obb_json(result_payload)
+                     #>> '{usage,prompt_tokens}')::numeric), 0) AS BIGINT),
+                 CAST(COALESCE(SUM((obb_json(result_payload)
+                     #>> '{usage,prompt_tokens_details,cached_tokens}')::numeric), 0) AS BIGINT),
+                 CAST(COALESCE(SUM((obb_json(result_payload)
+                     #>> '{usage,completion_tokens}')::numeric), 0) AS BIGINT),
+                 CAST(COALESCE(SUM((obb_json(result_payload)
+                     #>> '{usage,completion_tokens_details,reasoning_tokens}')::numeric), 0)
+                     AS BIGINT)
+             FROM jobs WHERE batch_id = ?1 AND status = 'completed'",
+    ))?
+    .query_row([batch_id], |row| {
+        let n = |i: usize| row.get::<i64>(i).map(|v| v.max(0) as u64);
+        let (input, output) = (n(0)?, n(2)?);
+        Ok(BatchUsage {
+            input_tokens: input,
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: n(1)?,
+            },
+            output_tokens: output,
+            output_tokens_details: OutputTokensDetails {
+                reasoning_tokens: n(3)?,
+            },
+            total_tokens: input + output,
+        })
+    })
 }
 
 /// Fails a `validating` batch with the problems found in its input.
@@ -399,11 +407,11 @@ impl BatchFile {
 
 /// How many batches are in each status, for the metrics. Batches are few (each holds up to
 /// 50,000 lines), so counting the table at a scrape costs far less than the jobs it holds.
-pub fn count_by_status(conn: &Connection) -> Result<Vec<(BatchStatus, i64)>, StoreError> {
+pub fn count_by_status(conn: &Conn) -> Result<Vec<(BatchStatus, i64)>, StoreError> {
     let mut statement =
         conn.prepare_cached("SELECT status, COUNT(*) FROM batches GROUP BY status")?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    let rows = statement.query_map(params![], |row| {
+        Ok((row.get::<String>(0)?, row.get::<i64>(1)?))
     })?;
     let mut counts = Vec::new();
     for row in rows {

@@ -7,8 +7,13 @@ use std::sync::Arc;
 
 fn open(dir: &std::path::Path) -> Queue {
     let path = dir.join("queue.db");
-    Queue::setup(&path).unwrap();
-    Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap()
+    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
+    Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        QueueSettings::default(),
+        Arc::new(|_, _| {}),
+    )
+    .unwrap()
 }
 
 fn new_batch() -> NewBatch {
@@ -105,13 +110,18 @@ fn final_batch_statuses_never_change() {
 async fn ended_lines_are_reported_for_the_metrics_and_the_snapshot_counts_batches_by_status() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
-    Queue::setup(&path).unwrap();
+    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
     let on_commit: crate::queue::OnCommit = Arc::new(move |_, batch: &[QueueEvent]| {
         seen.lock().unwrap().extend_from_slice(batch);
     });
-    let queue = Queue::open(&path, QueueSettings::default(), on_commit).unwrap();
+    let queue = Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        QueueSettings::default(),
+        on_commit,
+    )
+    .unwrap();
     let (batch, _) = queue.create_batch(new_batch()).await.unwrap();
     let lines = (1..=2).map(line).collect();
     queue.enqueue_lines(batch.clone(), lines, 4).await.unwrap();
@@ -276,7 +286,12 @@ async fn after_a_restart_a_running_batch_is_read_from_memory_with_its_stored_cou
     drop(queue);
 
     let path = dir.path().join("queue.db");
-    let queue = Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap();
+    let queue = Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        QueueSettings::default(),
+        Arc::new(|_, _| {}),
+    )
+    .unwrap();
     assert_eq!(queue.live_batches.len(), 1, "loaded when the store opens");
     let read = queue
         .batch(batch.id.clone(), Visibility::All)

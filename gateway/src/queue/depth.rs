@@ -37,6 +37,15 @@ impl Depth {
         }
     }
 
+    /// Replaces the counts with a fresh count of the database: on PostgreSQL, where other
+    /// gateways' commits move them too.
+    pub fn recount(&self, rows: Vec<DepthRow>) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = Self::seeded(rows)
+            .counts
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+    }
+
     /// Moves the counts by the changes of one committed batch.
     pub fn apply(&self, changes: &[Change]) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());

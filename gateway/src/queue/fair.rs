@@ -144,6 +144,39 @@ impl Fair {
         }
     }
 
+    /// Sets the counts to a fresh count of the database (`rows` and `running` as
+    /// [`Fair::seeded`] takes them): on PostgreSQL, where other gateways' commits move
+    /// them too. Each key keeps its place in its band; weights, caps and budgets stay.
+    pub fn recount(&self, rows: Vec<(String, u8, Lane, i64)>, running: HashMap<String, i64>) {
+        let mut state = self.state();
+        let mut want: HashMap<(u8, String, Lane), i64> = HashMap::new();
+        for (key, priority, lane, count) in rows {
+            *want
+                .entry((priority.clamp(1, BANDS as u8), key, lane))
+                .or_default() += count;
+        }
+        let mut have = Vec::new();
+        for (index, band) in state.bands.iter().enumerate() {
+            for (key, queue) in &band.keys {
+                for (lane, count) in &queue.lanes {
+                    have.push((index as u8 + 1, key.clone(), lane.clone(), *count));
+                }
+            }
+        }
+        for (priority, key, lane, count) in have {
+            let wanted = want
+                .remove(&(priority, key.clone(), lane.clone()))
+                .unwrap_or(0);
+            if wanted != count {
+                state.add(priority, &key, lane, wanted - count);
+            }
+        }
+        for ((priority, key, lane), count) in want {
+            state.add(priority, &key, lane, count);
+        }
+        state.running = running;
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,11 +1,11 @@
 //! The `files` table: inserts (with the idempotency key's rule), reads, pages, deletes and
 //! the expired rows. Only SQL lives here; the bytes on disk are `files`' business.
 
+use super::db::{Conn, OptionalExtension, Row, Value, params, params_from_iter};
 use super::reads::{self, owner_filter};
 use super::writer::WriteCtx;
 use super::{StoreError, Visibility};
 use openbeepboop::{FileObject, FilePurpose};
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
 
 const COLUMNS: &str = "id, owner_key_id, purpose, filename, bytes, sha256, created_at, expires_at";
 
@@ -61,16 +61,17 @@ pub struct NewRow<'a> {
     pub expires_after: Option<u64>,
 }
 
-fn record(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+fn record(row: &Row<'_>) -> Result<FileRecord, StoreError> {
     let purpose: String = row.get(2)?;
     Ok(FileRecord {
         id: row.get(0)?,
         owner_key_id: row.get(1)?,
-        purpose: purpose.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+        purpose: purpose.parse().map_err(|e: String| StoreError::Column {
+            index: 2,
+            message: e.to_string(),
         })?,
         filename: row.get(3)?,
-        bytes: row.get::<_, i64>(4)?.max(0) as u64,
+        bytes: row.get::<i64>(4)?.max(0) as u64,
         sha256: row.get(5)?,
         created_at: row.get(6)?,
         expires_at: row.get(7)?,
@@ -88,7 +89,7 @@ pub fn insert(ctx: &WriteCtx<'_>, file: &NewRow<'_>) -> Result<(FileRecord, bool
                  WHERE owner_key_id = ?1 AND idempotency_key = ?2"
             ))?
             .query_row(params![file.owner_key_id, key], |row| {
-                Ok((record(row)?, row.get::<_, String>(8)?))
+                Ok((record(row)?, row.get::<String>(8)?))
             })
             .optional()?;
         if let Some((record, hash)) = existing {
@@ -139,26 +140,21 @@ pub fn insert(ctx: &WriteCtx<'_>, file: &NewRow<'_>) -> Result<(FileRecord, bool
     ))
 }
 
-pub fn by_id(
-    conn: &Connection,
-    id: &str,
-    who: &Visibility,
-) -> Result<Option<FileRecord>, StoreError> {
+pub fn by_id(conn: &Conn, id: &str, who: &Visibility) -> Result<Option<FileRecord>, StoreError> {
     let (owner, owner_value) = owner_filter(who, 2);
     let mut values = vec![Value::Text(id.to_owned())];
     values.extend(owner_value);
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM files WHERE id = ?1 {owner}"
-        ))?
-        .query_row(params_from_iter(values), record)
-        .optional()?)
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM files WHERE id = ?1 {owner}"
+    ))?
+    .query_row(params_from_iter(values), record)
+    .optional()
 }
 
 /// A page of the files `who` may see, after the file `after` in `order`, and whether more
 /// follow. An `after` the caller cannot see ends the list.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn,
     who: &Visibility,
     purpose: Option<FilePurpose>,
     limit: usize,
@@ -184,18 +180,14 @@ pub fn list(
         ));
     }
     let sql = format!(
-        "SELECT {COLUMNS} FROM files WHERE (?1 IS NULL OR 1) {} ORDER BY seq {direction}",
+        "SELECT {COLUMNS} FROM files WHERE (CAST(?1 AS TEXT) IS NULL OR 1 = 1) {} ORDER BY seq {direction}",
         conditions.join(" "),
     );
     reads::page(conn, &sql, values, limit, record)
 }
 
 /// Deletes the row of a file `who` may see; `None` when there is none.
-pub fn delete(
-    conn: &Connection,
-    id: &str,
-    who: &Visibility,
-) -> Result<Option<FileRecord>, StoreError> {
+pub fn delete(conn: &Conn, id: &str, who: &Visibility) -> Result<Option<FileRecord>, StoreError> {
     let Some(found) = by_id(conn, id, who)? else {
         return Ok(None);
     };
@@ -205,7 +197,7 @@ pub fn delete(
 }
 
 /// Up to `limit` files whose `expires_at` (Unix ms) is at or before `now`.
-pub fn expired(conn: &Connection, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
+pub fn expired(conn: &Conn, now: i64, limit: usize) -> Result<Vec<String>, StoreError> {
     let ids = conn
         .prepare_cached(
             "SELECT id FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?1
@@ -217,11 +209,7 @@ pub fn expired(conn: &Connection, now: i64, limit: usize) -> Result<Vec<String>,
 }
 
 /// Deletes the rows among `ids` that are still expired at `now`; returns those deleted.
-pub fn delete_expired(
-    conn: &Connection,
-    ids: &[String],
-    now: i64,
-) -> Result<Vec<String>, StoreError> {
+pub fn delete_expired(conn: &Conn, ids: &[String], now: i64) -> Result<Vec<String>, StoreError> {
     let mut statement = conn.prepare_cached(
         "DELETE FROM files WHERE id = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2",
     )?;
@@ -235,10 +223,10 @@ pub fn delete_expired(
 }
 
 /// Every file id, for the sweep of the directory at start.
-pub fn all_ids(conn: &Connection) -> Result<std::collections::HashSet<String>, StoreError> {
+pub fn all_ids(conn: &Conn) -> Result<std::collections::HashSet<String>, StoreError> {
     let ids = conn
         .prepare("SELECT id FROM files")?
-        .query_map([], |row| row.get(0))?
+        .query_map(params![], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(ids)
 }

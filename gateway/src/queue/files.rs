@@ -6,16 +6,17 @@
 //! then the bytes. So a row always has its bytes, and a crash leaves at most a `.part` or a
 //! file without a row, both swept away when the store opens.
 
+use super::db::Conn;
 use super::file_rows::{self, FileRecord, NewRow, Order};
 use super::pool::{self, ReadPool};
 use super::writer::{WriteCtx, Writer};
 use super::{StoreError, Visibility, now_ms};
 use openbeepboop::FilePurpose;
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Bytes gathered before a write to the file: few system calls, little memory. The one
 /// buffer goes to the blocking thread that writes it and comes back, so an upload of any
@@ -160,20 +161,30 @@ pub fn new_file_id() -> String {
 }
 
 impl FileStore {
-    /// Opens the `files/` directory beside the database at `db`, creating it, and sweeps
-    /// away what a crash left: `.part` files and files without a row. Runs before the
-    /// writer starts, on its connection; returns the directory for [`FileStore::new`].
-    pub fn prepare(db: &Path, conn: &Connection) -> Result<PathBuf, StoreError> {
-        let dir = db
-            .parent()
+    /// The `files/` directory beside the SQLite database at `db`.
+    pub fn beside(db: &Path) -> PathBuf {
+        db.parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
-            .join("files");
+            .join("files")
+    }
+
+    /// Opens the files directory `dir`, creating it, and sweeps away what a crash left:
+    /// `.part` files and files without a row. Runs before the writer starts, on its
+    /// connection; returns the directory for [`FileStore::new`]. A directory `shared` by
+    /// several gateways (PostgreSQL) is swept only of what is a day old, since another
+    /// gateway may be writing a file whose row is not yet committed.
+    pub fn prepare(dir: PathBuf, conn: &Conn, shared: bool) -> Result<PathBuf, StoreError> {
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::DataDir {
             path: dir.display().to_string(),
             source: Arc::new(e),
         })?;
-        let swept = sweep(&dir, &file_rows::all_ids(conn)?)?;
+        let min_age = if shared {
+            SHARED_SWEEP_AGE
+        } else {
+            Duration::ZERO
+        };
+        let swept = sweep(&dir, &file_rows::all_ids(conn)?, min_age)?;
         if swept > 0 {
             tracing::info!(files = swept, dir = %dir.display(), "removed unfinished uploads");
         }
@@ -359,13 +370,30 @@ fn request_hash(file: &NewFile, sha256: &str) -> String {
 }
 
 /// Removes `.part` files and files no row names. Returns how many went.
-fn sweep(dir: &Path, ids: &std::collections::HashSet<String>) -> Result<usize, StoreError> {
+/// How old a leftover in a shared files directory must be to be swept: longer than any
+/// upload takes.
+const SHARED_SWEEP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+fn sweep(
+    dir: &Path,
+    ids: &std::collections::HashSet<String>,
+    min_age: Duration,
+) -> Result<usize, StoreError> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| io_error("cannot list the files directory", e))?;
     let mut removed = 0;
+    let old_enough = |entry: &std::fs::DirEntry| {
+        min_age.is_zero()
+            || entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age)
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".part") || !ids.contains(&name) {
+        if (name.ends_with(".part") || !ids.contains(&name)) && old_enough(&entry) {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(error) => tracing::warn!(%error, file = %name, "cannot remove a leftover file"),

@@ -6,8 +6,13 @@ use tokio::io::AsyncReadExt;
 
 fn open(dir: &Path) -> Queue {
     let path = dir.join("queue.db");
-    Queue::setup(&path).unwrap();
-    Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap()
+    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
+    Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        QueueSettings::default(),
+        Arc::new(|_, _| {}),
+    )
+    .unwrap()
 }
 
 fn new_file(owner: &str, key: Option<&str>, expires_after: Option<u64>) -> NewFile {

@@ -2,11 +2,11 @@
 //! changes; enqueue and cancel. Leasing lives in `leases`, results in `results`. Everything
 //! here runs inside the writer's transactions.
 
+use super::db::{OptionalExtension, params};
 use super::reads::{self, JOB_COLUMNS};
 use super::writer::WriteCtx;
 use super::{Change, JobRecord, QueueEvent, StoreError, Visibility};
 use openbeepboop::{Endpoint, ErrorBody, JobStatus};
-use rusqlite::{OptionalExtension, params};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,7 +252,7 @@ pub fn enqueue(
                  WHERE owner_key_id = ?1 AND idempotency_key = ?2"
             ))?
             .query_row(params![job.owner_key_id, key], |row| {
-                Ok((reads::record(row)?, row.get::<_, String>(17)?))
+                Ok((reads::record(row)?, row.get::<String>(17)?))
             })
             .optional()?;
         // The digest covers the body alone (stored keys keep their digests); the same body

@@ -1,9 +1,9 @@
 //! The `api_keys` table. Secrets never reach it: only argon2id hashes and lookup prefixes.
 
 use super::StoreError;
+use super::db::{Conn, OptionalExtension, Row, params};
 use super::fair::KeyShare;
 use openbeepboop::{ApiKeyInfo, CreatedKey, KeyId, KeyLimits, Role};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// A freshly generated key, hashed by `auth`, ready to store.
 #[derive(Debug, Clone)]
@@ -50,21 +50,21 @@ impl KeyPriorities {
 
 const COLUMNS: &str = "id, name, role, prefix, created_at, revoked_at";
 
-fn info(row: &Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+fn info(row: &Row<'_>) -> Result<ApiKeyInfo, StoreError> {
     let role: String = row.get(2)?;
     Ok(ApiKeyInfo {
-        id: KeyId::from(row.get::<_, String>(0)?),
+        id: KeyId::from(row.get::<String>(0)?),
         object: "api_key".to_owned(),
         name: row.get(1)?,
         role: role.parse().unwrap_or(Role::User),
-        prefix: format!("sk-obb-{}", row.get::<_, String>(3)?),
-        created_at: row.get::<_, i64>(4)? / 1000,
-        revoked_at: row.get::<_, Option<i64>>(5)?.map(|ms| ms / 1000),
+        prefix: format!("sk-obb-{}", row.get::<String>(3)?),
+        created_at: row.get::<i64>(4)? / 1000,
+        revoked_at: row.get::<Option<i64>>(5)?.map(|ms| ms / 1000),
     })
 }
 
 pub fn insert(
-    conn: &Connection,
+    conn: &Conn,
     now: i64,
     key: &MintedKey,
     name: &str,
@@ -88,7 +88,7 @@ pub fn insert(
 }
 
 /// Marks a key revoked; revoking twice keeps the first time.
-pub fn revoke(conn: &Connection, now: i64, id: &str) -> Result<ApiKeyInfo, StoreError> {
+pub fn revoke(conn: &Conn, now: i64, id: &str) -> Result<ApiKeyInfo, StoreError> {
     conn.execute(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
         params![id, now],
@@ -102,21 +102,21 @@ pub fn revoke(conn: &Connection, now: i64, id: &str) -> Result<ApiKeyInfo, Store
     .ok_or_else(|| StoreError::KeyNotFound(id.to_owned()))
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<ApiKeyInfo>, StoreError> {
+pub fn list(conn: &Conn) -> Result<Vec<ApiKeyInfo>, StoreError> {
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
     ))?;
-    let rows = statement.query_map([], info)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = statement.query_map(params![], info)?;
+    rows.collect::<Result<_, _>>()
 }
 
-pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, StoreError> {
+pub fn by_prefix(conn: &Conn, prefix: &str) -> Result<Option<KeyRow>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT id, name, role, key_hash, revoked_at IS NOT NULL, max_priority, default_priority,
              requests_per_minute, max_queued_jobs
          FROM api_keys WHERE prefix = ?1",
     )?;
-    Ok(statement
+    statement
         .query_row([prefix], |row| {
             let role: String = row.get(2)?;
             Ok(KeyRow {
@@ -133,21 +133,21 @@ pub fn by_prefix(conn: &Connection, prefix: &str) -> Result<Option<KeyRow>, Stor
                 max_queued_jobs: row.get(8)?,
             })
         })
-        .optional()?)
+        .optional()
 }
 
 /// The counter that every insert, update or delete of a key moves (a trigger keeps it).
-pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
+pub fn generation(conn: &Conn) -> Result<i64, StoreError> {
     let mut statement =
         conn.prepare_cached("SELECT generation FROM api_key_generation WHERE id = 1")?;
-    Ok(statement.query_row([], |row| row.get(0))?)
+    statement.query_row(params![], |row| row.get(0))
 }
 
 /// The limit columns, in the order [`limits_of`] reads them.
 const LIMIT_COLUMNS: &str = "requests_per_minute, tokens_per_minute, max_queued_jobs, \
      max_concurrent_jobs, weight, max_priority, default_priority, metrics_label";
 
-fn limits_of(row: &Row<'_>) -> rusqlite::Result<KeyLimits> {
+fn limits_of(row: &Row<'_>) -> Result<KeyLimits, StoreError> {
     Ok(KeyLimits {
         requests_per_minute: row.get(0)?,
         tokens_per_minute: row.get(1)?,
@@ -161,7 +161,7 @@ fn limits_of(row: &Row<'_>) -> rusqlite::Result<KeyLimits> {
 }
 
 /// Key `id`'s limits; `KeyNotFound` for no such key.
-pub fn limits(conn: &Connection, id: &str) -> Result<KeyLimits, StoreError> {
+pub fn limits(conn: &Conn, id: &str) -> Result<KeyLimits, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {LIMIT_COLUMNS} FROM api_keys WHERE id = ?1"
     ))?
@@ -171,7 +171,7 @@ pub fn limits(conn: &Connection, id: &str) -> Result<KeyLimits, StoreError> {
 }
 
 /// Replaces key `id`'s limits with `limits` (checked by the caller); returns them as stored.
-pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLimits, StoreError> {
+pub fn set_limits(conn: &Conn, id: &str, new: &KeyLimits) -> Result<KeyLimits, StoreError> {
     let role: Option<String> = conn
         .prepare_cached("SELECT role FROM api_keys WHERE id = ?1")?
         .query_row([id], |row| row.get(0))
@@ -206,23 +206,22 @@ pub fn set_limits(conn: &Connection, id: &str, new: &KeyLimits) -> Result<KeyLim
 }
 
 /// The share, cap and metrics label of every key that has one, for the fair share.
-pub fn shares(conn: &Connection) -> Result<Vec<KeyShare>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, weight, max_concurrent_jobs, metrics_label, tokens_per_minute FROM api_keys
+pub fn shares(conn: &Conn) -> Result<Vec<KeyShare>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, weight, max_concurrent_jobs, metrics_label, tokens_per_minute FROM api_keys
              WHERE weight != 1 OR max_concurrent_jobs IS NOT NULL OR metrics_label IS NOT NULL
                 OR tokens_per_minute IS NOT NULL",
-        )?
-        .query_map([], |row| {
-            Ok(KeyShare {
-                key: row.get(0)?,
-                weight: row.get(1)?,
-                max_concurrent: row.get(2)?,
-                metrics_label: row.get(3)?,
-                tokens_per_minute: row.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?)
+    )?
+    .query_map(params![], |row| {
+        Ok(KeyShare {
+            key: row.get(0)?,
+            weight: row.get(1)?,
+            max_concurrent: row.get(2)?,
+            metrics_label: row.get(3)?,
+            tokens_per_minute: row.get(4)?,
+        })
+    })?
+    .collect::<Result<_, _>>()
 }
 
 #[cfg(test)]

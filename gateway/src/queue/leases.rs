@@ -2,6 +2,7 @@
 //! (lapsed leases, expired jobs, retries that became due) and the grace period leases get
 //! when the gateway starts. Runs inside the writer's transactions.
 
+use super::db::{Conn, Engine, OptionalExtension, Row, Value, params, params_from_iter};
 use super::fair::{Deferrals, Fair, Filter, Lane, Taken};
 use super::jobs::{Effects, transition};
 use super::reads;
@@ -9,7 +10,6 @@ use super::results::{self, LostRun};
 use super::writer::WriteCtx;
 use super::{QueueEvent, StoreError};
 use openbeepboop::{Endpoint, ErrorBody, HeartbeatResponse, JobStatus, LeaseId, LeasedJob};
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,8 +70,8 @@ pub fn record_node(
                  draining_reported)
              VALUES (?1, ?2, ?3, COALESCE(?4, 0), ?5, ?5, COALESCE(?6, 0))
              ON CONFLICT (id) DO UPDATE SET key_id = ?2, models = ?3,
-                 capacity = COALESCE(?4, capacity), last_seen_at = ?5,
-                 draining_reported = COALESCE(?6, draining_reported)",
+                 capacity = COALESCE(?4, nodes.capacity), last_seen_at = ?5,
+                 draining_reported = COALESCE(?6, nodes.draining_reported)",
         )?
         .execute(params![
             node_id,
@@ -99,9 +99,9 @@ fn candidates_query(
     models: &[String],
     endpoints: &[Endpoint],
     limit: u32,
-) -> (String, Vec<rusqlite::types::Value>) {
+) -> (String, Vec<Value>) {
     let any_model = models.iter().any(|m| m == "*");
-    let mut values: Vec<rusqlite::types::Value> = vec![now.into(), i64::from(limit).into()];
+    let mut values: Vec<Value> = vec![now.into(), i64::from(limit).into()];
     let model_filter = if any_model {
         String::new()
     } else {
@@ -164,7 +164,7 @@ struct Candidate {
     relay: bool,
 }
 
-fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+fn candidate(row: &Row<'_>) -> Result<Candidate, StoreError> {
     Ok(Candidate {
         id: row.get(0)?,
         model: row.get(1)?,
@@ -174,7 +174,7 @@ fn candidate(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         created_at: row.get(5)?,
         endpoint: reads::endpoint(row, 6)?,
         seq: row.get(7)?,
-        est_tokens: row.get::<_, i64>(8)?.max(0) as u64,
+        est_tokens: row.get::<i64>(8)?.max(0) as u64,
         owner: row.get(9)?,
         priority: row.get(10)?,
         relay: row.get(11)?,
@@ -281,14 +281,13 @@ fn lane_candidates(
     priority: u8,
     limit: u32,
 ) -> Result<Vec<Candidate>, StoreError> {
-    Ok(ctx
-        .conn
+    ctx.conn
         .prepare_cached(&lane_query())?
         .query_map(
-            rusqlite::params![key, model, endpoint.as_str(), priority, ctx.now, limit],
+            params![key, model, endpoint.as_str(), priority, ctx.now, limit],
             candidate,
         )?
-        .collect::<Result<Vec<_>, _>>()?)
+        .collect::<Result<Vec<_>, _>>()
 }
 
 fn lane_query() -> String {
@@ -408,10 +407,9 @@ struct LeaseState {
 }
 
 fn lease_state(ctx: &WriteCtx<'_>, lease_id: &str) -> Result<Option<LeaseState>, StoreError> {
-    Ok(ctx
-        .conn
+    ctx.conn
         .prepare_cached(
-            "SELECT id, status, result_lease_id IS ?1, locked_by, expires_at
+            "SELECT id, status, result_lease_id IS NOT DISTINCT FROM ?1, locked_by, expires_at
              FROM jobs WHERE lease_id = ?1",
         )?
         .query_row([lease_id], |row| {
@@ -423,7 +421,7 @@ fn lease_state(ctx: &WriteCtx<'_>, lease_id: &str) -> Result<Option<LeaseState>,
                 expires_at: row.get(4)?,
             })
         })
-        .optional()?)
+        .optional()
 }
 
 /// Extends `lease_ids` held by `node_id`. A lease that lapsed while no other node took its
@@ -500,12 +498,13 @@ pub fn heartbeat(
 /// Gives every processing lease a fresh `lease` from `now` (Unix ms), when the gateway
 /// starts: the time it was down must not count against nodes that kept working. Returns
 /// how many leases it extended.
-pub fn grant_grace(conn: &Connection, now: i64, lease: Duration) -> Result<usize, StoreError> {
-    Ok(conn.execute(
-        "UPDATE jobs SET lease_expires_at = MAX(lease_expires_at, ?1)
+pub fn grant_grace(conn: &Conn, now: i64, lease: Duration) -> Result<usize, StoreError> {
+    conn.execute(
+        "UPDATE jobs SET lease_expires_at =
+             CASE WHEN lease_expires_at > ?1 THEN lease_expires_at ELSE ?1 END
          WHERE status = 'processing'",
         [now + lease.as_millis() as i64],
-    )?)
+    )
 }
 
 /// One reaper pass: lapsed leases go back to the queue or fail (the attempt rule in
@@ -520,11 +519,48 @@ pub fn reap(
     pass: ReapPass,
     lease: Duration,
 ) -> Result<ReapReport, StoreError> {
-    const PER_PASS: i64 = 1000;
     let mut report = ReapReport {
         at: ctx.now,
         ..ReapReport::default()
     };
+    // Several gateways on one PostgreSQL database reap one at a time; a pass that finds
+    // another at it only counts what became due, for its own waiting nodes.
+    if reaper_lock(ctx.conn)? {
+        requeue_and_expire(ctx, pass, lease, &mut report)?;
+    }
+    report.due =
+        ctx.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM jobs INDEXED BY jobs_by_not_before
+             WHERE status = 'queued' AND not_before > ?1 AND not_before <= ?2",
+            )?
+            .query_row(params![pass.since, ctx.now], |row| row.get::<i64>(0))? as usize;
+    Ok(report)
+}
+
+/// The advisory lock every gateway's reaper pass takes, any number shared by all.
+const REAPER_LOCK: i64 = 0x0bb_4ea9;
+
+/// Takes the reaper's lock until the end of the transaction, on PostgreSQL; whether it was
+/// free. SQLite's single writer needs none.
+fn reaper_lock(conn: &Conn) -> Result<bool, StoreError> {
+    match conn.engine() {
+        Engine::Sqlite => Ok(true),
+        Engine::Postgres => conn.query_row(
+            "SELECT pg_try_advisory_xact_lock(?1)",
+            params![REAPER_LOCK],
+            |row| row.get(0),
+        ),
+    }
+}
+
+fn requeue_and_expire(
+    ctx: &mut WriteCtx<'_>,
+    pass: ReapPass,
+    lease: Duration,
+    report: &mut ReapReport,
+) -> Result<(), StoreError> {
+    const PER_PASS: i64 = 1000;
     if pass.stalled {
         report.granted = grant_grace(ctx.conn, ctx.now, lease)?;
     }
@@ -540,7 +576,7 @@ pub fn reap(
              LIMIT ?2",
         )?
         .query_map(params![ctx.now, PER_PASS, last_chance], |row| {
-            row.get::<_, String>(0)
+            row.get::<String>(0)
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for id in lapsed {
@@ -558,9 +594,9 @@ pub fn reap(
         )?
         .query_map(params![ctx.now, PER_PASS], |row| {
             Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, u32>(1)?,
-                row.get::<_, Option<String>>(2)?,
+                row.get::<String>(0)?,
+                row.get::<u32>(1)?,
+                row.get::<Option<String>>(2)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -575,14 +611,7 @@ pub fn reap(
             report.expired += 1;
         }
     }
-    report.due =
-        ctx.conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM jobs INDEXED BY jobs_by_not_before
-             WHERE status = 'queued' AND not_before > ?1 AND not_before <= ?2",
-            )?
-            .query_row(params![pass.since, ctx.now], |row| row.get::<_, i64>(0))? as usize;
-    Ok(report)
+    Ok(())
 }
 
 /// The error of a job that expired in the queue. It says truthfully whether a node ever ran
@@ -615,12 +644,14 @@ mod tests {
     /// How SQLite runs the lease query for these models and endpoints.
     fn plan(models: &[&str], endpoints: &[Endpoint]) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap();
+        let conn = super::super::db::Conn::Sqlite(
+            super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap(),
+        );
         let models: Vec<String> = models.iter().map(|m| (*m).to_owned()).collect();
         let (sql, values) = candidates_query(0, &models, endpoints, 4);
         let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = statement
-            .query_map(params_from_iter(values), |row| row.get::<_, String>(3))
+            .query_map(params_from_iter(values), |row| row.get::<String>(3))
             .unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
     }
@@ -652,14 +683,15 @@ mod tests {
     #[test]
     fn a_keys_lane_is_read_in_queue_order_through_its_index_without_a_sort() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap();
+        let conn = super::super::db::Conn::Sqlite(
+            super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap(),
+        );
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", lane_query()))
             .unwrap()
-            .query_map(
-                rusqlite::params!["k", "m", "/v1/chat/completions", 3, 0, 4],
-                |row| row.get::<_, String>(3),
-            )
+            .query_map(params!["k", "m", "/v1/chat/completions", 3, 0, 4], |row| {
+                row.get::<String>(3)
+            })
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -671,7 +703,9 @@ mod tests {
     #[test]
     fn two_leases_in_one_group_keep_a_keys_max_concurrent_jobs_together() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap();
+        let conn = super::super::db::Conn::Sqlite(
+            super::super::schema::open_and_migrate(&dir.path().join("q.db")).unwrap(),
+        );
         let mut ctx = WriteCtx {
             conn: &conn,
             now: super::super::now_ms(),

@@ -8,8 +8,13 @@ use std::time::Duration;
 
 fn open(dir: &std::path::Path, settings: QueueSettings) -> Queue {
     let path = dir.join("queue.db");
-    Queue::setup(&path).unwrap();
-    Queue::open(&path, settings, Arc::new(|_, _| {})).unwrap()
+    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
+    Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        settings,
+        Arc::new(|_, _| {}),
+    )
+    .unwrap()
 }
 
 /// A chat job of model `m` for key `owner`, with a 600 s time to live.
@@ -69,17 +74,19 @@ async fn complete(queue: &Queue, jobs: &[LeasedJob]) {
 
 /// The in-memory counts equal a fresh count of the database's queued jobs.
 fn assert_counts_true(queue: &Queue, dir: &std::path::Path) {
-    let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let conn =
+        crate::queue::db::Conn::Sqlite(rusqlite::Connection::open(dir.join("queue.db")).unwrap());
     let fresh = crate::queue::reads::fair_share(&conn).unwrap();
     assert_eq!(queue.fair.counts(), fresh.counts());
 }
 
 /// How many jobs the database holds leased to a node.
 fn processing(dir: &std::path::Path) -> i64 {
-    let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let conn =
+        crate::queue::db::Conn::Sqlite(rusqlite::Connection::open(dir.join("queue.db")).unwrap());
     conn.query_row(
         "SELECT count(*) FROM jobs WHERE status = 'processing'",
-        [],
+        crate::queue::db::params![],
         |row| row.get(0),
     )
     .unwrap()

@@ -13,6 +13,7 @@
 
 use super::StoreError;
 use super::batch_rows::{self, BatchRecord};
+use super::db::Conn;
 use super::model::Visibility;
 use rusqlite::Connection;
 use rusqlite::hooks::Action;
@@ -52,11 +53,34 @@ impl LiveBatches {
     /// and publishes them: a batch not yet ended is replaced, an ended one leaves. A row that
     /// is gone (no code deletes batches today) cannot be matched to its id here, so everything
     /// is dropped, as on an error.
-    pub fn refresh(&self, conn: &Connection, seqs: &[i64]) {
+    pub fn refresh(&self, conn: &Conn, seqs: &[i64]) {
         let read: Result<Option<Vec<BatchRecord>>, StoreError> = seqs
             .iter()
             .map(|&seq| batch_rows::by_seq(conn, seq))
             .collect();
+        self.publish(read);
+    }
+
+    /// Replaces everything here with the batches not yet ended, read on `conn`: on
+    /// PostgreSQL, which has no update hook, after a commit that wrote `batches` and when
+    /// another gateway says it did.
+    pub fn reload(&self, conn: &Conn) {
+        let read = batch_rows::active(conn);
+        let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
+        by_id.clear();
+        match read {
+            Ok(batches) => {
+                for batch in batches.into_iter().filter(|b| !b.status.is_final()) {
+                    by_id.insert(batch.id.clone(), Arc::new(batch));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error.detail(), "cannot re-read the running batches; their reads go to the database");
+            }
+        }
+    }
+
+    fn publish(&self, read: Result<Option<Vec<BatchRecord>>, StoreError>) {
         let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
         match read {
             Ok(None) => by_id.clear(),

@@ -10,6 +10,7 @@ mod batch_rows;
 mod batches;
 mod budget;
 mod checkpoint;
+mod db;
 mod depth;
 mod fair;
 mod file_rows;
@@ -19,6 +20,8 @@ mod jobs;
 mod keys;
 mod leases;
 mod live_batches;
+mod location;
+mod migrate;
 mod model;
 mod nodes;
 mod nodes_seen;
@@ -30,6 +33,8 @@ mod relayed;
 mod results;
 mod retry;
 mod schema;
+mod schema_pg;
+mod shared;
 mod sync;
 mod throughput;
 mod writer;
@@ -41,6 +46,8 @@ pub use files::{FileStore, NewFile, StoredFile, Upload};
 pub use jobs::{NewJob, new_job_id, new_response_id, retryable};
 pub use keys::{KeyPriorities, KeyRow, MintedKey};
 pub use leases::{ReapPass, ReapReport, Reported};
+pub use location::{Location, is_postgres_url};
+pub use migrate::{Moved, migrate};
 pub use model::{
     DepthRow, JobFilter, JobRecord, LabelledKey, QueueEvent, QueueSettings, QueueSnapshot,
     StoreError, Visibility, now_ms, stored_answer,
@@ -50,11 +57,11 @@ pub use relayed::RelayLease;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{CommitStats, OnCommit};
 
+use db::Conn;
 use openbeepboop::{
     ApiKeyInfo, CreatedKey, Endpoint, HeartbeatRequest, HeartbeatResponse, JobStatus, KeyLimits,
     LeasedJob, NodeResult, Role, SubmitOutcome,
 };
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use writer::{Durability, Observers, Writer};
@@ -73,37 +80,62 @@ pub struct Queue {
     files: FileStore,
     /// When each node's fetches last wrote its row.
     nodes_seen: nodes_seen::NodesSeen,
-    /// Flushes the write-ahead log beside the database for [`Queue::sync`].
-    syncer: Arc<sync::Syncer>,
+    /// Flushes SQLite's write-ahead log for [`Queue::sync`]; PostgreSQL has none to flush
+    /// (every commit there that a caller waits on is synchronous).
+    syncer: Option<Arc<sync::Syncer>>,
     /// Runs ended per model, lately: `X-OBB-Progress`'s estimated wait.
     throughput: Arc<throughput::Throughput>,
     /// The last hour of ended jobs, for the dashboard.
     history: Arc<history::History>,
     /// The nodes an admin drained: leased nothing. Loaded at open, kept by `operate`.
     draining: nodes::Drained,
-    /// Checkpoints the WAL beside the writer; stops with the store.
-    _checkpoints: checkpoint::Checkpointer,
+    /// Checkpoints SQLite's WAL beside the writer; stops with the store.
+    _checkpoints: Option<checkpoint::Checkpointer>,
+    /// PostgreSQL's driver runtime: last, so that it outlives every connection above.
+    _runtime: Option<Arc<db::pg::Runtime>>,
 }
 
 impl Queue {
-    /// Creates or upgrades the database file; running it again never loses data.
-    pub fn setup(path: &Path) -> Result<(), StoreError> {
-        schema::open_and_migrate(path).map(drop)
+    /// Creates or upgrades the database; running it again never loses data.
+    pub fn setup(location: &Location) -> Result<(), StoreError> {
+        location.open_and_migrate().map(drop)
     }
 
     /// Opens an existing database for serving and starts the writer thread.
     pub fn open(
-        path: &Path,
+        location: &Location,
         settings: QueueSettings,
         on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
-        let conn = schema::open_existing(path)?;
-        conn.pragma_update(
-            None,
-            "wal_autocheckpoint",
-            checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
-        )?;
-        let checkpoints = checkpoint::Checkpointer::spawn(path)?;
+        let location::Opened { conn, backing } = location.open_existing()?;
+        let (checkpoints, syncer, source, files_dir, runtime) = match &backing {
+            location::Backing::File(path) => {
+                if let Some(sqlite) = conn.sqlite() {
+                    sqlite.pragma_update(
+                        None,
+                        "wal_autocheckpoint",
+                        checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+                    )?;
+                }
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                (
+                    Some(checkpoint::Checkpointer::spawn(path)?),
+                    Some(sync::Syncer::new(wal.into())),
+                    pool::Source::Sqlite(path.clone()),
+                    FileStore::beside(path),
+                    None,
+                )
+            }
+            location::Backing::Postgres(runtime) => (
+                None,
+                None,
+                pool::Source::Postgres(Arc::clone(runtime)),
+                settings.files_dir.clone().ok_or(StoreError::NoFilesDir)?,
+                Some(Arc::clone(runtime)),
+            ),
+        };
+        drop(backing);
         let granted = leases::grant_grace(&conn, now_ms(), settings.lease)?;
         if granted > 0 {
             tracing::info!(
@@ -119,12 +151,16 @@ impl Queue {
         let live_batches = Arc::new(live_batches::LiveBatches::seeded(batch_rows::active(
             &conn,
         )?));
-        let files_dir = FileStore::prepare(path, &conn)?;
+        let files_dir = FileStore::prepare(files_dir, &conn, location.is_postgres())?;
         let throughput = Arc::new(throughput::Throughput::default());
         let counted = Arc::clone(&throughput);
         let history = Arc::new(history::History::default());
         operate::seed_history(&conn, &history, now_ms())?;
-        let draining = nodes::draining(&conn)?;
+        let draining = nodes::Drained::new(nodes::draining(&conn)?);
+        // On PostgreSQL, this gateway's name in the notifications it sends the others.
+        let gateway = runtime
+            .as_ref()
+            .map(|_| format!("gw_{}", uuid::Uuid::new_v4().simple()));
         let remembered = Arc::clone(&history);
         let on_commit: OnCommit = Arc::new(move |stats, events| {
             counted.record(events, std::time::Instant::now());
@@ -138,11 +174,16 @@ impl Queue {
                 depth: Arc::clone(&depth),
                 fair: Arc::clone(&fair),
                 batches: Arc::clone(&live_batches),
+                drained: draining.clone(),
+                gateway: gateway.clone(),
             },
             settings.max_commit_batch,
             on_commit,
         )?;
-        let pool = pool::build(path, settings.read_connections)
+        if let (Some(runtime), Some(gateway)) = (&runtime, gateway) {
+            shared::listen(runtime, gateway, writer.clone());
+        }
+        let pool = pool::build(source, settings.read_connections)
             .map_err(|e| StoreError::Pool(e.to_string()))?;
         let files = FileStore::new(files_dir, writer.clone(), pool.clone());
         Ok(Self {
@@ -157,13 +198,10 @@ impl Queue {
             nodes_seen: nodes_seen::NodesSeen::default(),
             throughput,
             history,
-            draining: nodes::Drained::new(draining),
-            syncer: sync::Syncer::new({
-                let mut wal = path.as_os_str().to_owned();
-                wal.push("-wal");
-                wal.into()
-            }),
+            draining,
+            syncer,
             _checkpoints: checkpoints,
+            _runtime: runtime,
         })
     }
 
@@ -184,7 +222,7 @@ impl Queue {
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         pool::read(&self.pool, f).await
     }
@@ -199,7 +237,12 @@ impl Queue {
     /// answer waits for [`Queue::sync`] (or comes from a later durable commit, which makes
     /// this one durable too), so that the node is woken one fsync sooner.
     pub async fn enqueue_relaxed(&self, job: NewJob) -> Result<(JobRecord, bool), StoreError> {
-        self.enqueue_with(job, Durability::Relaxed).await
+        let durability = match self.syncer {
+            Some(_) => Durability::Relaxed,
+            // Nothing here could make it durable later: PostgreSQL's commit does it now.
+            None => Durability::Full,
+        };
+        self.enqueue_with(job, durability).await
     }
 
     async fn enqueue_with(
@@ -222,9 +265,16 @@ impl Queue {
     /// writer, shared by every caller that asks while one runs, and starts at once, so it
     /// delays neither the writer nor the caller until awaited.
     pub fn sync(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + use<> {
-        let syncer = Arc::clone(&self.syncer);
-        let ticket = syncer.ticket();
-        async move { syncer.wait(ticket).await }
+        let ticket = self
+            .syncer
+            .as_ref()
+            .map(|syncer| (Arc::clone(syncer), syncer.ticket()));
+        async move {
+            match ticket {
+                Some((syncer, ticket)) => syncer.wait(ticket).await,
+                None => Ok(()),
+            }
+        }
     }
 
     /// Leases up to `limit` queued jobs of `models` (`*` is any), of any endpoint, to a
@@ -541,38 +591,38 @@ pub mod offline {
     use super::*;
 
     pub fn create_key(
-        path: &Path,
+        location: &Location,
         key: &MintedKey,
         name: &str,
         role: Role,
     ) -> Result<CreatedKey, StoreError> {
-        keys::insert(&schema::open_existing(path)?, now_ms(), key, name, role)
+        keys::insert(&location.open_existing()?.conn, now_ms(), key, name, role)
     }
 
-    pub fn list_keys(path: &Path) -> Result<Vec<ApiKeyInfo>, StoreError> {
-        keys::list(&schema::open_existing(path)?)
+    pub fn list_keys(location: &Location) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        keys::list(&location.open_existing()?.conn)
     }
 
-    pub fn revoke_key(path: &Path, id: &str) -> Result<ApiKeyInfo, StoreError> {
-        keys::revoke(&schema::open_existing(path)?, now_ms(), id)
+    pub fn revoke_key(location: &Location, id: &str) -> Result<ApiKeyInfo, StoreError> {
+        keys::revoke(&location.open_existing()?.conn, now_ms(), id)
     }
 
-    pub fn key_limits(path: &Path, id: &str) -> Result<KeyLimits, StoreError> {
-        keys::limits(&schema::open_existing(path)?, id)
+    pub fn key_limits(location: &Location, id: &str) -> Result<KeyLimits, StoreError> {
+        keys::limits(&location.open_existing()?.conn, id)
     }
 
     /// Replaces key `id`'s limits; a running gateway takes them within its key recheck.
     pub fn set_key_limits(
-        path: &Path,
+        location: &Location,
         id: &str,
         limits: &KeyLimits,
     ) -> Result<KeyLimits, StoreError> {
-        keys::set_limits(&schema::open_existing(path)?, id, limits)
+        keys::set_limits(&location.open_existing()?.conn, id, limits)
     }
 
     /// Whether an unrevoked admin key exists, so `setup` does not mint one per run.
-    pub fn has_admin_key(path: &Path) -> Result<bool, StoreError> {
-        Ok(keys::list(&schema::open_existing(path)?)?
+    pub fn has_admin_key(location: &Location) -> Result<bool, StoreError> {
+        Ok(keys::list(&location.open_existing()?.conn)?
             .iter()
             .any(|key| key.role == Role::Admin && key.revoked_at.is_none()))
     }

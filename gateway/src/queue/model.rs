@@ -16,6 +16,18 @@ pub enum StoreError {
     Busy(#[source] Arc<rusqlite::Error>),
     #[error("database error")]
     Sqlite(#[source] Arc<rusqlite::Error>),
+    #[error("PostgreSQL: {what}")]
+    Postgres {
+        what: String,
+        #[source]
+        source: Arc<tokio_postgres::Error>,
+    },
+    /// A single-row read found no row; `.optional()` makes it `None`.
+    #[error("the query returned no row")]
+    NoRows,
+    /// A column held something other than what the store reads from it.
+    #[error("column {index} cannot be read: {message}")]
+    Column { index: usize, message: String },
     /// No read connection could be had: the pool timed out or could not be built.
     #[error("the read pool cannot serve: {0}")]
     Pool(String),
@@ -55,6 +67,11 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    /// `migrate` refused or failed; the message says why.
+    #[error("{0}")]
+    Migrate(String),
+    #[error("a PostgreSQL store needs `files_dir`, the directory of its uploaded files")]
+    NoFilesDir,
     #[error("the job store is shutting down")]
     Closed,
     /// The owner already used the key for another request: another body, or, for a job,
@@ -143,6 +160,36 @@ impl StoreError {
             source = cause.source();
         }
         text
+    }
+}
+
+impl StoreError {
+    /// A PostgreSQL error that passes by itself: the connection is gone or refused, or the
+    /// server gave up on a transaction (a deadlock, a serialization failure, a restart).
+    pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            StoreError::Postgres { source, .. } => match source.code() {
+                // No SQLSTATE: the connection is gone, or its socket failed; anything
+                // else without one (a value that would not convert) is ours.
+                None => {
+                    source.is_closed()
+                        || std::error::Error::source(source.as_ref())
+                            .is_some_and(|cause| cause.is::<std::io::Error>())
+                }
+                Some(code) => [
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    SqlState::QUERY_CANCELED,
+                ]
+                .contains(code),
+            },
+            _ => false,
+        }
     }
 }
 
@@ -278,6 +325,9 @@ pub struct QueueSettings {
     pub retry_backoff_base: Duration,
     pub max_commit_batch: usize,
     pub read_connections: usize,
+    /// Where a PostgreSQL store keeps the bytes of `/v1/files` (a SQLite store keeps them
+    /// in `files/` beside its database). Gateways that share a database share this too.
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for QueueSettings {
@@ -288,6 +338,7 @@ impl Default for QueueSettings {
             retry_backoff_base: Duration::from_secs(1),
             max_commit_batch: 512,
             read_connections: 8,
+            files_dir: None,
         }
     }
 }

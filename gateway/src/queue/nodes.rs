@@ -2,8 +2,8 @@
 //! by its own calls (`leases::record_node`); here only `draining` changes, or the row goes.
 
 use super::StoreError;
+use super::db::{Conn, OptionalExtension, params};
 use super::writer::WriteCtx;
-use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +16,12 @@ pub struct Drained(Arc<Mutex<HashSet<String>>>);
 impl Drained {
     pub fn new(ids: HashSet<String>) -> Self {
         Self(Arc::new(Mutex::new(ids)))
+    }
+
+    /// Replaces the set with the one stored: on PostgreSQL, where an admin may drain a node
+    /// through another gateway.
+    pub fn replace(&self, ids: HashSet<String>) {
+        *self.lock() = ids;
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -60,13 +66,13 @@ pub struct NodeRow {
 }
 
 /// Every node, the most recently seen first.
-pub fn list(conn: &Connection) -> Result<Vec<NodeRow>, StoreError> {
+pub fn list(conn: &Conn) -> Result<Vec<NodeRow>, StoreError> {
     let mut running: HashMap<String, u64> = HashMap::new();
     let mut counts = conn.prepare_cached(
         "SELECT locked_by, count(*) FROM jobs WHERE status = 'processing' GROUP BY locked_by",
     )?;
-    for row in counts.query_map([], |row| {
-        Ok((row.get::<_, Option<String>>(0)?, row.get::<_, i64>(1)?))
+    for row in counts.query_map(params![], |row| {
+        Ok((row.get::<Option<String>>(0)?, row.get::<i64>(1)?))
     })? {
         let (node, count) = row?;
         if let Some(node) = node {
@@ -79,7 +85,7 @@ pub fn list(conn: &Connection) -> Result<Vec<NodeRow>, StoreError> {
          FROM nodes ORDER BY last_seen_at DESC, id",
     )?;
     let nodes = rows
-        .query_map([], |row| {
+        .query_map(params![], |row| {
             let id: String = row.get(0)?;
             let models: String = row.get(2)?;
             Ok(NodeRow {
@@ -99,10 +105,10 @@ pub fn list(conn: &Connection) -> Result<Vec<NodeRow>, StoreError> {
 }
 
 /// The drained nodes' ids, read once at start.
-pub fn draining(conn: &Connection) -> Result<HashSet<String>, StoreError> {
+pub fn draining(conn: &Conn) -> Result<HashSet<String>, StoreError> {
     let mut rows = conn.prepare_cached("SELECT id FROM nodes WHERE draining = 1")?;
     let ids = rows
-        .query_map([], |row| row.get(0))?
+        .query_map(params![], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(ids)
 }

@@ -145,6 +145,28 @@ impl Notifier {
         watched(&self.finals) || watched(&self.jobs)
     }
 
+    /// The jobs someone waits on now.
+    pub fn watched_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for watchers in [&self.jobs, &self.finals] {
+            ids.extend(
+                watchers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned(),
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether a dashboard's feed listens, which wants every change.
+    pub fn has_feed(&self) -> bool {
+        self.feed.0.receiver_count() > 0
+    }
+
     /// Every change from now on, until the receiver is dropped. A receiver that falls
     /// more than a few thousand changes behind gets `Lagged` and skips ahead.
     pub fn feed(&self) -> broadcast::Receiver<Arc<Change>> {

@@ -1,10 +1,10 @@
 //! The front door of operators' and the dashboard's calls: retries, priorities, nodes,
 //! exports and the overview. The SQL lives in `retry`, `nodes` and `reads`.
 
+use super::db::{Conn, params};
 use super::history::{Ended, History};
 use super::{JobFilter, JobRecord, Queue, StoreError, Visibility, nodes, now_ms, reads, retry};
 use openbeepboop::{JobStatus, NodeInfo, OverviewDepth, OverviewHour};
-use rusqlite::{Connection, params};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,18 +14,25 @@ const SEED_ROWS: i64 = 200_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// Counts the jobs that ended in the hour before `now` (Unix ms) into `history`.
-pub fn seed_history(conn: &Connection, history: &History, now: i64) -> Result<(), StoreError> {
+pub fn seed_history(conn: &Conn, history: &History, now: i64) -> Result<(), StoreError> {
     let mut rows = conn.prepare(
         "SELECT owner_key_id, locked_by, status, created_at, locked_at, finished_at FROM jobs
          WHERE seq > (SELECT COALESCE(max(seq), 0) FROM jobs) - ?1 AND finished_at >= ?2",
     )?;
-    let mut found = rows.query(params![SEED_ROWS, now - HOUR_MS])?;
-    while let Some(row) = found.next()? {
-        let owner: String = row.get(0)?;
-        let node: Option<String> = row.get(1)?;
-        let status = reads::status(row, 2)?;
-        let (created, locked, finished): (i64, Option<i64>, i64) =
-            (row.get(3)?, row.get(4)?, row.get(5)?);
+    let ended = rows.query_map(params![SEED_ROWS, now - HOUR_MS], |row| {
+        Ok((
+            row.get::<String>(0)?,
+            row.get::<Option<String>>(1)?,
+            reads::status(row, 2)?,
+            (
+                row.get::<i64>(3)?,
+                row.get::<Option<i64>>(4)?,
+                row.get::<i64>(5)?,
+            ),
+        ))
+    })?;
+    for found in ended {
+        let (owner, node, status, (created, locked, finished)) = found?;
         let ran = locked.filter(|_| status != JobStatus::Expired);
         let ended = Ended {
             owner: &owner,

@@ -1,5 +1,5 @@
-//! The read pool: deadpool's pool of read-only SQLite connections, each used on tokio's
-//! blocking threads.
+//! The read pool: deadpool's pool of read connections of either engine (read-only SQLite
+//! connections, or PostgreSQL ones), each used on tokio's blocking threads.
 //!
 //! The connection wrapper is ours, not deadpool-sqlite's: that one panics ("Task has been
 //! cancelled") when the runtime shuts down while it opens a connection, which a read racing
@@ -9,22 +9,23 @@
 //! is refused.
 
 use super::StoreError;
+use super::db::{Conn, pg};
 use super::schema::STATEMENT_CACHE;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use rusqlite::Connection;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinError;
 
-/// A read-only connection, shared with the blocking thread that runs its current read.
-pub struct ReadConnection(Arc<Mutex<Connection>>);
+/// A read connection, shared with the blocking thread that runs its current read.
+pub struct ReadConnection(Arc<Mutex<Conn>>);
 
 impl ReadConnection {
     /// Runs `f` on a blocking thread, so that SQLite never blocks the async workers.
     pub async fn interact<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.0);
         tokio::task::spawn_blocking(move || {
@@ -48,9 +49,17 @@ fn unfinished(error: JoinError) -> StoreError {
     }
 }
 
-/// Opens read-only connections to the database and hands them out as they are.
+/// Where read connections come from.
+pub enum Source {
+    /// The SQLite file.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database of the store's runtime.
+    Postgres(Arc<pg::Runtime>),
+}
+
+/// Opens read connections to the database and hands them out as they are.
 pub struct ReadManager {
-    path: PathBuf,
+    source: Source,
 }
 
 pub type ReadPool = managed::Pool<ReadManager>;
@@ -60,26 +69,36 @@ impl managed::Manager for ReadManager {
     type Error = StoreError;
 
     async fn create(&self) -> Result<Self::Type, Self::Error> {
-        let path = self.path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let conn = Connection::open(path)?;
-            // rusqlite's default of 16 statements is fewer than the reads use.
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
-            Ok(conn)
-        })
-        .await
-        .map_err(unfinished)??;
+        let conn = match &self.source {
+            Source::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || -> Result<Conn, StoreError> {
+                    let conn = Connection::open(path)?;
+                    // rusqlite's default of 16 statements is fewer than the reads use.
+                    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+                    Ok(Conn::Sqlite(conn))
+                })
+                .await
+                .map_err(unfinished)??
+            }
+            Source::Postgres(runtime) => Conn::Postgres(runtime.connect_async().await?),
+        };
         Ok(ReadConnection(Arc::new(Mutex::new(conn))))
     }
 
     async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<Self::Error> {
-        if conn.0.is_poisoned() {
-            Err(RecycleError::message(
+        // Never waits: a read whose caller went away may still hold the lock.
+        match conn.0.try_lock().as_deref() {
+            Err(std::sync::TryLockError::Poisoned(_)) => Err(RecycleError::message(
                 "a read panicked while holding this connection",
-            ))
-        } else {
-            Ok(())
+            )),
+            // A network connection can end under the pool: the server restarted, or a
+            // proxy timed it out.
+            Ok(Conn::Postgres(client)) if client.is_closed() => {
+                Err(RecycleError::message("the PostgreSQL connection is closed"))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -88,7 +107,7 @@ impl managed::Manager for ReadManager {
 pub async fn read<T, F>(pool: &ReadPool, f: F) -> Result<T, StoreError>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Conn) -> Result<T, StoreError> + Send + 'static,
 {
     let conn = pool.get().await.map_err(|e| match e {
         managed::PoolError::Backend(e) => e,
@@ -97,11 +116,9 @@ where
     conn.interact(f).await
 }
 
-/// A pool of up to `size` read connections to the database at `path`.
-pub fn build(path: &Path, size: usize) -> Result<ReadPool, managed::BuildError> {
-    managed::Pool::builder(ReadManager {
-        path: path.to_owned(),
-    })
-    .max_size(size)
-    .build()
+/// A pool of up to `size` read connections to `source`.
+pub fn build(source: Source, size: usize) -> Result<ReadPool, managed::BuildError> {
+    managed::Pool::builder(ReadManager { source })
+        .max_size(size)
+        .build()
 }

@@ -1,8 +1,37 @@
 //! Job reads. They run on pooled connections, never on the writer's.
 
+use super::db::{Conn, OptionalExtension, Param, Row, Value, params, params_from_iter};
 use super::{DepthRow, JobFilter, JobRecord, StoreError, Visibility};
 use openbeepboop::{Endpoint, ErrorBody, JobStatus};
-use rusqlite::{Connection, OptionalExtension, Row, params_from_iter, types::Value};
+
+/// Jobs `ids` as [`Change`]s to their present status, from nowhere in particular (`from`
+/// unknown): how a gateway learns of another's commits (see `shared`).
+pub fn changes_of(conn: &Conn, ids: &[String]) -> Result<Vec<super::Change>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT id, status, model, priority, owner_key_id, endpoint, batch_id FROM jobs
+         WHERE id IN ({})",
+        super::shared::placeholders(ids.len())
+    );
+    conn.prepare_cached(&sql)?
+        .query_map(super::shared::id_params(ids).as_slice(), |row| {
+            Ok(super::Change {
+                job_id: row.get(0)?,
+                status: status(row, 1)?,
+                from: None,
+                model: row.get(2)?,
+                priority: row.get(3)?,
+                owner: row.get(4)?,
+                endpoint: endpoint(row, 5)?,
+                record: None,
+                was_priority: None,
+                batch_id: row.get(6)?,
+            })
+        })?
+        .collect()
+}
 
 /// The columns [`record`] reads, in its order.
 pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, created_at, updated_at, \
@@ -10,18 +39,15 @@ pub const JOB_COLUMNS: &str = "id, owner_key_id, model, status, priority, create
      endpoint, events";
 
 /// The status in column `index`. An unreadable one is an error, never a guess.
-pub fn status(row: &Row<'_>, index: usize) -> rusqlite::Result<JobStatus> {
+pub fn status(row: &Row<'_>, index: usize) -> Result<JobStatus, StoreError> {
     let text: String = row.get(index)?;
-    text.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Text,
-            format!("unknown job status `{text}`").into(),
-        )
+    text.parse().map_err(|_| StoreError::Column {
+        index,
+        message: format!("unknown job status `{text}`"),
     })
 }
 
-pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+pub fn record(row: &Row<'_>) -> Result<JobRecord, StoreError> {
     let error: Option<String> = row.get(13)?;
     Ok(JobRecord {
         id: row.get(0)?,
@@ -45,14 +71,11 @@ pub fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
 }
 
 /// The endpoint in column `index`. An unreadable one is an error, never a guess.
-pub fn endpoint(row: &Row<'_>, index: usize) -> rusqlite::Result<Endpoint> {
+pub fn endpoint(row: &Row<'_>, index: usize) -> Result<Endpoint, StoreError> {
     let text: String = row.get(index)?;
-    text.parse().map_err(|message: String| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Text,
-            message.into(),
-        )
+    text.parse().map_err(|message: String| StoreError::Column {
+        index,
+        message: message.to_string(),
     })
 }
 
@@ -67,45 +90,40 @@ pub fn owner_filter(who: &Visibility, param: usize) -> (String, Option<Value>) {
     }
 }
 
-pub fn job(conn: &Connection, id: &str, who: &Visibility) -> Result<Option<JobRecord>, StoreError> {
+pub fn job(conn: &Conn, id: &str, who: &Visibility) -> Result<Option<JobRecord>, StoreError> {
     by_id(conn, id, who, "", record)
 }
 
 /// The job and the request it was submitted with, as stored.
 pub fn job_with_request(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     who: &Visibility,
 ) -> Result<Option<(JobRecord, String)>, StoreError> {
     by_id(conn, id, who, ", request_payload", |row| {
-        Ok((record(row)?, row.get::<_, String>(17)?))
+        Ok((record(row)?, row.get::<String>(17)?))
     })
 }
 
 /// Job `id` if `who` may see it, read as [`JOB_COLUMNS`] then `more` columns by `read`.
 fn by_id<T>(
-    conn: &Connection,
+    conn: &Conn,
     id: &str,
     who: &Visibility,
     more: &str,
-    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    read: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
     let (owner, owner_value) = owner_filter(who, 2);
     let mut values = vec![Value::Text(id.to_owned())];
     values.extend(owner_value);
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS}{more} FROM jobs WHERE id = ?1 {owner}"
-        ))?
-        .query_row(params_from_iter(values), read)
-        .optional()?)
+    conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS}{more} FROM jobs WHERE id = ?1 {owner}"
+    ))?
+    .query_row(params_from_iter(values), read)
+    .optional()
 }
 
-pub fn jobs(
-    conn: &Connection,
-    ids: &[String],
-    who: &Visibility,
-) -> Result<Vec<JobRecord>, StoreError> {
+pub fn jobs(conn: &Conn, ids: &[String], who: &Visibility) -> Result<Vec<JobRecord>, StoreError> {
     let mut found = Vec::with_capacity(ids.len());
     for id in ids {
         found.extend(job(conn, id, who)?);
@@ -174,7 +192,7 @@ pub fn ordered(
     };
     let read = |status: &str| {
         format!(
-            "SELECT {columns}, seq AS sort_seq FROM jobs WHERE 1 {conditions}{status}{bound}
+            "SELECT {columns}, seq AS sort_seq FROM jobs WHERE 1 = 1 {conditions}{status}{bound}
              ORDER BY seq {order} LIMIT {limit}"
         )
     };
@@ -193,13 +211,13 @@ pub fn ordered(
                 .map(|status| {
                     values.push(status.as_str().to_owned().into());
                     format!(
-                        "SELECT * FROM ({})",
+                        "SELECT * FROM ({}) AS part",
                         read(&format!(" AND {status_column} = ?{}", values.len()))
                     )
                 })
                 .collect();
             let sql = format!(
-                "SELECT {columns}, sort_seq FROM ({}) ORDER BY sort_seq {order} LIMIT {limit}",
+                "SELECT {columns}, sort_seq FROM ({}) AS merged ORDER BY sort_seq {order} LIMIT {limit}",
                 parts.join(" UNION ALL ")
             );
             (sql, values)
@@ -210,7 +228,7 @@ pub fn ordered(
 /// A page of the jobs of `filter` that `who` may see, newest first, older than job
 /// `after` (an id; one that does not exist gives an empty page), and whether more follow.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn,
     who: &Visibility,
     filter: &JobFilter,
     limit: usize,
@@ -236,33 +254,32 @@ pub fn list(
 /// each with its request body and its row's seq (the next page's `after_seq`): one page
 /// of an export.
 pub fn export_page(
-    conn: &Connection,
+    conn: &Conn,
     who: &Visibility,
     filter: &JobFilter,
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<(i64, JobRecord, String)>, StoreError> {
     let columns = format!("{JOB_COLUMNS}, request_payload");
-    let bound = Some(("AND seq > ?", Value::Integer(after_seq)));
+    let bound = Some(("AND seq > ?", Value::Int(after_seq)));
     let (sql, values) = ordered(filter, who, &columns, bound, "ASC", limit);
-    Ok(conn
-        .prepare_cached(&sql)?
+    conn.prepare_cached(&sql)?
         .query_map(params_from_iter(values), |row| {
             Ok((row.get(18)?, record(row)?, row.get(17)?))
         })?
-        .collect::<Result<_, _>>()?)
+        .collect::<Result<_, _>>()
 }
 
 /// Runs `query` (without its `LIMIT`) for a page of at most `limit` rows, asking for one
 /// more to tell whether more follow.
 pub fn page<T>(
-    conn: &Connection,
+    conn: &Conn,
     query: &str,
     mut values: Vec<Value>,
     limit: usize,
-    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    map: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<(Vec<T>, bool), StoreError> {
-    values.push(Value::Integer(limit as i64 + 1));
+    values.push(Value::Int(limit as i64 + 1));
     let sql = format!("{query} LIMIT ?{}", values.len());
     let mut rows = conn
         .prepare_cached(&sql)?
@@ -273,10 +290,10 @@ pub fn page<T>(
     Ok((rows, has_more))
 }
 
-pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreError> {
+pub fn live_models(conn: &Conn, since: i64) -> Result<Vec<String>, StoreError> {
     let lists = conn
         .prepare_cached("SELECT models FROM nodes WHERE last_seen_at >= ?1")?
-        .query_map([since], |row| row.get::<_, String>(0))?
+        .query_map([since], |row| row.get::<String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let mut models: Vec<String> = lists
         .iter()
@@ -291,7 +308,7 @@ pub fn live_models(conn: &Connection, since: i64) -> Result<Vec<String>, StoreEr
 
 /// Jobs waiting or running, by status, model and priority: a walk of the queue index, done
 /// once when the store opens.
-pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
+pub fn depth(conn: &Conn) -> Result<Vec<DepthRow>, StoreError> {
     depth_rows(
         conn,
         "SELECT status, model, priority, COUNT(*) FROM jobs
@@ -302,7 +319,7 @@ pub fn depth(conn: &Connection) -> Result<Vec<DepthRow>, StoreError> {
 
 /// [`depth`] of one key's jobs: its queued ones through `jobs_queued_by_owner`, its running
 /// ones through `jobs_by_status`, so that neither is a scan of the key's history.
-pub fn depth_of(conn: &Connection, key: &str) -> Result<Vec<DepthRow>, StoreError> {
+pub fn depth_of(conn: &Conn, key: &str) -> Result<Vec<DepthRow>, StoreError> {
     depth_rows(
         conn,
         "SELECT 'queued', model, priority, COUNT(*) FROM jobs
@@ -314,13 +331,8 @@ pub fn depth_of(conn: &Connection, key: &str) -> Result<Vec<DepthRow>, StoreErro
     )
 }
 
-fn depth_rows(
-    conn: &Connection,
-    sql: &str,
-    values: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<DepthRow>, StoreError> {
-    Ok(conn
-        .prepare_cached(sql)?
+fn depth_rows(conn: &Conn, sql: &str, values: &[&dyn Param]) -> Result<Vec<DepthRow>, StoreError> {
+    conn.prepare_cached(sql)?
         .query_map(values, |row| {
             Ok(DepthRow {
                 status: status(row, 0)?,
@@ -329,25 +341,45 @@ fn depth_rows(
                 count: row.get(3)?,
             })
         })?
-        .collect::<Result<Vec<_>, _>>()?)
+        .collect::<Result<Vec<_>, _>>()
 }
 
 /// The fair share's starting point: queued jobs counted by key, priority, model and
 /// endpoint (an index-only scan of `jobs_queued_by_owner`), running jobs by key, and the
 /// keys' weights and concurrency caps.
-pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
+pub fn fair_share(conn: &Conn) -> Result<super::fair::Fair, StoreError> {
+    let (rows, running) = fair_counts(conn)?;
+    Ok(super::fair::Fair::seeded(
+        rows,
+        running,
+        super::keys::shares(conn)?,
+    ))
+}
+
+/// Queued jobs by key, priority and lane, and running jobs by key: what
+/// [`super::fair::Fair`] counts.
+#[expect(clippy::type_complexity)]
+pub fn fair_counts(
+    conn: &Conn,
+) -> Result<
+    (
+        Vec<(String, u8, super::fair::Lane, i64)>,
+        std::collections::HashMap<String, i64>,
+    ),
+    StoreError,
+> {
     let rows = conn
         .prepare_cached(
             "SELECT owner_key_id, priority, model, endpoint, COUNT(*)
              FROM jobs INDEXED BY jobs_queued_by_owner WHERE status = 'queued'
              GROUP BY owner_key_id, model, endpoint, priority",
         )?
-        .query_map([], |row| {
+        .query_map(params![], |row| {
             Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, u8>(1)?,
-                (row.get::<_, String>(2)?, endpoint(row, 3)?),
-                row.get::<_, i64>(4)?,
+                row.get::<String>(0)?,
+                row.get::<u8>(1)?,
+                (row.get::<String>(2)?, endpoint(row, 3)?),
+                row.get::<i64>(4)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -356,49 +388,41 @@ pub fn fair_share(conn: &Connection) -> Result<super::fair::Fair, StoreError> {
             "SELECT owner_key_id, COUNT(*) FROM jobs INDEXED BY jobs_by_lease_expiry
              WHERE status = 'processing' GROUP BY owner_key_id",
         )?
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        .query_map(params![], |row| {
+            Ok((row.get::<String>(0)?, row.get::<i64>(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    Ok(super::fair::Fair::seeded(
-        rows,
-        running,
-        super::keys::shares(conn)?,
-    ))
+    Ok((rows, running))
 }
 
 /// How many of its key's jobs of its model, endpoint and priority are queued ahead of
 /// queued job `id` (through `jobs_queued_by_owner`).
-pub fn ahead_of_in_its_lane(conn: &Connection, job: &JobRecord) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_queued_by_owner
+pub fn ahead_of_in_its_lane(conn: &Conn, job: &JobRecord) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM jobs INDEXED BY jobs_queued_by_owner
              WHERE owner_key_id = ?1 AND model = ?2 AND endpoint = ?3 AND priority = ?4
                AND status = 'queued' AND seq < (SELECT seq FROM jobs WHERE id = ?5)",
-        )?
-        .query_row(
-            rusqlite::params![
-                job.owner_key_id,
-                job.model,
-                job.endpoint.as_str(),
-                job.priority,
-                job.id
-            ],
-            |row| row.get(0),
-        )?)
+    )?
+    .query_row(
+        params![
+            job.owner_key_id,
+            job.model,
+            job.endpoint.as_str(),
+            job.priority,
+            job.id
+        ],
+        |row| row.get(0),
+    )
 }
 
 /// The creation time of the oldest queued job, and how many nodes were seen since
 /// `alive_since`: the parts of a queue snapshot that are read, not counted in memory.
-pub fn oldest_and_alive(
-    conn: &Connection,
-    alive_since: i64,
-) -> Result<(Option<i64>, i64), StoreError> {
+pub fn oldest_and_alive(conn: &Conn, alive_since: i64) -> Result<(Option<i64>, i64), StoreError> {
     let oldest: Option<i64> = conn
         .prepare_cached(
             "SELECT MIN(created_at) FROM jobs INDEXED BY jobs_queued_by_age WHERE status = 'queued'",
         )?
-        .query_row([], |row| row.get(0))?;
+        .query_row(params![], |row| row.get(0))?;
     let nodes_alive = conn
         .prepare_cached("SELECT COUNT(*) FROM nodes WHERE last_seen_at >= ?1")?
         .query_row([alive_since], |row| row.get(0))?;

@@ -4,8 +4,8 @@
 //! in the gateway's memory (`crate::relay`) and the node submits the assembled result.
 
 use super::StoreError;
+use super::db::{Conn, OptionalExtension, params};
 use super::writer::WriteCtx;
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// Where a relayed stream's lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ fn judge(row: Option<(String, Option<String>)>, lease_id: &str) -> RelayLease {
 }
 
 /// The lease's standing, read from any connection.
-pub fn lease(conn: &Connection, job_id: &str, lease_id: &str) -> Result<RelayLease, StoreError> {
+pub fn lease(conn: &Conn, job_id: &str, lease_id: &str) -> Result<RelayLease, StoreError> {
     let row = conn
         .prepare_cached("SELECT status, lease_id FROM jobs WHERE id = ?1")?
         .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))

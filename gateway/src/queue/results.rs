@@ -11,6 +11,7 @@
 //! with `stream_interrupted`, a retryable failure is stored as failed.
 //! Runs inside the writer's transactions.
 
+use super::db::{OptionalExtension, params};
 use super::jobs::{Effects, transition};
 use super::reads;
 use super::writer::WriteCtx;
@@ -18,7 +19,6 @@ use super::{QueueEvent, StoreError};
 use openbeepboop::{
     ErrorBody, JobStatus, NodeResult, NodeResultStatus, SubmitOutcome, SubmitOutcomeKind,
 };
-use rusqlite::{OptionalExtension, params};
 use std::time::Duration;
 
 /// The delay before retry number `attempt` (1-based) may run: doubling, capped at a minute.
@@ -54,8 +54,7 @@ struct Run {
 }
 
 fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
-    Ok(ctx
-        .conn
+    ctx.conn
         .prepare_cached(
             "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
                     error_payload, owner_key_id, est_tokens, first_relayed_at
@@ -71,14 +70,14 @@ fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
                 model: row.get(5)?,
                 node: row.get(6)?,
                 last_error: row
-                    .get::<_, Option<String>>(7)?
+                    .get::<Option<String>>(7)?
                     .and_then(|text| serde_json::from_str(&text).ok()),
                 owner: row.get(8)?,
-                est_tokens: row.get::<_, i64>(9)?.max(0) as u64,
+                est_tokens: row.get::<i64>(9)?.max(0) as u64,
                 first_relayed_at: row.get(10)?,
             })
         })
-        .optional()?)
+        .optional()
 }
 
 /// Ends a processing run that produced no result, by the attempt rule. Returns the job's
@@ -328,14 +327,19 @@ mod tests {
     async fn an_upstream_status_is_kept_with_its_error_and_dropped_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.db");
-        Queue::setup(&path).unwrap();
+        Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
         let settings = QueueSettings {
             lease: Duration::ZERO,
             max_attempts: 2,
             retry_backoff_base: Duration::ZERO,
             ..QueueSettings::default()
         };
-        let queue = Queue::open(&path, settings, std::sync::Arc::new(|_, _| {})).unwrap();
+        let queue = Queue::open(
+            &crate::queue::Location::File(path.clone()),
+            settings,
+            std::sync::Arc::new(|_, _| {}),
+        )
+        .unwrap();
         let job = NewJob {
             id: new_job_id(),
             owner_key_id: "k".into(),

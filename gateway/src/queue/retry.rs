@@ -3,11 +3,11 @@
 //! inside the writer's transactions; the status change itself goes through
 //! [`jobs::transition`].
 
+use super::db::{params, params_from_iter};
 use super::jobs::{self, Effects};
 use super::writer::WriteCtx;
 use super::{Change, JobFilter, JobRecord, StoreError, Visibility, reads};
 use openbeepboop::{JobEvent, JobStatus};
-use rusqlite::{params, params_from_iter};
 
 /// A job keeps its latest operator events only: a job retried in a loop must not grow
 /// without bound.

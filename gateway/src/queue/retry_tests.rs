@@ -10,8 +10,13 @@ use std::time::Duration;
 
 fn open(dir: &std::path::Path) -> Queue {
     let path = dir.join("queue.db");
-    Queue::setup(&path).unwrap();
-    Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap()
+    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
+    Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        QueueSettings::default(),
+        Arc::new(|_, _| {}),
+    )
+    .unwrap()
 }
 
 fn job(owner: &str) -> NewJob {
@@ -43,7 +48,8 @@ async fn fail(queue: &Queue, job: &LeasedJob) {
 
 /// The in-memory depth and fair share equal a fresh count of the database.
 fn assert_counts_true(queue: &Queue, dir: &std::path::Path) {
-    let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let conn =
+        crate::queue::db::Conn::Sqlite(rusqlite::Connection::open(dir.join("queue.db")).unwrap());
     let fresh = crate::queue::reads::fair_share(&conn).unwrap();
     assert_eq!(queue.fair.counts(), fresh.counts());
     let mut depth = queue.depth.rows();
@@ -178,7 +184,12 @@ async fn the_hours_history_is_read_again_at_open() {
         .await;
     }
     let path = dir.path().join("queue.db");
-    let reopened = Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap();
+    let reopened = Queue::open(
+        &crate::queue::Location::File(path.clone()),
+        QueueSettings::default(),
+        Arc::new(|_, _| {}),
+    )
+    .unwrap();
     let hour = reopened.last_hour(&Visibility::Owner("a".into()));
     assert_eq!((hour.completed, hour.failed), (0, 1));
     assert_eq!(reopened.last_hour(&Visibility::Owner("b".into())).failed, 0);

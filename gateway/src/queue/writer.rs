@@ -6,12 +6,14 @@
 //! then answers each caller and publishes the changes. So a caller that hears `Ok` knows
 //! its change is on disk, and concurrent callers share one fsync.
 
+use super::db::{Conn, Engine};
 use super::depth::Depth;
 use super::fair::Fair;
 use super::live_batches::{LiveBatches, Touched};
+use super::nodes::Drained;
 use super::notify::{Change, Notifier};
+use super::shared::{self, Heard};
 use super::{QueueEvent, StoreError, now_ms};
-use rusqlite::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -19,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 /// What an operation sees: the connection inside its savepoint, the batch's clock, and a
 /// list where it records the jobs whose status it changed.
 pub struct WriteCtx<'a> {
-    pub conn: &'a Connection,
+    pub conn: &'a Conn,
     pub now: i64,
     pub changes: Vec<Change>,
     /// What happened, for the metrics; reported only if the batch commits.
@@ -39,10 +41,11 @@ pub type OnCommit = Arc<dyn Fn(CommitStats, &[QueueEvent]) + Send + Sync>;
 /// How durable an operation's commit must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// `synchronous=FULL`: on disk before the caller hears of it. Everything a user or a node
+    /// `synchronous=FULL` (PostgreSQL: `synchronous_commit`): on disk before the caller
+    /// hears of it. Everything a user or a node
     /// is told was stored: submits, results, cancels, keys.
     Full,
-    /// `synchronous=NORMAL`: survives a crash of the process but not of the machine. Only for
+    /// `synchronous=NORMAL` (PostgreSQL: `synchronous_commit = off`): survives a crash of the process but not of the machine. Only for
     /// lease bookkeeping (lease, heartbeat, reap), whose loss on power failure is harmless: the
     /// job returns to the queue and a late result is `stale`. The next full commit syncs it.
     Relaxed,
@@ -60,16 +63,24 @@ pub struct CommitStats {
     pub latency: Duration,
 }
 
+/// What the writer thread is asked to do.
+enum Message {
+    /// An operation, in the next group commit.
+    Op(Durability, Op),
+    /// A re-count after other gateways' commits, between two groups (see `shared`).
+    Resync(Heard),
+}
+
 /// The sending half; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    ops: mpsc::UnboundedSender<(Durability, Op)>,
+    ops: mpsc::UnboundedSender<Message>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` is dropped.
     pub fn spawn(
-        conn: Connection,
+        conn: Conn,
         observers: Observers,
         max_batch: usize,
         on_commit: OnCommit,
@@ -77,9 +88,11 @@ impl Writer {
         let (sender, receiver) = mpsc::unbounded_channel();
         // Installed before the first operation, so no change to a batch goes unseen.
         let touched = Touched::default();
-        touched.watch(&conn)?;
+        if let Some(sqlite) = conn.sqlite() {
+            touched.watch(sqlite)?;
+        }
         std::thread::Builder::new()
-            .name("obb-sqlite-writer".to_owned())
+            .name("obb-writer".to_owned())
             .spawn(move || {
                 run(
                     conn,
@@ -134,9 +147,16 @@ impl Writer {
             ),
         });
         self.ops
-            .send((durability, boxed))
+            .send(Message::Op(durability, boxed))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Asks for a re-count after other gateways' commits; fails once the writer stopped.
+    pub fn resync(&self, heard: Heard) -> Result<(), StoreError> {
+        self.ops
+            .send(Message::Resync(heard))
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -147,11 +167,14 @@ pub struct Observers {
     pub depth: Arc<Depth>,
     pub fair: Arc<Fair>,
     pub batches: Arc<LiveBatches>,
+    pub drained: Drained,
+    /// On PostgreSQL, this gateway's name in its notifications to the others.
+    pub gateway: Option<String>,
 }
 
 fn run(
-    mut conn: Connection,
-    mut receiver: mpsc::UnboundedReceiver<(Durability, Op)>,
+    conn: Conn,
+    mut receiver: mpsc::UnboundedReceiver<Message>,
     observers: &Observers,
     touched: &Touched,
     max_batch: usize,
@@ -159,27 +182,49 @@ fn run(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut current = Durability::Full;
-    while let Some((first_durability, first)) = receiver.blocking_recv() {
+    let mut heard: Option<Heard> = None;
+    while let Some(message) = receiver.blocking_recv() {
+        let (first_durability, first) = match message {
+            Message::Op(durability, op) => (durability, op),
+            Message::Resync(more) => {
+                // Re-counted before the next group; with a group, after it.
+                heard.get_or_insert_with(Heard::default).add(more);
+                match receiver.try_recv() {
+                    Ok(Message::Op(durability, op)) => (durability, op),
+                    Ok(Message::Resync(more)) => {
+                        heard.get_or_insert_with(Heard::default).add(more);
+                        recount(&conn, observers, heard.take());
+                        continue;
+                    }
+                    Err(_) => {
+                        recount(&conn, observers, heard.take());
+                        continue;
+                    }
+                }
+            }
+        };
         // A batch is as durable as its most demanding operation.
         let mut durability = first_durability;
         batch.push(first);
         while batch.len() < max_batch {
             match receiver.try_recv() {
-                Ok((wanted, op)) => {
+                Ok(Message::Op(wanted, op)) => {
                     if wanted == Durability::Full {
                         durability = Durability::Full;
                     }
                     batch.push(op);
                 }
+                // Kept for after this group: a re-count never runs inside one.
+                Ok(Message::Resync(more)) => heard.get_or_insert_with(Heard::default).add(more),
                 Err(_) => break,
             }
         }
-        if durability != current {
+        if let (Some(sqlite), true) = (conn.sqlite(), durability != current) {
             let level = match durability {
                 Durability::Full => "FULL",
                 Durability::Relaxed => "NORMAL",
             };
-            if let Err(error) = conn.pragma_update(None, "synchronous", level) {
+            if let Err(error) = sqlite.pragma_update(None, "synchronous", level) {
                 tracing::warn!(%error, "cannot change the commit durability");
             } else {
                 current = durability;
@@ -188,13 +233,28 @@ fn run(
         let started = Instant::now();
         let ops = batch.len();
         let watched = |id: &str| observers.notifier.is_watched(id);
-        let (finishes, outcome) = commit_batch(&mut conn, batch.drain(..), &watched);
+        let (finishes, outcome) = commit_batch(
+            &conn,
+            durability,
+            batch.drain(..),
+            &watched,
+            observers.gateway.as_deref(),
+        );
         // Rows of `batches` the group's statements changed, whether or not they were rolled
         // back: re-read, they show what is committed. Before any caller hears `Ok`, so it
         // reads its own change.
-        let batches = touched.take();
-        if !batches.is_empty() {
-            observers.batches.refresh(&conn, &batches);
+        match &conn {
+            Conn::Sqlite(_) => {
+                let batches = touched.take();
+                if !batches.is_empty() {
+                    observers.batches.refresh(&conn, &batches);
+                }
+            }
+            Conn::Postgres(client) => {
+                if client.take_wrote_batches() {
+                    observers.batches.reload(&conn);
+                }
+            }
         }
         match outcome {
             Ok((changes, events)) => {
@@ -242,48 +302,94 @@ fn run(
                 }
             }
         }
+        if heard.is_some() {
+            recount(&conn, observers, heard.take());
+        }
     }
 }
 
-fn run_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(sql)?.execute([])?;
-    Ok(())
+/// Re-counts after other gateways' commits (see `shared`).
+fn recount(conn: &Conn, observers: &Observers, heard: Option<Heard>) {
+    let heard = heard.unwrap_or_default();
+    let counted = shared::Counted {
+        depth: &observers.depth,
+        fair: &observers.fair,
+        batches: &observers.batches,
+        notifier: &observers.notifier,
+        drained: &observers.drained,
+    };
+    if let Err(error) = shared::resync(conn, &counted, &heard) {
+        tracing::warn!(error = %error.detail(), "cannot re-count the queue after other gateways' commits");
+    }
+}
+
+/// Runs a transaction control statement. SQLite's are prepared once and cached: parsing
+/// them for every operation cost more than many of the operations themselves.
+/// PostgreSQL's go as simple queries, which is how its driver sends them too.
+fn control(conn: &Conn, sql: &str) -> Result<(), StoreError> {
+    match conn {
+        Conn::Sqlite(sqlite) => {
+            sqlite.prepare_cached(sql)?.execute([])?;
+            Ok(())
+        }
+        Conn::Postgres(client) => client.batch_execute(sql),
+    }
 }
 
 type BatchOutcome = Result<(Vec<Change>, Vec<QueueEvent>), StoreError>;
 
 fn commit_batch(
-    conn: &mut Connection,
+    conn: &Conn,
+    durability: Durability,
     batch: impl Iterator<Item = Op>,
     watched: &(dyn Fn(&str) -> bool + Sync),
+    gateway: Option<&str>,
 ) -> (Vec<Finish>, BatchOutcome) {
     let mut pending = batch.collect::<Vec<_>>().into_iter();
     let mut finishes: Vec<Finish> = Vec::with_capacity(pending.len());
-    let outcome = run_ops(conn, &mut pending, &mut finishes, watched);
+    let outcome = run_ops(
+        conn,
+        durability,
+        &mut pending,
+        &mut finishes,
+        watched,
+        gateway,
+    );
+    if outcome.is_err() {
+        // Whatever failed left the transaction open; a failed rollback means none is.
+        let _ = control(conn, "ROLLBACK");
+    }
     // Operations left unrun by a failure still need their answer.
     finishes.extend(pending.map(|op| op(None).1));
     (finishes, outcome)
 }
 
 fn run_ops(
-    conn: &mut Connection,
+    conn: &Conn,
+    durability: Durability,
     pending: &mut impl Iterator<Item = Op>,
     finishes: &mut Vec<Finish>,
     watched: &(dyn Fn(&str) -> bool + Sync),
+    gateway: Option<&str>,
 ) -> BatchOutcome {
     let mut changes = Vec::new();
     let mut events = Vec::new();
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    control(
+        conn,
+        match (conn.engine(), durability) {
+            (Engine::Sqlite, _) => "BEGIN IMMEDIATE",
+            (Engine::Postgres, Durability::Full) => "BEGIN",
+            (Engine::Postgres, Durability::Relaxed) => "BEGIN; SET LOCAL synchronous_commit = off",
+        },
+    )?;
     let now = now_ms();
     for op in pending.by_ref() {
-        // The savepoint statements are prepared once and cached: parsing them for every
-        // operation cost more than many of the operations themselves.
-        if let Err(e) = run_cached(&tx, "SAVEPOINT op") {
+        if let Err(e) = control(conn, "SAVEPOINT op") {
             finishes.push(op(None).1);
             return Err(e);
         }
         let mut ctx = WriteCtx {
-            conn: &tx,
+            conn,
             now,
             changes: Vec::new(),
             events: Vec::new(),
@@ -302,10 +408,20 @@ fn run_ops(
             events.extend(op_events);
         } else {
             // A failed operation's changes are undone, leaving the others in the batch intact.
-            run_cached(&tx, "ROLLBACK TO op")?;
+            control(conn, "ROLLBACK TO op")?;
         }
-        run_cached(&tx, "RELEASE op")?;
+        control(conn, "RELEASE op")?;
     }
-    tx.commit()?;
+    if let (Some(gateway), Conn::Postgres(client)) = (gateway, conn) {
+        // In the transaction: the others hear of it at commit, and never of a rollback.
+        if !changes.is_empty() || client.wrote_batches() {
+            let payload = shared::payload(gateway, &changes, client.wrote_batches());
+            conn.execute(
+                "SELECT pg_notify(?1, ?2)",
+                super::db::params![shared::CHANNEL, payload],
+            )?;
+        }
+    }
+    control(conn, "COMMIT")?;
     Ok((changes, events))
 }

@@ -8,8 +8,15 @@ use openbeepboop::{FilePurpose, NodeResult, NodeResultStatus};
 
 fn open(dir: &std::path::Path) -> Arc<Queue> {
     let path = dir.join("queue.db");
-    Queue::setup(&path).unwrap();
-    Arc::new(Queue::open(&path, QueueSettings::default(), Arc::new(|_, _| {})).unwrap())
+    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
+    Arc::new(
+        Queue::open(
+            &crate::queue::Location::File(path.clone()),
+            QueueSettings::default(),
+            Arc::new(|_, _| {}),
+        )
+        .unwrap(),
+    )
 }
 
 fn runner(queue: &Arc<Queue>) -> BatchRunner {

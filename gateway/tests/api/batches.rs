@@ -518,20 +518,15 @@ async fn a_gateway_killed_during_the_run_resumes_and_keeps_one_result_per_line()
 /// The batch's status as its row holds it, read from the database file while the gateway
 /// is down.
 fn stored_status(gw: &Gateway, id: &str) -> String {
-    let db = rusqlite::Connection::open_with_flags(
-        gw.db(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .expect("the database opens read-only");
-    db.query_row("SELECT status FROM batches WHERE id = ?1", [id], |row| {
-        row.get(0)
-    })
-    .expect("the batch's row")
+    let rows = gw.query(&format!("SELECT status FROM batches WHERE id = '{id}'"));
+    rows.first()
+        .and_then(|row| row[0].clone())
+        .expect("the batch's row")
 }
 
 /// The names in the data directory's `files/`, sorted.
 fn stored_files(gw: &Gateway) -> Vec<String> {
-    let dir = gw.db().parent().expect("a data dir").join("files");
+    let dir = gw.files_dir();
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("files/")
         .map(|entry| {
@@ -612,7 +607,13 @@ async fn a_gateway_killed_while_finalizing_resumes_and_writes_each_line_once() {
     // Nothing of the interrupted write is left: no part, no file without its batch.
     let mut kept = vec![file, output_id];
     kept.sort();
-    assert_eq!(stored_files(&gw), kept);
+    let mut stored = stored_files(&gw);
+    if gw.on_postgres() {
+        // A files directory shared by the gateways of one PostgreSQL database keeps a part
+        // until it is a day old (another gateway may be writing it); `files` tests that.
+        stored.retain(|name| !name.ends_with(".part"));
+    }
+    assert_eq!(stored, kept);
     let (_, listed) = gw.get_json(&gw.admin, "/v1/files?order=asc").await;
     let rows: Vec<&str> = listed["data"]
         .as_array()

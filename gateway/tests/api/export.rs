@@ -16,10 +16,30 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("the gateway's VmRSS in /proc")
 }
 
+/// The request every stored job was submitted with.
+const REQUEST: &str = r#"{"model":"m","messages":[{"role":"user","content":"a stored request of a few hundred bytes, as a data lake would load it"}]}"#;
+
 /// Writes `JOBS` completed jobs straight into the database, in one transaction: the
 /// export reads what is stored, however it got there.
-fn store_jobs(db: &std::path::Path) {
-    let mut conn = rusqlite::Connection::open(db).unwrap();
+fn store_jobs(gw: &Gateway) {
+    if gw.on_postgres() {
+        // The same rows, made by the server in one statement (psql has no parameters).
+        gw.query(&format!(
+            "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
+                 request_hash, max_attempts, created_at, updated_at, expires_at, attempts,
+                 locked_at, finished_at, result_payload)
+             SELECT 'job-seeded-' || lpad(i::text, 6, '0'), 'key_seeded', 'm', 'completed', 3,
+                 '{REQUEST}', '', 3, 1764000000000 + i, 1764000000000 + i,
+                 1764000000000 + i, 1, 1764000000000 + i, 1764000000000 + i,
+                 '{{\"id\": \"c' || i || '\", \"object\": \"chat.completion\", \"created\": 1,
+                 \"model\": \"m\", \"choices\": [{{\"index\": 0, \"finish_reason\": \"stop\",
+                 \"message\": {{\"role\": \"assistant\", \"content\": \"answer ' || i || '\"}}}}]}}'
+             FROM generate_series(0, {}) AS i",
+            JOBS - 1
+        ));
+        return;
+    }
+    let mut conn = rusqlite::Connection::open(gw.db()).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     let tx = conn.transaction().unwrap();
     {
@@ -32,9 +52,7 @@ fn store_jobs(db: &std::path::Path) {
                      ?3, ?4)",
             )
             .unwrap();
-        let request = serde_json::json!({"model": "m", "messages": [{"role": "user",
-            "content": "a stored request of a few hundred bytes, as a data lake would load it"}]})
-        .to_string();
+        let request = REQUEST;
         for i in 0..JOBS {
             let result = serde_json::json!({"id": format!("c{i}"), "object": "chat.completion",
                 "created": 1, "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
@@ -56,7 +74,7 @@ fn store_jobs(db: &std::path::Path) {
 #[tokio::test]
 async fn exporting_100_000_jobs_streams_them_all_in_order_with_flat_memory() {
     let gw = Gateway::start(&[]).await;
-    store_jobs(&gw.db());
+    store_jobs(&gw);
     let pid = gw.pid().unwrap();
     let before = rss_kib(pid);
     let mut response = gw
