@@ -17,8 +17,9 @@
 #   - target/node-sdk: the official Node SDK (`openai@7.57.0`).
 # Rust itself (cargo, 1.95 or later) comes from rustup; it says so when cargo is missing.
 #
-# Then it runs `cargo test --workspace`, the Python client's pytest (in python/, recording
-# coverage for .ci/run's gate), and packaging/check-wheel.sh, which builds the wheel and runs
+# Then it runs `cargo test --workspace`, the gateway's API suite a second time on PostgreSQL,
+# the Python client's pytest (in python/, recording coverage for .ci/run's gate), the
+# dashboard's browser tests, and packaging/check-wheel.sh, which builds the wheel and runs
 # everything from it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -115,6 +116,11 @@ if $run; then
   step "cargo test --workspace"
   # Every test binary runs even when one fails, so one failure does not hide the others.
   cargo test --workspace --no-fail-fast
+
+  step "the gateway's API suite again, on PostgreSQL (OBB_TEST_ENGINE=postgres)"
+  # The same tests, each gateway on a database of its own on one real PostgreSQL server
+  # (testkit::postgres, Debian's package, stopped when the tests end).
+  OBB_TEST_ENGINE=postgres cargo test -p obb-gateway --test api
 
   step "the Python client: pytest (python/)"
   # The binaries come from target/debug, which cargo test has just built.

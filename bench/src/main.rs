@@ -9,6 +9,7 @@
 //!     target/release/obb-bench embeddings                       # embeddings packed vs not
 //!     target/release/obb-bench stream                           # the live relay
 //!     target/release/obb-bench dashboard                        # dashboard views, 1M jobs
+//!     target/release/obb-bench postgres                         # SQLite vs 1-3 gateways on PostgreSQL
 
 mod batch;
 mod dashboard;
@@ -16,6 +17,7 @@ mod drive;
 mod embeddings;
 mod held;
 mod median;
+mod postgres;
 mod remote;
 mod stats;
 mod stream;
@@ -66,7 +68,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// Suites to run: submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream,
-    /// dashboard
+    /// dashboard, postgres
     /// [default: submit, e2e, wait and scale]
     pub suites: Vec<String>,
 }
@@ -84,9 +86,10 @@ async fn run_suite(suite: &str, args: &Args) -> anyhow::Result<serde_json::Value
         "held" => held::held(args).await,
         "stream" => stream::stream(args).await,
         "dashboard" => dashboard::dashboard(args).await,
+        "postgres" => postgres::postgres(args).await,
         other => {
             anyhow::bail!(
-                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream or dashboard"
+                "unknown suite `{other}`; use submit, e2e, wait, scale, real, soak, batch, embeddings, held, stream, dashboard or postgres"
             )
         }
     }

@@ -17,6 +17,13 @@ impl Latencies {
         )
     }
 
+    /// The samples of several runs together.
+    pub fn merged(parts: Vec<Latencies>) -> Self {
+        let mut all: Vec<f64> = parts.into_iter().flat_map(|part| part.0).collect();
+        all.sort_by(f64::total_cmp);
+        Self(all)
+    }
+
     pub fn count(&self) -> usize {
         self.0.len()
     }

@@ -63,8 +63,29 @@ fn run(bin: &Path, program: &str, args: &[&str]) -> Output {
 
 impl Postgres {
     /// A fresh cluster with a superuser `obb` and a database `obb`, accepting connections
-    /// on `127.0.0.1:<port>` when this returns.
+    /// on `127.0.0.1:<port>` when this returns. Tests need no durability: `fsync` is off.
     pub fn start() -> Self {
+        Self::start_with("-c fsync=off")
+    }
+
+    /// [`Postgres::start`] with PostgreSQL's own defaults (`fsync` on, as a deployment runs
+    /// it), for the benchmarks.
+    pub fn start_durable() -> Self {
+        Self::start_with("")
+    }
+
+    /// The postmaster's process id (the first line of `postmaster.pid`).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn start_with(extra: &str) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("temp dir");
         // The server runs as `postgres`: it must own the cluster's directory.
@@ -92,7 +113,7 @@ impl Postgres {
         for _ in 0..5 {
             let port = crate::free_port();
             let options = format!(
-                "-k {} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off -c max_connections=400",
+                "-k {} -c listen_addresses=127.0.0.1 -p {port} -c max_connections=400 {extra}",
                 dir.path().display()
             );
             let log = dir.path().join("server.log").to_string_lossy().into_owned();

@@ -175,6 +175,9 @@ impl Fair {
             state.add(priority, &key, lane, count);
         }
         state.running = running;
+        // A key put to sleep here may have found its jobs leased or locked by another
+        // gateway, which commits on its own: what is queued now is what the count says.
+        state.asleep.clear();
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
