@@ -74,6 +74,27 @@ impl Postgres {
         Self::start_with("")
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`): every connection to it is cut, as in
+    /// a failover; it accepts connections again on the same port when this returns.
+    pub fn restart(&self) {
+        let data = self.dir.path().join("data").to_string_lossy().into_owned();
+        // With its log file, as at start: the new server must not hold this process's pipes.
+        let log = self
+            .dir
+            .path()
+            .join("server.log")
+            .to_string_lossy()
+            .into_owned();
+        let restarted = run(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-m", "fast", "-w", "-t", "30", "restart",
+            ],
+        );
+        assert!(restarted.status.success(), "pg_ctl restart: {restarted:?}");
+    }
+
     /// The postmaster's process id (the first line of `postmaster.pid`).
     pub fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))

@@ -366,6 +366,7 @@ impl From<StoreError> for ApiError {
             | StoreError::Column { .. }
             | StoreError::NoFilesDir
             | StoreError::Migrate(_)
+            | StoreError::DuplicateId(_)
             | StoreError::ReadAborted(_)
             | StoreError::CorruptPayload { .. }
             | StoreError::DataDir { .. }

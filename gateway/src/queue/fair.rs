@@ -147,7 +147,13 @@ impl Fair {
     /// Sets the counts to a fresh count of the database (`rows` and `running` as
     /// [`Fair::seeded`] takes them): on PostgreSQL, where other gateways' commits move
     /// them too. Each key keeps its place in its band; weights, caps and budgets stay.
-    pub fn recount(&self, rows: Vec<(String, u8, Lane, i64)>, running: HashMap<String, i64>) {
+    /// Returns whether a lease may now find more than before: a lane holds more jobs, or a
+    /// key runs fewer (a cap may have room).
+    pub fn recount(
+        &self,
+        rows: Vec<(String, u8, Lane, i64)>,
+        running: HashMap<String, i64>,
+    ) -> bool {
         let mut state = self.state();
         let mut want: HashMap<(u8, String, Lane), i64> = HashMap::new();
         for (key, priority, lane, count) in rows {
@@ -163,21 +169,29 @@ impl Fair {
                 }
             }
         }
+        let mut more = false;
         for (priority, key, lane, count) in have {
             let wanted = want
                 .remove(&(priority, key.clone(), lane.clone()))
                 .unwrap_or(0);
             if wanted != count {
+                more |= wanted > count;
                 state.add(priority, &key, lane, wanted - count);
             }
         }
         for ((priority, key, lane), count) in want {
+            more = true;
             state.add(priority, &key, lane, count);
         }
+        more |= state
+            .running
+            .iter()
+            .any(|(key, was)| running.get(key).copied().unwrap_or(0) < *was);
         state.running = running;
         // A key put to sleep here may have found its jobs leased or locked by another
         // gateway, which commits on its own: what is queued now is what the count says.
         state.asleep.clear();
+        more
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -235,6 +235,46 @@ pub fn new_response_id() -> String {
     format!("resp_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// The job `job`'s idempotency key already made, as [`enqueue`] answers with it: that job
+/// (`false`: not created now), or a conflict when the key was used for another request.
+/// `None` when the key is new, or there is none.
+#[expect(clippy::type_complexity)]
+fn idempotent(
+    ctx: &WriteCtx<'_>,
+    job: &NewJob,
+) -> Result<Option<Result<(JobRecord, bool), StoreError>>, StoreError> {
+    let Some(key) = &job.idempotency_key else {
+        return Ok(None);
+    };
+    let existing = ctx
+        .conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS}, request_hash FROM jobs
+             WHERE owner_key_id = ?1 AND idempotency_key = ?2"
+        ))?
+        .query_row(params![job.owner_key_id, key], |row| {
+            Ok((reads::record(row)?, row.get::<String>(17)?))
+        })
+        .optional()?;
+    // The digest covers the body alone (stored keys keep their digests); the same body
+    // sent to another endpoint is another request all the same.
+    Ok(existing.map(|(record, hash)| {
+        if hash != job.request_hash {
+            Err(StoreError::IdempotencyConflict {
+                key: key.clone(),
+                used_on: None,
+            })
+        } else if record.endpoint != job.endpoint {
+            Err(StoreError::IdempotencyConflict {
+                key: key.clone(),
+                used_on: Some(record.endpoint),
+            })
+        } else {
+            Ok((record, false))
+        }
+    }))
+}
+
 /// Stores `job`, or finds the job its idempotency key already made (`false`). `queued`
 /// tells how many jobs a key has queued as of the last commit (the fair share's count): a
 /// key at its `max_queued_jobs` is refused (`QueueFull`) without a count of its rows.
@@ -244,34 +284,8 @@ pub fn enqueue(
     max_attempts: u32,
     queued: &dyn Fn(&str) -> i64,
 ) -> Result<(JobRecord, bool), StoreError> {
-    if let Some(key) = &job.idempotency_key {
-        let existing = ctx
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS}, request_hash FROM jobs
-                 WHERE owner_key_id = ?1 AND idempotency_key = ?2"
-            ))?
-            .query_row(params![job.owner_key_id, key], |row| {
-                Ok((reads::record(row)?, row.get::<String>(17)?))
-            })
-            .optional()?;
-        // The digest covers the body alone (stored keys keep their digests); the same body
-        // sent to another endpoint is another request all the same.
-        if let Some((record, hash)) = existing {
-            return if hash != job.request_hash {
-                Err(StoreError::IdempotencyConflict {
-                    key: key.clone(),
-                    used_on: None,
-                })
-            } else if record.endpoint != job.endpoint {
-                Err(StoreError::IdempotencyConflict {
-                    key: key.clone(),
-                    used_on: Some(record.endpoint),
-                })
-            } else {
-                Ok((record, false))
-            };
-        }
+    if let Some(found) = idempotent(ctx, job)? {
+        return found;
     }
     // After the idempotency lookup: a retried submit finds its job whatever the queue holds.
     if let Some(max) = job.max_queued {
@@ -295,13 +309,15 @@ pub fn enqueue(
     }
     let id = job.id.clone();
     let expires_at = ctx.now + job.ttl.as_millis() as i64;
-    ctx.conn
+    let inserted = ctx
+        .conn
         .prepare_cached(
             "INSERT INTO jobs (id, owner_key_id, model, status, priority, request_payload,
                  request_hash, idempotency_key, request_id, max_attempts, created_at, updated_at,
                  expires_at, endpoint, est_tokens, relay, ttl_ms)
              VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14,
-                 ?15)",
+                 ?15)
+             ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             id,
@@ -320,6 +336,12 @@ pub fn enqueue(
             job.relay,
             job.ttl.as_millis() as i64,
         ])?;
+    if inserted == 0 {
+        // Another gateway on the same PostgreSQL database stored a job under the same
+        // idempotency key since the lookup above (the insert waited for its commit): that one
+        // is the job. Nothing else can conflict but the job's own random id.
+        return idempotent(ctx, job)?.unwrap_or(Err(StoreError::DuplicateId(id)));
+    }
     ctx.changes.push(Change {
         was_priority: None,
         batch_id: None,

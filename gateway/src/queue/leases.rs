@@ -282,12 +282,19 @@ fn lane_candidates(
     limit: u32,
 ) -> Result<Vec<Candidate>, StoreError> {
     ctx.conn
-        .prepare_cached(&lane_query())?
+        .prepare_cached(&format!("{}{}", lane_query(), skip_locked(ctx.conn)))?
         .query_map(
             params![key, model, endpoint.as_str(), priority, ctx.now, limit],
             candidate,
         )?
         .collect::<Result<Vec<_>, _>>()
+}
+
+/// On PostgreSQL, what ends a lease's read of candidates: the rows are locked until the
+/// group commits, and rows another gateway's lease holds are skipped, never waited on, so
+/// two gateways never lease one job nor wait on each other. SQLite's one writer needs none.
+fn skip_locked(conn: &Conn) -> &'static str {
+    conn.pick("", " FOR UPDATE SKIP LOCKED")
 }
 
 fn lane_query() -> String {
@@ -326,7 +333,7 @@ fn in_queue_order(
     let (sql, values) = candidates_query(ctx.now, asked.models, asked.endpoints, read);
     let candidates = ctx
         .conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&format!("{sql}{}", skip_locked(ctx.conn)))?
         .query_map(params_from_iter(values), candidate)?
         .collect::<Result<Vec<_>, _>>()?;
     let mut leased = Vec::with_capacity(limit as usize);
@@ -496,9 +503,14 @@ pub fn heartbeat(
 }
 
 /// Gives every processing lease a fresh `lease` from `now` (Unix ms), when the gateway
-/// starts: the time it was down must not count against nodes that kept working. Returns
-/// how many leases it extended.
+/// starts or stood still: the time it was down must not count against nodes that kept
+/// working. Returns how many leases it extended. Not on PostgreSQL: other gateways may have
+/// served the nodes meanwhile, and a gateway that restarts again and again would keep the
+/// leases of dead nodes alive for ever.
 pub fn grant_grace(conn: &Conn, now: i64, lease: Duration) -> Result<usize, StoreError> {
+    if conn.engine() == Engine::Postgres {
+        return Ok(0);
+    }
     conn.execute(
         "UPDATE jobs SET lease_expires_at =
              CASE WHEN lease_expires_at > ?1 THEN lease_expires_at ELSE ?1 END

@@ -176,6 +176,7 @@ impl Queue {
                 batches: Arc::clone(&live_batches),
                 drained: draining.clone(),
                 gateway: gateway.clone(),
+                server: runtime.clone(),
             },
             settings.max_commit_batch,
             on_commit,

@@ -67,6 +67,9 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    /// A new job's random id was taken: never seen, and never guessed at.
+    #[error("job id `{0}` is taken")]
+    DuplicateId(String),
     /// `migrate` refused or failed; the message says why.
     #[error("{0}")]
     Migrate(String),
@@ -164,8 +167,9 @@ impl StoreError {
 }
 
 impl StoreError {
-    /// A PostgreSQL error that passes by itself: the connection is gone or refused, or the
-    /// server gave up on a transaction (a deadlock, a serialization failure, a restart).
+    /// A PostgreSQL error that passes by itself: the connection is gone or refused, the
+    /// server gave up on a transaction (a deadlock, a serialization failure, a restart), or
+    /// another gateway's commit took a unique key first.
     pub fn is_transient(&self) -> bool {
         use tokio_postgres::error::SqlState;
         match self {
@@ -178,6 +182,9 @@ impl StoreError {
                             .is_some_and(|cause| cause.is::<std::io::Error>())
                 }
                 Some(code) => [
+                    // Another gateway's commit won a race on a unique key (an idempotency
+                    // key): a retry finds its row.
+                    SqlState::UNIQUE_VIOLATION,
                     SqlState::T_R_DEADLOCK_DETECTED,
                     SqlState::T_R_SERIALIZATION_FAILURE,
                     SqlState::LOCK_NOT_AVAILABLE,

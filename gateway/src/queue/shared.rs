@@ -37,6 +37,10 @@ const GATHER: Duration = Duration::from_millis(5);
 /// its connection.
 const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
+/// The least time between two re-counts: each reads the queue's counts, which a gateway
+/// under load elsewhere would otherwise do after nearly every group of its own.
+const RECOUNT_SPACING: Duration = Duration::from_millis(25);
+
 /// What a gateway heard of the others' commits since its last re-count.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Heard {
@@ -81,6 +85,15 @@ pub fn payload(gateway: &str, changes: &[Change], batches: bool) -> String {
     out
 }
 
+/// `SELECT pg_notify('obb', '<payload>')` as a simple query, which takes no parameters: the
+/// payload quoted as a literal (its ids hold no quote, but one would be doubled).
+pub fn notify_statement(payload: &str) -> String {
+    format!(
+        "SELECT pg_notify('{CHANNEL}', '{}')",
+        payload.replace('\'', "''")
+    )
+}
+
 /// What a payload says, unless `gateway` sent it.
 pub fn parse(gateway: &str, payload: &str) -> Option<Heard> {
     let mut words = payload.split(' ');
@@ -118,7 +131,7 @@ pub struct Counted<'a> {
 pub fn resync(conn: &Conn, counted: &Counted<'_>, heard: &Heard) -> Result<(), StoreError> {
     counted.depth.recount(reads::depth(conn)?);
     let (rows, running) = reads::fair_counts(conn)?;
-    counted.fair.recount(rows, running);
+    let more = counted.fair.recount(rows, running);
     counted.drained.replace(nodes::draining(conn)?);
     if heard.batches || heard.everything {
         counted.batches.reload(conn);
@@ -139,7 +152,7 @@ pub fn resync(conn: &Conn, counted: &Counted<'_>, heard: &Heard) -> Result<(), S
         changes.extend(reads::changes_of(conn, chunk)?);
     }
     counted.notifier.publish(&changes);
-    if heard.queued || heard.everything {
+    if more || heard.queued || heard.everything {
         counted.notifier.wake_nodes();
     }
     Ok(())
@@ -150,7 +163,9 @@ pub fn resync(conn: &Conn, counted: &Counted<'_>, heard: &Heard) -> Result<(), S
 pub fn listen(runtime: &Arc<pg::Runtime>, gateway: String, writer: Writer) {
     let listener = Arc::clone(runtime);
     runtime.handle().spawn(async move {
-        let mut lost = false;
+        // What was committed between the store's first counts and the first `LISTEN` is
+        // heard by reading everything again once listening.
+        let mut lost = true;
         loop {
             let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
             let connection = match listener.listen(CHANNEL, sender).await {
@@ -173,12 +188,14 @@ pub fn listen(runtime: &Arc<pg::Runtime>, gateway: String, writer: Writer) {
                 }
             }
             let mut tick = tokio::time::interval(RECOUNT_EVERY);
+            let mut last = tokio::time::Instant::now();
             loop {
                 let heard = tokio::select! {
                     note = received.recv() => match note {
                         Some(note) => {
                             let mut heard = parse(&gateway, &note).unwrap_or_default();
-                            let until = tokio::time::Instant::now() + GATHER;
+                            let until = (tokio::time::Instant::now() + GATHER)
+                                .max(last + RECOUNT_SPACING);
                             while let Ok(Some(more)) =
                                 tokio::time::timeout_at(until, received.recv()).await
                             {
@@ -193,6 +210,7 @@ pub fn listen(runtime: &Arc<pg::Runtime>, gateway: String, writer: Writer) {
                     },
                     _ = tick.tick() => Heard::default(),
                 };
+                last = tokio::time::Instant::now();
                 if writer.resync(heard).is_err() {
                     connection.abort();
                     return;

@@ -170,10 +170,12 @@ pub struct Observers {
     pub drained: Drained,
     /// On PostgreSQL, this gateway's name in its notifications to the others.
     pub gateway: Option<String>,
+    /// On PostgreSQL, the server to connect to again when the writer's connection is lost.
+    pub server: Option<Arc<super::db::pg::Runtime>>,
 }
 
 fn run(
-    conn: Conn,
+    mut conn: Conn,
     mut receiver: mpsc::UnboundedReceiver<Message>,
     observers: &Observers,
     touched: &Touched,
@@ -184,6 +186,11 @@ fn run(
     let mut current = Durability::Full;
     let mut heard: Option<Heard> = None;
     while let Some(message) = receiver.blocking_recv() {
+        if let Some(again) = reconnected(&conn, observers) {
+            conn = again;
+            // What happened while it was gone is read again.
+            heard.get_or_insert_with(Heard::default).everything = true;
+        }
         let (first_durability, first) = match message {
             Message::Op(durability, op) => (durability, op),
             Message::Resync(more) => {
@@ -308,6 +315,29 @@ fn run(
     }
 }
 
+/// A new connection when the writer's PostgreSQL connection is gone (the server restarted
+/// or failed over, or the network dropped it): the group that found out failed, and the
+/// next one runs on the new connection. `None` while the connection lives, and when the
+/// server cannot be reached yet (the next group tries again).
+fn reconnected(conn: &Conn, observers: &Observers) -> Option<Conn> {
+    let (Conn::Postgres(client), Some(server)) = (conn, &observers.server) else {
+        return None;
+    };
+    if !client.is_closed() {
+        return None;
+    }
+    match server.connect() {
+        Ok(client) => {
+            tracing::warn!("the writer's PostgreSQL connection was lost; connected again");
+            Some(Conn::Postgres(client))
+        }
+        Err(error) => {
+            tracing::warn!(error = %error.detail(), "the writer's PostgreSQL connection was lost; cannot connect again yet");
+            None
+        }
+    }
+}
+
 /// Re-counts after other gateways' commits (see `shared`).
 fn recount(conn: &Conn, observers: &Observers, heard: Option<Heard>) {
     let heard = heard.unwrap_or_default();
@@ -325,14 +355,18 @@ fn recount(conn: &Conn, observers: &Observers, heard: Option<Heard>) {
 
 /// Runs a transaction control statement. SQLite's are prepared once and cached: parsing
 /// them for every operation cost more than many of the operations themselves.
-/// PostgreSQL's go as simple queries, which is how its driver sends them too.
+/// PostgreSQL's go with the next statement, in its round trip (`pg::Client::defer`): each
+/// would otherwise cost a round trip to the server, more than an insert's.
 fn control(conn: &Conn, sql: &str) -> Result<(), StoreError> {
     match conn {
         Conn::Sqlite(sqlite) => {
             sqlite.prepare_cached(sql)?.execute([])?;
             Ok(())
         }
-        Conn::Postgres(client) => client.batch_execute(sql),
+        Conn::Postgres(client) => {
+            client.defer(sql);
+            Ok(())
+        }
     }
 }
 
@@ -357,7 +391,13 @@ fn commit_batch(
     );
     if outcome.is_err() {
         // Whatever failed left the transaction open; a failed rollback means none is.
-        let _ = control(conn, "ROLLBACK");
+        let _ = match conn {
+            Conn::Sqlite(_) => control(conn, "ROLLBACK"),
+            Conn::Postgres(client) => {
+                client.discard_deferred();
+                client.batch_execute("ROLLBACK")
+            }
+        };
     }
     // Operations left unrun by a failure still need their answer.
     finishes.extend(pending.map(|op| op(None).1));
@@ -412,16 +452,19 @@ fn run_ops(
         }
         control(conn, "RELEASE op")?;
     }
-    if let (Some(gateway), Conn::Postgres(client)) = (gateway, conn) {
-        // In the transaction: the others hear of it at commit, and never of a rollback.
-        if !changes.is_empty() || client.wrote_batches() {
-            let payload = shared::payload(gateway, &changes, client.wrote_batches());
-            conn.execute(
-                "SELECT pg_notify(?1, ?2)",
-                super::db::params![shared::CHANNEL, payload],
-            )?;
+    match conn {
+        Conn::Sqlite(_) => control(conn, "COMMIT")?,
+        Conn::Postgres(client) => {
+            // In the transaction: the others hear of it at commit, and never of a rollback.
+            if let Some(gateway) = gateway
+                && (!changes.is_empty() || client.wrote_batches())
+            {
+                let payload = shared::payload(gateway, &changes, client.wrote_batches());
+                client.defer(&shared::notify_statement(&payload));
+            }
+            // The deferred statements and the commit: one round trip.
+            client.batch_execute("COMMIT")?;
         }
     }
-    control(conn, "COMMIT")?;
     Ok((changes, events))
 }

@@ -118,47 +118,67 @@ async fn a_job_submitted_on_a_is_leased_through_b_and_waited_on_c() {
 /// What the nodes were told of their results, by job id.
 type Outcomes = Arc<Mutex<HashMap<String, Vec<String>>>>;
 
-/// A node on `gw` until `stop`: leases jobs of model `m` and completes each with its id.
-fn run_node(gw: &Gateway, key: &str, name: &str, stop: Arc<AtomicBool>, outcomes: Outcomes) {
-    let (http, base, key, name) = (
-        gw.http.clone(),
-        gw.base.clone(),
-        key.to_owned(),
-        name.to_owned(),
-    );
+/// A node behind a load balancer of `bases`, starting with `first`, until `stop`: leases
+/// jobs of model `m` and completes each with its id. When its gateway fails it, it turns to
+/// the next and sends the result it holds again there.
+fn run_node(
+    http: &reqwest::Client,
+    bases: Vec<String>,
+    first: usize,
+    key: &str,
+    name: &str,
+    stop: Arc<AtomicBool>,
+    outcomes: Outcomes,
+) {
+    let (http, key, name) = (http.clone(), key.to_owned(), name.to_owned());
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut at = first;
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let base = &bases[at % bases.len()];
             let fetched = http
                 .post(format!("{base}/internal/queue/fetch"))
                 .bearer_auth(&key)
                 .json(&json!({"node_id": name, "models": ["m"], "limit": 8, "wait": 1}))
                 .send()
                 .await;
-            let Ok(fetched) = fetched else { continue };
+            let Ok(fetched) = fetched.and_then(|r| r.error_for_status()) else {
+                at += 1;
+                continue;
+            };
             let Ok(fetched) = fetched.json::<Value>().await else {
+                at += 1;
                 continue;
             };
             for job in fetched["jobs"].as_array().cloned().unwrap_or_default() {
                 let id = job["id"].as_str().unwrap_or_default().to_owned();
                 let report = json!([{"id": id, "lease_id": job["lease_id"], "status": "COMPLETED",
                                      "result": completion(&id)}]);
-                let answer = http
-                    .post(format!("{base}/internal/queue/submit"))
-                    .bearer_auth(&key)
-                    .json(&report)
-                    .send()
-                    .await;
-                if let Ok(answer) = answer
-                    && let Ok(body) = answer.json::<Value>().await
-                {
+                // Sent until some gateway answers it, as a node's spool does.
+                for _ in 0..20 {
+                    let base = &bases[at % bases.len()];
+                    let answer = http
+                        .post(format!("{base}/internal/queue/submit"))
+                        .bearer_auth(&key)
+                        .json(&report)
+                        .send()
+                        .await;
+                    let body = match answer {
+                        Ok(answer) if answer.status() == 200 => answer.json::<Value>().await.ok(),
+                        _ => None,
+                    };
+                    let Some(body) = body else {
+                        at += 1;
+                        continue;
+                    };
                     let outcome = body["results"][0]["outcome"].as_str().unwrap_or("?");
                     outcomes
                         .lock()
                         .await
-                        .entry(id)
+                        .entry(id.clone())
                         .or_default()
                         .push(outcome.to_owned());
+                    break;
                 }
             }
         }
@@ -175,24 +195,21 @@ async fn a_gateway_killed_under_load_loses_no_acknowledged_job_and_its_clients_r
     let node = a.key("node").await;
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes: Outcomes = Arc::default();
-    run_node(
-        &a,
-        &node,
-        "node-a",
-        Arc::clone(&stop),
-        Arc::clone(&outcomes),
-    );
-    run_node(
-        &b,
-        &node,
-        "node-b",
-        Arc::clone(&stop),
-        Arc::clone(&outcomes),
-    );
-
     // Each client submits with its idempotency key and waits, on A, B or C in turn; when
-    // its gateway fails it, it sends the same request to the next one.
+    // its gateway fails it, it sends the same request to the next one. The nodes do the
+    // same with their fetches and results; one of them starts on C.
     let bases = [a.base.clone(), b.base.clone(), c.base.clone()];
+    for (n, first) in [0, 1, 2].into_iter().enumerate() {
+        run_node(
+            &a.http,
+            bases.to_vec(),
+            first,
+            &node,
+            &format!("node-{n}"),
+            Arc::clone(&stop),
+            Arc::clone(&outcomes),
+        );
+    }
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut clients = Vec::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(48));
@@ -289,5 +306,121 @@ async fn a_gateway_killed_under_load_loses_no_acknowledged_job_and_its_clients_r
     println!(
         "figures: gateways=3 killed=1 jobs={JOBS} acknowledged={} lost=0 duplicates=0",
         acked.len()
+    );
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_sent_to_two_gateways_at_once_makes_one_job() {
+    const KEYS: usize = 40;
+    let a = Gateway::start_postgres(&[]).await;
+    let b = a.alongside(&[]).await;
+    let user = a.key("user").await;
+    let mut races = Vec::new();
+    for i in 0..KEYS {
+        for gw in [&a, &b] {
+            let request = gw
+                .http
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth(&user)
+                .header("Idempotency-Key", format!("race-{i}"))
+                .json(&chat("m", &format!("request {i}")));
+            races.push(tokio::spawn(async move {
+                // Retried on a 503, as the SDKs do: two gateways' groups that insert the same
+                // keys in crossing orders deadlock, and PostgreSQL fails one of them.
+                for _ in 0..10 {
+                    let answer = request.try_clone().unwrap().send().await.unwrap();
+                    let status = answer.status();
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        continue;
+                    }
+                    let job: Value = answer.json().await.unwrap();
+                    return (i, status, job["id"].as_str().unwrap_or_default().to_owned());
+                }
+                panic!("race-{i}: 503 ten times")
+            }));
+        }
+    }
+    let mut ids: HashMap<usize, HashSet<String>> = HashMap::new();
+    for race in races {
+        let (i, status, id) = race.await.unwrap();
+        assert_eq!(status, 202, "key race-{i}");
+        ids.entry(i).or_default().insert(id);
+    }
+    for (i, seen) in &ids {
+        assert_eq!(
+            seen.len(),
+            1,
+            "both answers of race-{i} name one job: {seen:?}"
+        );
+    }
+    let stored = a.query("SELECT COUNT(*) FROM jobs");
+    assert_eq!(stored, [[Some(KEYS.to_string())]]);
+}
+
+#[tokio::test]
+async fn a_postgresql_restart_cuts_every_connection_and_the_gateways_carry_on() {
+    // A server of its own: restarting the shared one would cut the other tests' gateways.
+    let server = testkit::postgres::Postgres::start();
+    let url = server.fresh_database();
+    let a = Gateway::start_at(Some(url.into()), &[]).await;
+    let b = a.alongside(&[]).await;
+    let user = a.key("user").await;
+    let node = b.key("node").await;
+    assert_eq!(a.submit(&user, &chat("m", "before")).await.status(), 202);
+
+    server.restart();
+    // The first request on a cut connection may fail (503, retryable); then both
+    // gateways work again: submits, reads, and the wake-ups between them.
+    eventually(
+        Duration::from_secs(20),
+        "submits on A after the restart",
+        || async { (a.submit(&user, &chat("m", "after")).await.status() == 202).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "reads on B after the restart",
+        || async { (b.get_json(&user, "/v1/jobs").await.0 == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    let leased = std::sync::atomic::AtomicUsize::new(0);
+    eventually(Duration::from_secs(20), "B to lease both jobs", || {
+        let (b, node, leased) = (&b, &node, &leased);
+        async move {
+            let (status, body) = b
+                .post_json(
+                    node,
+                    "/internal/queue/fetch",
+                    &json!({"node_id": "n", "models": ["m"], "limit": 10, "wait": 0}),
+                )
+                .await;
+            if status == StatusCode::OK {
+                let got = body["jobs"].as_array().map_or(0, Vec::len);
+                leased.fetch_add(got, Ordering::Relaxed);
+            }
+            (leased.load(Ordering::Relaxed) >= 2).then_some(())
+        }
+    })
+    .await;
+    // A node long-polling B hears a job submitted on A: B's listener is connected again.
+    let fetch = {
+        let request = b
+            .http
+            .post(b.url("/internal/queue/fetch"))
+            .bearer_auth(&node)
+            .json(&json!({"node_id": "n", "models": ["m"], "limit": 1, "wait": 20}));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let answer: Value = request.send().await.unwrap().json().await.unwrap();
+            (answer, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = a.submit_id(&user, "m").await;
+    let (fetched, took) = fetch.await.unwrap();
+    assert_eq!(fetched["jobs"][0]["id"], id.as_str(), "{fetched}");
+    assert!(
+        took < Duration::from_secs(5),
+        "woken after the restart: {took:?}"
     );
 }

@@ -1,10 +1,12 @@
 //! PostgreSQL through `tokio-postgres`, called from blocking code.
 //!
 //! The store's SQL runs on the writer thread and on tokio's blocking threads, as SQLite's
-//! does. A [`Client`] drives the async driver from there with [`Handle::block_on`] on the
-//! store's own runtime ([`Runtime`]), where every connection's task lives: pingora's
-//! runtimes belong to its services and stop with them, and a connection must outlive any
-//! one of them.
+//! does. Each [`Client`] owns a current-thread tokio runtime on which its connection's task
+//! runs, driven by the thread that calls it, inside its `block_on`: a query and its answer
+//! cross no thread (handing each round trip to another thread's runtime and back cost as
+//! much as PostgreSQL's work on it), and no connection depends on pingora's runtimes, which
+//! belong to its services and stop with them. The `LISTEN` connection, which must be polled
+//! whether or not anyone queries, lives on the store's one-thread runtime ([`Runtime`]).
 
 use super::value::{Arg, ValueRef};
 use crate::queue::StoreError;
@@ -19,8 +21,8 @@ use tokio_postgres::{NoTls, Statement};
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
-/// The store's runtime for PostgreSQL: one worker thread that runs every connection's
-/// task and the `LISTEN` connection. Stopped without waiting when the store is dropped.
+/// The store's PostgreSQL server and its runtime: one worker thread for the `LISTEN`
+/// connection. Stopped without waiting when the store is dropped.
 pub struct Runtime {
     runtime: Option<tokio::runtime::Runtime>,
     handle: Handle,
@@ -33,12 +35,22 @@ impl Runtime {
     /// Parses `url` (`postgres://user[:password]@host[:port]/database`); connects nothing.
     pub fn new(url: &str) -> Result<Arc<Self>, StoreError> {
         let shown = redacted(url);
-        let config = url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| StoreError::Postgres {
-                what: format!("`{shown}` is not a PostgreSQL URL"),
-                source: Arc::new(e),
-            })?;
+        let mut config =
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| StoreError::Postgres {
+                    what: format!("`{shown}` is not a PostgreSQL URL"),
+                    source: Arc::new(e),
+                })?;
+        // A server gone without a word (a failover, a dropped route) must fail a query, not
+        // hang it: the writer and the listener reconnect after a failure. The URL's own
+        // settings win.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(std::time::Duration::from_secs(30));
+        }
+        config.keepalives_idle(std::time::Duration::from_secs(30));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("obb-postgres")
@@ -57,40 +69,40 @@ impl Runtime {
         &self.handle
     }
 
-    /// Opens a connection, its task on this runtime. Blocking: not from async code (see
-    /// [`Runtime::connect_async`]).
-    pub fn connect(self: &Arc<Self>) -> Result<Client, StoreError> {
-        let handle = self.handle().clone();
-        handle.block_on(self.connect_async())
-    }
-
-    /// Opens a connection, its task on this runtime; from any runtime.
-    pub async fn connect_async(self: &Arc<Self>) -> Result<Client, StoreError> {
-        let config = self.config.clone();
-        let shown = self.shown.clone();
-        let client = self
-            .handle()
-            .spawn(async move {
-                let (client, connection) = config.connect(NoTls).await?;
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::warn!(%error, "a PostgreSQL connection ended");
-                    }
-                });
-                Ok::<_, tokio_postgres::Error>(client)
-            })
-            .await
-            .map_err(|e| StoreError::ReadAborted(e.to_string()))?
-            .map_err(|e| StoreError::Postgres {
-                what: format!("cannot connect to `{shown}`"),
-                source: Arc::new(e),
-            })?;
+    /// Opens a connection on a runtime of its own. Blocking: from the writer thread or a
+    /// blocking thread, never from async code (see [`Runtime::connect_async`]).
+    pub fn connect(&self) -> Result<Client, StoreError> {
+        let local = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::WriterThread(Arc::new(e)))?;
+        let (client, connection) =
+            local
+                .block_on(self.config.connect(NoTls))
+                .map_err(|e| StoreError::Postgres {
+                    what: format!("cannot connect to `{}`", self.shown),
+                    source: Arc::new(e),
+                })?;
+        local.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "a PostgreSQL connection ended");
+            }
+        });
         Ok(Client {
             client,
-            handle: self.handle().clone(),
+            local: Local(Some(local)),
             statements: RefCell::new(HashMap::new()),
+            pending: RefCell::new(String::new()),
             wrote_batches: Cell::new(false),
         })
+    }
+
+    /// [`Runtime::connect`] from async code, on a blocking thread.
+    pub async fn connect_async(self: &Arc<Self>) -> Result<Client, StoreError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.connect())
+            .await
+            .map_err(|e| StoreError::ReadAborted(e.to_string()))?
     }
 
     /// Opens the `LISTEN` connection: its notifications go to `sink` until it ends.
@@ -150,12 +162,27 @@ impl Drop for Runtime {
     }
 }
 
+/// A connection's own runtime, stopped without waiting when dropped: a blocking shutdown
+/// would panic where deadpool drops a connection, inside async code.
+struct Local(Option<tokio::runtime::Runtime>);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// A connection, used from one blocking thread at a time.
 pub struct Client {
     client: tokio_postgres::Client,
-    handle: Handle,
+    local: Local,
     /// Statements prepared on this connection, by their SQLite-dialect text.
     statements: RefCell<HashMap<String, Statement>>,
+    /// Transaction control (`BEGIN`, `SAVEPOINT`, `RELEASE`, …) not yet sent: it goes with
+    /// the next request, in the same round trip (see [`Client::defer`]).
+    pending: RefCell<String>,
     /// A statement that writes `batches` ran since [`Client::take_wrote_batches`]: the
     /// writer's stand-in for SQLite's update hook (see `live_batches`).
     wrote_batches: Cell<bool>,
@@ -167,7 +194,19 @@ impl Client {
         what: &str,
         work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
-        self.handle.block_on(work).map_err(|e| error(what, e))
+        let Some(local) = &self.local.0 else {
+            return Err(StoreError::Closed);
+        };
+        let control = std::mem::take(&mut *self.pending.borrow_mut());
+        local.block_on(async {
+            if control.is_empty() {
+                return work.await.map_err(|e| error(what, e));
+            }
+            // Both go out before either answer is awaited: the driver pipelines them.
+            let (sent, result) = futures_util::join!(self.client.batch_execute(&control), work);
+            sent.map_err(|e| error("transaction control failed", e))?;
+            result.map_err(|e| error(what, e))
+        })
     }
 
     /// The statement for `sql`, prepared on first use.
@@ -211,6 +250,22 @@ impl Client {
             self.client.execute(statement, &params),
         )
         .map(|n| n as usize)
+    }
+
+    /// Queues transaction control statements to go out with the next request, in one
+    /// round trip with it: a group commit's `BEGIN`, each operation's savepoint and its
+    /// release cost no round trip of their own. An error in them is the next request's.
+    pub fn defer(&self, sql: &str) {
+        let mut pending = self.pending.borrow_mut();
+        if !pending.is_empty() {
+            pending.push_str("; ");
+        }
+        pending.push_str(sql);
+    }
+
+    /// Drops what [`Client::defer`] queued, unsent.
+    pub fn discard_deferred(&self) {
+        self.pending.borrow_mut().clear();
     }
 
     pub fn batch_execute(&self, sql: &str) -> Result<(), StoreError> {
@@ -366,7 +421,11 @@ pub fn translate(sql: &str) -> String {
                     chars.next();
                 }
             }
-            '+' if out.ends_with(' ')
+            // Only a prefix `+` after a keyword or an opening parenthesis: `a +b` stays.
+            '+' if ["AND", "OR", "WHERE", "("]
+                .iter()
+                .any(|before| out.trim_end_matches(' ').ends_with(before))
+                && out.ends_with(' ')
                 && chars
                     .peek()
                     .is_some_and(|(_, next)| next.is_ascii_alphabetic()) => {}
@@ -402,8 +461,12 @@ mod tests {
             "SELECT a FROM jobs  WHERE id = $1 AND b = $12"
         );
         assert_eq!(
-            translate("WHERE +status = ?1 AND attempts + 1 > ?2"),
-            "WHERE status = $1 AND attempts + 1 > $2"
+            translate("WHERE +status = ?1 AND attempts + 1 > ?2 AND a +b > 0"),
+            "WHERE status = $1 AND attempts + 1 > $2 AND a +b > 0"
+        );
+        assert_eq!(
+            translate("WHERE 1 = 1 AND +status = ?1"),
+            "WHERE 1 = 1 AND status = $1"
         );
         assert_eq!(translate("VALUES (?, ?, ?5, ?)"), "VALUES ($1, $2, $5, $6)");
         assert_eq!(
