@@ -51,6 +51,30 @@ fn server_cpu_ms(server: &Postgres) -> f64 {
     cpu_ms(postmaster) + children.map(cpu_ms).sum::<f64>()
 }
 
+/// An `obb-node` on `gw` serving model `m` of `mock`, `concurrency` jobs at once.
+fn node(gw: &Gateway, key: &str, name: &str, mock: &MockUpstream, concurrency: u32) -> NodeProcess {
+    NodeProcess::start(
+        "run",
+        &NodeProcess::config(
+            gw,
+            key,
+            name,
+            Some(&mock.base_url()),
+            &format!(
+                "models = [\"m\"]\nconcurrency = {concurrency}\nbatch_size = 64\nsummary_seconds = 3600"
+            ),
+        ),
+    )
+}
+
+/// CPU (gateways, server) between two readings, in milliseconds per job of `jobs`.
+fn per_job(before: (f64, f64), after: (f64, f64), jobs: u64) -> (f64, f64) {
+    (
+        (after.0 - before.0) / jobs as f64,
+        (after.1 - before.1) / jobs as f64,
+    )
+}
+
 fn gateways_cpu_ms(gateways: &[Gateway]) -> f64 {
     gateways
         .iter()
@@ -136,10 +160,7 @@ async fn point(
     let (latencies, elapsed, total) = spread_load(&gateways, total, &user, "queued").await?;
     let after = cpu(&gateways);
     let submits = total as f64 / elapsed.as_secs_f64();
-    let submit_cpu = (
-        (after.0 - before.0) / total as f64,
-        (after.1 - before.1) / total as f64,
-    );
+    let submit_cpu = per_job(before, after, total);
     row(
         "postgres",
         &format!("{label}: submits, {CONNECTIONS} connections"),
@@ -155,15 +176,12 @@ async fn point(
     let mock = MockUpstream::start(&["m"]).await?;
     let nodes: Vec<NodeProcess> = (0..4)
         .map(|n| {
-            NodeProcess::start(
-                "run",
-                &NodeProcess::config(
-                    &gateways[n % count],
-                    &key,
-                    &format!("bench-pg-{n}"),
-                    Some(&mock.base_url()),
-                    "models = [\"m\"]\nconcurrency = 32\nbatch_size = 64\nsummary_seconds = 3600",
-                ),
+            node(
+                &gateways[n % count],
+                &key,
+                &format!("bench-pg-{n}"),
+                &mock,
+                32,
             )
         })
         .collect();
@@ -192,10 +210,7 @@ async fn point(
     }
     let end_to_end = total as f64 / started.elapsed().as_secs_f64();
     let after = cpu(&gateways);
-    let e2e_cpu = (
-        (after.0 - before.0) / total as f64,
-        (after.1 - before.1) / total as f64,
-    );
+    let e2e_cpu = per_job(before, after, total);
     row(
         "postgres",
         &format!("{label}: end to end, 4 nodes"),
@@ -207,16 +222,7 @@ async fn point(
     drop(nodes);
 
     // `?wait` round trips: waiters spread over the gateways, one node on the first.
-    let node = NodeProcess::start(
-        "run",
-        &NodeProcess::config(
-            &gateways[0],
-            &key,
-            "bench-pg-wait",
-            Some(&mock.base_url()),
-            "models = [\"m\"]\nconcurrency = 64\nbatch_size = 64\nsummary_seconds = 3600",
-        ),
-    );
+    let node = node(&gateways[0], &key, "bench-pg-wait", &mock, 64);
     let total = if args.quick { 20 } else { 3_000 };
     let urls: Vec<String> = gateways
         .iter()
@@ -237,7 +243,7 @@ async fn point(
         }
     })
     .await;
-    let after = cpu(&gateways);
+    let wait_cpu = per_job(before, cpu(&gateways), total);
     let waits = total as f64 / elapsed.as_secs_f64();
     row(
         "postgres",
@@ -246,8 +252,8 @@ async fn point(
             "{waits:>7.0} round trips/s  p50 {:.2} ms  p99 {:.2} ms  CPU each: gateways {:.3} ms, PostgreSQL {:.3} ms",
             waited.percentile(50.0),
             waited.percentile(99.0),
-            (after.0 - before.0) / total as f64,
-            (after.1 - before.1) / total as f64
+            wait_cpu.0,
+            wait_cpu.1
         ),
     );
     drop(node);
@@ -258,8 +264,7 @@ async fn point(
         "end_to_end_jobs_per_s": end_to_end,
         "end_to_end_cpu_ms_per_job": {"gateways": e2e_cpu.0, "postgresql": e2e_cpu.1},
         "wait_round_trips_per_s": waits, "wait_latency": waited.summary(),
-        "wait_cpu_ms_per_round_trip": {"gateways": (after.0 - before.0) / total as f64,
-            "postgresql": (after.1 - before.1) / total as f64},
+        "wait_cpu_ms_per_round_trip": {"gateways": wait_cpu.0, "postgresql": wait_cpu.1},
     }))
 }
 

@@ -6,14 +6,7 @@ use crate::queue::{QueueSettings, batch_rows::allowed};
 use std::sync::Arc;
 
 fn open(dir: &std::path::Path) -> Queue {
-    let path = dir.join("queue.db");
-    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
-    Queue::open(
-        &crate::queue::Location::File(path.clone()),
-        QueueSettings::default(),
-        Arc::new(|_, _| {}),
-    )
-    .unwrap()
+    Queue::open_in(dir, QueueSettings::default())
 }
 
 fn new_batch() -> NewBatch {

@@ -5,14 +5,7 @@ use crate::queue::{Queue, QueueSettings};
 use tokio::io::AsyncReadExt;
 
 fn open(dir: &Path) -> Queue {
-    let path = dir.join("queue.db");
-    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
-    Queue::open(
-        &crate::queue::Location::File(path.clone()),
-        QueueSettings::default(),
-        Arc::new(|_, _| {}),
-    )
-    .unwrap()
+    Queue::open_in(dir, QueueSettings::default())
 }
 
 fn new_file(owner: &str, key: Option<&str>, expires_after: Option<u64>) -> NewFile {

@@ -504,11 +504,11 @@ pub fn heartbeat(
 
 /// Gives every processing lease a fresh `lease` from `now` (Unix ms), when the gateway
 /// starts or stood still: the time it was down must not count against nodes that kept
-/// working. Returns how many leases it extended. Not on PostgreSQL: other gateways may have
-/// served the nodes meanwhile, and a gateway that restarts again and again would keep the
-/// leases of dead nodes alive for ever.
+/// working. Returns how many leases it extended. On PostgreSQL only when no other gateway
+/// is connected to the database: the others served the nodes meanwhile, and extending
+/// their leases at each restart of one would keep the leases of dead nodes alive.
 pub fn grant_grace(conn: &Conn, now: i64, lease: Duration) -> Result<usize, StoreError> {
-    if conn.engine() == Engine::Postgres {
+    if conn.engine() == Engine::Postgres && other_gateways(conn)? > 0 {
         return Ok(0);
     }
     conn.execute(
@@ -516,6 +516,17 @@ pub fn grant_grace(conn: &Conn, now: i64, lease: Duration) -> Result<usize, Stor
              CASE WHEN lease_expires_at > ?1 THEN lease_expires_at ELSE ?1 END
          WHERE status = 'processing'",
         [now + lease.as_millis() as i64],
+    )
+}
+
+/// How many other gateways are connected to the PostgreSQL database, by their connections'
+/// `application_name` (`db::pg::APPLICATION`, then each gateway's name).
+fn other_gateways(conn: &Conn) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT COUNT(DISTINCT application_name) FROM pg_stat_activity
+         WHERE application_name LIKE ?1 AND application_name <> current_setting('application_name')",
+        params![format!("{} %", super::db::pg::APPLICATION)],
+        |row| row.get(0),
     )
 }
 

@@ -3,18 +3,10 @@
 
 use crate::queue::{NewJob, Queue, QueueSettings, ReapPass, Visibility, new_job_id};
 use openbeepboop::{Endpoint, LeasedJob, NodeResult, NodeResultStatus};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn open(dir: &std::path::Path, settings: QueueSettings) -> Queue {
-    let path = dir.join("queue.db");
-    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
-    Queue::open(
-        &crate::queue::Location::File(path.clone()),
-        settings,
-        Arc::new(|_, _| {}),
-    )
-    .unwrap()
+    Queue::open_in(dir, settings)
 }
 
 /// A chat job of model `m` for key `owner`, with a 600 s time to live.

@@ -101,6 +101,14 @@ impl Queue {
         location.open_and_migrate().map(drop)
     }
 
+    /// A store in a new SQLite file `queue.db` in `dir`: the unit tests'.
+    #[cfg(test)]
+    pub fn open_in(dir: &std::path::Path, settings: QueueSettings) -> Self {
+        let location = Location::File(dir.join("queue.db"));
+        Self::setup(&location).expect("setup");
+        Self::open(&location, settings, Arc::new(|_, _| {})).expect("open")
+    }
+
     /// Opens an existing database for serving and starts the writer thread.
     pub fn open(
         location: &Location,
@@ -158,9 +166,7 @@ impl Queue {
         operate::seed_history(&conn, &history, now_ms())?;
         let draining = nodes::Drained::new(nodes::draining(&conn)?);
         // On PostgreSQL, this gateway's name in the notifications it sends the others.
-        let gateway = runtime
-            .as_ref()
-            .map(|_| format!("gw_{}", uuid::Uuid::new_v4().simple()));
+        let gateway = runtime.as_ref().map(|server| server.name().to_owned());
         let remembered = Arc::clone(&history);
         let on_commit: OnCommit = Arc::new(move |stats, events| {
             counted.record(events, std::time::Instant::now());

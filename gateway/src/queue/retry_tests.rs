@@ -9,14 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn open(dir: &std::path::Path) -> Queue {
-    let path = dir.join("queue.db");
-    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
-    Queue::open(
-        &crate::queue::Location::File(path.clone()),
-        QueueSettings::default(),
-        Arc::new(|_, _| {}),
-    )
-    .unwrap()
+    Queue::open_in(dir, QueueSettings::default())
 }
 
 fn job(owner: &str) -> NewJob {

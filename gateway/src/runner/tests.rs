@@ -7,16 +7,7 @@ use crate::queue::{FileRecord, NewFile, Order, QueueSettings, Visibility};
 use openbeepboop::{FilePurpose, NodeResult, NodeResultStatus};
 
 fn open(dir: &std::path::Path) -> Arc<Queue> {
-    let path = dir.join("queue.db");
-    Queue::setup(&crate::queue::Location::File(path.clone())).unwrap();
-    Arc::new(
-        Queue::open(
-            &crate::queue::Location::File(path.clone()),
-            QueueSettings::default(),
-            Arc::new(|_, _| {}),
-        )
-        .unwrap(),
-    )
+    Arc::new(Queue::open_in(dir, QueueSettings::default()))
 }
 
 fn runner(queue: &Arc<Queue>) -> BatchRunner {

@@ -29,6 +29,21 @@ fn wait_on(gw: &Gateway, key: &str, id: &str) -> tokio::task::JoinHandle<(Value,
     })
 }
 
+/// A node's fetch on `gw` that waits up to 20 s for a job of model `m`, in the background;
+/// returns the answer and how long it took.
+fn long_poll(gw: &Gateway, node: &str) -> tokio::task::JoinHandle<(Value, Duration)> {
+    let request = gw
+        .http
+        .post(gw.url("/internal/queue/fetch"))
+        .bearer_auth(node)
+        .json(&json!({"node_id": "waiting", "models": ["m"], "limit": 1, "wait": 20}));
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        (answer, started.elapsed())
+    })
+}
+
 #[tokio::test]
 async fn a_job_submitted_on_a_is_leased_through_b_and_waited_on_c() {
     let a = Gateway::start_postgres(&[]).await;
@@ -38,18 +53,7 @@ async fn a_job_submitted_on_a_is_leased_through_b_and_waited_on_c() {
     let node = b.key("node").await;
 
     // A node long-polls B for 20 s before there is any work.
-    let fetch = {
-        let request = b
-            .http
-            .post(b.url("/internal/queue/fetch"))
-            .bearer_auth(&node)
-            .json(&json!({"node_id": "node-b", "models": ["m"], "limit": 1, "wait": 20}));
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            (answer, started.elapsed())
-        })
-    };
+    let fetch = long_poll(&b, &node);
     // Let the fetch reach B and find nothing, so that only a wake-up can end it early.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = a.submit_id(&user, "m").await;
@@ -403,18 +407,7 @@ async fn a_postgresql_restart_cuts_every_connection_and_the_gateways_carry_on() 
     })
     .await;
     // A node long-polling B hears a job submitted on A: B's listener is connected again.
-    let fetch = {
-        let request = b
-            .http
-            .post(b.url("/internal/queue/fetch"))
-            .bearer_auth(&node)
-            .json(&json!({"node_id": "n", "models": ["m"], "limit": 1, "wait": 20}));
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let answer: Value = request.send().await.unwrap().json().await.unwrap();
-            (answer, started.elapsed())
-        })
-    };
+    let fetch = long_poll(&b, &node);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = a.submit_id(&user, "m").await;
     let (fetched, took) = fetch.await.unwrap();

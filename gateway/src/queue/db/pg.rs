@@ -8,7 +8,7 @@
 //! belong to its services and stop with them. The `LISTEN` connection, which must be polled
 //! whether or not anyone queries, lives on the store's one-thread runtime ([`Runtime`]).
 
-use super::value::{Arg, ValueRef};
+use super::value::ValueRef;
 use crate::queue::StoreError;
 use bytes::{BufMut, BytesMut};
 use std::cell::{Cell, RefCell};
@@ -21,6 +21,9 @@ use tokio_postgres::{NoTls, Statement};
 
 type BoxError = Box<dyn Error + Sync + Send>;
 
+/// The start of every gateway connection's `application_name`.
+pub const APPLICATION: &str = "obb-gateway";
+
 /// The store's PostgreSQL server and its runtime: one worker thread for the `LISTEN`
 /// connection. Stopped without waiting when the store is dropped.
 pub struct Runtime {
@@ -29,6 +32,9 @@ pub struct Runtime {
     config: tokio_postgres::Config,
     /// The URL with its password hidden, for messages.
     shown: String,
+    /// This process's name among the gateways of the database: in its notifications, and
+    /// its connections' `application_name` (`obb-gateway <name>`).
+    name: String,
 }
 
 impl Runtime {
@@ -51,6 +57,9 @@ impl Runtime {
             config.tcp_user_timeout(std::time::Duration::from_secs(30));
         }
         config.keepalives_idle(std::time::Duration::from_secs(30));
+        let name = format!("gw_{}", uuid::Uuid::new_v4().simple());
+        // How gateways see each other in `pg_stat_activity` (see `leases::grant_grace`).
+        config.application_name(format!("{APPLICATION} {name}"));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("obb-postgres")
@@ -62,7 +71,13 @@ impl Runtime {
             runtime: Some(runtime),
             config,
             shown,
+            name,
         }))
+    }
+
+    /// This process's name among the gateways of the database.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn handle(&self) -> &Handle {
@@ -231,7 +246,7 @@ impl Client {
     pub fn query(
         &self,
         statement: &Statement,
-        args: &[Arg<'_>],
+        args: &[ValueRef<'_>],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let params = args
             .iter()
@@ -240,7 +255,11 @@ impl Client {
         self.run("a query failed", self.client.query(statement, &params))
     }
 
-    pub fn execute(&self, statement: &Statement, args: &[Arg<'_>]) -> Result<usize, StoreError> {
+    pub fn execute(
+        &self,
+        statement: &Statement,
+        args: &[ValueRef<'_>],
+    ) -> Result<usize, StoreError> {
         let params = args
             .iter()
             .map(|arg| arg as &(dyn ToSql + Sync))
@@ -340,32 +359,32 @@ impl<'a> FromSql<'a> for Column<'a> {
     }
 }
 
-impl ToSql for Arg<'_> {
+impl ToSql for ValueRef<'_> {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         match (*self, ty) {
-            (Arg::Null, _) => Ok(IsNull::Yes),
-            (Arg::Int(v), &Type::INT8) => v.to_sql(ty, out),
-            (Arg::Int(v), &Type::INT4) => i32::try_from(v)?.to_sql(ty, out),
-            (Arg::Int(v), &Type::INT2) => i16::try_from(v)?.to_sql(ty, out),
-            (Arg::Int(v), &Type::BOOL) => (v != 0).to_sql(ty, out),
-            (Arg::Int(v), &Type::FLOAT8) => (v as f64).to_sql(ty, out),
-            (Arg::Int(v), &Type::TEXT | &Type::VARCHAR) => v.to_string().to_sql(ty, out),
-            (Arg::Real(v), &Type::FLOAT8) => v.to_sql(ty, out),
-            (Arg::Real(v), &Type::FLOAT4) => (v as f32).to_sql(ty, out),
-            (Arg::Text(v), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => {
+            (ValueRef::Null, _) => Ok(IsNull::Yes),
+            (ValueRef::Int(v), &Type::INT8) => v.to_sql(ty, out),
+            (ValueRef::Int(v), &Type::INT4) => i32::try_from(v)?.to_sql(ty, out),
+            (ValueRef::Int(v), &Type::INT2) => i16::try_from(v)?.to_sql(ty, out),
+            (ValueRef::Int(v), &Type::BOOL) => (v != 0).to_sql(ty, out),
+            (ValueRef::Int(v), &Type::FLOAT8) => (v as f64).to_sql(ty, out),
+            (ValueRef::Int(v), &Type::TEXT | &Type::VARCHAR) => v.to_string().to_sql(ty, out),
+            (ValueRef::Real(v), &Type::FLOAT8) => v.to_sql(ty, out),
+            (ValueRef::Real(v), &Type::FLOAT4) => (v as f32).to_sql(ty, out),
+            (ValueRef::Text(v), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => {
                 v.to_sql(ty, out)
             }
-            (Arg::Text(v), &Type::JSON) => {
+            (ValueRef::Text(v), &Type::JSON) => {
                 out.put_slice(v.as_bytes());
                 Ok(IsNull::No)
             }
-            (Arg::Text(v), &Type::JSONB) => {
+            (ValueRef::Text(v), &Type::JSONB) => {
                 out.put_u8(1);
                 out.put_slice(v.as_bytes());
                 Ok(IsNull::No)
             }
-            (Arg::Text(v), &Type::BYTEA) => v.as_bytes().to_sql(ty, out),
-            (Arg::Blob(v), &Type::BYTEA) => v.to_sql(ty, out),
+            (ValueRef::Text(v), &Type::BYTEA) => v.as_bytes().to_sql(ty, out),
+            (ValueRef::Blob(v), &Type::BYTEA) => v.to_sql(ty, out),
             (arg, ty) => Err(format!("cannot bind {arg:?} as PostgreSQL's {ty}").into()),
         }
     }

@@ -1,6 +1,6 @@
-//! The values that cross the seam: [`Arg`] (a bound parameter, borrowed), [`Value`] (one
-//! owned, for statements built at run time), [`ValueRef`] (a column as read) and the
-//! conversions each engine makes from them.
+//! The values that cross the seam: [`ValueRef`] (a bound parameter or a column as read,
+//! borrowed), [`Value`] (one owned, for statements built at run time) and the conversions
+//! each engine makes from them.
 //!
 //! Both engines see the same five kinds SQLite stores: null, a 64-bit integer, a double,
 //! text and bytes. PostgreSQL's stricter types are met at the edge: a parameter is written
@@ -10,16 +10,6 @@
 //! column: cast it in the SQL.
 
 use std::fmt;
-
-/// A parameter as bound, borrowed from the caller's value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Arg<'a> {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(&'a str),
-    Blob(&'a [u8]),
-}
 
 /// An owned parameter, for lists of parameters built at run time.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,23 +47,23 @@ impl From<i64> for Value {
 
 /// What can be bound as a parameter: the `params!` macro's items.
 pub trait Param {
-    fn arg(&self) -> Arg<'_>;
+    fn arg(&self) -> ValueRef<'_>;
 }
 
 impl Param for Value {
-    fn arg(&self) -> Arg<'_> {
+    fn arg(&self) -> ValueRef<'_> {
         match self {
-            Value::Null => Arg::Null,
-            Value::Int(v) => Arg::Int(*v),
-            Value::Real(v) => Arg::Real(*v),
-            Value::Text(v) => Arg::Text(v),
-            Value::Blob(v) => Arg::Blob(v),
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Int(*v),
+            Value::Real(v) => ValueRef::Real(*v),
+            Value::Text(v) => ValueRef::Text(v),
+            Value::Blob(v) => ValueRef::Blob(v),
         }
     }
 }
 
-impl Param for Arg<'_> {
-    fn arg(&self) -> Arg<'_> {
+impl Param for ValueRef<'_> {
+    fn arg(&self) -> ValueRef<'_> {
         *self
     }
 }
@@ -81,9 +71,9 @@ impl Param for Arg<'_> {
 macro_rules! integer_params {
     ($($t:ty),*) => {$(
         impl Param for $t {
-            fn arg(&self) -> Arg<'_> {
+            fn arg(&self) -> ValueRef<'_> {
                 // Every integer the store binds fits in SQLite's and PostgreSQL's i64.
-                Arg::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+                ValueRef::Int(i64::try_from(*self).unwrap_or(i64::MAX))
             }
         }
     )*};
@@ -91,72 +81,72 @@ macro_rules! integer_params {
 integer_params!(i64, i32, i16, u8, u16, u32, u64, usize);
 
 impl Param for bool {
-    fn arg(&self) -> Arg<'_> {
-        Arg::Int(i64::from(*self))
+    fn arg(&self) -> ValueRef<'_> {
+        ValueRef::Int(i64::from(*self))
     }
 }
 
 impl Param for f64 {
-    fn arg(&self) -> Arg<'_> {
-        Arg::Real(*self)
+    fn arg(&self) -> ValueRef<'_> {
+        ValueRef::Real(*self)
     }
 }
 
 impl Param for str {
-    fn arg(&self) -> Arg<'_> {
-        Arg::Text(self)
+    fn arg(&self) -> ValueRef<'_> {
+        ValueRef::Text(self)
     }
 }
 
 impl Param for String {
-    fn arg(&self) -> Arg<'_> {
-        Arg::Text(self)
+    fn arg(&self) -> ValueRef<'_> {
+        ValueRef::Text(self)
     }
 }
 
 impl Param for [u8] {
-    fn arg(&self) -> Arg<'_> {
-        Arg::Blob(self)
+    fn arg(&self) -> ValueRef<'_> {
+        ValueRef::Blob(self)
     }
 }
 
 impl Param for Vec<u8> {
-    fn arg(&self) -> Arg<'_> {
-        Arg::Blob(self)
+    fn arg(&self) -> ValueRef<'_> {
+        ValueRef::Blob(self)
     }
 }
 
 impl<T: Param + ?Sized> Param for &T {
-    fn arg(&self) -> Arg<'_> {
+    fn arg(&self) -> ValueRef<'_> {
         (**self).arg()
     }
 }
 
 impl<T: Param> Param for Option<T> {
-    fn arg(&self) -> Arg<'_> {
-        self.as_ref().map_or(Arg::Null, Param::arg)
+    fn arg(&self) -> ValueRef<'_> {
+        self.as_ref().map_or(ValueRef::Null, Param::arg)
     }
 }
 
 /// A statement's parameters, numbered from 1 in order.
 pub trait Params {
-    fn args(&self) -> Vec<Arg<'_>>;
+    fn args(&self) -> Vec<ValueRef<'_>>;
 }
 
 impl<T: Param, const N: usize> Params for [T; N] {
-    fn args(&self) -> Vec<Arg<'_>> {
+    fn args(&self) -> Vec<ValueRef<'_>> {
         self.iter().map(Param::arg).collect()
     }
 }
 
 impl<T: Param> Params for &[T] {
-    fn args(&self) -> Vec<Arg<'_>> {
+    fn args(&self) -> Vec<ValueRef<'_>> {
         self.iter().map(Param::arg).collect()
     }
 }
 
 impl<T: Param> Params for Vec<T> {
-    fn args(&self) -> Vec<Arg<'_>> {
+    fn args(&self) -> Vec<ValueRef<'_>> {
         self.iter().map(Param::arg).collect()
     }
 }
@@ -170,7 +160,7 @@ where
     iter.into_iter().map(Into::into).collect()
 }
 
-/// A column as read, borrowed from the row.
+/// A value borrowed from where it is: a parameter as bound, or a column as read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueRef<'a> {
     Null,
@@ -276,15 +266,15 @@ impl<T: FromValue> FromValue for Option<T> {
     }
 }
 
-impl rusqlite::ToSql for Arg<'_> {
+impl rusqlite::ToSql for ValueRef<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef as Sqlite};
         Ok(ToSqlOutput::Borrowed(match *self {
-            Arg::Null => Sqlite::Null,
-            Arg::Int(v) => Sqlite::Integer(v),
-            Arg::Real(v) => Sqlite::Real(v),
-            Arg::Text(v) => Sqlite::Text(v.as_bytes()),
-            Arg::Blob(v) => Sqlite::Blob(v),
+            ValueRef::Null => Sqlite::Null,
+            ValueRef::Int(v) => Sqlite::Integer(v),
+            ValueRef::Real(v) => Sqlite::Real(v),
+            ValueRef::Text(v) => Sqlite::Text(v.as_bytes()),
+            ValueRef::Blob(v) => Sqlite::Blob(v),
         }))
     }
 }
@@ -308,11 +298,11 @@ mod tests {
 
     #[test]
     fn integers_and_options_convert_both_ways_and_refuse_what_does_not_fit() {
-        assert_eq!(5u32.arg(), Arg::Int(5));
-        assert_eq!(true.arg(), Arg::Int(1));
-        assert_eq!(None::<&str>.arg(), Arg::Null);
-        assert_eq!(Some("a").arg(), Arg::Text("a"));
-        assert_eq!(u64::MAX.arg(), Arg::Int(i64::MAX));
+        assert_eq!(5u32.arg(), ValueRef::Int(5));
+        assert_eq!(true.arg(), ValueRef::Int(1));
+        assert_eq!(None::<&str>.arg(), ValueRef::Null);
+        assert_eq!(Some("a").arg(), ValueRef::Text("a"));
+        assert_eq!(u64::MAX.arg(), ValueRef::Int(i64::MAX));
         assert_eq!(u8::from_value(ValueRef::Int(7)), Ok(7));
         assert!(
             u8::from_value(ValueRef::Int(300))
