@@ -64,6 +64,8 @@ impl Depth {
         }
     }
 
+    /// The counts. None is below 0: on PostgreSQL a job another gateway queued may end here
+    /// before the next re-count has counted it in.
     pub fn rows(&self) -> Vec<DepthRow> {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts
@@ -72,7 +74,7 @@ impl Depth {
                 status: *status,
                 model: model.clone(),
                 priority: *priority,
-                count: *count,
+                count: (*count).max(0),
             })
             .collect()
     }

@@ -214,7 +214,7 @@ pub fn lease(
     }
     let mut misses = 0;
     let mut deferred = Deferrals::default();
-    'bands: for priority in 1..=5u8 {
+    for priority in 1..=5u8 {
         let mut skip = HashSet::new();
         while (leased.len() as u32) < asked.limit {
             let room = asked.limit - leased.len() as u32;
@@ -254,13 +254,34 @@ pub fn lease(
                         deferred: &mut deferred,
                     };
                     leased.extend(in_queue_order(ctx, asked, room, fallback)?);
-                    break 'bands;
+                    return Ok(deferrals(ctx, leased, deferred));
                 }
                 continue;
             }
             fair.charge(priority, &pick.key, got);
         }
     }
+    let room = asked.limit - leased.len() as u32;
+    if room > 0 && ctx.conn.engine() == Engine::Postgres {
+        // Other gateways' commits reach the counts only at the next re-count (each second):
+        // what the counts do not know of yet is leased in plain queue order.
+        let fallback = Fallback {
+            fair,
+            taken: &mut taken,
+            deferred: &mut deferred,
+        };
+        leased.extend(in_queue_order(ctx, asked, room, fallback)?);
+    }
+    Ok(deferrals(ctx, leased, deferred))
+}
+
+/// Records why a lease passed over keys with queued jobs, for the metrics; returns what
+/// it leased.
+fn deferrals(
+    ctx: &mut WriteCtx<'_>,
+    leased: Vec<LeasedJob>,
+    deferred: Deferrals,
+) -> Vec<LeasedJob> {
     for (reason, happened) in [
         ("max_concurrent_jobs", deferred.concurrency),
         ("tokens_per_minute", deferred.tokens),
@@ -269,7 +290,7 @@ pub fn lease(
             ctx.events.push(QueueEvent::LeaseDeferred { reason });
         }
     }
-    Ok(leased)
+    leased
 }
 
 /// Up to `limit` of `key`'s queued jobs of `lane` in band `priority` that may run now,

@@ -6,10 +6,13 @@
 //! for a rolled-back group) whose payload carries only ids ([`payload`]): the sending
 //! gateway, the jobs it changed, `q` when work was queued, `b` when batches changed. Each
 //! gateway listens on one connection of its own ([`listen`]), and hands what it heard to its
-//! writer, which between two groups re-counts the queue from the database and wakes the
-//! local waiters of the jobs named ([`resync`]). A lost listening connection, or a payload
-//! that would not fit, ends in the same re-count with every local waiter woken to read its
-//! job; the re-count also runs every second, whatever was heard.
+//! writer, which between two groups wakes the local waiters of the jobs named, its
+//! long-polling nodes when work was queued, and reads the running batches again
+//! ([`resync`]). The counts (depth, fair share, drains) are read again each second, not at
+//! each notification: a count reads the whole queue's index. Meanwhile a lease takes what
+//! the counts do not know of yet in plain queue order (`leases`). A lost listening
+//! connection, or a payload that would not fit, ends in a re-count with every local waiter
+//! woken to read its job.
 
 use super::db::{Conn, Param, pg};
 use super::depth::Depth;
@@ -30,16 +33,17 @@ pub const CHANNEL: &str = "obb";
 const MAX_PAYLOAD: usize = 7_000;
 
 /// How long the listener gathers notifications before handing them over: a burst of
-/// commits elsewhere costs one re-count here.
+/// commits elsewhere is heard at once.
 const GATHER: Duration = Duration::from_millis(5);
 
 /// How often the queue is re-counted whatever was heard: a notification can be lost with
 /// its connection.
 const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
-/// The least time between two re-counts: each reads the queue's counts, which a gateway
-/// under load elsewhere would otherwise do after nearly every group of its own.
-const RECOUNT_SPACING: Duration = Duration::from_millis(25);
+/// The least time between two hand-overs to the writer, each a read of the named jobs and
+/// perhaps of the running batches: a gateway busy elsewhere would otherwise ask after
+/// nearly every group of its own.
+const RECOUNT_SPACING: Duration = Duration::from_millis(10);
 
 /// What a gateway heard of the others' commits since its last re-count.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,6 +55,10 @@ pub struct Heard {
     pub batches: bool,
     /// Anything may have changed: every local waiter reads its job again.
     pub everything: bool,
+    /// Time to count the queue again (each second): the depth, the fair share's counts and
+    /// the drains. Not at each notification: a count reads the whole queue's index, which
+    /// gateways busy elsewhere would otherwise have each one do many times a second.
+    pub recount: bool,
 }
 
 impl Heard {
@@ -59,6 +67,7 @@ impl Heard {
         self.queued |= other.queued;
         self.batches |= other.batches;
         self.everything |= other.everything;
+        self.recount |= other.recount;
     }
 }
 
@@ -125,14 +134,17 @@ pub struct Counted<'a> {
     pub drained: &'a Drained,
 }
 
-/// Re-counts the queue from the database and wakes the local waiters of what was heard.
-/// Runs on the writer's connection between two groups, so no commit of this gateway is
-/// half counted.
+/// Wakes the local waiters of what was heard and, when `recount` or `everything` says so,
+/// counts the queue again from the database. Runs on the writer's connection between two
+/// groups, so no commit of this gateway is half counted.
 pub fn resync(conn: &Conn, counted: &Counted<'_>, heard: &Heard) -> Result<(), StoreError> {
-    counted.depth.recount(reads::depth(conn)?);
-    let (rows, running) = reads::fair_counts(conn)?;
-    let more = counted.fair.recount(rows, running);
-    counted.drained.replace(nodes::draining(conn)?);
+    let mut more = false;
+    if heard.recount || heard.everything {
+        counted.depth.recount(reads::depth(conn)?);
+        let (rows, running) = reads::fair_counts(conn)?;
+        more = counted.fair.recount(rows, running);
+        counted.drained.replace(nodes::draining(conn)?);
+    }
     if heard.batches || heard.everything {
         counted.batches.reload(conn);
     }
@@ -208,7 +220,10 @@ pub fn listen(runtime: &Arc<pg::Runtime>, gateway: String, writer: Writer) {
                         }
                         None => break,
                     },
-                    _ = tick.tick() => Heard::default(),
+                    _ = tick.tick() => Heard {
+                        recount: true,
+                        ..Heard::default()
+                    },
                 };
                 last = tokio::time::Instant::now();
                 if writer.resync(heard).is_err() {

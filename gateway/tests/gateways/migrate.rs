@@ -180,3 +180,35 @@ async fn a_sqlite_queue_moves_to_postgresql_with_its_states_files_and_keys() {
     );
     new.stop_with("-TERM");
 }
+
+#[test]
+fn start_refuses_a_database_without_the_schema_or_with_a_newer_one() {
+    let server = postgres::shared();
+    let url = server.fresh_database();
+    let check = || {
+        Command::new(gateway_bin())
+            .args(["start", "--check-config", "--db", &url])
+            .env("OBB_LOG", "warn")
+            .env("OBB_FILES_DIR", std::env::temp_dir())
+            .output()
+            .expect("obb-gateway runs")
+    };
+    let empty = check();
+    assert!(!empty.status.success());
+    let said = String::from_utf8_lossy(&empty.stderr);
+    assert!(said.contains("run `obb-gateway setup` first"), "{said}");
+    assert!(
+        testkit::cli(std::path::Path::new(&url), &["setup", "--yes"])
+            .status
+            .success()
+    );
+    assert!(check().status.success(), "a set-up database is valid");
+    server.query(&url, "UPDATE obb_schema SET version = 99");
+    let newer = check();
+    assert!(!newer.status.success());
+    let said = String::from_utf8_lossy(&newer.stderr);
+    assert!(
+        said.contains("schema version 99") && said.contains("upgrade obb-gateway"),
+        "{said}"
+    );
+}
