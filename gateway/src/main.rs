@@ -86,7 +86,7 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         println!("{table}\t{rows}");
     }
     println!("files\t{}", moved.files);
-    eprintln!("done: the counts match. Start the gateways with `--db {to}`.");
+    eprintln!("done: the counts match. Start the gateways with `--db` and this URL.");
     Ok(())
 }
 
@@ -176,6 +176,15 @@ fn load(store: &StoreArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// `db` as a command line should give it: a path, or for a URL (whose password must not be
+/// printed) a stand-in.
+fn as_typed(db: &Location) -> String {
+    match db {
+        Location::File(path) => path.display().to_string(),
+        Location::Postgres(_) => "<the same postgres:// URL>".to_owned(),
+    }
+}
+
 fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let config = load(&args.store)?;
     let default = config.store()?;
@@ -197,11 +206,17 @@ fn setup(args: SetupArgs) -> anyhow::Result<()> {
         eprintln!(
             "Setup complete. An admin key already exists; make another with `{PROGRAM} keys create --role admin --name NAME`."
         );
-        eprintln!("Run the gateway with `{PROGRAM} start --db {db}`.");
+        eprintln!(
+            "Run the gateway with `{PROGRAM} start --db {}`.",
+            as_typed(&db)
+        );
         return Ok(());
     }
     let created = offline::create_key(&db, &mint_key()?, "admin", Role::Admin)?;
-    eprintln!("Setup complete. Run the gateway with `{PROGRAM} start --db {db}`.");
+    eprintln!(
+        "Setup complete. Run the gateway with `{PROGRAM} start --db {}`.",
+        as_typed(&db)
+    );
     eprintln!("Your admin key is shown only once:");
     println!("{}", created.key);
     Ok(())

@@ -220,7 +220,15 @@ pub fn migrate(conn: &Conn, shown: &str) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN")?;
     let migrated = (|| {
         conn.execute("SELECT pg_advisory_xact_lock(?1)", params![MIGRATION_LOCK])?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS obb_schema (version BIGINT NOT NULL)")?;
+        // Created only when missing: `IF NOT EXISTS` would log a notice at every start.
+        let missing: bool = conn.query_row(
+            "SELECT to_regclass('obb_schema') IS NULL",
+            params![],
+            |row| row.get(0),
+        )?;
+        if missing {
+            conn.execute_batch("CREATE TABLE obb_schema (version BIGINT NOT NULL)")?;
+        }
         let found = version(conn)?;
         too_new(found, shown)?;
         for (index, sql) in MIGRATIONS.iter().enumerate() {
