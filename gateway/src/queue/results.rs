@@ -53,19 +53,22 @@ struct Run {
     first_relayed_at: Option<i64>,
 }
 
+/// The columns of a job's run, as [`run_of`] reads them.
+macro_rules! run_of_sql {
+    () => {
+        "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
+                error_payload, owner_key_id, est_tokens, first_relayed_at
+         FROM jobs WHERE id = ?1"
+    };
+}
+const RUN_OF: &str = run_of_sql!();
+
 fn run_of(ctx: &WriteCtx<'_>, id: &str) -> Result<Option<Run>, StoreError> {
     // On PostgreSQL the row is locked until the group commits: another gateway's reaper,
     // cancel or result for the job waits, so what is decided here from the row stays true
     // (SQLite's one writer gives that by itself).
     ctx.conn
-        .prepare_cached(ctx.conn.pick(
-            "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
-                    error_payload, owner_key_id, est_tokens, first_relayed_at
-             FROM jobs WHERE id = ?1",
-            "SELECT status, lease_id, result_lease_id, attempts, max_attempts, model, locked_by,
-                    error_payload, owner_key_id, est_tokens, first_relayed_at
-             FROM jobs WHERE id = ?1 FOR UPDATE",
-        ))?
+        .prepare_cached(ctx.conn.pick(RUN_OF, concat!(run_of_sql!(), " FOR UPDATE")))?
         .query_row([id], |row| {
             Ok(Run {
                 status: reads::status(row, 0)?,

@@ -184,22 +184,22 @@ END $$;
 /// The advisory lock `setup` holds while it migrates: any number, the same in every gateway.
 const MIGRATION_LOCK: i64 = 0x0bb5_c4e3;
 
-/// The schema's version; 0 when there is none.
-fn version(conn: &Conn) -> Result<i64, StoreError> {
+/// The schema's version: `None` without an `obb_schema` table, 0 with an empty one.
+fn version(conn: &Conn) -> Result<Option<i64>, StoreError> {
     let exists: bool = conn.query_row(
         "SELECT to_regclass('obb_schema') IS NOT NULL",
         params![],
         |row| row.get(0),
     )?;
     if !exists {
-        return Ok(0);
+        return Ok(None);
     }
     Ok(conn
         .query_row("SELECT version FROM obb_schema", params![], |row| {
             row.get(0)
         })
         .optional()?
-        .unwrap_or(0))
+        .or(Some(0)))
 }
 
 fn too_new(found: i64, shown: &str) -> Result<(), StoreError> {
@@ -221,15 +221,13 @@ pub fn migrate(conn: &Conn, shown: &str) -> Result<(), StoreError> {
     let migrated = (|| {
         conn.execute("SELECT pg_advisory_xact_lock(?1)", params![MIGRATION_LOCK])?;
         // Created only when missing: `IF NOT EXISTS` would log a notice at every start.
-        let missing: bool = conn.query_row(
-            "SELECT to_regclass('obb_schema') IS NULL",
-            params![],
-            |row| row.get(0),
-        )?;
-        if missing {
-            conn.execute_batch("CREATE TABLE obb_schema (version BIGINT NOT NULL)")?;
-        }
-        let found = version(conn)?;
+        let found = match version(conn)? {
+            Some(found) => found,
+            None => {
+                conn.execute_batch("CREATE TABLE obb_schema (version BIGINT NOT NULL)")?;
+                0
+            }
+        };
         too_new(found, shown)?;
         for (index, sql) in MIGRATIONS.iter().enumerate() {
             let reached = BASE + index as i64;
@@ -257,7 +255,7 @@ pub fn migrate(conn: &Conn, shown: &str) -> Result<(), StoreError> {
 /// Checks the schema for serving: `start`. A missing one is refused (run `setup`), an
 /// older one moved up, a newer one refused.
 pub fn open_existing(conn: &Conn, shown: &str) -> Result<(), StoreError> {
-    let found = version(conn)?;
+    let found = version(conn)?.unwrap_or(0);
     if found == 0 {
         return Err(StoreError::Missing(shown.to_owned()));
     }
